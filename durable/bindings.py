@@ -1,0 +1,184 @@
+"""Service bindings and the HTTP transport for Durable Objects hosted by another process.
+
+`env.SERVICE.fetch(...)` calls the target worker's ASGI app directly when it runs in this
+process, or over HTTP (one shared aiohttp session, so connections are reused) when it runs
+elsewhere; the caller gets the same `Response` either way.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+import aiohttp
+
+from .errors import ObjectUnavailable
+from .http import Request, Response, make_request
+from .ids import DurableObjectId
+
+ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
+
+INTERNAL_PREFIX = "/cdn-cgi/durable/"
+INTERNAL_KEY_HEADER = "x-durable-internal-key"
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer"})
+
+
+@dataclass(frozen=True)
+class RemoteTarget:
+    """A worker running in another process: its base URL and the key for internal calls."""
+
+    url: str
+    internal_key: str
+
+
+async def asgi_fetch(app: ASGIApp, request: Request, client: tuple[str, int] = ("127.0.0.1", 0)) -> Response:
+    """Run one request through an ASGI app in this process and collect its response."""
+    parts = urlsplit(request.url)
+    host = parts.hostname or "localhost"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()]
+    names = {k for k, _ in headers}
+    if b"host" not in names:
+        headers.append((b"host", (parts.netloc or host).encode("latin-1")))
+    if request.body and b"content-length" not in names:
+        headers.append((b"content-length", str(len(request.body)).encode()))
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+        "method": request.method, "scheme": parts.scheme or "http",
+        "path": unquote(parts.path) or "/", "raw_path": (parts.path or "/").encode("latin-1"),
+        "query_string": parts.query.encode("latin-1"), "root_path": "",
+        "headers": headers, "client": client, "server": (host, port),
+    }
+    sent_body = False
+    finished = asyncio.Event()
+    status = 500
+    response_headers: list[tuple[str, str]] = []
+    chunks: list[bytes] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent_body
+        if not sent_body:
+            sent_body = True
+            return {"type": "http.request", "body": request.body, "more_body": False}
+        await finished.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            response_headers.extend((k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", []))
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                finished.set()
+
+    try:
+        await app(scope, receive, send)
+    finally:
+        finished.set()
+    return Response(b"".join(chunks), status=status, headers=response_headers)
+
+
+class HttpClient:
+    """One aiohttp session per runtime, created on first use."""
+
+    def __init__(self, timeout_s: float = 30.0) -> None:
+        self._session: aiohttp.ClientSession | None = None
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self._timeout, auto_decompress=False,
+                                                  connector=aiohttp.TCPConnector(limit=256))
+        return self._session
+
+    async def send(self, request: Request, base_url: str | None = None) -> Response:
+        url = request.url
+        if base_url is not None:
+            parts = urlsplit(request.url)
+            url = base_url.rstrip("/") + (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP and k.lower() != "host"]
+        async with self.session.request(request.method, url, headers=headers, data=request.body or None,
+                                        allow_redirects=False) as resp:
+            body = await resp.read()
+            return Response(body, status=resp.status,
+                            headers=[(k, v) for k, v in resp.headers.items() if k.lower() not in HOP_BY_HOP])
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+Resolver = Callable[[], "ASGIApp | RemoteTarget | None"]
+
+
+class ServiceBinding:
+    """`env.BASE_SERVICE`: fetch() into another worker, wherever it runs."""
+
+    def __init__(self, service: str, resolve: Resolver, http: HttpClient) -> None:
+        self.service = service
+        self._resolve = resolve
+        self._http = http
+
+    async def fetch(self, input: Request | str, **init: Any) -> Response:
+        request = make_request(input, f"http://{self.service}/", **init)
+        target = self._resolve()
+        if target is None:
+            return Response.json_response(
+                {"message": f"Service {self.service} is not running",
+                 "error": {"code": "service_unavailable",
+                           "message": f"No local dev session for the {self.service!r} service was found; "
+                                      f"start it with `wrangler dev` in its folder"}}, status=503)
+        from .objects import current_object  # avoid an import cycle at module load
+        caller = current_object()
+        if caller is not None:
+            await caller.storage.sync()
+        try:
+            if isinstance(target, RemoteTarget):
+                try:
+                    return await self._http.send(request, target.url)
+                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                    return Response.json_response(
+                        {"message": f"Service {self.service} is unreachable",
+                         "error": {"code": "upstream_unavailable", "message": f"{type(exc).__name__}: {exc}"}},
+                        status=502)
+            return await asgi_fetch(target, request)
+        finally:
+            if caller is not None:
+                await caller._gate.enter()
+
+    def __repr__(self) -> str:
+        return f"<ServiceBinding {self.service}>"
+
+
+class HttpTransport:
+    """Durable Object RPC to a class hosted by another worker process."""
+
+    def __init__(self, script_name: str, class_name: str, resolve: Callable[[], RemoteTarget | None],
+                 http: HttpClient) -> None:
+        self.script_name = script_name
+        self.class_name = class_name
+        self._resolve = resolve
+        self._http = http
+
+    async def call(self, object_id: DurableObjectId, method: str, payload: bytes) -> bytes:
+        target = self._resolve()
+        if target is None:
+            raise ObjectUnavailable(f"{self.script_name} (host of {self.class_name}) is not running")
+        url = f"{target.url.rstrip('/')}{INTERNAL_PREFIX}{quote(self.class_name)}/{object_id}/{quote(method)}"
+        headers = {INTERNAL_KEY_HEADER: target.internal_key, "content-type": "application/bson"}
+        if object_id.name is not None:
+            headers["x-durable-object-name"] = quote(object_id.name)
+        try:
+            async with self._http.session.post(url, data=payload, headers=headers) as resp:
+                body = await resp.read()
+                if resp.status != 200:
+                    raise ObjectUnavailable(f"{self.script_name}.{self.class_name}: HTTP {resp.status}: "
+                                            f"{body[:200].decode('utf-8', 'replace')}")
+                return body
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise ObjectUnavailable(f"{self.script_name} (host of {self.class_name}) is unreachable: {exc}") from None

@@ -1,0 +1,271 @@
+"""wrangler.toml → pydantic models, with wrangler's `[env.<name>]` rules and migration checks.
+
+Every problem is a `ConfigError` naming the file, the key and what is wrong. Secrets are never
+read from the TOML: `[secrets] required = [...]` only names them (as in wrangler since 2026).
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_BINDING = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ConfigError(Exception):
+    """A wrangler.toml that cannot be used, with where and why."""
+
+    def __init__(self, path: Path | str, key: str, problem: str) -> None:
+        self.path, self.key, self.problem = str(path), key, problem
+        super().__init__(f"{path}: {key}: {problem}" if key else f"{path}: {problem}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _binding_name(value: str) -> str:
+    if not _BINDING.match(value):
+        raise ValueError(f"{value!r} is not a valid binding name (letters, digits, _; not starting with a digit)")
+    return value
+
+
+class DurableObjectBinding(_Strict):
+    name: str
+    class_name: str
+    script_name: str | None = None
+
+    _check_name = field_validator("name")(_binding_name)
+
+
+class DurableObjects(_Strict):
+    bindings: list[DurableObjectBinding] = Field(default_factory=list)
+
+
+class Migration(_Strict):
+    tag: str
+    new_sqlite_classes: list[str] = Field(default_factory=list)
+    new_classes: list[str] = Field(default_factory=list)
+    renamed_classes: list[dict[str, str]] = Field(default_factory=list)
+    deleted_classes: list[str] = Field(default_factory=list)
+
+    @field_validator("renamed_classes")
+    @classmethod
+    def _renames(cls, value: list[dict[str, str]]) -> list[dict[str, str]]:
+        for item in value:
+            if set(item) != {"from", "to"}:
+                raise ValueError("each renamed class is {from = \"Old\", to = \"New\"}")
+        return value
+
+
+class ServiceBinding(_Strict):
+    binding: str
+    service: str
+    environment: str | None = None
+    entrypoint: str | None = None
+
+    _check_binding = field_validator("binding")(_binding_name)
+
+
+class KVNamespace(_Strict):
+    binding: str
+    id: str | None = None
+    preview_id: str | None = None
+
+    _check_binding = field_validator("binding")(_binding_name)
+
+
+class Secrets(_Strict):
+    required: list[str] = Field(default_factory=list)
+
+
+class Dev(_Strict):
+    ip: str | None = None
+    port: int | None = Field(default=None, ge=0, le=65535)
+
+
+def _check_worker_name(value: str | None) -> str | None:
+    if value is not None and not _NAME.match(value):
+        raise ValueError(f"{value!r} is not a valid worker name (lowercase letters, digits and dashes)")
+    return value
+
+
+class EnvOverride(_Strict):
+    """One `[env.<name>]` section: inheritable keys override, bindings replace."""
+
+    name: str | None = None
+    main: str | None = None
+    compatibility_date: str | None = None
+    compatibility_flags: list[str] | None = None
+    vars: dict[str, Any] | None = None
+    durable_objects: DurableObjects | None = None
+    services: list[ServiceBinding] | None = None
+    kv_namespaces: list[KVNamespace] | None = None
+    secrets: Secrets | None = None
+
+    _check_name = field_validator("name")(_check_worker_name)
+
+
+class RawConfig(_Strict):
+    name: str
+    main: str
+    compatibility_date: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
+    compatibility_flags: list[str] = Field(default_factory=list)
+    workers_dev: bool | None = None
+    vars: dict[str, Any] = Field(default_factory=dict)
+    durable_objects: DurableObjects = Field(default_factory=DurableObjects)
+    migrations: list[Migration] = Field(default_factory=list)
+    services: list[ServiceBinding] = Field(default_factory=list)
+    kv_namespaces: list[KVNamespace] = Field(default_factory=list)
+    secrets: Secrets | None = None
+    dev: Dev = Field(default_factory=Dev)
+    env: dict[str, EnvOverride] = Field(default_factory=dict)
+
+    _check_name = field_validator("name")(_check_worker_name)
+
+
+class WorkerConfig(_Strict):
+    """One worker, resolved for one environment (None = top level)."""
+
+    path: Path
+    environment: str | None
+    name: str
+    main: str
+    compatibility_date: str
+    compatibility_flags: list[str]
+    vars: dict[str, Any]
+    durable_objects: list[DurableObjectBinding]
+    migrations: list[Migration]
+    services: list[ServiceBinding]
+    kv_namespaces: list[KVNamespace]
+    secrets: Secrets | None
+    dev: Dev
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+    @property
+    def hosted_classes(self) -> list[str]:
+        """Durable Object classes this worker defines (bindings without a script_name elsewhere)."""
+        seen: list[str] = []
+        for b in self.durable_objects:
+            if (b.script_name is None or b.script_name == self.name) and b.class_name not in seen:
+                seen.append(b.class_name)
+        return seen
+
+    @property
+    def dependencies(self) -> set[str]:
+        """Worker names this one binds to: services, and Durable Object classes of other scripts."""
+        deps = {s.service for s in self.services}
+        deps |= {b.script_name for b in self.durable_objects if b.script_name and b.script_name != self.name}
+        return deps
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _validation_error(path: Path, exc: ValidationError, prefix: str = "") -> ConfigError:
+    first = exc.errors()[0]
+    key = _loc(tuple(first["loc"]))
+    problem = first["msg"]
+    if first["type"] == "extra_forbidden":
+        problem = "unknown key"
+    elif first["type"] == "missing":
+        problem = "required key is missing"
+    more = len(exc.errors()) - 1
+    if more:
+        problem += f" (and {more} more problem{'s' if more > 1 else ''})"
+    return ConfigError(path, prefix + key, problem)
+
+
+def _check_migrations(path: Path, raw: RawConfig, hosted: list[str]) -> None:
+    tags: set[str] = set()
+    declared: set[str] = set()
+    for i, migration in enumerate(raw.migrations):
+        if migration.tag in tags:
+            raise ConfigError(path, f"migrations[{i}].tag", f"duplicate migration tag {migration.tag!r}")
+        tags.add(migration.tag)
+        for cls in migration.new_sqlite_classes + migration.new_classes:
+            if cls in declared:
+                raise ConfigError(path, f"migrations[{i}]", f"class {cls!r} is created twice")
+            declared.add(cls)
+        for rename in migration.renamed_classes:
+            if rename["from"] not in declared:
+                raise ConfigError(path, f"migrations[{i}].renamed_classes",
+                                  f"cannot rename {rename['from']!r}: no earlier migration creates it")
+            declared.discard(rename["from"])
+            declared.add(rename["to"])
+        for cls in migration.deleted_classes:
+            if cls not in declared:
+                raise ConfigError(path, f"migrations[{i}].deleted_classes",
+                                  f"cannot delete {cls!r}: no earlier migration creates it")
+            declared.discard(cls)
+    for cls in hosted:
+        if cls not in declared:
+            raise ConfigError(path, "migrations",
+                              f"Durable Object class {cls!r} is bound but no migration declares it "
+                              f"(add it to new_sqlite_classes of a [[migrations]] entry)")
+
+
+def load(path: str | Path, environment: str | None = None) -> WorkerConfig:
+    """Read, validate and resolve one wrangler.toml for `environment` (wrangler's `--env`)."""
+    path = Path(path).resolve()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(path, "", "file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "", f"not valid TOML: {exc}") from None
+    try:
+        raw = RawConfig.model_validate(data)
+    except ValidationError as exc:
+        raise _validation_error(path, exc) from None
+
+    values: dict[str, Any] = {
+        "name": raw.name, "main": raw.main, "compatibility_date": raw.compatibility_date,
+        "compatibility_flags": raw.compatibility_flags, "vars": raw.vars,
+        "durable_objects": raw.durable_objects.bindings, "services": raw.services,
+        "kv_namespaces": raw.kv_namespaces, "secrets": raw.secrets,
+    }
+    if environment is not None:
+        override = raw.env.get(environment)
+        if override is None:
+            known = ", ".join(sorted(raw.env)) or "none"
+            raise ConfigError(path, f"env.{environment}", f"no [env.{environment}] section (environments: {known})")
+        # wrangler: inheritable keys fall back to the top level; bindings and vars do not.
+        values["name"] = override.name or f"{raw.name}-{environment}"
+        for key in ("main", "compatibility_date", "compatibility_flags", "secrets"):
+            if getattr(override, key) is not None:
+                values[key] = getattr(override, key)
+        values["vars"] = override.vars or {}
+        values["durable_objects"] = override.durable_objects.bindings if override.durable_objects else []
+        values["services"] = override.services or []
+        values["kv_namespaces"] = override.kv_namespaces or []
+
+    config = WorkerConfig(path=path, environment=environment, migrations=raw.migrations, dev=raw.dev, **values)
+    if not (path.parent / config.main).is_file():
+        raise ConfigError(path, "main", f"entry module {config.main!r} not found next to the config")
+    _check_migrations(path, raw, config.hosted_classes)
+    for i, binding in enumerate(config.durable_objects):
+        names = [b.name for b in config.durable_objects]
+        if names.count(binding.name) > 1:
+            raise ConfigError(path, f"durable_objects.bindings[{i}].name", f"binding {binding.name!r} is defined twice")
+    return config
+
+
+def discover(root: str | Path) -> list[Path]:
+    """The wrangler.toml of each direct sub-folder of `root` (or root's own, if it has one)."""
+    root = Path(root)
+    found = sorted(p for p in root.glob("*/wrangler.toml"))
+    if not found and (root / "wrangler.toml").is_file():
+        found = [root / "wrangler.toml"]
+    return found

@@ -1,0 +1,152 @@
+"""`env`: a worker's vars, secrets and bindings, and how secrets are found.
+
+Handlers reach it as `from durable import env` (the env of the worker handling the current
+request); Durable Objects get it as their constructor's `env` argument.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets as secretslib
+from collections.abc import Mapping
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+
+from .config import ConfigError, WorkerConfig
+
+log = logging.getLogger("durable.env")
+
+GENERATED_SECRETS_FILE = "dev-secrets.json"
+
+
+class Env:
+    """Attribute access to bindings, secrets and vars; its repr never shows a secret."""
+
+    def __init__(self, *, vars: Mapping[str, Any], secrets: Mapping[str, str], bindings: Mapping[str, Any]) -> None:
+        self._vars = dict(vars)
+        self._secrets = dict(secrets)
+        self._bindings = dict(bindings)
+
+    def __getattr__(self, name: str) -> Any:
+        for source in (self._bindings, self._secrets, self._vars):
+            if name in source:
+                return source[name]
+        available = ", ".join(sorted({*self._bindings, *self._secrets, *self._vars})) or "none"
+        raise AttributeError(f"env has no binding, secret or var named {name!r} (available: {available})")
+
+    def get(self, name: str, default: Any = None) -> Any:
+        try:
+            return getattr(self, name)
+        except AttributeError:
+            return default
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._bindings or name in self._secrets or name in self._vars
+
+    @property
+    def secret_names(self) -> list[str]:
+        return sorted(self._secrets)
+
+    def __repr__(self) -> str:
+        parts = [f"{k}={v!r}" for k, v in sorted(self._vars.items())]
+        parts += [f"{k}=<secret>" for k in sorted(self._secrets)]
+        parts += [f"{k}={v!r}" for k, v in sorted(self._bindings.items())]
+        return f"Env({', '.join(parts)})"
+
+
+_current_env: ContextVar[Env | None] = ContextVar("durable_current_env", default=None)
+
+
+class _EnvProxy:
+    """`durable.env`: the Env of the worker handling the current request or start-up hook."""
+
+    def _target(self) -> Env:
+        current = _current_env.get()
+        if current is None:
+            raise RuntimeError("durable.env is only available while a worker handles a request "
+                               "(or runs its start-up hooks); Durable Objects use self.env")
+        return current
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target(), name)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._target()
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._target().get(name, default)
+
+    def __repr__(self) -> str:
+        current = _current_env.get()
+        return repr(current) if current is not None else "<durable.env outside a worker>"
+
+
+env = _EnvProxy()
+
+
+def use_env(value: Env) -> Any:
+    """Make `value` the current env (returns the token for `_current_env.reset`)."""
+    return _current_env.set(value)
+
+
+def _dev_vars_path(config: WorkerConfig) -> Path:
+    if config.environment:
+        specific = config.directory / f".dev.vars.{config.environment}"
+        if specific.is_file():
+            return specific
+    return config.directory / ".dev.vars"
+
+
+def _generated_secrets(state_dir: Path, names: list[str]) -> dict[str, str]:
+    """Stable per-checkout values for missing dev secrets (shared by all workers, e.g. JWT_KEY)."""
+    path = state_dir / GENERATED_SECRETS_FILE
+    stored: dict[str, str] = {}
+    if path.is_file():
+        stored = json.loads(path.read_text())
+    changed = False
+    for name in names:
+        if name not in stored:
+            stored[name] = secretslib.token_urlsafe(48)
+            changed = True
+    if changed:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(stored, fh)
+        tmp.replace(path)
+    return {name: stored[name] for name in names}
+
+
+def load_secrets(config: WorkerConfig, *, state_dir: Path, local_dev: bool,
+                 environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Secrets from the process environment (wins) and `.dev.vars` (dotenv format).
+
+    With `[secrets] required`, only those names are loaded; a missing one is an error, except
+    in local dev, where it gets a generated per-checkout value and a warning.
+    """
+    environ = os.environ if environ is None else environ
+    dev_vars_file = _dev_vars_path(config)
+    from_file = {k: v for k, v in dotenv_values(dev_vars_file).items() if v is not None} if dev_vars_file.is_file() else {}
+    declared = list(config.secrets.required) if config.secrets else None
+    names = declared if declared is not None else list(from_file)
+    found: dict[str, str] = {}
+    for name in names:
+        if name in environ:
+            found[name] = environ[name]
+        elif name in from_file:
+            found[name] = from_file[name]
+    missing = [name for name in (declared or []) if name not in found]
+    if missing:
+        if not local_dev:
+            raise ConfigError(config.path, "secrets.required",
+                              f"missing secret(s) {', '.join(missing)}: set them in the process environment")
+        found.update(_generated_secrets(state_dir, missing))
+        for name in missing:
+            log.warning("%s: secret %s is not set (environment or %s); using a generated local value "
+                        "kept in %s", config.name, name, dev_vars_file.name, state_dir / GENERATED_SECRETS_FILE)
+    return found

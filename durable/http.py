@@ -1,0 +1,110 @@
+"""Request and Response values for `fetch` on service bindings and Durable Object stubs.
+
+Small, fetch-API-shaped and transport-neutral: the same objects travel through an in-process
+ASGI call, an HTTP hop, or an RPC to an object in another process.
+"""
+from __future__ import annotations
+
+import json as jsonlib
+from typing import Any
+from urllib.parse import urlsplit
+
+from multidict import CIMultiDict
+
+HeadersInit = "CIMultiDict[str] | dict[str, str] | list[tuple[str, str]] | None"
+
+
+def _headers(init: Any) -> CIMultiDict[str]:
+    if init is None:
+        return CIMultiDict()
+    if isinstance(init, CIMultiDict):
+        return CIMultiDict(init)
+    if isinstance(init, dict):
+        return CIMultiDict((str(k), str(v)) for k, v in init.items())
+    return CIMultiDict((str(k), str(v)) for k, v in init)
+
+
+class Request:
+    """An HTTP request: method, absolute URL, headers, and the whole body as bytes."""
+
+    def __init__(self, url: str, *, method: str = "GET", headers: Any = None,
+                 body: bytes | str | None = None, json: Any = None) -> None:
+        self.url = url
+        self.method = method.upper()
+        self.headers = _headers(headers)
+        if json is not None:
+            body = jsonlib.dumps(json)
+            self.headers.setdefault("content-type", "application/json")
+        self.body = body.encode("utf-8") if isinstance(body, str) else (body or b"")
+
+    @property
+    def path(self) -> str:
+        return urlsplit(self.url).path or "/"
+
+    @property
+    def query_string(self) -> str:
+        return urlsplit(self.url).query
+
+    async def json(self) -> Any:
+        return jsonlib.loads(self.body)
+
+    async def text(self) -> str:
+        return self.body.decode("utf-8")
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"url": self.url, "method": self.method, "headers": list(self.headers.items()), "body": self.body}
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> Request:
+        return cls(data["url"], method=data["method"], headers=data["headers"], body=data["body"])
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.url}>"
+
+
+class Response:
+    """An HTTP response with its whole body; `json()`/`text()` as in the fetch API."""
+
+    def __init__(self, body: bytes | str | None = None, *, status: int = 200, headers: Any = None) -> None:
+        self.status = status
+        self.headers = _headers(headers)
+        self.body = body.encode("utf-8") if isinstance(body, str) else (body or b"")
+
+    @classmethod
+    def json_response(cls, data: Any, *, status: int = 200, headers: Any = None) -> Response:
+        response = cls(jsonlib.dumps(data), status=status, headers=headers)
+        response.headers["content-type"] = "application/json"
+        return response
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    async def json(self) -> Any:
+        return jsonlib.loads(self.body)
+
+    async def text(self) -> str:
+        return self.body.decode("utf-8")
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"status": self.status, "headers": list(self.headers.items()), "body": self.body}
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> Response:
+        return cls(data["body"], status=data["status"], headers=data["headers"])
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status}>"
+
+
+def make_request(input: Request | str, base_url: str, *, method: str | None = None, headers: Any = None,
+                 body: bytes | str | None = None, json: Any = None) -> Request:
+    """fetch()'s argument rules: a Request, an absolute URL, or a path on `base_url`."""
+    if isinstance(input, Request):
+        if method is None and headers is None and body is None and json is None:
+            return input
+        return Request(input.url, method=method or input.method,
+                       headers=headers if headers is not None else input.headers,
+                       body=body if body is not None else (None if json is not None else input.body), json=json)
+    url = input if "://" in input else base_url.rstrip("/") + "/" + input.lstrip("/")
+    return Request(url, method=method or "GET", headers=headers, body=body, json=json)

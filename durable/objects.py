@@ -1,0 +1,408 @@
+"""Durable Objects: the base class, ctx, namespaces, stubs and RPC.
+
+An `ObjectHost` keeps the one live instance of each id of one class, delivers events to it
+through its input gate, holds results until their writes are durable (output gate), resets an
+instance after an uncaught exception and runs alarms. A `DurableObjectNamespace` is the binding
+code sees in `env`; its stubs reach the host through a transport: `LocalTransport` in this
+process, or `bindings.HttpTransport` when the class lives in another worker's process. Both
+carry the same serialized call, so an object behaves the same wherever it lives.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from . import codec, ids
+from .errors import error_from_wire, error_to_wire
+from .gates import InputGate
+from .http import Request, Response, make_request
+from .ids import DurableObjectId
+from .storage import DurableObjectStorage, StorageEngine, now_ms
+from .tail import TraceCapture
+
+log = logging.getLogger("durable.objects")
+
+# The object whose event the current task is running (None in ordinary worker code).
+_current_state: ContextVar[DurableObjectState | None] = ContextVar("durable_current_object", default=None)
+
+FETCH = "fetch"
+
+
+class DurableObject:
+    """Base class of every Durable Object class: `__init__(ctx, env)`, then public async methods.
+
+    Optional handlers: `async fetch(request) -> Response` and `async alarm(alarm_info)`.
+    Every other public method (not starting with `_`) is callable through a stub.
+    """
+
+    def __init__(self, ctx: DurableObjectState, env: Any) -> None:
+        self.ctx = ctx
+        self.env = env
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmInvocationInfo:
+    retry_count: int
+    is_retry: bool
+
+
+class DurableObjectState:
+    """`ctx`: the object's id, its storage, and control over its concurrency."""
+
+    def __init__(self, object_id: DurableObjectId, storage: DurableObjectStorage, gate: InputGate,
+                 host: ObjectHost) -> None:
+        self.id = object_id
+        self.storage = storage
+        self._gate = gate
+        self._host = host
+        self._background: set[asyncio.Task[Any]] = set()
+
+    def block_concurrency_while(self, callback: Callable[[], Awaitable[Any]] | Awaitable[Any]) -> asyncio.Task[Any]:
+        """Deliver no other event to this object until `callback` finishes.
+
+        Closes the gate immediately (so it works from `__init__`, un-awaited); returns a task
+        to await. If the callback raises, the object is reset.
+        """
+        awaitable = callback() if callable(callback) else callback
+        gate = self._gate
+        loop = asyncio.get_running_loop()
+
+        async def run_holding() -> Any:
+            gate.mark_held()
+            try:
+                return await awaitable
+            except Exception as exc:
+                self._host._reset(self, exc)
+                raise
+            finally:
+                gate.reopen()
+
+        async def run_queued() -> Any:
+            async with gate.exclusive():
+                try:
+                    return await awaitable
+                except Exception as exc:
+                    self._host._reset(self, exc)
+                    raise
+
+        if gate.held_here():
+            return loop.create_task(_await(awaitable))
+        if not gate.closed:
+            gate.close_now()
+            return loop.create_task(run_holding())
+        return loop.create_task(run_queued())
+
+    def wait_until(self, awaitable: Awaitable[Any]) -> None:
+        """Keep a background task alive past the current event (errors are logged)."""
+        task = asyncio.ensure_future(awaitable)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+async def _await(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+class _Live:
+    __slots__ = ("instance", "state", "inflight", "last_used")
+
+    def __init__(self, instance: DurableObject, state: DurableObjectState) -> None:
+        self.instance = instance
+        self.state = state
+        self.inflight = 0
+        self.last_used = time.monotonic()
+
+
+class ObjectHost:
+    """Hosts the instances of one Durable Object class in this process."""
+
+    def __init__(self, cls: type[DurableObject], env: Any, engine: StorageEngine, *,
+                 script_name: str, class_name: str,
+                 on_trace: Callable[[dict[str, Any]], None] | None = None,
+                 alarm_retries: int = 6, alarm_backoff_s: float = 2.0) -> None:
+        self.cls = cls
+        self.env = env
+        self.engine = engine
+        self.script_name = script_name
+        self.class_name = class_name
+        self.on_trace = on_trace
+        self.alarm_retries = alarm_retries
+        self.alarm_backoff_s = alarm_backoff_s
+        self._live: dict[str, _Live] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._has_alarm = callable(getattr(cls, "alarm", None))
+        engine.on_commit_failure = self._on_commit_failure
+        self.resets = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        """Schedule every stored alarm; ones that fell due while we were down fire at once."""
+        for object_id, scheduled_ms in self.engine.all_alarms():
+            self._schedule(object_id, scheduled_ms)
+
+    async def close(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.engine.close()
+
+    def evict_idle(self, max_idle_s: float) -> int:
+        """Drop instances with no event for `max_idle_s` (their storage is all on disk or staged)."""
+        cutoff = time.monotonic() - max_idle_s
+        idle = [k for k, live in self._live.items()
+                if live.inflight == 0 and live.last_used < cutoff and not live.state._gate.closed]
+        for key in idle:
+            del self._live[key]
+        return len(idle)
+
+    @property
+    def live_count(self) -> int:
+        return len(self._live)
+
+    # -- instances ------------------------------------------------------------------------
+    def _instance(self, object_id: DurableObjectId) -> _Live:
+        key = str(object_id)
+        live = self._live.get(key)
+        if live is not None:
+            return live
+        gate = InputGate()
+        storage = DurableObjectStorage(self.engine, key, gate, on_alarm_change=lambda ms: self._schedule(key, ms))
+        state = DurableObjectState(object_id, storage, gate, self)
+        token = _current_state.set(state)
+        try:
+            instance = self.cls(state, self.env)
+        finally:
+            _current_state.reset(token)
+        live = self._live[key] = _Live(instance, state)
+        return live
+
+    def _reset(self, state: DurableObjectState, exc: BaseException) -> None:
+        """Uncaught exception: the next event builds a fresh instance from storage."""
+        key = str(state.id)
+        live = self._live.get(key)
+        if live is not None and live.state is state:
+            del self._live[key]
+            self.resets += 1
+            log.warning("%s.%s %s reset after uncaught %s: %s", self.script_name, self.class_name,
+                        key[:12], type(exc).__name__, exc)
+
+    def _on_commit_failure(self, object_ids: set[str]) -> None:
+        for key in object_ids:
+            live = self._live.pop(key, None)
+            if live is not None:
+                live.state.storage.invalidate()
+
+    def _resolve(self, instance: DurableObject, method: str) -> Callable[..., Any]:
+        if method == FETCH:
+            handler = getattr(instance, "fetch", None)
+            if handler is None:
+                raise TypeError(f"{self.class_name} has no fetch() handler")
+            return handler
+        if method.startswith("_") or method in _RESERVED or not callable(getattr(type(instance), method, None)):
+            raise TypeError(f"{self.class_name} has no RPC method {method!r}")
+        return getattr(instance, method)
+
+    # -- events ---------------------------------------------------------------------------
+    async def invoke(self, object_id: DurableObjectId, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """Deliver one event; the caller's cancellation does not cancel the object's work."""
+        task = asyncio.get_running_loop().create_task(self._deliver(object_id, method, args, kwargs))
+        return await asyncio.shield(task)
+
+    async def _deliver(self, object_id: DurableObjectId, method: str, args: list[Any], kwargs: dict[str, Any],
+                       *, reserved_ok: bool = False) -> Any:
+        live = self._instance(object_id)
+        state = live.state
+        await state._gate.enter()
+        live.inflight += 1
+        live.last_used = time.monotonic()
+        token = _current_state.set(state)
+        try:
+            handler = getattr(live.instance, method) if reserved_ok else self._resolve(live.instance, method)
+            try:
+                result = handler(*args, **kwargs)
+                if inspect.isawaitable(result):
+                    result = await result
+            except Exception as exc:
+                self._reset(state, exc)
+                await self.engine.flush()
+                raise
+        finally:
+            _current_state.reset(token)
+            live.inflight -= 1
+        await self.engine.flush()  # output gate: nothing leaves before its writes are durable
+        return result
+
+    # -- alarms ---------------------------------------------------------------------------
+    def _schedule(self, key: str, scheduled_ms: int | None) -> None:
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        if scheduled_ms is None:
+            return
+        if not self._has_alarm:
+            raise TypeError(f"{self.class_name} must define alarm() to use set_alarm()")
+        delay = max(0.0, (scheduled_ms - now_ms()) / 1000)
+        loop = asyncio.get_running_loop()
+        self._timers[key] = loop.call_later(delay, self._spawn_alarm, key, scheduled_ms, 0)
+
+    def _spawn_alarm(self, key: str, scheduled_ms: int, retry: int) -> None:
+        self._timers.pop(key, None)
+        task = asyncio.get_running_loop().create_task(self._run_alarm(key, scheduled_ms, retry))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_alarm(self, key: str, scheduled_ms: int, retry: int) -> None:
+        object_id = DurableObjectId(key)
+        capture = TraceCapture(self.script_name, {"scheduledTime": _iso(scheduled_ms)})
+        try:
+            with capture:
+                info = AlarmInvocationInfo(retry_count=retry, is_retry=retry > 0)
+                await self._deliver(object_id, "alarm", [info], {}, reserved_ok=True)
+        except Exception as exc:
+            capture.record_exception(exc)
+            if retry < self.alarm_retries:
+                if key not in self._timers and self.engine.read_alarm(key) == scheduled_ms:
+                    delay = self.alarm_backoff_s * (2 ** retry)
+                    self._timers[key] = asyncio.get_running_loop().call_later(
+                        delay, self._spawn_alarm, key, scheduled_ms, retry + 1)
+            else:
+                log.error("%s.%s %s alarm failed %d times; giving up", self.script_name, self.class_name,
+                          key[:12], retry + 1)
+                self._clear_alarm_if(key, scheduled_ms)
+        else:
+            self._clear_alarm_if(key, scheduled_ms)
+            await self.engine.flush()
+        finally:
+            if self.on_trace is not None:
+                self.on_trace(capture.event())
+
+    def _clear_alarm_if(self, key: str, scheduled_ms: int) -> None:
+        """Clear the alarm that ran, unless the handler set a new one."""
+        if self.engine.read_alarm(key) == scheduled_ms and key not in self._timers:
+            self.engine.stage(key).alarm = None
+
+
+def _iso(ms: int) -> str:
+    from datetime import datetime, timezone
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+_RESERVED = frozenset(name for name in vars(DurableObject)) | {"alarm", "ctx", "env"}
+
+
+# -- transports and stubs -----------------------------------------------------------------
+class Transport(Protocol):
+    async def call(self, object_id: DurableObjectId, method: str, payload: bytes) -> bytes: ...
+
+
+class LocalTransport:
+    """Calls an `ObjectHost` in this process, with the same serialized payloads as over HTTP."""
+
+    def __init__(self, host: ObjectHost) -> None:
+        self.host = host
+
+    async def call(self, object_id: DurableObjectId, method: str, payload: bytes) -> bytes:
+        try:
+            message = codec.decode(payload)
+            if method == FETCH:
+                args, kwargs = [Request.from_wire(message["request"])], {}
+            else:
+                args, kwargs = message.get("args", []), message.get("kwargs", {})
+            result = await self.host.invoke(object_id, method, args, kwargs)
+            if method == FETCH:
+                if not isinstance(result, Response):
+                    raise TypeError(f"{self.host.class_name}.fetch() must return a durable.Response, "
+                                    f"got {type(result).__name__}")
+                result = result.to_wire()
+            return codec.encode({"result": result}, what=f"result of {self.host.class_name}.{method}()")
+        except Exception as exc:
+            return codec.encode({"error": error_to_wire(exc)})
+
+
+class DurableObjectNamespace:
+    """`env.MY_DO`: make ids, get stubs. The same id reaches the same object from any process."""
+
+    def __init__(self, script_name: str, class_name: str, transport: Transport) -> None:
+        self.script_name = script_name
+        self.class_name = class_name
+        self._transport = transport
+        self._key = hashlib.sha256(f"{script_name}\x00{class_name}".encode()).digest()
+
+    def id_from_name(self, name: str) -> DurableObjectId:
+        return ids.id_from_name(self._key, name)
+
+    def new_unique_id(self) -> DurableObjectId:
+        return ids.new_unique_id()
+
+    def id_from_string(self, value: str) -> DurableObjectId:
+        return ids.id_from_string(value)
+
+    def get(self, object_id: DurableObjectId) -> DurableObjectStub:
+        if not isinstance(object_id, DurableObjectId):
+            raise TypeError(f"get() takes a DurableObjectId, got {type(object_id).__name__}")
+        return DurableObjectStub(self, object_id)
+
+    def get_by_name(self, name: str) -> DurableObjectStub:
+        return self.get(self.id_from_name(name))
+
+    def __repr__(self) -> str:
+        return f"<DurableObjectNamespace {self.script_name}.{self.class_name}>"
+
+
+class DurableObjectStub:
+    """A handle to one object: `await stub.method(...)` is RPC; `await stub.fetch(...)` too."""
+
+    def __init__(self, namespace: DurableObjectNamespace, object_id: DurableObjectId) -> None:
+        self._namespace = namespace
+        self.id = object_id
+        self.name = object_id.name
+
+    def __getattr__(self, method: str) -> Callable[..., Coroutine[Any, Any, Any]]:
+        if method.startswith("_"):
+            raise AttributeError(method)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            what = f"arguments of {self._namespace.class_name}.{method}()"
+            payload = codec.encode({"args": list(args), "kwargs": kwargs}, what=what)
+            return await self._call(method, payload)
+
+        call.__name__ = method
+        return call
+
+    async def fetch(self, input: Request | str, **init: Any) -> Response:
+        request = make_request(input, "http://durable-object/", **init)
+        payload = codec.encode({"request": request.to_wire()})
+        return Response.from_wire(await self._call(FETCH, payload))
+
+    async def _call(self, method: str, payload: bytes) -> Any:
+        caller = _current_state.get()
+        if caller is not None:
+            await caller.storage.sync()  # output gate for the caller's outgoing message
+        try:
+            reply = codec.decode(await self._namespace._transport.call(self.id, method, payload))
+        finally:
+            if caller is not None:
+                await caller._gate.enter()  # input gate: don't resume inside someone's blocker
+        if "error" in reply:
+            raise error_from_wire(reply["error"])
+        return reply["result"]
+
+    def __repr__(self) -> str:
+        return f"<DurableObjectStub {self._namespace.class_name} {self.id!r}>"
+
+
+def current_object() -> DurableObjectState | None:
+    """The ctx of the object whose event is running in this task, if any."""
+    return _current_state.get()

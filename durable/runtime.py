@@ -1,0 +1,132 @@
+"""A runtime: several workers in one process, their objects, bindings and tail hub.
+
+Start order follows the binding graph (a worker starts after everything it binds to); objects
+of a class are hosted by the worker that defines it, and reached from anywhere else through
+its stubs.
+"""
+from __future__ import annotations
+
+import asyncio
+import graphlib
+import secrets
+from pathlib import Path
+from typing import Any
+
+from .bindings import ASGIApp, HttpClient, HttpTransport, RemoteTarget, ServiceBinding
+from .config import ConfigError, WorkerConfig
+from .env import Env, load_secrets
+from .objects import DurableObjectNamespace, LocalTransport, ObjectHost, Transport
+from .registry import lookup
+from .storage import StorageEngine
+from .tail import install_capture, redactor
+from .tail_api import TailHub
+from .worker import Worker
+
+
+def start_order(configs: list[WorkerConfig]) -> list[WorkerConfig]:
+    """Dependencies first (base → payments → gateway), derived from the bindings."""
+    by_name = {c.name: c for c in configs}
+    if len(by_name) != len(configs):
+        raise ConfigError(configs[0].path, "name", "two configs define the same worker name")
+    sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
+    for config in configs:
+        sorter.add(config.name, *(d for d in sorted(config.dependencies) if d in by_name))
+    try:
+        return [by_name[name] for name in sorter.static_order()]
+    except graphlib.CycleError as exc:
+        raise ConfigError(configs[0].path, "services", f"bindings form a cycle: {' → '.join(exc.args[1])}") from None
+
+
+class Runtime:
+    """Loads, wires, starts and stops a set of workers sharing one process."""
+
+    def __init__(self, configs: list[WorkerConfig], *, persist_to: str | Path, local_dev: bool = True,
+                 internal_key: str | None = None, remote: dict[str, str] | None = None,
+                 alarm_backoff_s: float = 2.0, idle_evict_s: float = 120.0, synchronous: str = "FULL") -> None:
+        self.configs = start_order(configs)
+        self.persist_to = Path(persist_to)
+        self.local_dev = local_dev
+        self.internal_key = internal_key or secrets.token_urlsafe(32)
+        self.remote = dict(remote or {})
+        self.alarm_backoff_s = alarm_backoff_s
+        self.idle_evict_s = idle_evict_s
+        self.synchronous = synchronous
+        self.workers: dict[str, Worker] = {}
+        self.hub = TailHub()
+        self.http = HttpClient()
+        self._evictor: asyncio.Task[None] | None = None
+        redactor.add(self.internal_key)
+
+    # -- wiring ---------------------------------------------------------------------------
+    def storage_path(self, script: str, class_name: str) -> Path:
+        return self.persist_to / "v3" / "do" / f"{script}-{class_name}" / "db.sqlite"
+
+    def remote_target(self, name: str) -> RemoteTarget | None:
+        if name in self.remote:
+            return RemoteTarget(self.remote[name], self.internal_key)
+        entry = lookup(name)
+        return RemoteTarget(entry.url, entry.internal_key) if entry is not None else None
+
+    def resolve_service(self, name: str) -> ASGIApp | RemoteTarget | None:
+        worker = self.workers.get(name)
+        return worker if worker is not None else self.remote_target(name)
+
+    def _transport(self, config: WorkerConfig, script: str, class_name: str) -> Transport:
+        if script in self.workers:
+            host = self.workers[script].hosts.get(class_name)
+            if host is None:
+                raise ConfigError(config.path, "durable_objects.bindings",
+                                  f"worker {script!r} does not define Durable Object class {class_name!r}")
+            return LocalTransport(host)
+        return HttpTransport(script, class_name, lambda: self.remote_target(script), self.http)
+
+    async def start(self) -> None:
+        install_capture()
+        loaded: list[tuple[Worker, dict[str, str]]] = []
+        for config in self.configs:
+            found = load_secrets(config, state_dir=self.persist_to, local_dev=self.local_dev)
+            redactor.add(*found.values())
+            worker = Worker(config, internal_key=self.internal_key, on_trace=self.hub.publish)
+            for class_name in config.hosted_classes:
+                engine = StorageEngine(self.storage_path(worker.name, class_name), synchronous=self.synchronous)
+                worker.hosts[class_name] = ObjectHost(
+                    worker.object_class(class_name), None, engine, script_name=worker.name,
+                    class_name=class_name, on_trace=self.hub.publish, alarm_backoff_s=self.alarm_backoff_s)
+            self.workers[worker.name] = worker
+            loaded.append((worker, found))
+        for worker, found in loaded:
+            config = worker.config
+            bindings: dict[str, Any] = {}
+            for b in config.durable_objects:
+                script = b.script_name or config.name
+                bindings[b.name] = DurableObjectNamespace(script, b.class_name, self._transport(config, script, b.class_name))
+            for s in config.services:
+                bindings[s.binding] = ServiceBinding(s.service, lambda n=s.service: self.resolve_service(n), self.http)
+            if config.kv_namespaces:
+                raise ConfigError(config.path, "kv_namespaces", "KV namespaces are not supported by this runtime yet")
+            worker.env = Env(vars=config.vars, secrets=found, bindings=bindings)
+            for host in worker.hosts.values():
+                host.env = worker.env
+                host.start()
+        for worker in self.workers.values():
+            await worker.startup()
+        self._evictor = asyncio.get_running_loop().create_task(self._evict_idle())
+
+    async def _evict_idle(self) -> None:
+        while True:
+            await asyncio.sleep(max(self.idle_evict_s / 4, 1.0))
+            for worker in self.workers.values():
+                for host in worker.hosts.values():
+                    host.evict_idle(self.idle_evict_s)
+
+    async def close(self) -> None:
+        """Stop apps (reverse order), flush every object's storage, close clients."""
+        if self._evictor is not None:
+            self._evictor.cancel()
+        for worker in reversed(list(self.workers.values())):
+            try:
+                await worker.shutdown()
+            finally:
+                for host in worker.hosts.values():
+                    await host.close()
+        await self.http.close()

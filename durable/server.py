@@ -1,0 +1,71 @@
+"""Serve ASGI apps on sockets we bind ourselves (so port 0 works and the real port is known).
+
+Hypercorn runs inside our asyncio loop; the server is one small class, so another ASGI server
+can take its place for production processes.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Any
+
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+
+log = logging.getLogger("durable.server")
+
+
+def bind(host: str, port: int, *, fallback_to_any: bool = False) -> socket.socket:
+    """Bind and listen on host:port; with `fallback_to_any`, take a free port if that one is busy."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        if not fallback_to_any or port == 0:
+            sock.close()
+            raise
+        sock.bind((host, 0))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class Server:
+    """One ASGI app on one bound socket, started and stopped from our loop."""
+
+    def __init__(self, app: Any, sock: socket.socket, *, graceful_timeout_s: float = 5.0) -> None:
+        self.app = app
+        self.sock = sock
+        self.url = url_of(sock)
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._config = Config()
+        self._config.bind = [f"fd://{sock.fileno()}"]
+        self._config.accesslog = None
+        self._config.errorlog = None
+        self._config.loglevel = "WARNING"
+        self._config.graceful_timeout = graceful_timeout_s
+        self._config.keep_alive_timeout = 75
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(
+            serve(self.app, self._config, shutdown_trigger=self._stop.wait))
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, timeout=self._config.graceful_timeout + 2)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                self._task.cancel()
+            except Exception as exc:  # a server crash on the way down is logged, not fatal
+                log.warning("server %s stopped with %s", self.url, exc)
+        self.sock.close()

@@ -1,0 +1,261 @@
+"""Trace events in Cloudflare's tail format, the per-event log capture behind them, and tail filters.
+
+A `TraceCapture` is entered around each request (and each alarm run); while it is current in
+the task's context, `print()` and `logging` output from that event's code is appended to its
+`logs`, and logged exceptions to `exceptions`. Secrets are redacted from all of it, and
+sensitive headers never leave the worker.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import random
+import sys
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+SENSITIVE_HEADERS = frozenset({
+    "authorization", "proxy-authorization", "cookie", "set-cookie", "stripe-signature",
+    "paypal-transmission-sig", "x-gateway-signature", "x-durable-internal-key",
+})
+REDACTED = "REDACTED"
+
+_capture: ContextVar[TraceCapture | None] = ContextVar("durable_trace_capture", default=None)
+
+
+class Redactor:
+    """Replaces known secret values in text; shared by a process's workers."""
+
+    def __init__(self) -> None:
+        self._values: set[str] = set()
+
+    def add(self, *values: str) -> None:
+        self._values.update(v for v in values if isinstance(v, str) and len(v) >= 4)
+
+    def __call__(self, text: str) -> str:
+        for value in self._values:
+            if value in text:
+                text = text.replace(value, "[REDACTED]")
+        return text
+
+
+redactor = Redactor()
+
+
+def redact_headers(headers: Any) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in headers:
+        name = key.lower()
+        out[name] = REDACTED if name in SENSITIVE_HEADERS else redactor(value)
+    return out
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+_LEVELS = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warn",
+           logging.ERROR: "error", logging.CRITICAL: "error"}
+
+
+class TraceCapture:
+    """Collects one event's logs, exceptions and outcome into one trace event."""
+
+    def __init__(self, script_name: str, event: dict[str, Any]) -> None:
+        self.script_name = script_name
+        self.event_info = event
+        self.timestamp = now_ms()
+        self.logs: list[dict[str, Any]] = []
+        self.exceptions: list[dict[str, Any]] = []
+        self.outcome = "ok"
+        self.partial_line = ""
+        self._token: Any = None
+
+    def __enter__(self) -> TraceCapture:
+        self._token = _capture.set(self)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if self.partial_line:
+            self.log("log", self.partial_line)
+            self.partial_line = ""
+        _capture.reset(self._token)
+        if exc is not None:
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)) or exc_type.__name__ == "CancelledError":
+                self.outcome = "canceled"
+            else:
+                self.record_exception(exc)
+
+    def log(self, level: str, *parts: Any) -> None:
+        self.logs.append({"message": [redactor(str(p)) for p in parts], "level": level, "timestamp": now_ms()})
+
+    def record_exception(self, exc: BaseException) -> None:
+        self.outcome = "exception"
+        self.exceptions.append({"name": type(exc).__name__, "message": redactor(str(exc)), "timestamp": now_ms()})
+
+    def event(self) -> dict[str, Any]:
+        return {
+            "scriptName": self.script_name,
+            "outcome": self.outcome,
+            "eventTimestamp": self.timestamp,
+            "event": self.event_info,
+            "logs": self.logs,
+            "exceptions": self.exceptions,
+            "diagnosticsChannelEvents": [],
+        }
+
+
+def current_capture() -> TraceCapture | None:
+    return _capture.get()
+
+
+class _CaptureHandler(logging.Handler):
+    """Copies log records made during an event into that event's trace."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        capture = _capture.get()
+        if capture is None:
+            return
+        try:
+            capture.log(_LEVELS.get(record.levelno, "log"), record.getMessage())
+            if record.exc_info and record.exc_info[1] is not None:
+                capture.record_exception(record.exc_info[1])
+        except Exception:  # never let tracing break the request
+            pass
+
+
+class _CaptureStream(io.TextIOBase):
+    """Wraps stdout: lines printed during an event go to its trace and to the real stream."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def write(self, text: str) -> int:
+        capture = _capture.get()
+        if capture is not None:
+            buffered = capture.partial_line + text
+            *lines, capture.partial_line = buffered.split("\n")
+            for line in lines:
+                capture.log("log", line)
+        return self.inner.write(redactor(text))
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def fileno(self) -> int:
+        return self.inner.fileno()
+
+    def isatty(self) -> bool:
+        return self.inner.isatty()
+
+
+_installed = False
+
+
+def install_capture() -> None:
+    """Route print() and logging through the capture (idempotent; once per process)."""
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    logging.getLogger().addHandler(_CaptureHandler())
+    if not isinstance(sys.stdout, _CaptureStream):
+        sys.stdout = _CaptureStream(sys.stdout)
+
+
+# -- filters ------------------------------------------------------------------------------
+ERROR_OUTCOMES = ["exception", "exceededCpu", "exceededMemory", "unknown"]
+
+
+@dataclass
+class TailFilters:
+    """The filters of Cloudflare's tail API (`{"filters": [{"outcome": [...]}, ...]}`)."""
+
+    outcome: list[str] | None = None
+    method: list[str] | None = None
+    header: tuple[str, str | None] | None = None
+    client_ip: list[str] | None = None
+    query: str | None = None
+    sampling_rate: float = 1.0
+    _rng: random.Random = field(default_factory=random.Random, repr=False)
+
+    @classmethod
+    def from_api(cls, body: Any, requester_ip: str | None = None) -> TailFilters:
+        """Parse the API body; raise ValueError naming the bad filter."""
+        filters = cls()
+        items = (body or {}).get("filters", []) if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise ValueError("'filters' must be a list")
+        for item in items:
+            if not isinstance(item, dict) or len(item) != 1:
+                raise ValueError(f"each filter is an object with one key, got {item!r}")
+            (name, value), = item.items()
+            if name == "sampling_rate":
+                if not isinstance(value, (int, float)) or not 0 < value <= 1:
+                    raise ValueError("sampling_rate must be in (0, 1]")
+                filters.sampling_rate = float(value)
+            elif name in ("outcome", "method", "client_ip"):
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise ValueError(f"{name} must be a list of strings")
+                if name == "client_ip":
+                    value = [requester_ip if v == "self" and requester_ip else v for v in value]
+                if name == "method":
+                    value = [v.upper() for v in value]
+                setattr(filters, name, value)
+            elif name == "header":
+                if not isinstance(value, dict) or not isinstance(value.get("key"), str):
+                    raise ValueError("header must be {key, query?}")
+                filters.header = (value["key"].lower(), value.get("query"))
+            elif name == "query":
+                if not isinstance(value, str):
+                    raise ValueError("query must be a string")
+                filters.query = value
+            else:
+                raise ValueError(f"unknown filter {name!r}")
+        return filters
+
+    def matches(self, event: dict[str, Any]) -> bool:
+        if self.outcome is not None and event.get("outcome") not in self.outcome:
+            return False
+        request = (event.get("event") or {}).get("request")
+        if self.method is not None and (request is None or request.get("method") not in self.method):
+            return False
+        headers = (request or {}).get("headers", {})
+        if self.header is not None:
+            key, query = self.header
+            if key not in headers or (query is not None and headers[key] != query):
+                return False
+        if self.client_ip is not None and headers.get("cf-connecting-ip") not in self.client_ip:
+            return False
+        if self.query is not None:
+            texts = [" ".join(str(m) for m in log.get("message", [])) for log in event.get("logs", [])]
+            texts += [f"{e.get('name')}: {e.get('message')}" for e in event.get("exceptions", [])]
+            if not any(self.query in text for text in texts):
+                return False
+        return self.sampling_rate >= 1 or self._rng.random() < self.sampling_rate
+
+
+def cli_filters_to_api(status: list[str] | None = None, method: list[str] | None = None,
+                       header: str | None = None, search: str | None = None,
+                       sampling_rate: float | None = None, ip: list[str] | None = None) -> dict[str, Any]:
+    """wrangler's CLI flags → the API's filter list, as workers-sdk's tail/filters.ts maps them."""
+    filters: list[dict[str, Any]] = []
+    if sampling_rate is not None:
+        filters.append({"sampling_rate": sampling_rate})
+    if status:
+        outcomes: list[str] = []
+        for s in status:
+            outcomes += {"ok": ["ok"], "error": ERROR_OUTCOMES, "canceled": ["canceled"]}[s]
+        filters.append({"outcome": outcomes})
+    if method:
+        filters.append({"method": method})
+    if header:
+        key, sep, query = header.partition(":")
+        filters.append({"header": {"key": key.strip(), **({"query": query.strip()} if sep else {})}})
+    if ip:
+        filters.append({"client_ip": ip})
+    if search:
+        filters.append({"query": search})
+    return {"filters": filters}

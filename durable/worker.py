@@ -1,0 +1,185 @@
+"""One worker in this process: its module, env and hosted objects, behind one traced ASGI entry.
+
+Every request gets a trace event (Cloudflare's tail format) with the logs, prints and
+exceptions of its handler; `/cdn-cgi/durable/...` carries Durable Object RPC from other
+processes and never reaches the app.
+"""
+from __future__ import annotations
+
+import hmac
+import importlib
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import unquote
+
+from .bindings import INTERNAL_KEY_HEADER, INTERNAL_PREFIX
+from .config import ConfigError, WorkerConfig
+from .env import Env, use_env
+from .ids import DurableObjectId
+from .objects import DurableObject, LocalTransport, ObjectHost
+from .tail import TraceCapture, redact_headers
+
+access_log = logging.getLogger("durable.access")
+
+
+def import_worker_module(config: WorkerConfig) -> Any:
+    """Import the `main` module; a worker folder with `__init__.py` is imported as a package."""
+    directory = config.directory
+    relative = (directory / config.main).resolve().relative_to(directory.resolve()).with_suffix("")
+    if (directory / "__init__.py").is_file():
+        root, module = directory.parent, ".".join((directory.name, *relative.parts))
+    else:
+        root, module = directory, ".".join(relative.parts)
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ConfigError(config.path, "main", f"cannot import {module!r}: {exc}") from exc
+
+
+def _error_body(code: str, message: str) -> bytes:
+    return json.dumps({"message": message, "error": {"code": code, "message": message}}).encode()
+
+
+class Worker:
+    """A loaded worker: `await worker(scope, receive, send)` is its traced fetch handler."""
+
+    def __init__(self, config: WorkerConfig, *, internal_key: str,
+                 on_trace: Callable[[dict[str, Any]], None]) -> None:
+        self.config = config
+        self.name = config.name
+        self.module = import_worker_module(config)
+        self.app = getattr(self.module, "app", None)
+        if self.app is None:
+            raise ConfigError(config.path, "main", f"{config.main} defines no `app` (the fetch handler)")
+        self.env: Env | None = None
+        self.hosts: dict[str, ObjectHost] = {}
+        self._internal_key = internal_key
+        self._on_trace = on_trace
+
+    def object_class(self, class_name: str) -> type[DurableObject]:
+        cls = getattr(self.module, class_name, None)
+        if cls is None:
+            raise ConfigError(self.config.path, "durable_objects.bindings",
+                              f"class {class_name!r} is not defined in {self.config.main}")
+        if not (isinstance(cls, type) and issubclass(cls, DurableObject)):
+            raise ConfigError(self.config.path, "durable_objects.bindings",
+                              f"{class_name} in {self.config.main} does not subclass durable.DurableObject")
+        return cls
+
+    async def startup(self) -> None:
+        token = use_env(self.env)
+        try:
+            if hasattr(self.app, "startup"):
+                await self.app.startup()
+        finally:
+            token.var.reset(token)
+
+    async def shutdown(self) -> None:
+        token = use_env(self.env)
+        try:
+            if hasattr(self.app, "shutdown"):
+                await self.app.shutdown()
+        finally:
+            token.var.reset(token)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http" and scope["path"].startswith(INTERNAL_PREFIX):
+            await self._internal(scope, receive, send)
+        elif scope["type"] == "http":
+            await self._traced(scope, receive, send)
+        else:  # websockets pass through, with the env set
+            token = use_env(self.env)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                token.var.reset(token)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        """The runtime starts and stops apps itself; servers only hear 'done'."""
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _traced(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", [])]
+        headers = redact_headers(raw_headers)
+        client = scope.get("client") or ("", 0)
+        headers.setdefault("cf-connecting-ip", client[0] or "")
+        host = headers.get("host") or "%s:%s" % tuple(scope.get("server") or ("localhost", 80))
+        query = scope.get("query_string", b"").decode("latin-1")
+        url = f"{scope.get('scheme', 'http')}://{host}{scope['path']}" + (f"?{query}" if query else "")
+        request_info = {"url": url, "method": scope["method"], "headers": headers, "cf": {}}
+        capture = TraceCapture(self.name, {"request": request_info})
+        status: int | None = None
+        started = time.perf_counter()
+
+        async def send_traced(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        token = use_env(self.env)
+        try:
+            with capture:
+                await self.app(scope, receive, send_traced)
+        except Exception:
+            if status is None:  # never a stack trace to the client
+                status = 500
+                await send({"type": "http.response.start", "status": 500,
+                            "headers": [(b"content-type", b"application/json")]})
+                await send({"type": "http.response.body",
+                            "body": _error_body("internal_error", "Internal Server Error")})
+        finally:
+            token.var.reset(token)
+            if status is not None:
+                capture.event_info["response"] = {"status": status}
+            self._on_trace(capture.event())
+            access_log.info("%s %s %s %s (%.1f ms)", self.name, scope["method"], scope["path"],
+                            status if status is not None else "-", (time.perf_counter() - started) * 1000)
+
+    async def _internal(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Durable Object RPC from another process: POST /cdn-cgi/durable/<Class>/<id>/<method>."""
+        async def reply(status: int, body: bytes, content_type: bytes = b"application/json") -> None:
+            await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", content_type)]})
+            await send({"type": "http.response.body", "body": body})
+
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        if not hmac.compare_digest(headers.get(INTERNAL_KEY_HEADER, "").encode(), self._internal_key.encode()):
+            await reply(401, _error_body("unauthorized", "internal calls need the runtime's key"))
+            return
+        parts = scope["path"][len(INTERNAL_PREFIX):].split("/")
+        if scope["method"] != "POST" or len(parts) != 3:
+            await reply(404, _error_body("not_found", "unknown internal route"))
+            return
+        class_name, id_hex, method = (unquote(p) for p in parts)
+        host = self.hosts.get(class_name)
+        if host is None:
+            await reply(404, _error_body("not_found", f"{self.name} hosts no Durable Object class {class_name!r}"))
+            return
+        try:
+            name = headers.get("x-durable-object-name")
+            object_id = DurableObjectId(id_hex, unquote(name) if name is not None else None)
+        except ValueError as exc:
+            await reply(400, _error_body("invalid_id", str(exc)))
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        result = await LocalTransport(host).call(object_id, method, body)
+        await reply(200, result, b"application/bson")

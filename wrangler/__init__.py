@@ -1,0 +1,1 @@
+"""The `wrangler` command line: `dev`, `tail`, `secret`, for workers run by the `durable` runtime."""

@@ -1,0 +1,60 @@
+"""Argument parsing for `wrangler`; each subcommand lives in its own module."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from durable.config import ConfigError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wrangler", description="Run and inspect rest-shop workers locally.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="run workers locally (all of ./*/wrangler.toml by default)")
+    dev.add_argument("-c", "--config", action="append", type=Path,
+                     help="a wrangler.toml; repeat to run several (the first is served on --port)")
+    dev.add_argument("--ip", default=None, help="address to listen on (default 127.0.0.1)")
+    dev.add_argument("--port", type=int, default=None, help="port of the primary worker (default 8787; 0 = any)")
+    dev.add_argument("--persist-to", type=Path, default=None, help="state directory (default .wrangler/state)")
+    dev.add_argument("-e", "--env", default=None, help="use the [env.<name>] sections of the configs")
+    dev.add_argument("--alarm-backoff", type=float, default=2.0, help=argparse.SUPPRESS)
+
+    tail = sub.add_parser("tail", help="stream live trace events of a worker run by `wrangler dev`")
+    tail.add_argument("worker", nargs="?", help="worker name (default: the name in ./wrangler.toml)")
+    tail.add_argument("--format", choices=["pretty", "json"], default=None,
+                      help="pretty (default on a terminal) or json (one event per line)")
+    tail.add_argument("--status", action="append", choices=["ok", "error", "canceled"], help="filter by outcome")
+    tail.add_argument("--method", action="append", help="filter by HTTP method")
+    tail.add_argument("--header", help="filter by header: NAME or NAME:VALUE")
+    tail.add_argument("--search", help="only events whose console logs contain this text")
+    tail.add_argument("--ip", action="append", help="filter by client IP ('self' = this machine)")
+    tail.add_argument("--sampling-rate", type=float, default=None, help="fraction of events to keep (0, 1]")
+    tail.add_argument("--url", help="tail API of a dev session, instead of finding it in the dev registry")
+    tail.add_argument("-c", "--config", type=Path, default=None, help="take the worker name from this config")
+
+    secret = sub.add_parser("secret", help="manage local secrets in a worker's .dev.vars")
+    secret.add_argument("action", choices=["put", "list", "delete"])
+    secret.add_argument("name", nargs="?")
+    secret.add_argument("-c", "--config", type=Path, default=Path("wrangler.toml"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "dev":
+            from .dev import run_dev
+            return asyncio.run(run_dev(args))
+        if args.command == "tail":
+            from .tail import run_tail
+            return asyncio.run(run_tail(args))
+        from .secret import run_secret
+        return run_secret(args)
+    except ConfigError as exc:
+        print(f"✘ [ERROR] {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

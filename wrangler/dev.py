@@ -1,0 +1,101 @@
+"""`wrangler dev`: every worker in one process, each on its own port, plus the tail API."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from durable import config as wconfig
+from durable.config import ConfigError, WorkerConfig
+from durable.registry import RegistryEntry, register, unregister
+from durable.runtime import Runtime
+from durable.server import Server, bind
+from durable.tail_api import create_tail_app
+
+DEFAULT_PORT = 8787
+DEFAULT_IP = "127.0.0.1"
+
+
+def load_configs(args: argparse.Namespace) -> list[WorkerConfig]:
+    paths = list(args.config or wconfig.discover(Path.cwd()))
+    if not paths:
+        raise ConfigError(Path.cwd(), "", "no wrangler.toml here or in any sub-folder; pass -c PATH")
+    return [wconfig.load(p, args.env) for p in paths]
+
+
+def primary_worker(configs: list[WorkerConfig], explicit: bool, ordered: list[WorkerConfig]) -> WorkerConfig:
+    """The first -c config, or else the worker nothing binds to (the edge: the gateway)."""
+    if explicit:
+        return configs[0]
+    depended = set().union(*(c.dependencies for c in configs))
+    roots = [c for c in ordered if c.name not in depended]
+    return roots[-1] if roots else ordered[-1]
+
+
+def _setup_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[%(name)s:%(levelname)s] %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    for noisy in ("hypercorn.error", "hypercorn.access", "quart.app", "quart.serving"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+async def run_dev(args: argparse.Namespace) -> int:
+    _setup_logging()
+    configs = load_configs(args)
+    persist_to = (args.persist_to or Path.cwd() / ".wrangler" / "state").resolve()
+    runtime = Runtime(configs, persist_to=persist_to, local_dev=True, alarm_backoff_s=args.alarm_backoff)
+    primary = primary_worker(configs, bool(args.config), runtime.configs)
+    ip = args.ip or primary.dev.ip or DEFAULT_IP
+
+    await runtime.start()
+    servers: list[Server] = []
+    names: list[str] = []
+    try:
+        for config in runtime.configs:
+            if config is primary:
+                port = args.port if args.port is not None else (config.dev.port or DEFAULT_PORT)
+                sock = bind(ip, port)
+            else:
+                port = 0 if args.port == 0 else (config.dev.port or 0)
+                sock = bind(ip, port, fallback_to_any=True)
+            servers.append(Server(runtime.workers[config.name], sock))
+        tail_server = Server(create_tail_app(runtime.hub, set(runtime.workers)), bind(ip, 0))
+        for server in (*servers, tail_server):
+            await server.start()
+        for config, server in zip(runtime.configs, servers):
+            register(RegistryEntry(name=config.name, url=server.url, tail_url=tail_server.url, pid=os.getpid(),
+                                   internal_key=runtime.internal_key, durable_objects=config.hosted_classes,
+                                   persist_to=str(persist_to)))
+            names.append(config.name)
+
+        width = max(len(c.name) for c in runtime.configs)
+        print(f"⎔ Starting {len(configs)} worker(s); state in {persist_to}", flush=True)
+        for config, server in zip(runtime.configs, servers):
+            tag = "  (primary)" if config is primary else ""
+            print(f"  {config.name:<{width}}  {server.url}{tag}", flush=True)
+        print(f"  {'tail API':<{width}}  {tail_server.url}", flush=True)
+        primary_url = servers[runtime.configs.index(primary)].url
+        print(f"[wrangler:info] Ready on {primary_url}", flush=True)
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        print("\n[wrangler:info] Shutting down…", flush=True)
+    finally:
+        for name in names:
+            unregister(name, os.getpid())
+        for server in servers:
+            await server.stop()
+        if "tail_server" in locals():
+            await tail_server.stop()
+        await runtime.close()
+    return 0
