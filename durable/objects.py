@@ -221,7 +221,7 @@ class ObjectHost:
         return await asyncio.shield(task)
 
     async def _deliver(self, object_id: DurableObjectId, method: str, args: list[Any], kwargs: dict[str, Any],
-                       *, reserved_ok: bool = False) -> Any:
+                       *, reserved_ok: bool = False, on_success: Callable[[], None] | None = None) -> Any:
         live = self._instance(object_id)
         state = live.state
         await state._gate.enter()
@@ -234,6 +234,8 @@ class ObjectHost:
                 result = handler(*args, **kwargs)
                 if inspect.isawaitable(result):
                     result = await result
+                if on_success is not None:
+                    on_success()  # same tick as the handler's last write: one atomic batch
             except Exception as exc:
                 self._reset(state, exc)
                 await self.engine.flush()
@@ -269,7 +271,8 @@ class ObjectHost:
         try:
             with capture:
                 info = AlarmInvocationInfo(retry_count=retry, is_retry=retry > 0)
-                await self._deliver(object_id, "alarm", [info], {}, reserved_ok=True)
+                await self._deliver(object_id, "alarm", [info], {}, reserved_ok=True,
+                                    on_success=lambda: self._clear_alarm_if(key, scheduled_ms))
         except Exception as exc:
             capture.record_exception(exc)
             if retry < self.alarm_retries:
@@ -281,9 +284,6 @@ class ObjectHost:
                 log.error("%s.%s %s alarm failed %d times; giving up", self.script_name, self.class_name,
                           key[:12], retry + 1)
                 self._clear_alarm_if(key, scheduled_ms)
-        else:
-            self._clear_alarm_if(key, scheduled_ms)
-            await self.engine.flush()
         finally:
             if self.on_trace is not None:
                 self.on_trace(capture.event())

@@ -7,7 +7,6 @@ its stubs.
 from __future__ import annotations
 
 import asyncio
-import graphlib
 import secrets
 from pathlib import Path
 from typing import Any
@@ -24,17 +23,30 @@ from .worker import Worker
 
 
 def start_order(configs: list[WorkerConfig]) -> list[WorkerConfig]:
-    """Dependencies first (base → payments → gateway), derived from the bindings."""
+    """Dependencies first (base → payments → gateway), derived from the bindings.
+
+    Bindings resolve lazily, so a cycle (A calls B, B uses A's objects) is allowed; it is
+    broken at the edge that closes it, keeping the order deterministic.
+    """
     by_name = {c.name: c for c in configs}
     if len(by_name) != len(configs):
         raise ConfigError(configs[0].path, "name", "two configs define the same worker name")
-    sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
+    order: list[WorkerConfig] = []
+    state: dict[str, str] = {}
+
+    def visit(name: str) -> None:
+        if state.get(name):
+            return  # done, or in progress (a cycle): either way, not again
+        state[name] = "visiting"
+        for dep in sorted(by_name[name].dependencies):
+            if dep in by_name:
+                visit(dep)
+        state[name] = "done"
+        order.append(by_name[name])
+
     for config in configs:
-        sorter.add(config.name, *(d for d in sorted(config.dependencies) if d in by_name))
-    try:
-        return [by_name[name] for name in sorter.static_order()]
-    except graphlib.CycleError as exc:
-        raise ConfigError(configs[0].path, "services", f"bindings form a cycle: {' → '.join(exc.args[1])}") from None
+        visit(config.name)
+    return order
 
 
 class Runtime:

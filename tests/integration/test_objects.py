@@ -1,0 +1,172 @@
+"""Durable Object semantics through the real runtime: instances, gates, resets, RPC, alarms."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from durable import DataCloneError, Response, RpcError
+from durable.runtime import Runtime
+
+
+def counter_ns(rt: Runtime):
+    return rt.workers["fx-counter"].env.COUNTER
+
+
+async def wait_for(predicate, timeout: float = 10.0):
+    """Poll an async condition until it holds (or fail with the last value)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(0.01)
+
+
+async def test_one_live_instance_per_id_under_concurrent_first_calls(runtime: Runtime) -> None:
+    ns = counter_ns(runtime)
+    stubs = [ns.get(ns.id_from_name("solo")) for _ in range(200)]
+    identities = await asyncio.gather(*(s.identity() for s in stubs))
+    assert len({i["token"] for i in identities}) == 1
+    assert runtime.workers["fx-counter"].hosts["Counter"].live_count == 1
+
+
+async def test_storage_only_read_modify_write_is_exact_under_1000_concurrent_rpcs(runtime: Runtime) -> None:
+    ns = counter_ns(runtime)
+    stub = ns.get(ns.id_from_name("hot"))
+    results = await asyncio.gather(*(stub.increment(1) for _ in range(1000)))
+    assert sorted(results) == list(range(1, 1001))
+    assert await stub.count() == 1000
+
+
+async def test_network_await_between_read_and_write_races(runtime: Runtime) -> None:
+    ns = counter_ns(runtime)
+    stub = ns.get(ns.id_from_name("racy"))
+    await asyncio.gather(*(stub.racy_increment() for _ in range(50)))
+    assert await stub.count() < 50  # the documented lost-update race
+
+
+@pytest.mark.parametrize("method", ["blocked_increment", "txn_increment"])
+async def test_block_concurrency_while_and_transaction_prevent_the_race(runtime: Runtime, method: str) -> None:
+    ns = counter_ns(runtime)
+    stub = ns.get(ns.id_from_name(f"safe-{method}"))
+    results = await asyncio.gather(*(getattr(stub, method)() for _ in range(50)))
+    assert sorted(results) == list(range(1, 51))
+    assert await stub.count() == 50
+
+
+async def test_constructor_blocker_holds_events_until_loaded(runtime: Runtime) -> None:
+    ns = runtime.workers["fx-counter"].env.LOADER
+    stub = ns.get(ns.id_from_name("boot"))
+    booted = await asyncio.gather(*(stub.booted() for _ in range(20)))
+    assert booted == [1] * 20
+
+
+async def test_uncaught_exception_resets_memory_but_keeps_committed_storage(runtime: Runtime) -> None:
+    ns = counter_ns(runtime)
+    stub = ns.get(ns.id_from_name("reset"))
+    await stub.increment(5)
+    before = await stub.identity()
+    assert before["calls"] == 1
+    with pytest.raises(RuntimeError, match="boom after write"):
+        await stub.write_then_fail()
+    after = await stub.identity()
+    assert after["token"] != before["token"] and after["calls"] == 0
+    assert await stub.count() == 5
+    host = runtime.workers["fx-counter"].hosts["Counter"]
+    assert await host.engine.flush() is None and host.engine.read(str(stub.id), "written-before-failure") is not None
+
+
+async def test_rpc_errors_keep_type_and_message(runtime: Runtime) -> None:
+    ns = counter_ns(runtime)
+    stub = ns.get(ns.id_from_name("errors"))
+    with pytest.raises(ValueError, match="bad value 42"):
+        await stub.fail("value")
+    out_of_stock = runtime.workers["fx-counter"].module.OutOfStock  # registered with register_error
+    with pytest.raises(out_of_stock, match="only 3 left"):
+        await stub.fail("custom")
+    with pytest.raises(TypeError, match="no RPC method 'nope'"):
+        await stub.nope()
+    with pytest.raises(TypeError, match="no RPC method 'alarm'"):
+        await stub.alarm()
+
+
+async def test_serialization_errors_are_clear(runtime: Runtime) -> None:
+    ns = counter_ns(runtime)
+    stub = ns.get(ns.id_from_name("serial"))
+    with pytest.raises(DataCloneError, match=r"arguments of Counter\.echo\(\) could not be serialized"):
+        await stub.echo(object())
+    with pytest.raises(DataCloneError, match=r"result of Counter\.unserializable\(\)"):
+        await stub.unserializable()
+    value = {"nested": [1, 2.5, "x", None, True, {"deep": b"bytes"}], "id": ns.id_from_name("x")}
+    echoed = await stub.echo(value)
+    assert echoed == value and echoed["id"].name == "x"
+
+
+async def test_stub_fetch_reaches_the_objects_fetch_handler(runtime: Runtime) -> None:
+    ns = counter_ns(runtime)
+    stub = ns.get(ns.id_from_name("fetchy"))
+    await stub.increment(3)
+    response = await stub.fetch("https://do/some/path", method="POST")
+    assert isinstance(response, Response)
+    assert await response.json() == {"method": "POST", "path": "/some/path", "n": 3}
+
+
+async def test_ids_are_deterministic_per_namespace_and_validated(runtime: Runtime) -> None:
+    ns = counter_ns(runtime)
+    other = runtime.workers["fx-counter"].env.ALARMED
+    assert ns.id_from_name("a") == ns.id_from_name("a")
+    assert ns.id_from_name("a") != other.id_from_name("a")
+    assert ns.id_from_string(str(ns.id_from_name("a"))) == ns.id_from_name("a")
+    assert ns.new_unique_id() != ns.new_unique_id()
+    with pytest.raises(ValueError, match="Invalid Durable Object ID"):
+        ns.id_from_string("not-an-id")
+
+
+async def test_alarm_fires_at_its_time(runtime: Runtime) -> None:
+    ns = runtime.workers["fx-counter"].env.ALARMED
+    stub = ns.get(ns.id_from_name("once"))
+    await stub.schedule(50)
+    status = await wait_for(lambda: _ran(stub))
+    assert status["runs"] == 1 and status["retries"] == [0] and status["alarm"] is None
+
+
+async def test_failing_alarm_is_retried_with_backoff_then_succeeds(runtime: Runtime) -> None:
+    ns = runtime.workers["fx-counter"].env.ALARMED
+    stub = ns.get(ns.id_from_name("flaky"))
+    await stub.schedule(10, failures=3)
+    status = await wait_for(lambda: _ran(stub))
+    assert status["runs"] == 1 and status["retries"] == [0, 1, 2, 3]
+
+
+async def test_alarm_gives_up_after_six_retries(runtime: Runtime) -> None:
+    ns = runtime.workers["fx-counter"].env.ALARMED
+    stub = ns.get(ns.id_from_name("hopeless"))
+    await stub.schedule(10, failures=100)
+
+    async def gave_up():
+        status = await stub.status()
+        return status if status["alarm"] is None and len(status["retries"]) == 7 else None
+    status = await wait_for(gave_up)
+    assert status and status["runs"] == 0 and status["retries"] == [0, 1, 2, 3, 4, 5, 6]
+
+
+async def test_rpc_from_another_worker_in_process(runtime: Runtime) -> None:
+    peer = runtime.workers["fx-peer"]
+    ns = peer.env.REMOTE_COUNTER
+    stub = ns.get(ns.id_from_name("shared"))
+    await stub.increment(2)
+    local = counter_ns(runtime)
+    assert await local.get(local.id_from_name("shared")).count() == 2
+
+
+async def _ran(stub):
+    status = await stub.status()
+    return status if status["runs"] else None
+
+
+def test_rpc_error_class_for_unknown_types() -> None:
+    from durable.errors import error_from_wire
+    exc = error_from_wire({"type": "PaymentDeclined", "message": "card declined"})
+    assert isinstance(exc, RpcError) and exc.remote_type == "PaymentDeclined" and str(exc) == "card declined"
