@@ -221,7 +221,7 @@ class ObjectHost:
         return await asyncio.shield(task)
 
     async def _deliver(self, object_id: DurableObjectId, method: str, args: list[Any], kwargs: dict[str, Any],
-                       *, reserved_ok: bool = False, on_success: Callable[[], None] | None = None) -> Any:
+                       *, reserved_ok: bool = False, on_success: Callable[[DurableObjectState], None] | None = None) -> Any:
         live = self._instance(object_id)
         state = live.state
         await state._gate.enter()
@@ -235,15 +235,15 @@ class ObjectHost:
                 if inspect.isawaitable(result):
                     result = await result
                 if on_success is not None:
-                    on_success()  # same tick as the handler's last write: one atomic batch
+                    on_success(state)  # same tick as the handler's last write: one atomic batch
             except Exception as exc:
                 self._reset(state, exc)
-                await self.engine.flush()
+                await state.storage.sync()
                 raise
         finally:
             _current_state.reset(token)
             live.inflight -= 1
-        await self.engine.flush()  # output gate: nothing leaves before its writes are durable
+        await state.storage.sync()  # output gate: nothing leaves before this object's writes are durable
         return result
 
     # -- alarms ---------------------------------------------------------------------------
@@ -272,7 +272,7 @@ class ObjectHost:
             with capture:
                 info = AlarmInvocationInfo(retry_count=retry, is_retry=retry > 0)
                 await self._deliver(object_id, "alarm", [info], {}, reserved_ok=True,
-                                    on_success=lambda: self._clear_alarm_if(key, scheduled_ms))
+                                    on_success=lambda state: self._clear_alarm_if(key, scheduled_ms, state))
         except Exception as exc:
             capture.record_exception(exc)
             if retry < self.alarm_retries:
@@ -288,10 +288,13 @@ class ObjectHost:
             if self.on_trace is not None:
                 self.on_trace(capture.event())
 
-    def _clear_alarm_if(self, key: str, scheduled_ms: int) -> None:
+    def _clear_alarm_if(self, key: str, scheduled_ms: int, state: DurableObjectState | None = None) -> None:
         """Clear the alarm that ran, unless the handler set a new one."""
         if self.engine.read_alarm(key) == scheduled_ms and key not in self._timers:
-            self.engine.stage(key).alarm = None
+            if state is not None:
+                state.storage._stage().alarm = None  # inside the object's output gate
+            else:
+                self.engine.stage(key).alarm = None
 
 
 def _iso(ms: int) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 from typing import Any
 
@@ -48,7 +49,8 @@ class Server:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._config = Config()
-        self._config.bind = [f"fd://{sock.fileno()}"]
+        self._fd = os.dup(sock.fileno())  # hypercorn owns (and closes) this copy; we close `sock`
+        self._config.bind = [f"fd://{self._fd}"]
         self._config.accesslog = None
         self._config.errorlog = None
         self._config.loglevel = "WARNING"

@@ -322,6 +322,12 @@ class DurableObjectStorage:
         self._gate = gate or InputGate()
         self._on_alarm_change = on_alarm_change
         self._cache: dict[str, bytes | None] = {}
+        self.last_seq = 0  # engine sequence of this object's newest write: its output gate
+
+    def _stage(self) -> ObjectBatch:
+        batch = self._engine.stage(self._object_id)
+        self.last_seq = self._engine.seq
+        return batch
 
     # -- internal, synchronous ------------------------------------------------------------
     def _read(self, key: str) -> bytes | None:
@@ -336,14 +342,14 @@ class DurableObjectStorage:
         return data
 
     def _write(self, key: str, data: bytes | None) -> None:
-        self._engine.stage(self._object_id).writes[key] = data
+        self._stage().writes[key] = data
         self._cache[key] = data
 
     def _list_raw(self, rng: KeyRange, reverse: bool, limit: int | None) -> list[tuple[str, bytes]]:
         return self._engine.list(self._object_id, rng, reverse, limit)
 
     def _clear(self) -> None:
-        batch = self._engine.stage(self._object_id)
+        batch = self._stage()
         batch.clear = True
         batch.writes.clear()
         self._cache.clear()
@@ -351,7 +357,7 @@ class DurableObjectStorage:
     def _set_alarm_ms(self, ms: int | None) -> None:
         if self._on_alarm_change is not None:
             self._on_alarm_change(ms)  # may refuse (class without alarm()) before anything is staged
-        self._engine.stage(self._object_id).alarm = ms
+        self._stage().alarm = ms
 
     def invalidate(self) -> None:
         """Forget cached values (after a failed commit the cache may hold what never landed)."""
@@ -420,8 +426,8 @@ class DurableObjectStorage:
             return result
 
     async def sync(self) -> None:
-        """Wait until every write made so far is durable."""
-        await self._engine.flush()
+        """Wait until every write this object made so far is durable."""
+        await self._engine.flush(self.last_seq)
 
     async def get_alarm(self) -> int | None:
         return self._engine.read_alarm(self._object_id)

@@ -7,7 +7,7 @@ sensitive headers never leave the worker.
 """
 from __future__ import annotations
 
-import io
+import builtins
 import logging
 import random
 import sys
@@ -70,7 +70,6 @@ class TraceCapture:
         self.logs: list[dict[str, Any]] = []
         self.exceptions: list[dict[str, Any]] = []
         self.outcome = "ok"
-        self.partial_line = ""
         self._token: Any = None
 
     def __enter__(self) -> TraceCapture:
@@ -78,9 +77,6 @@ class TraceCapture:
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        if self.partial_line:
-            self.log("log", self.partial_line)
-            self.partial_line = ""
         _capture.reset(self._token)
         if exc is not None:
             if isinstance(exc, (KeyboardInterrupt, SystemExit)) or exc_type.__name__ == "CancelledError":
@@ -126,43 +122,32 @@ class _CaptureHandler(logging.Handler):
             pass
 
 
-class _CaptureStream(io.TextIOBase):
-    """Wraps stdout: lines printed during an event go to its trace and to the real stream."""
+_original_print = builtins.print
 
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
 
-    def write(self, text: str) -> int:
+def _print(*args: Any, sep: str | None = " ", end: str | None = "\n", file: Any = None, flush: bool = False) -> None:
+    """print(): to its stream as always (secrets redacted), and into the current event's logs."""
+    if file is None or file is sys.stdout or file is sys.stderr:
+        text = (" " if sep is None else sep).join(str(a) for a in args)
         capture = _capture.get()
         if capture is not None:
-            buffered = capture.partial_line + text
-            *lines, capture.partial_line = buffered.split("\n")
-            for line in lines:
-                capture.log("log", line)
-        return self.inner.write(redactor(text))
-
-    def flush(self) -> None:
-        self.inner.flush()
-
-    def fileno(self) -> int:
-        return self.inner.fileno()
-
-    def isatty(self) -> bool:
-        return self.inner.isatty()
+            capture.log("error" if file is sys.stderr else "log", text)
+        _original_print(redactor(text), end=end, file=file, flush=flush)
+    else:
+        _original_print(*args, sep=sep, end=end, file=file, flush=flush)
 
 
 _installed = False
 
 
 def install_capture() -> None:
-    """Route print() and logging through the capture (idempotent; once per process)."""
+    """Route print() and logging into the current event's trace (idempotent; once per process)."""
     global _installed
     if _installed:
         return
     _installed = True
     logging.getLogger().addHandler(_CaptureHandler())
-    if not isinstance(sys.stdout, _CaptureStream):
-        sys.stdout = _CaptureStream(sys.stdout)
+    builtins.print = _print
 
 
 # -- filters ------------------------------------------------------------------------------
