@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import sys
 from pathlib import Path
 
@@ -56,5 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"✘ [ERROR] {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            print(f"✘ [ERROR] Address already in use ({exc.strerror}); is another `wrangler dev` running? "
+                  f"Pick another with --port (0 = any free port).", file=sys.stderr)
+            return 1
+        raise
     except KeyboardInterrupt:
         return 130
