@@ -101,6 +101,14 @@ def _dev_vars_path(config: WorkerConfig) -> Path:
     return config.directory / ".dev.vars"
 
 
+def read_dev_vars(config: WorkerConfig) -> dict[str, str]:
+    """The worker's `.dev.vars` (or `.dev.vars.<env>`), empty if there is none."""
+    path = _dev_vars_path(config)
+    if not path.is_file():
+        return {}
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
 def _generated_secrets(state_dir: Path, names: list[str]) -> dict[str, str]:
     """Stable per-checkout values for missing dev secrets (shared by all workers, e.g. JWT_KEY)."""
     path = state_dir / GENERATED_SECRETS_FILE
@@ -131,7 +139,7 @@ def load_secrets(config: WorkerConfig, *, state_dir: Path, local_dev: bool,
     """
     environ = os.environ if environ is None else environ
     dev_vars_file = _dev_vars_path(config)
-    from_file = {k: v for k, v in dotenv_values(dev_vars_file).items() if v is not None} if dev_vars_file.is_file() else {}
+    from_file = read_dev_vars(config)
     declared = list(config.secrets.required) if config.secrets else None
     names = declared if declared is not None else list(from_file)
     found: dict[str, str] = {}

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from . import codec, ids
-from .errors import error_from_wire, error_to_wire
+from .errors import ObjectUnavailable, error_from_wire, error_to_wire
 from .gates import InputGate
 from .http import Request, Response, make_request
 from .ids import DurableObjectId
@@ -40,6 +40,7 @@ class DurableObject:
 
     Optional handlers: `async fetch(request) -> Response` and `async alarm(alarm_info)`.
     Every other public method (not starting with `_`) is callable through a stub.
+    `async on_shutdown()` (our extension) runs when the runtime stops, to close clients.
     """
 
     def __init__(self, ctx: DurableObjectState, env: Any) -> None:
@@ -156,10 +157,23 @@ class ObjectHost:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        for live in list(self._live.values()):
+            hook = getattr(live.instance, "on_shutdown", None)
+            if hook is not None:
+                try:
+                    await hook()
+                except Exception as exc:  # one object's failure must not stop the others' shutdown
+                    log.warning("%s.%s on_shutdown failed: %s", self.script_name, self.class_name, exc)
+        self._live.clear()
         await self.engine.close()
 
     def evict_idle(self, max_idle_s: float) -> int:
-        """Drop instances with no event for `max_idle_s` (their storage is all on disk or staged)."""
+        """Drop instances with no event for `max_idle_s` (their storage is all on disk or staged).
+
+        Classes with `on_shutdown` hold resources (clients, pools) and stay pinned.
+        """
+        if hasattr(self.cls, "on_shutdown"):
+            return 0
         cutoff = time.monotonic() - max_idle_s
         idle = [k for k, live in self._live.items()
                 if live.inflight == 0 and live.last_used < cutoff and not live.state._gate.closed]
@@ -302,7 +316,7 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-_RESERVED = frozenset(name for name in vars(DurableObject)) | {"alarm", "ctx", "env"}
+_RESERVED = frozenset(name for name in vars(DurableObject)) | {"alarm", "ctx", "env", "on_shutdown"}
 
 
 # -- transports and stubs -----------------------------------------------------------------
@@ -315,6 +329,10 @@ class LocalTransport:
 
     def __init__(self, host: ObjectHost) -> None:
         self.host = host
+
+    async def call_local(self, object_id: DurableObjectId, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """Unserialized call (live objects such as a database handle may cross); gates still apply."""
+        return await self.host.invoke(object_id, method, args, kwargs)
 
     async def call(self, object_id: DurableObjectId, method: str, payload: bytes) -> bytes:
         try:
@@ -383,6 +401,19 @@ class DurableObjectStub:
 
         call.__name__ = method
         return call
+
+    async def local(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Call `method` without serializing, on an object hosted in this process only.
+
+        For handles that cannot cross a process boundary (a database client, say); a stub of an
+        object that lives in another process refuses with a clear error.
+        """
+        transport = self._namespace._transport
+        if not isinstance(transport, LocalTransport):
+            raise ObjectUnavailable(f"{self._namespace.class_name}.{method}() is a local-only call, but this "
+                                    f"{self._namespace.class_name} is hosted by {self._namespace.script_name} "
+                                    f"in another process")
+        return await transport.call_local(self.id, method, list(args), kwargs)
 
     async def fetch(self, input: Request | str, **init: Any) -> Response:
         request = make_request(input, "http://durable-object/", **init)

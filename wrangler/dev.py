@@ -11,10 +11,13 @@ from pathlib import Path
 
 from durable import config as wconfig
 from durable.config import ConfigError, WorkerConfig
+from durable.env import read_dev_vars
 from durable.registry import RegistryEntry, register, unregister
 from durable.runtime import Runtime
 from durable.server import Server, bind
 from durable.tail_api import create_tail_app
+
+from .embedded_mongo import EmbeddedMongo, EmbeddedMongoError
 
 DEFAULT_PORT = 8787
 DEFAULT_IP = "127.0.0.1"
@@ -46,10 +49,35 @@ def _setup_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def needs_embedded_mongo(configs: list[WorkerConfig]) -> bool:
+    """A worker requires MONGODB_URI and neither the environment nor its .dev.vars provides it."""
+    if "MONGODB_URI" in os.environ:
+        return False
+    return any(c.secrets and "MONGODB_URI" in c.secrets.required and "MONGODB_URI" not in read_dev_vars(c)
+               for c in configs)
+
+
 async def run_dev(args: argparse.Namespace) -> int:
     _setup_logging()
     configs = load_configs(args)
     persist_to = (args.persist_to or Path.cwd() / ".wrangler" / "state").resolve()
+    mongo: EmbeddedMongo | None = None
+    if needs_embedded_mongo(configs):
+        mongo = EmbeddedMongo(persist_to / "mongo")
+        try:
+            os.environ["MONGODB_URI"] = await mongo.start()
+        except EmbeddedMongoError as exc:
+            print(f"✘ [ERROR] {exc}", file=sys.stderr)
+            return 1
+        print(f"⎔ Embedded MongoDB (SecantusDB) on {mongo.uri}, data in {mongo.storage_path}", flush=True)
+    try:
+        return await _serve(args, configs, persist_to)
+    finally:
+        if mongo is not None:
+            await mongo.stop()
+
+
+async def _serve(args: argparse.Namespace, configs: list[WorkerConfig], persist_to: Path) -> int:
     runtime = Runtime(configs, persist_to=persist_to, local_dev=True, alarm_backoff_s=args.alarm_backoff)
     primary = primary_worker(configs, bool(args.config), runtime.configs)
     ip = args.ip or primary.dev.ip or DEFAULT_IP

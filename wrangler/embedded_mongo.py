@@ -1,0 +1,85 @@
+"""The embedded database for `wrangler dev` and tests: SecantusDB as a managed child process.
+
+SecantusDB (GPL-2.0, the `[embedded]` extra) is a MongoDB-wire-compatible server; we only start
+it, speak the wire protocol to it, and stop it. Production points `MONGODB_URI` elsewhere.
+"""
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
+
+EXECUTABLE = "secantusd-py"
+
+
+class EmbeddedMongoError(RuntimeError):
+    pass
+
+
+def _executable() -> str:
+    beside_python = Path(sys.executable).parent / EXECUTABLE
+    found = str(beside_python) if beside_python.exists() else shutil.which(EXECUTABLE)
+    if not found:
+        raise EmbeddedMongoError(f"{EXECUTABLE} not found: install the [embedded] extra "
+                                 f"(pip install -e '.[embedded]') or set MONGODB_URI")
+    return found
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class EmbeddedMongo:
+    """Start on a free port with data under `storage_path`; `uri` once it answers ping."""
+
+    def __init__(self, storage_path: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
+        self.storage_path = Path(storage_path)
+        self.host = host
+        self.port = port or _free_port(host)
+        self.uri = f"mongodb://{host}:{self.port}/?directConnection=true"
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def start(self, timeout_s: float = 30.0) -> str:
+        self.storage_path.mkdir(parents=True, exist_ok=True)
+        log = open(self.storage_path / "server.log", "ab")
+        self._proc = await asyncio.create_subprocess_exec(
+            _executable(), "--host", self.host, "--port", str(self.port), "--storage-path", str(self.storage_path),
+            stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        client: AsyncMongoClient = AsyncMongoClient(self.uri, serverSelectionTimeoutMS=500)
+        try:
+            while True:
+                if self._proc.returncode is not None:
+                    raise EmbeddedMongoError(f"{EXECUTABLE} exited with {self._proc.returncode}; "
+                                             f"see {self.storage_path / 'server.log'}")
+                try:
+                    await client.admin.command("ping")
+                    return self.uri
+                except PyMongoError:
+                    if time.monotonic() > deadline:
+                        await self.stop()
+                        raise EmbeddedMongoError(f"{EXECUTABLE} did not answer ping within {timeout_s:.0f} s")
+                    await asyncio.sleep(0.05)
+        finally:
+            await client.close()
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.returncode is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
