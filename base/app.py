@@ -1,18 +1,46 @@
-"""rest-shop-api: accounts, catalogue and orders (skeleton: health only, until the base issue)."""
+"""rest-shop-api: accounts, catalogue and orders.
+
+The worker's entry module: the Quart `app` (fetch handler) and its Durable Object classes.
+"""
 from __future__ import annotations
 
-from typing import Any
+import logging
 
+from pymongo.errors import PyMongoError
 from quart import Quart
+from quart_schema import QuartSchema
 
 from durable import env
-from models.health import Health
+from durable.mongo import MongoPool
 from models.web import install_error_handlers
 
+from .objects.order_lock import OrderLock
+from .objects.rate_limiter import RateLimiter
+from .routes import health, orders, products, uploads, users
+from .stores.common import database
+from .stores.orders import OrderStore
+from .stores.products import ProductStore
+from .stores.users import UserStore
+
+__all__ = ["app", "MongoPool", "OrderLock", "RateLimiter"]
+
+log = logging.getLogger("rest_shop.base")
+
 app = Quart(__name__)
+app.config["MAX_CONTENT_LENGTH"] = 6 * 1024 * 1024
+QuartSchema(app, info={"title": "rest-shop-api", "version": "1"}, redoc_ui_path=None, scalar_ui_path=None,
+            pydantic_dump_options={"by_alias": True})
 install_error_handlers(app)
+for module in (health, users, products, orders, uploads):
+    app.register_blueprint(module.bp)
 
 
-@app.get("/health")
-async def health() -> Any:
-    return Health.now(env.SERVICE_NAME, env.ENVIRONMENT).model_dump()
+@app.before_serving
+async def create_indexes() -> None:
+    """Idempotent; a database that is down now is reported by /health, not fatal."""
+    try:
+        db = await database(env)
+        for store in (UserStore(db), ProductStore(db), OrderStore(db)):
+            await store.ensure_indexes()
+    except PyMongoError as exc:
+        log.error("could not create indexes: %s", exc)

@@ -4,10 +4,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from pydantic import ValidationError
 from quart import Quart, jsonify
+from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
 from .errors import ApiError, error_body
+from .errors_domain import Conflict, InsufficientStock, NotFound, Unprocessable
 
 log = logging.getLogger("rest_shop.web")
 
@@ -16,13 +19,48 @@ _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_f
           422: "unprocessable_entity", 429: "rate_limited", 503: "service_unavailable"}
 
 
+def validation_details(exc: ValidationError) -> list[dict[str, str]]:
+    """pydantic errors as `[{"field", "message"}]` — no input values echoed back."""
+    return [{"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]} for e in exc.errors()]
+
+
+def _reply(status: int, code: str, message: str, details: list[Any] | None = None,
+           headers: dict[str, str] | None = None) -> Any:
+    response = jsonify(error_body(code, message, details))
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
 def install_error_handlers(app: Quart) -> None:
     @app.errorhandler(ApiError)
     async def _api_error(exc: ApiError) -> Any:
-        response = jsonify(error_body(exc.code, exc.message, exc.details))
-        response.status_code = exc.status
-        response.headers.update(exc.headers)
-        return response
+        return _reply(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+    @app.errorhandler(RequestSchemaValidationError)
+    async def _invalid(exc: RequestSchemaValidationError) -> Any:
+        error = exc.validation_error
+        if isinstance(error, ValidationError):
+            return _reply(400, "validation_error", "Invalid request", validation_details(error))
+        return _reply(400, "validation_error", "Invalid request: expected a JSON object")
+
+    @app.errorhandler(NotFound)
+    async def _not_found(exc: NotFound) -> Any:
+        return _reply(404, "not_found", str(exc))
+
+    @app.errorhandler(Conflict)
+    async def _conflict(exc: Conflict) -> Any:
+        return _reply(409, "conflict", str(exc))
+
+    @app.errorhandler(InsufficientStock)
+    async def _stock(exc: InsufficientStock) -> Any:
+        product_id, available, requested = exc.parts()
+        return _reply(409, "insufficient_stock", f"Only {available} in stock, {requested} requested",
+                      [{"productId": product_id, "available": available, "requested": requested}])
+
+    @app.errorhandler(Unprocessable)
+    async def _unprocessable(exc: Unprocessable) -> Any:
+        return _reply(422, "unprocessable_entity", str(exc))
 
     @app.errorhandler(HTTPException)
     async def _http_error(exc: HTTPException) -> Any:

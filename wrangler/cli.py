@@ -21,6 +21,8 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--port", type=int, default=None, help="port of the primary worker (default 8787; 0 = any)")
     dev.add_argument("--persist-to", type=Path, default=None, help="state directory (default .wrangler/state)")
     dev.add_argument("-e", "--env", default=None, help="use the [env.<name>] sections of the configs")
+    dev.add_argument("--var", action="append", default=[], metavar="NAME:VALUE",
+                     help="override a var of every worker (repeatable), as wrangler's --var")
     dev.add_argument("--alarm-backoff", type=float, default=2.0, help=argparse.SUPPRESS)
 
     tail = sub.add_parser("tail", help="stream live trace events of a worker run by `wrangler dev`")

@@ -27,7 +27,14 @@ def load_configs(args: argparse.Namespace) -> list[WorkerConfig]:
     paths = list(args.config or wconfig.discover(Path.cwd()))
     if not paths:
         raise ConfigError(Path.cwd(), "", "no wrangler.toml here or in any sub-folder; pass -c PATH")
-    return [wconfig.load(p, args.env) for p in paths]
+    overrides: dict[str, str] = {}
+    for item in args.var:
+        name, sep, value = item.partition(":")
+        if not sep or not name:
+            raise ConfigError("--var", item, "expected NAME:VALUE")
+        overrides[name] = value
+    configs = [wconfig.load(p, args.env) for p in paths]
+    return [c.model_copy(update={"vars": {**c.vars, **overrides}}) if overrides else c for c in configs]
 
 
 def primary_worker(configs: list[WorkerConfig], explicit: bool, ordered: list[WorkerConfig]) -> WorkerConfig:
@@ -66,6 +73,7 @@ async def run_dev(args: argparse.Namespace) -> int:
         mongo = EmbeddedMongo(persist_to / "mongo")
         try:
             os.environ["MONGODB_URI"] = await mongo.start()
+            (mongo.storage_path / "uri").write_text(mongo.uri)  # for local tools (python -m base.admin)
         except EmbeddedMongoError as exc:
             print(f"✘ [ERROR] {exc}", file=sys.stderr)
             return 1

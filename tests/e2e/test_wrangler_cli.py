@@ -78,7 +78,7 @@ def test_dev_runs_all_three_and_answers_health_through_the_gateway_and_directly(
     for name in ("rest-shop-api", "rest-shop-payments", "rest-shop-gateway"):
         status, body = http("GET", shop.urls[name] + "/health")
         assert status == 200 and body["service"] == name and body["status"] == "ok"
-        assert set(body) == {"status", "service", "environment", "timestamp", "version"}
+        assert {"status", "service", "environment", "timestamp", "version"} <= set(body)
     assert http("GET", shop.ready_url + "/api/health")[1]["service"] == "rest-shop-api"
     status, body = http("GET", shop.ready_url + "/api/no-such-route")
     assert status == 404 and body["error"]["code"] == "not_found"

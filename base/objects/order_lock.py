@@ -1,0 +1,249 @@
+"""OrderLock: one Durable Object per order, the single writer of its lifecycle.
+
+Every change is recorded in the object's storage (and made durable) *before* the external
+steps it needs — stock holds in `products`, the read model in `orders` — and each step is
+idempotent. An alarm is armed while anything is unfinished, so if the process dies mid-way the
+alarm (which fires after a restart) completes or compensates the work. The same alarm expires
+unpaid orders.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from bson import ObjectId
+
+from durable import DurableObject
+from models.errors_domain import Conflict, InsufficientStock, NotFound, Unprocessable
+from models.orders import TRANSITIONS
+
+from ..stores.common import database, now
+from ..stores.orders import OrderStore, order_out
+from ..stores.products import ProductStore
+
+log = logging.getLogger("rest_shop.order_lock")
+
+STATE = "state"
+
+
+def _ms(when: datetime) -> int:
+    return int(when.timestamp() * 1000)
+
+
+class OrderLock(DurableObject):
+    def __init__(self, ctx: Any, env: Any) -> None:
+        super().__init__(ctx, env)
+        self.payment_timeout = timedelta(seconds=float(env.get("ORDER_PAYMENT_TIMEOUT_S", 1800)))
+        self.recovery_delay_ms = int(float(env.get("ORDER_RECOVERY_S", 30)) * 1000)
+        self.pause_at = str(env.get("ORDER_TEST_PAUSE", "") or "")
+
+    # -- plumbing -------------------------------------------------------------------------
+    async def _stores(self) -> tuple[ProductStore, OrderStore]:
+        db = await database(self.env)
+        return ProductStore(db), OrderStore(db)
+
+    async def _checkpoint(self, state: dict[str, Any]) -> None:
+        """Record progress durably and keep a recovery alarm armed while work is unfinished."""
+        await self.ctx.storage.put(STATE, state)
+        await self.ctx.storage.set_alarm(int(time.time() * 1000) + self.recovery_delay_ms)
+        await self.ctx.storage.sync()
+
+    async def _pause(self, point: str) -> None:
+        """Test hook (var ORDER_TEST_PAUSE): stop here until the process is killed."""
+        if self.pause_at == point:
+            print(f"ORDER_TEST_PAUSE reached: {point}", flush=True)
+            await asyncio.Event().wait()
+
+    async def _serial(self, fn: Any) -> Any:
+        """One operation at a time per order, even across Mongo awaits."""
+        return await self.ctx.block_concurrency_while(fn)
+
+    # -- creation -------------------------------------------------------------------------
+    async def create(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Reserve every line's stock (all or nothing) and write the order; idempotent per order id."""
+        return await self._serial(lambda: self._create(spec))
+
+    async def _create(self, spec: dict[str, Any]) -> dict[str, Any]:
+        state = await self.ctx.storage.get(STATE)
+        if state is not None:
+            if state["phase"] == "created" and state["spec"] == spec:
+                return order_out(state["order"])
+            raise Conflict("this order id is already in use")
+        await self._checkpoint({"phase": "reserving", "spec": spec})
+        await self._pause("after-intent")
+        products, orders = await self._stores()
+        order_id = spec["orderId"]
+        lines: list[dict[str, Any]] = []
+        try:
+            for item in spec["items"]:
+                doc = await products.reserve(item["productId"], order_id, item["quantity"])
+                if doc is None:
+                    active, available = await products.availability(item["productId"])
+                    if not active:
+                        raise NotFound(f"Product {item['productId']} not found")
+                    raise InsufficientStock.of(item["productId"], available, item["quantity"])
+                lines.append({"productId": item["productId"], "name": doc["name"], "unit_minor": doc["price_minor"],
+                              "quantity": item["quantity"], "currency": doc["currency"]})
+                await self._pause("after-reserve")
+            currencies = {line.pop("currency") for line in lines}
+            if len(currencies) > 1:
+                raise Unprocessable("all products of one order must share a currency")
+            currency = currencies.pop()
+            if spec.get("currency") and spec["currency"] != currency:
+                raise Unprocessable(f"these products are priced in {currency}, not {spec['currency']}")
+        except Exception:
+            await self._compensate(spec, products, reason="rejected")
+            raise
+        stamp = now()
+        order = {"_id": ObjectId(order_id), "userId": spec["userId"], "items": lines,
+                 "total_minor": sum(line["unit_minor"] * line["quantity"] for line in lines), "currency": currency,
+                 "status": "pending", "paymentStatus": "pending", "paymentId": None, "payments": [],
+                 "shippingAddress": spec.get("shippingAddress"), "expiresAt": stamp + self.payment_timeout,
+                 "createdAt": stamp, "updatedAt": stamp, "version": 1}
+        await orders.insert(order)
+        await self._pause("after-insert")
+        await self._settle({"phase": "created", "spec": spec, "order": order, "pending": []})
+        return order_out(order)
+
+    async def _compensate(self, spec: dict[str, Any], products: ProductStore, reason: str) -> None:
+        for item in spec["items"]:
+            await products.release(item["productId"], spec["orderId"])
+        await self.ctx.storage.put(STATE, {"phase": reason, "spec": spec})
+        await self.ctx.storage.delete_alarm()
+
+    async def _settle(self, state: dict[str, Any]) -> None:
+        """Store the settled state and arm the alarm it needs (expiry while pending)."""
+        await self.ctx.storage.put(STATE, state)
+        order = state["order"]
+        if order["status"] == "pending":
+            await self.ctx.storage.set_alarm(order["expiresAt"])
+        else:
+            await self.ctx.storage.delete_alarm()
+
+    # -- transitions ----------------------------------------------------------------------
+    async def _created(self) -> dict[str, Any]:
+        state = await self.ctx.storage.get(STATE)
+        if state is None or state["phase"] != "created":
+            raise NotFound("Order not found")
+        return state
+
+    async def _transition(self, state: dict[str, Any], changes: dict[str, Any], steps: list[str]) -> dict[str, Any]:
+        order = state["order"]
+        order.update(changes)
+        order["version"] += 1
+        order["updatedAt"] = now()
+        state["pending"] = steps + ["save"]
+        await self._checkpoint(state)
+        await self._run_pending(state)
+        return order_out(order)
+
+    async def _run_pending(self, state: dict[str, Any]) -> None:
+        products, orders = await self._stores()
+        order = state["order"]
+        order_id = str(order["_id"])
+        for step in list(state["pending"]):
+            if step == "release_stock":
+                for item in order["items"]:
+                    await products.release(item["productId"], order_id)
+            elif step == "finalize_stock":
+                for item in order["items"]:
+                    await products.finalize(item["productId"], order_id)
+            elif step == "save":
+                await orders.save(order)
+            state["pending"].remove(step)
+            await self.ctx.storage.put(STATE, state)
+        await self._settle(state)
+
+    def _check_move(self, order: dict[str, Any], target: str) -> None:
+        if target not in TRANSITIONS[order["status"]]:
+            raise Conflict(f"cannot move an order from {order['status']} to {target}")
+
+    async def mark_paid(self, payment_id: str, amount_minor: int, currency: str) -> dict[str, Any]:
+        """Idempotent per payment id; the amount and currency must be the order's."""
+        async def run() -> dict[str, Any]:
+            state = await self._created()
+            order = state["order"]
+            if payment_id in order["payments"]:
+                return order_out(order)
+            if order["paymentStatus"] == "paid":
+                raise Conflict("order is already paid")
+            if amount_minor != order["total_minor"] or currency != order["currency"]:
+                raise Unprocessable(f"payment of {amount_minor} {currency} does not match the order's "
+                                    f"{order['total_minor']} {order['currency']}")
+            self._check_move(order, "confirmed")
+            return await self._transition(state, {"status": "confirmed", "paymentStatus": "paid",
+                                                  "paymentId": payment_id,
+                                                  "payments": order["payments"] + [payment_id]}, [])
+        return await self._serial(run)
+
+    async def mark_payment_failed(self, payment_id: str, reason: str = "") -> dict[str, Any]:
+        """A failed payment keeps the order pending (the client may pay again)."""
+        async def run() -> dict[str, Any]:
+            state = await self._created()
+            order = state["order"]
+            if order["status"] != "pending":
+                return order_out(order)
+            return await self._transition(state, {"paymentStatus": "failed"}, [])
+        return await self._serial(run)
+
+    async def set_status(self, status: str) -> dict[str, Any]:
+        if status == "cancelled":
+            return await self.cancel()
+
+        async def run() -> dict[str, Any]:
+            state = await self._created()
+            self._check_move(state["order"], status)
+            steps = ["finalize_stock"] if status == "delivered" else []
+            return await self._transition(state, {"status": status}, steps)
+        return await self._serial(run)
+
+    async def cancel(self, reason: str = "cancelled") -> dict[str, Any]:
+        """Cancel and give the stock back, exactly once."""
+        return await self._serial(lambda: self._cancel(reason))
+
+    async def _cancel(self, reason: str) -> dict[str, Any]:
+        state = await self._created()
+        order = state["order"]
+        if order["status"] == "cancelled":
+            return order_out(order)
+        self._check_move(order, "cancelled")
+        return await self._transition(state, {"status": "cancelled", "cancelReason": reason}, ["release_stock"])
+
+    async def get(self) -> dict[str, Any]:
+        return order_out((await self._created())["order"])
+
+    async def forget(self) -> None:
+        """The order document was deleted: drop this object's state too."""
+        await self.ctx.storage.delete_all()
+
+    # -- recovery and expiry --------------------------------------------------------------
+    async def alarm(self, info: Any = None) -> None:
+        await self._serial(self._on_alarm)
+
+    async def _on_alarm(self) -> None:
+        state = await self.ctx.storage.get(STATE)
+        if state is None:
+            return
+        products, orders = await self._stores()
+        if state["phase"] == "reserving":  # interrupted creation: finish it or undo it
+            written = await orders.get(state["spec"]["orderId"])
+            if written is not None:
+                log.warning("order %s: completing creation interrupted after the write", state["spec"]["orderId"])
+                await self._settle({"phase": "created", "spec": state["spec"], "order": written, "pending": []})
+            else:
+                log.warning("order %s: compensating creation interrupted before the write", state["spec"]["orderId"])
+                await self._compensate(state["spec"], products, reason="interrupted")
+            return
+        if state["phase"] != "created":
+            return
+        if state.get("pending"):
+            await self._run_pending(state)
+        order = state["order"]
+        expires = order["expiresAt"]
+        if expires.tzinfo is None:
+            expires = expires.replace(tzinfo=timezone.utc)
+        if order["status"] == "pending" and expires <= datetime.now(timezone.utc):
+            await self._cancel("payment timeout")

@@ -1,0 +1,21 @@
+"""/health: the service and its database, with the MongoPool's statistics; 503 when the DB is down."""
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Blueprint
+
+from durable import env
+from models.health import Health
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/health")
+async def health() -> Any:
+    pool = env.MONGO_POOL
+    database = await pool.get(pool.id_from_name("global")).health()
+    ok = database["status"] == "connected"
+    body = Health.now(env.SERVICE_NAME, env.ENVIRONMENT, "ok" if ok else "degraded").model_dump()
+    body["database"] = database
+    return body, 200 if ok else 503

@@ -1,0 +1,105 @@
+"""/products: public catalogue reads; admin writes (JSON or multipart with an image)."""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+from quart import Blueprint, request
+from quart_schema import document_request, validate_querystring, validate_request, validate_response
+
+from durable import env
+from models.errors import ApiError
+from models.ids import is_object_id
+from models.pagination import Pagination
+from models.products import ProductIn, ProductList, ProductOut, ProductPatch, ProductQuery
+from models.web import validation_details
+
+from ..images import save_upload
+from ..stores.common import database
+from ..stores.products import ProductStore
+from ..web import auth, optional_user
+
+bp = Blueprint("products", __name__, url_prefix="/products")
+
+
+async def products() -> ProductStore:
+    return ProductStore(await database(env))
+
+
+def _check_id(product_id: str) -> None:
+    if not is_object_id(product_id):
+        raise ApiError(400, "invalid_id", f"{product_id!r} is not a valid product id")
+
+
+@bp.get("")
+@validate_querystring(ProductQuery)
+@validate_response(ProductList)
+async def list_products(query_args: ProductQuery) -> Any:
+    if query_args.showInactive:
+        user = optional_user()
+        if user is None or user.role != "admin":
+            raise ApiError(403, "forbidden", "showInactive is for admins")
+    items, total = await (await products()).list(query_args, include_inactive=query_args.showInactive)
+    return {"count": len(items), "total": total, "products": items,
+            "pagination": Pagination.of(query_args.page, query_args.limit, total).model_dump()}
+
+
+@bp.get("/<product_id>")
+@validate_response(ProductOut)
+async def get_product(product_id: str) -> Any:
+    _check_id(product_id)
+    user = optional_user()
+    doc = await (await products()).get(product_id, include_inactive=bool(user and user.role == "admin"))
+    if doc is None:
+        raise ApiError(404, "not_found", "Product not found")
+    return doc
+
+
+async def _product_body() -> ProductIn:
+    """JSON, or multipart form fields plus an optional `productImage` file."""
+    if request.mimetype == "multipart/form-data":
+        form = await request.form
+        files = await request.files
+        fields: dict[str, Any] = {k: v for k, v in form.items()}
+        if "productImage" in files:
+            fields["productImage"] = await save_upload(files["productImage"])
+    else:
+        fields = await request.get_json(force=False, silent=True)
+        if not isinstance(fields, dict):
+            raise ApiError(400, "validation_error", "Invalid request: expected a JSON object or multipart form")
+    try:
+        return ProductIn.model_validate(fields)
+    except ValidationError as exc:
+        raise ApiError(400, "validation_error", "Invalid request", validation_details(exc)) from None
+
+
+@bp.post("")
+@auth("admin")
+@document_request(ProductIn)
+@validate_response(ProductOut, 201)
+async def create_product() -> Any:
+    body = await _product_body()
+    return await (await products()).create(body.model_dump()), 201
+
+
+@bp.patch("/<product_id>")
+@auth("admin")
+@validate_request(ProductPatch)
+@validate_response(ProductOut)
+async def patch_product(product_id: str, data: ProductPatch) -> Any:
+    _check_id(product_id)
+    doc = await (await products()).patch(product_id, data.model_dump(exclude_unset=True))
+    if doc is None:
+        raise ApiError(404, "not_found", "Product not found")
+    return doc
+
+
+@bp.delete("/<product_id>")
+@auth("admin")
+async def delete_product(product_id: str) -> Any:
+    """Soft delete: the product stops being sold; orders keep their reference."""
+    _check_id(product_id)
+    doc = await (await products()).patch(product_id, {"isActive": False})
+    if doc is None:
+        raise ApiError(404, "not_found", "Product not found")
+    return {"message": "Product deleted", "product": doc}

@@ -1,0 +1,49 @@
+"""The users collection: unique, case-insensitive emails."""
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from models.errors_domain import Conflict
+
+from .common import iso, now, oid
+
+CASE_INSENSITIVE = {"locale": "en", "strength": 2}
+
+
+def user_out(doc: dict[str, Any]) -> dict[str, Any]:
+    return {"_id": str(doc["_id"]), "email": doc["email"], "role": doc["role"], "createdAt": iso(doc.get("createdAt"))}
+
+
+class UserStore:
+    def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
+        self.col = db["users"]
+
+    async def ensure_indexes(self) -> None:
+        await self.col.create_index("email", unique=True, collation=CASE_INSENSITIVE, name="email_unique_ci")
+
+    async def create(self, email: str, password_hash: str, role: str = "user") -> dict[str, Any]:
+        doc = {"email": email, "password": password_hash, "role": role, "createdAt": now()}
+        try:
+            result = await self.col.insert_one(doc)
+        except DuplicateKeyError:
+            raise Conflict("Email already registered") from None
+        doc["_id"] = result.inserted_id
+        return doc
+
+    async def by_email(self, email: str) -> dict[str, Any] | None:
+        return await self.col.find_one({"email": email}, collation=CASE_INSENSITIVE)
+
+    async def get(self, user_id: str) -> dict[str, Any] | None:
+        key = oid(user_id)
+        return await self.col.find_one({"_id": key}) if key else None
+
+    async def set_role(self, email: str, role: str) -> bool:
+        result = await self.col.update_one({"email": email}, {"$set": {"role": role}}, collation=CASE_INSENSITIVE)
+        return result.matched_count == 1
+
+    async def delete(self, user_id: str) -> bool:
+        key = oid(user_id)
+        return bool(key) and (await self.col.delete_one({"_id": key})).deleted_count == 1

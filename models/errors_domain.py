@@ -1,0 +1,32 @@
+"""Domain errors that cross Durable Object RPC as themselves (registered with the runtime)."""
+from __future__ import annotations
+
+from durable import register_error
+
+
+@register_error
+class NotFound(Exception):
+    """The thing does not exist (or is not visible to the caller)."""
+
+
+@register_error
+class Conflict(Exception):
+    """The request conflicts with the current state (illegal transition, already paid...)."""
+
+
+@register_error
+class InsufficientStock(Exception):
+    """Message is `<productId>:<available>:<requested>` so it survives RPC as one string."""
+
+    @classmethod
+    def of(cls, product_id: str, available: int, requested: int) -> InsufficientStock:
+        return cls(f"{product_id}:{available}:{requested}")
+
+    def parts(self) -> tuple[str, int, int]:
+        product_id, available, requested = str(self).split(":")
+        return product_id, int(available), int(requested)
+
+
+@register_error
+class Unprocessable(Exception):
+    """Well-formed but semantically wrong (amount or currency mismatch...)."""
