@@ -103,3 +103,122 @@ def dev_process(tmp_path: Path) -> Iterator[type[DevProcess]]:
         if process.proc.poll() is None:
             process.proc.kill()
             process.proc.wait(timeout=10)
+
+
+# -- the base service on a real server, against the embedded (or a real) MongoDB -------------
+import uuid  # noqa: E402
+from typing import Any  # noqa: E402
+
+import aiohttp  # noqa: E402
+from bson import ObjectId  # noqa: E402
+from pymongo import MongoClient  # noqa: E402
+
+from durable.server import Server, bind  # noqa: E402
+from models.auth import issue_token  # noqa: E402
+from wrangler.embedded_mongo import EmbeddedMongo  # noqa: E402
+
+BASE_TOML = ROOT / "base" / "wrangler.toml"
+JWT_KEY = "test-jwt-key-" + "x" * 40
+FX_PAYER_TOML = FIXTURES / "fx_payer" / "wrangler.toml"
+
+
+@pytest.fixture(scope="session")
+def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One embedded server for the session; a real MongoDB instead when MONGODB_URI is set."""
+    if os.environ.get("MONGODB_URI"):
+        yield os.environ["MONGODB_URI"]
+        return
+    server = EmbeddedMongo(tmp_path_factory.mktemp("mongo"))
+    uri = server.start_sync()
+    yield uri
+    server.stop()
+
+
+def with_vars(path: Path, **overrides: Any):
+    config = wconfig.load(path)
+    return config.model_copy(update={"vars": {**config.vars, **{k: str(v) for k, v in overrides.items()}}})
+
+
+class Shop:
+    """The base worker served on 127.0.0.1, with an HTTP client and token helpers."""
+
+    def __init__(self, runtime: Runtime, url: str, db_name: str, mongo_uri: str) -> None:
+        self.runtime = runtime
+        self.url = url
+        self.db_name = db_name
+        self.mongo_uri = mongo_uri
+        self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200))
+
+    @property
+    def worker(self):
+        return self.runtime.workers["rest-shop-api"]
+
+    def token(self, role: str = "user", user_id: str | None = None, email: str | None = None, **kw: Any) -> str:
+        user_id = user_id or str(ObjectId())
+        return issue_token(JWT_KEY, email=email or f"{user_id}@test.example", user_id=user_id, role=role, **kw)
+
+    async def call(self, method: str, path: str, json: Any = None, token: str | None = None,
+                   headers: dict[str, str] | None = None, data: Any = None) -> tuple[int, Any, Any]:
+        all_headers = dict(headers or {})
+        if token:
+            all_headers["Authorization"] = f"Bearer {token}"
+        async with self.http.request(method, self.url + path, json=json, data=data, headers=all_headers) as resp:
+            raw = await resp.read()
+            try:
+                body = await resp.json(content_type=None)
+            except ValueError:
+                body = raw
+            return resp.status, body, resp.headers
+
+    async def product(self, **fields: Any) -> dict[str, Any]:
+        body = {"name": "Widget", "price": 10, "stock": 10, **fields}
+        status, created, _ = await self.call("POST", "/products", body, token=self.token("admin"))
+        assert status == 201, created
+        return created
+
+    def db(self) -> Any:
+        return MongoClient(self.mongo_uri)[self.db_name]
+
+
+@pytest.fixture
+def make_shop(tmp_path: Path, mongo_uri: str, monkeypatch: pytest.MonkeyPatch):
+    """Factory: the base worker (plus extra configs) with var overrides, on a fresh database."""
+    monkeypatch.setenv("MONGODB_URI", mongo_uri)
+    monkeypatch.setenv("JWT_KEY", JWT_KEY)
+    async def start(extra: list[Path] = (), **overrides: Any) -> Shop:
+        db_name = f"t_{uuid.uuid4().hex[:16]}"
+        values = {"MONGODB_DB": db_name, "SIGNUP_RATE_LIMIT": "10000/60", "LOGIN_RATE_LIMIT": "10000/60",
+                  "UPLOADS_DIR": tmp_path / "uploads", **overrides}
+        configs = [with_vars(BASE_TOML, **values), *(with_vars(p, **values) for p in extra)]
+        runtime = Runtime(configs, persist_to=tmp_path / f"state-{db_name}", alarm_backoff_s=0.05)
+        await runtime.start()
+        server = Server(runtime.workers["rest-shop-api"], bind("127.0.0.1", 0))
+        await server.start()
+        shop = Shop(runtime, server.url, db_name, mongo_uri)
+        shop.server = server
+        return shop
+
+    return start
+
+
+@pytest.fixture
+async def shops(make_shop) -> AsyncIterator[Any]:
+    """Like make_shop, closing everything it started at the end of the test."""
+    made: list[Shop] = []
+
+    async def start(*args: Any, **kwargs: Any) -> Shop:
+        shop = await make_shop(*args, **kwargs)
+        made.append(shop)
+        return shop
+
+    yield start
+    for shop in made:
+        await shop.http.close()
+        await shop.server.stop()
+        await shop.runtime.close()
+        MongoClient(shop.mongo_uri).drop_database(shop.db_name)
+
+
+@pytest.fixture
+async def shop(shops) -> Shop:
+    return await shops()

@@ -82,7 +82,7 @@ async def run_dev(args: argparse.Namespace) -> int:
         return await _serve(args, configs, persist_to)
     finally:
         if mongo is not None:
-            await mongo.stop()
+            await asyncio.to_thread(mongo.stop)
 
 
 async def _serve(args: argparse.Namespace, configs: list[WorkerConfig], persist_to: Path) -> int:

@@ -9,11 +9,12 @@ import asyncio
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, MongoClient
 from pymongo.errors import PyMongoError
 
 EXECUTABLE = "secantusd-py"
@@ -46,40 +47,63 @@ class EmbeddedMongo:
         self.host = host
         self.port = port or _free_port(host)
         self.uri = f"mongodb://{host}:{self.port}/?directConnection=true"
-        self._proc: asyncio.subprocess.Process | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def spawn(self) -> None:
+        self.storage_path.mkdir(parents=True, exist_ok=True)
+        with open(self.storage_path / "server.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [_executable(), "--host", self.host, "--port", str(self.port), "--storage-path", str(self.storage_path)],
+                stdout=log, stderr=log, start_new_session=True)
+
+    def _check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise EmbeddedMongoError(f"{EXECUTABLE} exited with {self.proc.returncode}; "
+                                     f"see {self.storage_path / 'server.log'}")
 
     async def start(self, timeout_s: float = 30.0) -> str:
-        self.storage_path.mkdir(parents=True, exist_ok=True)
-        log = open(self.storage_path / "server.log", "ab")
-        self._proc = await asyncio.create_subprocess_exec(
-            _executable(), "--host", self.host, "--port", str(self.port), "--storage-path", str(self.storage_path),
-            stdout=log, stderr=log, start_new_session=True)
-        log.close()
+        """Spawn and wait (without blocking the loop) until it answers ping."""
+        self.spawn()
         deadline = time.monotonic() + timeout_s
         client: AsyncMongoClient = AsyncMongoClient(self.uri, serverSelectionTimeoutMS=500)
         try:
             while True:
-                if self._proc.returncode is not None:
-                    raise EmbeddedMongoError(f"{EXECUTABLE} exited with {self._proc.returncode}; "
-                                             f"see {self.storage_path / 'server.log'}")
+                self._check_alive()
                 try:
                     await client.admin.command("ping")
                     return self.uri
                 except PyMongoError:
                     if time.monotonic() > deadline:
-                        await self.stop()
+                        self.stop()
                         raise EmbeddedMongoError(f"{EXECUTABLE} did not answer ping within {timeout_s:.0f} s")
                     await asyncio.sleep(0.05)
         finally:
             await client.close()
 
-    async def stop(self, timeout_s: float = 10.0) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None or proc.returncode is not None:
+    def start_sync(self, timeout_s: float = 30.0) -> str:
+        """The same, for synchronous callers (test fixtures)."""
+        self.spawn()
+        deadline = time.monotonic() + timeout_s
+        with MongoClient(self.uri, serverSelectionTimeoutMS=500) as client:
+            while True:
+                self._check_alive()
+                try:
+                    client.admin.command("ping")
+                    return self.uri
+                except PyMongoError:
+                    if time.monotonic() > deadline:
+                        self.stop()
+                        raise EmbeddedMongoError(f"{EXECUTABLE} did not answer ping within {timeout_s:.0f} s")
+                    time.sleep(0.05)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after `timeout_s` (it may take a few seconds to flush)."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
             return
         proc.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(proc.wait(), timeout_s)
-        except asyncio.TimeoutError:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
             proc.kill()
-            await proc.wait()
+            proc.wait()
