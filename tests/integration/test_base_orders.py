@@ -1,0 +1,213 @@
+"""/orders through OrderLock on the real base worker: reservation, lifecycle, concurrency, expiry."""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+import pytest
+from bson import ObjectId
+
+from durable import Request
+from durable.bindings import asgi_fetch
+from tests.conftest import FX_PAYER_TOML
+
+
+def stock_of(shop, product_id: str) -> tuple[int, list[dict]]:
+    doc = shop.db()["products"].find_one({"_id": ObjectId(product_id)})
+    return doc["stock"], doc["holds"]
+
+
+async def order(shop, token, **body):
+    return await shop.call("POST", "/orders", body, token=token)
+
+
+async def test_create_order_reserves_stock_and_computes_total_exactly(shop) -> None:
+    product = await shop.product(name="Tea", price=19.99, stock=5)
+    user = shop.token()
+    status, body, _ = await order(shop, user, productId=product["_id"], quantity=3,
+                                  shippingAddress={"line1": "1 Main St", "city": "Nairobi", "country": "KE"})
+    assert status == 201 and body["message"] == "Order saved"
+    created = body["createdOrder"]
+    assert created["totalAmount"] == 59.97 and created["currency"] == "USD" and created["quantity"] == 3
+    assert created["status"] == "pending" and created["paymentStatus"] == "pending"
+    assert created["product"] == product["_id"] and created["items"][0]["unitPrice"] == 19.99
+    assert stock_of(shop, product["_id"]) == (2, [{"o": created["_id"], "q": 3}])
+    assert shop.db()["orders"].find_one({"_id": ObjectId(created["_id"])})["total_minor"] == 5997
+
+
+async def test_insufficient_stock_is_409_with_details_and_changes_nothing(shop) -> None:
+    product = await shop.product(stock=2)
+    status, body, _ = await order(shop, shop.token(), productId=product["_id"], quantity=3)
+    assert status == 409 and body["error"]["code"] == "insufficient_stock"
+    assert body["error"]["details"] == [{"productId": product["_id"], "available": 2, "requested": 3}]
+    assert stock_of(shop, product["_id"]) == (2, []) and shop.db()["orders"].count_documents({}) == 0
+
+
+async def test_unknown_or_inactive_product_is_404(shop) -> None:
+    status, body, _ = await order(shop, shop.token(), productId="0" * 24)
+    assert status == 404 and body["error"]["code"] == "not_found"
+    product = await shop.product(isActive=False)
+    assert (await order(shop, shop.token(), productId=product["_id"]))[0] == 404
+
+
+@pytest.mark.parametrize("body", [
+    {"productId": "a" * 24, "quantity": 0}, {"productId": "a" * 24, "quantity": 101}, {"productId": "nope"},
+    {}, {"productId": "a" * 24, "items": [{"productId": "b" * 24}]},
+    {"items": [{"productId": "b" * 24}, {"productId": "b" * 24}]}, {"items": []},
+    {"productId": "a" * 24, "currency": "dollars"}, {"productId": {"$gt": ""}},
+])
+async def test_order_validation(shop, body) -> None:
+    status, reply, _ = await order(shop, shop.token(), **body)
+    assert status == 400 and reply["error"]["code"] == "validation_error"
+
+
+async def test_orders_need_a_token(shop) -> None:
+    assert (await shop.call("POST", "/orders", {"productId": "a" * 24}))[0] == 401
+
+
+async def test_multi_item_orders_are_all_or_nothing(shop) -> None:
+    a, b = await shop.product(name="A", price=1, stock=5), await shop.product(name="B", price=2.5, stock=1)
+    user = shop.token()
+    status, body, _ = await order(shop, user, items=[{"productId": a["_id"], "quantity": 2},
+                                                     {"productId": b["_id"], "quantity": 2}])
+    assert status == 409 and body["error"]["details"][0]["productId"] == b["_id"]
+    assert stock_of(shop, a["_id"]) == (5, []) and stock_of(shop, b["_id"]) == (1, [])
+    status, body, _ = await order(shop, user, items=[{"productId": a["_id"], "quantity": 2},
+                                                     {"productId": b["_id"], "quantity": 1}])
+    assert status == 201 and body["createdOrder"]["totalAmount"] == 4.5 and body["createdOrder"]["quantity"] == 3
+
+
+async def test_currency_must_match(shop) -> None:
+    usd, eur = await shop.product(price=1), await shop.product(price=1, currency="EUR")
+    status, body, _ = await order(shop, shop.token(), productId=eur["_id"], currency="USD")
+    assert status == 422 and body["error"]["code"] == "unprocessable_entity"
+    status, body, _ = await order(shop, shop.token(), items=[{"productId": usd["_id"]}, {"productId": eur["_id"]}])
+    assert status == 422
+    assert stock_of(shop, usd["_id"]) == (10, []) and stock_of(shop, eur["_id"]) == (10, [])
+
+
+async def test_visibility_and_listing(shop) -> None:
+    product = await shop.product(stock=50)
+    ann, bob = str(ObjectId()), str(ObjectId())
+    ann_orders = [(await order(shop, shop.token(user_id=ann), productId=product["_id"]))[1]["createdOrder"]
+                  for _ in range(3)]
+    bob_order = (await order(shop, shop.token(user_id=bob), productId=product["_id"]))[1]["createdOrder"]
+    status, body, _ = await shop.call("GET", f"/orders/{bob_order['_id']}", token=shop.token(user_id=ann))
+    assert status == 404  # not 403: other users' ids are not confirmed
+    assert (await shop.call("GET", f"/orders/{bob_order['_id']}", token=shop.token("admin")))[0] == 200
+    status, body, _ = await shop.call("GET", "/orders?limit=2", token=shop.token(user_id=ann))
+    assert body["total"] == 3 and body["count"] == 2 and body["pagination"] == {"page": 1, "limit": 2, "pages": 2}
+    assert [o["_id"] for o in body["orders"]] == [o["_id"] for o in reversed(ann_orders)][:2]
+    assert (await shop.call("GET", "/orders", token=shop.token("admin")))[1]["total"] == 4
+    assert (await shop.call("GET", "/orders?status=cancelled", token=shop.token("admin")))[1]["total"] == 0
+    assert (await shop.call("GET", "/orders/bad-id", token=shop.token("admin")))[0] == 400
+    assert (await shop.call("GET", "/orders?status=lost", token=shop.token("admin")))[0] == 400
+
+
+async def test_lifecycle_through_payment_to_delivery(shops) -> None:
+    shop = await shops(extra=[FX_PAYER_TOML])
+    product = await shop.product(price=12.5, stock=4)
+    created = (await order(shop, shop.token(), productId=product["_id"], quantity=2))[1]["createdOrder"]
+    payer = shop.runtime.workers["fx-payer"]
+    admin = shop.token("admin")
+
+    async def pay(**body):
+        response = await asgi_fetch(payer, Request(f"http://x/pay/{created['_id']}", method="POST", json=body))
+        return response.status, await response.json()
+
+    assert (await shop.call("PATCH", f"/orders/{created['_id']}/status", {"status": "shipped"}, token=admin))[0] == 409
+    status, failed = await pay(paymentId="p0", fail=True)
+    assert status == 200 and failed["status"] == "pending" and failed["paymentStatus"] == "failed"
+    status, mismatch = await pay(paymentId="p1", amount_minor=2400, currency="USD")
+    assert status == 409 and mismatch["error"] == "Unprocessable"
+    status, paid = await pay(paymentId="p1", amount_minor=2500, currency="USD")
+    assert status == 200 and paid["status"] == "confirmed" and paid["paymentStatus"] == "paid"
+    assert (await pay(paymentId="p1", amount_minor=2500, currency="USD"))[1] == paid  # idempotent per payment id
+    status, again = await pay(paymentId="p2", amount_minor=2500, currency="USD")
+    assert status == 409 and again["error"] == "Conflict"
+
+    user_try = await shop.call("PATCH", f"/orders/{created['_id']}/status", {"status": "processing"},
+                               token=shop.token())
+    assert user_try[0] == 403
+    for next_status in ("processing", "shipped", "delivered"):
+        status, body, _ = await shop.call("PATCH", f"/orders/{created['_id']}/status", {"status": next_status},
+                                          token=admin)
+        assert status == 200 and body["status"] == next_status
+    assert stock_of(shop, product["_id"]) == (2, [])  # sold for good: the hold is gone, stock stays down
+    status, body, _ = await shop.call("PATCH", f"/orders/{created['_id']}/status", {"status": "cancelled"},
+                                      token=admin)
+    assert status == 409
+    stored = shop.db()["orders"].find_one({"_id": ObjectId(created["_id"])})
+    assert stored["status"] == "delivered" and stored["paymentId"] == "p1"
+
+
+async def test_cancel_releases_stock_exactly_once_and_delete(shop) -> None:
+    product = await shop.product(stock=3)
+    created = (await order(shop, shop.token(), productId=product["_id"], quantity=3))[1]["createdOrder"]
+    admin = shop.token("admin")
+    for _ in range(2):
+        status, body, _ = await shop.call("PATCH", f"/orders/{created['_id']}/status", {"status": "cancelled"},
+                                          token=admin)
+        assert status == 200 and body["status"] == "cancelled"
+    assert stock_of(shop, product["_id"]) == (3, [])
+    second = (await order(shop, shop.token(), productId=product["_id"], quantity=2))[1]["createdOrder"]
+    assert (await shop.call("DELETE", f"/orders/{second['_id']}", token=shop.token()))[0] == 403
+    assert (await shop.call("DELETE", f"/orders/{second['_id']}", token=admin))[0] == 200
+    assert stock_of(shop, product["_id"]) == (3, [])
+    assert (await shop.call("GET", f"/orders/{second['_id']}", token=admin))[0] == 404
+
+
+async def test_idempotency_key_makes_retries_safe(shop) -> None:
+    product = await shop.product(stock=10)
+    user = shop.token(user_id=str(ObjectId()))
+    headers = {"Idempotency-Key": "checkout-42"}
+    first = await shop.call("POST", "/orders", {"productId": product["_id"], "quantity": 2}, token=user, headers=headers)
+    retry = await shop.call("POST", "/orders", {"productId": product["_id"], "quantity": 2}, token=user, headers=headers)
+    assert first[0] == retry[0] == 201
+    assert first[1]["createdOrder"]["_id"] == retry[1]["createdOrder"]["_id"]
+    assert stock_of(shop, product["_id"])[0] == 8
+    changed = await shop.call("POST", "/orders", {"productId": product["_id"], "quantity": 3}, token=user,
+                              headers=headers)
+    assert changed[0] == 409 and stock_of(shop, product["_id"])[0] == 8
+
+
+async def test_unpaid_orders_expire_and_release_stock(shops) -> None:
+    shop = await shops(ORDER_PAYMENT_TIMEOUT_S=0.3)
+    product = await shop.product(stock=2)
+    created = (await order(shop, shop.token(), productId=product["_id"], quantity=2))[1]["createdOrder"]
+    assert stock_of(shop, product["_id"])[0] == 0
+    deadline = time.monotonic() + 15
+    status = None
+    while time.monotonic() < deadline:
+        status = shop.db()["orders"].find_one({"_id": ObjectId(created["_id"])})["status"]
+        if status == "cancelled":
+            break
+        await asyncio.sleep(0.05)
+    assert status == "cancelled" and stock_of(shop, product["_id"]) == (2, [])
+
+
+async def test_500_concurrent_orders_for_50_in_stock(shop) -> None:
+    product = await shop.product(stock=50)
+    tokens = [shop.token() for _ in range(20)]
+    results = await asyncio.gather(*(order(shop, tokens[i % 20], productId=product["_id"]) for i in range(500)))
+    statuses = Counter(status for status, _, _ in results)
+    assert statuses == {201: 50, 409: 450}
+    stock, holds = stock_of(shop, product["_id"])
+    assert stock == 0 and len(holds) == 50 and sum(h["q"] for h in holds) == 50
+    assert shop.db()["orders"].count_documents({}) == 50
+
+
+async def test_concurrent_multi_item_orders_never_leave_partial_reservations(shop) -> None:
+    a, b = await shop.product(name="A", stock=30), await shop.product(name="B", stock=20)
+    shapes = [[(a, 2), (b, 1)], [(b, 3), (a, 1)], [(a, 1)], [(b, 2)]]
+    bodies = [{"items": [{"productId": p["_id"], "quantity": q} for p, q in shapes[i % 4]]} for i in range(120)]
+    results = await asyncio.gather(*(shop.call("POST", "/orders", body, token=shop.token()) for body in bodies))
+    assert {status for status, _, _ in results} <= {201, 409}
+    created = [body["createdOrder"] for status, body, _ in results if status == 201]
+    for product, initial in ((a, 30), (b, 20)):
+        stock, holds = stock_of(shop, product["_id"])
+        ordered = sum(i["quantity"] for o in created for i in o["items"] if i["productId"] == product["_id"])
+        assert stock >= 0 and stock + ordered == initial
+        assert sorted(h["o"] for h in holds) == sorted(o["_id"] for o in created
+                                                        if any(i["productId"] == product["_id"] for i in o["items"]))
