@@ -65,7 +65,15 @@ class DevProcess:
         if not self.ready_url:
             self.proc.kill()
             raise RuntimeError("wrangler dev did not start:\n" + "".join(self.stderr_lines))
+        self.stdout_lines: list[str] = []
+        self._stdout_seen = threading.Condition()
         threading.Thread(target=self._drain_stdout, daemon=True).start()
+
+    def wait_for_output(self, text: str, timeout: float = 60) -> None:
+        """Block until `text` appears in a stdout line (or fail after `timeout`)."""
+        with self._stdout_seen:
+            if not self._stdout_seen.wait_for(lambda: any(text in line for line in self.stdout_lines), timeout):
+                raise AssertionError(f"{text!r} not printed; stderr:\n" + "".join(self.stderr_lines[-30:]))
 
     def _drain_stderr(self) -> None:
         assert self.proc.stderr is not None
@@ -74,8 +82,10 @@ class DevProcess:
 
     def _drain_stdout(self) -> None:
         assert self.proc.stdout is not None
-        for _ in self.proc.stdout:
-            pass
+        for line in self.proc.stdout:
+            with self._stdout_seen:
+                self.stdout_lines.append(line)
+                self._stdout_seen.notify_all()
 
     def stop(self) -> int:
         if self.proc.poll() is None:

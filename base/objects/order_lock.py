@@ -67,11 +67,12 @@ class OrderLock(DurableObject):
         return await self._serial(lambda: self._create(spec))
 
     async def _create(self, spec: dict[str, Any]) -> dict[str, Any]:
-        state = await self.ctx.storage.get(STATE)
-        if state is not None:
-            if state["phase"] == "created" and state["spec"] == spec:
-                return order_out(state["order"])
-            raise Conflict("this order id is already in use")
+        state = await self._recovered()
+        if state is not None and state["phase"] == "created":
+            if state["spec"] == spec:
+                return order_out(state["order"])  # a retry of the same request
+            raise Conflict("this order id (Idempotency-Key) was already used for a different order")
+        # no state, or an earlier attempt that was rejected or undone: (re)try from scratch
         await self._checkpoint({"phase": "reserving", "spec": spec})
         await self._pause("after-intent")
         products, orders = await self._stores()
@@ -124,8 +125,23 @@ class OrderLock(DurableObject):
             await self.ctx.storage.delete_alarm()
 
     # -- transitions ----------------------------------------------------------------------
-    async def _created(self) -> dict[str, Any]:
+    async def _recovered(self) -> dict[str, Any] | None:
+        """The state, after finishing or undoing a creation a crash interrupted."""
         state = await self.ctx.storage.get(STATE)
+        if state is not None and state["phase"] == "reserving":
+            products, orders = await self._stores()
+            written = await orders.get(state["spec"]["orderId"])
+            if written is not None:
+                log.warning("order %s: completing creation interrupted after the write", state["spec"]["orderId"])
+                await self._settle({"phase": "created", "spec": state["spec"], "order": written, "pending": []})
+            else:
+                log.warning("order %s: undoing creation interrupted before the write", state["spec"]["orderId"])
+                await self._compensate(state["spec"], products, reason="interrupted")
+            state = await self.ctx.storage.get(STATE)
+        return state
+
+    async def _created(self) -> dict[str, Any]:
+        state = await self._recovered()
         if state is None or state["phase"] != "created":
             raise NotFound("Order not found")
         return state
@@ -224,20 +240,8 @@ class OrderLock(DurableObject):
         await self._serial(self._on_alarm)
 
     async def _on_alarm(self) -> None:
-        state = await self.ctx.storage.get(STATE)
-        if state is None:
-            return
-        products, orders = await self._stores()
-        if state["phase"] == "reserving":  # interrupted creation: finish it or undo it
-            written = await orders.get(state["spec"]["orderId"])
-            if written is not None:
-                log.warning("order %s: completing creation interrupted after the write", state["spec"]["orderId"])
-                await self._settle({"phase": "created", "spec": state["spec"], "order": written, "pending": []})
-            else:
-                log.warning("order %s: compensating creation interrupted before the write", state["spec"]["orderId"])
-                await self._compensate(state["spec"], products, reason="interrupted")
-            return
-        if state["phase"] != "created":
+        state = await self._recovered()
+        if state is None or state["phase"] != "created":
             return
         if state.get("pending"):
             await self._run_pending(state)
