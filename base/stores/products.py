@@ -19,6 +19,7 @@ from models.money import to_major, to_minor
 from models.products import ProductQuery
 
 from .common import iso, now, oid
+from .product_cache import cache_for
 
 PUBLIC = {"holds": 0, "keywords": 0}
 SORTS = {"price_asc": [("price_minor", ASCENDING), ("_id", ASCENDING)],
@@ -51,6 +52,7 @@ def _to_doc(fields: dict[str, Any]) -> dict[str, Any]:
 class ProductStore:
     def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
         self.col = db["products"]
+        self.cache = cache_for(db.name)
 
     async def ensure_indexes(self) -> None:
         await self.col.create_index("sku", unique=True, sparse=True, name="sku_unique")
@@ -70,16 +72,25 @@ class ProductStore:
         except DuplicateKeyError:
             raise Conflict(f"SKU {doc.get('sku')!r} is already used by another product") from None
         doc["_id"] = result.inserted_id
+        self.cache.invalidate()
         return product_out(doc)
 
     async def get(self, product_id: str, include_inactive: bool = True) -> dict[str, Any] | None:
         key = oid(product_id)
         if key is None:
             return None
-        doc = await self.col.find_one({"_id": key}, PUBLIC)
-        if doc is None or (not include_inactive and not doc["isActive"]):
+        cache_key = ("id", key)
+        doc = self.cache.get(cache_key)
+        if doc is None:
+            generation = self.cache.generation
+            doc = await self.col.find_one({"_id": key}, PUBLIC)
+            if doc is None:
+                return None
+            doc = product_out(doc)
+            self.cache.put(cache_key, doc, generation)
+        if not include_inactive and not doc["isActive"]:
             return None
-        return product_out(doc)
+        return dict(doc)
 
     async def list(self, query: ProductQuery, include_inactive: bool) -> tuple[list[dict[str, Any]], int]:
         match: dict[str, Any] = {} if include_inactive else {"isActive": True}
@@ -96,10 +107,16 @@ class ProductStore:
             price["$lte"] = to_minor(query.maxPrice)
         if price:
             match["price_minor"] = price
+        cache_key = ("list", query.model_dump_json(), include_inactive)
+        cached = self.cache.get(cache_key)
+        if cached is not None:
+            return [dict(d) for d in cached[0]], cached[1]
+        generation = self.cache.generation
         total = await self.col.count_documents(match)
         cursor = self.col.find(match, PUBLIC).sort(SORTS[query.sort]).skip((query.page - 1) * query.limit)
-        docs = await cursor.limit(query.limit).to_list()
-        return [product_out(d) for d in docs], total
+        items = [product_out(d) for d in await cursor.limit(query.limit).to_list()]
+        self.cache.put(cache_key, (items, total), generation)
+        return [dict(d) for d in items], total
 
     async def patch(self, product_id: str, fields: dict[str, Any]) -> dict[str, Any] | None:
         key = oid(product_id)
@@ -124,6 +141,7 @@ class ProductStore:
                                                      return_document=ReturnDocument.AFTER)
         except DuplicateKeyError:
             raise Conflict(f"SKU {fields.get('sku')!r} is already used by another product") from None
+        self.cache.invalidate()  # after the write: a read that overlapped it will not be cached
         return product_out(doc) if doc else None
 
     # -- stock holds ------------------------------------------------------------------------
@@ -137,6 +155,7 @@ class ProductStore:
             {"$inc": {"stock": -quantity}, "$push": {"holds": {"o": order_id, "q": quantity}}},
             projection={"holds": 0, "keywords": 0}, return_document=ReturnDocument.AFTER)
         if doc is not None:
+            self.cache.invalidate()
             return doc
         return await self.col.find_one({"_id": key, "holds.o": order_id}, {"holds": 0, "keywords": 0})
 
@@ -155,10 +174,12 @@ class ProductStore:
         quantity = doc["holds"][0]["q"]
         result = await self.col.update_one({"_id": key, "holds.o": order_id},
                                            {"$inc": {"stock": quantity}, "$pull": {"holds": {"o": order_id}}})
+        self.cache.invalidate()
         return result.modified_count == 1
 
     async def finalize(self, product_id: str, order_id: str) -> bool:
         """The order was delivered: the held quantity is sold for good."""
         key = oid(product_id)
         result = await self.col.update_one({"_id": key, "holds.o": order_id}, {"$pull": {"holds": {"o": order_id}}})
+        self.cache.invalidate()
         return result.modified_count == 1

@@ -141,3 +141,16 @@ async def test_openapi_document_is_served(shop) -> None:
     status, spec, _ = await shop.call("GET", "/openapi.json")
     assert status == 200 and spec["openapi"].startswith("3.1")
     assert {"/products", "/products/{product_id}", "/orders", "/user/signup"} <= set(spec["paths"])
+
+
+async def test_reads_are_never_stale_after_writes(shop) -> None:
+    product = await shop.product(name="Cached", price=10, stock=5)
+    path = f"/products/{product['_id']}"
+    assert (await shop.call("GET", path))[1]["stock"] == 5
+    assert (await shop.call("GET", "/products"))[1]["products"][0]["stock"] == 5  # both now cached
+    await shop.call("POST", "/orders", {"productId": product["_id"], "quantity": 2}, token=shop.token())
+    assert (await shop.call("GET", path))[1]["stock"] == 3
+    assert (await shop.call("GET", "/products"))[1]["products"][0]["stock"] == 3
+    await shop.call("PATCH", path, {"price": 12.25}, token=shop.token("admin"))
+    assert (await shop.call("GET", path))[1]["price"] == 12.25
+    assert (await shop.call("GET", "/products"))[1]["products"][0]["price"] == 12.25

@@ -79,6 +79,7 @@ def _forged_tokens(shop) -> dict[str, str]:
     }
 
 
+@pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
 async def test_bad_tokens_are_401(shop) -> None:
     for name, token in _forged_tokens(shop).items():
         status, body, _ = await shop.call("GET", "/user/me", token=token)

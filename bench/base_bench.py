@@ -1,0 +1,92 @@
+"""Base service over HTTP: catalogue reads vs a bare Quart hello-world, and order creation.
+
+Servers run in a real `wrangler dev` subprocess (with its embedded MongoDB); the load comes
+from this process, so client and server each have a core.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import json
+from pathlib import Path
+from typing import Any
+
+from bson import ObjectId
+
+from models.auth import issue_token
+
+from . import load
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "bench-jwt-key-" + "k" * 40
+
+
+class DevSession:
+    def __init__(self, state: Path) -> None:
+        env = {**os.environ, "JWT_KEY": KEY, "PYTHONUNBUFFERED": "1", "WRANGLER_REGISTRY_PATH": str(state / "reg")}
+        env.pop("MONGODB_URI", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "wrangler", "dev", "-c", str(ROOT / "base" / "wrangler.toml"),
+             "-c", str(ROOT / "bench" / "workers" / "hello" / "wrangler.toml"), "--port", "0",
+             "--persist-to", str(state), "--var", "SIGNUP_RATE_LIMIT:1000000/60",
+             "--var", "LOGIN_RATE_LIMIT:1000000/60"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.urls: dict[str, str] = {}
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if m := re.match(r"^\s+(\S+)\s+(http://\S+)", line):
+                self.urls[m.group(1)] = m.group(2)
+            if "Ready on" in line:
+                break
+        if "rest-shop-api" not in self.urls:
+            self.proc.kill()
+            raise RuntimeError("wrangler dev did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def _post(url: str, body: Any, token: str) -> Any:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"content-type": "application/json", "Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+async def bench_base(quick: bool) -> dict[str, Any]:
+    n = 400 if quick else 4000
+    with tempfile.TemporaryDirectory() as tmp:
+        dev = DevSession(Path(tmp))
+        try:
+            base, hello = dev.urls["rest-shop-api"], dev.urls["bench-hello"]
+            admin = issue_token(KEY, email="a@b", user_id=str(ObjectId()), role="admin")
+            users = [issue_token(KEY, email=f"u{i}@b", user_id=str(ObjectId()), role="user") for i in range(50)]
+            products = [_post(base + "/products", {"name": f"Bench item {i}", "price": 9.99, "stock": 10**9,
+                                                   "category": "bench"}, admin)["_id"] for i in range(50)]
+            for i in range(30):
+                _post(base + "/products", {"name": f"Filler {i}", "price": i, "stock": 1}, admin)
+            get = lambda path: (lambda i: ("GET", path, None, {}))  # noqa: E731
+            baseline = await load.run(hello, get("/hello"), requests=n, concurrency=32)
+            by_id = await load.run(base, get(f"/products/{products[0]}"), requests=n, concurrency=32)
+            listing = await load.run(base, get("/products?limit=20"), requests=n, concurrency=32)
+
+            def order_for(pick: Any) -> Any:
+                return lambda i: ("POST", "/orders", {"productId": pick(i), "quantity": 1},
+                                  {"Authorization": f"Bearer {users[i % 50]}"})
+            orders_hot = await load.run(base, order_for(lambda i: products[0]), requests=n // 4, concurrency=50)
+            orders_many = await load.run(base, order_for(lambda i: products[i % 50]), requests=n // 4, concurrency=50)
+        finally:
+            dev.stop()
+    return {
+        "hello_world_baseline": baseline,
+        "get_product_by_id": {**by_id, "ratio_to_hello": round(by_id["rps"] / baseline["rps"], 2), "target": 0.5},
+        "list_products": {**listing, "ratio_to_hello": round(listing["rps"] / baseline["rps"], 2), "target": 0.5},
+        "post_orders_one_hot_product": {**orders_hot, "ratio_to_hello": round(orders_hot["rps"] / baseline["rps"], 3)},
+        "post_orders_50_products": {**orders_many, "ratio_to_hello": round(orders_many["rps"] / baseline["rps"], 3)},
+    }
