@@ -18,7 +18,8 @@ app = Quart(__name__)
 install_error_handlers(app)
 
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer",
-               "content-length"}
+               "content-length", "remote-addr"}
+_FORWARDING = {"x-forwarded-for", "x-forwarded-proto"}
 
 
 @app.get("/health")
@@ -32,9 +33,10 @@ async def forward(path: str) -> Response:
     upstream, upstream_path = route(request.path)
     binding = env.PAYMENT_SERVICE if upstream == PAYMENTS else env.BASE_SERVICE
     query = request.query_string.decode("latin-1")
-    headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP]
-    client = request.remote_addr or ""
-    headers += [("x-forwarded-for", client), ("x-forwarded-proto", request.scheme)]
+    headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP | _FORWARDING]
+    chain = [request.headers.get("x-forwarded-for", ""), request.remote_addr or ""]
+    headers += [("x-forwarded-for", ", ".join(part for part in chain if part)),
+                ("x-forwarded-proto", request.scheme)]
     upstream_request = Request(f"http://{upstream}{upstream_path}" + (f"?{query}" if query else ""),
                                method=request.method, headers=headers, body=await request.get_data())
     reply = await binding.fetch(upstream_request)
