@@ -103,16 +103,21 @@ def dev_process(tmp_path: Path) -> Iterator[type[DevProcess]]:
     started: list[DevProcess] = []
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
-    def start(*args: str, cwd: Path = ROOT, extra_env: dict[str, str] | None = None) -> DevProcess:
-        process = DevProcess(list(args), cwd, {**env, **(extra_env or {})})
+    def start(*args: str, cwd: Path = ROOT, extra_env: dict[str, str | None] | None = None) -> DevProcess:
+        """`extra_env` adds variables; a None value removes one."""
+        merged = {**env, **(extra_env or {})}
+        process = DevProcess(list(args), cwd, {k: v for k, v in merged.items() if v is not None})
         started.append(process)
         return process
 
     yield start  # type: ignore[misc]
     for process in started:
         if process.proc.poll() is None:
-            process.proc.kill()
-            process.proc.wait(timeout=10)
+            try:
+                process.stop()  # graceful: lets it stop its embedded database
+            except subprocess.TimeoutExpired:
+                process.proc.kill()
+                process.proc.wait(timeout=10)
 
 
 # -- the base service on a real server, against the embedded (or a real) MongoDB -------------

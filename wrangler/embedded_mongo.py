@@ -6,6 +6,7 @@ it, speak the wire protocol to it, and stop it. Production points `MONGODB_URI` 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import shutil
 import signal
 import socket
@@ -33,6 +34,15 @@ def _executable() -> str:
     return found
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the parent dies, even by kill -9 (Linux), so no orphan
+    server keeps the data directory."""
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _free_port(host: str) -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
@@ -54,7 +64,8 @@ class EmbeddedMongo:
         with open(self.storage_path / "server.log", "ab") as log:
             self.proc = subprocess.Popen(
                 [_executable(), "--host", self.host, "--port", str(self.port), "--storage-path", str(self.storage_path)],
-                stdout=log, stderr=log, start_new_session=True)
+                stdout=log, stderr=log, start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
 
     def _check_alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
