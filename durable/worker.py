@@ -73,18 +73,17 @@ class Worker:
         return cls
 
     async def startup(self) -> None:
-        token = use_env(self.env)
-        try:
-            if hasattr(self.app, "startup"):
-                await self.app.startup()
-        finally:
-            token.var.reset(token)
+        await self._lifecycle("startup")
 
     async def shutdown(self) -> None:
+        await self._lifecycle("shutdown")
+
+    async def _lifecycle(self, hook: str) -> None:
+        """Run the app's start-up/shutdown hooks (Quart's before/after_serving) with env set."""
         token = use_env(self.env)
         try:
-            if hasattr(self.app, "shutdown"):
-                await self.app.shutdown()
+            if hasattr(self.app, hook):
+                await getattr(self.app, hook)()
         finally:
             token.var.reset(token)
 

@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .ids import ObjectIdStr
 from .money import Currency
-from .pagination import Pagination
+from .pagination import MAX_LIMIT, PageQuery, Pagination
 
 OrderStatus = Literal["pending", "confirmed", "processing", "shipped", "delivered", "cancelled"]
 PaymentStatus = Literal["pending", "paid", "failed", "refunded"]
@@ -69,10 +69,8 @@ class StatusIn(BaseModel):
     status: OrderStatus
 
 
-class OrderQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    page: int = Field(1, ge=1, le=100_000)
-    limit: int = Field(10, ge=1, le=100)
+class OrderQuery(PageQuery):
+    limit: int = Field(10, ge=1, le=MAX_LIMIT)
     status: OrderStatus | None = None
     paymentStatus: PaymentStatus | None = None
 

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from .money import Amount, Currency
-from .pagination import Pagination
+from .pagination import PageQuery, Pagination
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Sku = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9._-]{1,64}$")]
@@ -62,10 +62,7 @@ class ProductOut(BaseModel):
     updatedAt: str
 
 
-class ProductQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    page: int = Field(1, ge=1, le=100_000)
-    limit: int = Field(20, ge=1, le=100)
+class ProductQuery(PageQuery):
     category: Category | None = None
     search: str | None = Field(None, max_length=200)
     minPrice: Amount | None = None

@@ -113,7 +113,7 @@ class ProductStore:
             return [dict(d) for d in cached[0]], cached[1]
         generation = self.cache.generation
         total = await self.col.count_documents(match)
-        cursor = self.col.find(match, PUBLIC).sort(SORTS[query.sort]).skip((query.page - 1) * query.limit)
+        cursor = self.col.find(match, PUBLIC).sort(SORTS[query.sort]).skip(query.skip)
         items = [product_out(d) for d in await cursor.limit(query.limit).to_list()]
         self.cache.put(cache_key, (items, total), generation)
         return [dict(d) for d in items], total
