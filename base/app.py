@@ -17,7 +17,7 @@ from models.web import install_error_handlers
 from .objects.order_lock import OrderLock
 from .objects.rate_limiter import RateLimiter
 from .routes import health, orders, products, uploads, users
-from .stores.common import database
+from durable.mongo import pooled_database as database
 from .stores.orders import OrderStore
 from .stores.products import ProductStore
 from .stores.users import UserStore

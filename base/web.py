@@ -1,48 +1,14 @@
-"""Request-side helpers for base's handlers: who is calling, from where, and rate limits."""
+"""Request-side helpers for base's handlers: where the call comes from, and rate limits."""
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Awaitable, Callable
-from functools import wraps
-from typing import Any, TypeVar
-
-from quart import g, request
+from quart import request
 
 from durable import env
-from models.auth import Claims, TokenError, bearer_token, verify_token
 from models.errors import ApiError
+from models.web import auth, optional_user
 
-F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
-
-
-def _claims() -> Claims:
-    token = bearer_token(request.headers.get("Authorization"))
-    if token is None:
-        raise ApiError(401, "unauthorized", "Auth failed: missing bearer token")
-    try:
-        return verify_token(env.JWT_KEY, token)
-    except TokenError as exc:
-        raise ApiError(401, "unauthorized", f"Auth failed: {exc}") from None
-
-
-def optional_user() -> Claims | None:
-    """The caller's claims if a valid token is sent, else None (a bad token is still a 401)."""
-    if not request.headers.get("Authorization"):
-        return None
-    return _claims()
-
-
-def auth(role: str | None = None) -> Callable[[F], F]:
-    """Require a valid token (and `role`, if given); the claims land in `g.user`."""
-    def decorate(handler: F) -> F:
-        @wraps(handler)
-        async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            g.user = _claims()
-            if role is not None and g.user.role != role:
-                raise ApiError(403, "forbidden", f"This route needs the {role} role")
-            return await handler(*args, **kwargs)
-        return wrapper  # type: ignore[return-value]
-    return decorate
+__all__ = ["auth", "client_ip", "optional_user", "rate_limit"]
 
 
 def client_ip() -> str:

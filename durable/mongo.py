@@ -166,3 +166,9 @@ class MongoPool(DurableObject):
         if self._client is not None:
             await self._client.close()
             self._client = None
+
+
+async def pooled_database(env: Any, binding: str = "MONGO_POOL") -> AsyncDatabase[dict[str, Any]]:
+    """The worker's database from its MongoPool object (`id_from_name("global")`, local-only call)."""
+    pool = getattr(env, binding)
+    return await pool.get(pool.id_from_name("global")).local("database")

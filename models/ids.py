@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from bson import ObjectId
 from pydantic import Field
 
 ObjectIdStr = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{24}$", description="24-hex ObjectId")]
@@ -10,3 +11,8 @@ ObjectIdStr = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{24}$", description="24
 
 def is_object_id(value: str) -> bool:
     return len(value) == 24 and all(c in "0123456789abcdefABCDEF" for c in value)
+
+
+def oid(value: str) -> ObjectId | None:
+    """The ObjectId for a 24-hex string, or None (never raises on client input)."""
+    return ObjectId(value) if isinstance(value, str) and is_object_id(value) else None

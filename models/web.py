@@ -1,18 +1,56 @@
-"""Quart glue every service shares: JSON errors for every failure, never a stack trace or HTML."""
+"""Quart glue every service shares: who is calling (JWT), and JSON errors, never a stack trace or HTML."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
-from quart import Quart, jsonify
+from quart import Quart, g, jsonify, request
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
+from durable import env
+
+from .auth import Claims, TokenError, bearer_token, verify_token
 from .errors import ApiError, error_body
 from .errors_domain import Conflict, InsufficientStock, NotFound, Unprocessable
 
 log = logging.getLogger("rest_shop.web")
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def _claims() -> Claims:
+    token = bearer_token(request.headers.get("Authorization"))
+    if token is None:
+        raise ApiError(401, "unauthorized", "Auth failed: missing bearer token")
+    try:
+        return verify_token(env.JWT_KEY, token)
+    except TokenError as exc:
+        raise ApiError(401, "unauthorized", f"Auth failed: {exc}") from None
+
+
+def optional_user() -> Claims | None:
+    """The caller's claims if a valid token is sent, else None (a bad token is still a 401)."""
+    if not request.headers.get("Authorization"):
+        return None
+    return _claims()
+
+
+def auth(role: str | None = None) -> Callable[[F], F]:
+    """Require a valid token (and `role`, if given); the claims land in `g.user`."""
+    def decorate(handler: F) -> F:
+        @wraps(handler)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            g.user = _claims()
+            if role is not None and g.user.role != role:
+                raise ApiError(403, "forbidden", f"This route needs the {role} role")
+            return await handler(*args, **kwargs)
+        return wrapper  # type: ignore[return-value]
+    return decorate
+
+
 
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
           405: "method_not_allowed", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",

@@ -20,7 +20,8 @@ from durable import DurableObject
 from models.errors_domain import Conflict, InsufficientStock, NotFound, Unprocessable
 from models.orders import TRANSITIONS
 
-from ..stores.common import database, now
+from durable.mongo import pooled_database as database
+from models.stamps import now
 from ..stores.orders import OrderStore, order_out
 from ..stores.products import ProductStore
 

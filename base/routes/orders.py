@@ -14,7 +14,7 @@ from models.ids import is_object_id
 from models.orders import ACTIVE, OrderIn, OrderList, OrderOut, OrderQuery, StatusIn
 from models.pagination import Pagination
 
-from ..stores.common import database
+from durable.mongo import pooled_database as database
 from ..stores.orders import OrderStore, order_out
 from ..web import auth
 

@@ -16,7 +16,7 @@ from models.products import ProductIn, ProductList, ProductOut, ProductPatch, Pr
 from models.web import validation_details
 
 from ..images import save_upload
-from ..stores.common import database
+from durable.mongo import pooled_database as database
 from ..stores.products import ProductStore
 from ..web import auth, optional_user
 

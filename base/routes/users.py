@@ -12,7 +12,7 @@ from models.errors import ApiError
 from models.users import Credentials, LoginOut, SignupOut, UserOut
 
 from ..passwords import hash_password, verify_password
-from ..stores.common import database
+from durable.mongo import pooled_database as database
 from ..stores.users import UserStore, user_out
 from ..web import auth, rate_limit
 

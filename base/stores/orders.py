@@ -9,7 +9,8 @@ from pymongo.errors import DuplicateKeyError
 
 from models.money import to_major
 
-from .common import iso, oid
+from models.ids import oid
+from models.stamps import iso
 
 
 def order_out(doc: dict[str, Any]) -> dict[str, Any]:

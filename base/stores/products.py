@@ -18,7 +18,8 @@ from models.errors_domain import Conflict
 from models.money import to_major, to_minor
 from models.products import ProductQuery
 
-from .common import iso, now, oid
+from models.ids import oid
+from models.stamps import iso, now
 from .product_cache import cache_for
 
 PUBLIC = {"holds": 0, "keywords": 0}

@@ -8,7 +8,8 @@ from pymongo.errors import DuplicateKeyError
 
 from models.errors_domain import Conflict
 
-from .common import iso, now, oid
+from models.ids import oid
+from models.stamps import iso, now
 
 CASE_INSENSITIVE = {"locale": "en", "strength": 2}
 
