@@ -81,6 +81,9 @@ class KVNamespace(_Strict):
 
 class Secrets(_Strict):
     required: list[str] = Field(default_factory=list)
+    # Our extension: loaded when provided, never generated or demanded (e.g. provider keys
+    # whose absence switches a worker to local provider servers in dev).
+    optional: list[str] = Field(default_factory=list)
 
 
 class Dev(_Strict):

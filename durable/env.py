@@ -141,7 +141,7 @@ def load_secrets(config: WorkerConfig, *, state_dir: Path, local_dev: bool,
     dev_vars_file = _dev_vars_path(config)
     from_file = read_dev_vars(config)
     declared = list(config.secrets.required) if config.secrets else None
-    names = declared if declared is not None else list(from_file)
+    names = declared + list(config.secrets.optional) if declared is not None else list(from_file)
     found: dict[str, str] = {}
     for name in names:
         if name in environ:

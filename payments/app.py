@@ -1,18 +1,46 @@
-"""rest-shop-payments: payments and provider webhooks (skeleton: health only, until the payments issue)."""
+"""rest-shop-payments: takes money for orders exactly once, whatever clients, networks and providers do.
+
+The worker's entry module: the Quart `app` and its Durable Object classes.
+"""
 from __future__ import annotations
 
-from typing import Any
+import logging
 
+from pymongo.errors import PyMongoError
 from quart import Quart
+from quart_schema import QuartSchema
 
 from durable import env
-from models.health import Health
+from durable.mongo import MongoPool, pooled_database
 from models.web import install_error_handlers
 
+from .objects.idempotency import PaymentIdempotency, ProviderEvents
+from .providers import registry
+from .routes import health, payments, webhooks
+from .stores.payments import PaymentStore
+
+__all__ = ["app", "MongoPool", "PaymentIdempotency", "ProviderEvents"]
+
+log = logging.getLogger("rest_shop.payments")
+
 app = Quart(__name__)
+app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+QuartSchema(app, info={"title": "rest-shop-payments", "version": "1"}, redoc_ui_path=None, scalar_ui_path=None,
+            pydantic_dump_options={"by_alias": True})
 install_error_handlers(app)
+for module in (health, webhooks, payments):
+    app.register_blueprint(module.bp)
 
 
-@app.get("/health")
-async def health() -> Any:
-    return Health.now(env.SERVICE_NAME, env.ENVIRONMENT).model_dump()
+@app.before_serving
+async def start() -> None:
+    await registry.start(env)
+    try:
+        await PaymentStore(await pooled_database(env)).ensure_indexes()
+    except PyMongoError as exc:
+        log.error("could not create indexes: %s", exc)
+
+
+@app.after_serving
+async def stop() -> None:
+    await registry.stop()

@@ -178,6 +178,33 @@ class OrderLock(DurableObject):
         if target not in TRANSITIONS[order["status"]]:
             raise Conflict(f"cannot move an order from {order['status']} to {target}")
 
+    async def begin_payment(self, payment_id: str, lease_s: float = 300.0) -> dict[str, Any]:
+        """Let one payment at a time run for this order: the order (with `total_minor`) or Conflict."""
+        async def run() -> dict[str, Any]:
+            state = await self._created()
+            order = state["order"]
+            if order["paymentStatus"] == "paid" or order["status"] != "pending":
+                raise Conflict(f"order is {order['status']} and {order['paymentStatus']}: it cannot be paid")
+            lease = state.get("payment_lease")
+            if lease and lease["payment"] != payment_id and lease["until"] > time.time():
+                raise Conflict("another payment for this order is in progress")
+            state["payment_lease"] = {"payment": payment_id, "until": time.time() + lease_s}
+            await self.ctx.storage.put(STATE, state)
+            return {**order_out(order), "total_minor": order["total_minor"]}
+        return await self._serial(run)
+
+    async def mark_refunded(self, payment_id: str, refunded_minor: int) -> dict[str, Any]:
+        """A refund went through; a full refund marks the order's payment refunded."""
+        async def run() -> dict[str, Any]:
+            state = await self._created()
+            order = state["order"]
+            if payment_id not in order["payments"] or refunded_minor < order["total_minor"]:
+                return order_out(order)
+            if order["paymentStatus"] == "refunded":
+                return order_out(order)
+            return await self._transition(state, {"paymentStatus": "refunded"}, [])
+        return await self._serial(run)
+
     async def mark_paid(self, payment_id: str, amount_minor: int, currency: str) -> dict[str, Any]:
         """Idempotent per payment id; the amount and currency must be the order's."""
         async def run() -> dict[str, Any]:
@@ -191,6 +218,7 @@ class OrderLock(DurableObject):
                 raise Unprocessable(f"payment of {amount_minor} {currency} does not match the order's "
                                     f"{order['total_minor']} {order['currency']}")
             self._check_move(order, "confirmed")
+            state.pop("payment_lease", None)
             return await self._transition(state, {"status": "confirmed", "paymentStatus": "paid",
                                                   "paymentId": payment_id,
                                                   "payments": order["payments"] + [payment_id]}, [])
@@ -203,6 +231,8 @@ class OrderLock(DurableObject):
             order = state["order"]
             if order["status"] != "pending":
                 return order_out(order)
+            if (state.get("payment_lease") or {}).get("payment") == payment_id:
+                state.pop("payment_lease")
             return await self._transition(state, {"paymentStatus": "failed"}, [])
         return await self._serial(run)
 

@@ -1,0 +1,71 @@
+"""PaymentIdempotency: one Durable Object per (user, Idempotency-Key), as Stripe's and the IETF
+draft's semantics ask: first request runs, its final response is replayed byte for byte, a
+different body is a mismatch, a concurrent retry is told to wait.
+
+A record left in flight by a process that died (another BOOT_ID) is taken over by the next
+retry; the provider call it repeats carries the same provider idempotency key, so nothing is
+charged twice. Records expire by alarm (IDEMPOTENCY_TTL_S, 24 h by default).
+"""
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from durable import DurableObject
+
+BOOT_ID = secrets.token_hex(8)  # this process; a record in flight under another one is orphaned
+
+
+class PaymentIdempotency(DurableObject):
+    async def begin(self, fingerprint: str) -> dict[str, Any]:
+        """`proceed` (we run it), `replay` (+ response), `mismatch` or `in_progress`."""
+        record = await self.ctx.storage.get("record")
+        if record is None:
+            await self.ctx.storage.put("record", {"state": "in_flight", "fingerprint": fingerprint,
+                                                  "boot": BOOT_ID, "started": time.time()})
+            ttl = float(self.env.get("IDEMPOTENCY_TTL_S", 86400))
+            await self.ctx.storage.set_alarm(int((time.time() + ttl) * 1000))
+            return {"outcome": "proceed", "recovered": False}
+        if record["fingerprint"] != fingerprint:
+            return {"outcome": "mismatch"}
+        if record["state"] == "done":
+            return {"outcome": "replay", "response": record["response"]}
+        if record["boot"] != BOOT_ID:
+            record["boot"] = BOOT_ID
+            await self.ctx.storage.put("record", record)
+            return {"outcome": "proceed", "recovered": True}
+        return {"outcome": "in_progress"}
+
+    async def finish(self, response: dict[str, Any]) -> None:
+        """Record the final response (status, headers, exact body bytes) for replays."""
+        record = await self.ctx.storage.get("record")
+        if record is not None:
+            record.update(state="done", response=response, finished=time.time())
+            await self.ctx.storage.put("record", record)
+
+    async def release(self) -> None:
+        """Not recorded (validation failure, retryable error): a later request may run afresh."""
+        await self.ctx.storage.delete_all()
+
+    async def alarm(self, info: Any = None) -> None:
+        await self.ctx.storage.delete_all()
+
+
+class ProviderEvents(DurableObject):
+    """One per provider: which webhook/callback event ids were applied (kept for 7 days)."""
+
+    async def seen(self, event_id: str) -> bool:
+        return await self.ctx.storage.get(f"evt:{event_id}") is not None
+
+    async def record(self, event_id: str) -> None:
+        await self.ctx.storage.put(f"evt:{event_id}", time.time())
+        if await self.ctx.storage.get_alarm() is None:
+            await self.ctx.storage.set_alarm(int((time.time() + 86400) * 1000))
+
+    async def alarm(self, info: Any = None) -> None:
+        cutoff = time.time() - 7 * 86400
+        old = [k for k, at in (await self.ctx.storage.list(prefix="evt:")).items() if at < cutoff]
+        for start in range(0, len(old), 128):
+            await self.ctx.storage.delete(old[start:start + 128])
+        await self.ctx.storage.set_alarm(int((time.time() + 86400) * 1000))

@@ -1,0 +1,51 @@
+"""Payment providers behind one interface, and the registry that picks and configures them.
+
+With a provider's keys set, it talks to that provider (sandbox or live by key/base URL); in
+local dev without keys, a local server that speaks the provider's API is started in-process
+and the real client code is pointed at it.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+from .base import Provider
+from .stripe import StripeProvider
+
+log = logging.getLogger("rest_shop.providers")
+
+METHODS = {"stripe": "stripe", "card": "stripe"}
+
+
+class Providers:
+    def __init__(self) -> None:
+        self.providers: dict[str, Provider] = {}
+        self.local_servers: dict[str, Any] = {}
+
+    async def start(self, env: Any) -> None:
+        local_ok = str(env.get("LOCAL_PROVIDERS", "auto")) == "auto"
+        key = env.get("STRIPE_SECRET_KEY")
+        if key:
+            self.providers["stripe"] = StripeProvider(key, env.get("STRIPE_WEBHOOK_SECRET"),
+                                                      str(env.get("STRIPE_API_BASE", "https://api.stripe.com")))
+        elif local_ok:
+            from ..local.stripe_server import LocalStripe
+            local_key = f"sk_test_local_{secrets.token_hex(12)}"
+            server = LocalStripe(local_key)
+            url = await server.start()
+            self.local_servers["stripe"] = server
+            self.providers["stripe"] = StripeProvider(local_key, None, url)
+            log.warning("STRIPE_SECRET_KEY is not set: using the local Stripe server at %s", url)
+
+    async def stop(self) -> None:
+        for server in self.local_servers.values():
+            await server.stop()
+        self.local_servers.clear()
+        self.providers.clear()
+
+    def for_method(self, method: str) -> Provider | None:
+        return self.providers.get(METHODS.get(method, method))
+
+
+registry = Providers()

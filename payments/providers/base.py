@@ -1,0 +1,71 @@
+"""The one interface every payment provider implements, and the results it speaks in."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping, Protocol
+
+ChargeStatus = Literal["succeeded", "pending", "requires_action", "failed"]
+
+
+class ProviderUnavailable(Exception):
+    """Timeout, connection error or 5xx: retryable; nothing may be assumed charged or not."""
+
+
+class InvalidEvent(Exception):
+    """A webhook/callback that is forged, stale or malformed."""
+
+
+@dataclass(frozen=True)
+class Charge:
+    """What we ask for: our payment id is the provider-side reference and idempotency key."""
+
+    payment_id: str
+    order_id: str
+    amount_minor: int
+    currency: str
+    data: Mapping[str, Any]
+    return_base_url: str = ""
+
+
+@dataclass
+class ChargeResult:
+    transaction_id: str | None
+    status: ChargeStatus
+    amount_minor: int | None = None
+    currency: str | None = None
+    client_secret: str | None = None
+    approval_url: str | None = None
+    customer_message: str | None = None
+    failure_reason: str | None = None
+
+
+@dataclass
+class RefundResult:
+    refund_id: str
+    status: Literal["succeeded", "pending", "failed"]
+    amount_minor: int
+
+
+@dataclass
+class ProviderEvent:
+    """A verified provider notification, reduced to what moves our state."""
+
+    event_id: str
+    kind: Literal["succeeded", "failed", "refunded", "ignored"]
+    transaction_id: str | None = None
+    payment_id: str | None = None
+    amount_minor: int | None = None
+    currency: str | None = None
+    raw_type: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Provider(Protocol):
+    name: str
+    mode: Literal["live", "sandbox", "local"]
+
+    async def create(self, charge: Charge) -> ChargeResult: ...
+    async def verify(self, transaction_id: str) -> ChargeResult: ...
+    async def refund(self, transaction_id: str, amount_minor: int, idempotency_key: str) -> RefundResult: ...
+    async def parse_event(self, payload: bytes, headers: Mapping[str, str]) -> ProviderEvent: ...
+    async def reachable(self) -> bool: ...

@@ -1,0 +1,80 @@
+"""/payments: initiate, read, verify, history, refund. Thin: parse, call the service, reply."""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+from quart import Blueprint, Response, g, request
+from quart_schema import validate_querystring, validate_request
+
+from durable import env
+from models.errors import ApiError
+from models.ids import is_object_id
+from models.pagination import Pagination
+from models.payments import HistoryQuery, InitiateIn, RefundIn
+from models.web import auth, validation_details
+
+from .. import service
+from ..stores.payments import payment_out
+
+bp = Blueprint("payments", __name__, url_prefix="/payments")
+
+
+def _reply(reply: service.Reply) -> Response:
+    return Response(reply.body, status=reply.status, headers=reply.headers, content_type="application/json")
+
+
+def _base_url() -> str:
+    """Where this request came in (gateway or direct): webhooks of local providers come back here."""
+    return f"{request.scheme}://{request.host}"
+
+
+def _payment_id(payment_id: str) -> str:
+    if not is_object_id(payment_id):
+        raise ApiError(400, "invalid_id", f"{payment_id!r} is not a valid payment id")
+    return payment_id
+
+
+@bp.post("/initiate")
+@auth()
+@validate_request(InitiateIn)
+async def initiate(data: InitiateIn) -> Any:
+    key = service.idempotency_key(request.headers.get("Idempotency-Key"))
+    try:
+        data.method_data()
+    except ValidationError as exc:
+        raise ApiError(400, "validation_error", "Invalid paymentData", validation_details(exc)) from None
+    return _reply(await service.initiate(env, g.user, key, data, _base_url()))
+
+
+@bp.get("/history")
+@auth()
+@validate_querystring(HistoryQuery)
+async def history(query_args: HistoryQuery) -> Any:
+    if g.user.role == "admin":
+        match = {"userId": query_args.userId} if query_args.userId else {}
+    else:
+        match = {"userId": g.user.userId}
+    items, total = await (await service.payments(env)).list(match, query_args.page, query_args.limit)
+    return {"count": len(items), "total": total, "payments": items,
+            "pagination": Pagination.of(query_args.page, query_args.limit, total).model_dump()}
+
+
+@bp.get("/verify/<payment_id>")
+@auth()
+async def verify(payment_id: str) -> Any:
+    return {"payment": await service.verify(env, g.user, _payment_id(payment_id))}
+
+
+@bp.get("/<payment_id>")
+@auth()
+async def get_payment(payment_id: str) -> Any:
+    return {"payment": payment_out(await service.visible_payment(env, g.user, _payment_id(payment_id)))}
+
+
+@bp.post("/<payment_id>/refund")
+@auth("admin")
+@validate_request(RefundIn)
+async def refund(payment_id: str, data: RefundIn) -> Any:
+    key = service.idempotency_key(request.headers.get("Idempotency-Key"))
+    return _reply(await service.refund(env, g.user, key, _payment_id(payment_id), data))

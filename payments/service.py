@@ -1,0 +1,240 @@
+"""The payments service layer: idempotent execution, initiate, settle, verify, refund, events.
+
+Web-framework free: handlers pass parsed input and get back `Reply` values. Orders move only
+through base's OrderLock (a Durable Object binding with script_name), never by writing base's
+collections.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from durable.mongo import pooled_database
+from models.auth import Claims
+from models.errors import ApiError, error_body
+from models.errors_domain import Conflict, NotFound, Unprocessable
+from models.money import to_minor
+from models.payments import InitiateIn, RefundIn
+
+from .providers import registry
+from .providers.base import Charge, ChargeResult, ProviderEvent, ProviderUnavailable
+from .stores.payments import PaymentStore, payment_out
+
+log = logging.getLogger("rest_shop.payments")
+
+RECORDED_ERRORS = {402, 404, 409}  # final answers; validation errors and 5xx are not recorded
+
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def json(cls, status: int, data: Any, headers: dict[str, str] | None = None) -> Reply:
+        return cls(status, json.dumps(data, separators=(",", ":")).encode(), dict(headers or {}))
+
+
+def idempotency_key(raw: str | None) -> str:
+    if raw is None or not raw.strip():
+        raise ApiError(400, "idempotency_key_required", "Send an Idempotency-Key header (1 to 255 characters)")
+    if len(raw) > 255:
+        raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be at most 255 characters")
+    return raw
+
+
+def fingerprint(method: str, path: str, body: Any) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(f"{method}\n{path}\n{canonical}".encode()).hexdigest()
+
+
+def derived_id(*parts: str) -> str:
+    """A 24-hex id that is the same for the same (user, key): our provider reference."""
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:24]
+
+
+async def idempotent(env: Any, user: Claims, key: str, print_: str,
+                     operation: Callable[[bool], Awaitable[Reply]]) -> Reply:
+    """Run `operation` once per (user, key); replay its recorded final reply afterwards."""
+    ns = env.PAYMENT_IDEMPOTENCY
+    record = ns.get(ns.id_from_name(f"{user.userId}:{key}"))
+    begun = await record.begin(print_)
+    if begun["outcome"] == "replay":
+        saved = begun["response"]
+        return Reply(saved["status"], saved["body"], {**saved["headers"], "Idempotent-Replayed": "true"})
+    if begun["outcome"] == "mismatch":
+        raise ApiError(422, "idempotency_key_mismatch",
+                       "This Idempotency-Key was used with a different request")
+    if begun["outcome"] == "in_progress":
+        raise ApiError(409, "idempotency_in_progress", "A request with this Idempotency-Key is still in progress",
+                       headers={"Retry-After": "1"})
+    try:
+        reply = await operation(begun["recovered"])
+    except ApiError as exc:
+        if exc.status not in RECORDED_ERRORS:
+            await record.release()
+            raise
+        reply = Reply.json(exc.status, error_body(exc.code, exc.message, exc.details), exc.headers)
+    except BaseException:
+        await record.release()
+        raise
+    await record.finish({"status": reply.status, "body": reply.body, "headers": reply.headers})
+    return reply
+
+
+def order_lock(env: Any, order_id: str) -> Any:
+    return env.ORDER_LOCK.get(env.ORDER_LOCK.id_from_name(order_id))
+
+
+async def payments(env: Any) -> PaymentStore:
+    return PaymentStore(await pooled_database(env))
+
+
+async def settle(env: Any, payment: dict[str, Any], result: ChargeResult) -> dict[str, Any]:
+    """Apply a provider outcome to our record and the order; safe to repeat."""
+    store = await payments(env)
+    payment_id = str(payment["_id"])
+    if result.status == "succeeded":
+        if result.amount_minor != payment["amount_minor"] or (result.currency or "").upper() != payment["currency"]:
+            log.error("payment %s: provider reports %s %s, the order needs %s %s — marked failed", payment_id,
+                      result.amount_minor, result.currency, payment["amount_minor"], payment["currency"])
+            await order_lock(env, payment["orderId"]).mark_payment_failed(payment_id, "amount mismatch")
+            return await store.update(payment_id, status="failed", failureReason="amount or currency mismatch")
+        try:
+            await order_lock(env, payment["orderId"]).mark_paid(payment_id, payment["amount_minor"], payment["currency"])
+        except (Conflict, Unprocessable) as exc:
+            log.error("payment %s succeeded but the order refused it (%s); it needs a refund", payment_id, exc)
+            return await store.update(payment_id, status="succeeded", failureReason=f"order not payable: {exc}")
+        return await store.update(payment_id, status="succeeded", failureReason=None)
+    if result.status == "failed":
+        await order_lock(env, payment["orderId"]).mark_payment_failed(payment_id, result.failure_reason or "")
+        return await store.update(payment_id, status="failed", failureReason=result.failure_reason)
+    return await store.update(payment_id, status=result.status)
+
+
+async def initiate(env: Any, user: Claims, key: str, body: InitiateIn, webhook_base: str) -> Reply:
+    data = body.method_data().model_dump(mode="json", exclude_none=True)
+
+    async def run(recovered: bool) -> Reply:
+        provider = registry.for_method(body.paymentMethod)
+        if provider is None:
+            raise ApiError(501, "provider_not_available", f"{body.paymentMethod} payments are not available here yet")
+        payment_id = derived_id(user.userId, key)
+        try:
+            order = await order_lock(env, body.orderId).begin_payment(payment_id)
+        except NotFound:
+            raise ApiError(404, "not_found", "Order not found") from None
+        except Conflict as exc:
+            raise ApiError(409, "conflict", str(exc)) from None
+        if order["userId"] != user.userId and user.role != "admin":
+            raise ApiError(404, "not_found", "Order not found")
+        store = await payments(env)
+        payment = await store.start(payment_id, {
+            "orderId": body.orderId, "userId": order["userId"], "paymentMethod": body.paymentMethod,
+            "provider": provider.name, "amount_minor": order["total_minor"], "currency": order["currency"],
+            "idempotencyKey": key})
+        if hasattr(provider, "ensure_webhook_endpoint"):
+            await provider.ensure_webhook_endpoint(f"{webhook_base}/payments/webhooks/{provider.name}")
+        try:
+            result = await provider.create(Charge(payment_id, body.orderId, payment["amount_minor"],
+                                                  payment["currency"], data, webhook_base))
+        except ProviderUnavailable as exc:
+            raise ApiError(503, "provider_unavailable", f"{exc}; retry with the same Idempotency-Key",
+                           headers={"Retry-After": "2"}) from None
+        await store.update(payment_id, transactionId=result.transaction_id)
+        payment = await settle(env, {**payment, "transactionId": result.transaction_id}, result)
+        if payment["status"] == "failed":
+            raise ApiError(402, "payment_declined", payment.get("failureReason") or "The payment was declined",
+                           details=[{"paymentId": payment_id}])
+        details = {k: v for k, v in {"clientSecret": result.client_secret, "approvalUrl": result.approval_url,
+                                     "customerMessage": result.customer_message}.items() if v}
+        return Reply.json(201, {"message": "Payment initiated successfully", "payment": payment_out(payment),
+                                "paymentDetails": details})
+
+    return await idempotent(env, user, key, fingerprint("POST", "/payments/initiate", body.model_dump(mode="json")),
+                            run)
+
+
+async def visible_payment(env: Any, user: Claims, payment_id: str) -> dict[str, Any]:
+    doc = await (await payments(env)).get(payment_id)
+    if doc is None or (doc["userId"] != user.userId and user.role != "admin"):
+        raise ApiError(404, "not_found", "Payment not found")
+    return doc
+
+
+async def verify(env: Any, user: Claims, payment_id: str) -> dict[str, Any]:
+    """Ask the provider, then apply what it says (the same path as a webhook)."""
+    payment = await visible_payment(env, user, payment_id)
+    provider = registry.for_method(payment["provider"])
+    if provider is None or not payment.get("transactionId"):
+        return payment_out(payment)
+    try:
+        result = await provider.verify(payment["transactionId"])
+    except ProviderUnavailable as exc:
+        raise ApiError(503, "provider_unavailable", str(exc), headers={"Retry-After": "2"}) from None
+    if payment["status"] in ("succeeded", "refunded", "partially_refunded") and result.status == "succeeded":
+        return payment_out(payment)
+    return payment_out(await settle(env, payment, result))
+
+
+async def refund(env: Any, user: Claims, key: str, payment_id: str, body: RefundIn) -> Reply:
+    async def run(recovered: bool) -> Reply:
+        store = await payments(env)
+        payment = await store.get(payment_id)
+        if payment is None:
+            raise ApiError(404, "not_found", "Payment not found")
+        if payment["status"] not in ("succeeded", "partially_refunded"):
+            raise ApiError(409, "conflict", f"a {payment['status']} payment cannot be refunded")
+        left = payment["amount_minor"] - payment.get("refunded_minor", 0)
+        amount = left if body.amount is None else to_minor(body.amount)
+        if not 0 < amount <= left:
+            raise ApiError(409, "conflict", f"can refund at most {left / 100:.2f} {payment['currency']}")
+        provider = registry.for_method(payment["provider"])
+        if provider is None:
+            raise ApiError(503, "provider_unavailable", f"{payment['provider']} is not configured")
+        try:
+            result = await provider.refund(payment["transactionId"], amount, f"refund-{derived_id(payment_id, key)}")
+        except ProviderUnavailable as exc:
+            raise ApiError(503, "provider_unavailable", f"{exc}; retry with the same Idempotency-Key",
+                           headers={"Retry-After": "2"}) from None
+        if result.status == "failed":
+            raise ApiError(409, "conflict", "the provider refused the refund")
+        total = payment.get("refunded_minor", 0) + result.amount_minor
+        status = "refunded" if total >= payment["amount_minor"] else "partially_refunded"
+        doc = await store.add_refund(payment_id, {"id": result.refund_id, "amount_minor": result.amount_minor,
+                                                  "reason": body.reason}, status)
+        await order_lock(env, payment["orderId"]).mark_refunded(payment_id, doc.get("refunded_minor", total))
+        return Reply.json(200, {"message": "Refund processed", "payment": payment_out(doc)})
+
+    return await idempotent(env, user, key, fingerprint("POST", f"/payments/{payment_id}/refund",
+                                                        body.model_dump(mode="json")), run)
+
+
+async def apply_event(env: Any, provider_name: str, event: ProviderEvent) -> str:
+    """A verified provider event, applied at most once (dedup by event id); returns what happened."""
+    ns = env.PROVIDER_EVENTS
+    seen = ns.get(ns.id_from_name(provider_name))
+    if await seen.seen(event.event_id):
+        return "duplicate"
+    if event.kind != "ignored":
+        store = await payments(env)
+        payment = await store.get(event.payment_id) if event.payment_id else None
+        if payment is None and event.transaction_id:
+            payment = await store.by_transaction(event.transaction_id)
+        if payment is None:
+            log.warning("%s event %s for an unknown payment", provider_name, event.event_id)
+        elif event.kind == "refunded":
+            status = "refunded" if (event.amount_minor or 0) >= payment["amount_minor"] else "partially_refunded"
+            if (event.amount_minor or 0) > payment.get("refunded_minor", 0):
+                await store.update(str(payment["_id"]), status=status, refunded_minor=event.amount_minor)
+                await order_lock(env, payment["orderId"]).mark_refunded(str(payment["_id"]), event.amount_minor)
+        elif payment["status"] not in ("succeeded", "refunded", "partially_refunded"):
+            await settle(env, payment, ChargeResult(transaction_id=event.transaction_id, status=event.kind,
+                                                    amount_minor=event.amount_minor, currency=event.currency))
+    await seen.record(event.event_id)
+    return "applied"

@@ -1,0 +1,65 @@
+"""The payments collection: one record per idempotency record, written before the provider call."""
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+
+from models.ids import oid
+from models.money import to_major
+from models.stamps import iso, now
+
+
+def payment_out(doc: dict[str, Any]) -> dict[str, Any]:
+    return {"_id": str(doc["_id"]), "orderId": doc["orderId"], "userId": doc["userId"],
+            "paymentMethod": doc["paymentMethod"], "provider": doc["provider"], "status": doc["status"],
+            "amount": to_major(doc["amount_minor"]), "currency": doc["currency"],
+            "transactionId": doc.get("transactionId"), "refundedAmount": to_major(doc.get("refunded_minor", 0)),
+            "failureReason": doc.get("failureReason"), "createdAt": iso(doc["createdAt"]),
+            "updatedAt": iso(doc["updatedAt"])}
+
+
+class PaymentStore:
+    def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
+        self.col = db["payments"]
+
+    async def ensure_indexes(self) -> None:
+        await self.col.create_index([("userId", ASCENDING), ("createdAt", DESCENDING)], name="user_created")
+        await self.col.create_index("orderId", name="order")
+        await self.col.create_index("transactionId", sparse=True, name="transaction")
+
+    async def start(self, payment_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Create the record (status `processing`) or return the one a crashed attempt left."""
+        stamp = now()
+        doc = await self.col.find_one_and_update(
+            {"_id": oid(payment_id)},
+            {"$setOnInsert": {**fields, "status": "processing", "refunded_minor": 0, "refunds": [],
+                              "createdAt": stamp, "updatedAt": stamp}},
+            upsert=True, return_document=ReturnDocument.AFTER)
+        return doc
+
+    async def update(self, payment_id: str, **fields: Any) -> dict[str, Any] | None:
+        fields["updatedAt"] = now()
+        return await self.col.find_one_and_update({"_id": oid(payment_id)}, {"$set": fields},
+                                                  return_document=ReturnDocument.AFTER)
+
+    async def add_refund(self, payment_id: str, refund: dict[str, Any], status: str) -> dict[str, Any] | None:
+        return await self.col.find_one_and_update(
+            {"_id": oid(payment_id), "refunds.id": {"$ne": refund["id"]}},
+            {"$push": {"refunds": refund}, "$inc": {"refunded_minor": refund["amount_minor"]},
+             "$set": {"status": status, "updatedAt": now()}},
+            return_document=ReturnDocument.AFTER) or await self.get(payment_id)
+
+    async def get(self, payment_id: str) -> dict[str, Any] | None:
+        key = oid(payment_id)
+        return await self.col.find_one({"_id": key}) if key else None
+
+    async def by_transaction(self, transaction_id: str) -> dict[str, Any] | None:
+        return await self.col.find_one({"transactionId": transaction_id})
+
+    async def list(self, match: dict[str, Any], page: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        total = await self.col.count_documents(match)
+        cursor = self.col.find(match).sort([("createdAt", DESCENDING), ("_id", DESCENDING)])
+        docs = await cursor.skip((page - 1) * limit).limit(limit).to_list()
+        return [payment_out(d) for d in docs], total
