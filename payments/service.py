@@ -138,9 +138,9 @@ async def initiate(env: Any, user: Claims, key: str, body: InitiateIn, webhook_b
             "orderId": body.orderId, "userId": order["userId"], "paymentMethod": body.paymentMethod,
             "provider": provider.name, "amount_minor": order["total_minor"], "currency": order["currency"],
             "idempotencyKey": key})
-        if hasattr(provider, "ensure_webhook_endpoint"):
-            await provider.ensure_webhook_endpoint(f"{webhook_base}/payments/webhooks/{provider.name}")
         try:
+            if hasattr(provider, "ensure_webhook_endpoint"):
+                await provider.ensure_webhook_endpoint(f"{webhook_base}/payments/webhooks/{provider.name}")
             result = await provider.create(Charge(payment_id, body.orderId, payment["amount_minor"],
                                                   payment["currency"], data, webhook_base))
         except ProviderUnavailable as exc:

@@ -237,3 +237,34 @@ async def shops(make_shop) -> AsyncIterator[Any]:
 @pytest.fixture
 async def shop(shops) -> Shop:
     return await shops()
+
+
+PAYMENTS_TOML = ROOT / "payments" / "wrangler.toml"
+GATEWAY_TOML = ROOT / "gateway" / "wrangler.toml"
+
+
+@pytest.fixture
+async def full_shop(tmp_path: Path, mongo_uri: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Shop]:
+    """All three workers in one runtime; `shop.url` is the gateway on a real socket."""
+    monkeypatch.setenv("MONGODB_URI", mongo_uri)
+    monkeypatch.setenv("JWT_KEY", JWT_KEY)
+    for name in ("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    db_name = f"t_{uuid.uuid4().hex[:16]}"
+    configs = [with_vars(BASE_TOML, MONGODB_DB=db_name, SIGNUP_RATE_LIMIT="10000/60", LOGIN_RATE_LIMIT="10000/60"),
+               with_vars(PAYMENTS_TOML, MONGODB_DB=f"{db_name}_pay", STRIPE_TIMEOUT_S=1),
+               wconfig.load(GATEWAY_TOML)]
+    runtime = Runtime(configs, persist_to=tmp_path / "state", alarm_backoff_s=0.05)
+    await runtime.start()
+    server = Server(runtime.workers["rest-shop-gateway"], bind("127.0.0.1", 0))
+    await server.start()
+    shop = Shop(runtime, server.url, db_name, mongo_uri)
+    try:
+        yield shop
+    finally:
+        await shop.http.close()
+        await server.stop()
+        await runtime.close()
+        client = MongoClient(mongo_uri)
+        client.drop_database(db_name)
+        client.drop_database(f"{db_name}_pay")

@@ -26,16 +26,18 @@ class Providers:
     async def start(self, env: Any) -> None:
         local_ok = str(env.get("LOCAL_PROVIDERS", "auto")) == "auto"
         key = env.get("STRIPE_SECRET_KEY")
+        timeout_s = float(env.get("STRIPE_TIMEOUT_S", 10))
         if key:
             self.providers["stripe"] = StripeProvider(key, env.get("STRIPE_WEBHOOK_SECRET"),
-                                                      str(env.get("STRIPE_API_BASE", "https://api.stripe.com")))
+                                                      str(env.get("STRIPE_API_BASE", "https://api.stripe.com")),
+                                                      timeout_s)
         elif local_ok:
             from ..local.stripe_server import LocalStripe
             local_key = f"sk_test_local_{secrets.token_hex(12)}"
             server = LocalStripe(local_key)
             url = await server.start()
             self.local_servers["stripe"] = server
-            self.providers["stripe"] = StripeProvider(local_key, None, url)
+            self.providers["stripe"] = StripeProvider(local_key, None, url, timeout_s)
             log.warning("STRIPE_SECRET_KEY is not set: using the local Stripe server at %s", url)
 
     async def stop(self) -> None:

@@ -1,0 +1,243 @@
+"""Payments with Stripe, end to end through the gateway: the official library against the local
+Stripe server, signed webhooks back through the gateway, idempotency, concurrency, refunds."""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from typing import Any
+
+import aiohttp
+import pytest
+from bson import ObjectId
+
+from durable import Request
+from durable.bindings import asgi_fetch
+from payments.providers import registry
+
+
+def local_stripe():
+    return registry.local_servers["stripe"]
+
+
+def charges() -> list[dict[str, Any]]:
+    return [e for e in local_stripe().ledger if e["type"] == "charge"]
+
+
+async def setup_order(shop, price: float = 19.99, quantity: int = 2) -> tuple[str, str, dict]:
+    user = shop.token(user_id=str(ObjectId()))
+    product = await shop.product(price=price, stock=100)
+    status, body, _ = await shop.call("POST", "/api/orders", {"productId": product["_id"], "quantity": quantity},
+                                      token=user)
+    assert status == 201
+    return user, body["createdOrder"]["_id"], body["createdOrder"]
+
+
+async def initiate(shop, token: str, order_id: str, key: str | None, method: str = "stripe", **data: Any):
+    headers = {"Idempotency-Key": key} if key is not None else {}
+    return await shop.call("POST", "/api/payments/initiate",
+                           {"orderId": order_id, "paymentMethod": method, "paymentData": data},
+                           token=token, headers=headers)
+
+
+async def order_state(shop, token: str, order_id: str) -> tuple[str, str]:
+    status, order, _ = await shop.call("GET", f"/api/orders/{order_id}", token=token)
+    assert status == 200
+    return order["status"], order["paymentStatus"]
+
+
+async def eventually(check, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(0.02)
+
+
+async def test_card_payment_end_to_end(full_shop) -> None:
+    shop = full_shop
+    user, order_id, order = await setup_order(shop)
+    status, body, _ = await initiate(shop, user, order_id, "k-1", paymentMethodId="pm_card_visa")
+    assert status == 201 and body["message"] == "Payment initiated successfully"
+    payment = body["payment"]
+    assert payment["status"] == "succeeded" and payment["amount"] == 39.98 and payment["currency"] == "USD"
+    assert payment["orderId"] == order_id and payment["transactionId"].startswith("pi_")
+    assert await order_state(shop, user, order_id) == ("confirmed", "paid")
+    assert [(c["amount"], c["currency"]) for c in charges()] == [(3998, "usd")]  # from the order, never the client
+    status, got, _ = await shop.call("GET", f"/api/payments/{payment['_id']}", token=user)
+    assert status == 200 and got["payment"]["status"] == "succeeded"
+    status, history, _ = await shop.call("GET", "/api/payments/history", token=user)
+    assert history["total"] == 1 and history["payments"][0]["_id"] == payment["_id"]
+    status, other, _ = await shop.call("GET", f"/api/payments/{payment['_id']}", token=shop.token())
+    assert status == 404
+
+
+async def test_client_side_confirmation_is_settled_by_the_signed_webhook(full_shop) -> None:
+    shop = full_shop
+    user, order_id, _ = await setup_order(shop)
+    status, body, _ = await initiate(shop, user, order_id, "k-2")
+    assert status == 201 and body["payment"]["status"] == "requires_action"
+    secret = body["paymentDetails"]["clientSecret"]
+    intent_id = secret.split("_secret_")[0]
+    async with aiohttp.ClientSession() as http:  # what Stripe.js does in the customer's browser
+        async with http.post(f"{local_stripe().url}/v1/payment_intents/{intent_id}/confirm",
+                             data={"payment_method": "pm_card_visa"},
+                             headers={"Authorization": f"Bearer {local_stripe().api_key}"}) as resp:
+            assert resp.status == 200
+    assert await eventually(lambda: _paid(shop, user, order_id))
+    status, got, _ = await shop.call("GET", f"/api/payments/{body['payment']['_id']}", token=user)
+    assert got["payment"]["status"] == "succeeded"
+
+
+async def _paid(shop, user, order_id) -> bool:
+    return await order_state(shop, user, order_id) == ("confirmed", "paid")
+
+
+async def test_declined_card_is_402_recorded_and_a_new_key_can_pay(full_shop) -> None:
+    shop = full_shop
+    user, order_id, _ = await setup_order(shop)
+    first = await initiate(shop, user, order_id, "k-3", paymentMethodId="pm_card_chargeDeclined")
+    assert first[0] == 402 and first[1]["error"]["code"] == "payment_declined"
+    assert await order_state(shop, user, order_id) == ("pending", "failed")
+    replay = await initiate(shop, user, order_id, "k-3", paymentMethodId="pm_card_chargeDeclined")
+    assert replay[0] == 402 and replay[1] == first[1] and replay[2]["Idempotent-Replayed"] == "true"
+    assert (await initiate(shop, user, order_id, "k-4", paymentMethodId="pm_card_visa"))[0] == 201
+    assert await order_state(shop, user, order_id) == ("confirmed", "paid") and len(charges()) == 1
+
+
+@pytest.mark.parametrize("fault", [{"status": 500}, {"delay_s": 1.6}])
+async def test_provider_failure_is_503_and_the_retry_charges_once(full_shop, fault) -> None:
+    shop = full_shop
+    user, order_id, _ = await setup_order(shop)
+    async with aiohttp.ClientSession() as http:
+        await (await http.post(f"{local_stripe().url}/_local/faults", json={**fault, "count": 1})).release()
+    status, body, headers = await initiate(shop, user, order_id, "k-5", paymentMethodId="pm_card_visa")
+    assert status == 503 and body["error"]["code"] == "provider_unavailable" and headers["Retry-After"]
+    assert await order_state(shop, user, order_id) == ("pending", "pending")
+    status, body, headers = await initiate(shop, user, order_id, "k-5", paymentMethodId="pm_card_visa")
+    assert status == 201 and "Idempotent-Replayed" not in headers
+    assert len(charges()) == 1 and await order_state(shop, user, order_id) == ("confirmed", "paid")
+
+
+async def test_webhook_replays_forgeries_and_stale_events_change_nothing(full_shop) -> None:
+    shop = full_shop
+    user, order_id, _ = await setup_order(shop)
+    await initiate(shop, user, order_id, "k-6", paymentMethodId="pm_card_visa")
+    stripe = local_stripe()
+    event_id = next(e for e, ev in stripe.events.items() if ev["type"] == "payment_intent.succeeded")
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{stripe.url}/_local/events/{event_id}/deliver", json={}) as resp:
+            assert (await resp.json())["delivered"] == 200
+        async with http.post(f"{stripe.url}/_local/events/{event_id}/deliver", json={"age_s": 400}) as resp:
+            assert (await resp.json())["delivered"] == 400  # outside the 300 s tolerance
+    payload = json.dumps(stripe.events[event_id]).encode()
+    for signature in ("t=1,v1=deadbeef", stripe.sign("whsec_wrong", payload), ""):
+        status, body, _ = await shop.call("POST", "/api/payments/webhooks/stripe", data=payload,
+                                          headers={"Stripe-Signature": signature, "Content-Type": "application/json"})
+        assert status == 400 and body["error"]["code"] == "invalid_signature"
+    assert await order_state(shop, user, order_id) == ("confirmed", "paid") and len(charges()) == 1
+
+
+async def test_signed_event_with_the_wrong_amount_fails_the_payment(full_shop) -> None:
+    shop = full_shop
+    user, order_id, _ = await setup_order(shop)
+    status, body, _ = await initiate(shop, user, order_id, "k-7")
+    stripe = local_stripe()
+    intent = dict(stripe.intents[body["payment"]["transactionId"]], status="succeeded", amount=1)
+    event = {"id": "evt_forged_amount", "object": "event", "type": "payment_intent.succeeded",
+             "created": int(time.time()), "data": {"object": intent}}
+    payload = json.dumps(event).encode()
+    status, reply, _ = await shop.call("POST", "/api/payments/webhooks/stripe", data=payload, headers={
+        "Stripe-Signature": stripe.sign(stripe.endpoints[-1]["secret"], payload), "Content-Type": "application/json"})
+    assert status == 200 and reply["outcome"] == "applied"
+    assert await order_state(shop, user, order_id) == ("pending", "failed")
+    status, got, _ = await shop.call("GET", f"/api/payments/{body['payment']['_id']}", token=user)
+    assert got["payment"]["status"] == "failed" and "mismatch" in got["payment"]["failureReason"]
+
+
+async def test_idempotency_key_rules(full_shop) -> None:
+    shop = full_shop
+    user, order_id, _ = await setup_order(shop)
+    assert (await initiate(shop, user, order_id, None))[1]["error"]["code"] == "idempotency_key_required"
+    assert (await initiate(shop, user, order_id, "x" * 256))[0] == 400
+    bad = await initiate(shop, user, order_id, "k-8", paymentMethodId="not-a-pm")
+    assert bad[0] == 400  # validation failures are not recorded...
+    good = await initiate(shop, user, order_id, "k-8", paymentMethodId="pm_card_visa")
+    assert good[0] == 201  # ...so the corrected request may use the key
+    mismatch = await initiate(shop, user, order_id, "k-8")
+    assert mismatch[0] == 422 and mismatch[1]["error"]["code"] == "idempotency_key_mismatch"
+    for method, data in (("paypal", {"returnUrl": "https://a.example/ok", "cancelUrl": "https://a.example/no"}),
+                         ("mpesa", {"phoneNumber": "0712345678"})):
+        status, body, _ = await initiate(shop, user, order_id, f"k-{method}", method, **data)
+        assert status in (409, 501)
+    assert (await initiate(shop, user, order_id, "k-9", "mpesa", phoneNumber="12345"))[0] == 400
+    assert (await initiate(shop, user, "0" * 24, "k-10", paymentMethodId="pm_card_visa"))[0] == 404
+    assert (await initiate(shop, shop.token(), order_id, "k-11", paymentMethodId="pm_card_visa"))[0] in (404, 409)
+
+
+async def test_200_concurrent_identical_requests_charge_once(full_shop) -> None:
+    shop = full_shop
+    user, order_id, _ = await setup_order(shop)
+    results = await asyncio.gather(*(initiate(shop, user, order_id, "same-key", paymentMethodId="pm_card_visa")
+                                     for _ in range(200)))
+    outcomes = Counter((status, headers.get("Idempotent-Replayed")) for status, _, headers in results)
+    assert outcomes[(201, None)] == 1
+    assert set(outcomes) <= {(201, None), (201, "true"), (409, None)}
+    bodies = {json.dumps(body, sort_keys=True) for status, body, _ in results if status == 201}
+    assert len(bodies) == 1  # every replay is the first response
+    assert len(charges()) == 1 and await order_state(shop, user, order_id) == ("confirmed", "paid")
+
+
+async def test_200_concurrent_keys_for_one_order_pay_it_once(full_shop) -> None:
+    shop = full_shop
+    user, order_id, _ = await setup_order(shop)
+    results = await asyncio.gather(*(initiate(shop, user, order_id, f"key-{i}", paymentMethodId="pm_card_visa")
+                                     for i in range(200)))
+    statuses = Counter(status for status, _, _ in results)
+    assert statuses[201] == 1 and statuses[409] == 199
+    assert len(charges()) == 1 and await order_state(shop, user, order_id) == ("confirmed", "paid")
+
+
+async def test_refunds(full_shop) -> None:
+    shop = full_shop
+    user, order_id, _ = await setup_order(shop, price=10, quantity=3)
+    payment = (await initiate(shop, user, order_id, "k-12", paymentMethodId="pm_card_visa"))[1]["payment"]
+    admin = shop.token("admin")
+    path = f"/api/payments/{payment['_id']}/refund"
+    assert (await shop.call("POST", path, {"amount": 5}, token=user, headers={"Idempotency-Key": "r"}))[0] == 403
+    assert (await shop.call("POST", path, {"amount": 5}, token=admin))[0] == 400
+    status, body, _ = await shop.call("POST", path, {"amount": 12.5}, token=admin, headers={"Idempotency-Key": "r1"})
+    assert status == 200 and body["payment"]["status"] == "partially_refunded"
+    assert body["payment"]["refundedAmount"] == 12.5
+    again = await shop.call("POST", path, {"amount": 12.5}, token=admin, headers={"Idempotency-Key": "r1"})
+    assert again[2]["Idempotent-Replayed"] == "true"
+    too_much = await shop.call("POST", path, {"amount": 20}, token=admin, headers={"Idempotency-Key": "r2"})
+    assert too_much[0] == 409
+    status, body, _ = await shop.call("POST", path, {}, token=admin, headers={"Idempotency-Key": "r3"})
+    assert status == 200 and body["payment"]["status"] == "refunded" and body["payment"]["refundedAmount"] == 30
+    assert [e["amount"] for e in local_stripe().ledger if e["type"] == "refund"] == [1250, 1750]
+    assert await order_state(shop, user, order_id) == ("confirmed", "refunded")
+
+
+async def test_verify_asks_the_provider(full_shop) -> None:
+    shop = full_shop
+    user, order_id, _ = await setup_order(shop)
+    body = (await initiate(shop, user, order_id, "k-13"))[1]
+    stripe = local_stripe()
+    stripe.endpoints.clear()  # the webhook never arrives; verify must find out by itself
+    intent = stripe.intents[body["payment"]["transactionId"]]
+    intent.update(status="succeeded", amount_received=intent["amount"])
+    status, verified, _ = await shop.call("GET", f"/api/payments/verify/{body['payment']['_id']}", token=user)
+    assert status == 200 and verified["payment"]["status"] == "succeeded"
+    assert await order_state(shop, user, order_id) == ("confirmed", "paid")
+
+
+async def test_health_shows_provider_modes(full_shop) -> None:
+    payments_worker = full_shop.runtime.workers["rest-shop-payments"]
+    reply = await asgi_fetch(payments_worker, Request("http://p/health"))
+    body = await reply.json()
+    assert reply.status == 200 and body["service"] == "rest-shop-payments"
+    assert body["providers"] == {"stripe": {"mode": "local", "reachable": True}}
+    assert body["database"]["status"] == "connected"
