@@ -6,6 +6,7 @@ collections.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -87,6 +88,13 @@ async def idempotent(env: Any, user: Claims, key: str, print_: str,
     return reply
 
 
+async def _pause(env: Any, point: str) -> None:
+    """Test hook (var PAYMENTS_TEST_PAUSE): stop here until the process is killed."""
+    if str(env.get("PAYMENTS_TEST_PAUSE", "")) == point:
+        print(f"PAYMENTS_TEST_PAUSE reached: {point}", flush=True)
+        await asyncio.Event().wait()
+
+
 def order_lock(env: Any, order_id: str) -> Any:
     return env.ORDER_LOCK.get(env.ORDER_LOCK.id_from_name(order_id))
 
@@ -146,6 +154,7 @@ async def initiate(env: Any, user: Claims, key: str, body: InitiateIn, webhook_b
         except ProviderUnavailable as exc:
             raise ApiError(503, "provider_unavailable", f"{exc}; retry with the same Idempotency-Key",
                            headers={"Retry-After": "2"}) from None
+        await _pause(env, "after-provider")
         await store.update(payment_id, transactionId=result.transaction_id)
         payment = await settle(env, {**payment, "transactionId": result.transaction_id}, result)
         if payment["status"] == "failed":

@@ -269,3 +269,28 @@ class LocalStripe:
         status = await self._deliver(self.endpoints[-1], event, delay_s=float(body.get("delay_s", 0)),
                                      timestamp=int(time.time()) - age if age else None, attempts=1)
         return web.json_response({"delivered": status})
+
+
+def main() -> None:
+    """`python -m payments.local.stripe_server --port 12111 --api-key sk_test_x`: run it on its own."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m payments.local.stripe_server")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=12111)
+    parser.add_argument("--api-key", required=True)
+    args = parser.parse_args()
+
+    async def serve() -> None:
+        server = LocalStripe(args.api_key)
+        print(f"local Stripe API on {await server.start(args.host, args.port)}", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await server.stop()
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

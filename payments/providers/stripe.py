@@ -96,7 +96,7 @@ class StripeProvider:
     async def ensure_webhook_endpoint(self, url: str) -> None:
         """Local mode: register our webhook URL, as one would in Stripe's dashboard (keeps the secret)."""
         async with self._endpoint_lock:
-            if self.webhook_secret:
+            if self.webhook_secret or self.mode != "local":
                 return
             endpoint = await self._call(self._client.v1.webhook_endpoints.create_async(
                 params={"url": url, "enabled_events": sorted(EVENTS)}))
