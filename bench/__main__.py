@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .base_bench import bench_base
+from .payments_bench import bench_payments
 from .runtime_bench import bench_runtime
 
 HERE = Path(__file__).resolve().parent
@@ -31,7 +32,8 @@ def table(results: dict[str, Any]) -> str:
 async def main(quick: bool) -> dict[str, Any]:
     return {"quick": quick, "python": platform.python_version(), "machine": platform.machine(),
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "benchmarks": {"runtime": await bench_runtime(quick), "base": await bench_base(quick)}}
+            "benchmarks": {"runtime": await bench_runtime(quick), "base": await bench_base(quick),
+                           "payments": await bench_payments(quick)}}
 
 
 if __name__ == "__main__":

@@ -27,12 +27,13 @@ KEY = "bench-jwt-key-" + "k" * 40
 
 
 class DevSession:
-    def __init__(self, state: Path) -> None:
+    def __init__(self, state: Path, workers: tuple[str, ...] = ("base", "bench/workers/hello")) -> None:
         env = {**os.environ, "JWT_KEY": KEY, "PYTHONUNBUFFERED": "1", "WRANGLER_REGISTRY_PATH": str(state / "reg")}
-        env.pop("MONGODB_URI", None)
+        for name in ("MONGODB_URI", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET"):
+            env.pop(name, None)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "wrangler", "dev", "-c", str(ROOT / "base" / "wrangler.toml"),
-             "-c", str(ROOT / "bench" / "workers" / "hello" / "wrangler.toml"), "--port", "0",
+            [sys.executable, "-m", "wrangler", "dev", *[a for w in workers for a in ("-c", str(ROOT / w / "wrangler.toml"))],
+             "--port", "0",
              "--persist-to", str(state), "--var", "SIGNUP_RATE_LIMIT:1000000/60",
              "--var", "LOGIN_RATE_LIMIT:1000000/60"],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
