@@ -5,7 +5,7 @@ Stripe's JSON objects and error shapes). It keeps a ledger of charges and refund
 webhook endpoints (`POST /v1/webhook_endpoints` returns the signing secret, as Stripe does) and
 delivers signed events. Test payment methods: `pm_card_visa` succeeds, `pm_card_chargeDeclined`
 and `pm_card_chargeDeclinedInsufficientFunds` are declined.
-Controls under `/_local/`: the ledger, fault injection (delay, 5xx), event (re)delivery.
+Controls under `/_local/` (ledger, faults, event redelivery) come from `LocalProviderServer`.
 """
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ import secrets
 import time
 from typing import Any
 
-import aiohttp
 from aiohttp import web
+
+from .base import LocalProviderServer, new_id
 
 log = logging.getLogger("rest_shop.local_stripe")
 
@@ -27,74 +28,40 @@ DECLINES = {"pm_card_chargeDeclined": ("card_declined", "generic_decline"),
             "pm_card_chargeDeclinedInsufficientFunds": ("card_declined", "insufficient_funds")}
 
 
-def _id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(12)}"
-
-
 def _error(status: int, type_: str, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": {"type": type_, "message": message, **extra}}, status=status)
 
 
-class LocalStripe:
+class LocalStripe(LocalProviderServer):
     def __init__(self, api_key: str) -> None:
+        super().__init__()
         self.api_key = api_key
         self.intents: dict[str, dict[str, Any]] = {}
-        self.ledger: list[dict[str, Any]] = []          # {"type": "charge"|"refund", "payment_intent", "amount"}
-        self.events: dict[str, dict[str, Any]] = {}
         self.endpoints: list[dict[str, Any]] = []
-        self.faults: dict[str, Any] = {"delay_s": 0.0, "status": None, "count": 0}
         self._idempotency: dict[str, tuple[str, int, bytes]] = {}
         self._in_progress: set[str] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._runner: web.AppRunner | None = None
-        self._http: aiohttp.ClientSession | None = None
-        self.url = ""
 
-    # -- lifecycle ------------------------------------------------------------------------
-    def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._middleware])
+    def middlewares(self) -> list[Any]:
+        return [self._middleware]
+
+    def fault_response(self, status: int) -> web.Response:
+        return _error(status, "api_error", "Simulated Stripe failure")
+
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/payment_intents", self.create_intent)
         app.router.add_get("/v1/payment_intents/{id}", self.get_intent)
         app.router.add_post("/v1/payment_intents/{id}/confirm", self.confirm_intent)
         app.router.add_post("/v1/refunds", self.create_refund)
         app.router.add_post("/v1/webhook_endpoints", self.create_endpoint)
         app.router.add_get("/v1/balance", self.balance)
-        app.router.add_get("/_local/ledger", self.get_ledger)
-        app.router.add_post("/_local/faults", self.set_faults)
-        app.router.add_post("/_local/events/{id}/deliver", self.redeliver)
-        return app
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        self._runner = web.AppRunner(self.app(), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        sock = site._server.sockets[0]  # type: ignore[union-attr]
-        self.url = f"http://{host}:{sock.getsockname()[1]}"
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
-        return self.url
-
-    async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        if self._http is not None:
-            await self._http.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    # -- middleware: auth, faults, idempotency ---------------------------------------------
+    # -- middleware: auth, idempotency ----------------------------------------------------
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if not request.path.startswith("/v1/"):
             return await handler(request)
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return _error(401, "invalid_request_error", "Invalid API Key provided")
-        if self.faults["count"] > 0:
-            self.faults["count"] -= 1
-            if self.faults["delay_s"]:
-                await asyncio.sleep(self.faults["delay_s"])
-            if self.faults["status"]:
-                return _error(int(self.faults["status"]), "api_error", "Simulated Stripe failure")
         key = request.headers.get("Idempotency-Key")
         if request.method != "POST" or not key:
             return await handler(request)
@@ -129,7 +96,7 @@ class LocalStripe:
             return _error(400, "invalid_request_error", "Missing required param: amount or currency.")
         if amount < 1:
             return _error(400, "invalid_request_error", "Amount must be at least 1.", param="amount")
-        intent = {"id": _id("pi"), "object": "payment_intent", "amount": amount, "currency": currency,
+        intent = {"id": new_id("pi"), "object": "payment_intent", "amount": amount, "currency": currency,
                   "amount_received": 0, "amount_refunded": 0, "status": "requires_payment_method",
                   "payment_method": form.get("payment_method"), "created": int(time.time()),
                   "metadata": {k[9:-1]: v for k, v in form.items() if k.startswith("metadata[")},
@@ -172,9 +139,9 @@ class LocalStripe:
             return _error(400, "invalid_request_error", f"No such PaymentMethod: '{method}'", code="resource_missing")
         intent["status"] = "succeeded"
         intent["amount_received"] = intent["amount"]
-        intent["latest_charge"] = _id("ch")
-        self.ledger.append({"type": "charge", "payment_intent": intent["id"], "amount": intent["amount"],
-                            "currency": intent["currency"], "payment_id": intent["metadata"].get("payment_id")})
+        intent["latest_charge"] = new_id("ch")
+        self.record("charge", intent["amount"], intent["currency"], intent["metadata"].get("payment_id"),
+                    payment_intent=intent["id"])
         self._emit("payment_intent.succeeded", intent)
         return web.json_response(intent)
 
@@ -190,10 +157,10 @@ class LocalStripe:
                           f"Refund amount ({amount}) is greater than unrefunded amount ({remaining}).",
                           param="amount")
         intent["amount_refunded"] += amount
-        refund = {"id": _id("re"), "object": "refund", "amount": amount, "currency": intent["currency"],
+        refund = {"id": new_id("re"), "object": "refund", "amount": amount, "currency": intent["currency"],
                   "payment_intent": intent["id"], "status": "succeeded", "created": int(time.time())}
-        self.ledger.append({"type": "refund", "payment_intent": intent["id"], "amount": amount,
-                            "currency": intent["currency"], "payment_id": intent["metadata"].get("payment_id")})
+        self.record("refund", amount, intent["currency"], intent["metadata"].get("payment_id"),
+                    payment_intent=intent["id"])
         charge = {"id": intent.get("latest_charge"), "object": "charge", "payment_intent": intent["id"],
                   "amount": intent["amount"], "amount_refunded": intent["amount_refunded"],
                   "currency": intent["currency"], "metadata": intent["metadata"],
@@ -203,7 +170,7 @@ class LocalStripe:
 
     async def create_endpoint(self, request: web.Request) -> web.Response:
         form = await request.post()
-        endpoint = {"id": _id("we"), "object": "webhook_endpoint", "url": form.get("url"),
+        endpoint = {"id": new_id("we"), "object": "webhook_endpoint", "url": form.get("url"),
                     "enabled_events": [v for k, v in form.items() if k.startswith("enabled_events[")],
                     "secret": f"whsec_{secrets.token_hex(24)}", "status": "enabled"}
         self.endpoints.append(endpoint)
@@ -214,61 +181,25 @@ class LocalStripe:
 
     # -- events ---------------------------------------------------------------------------
     def _emit(self, type_: str, obj: dict[str, Any]) -> None:
-        event = {"id": _id("evt"), "object": "event", "type": type_, "created": int(time.time()),
+        event = {"id": new_id("evt"), "object": "event", "type": type_, "created": int(time.time()),
                  "api_version": "2024-06-20", "livemode": False, "data": {"object": json.loads(json.dumps(obj))}}
-        self.events[event["id"]] = event
-        for endpoint in self.endpoints:
-            if type_ in endpoint["enabled_events"] or "*" in endpoint["enabled_events"]:
-                self._spawn(self._deliver(endpoint, event))
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.emit(event["id"], event)
 
     def sign(self, secret: str, payload: bytes, timestamp: int | None = None) -> str:
         ts = int(time.time()) if timestamp is None else timestamp
         digest = hmac.new(secret.encode(), f"{ts}.".encode() + payload, hashlib.sha256).hexdigest()
         return f"t={ts},v1={digest}"
 
-    async def _deliver(self, endpoint: dict[str, Any], event: dict[str, Any], *, delay_s: float = 0.0,
-                       timestamp: int | None = None, attempts: int = 4) -> int | None:
-        """POST the signed event; retry with backoff on failure, as Stripe does (in minutes there)."""
-        await asyncio.sleep(delay_s)
+    async def deliver_event(self, event: dict[str, Any], *, age_s: int = 0) -> int | None:
+        """POST the event, signed as Stripe signs it, to every endpoint that wants its type."""
         payload = json.dumps(event).encode()
-        assert self._http is not None
-        for attempt in range(attempts):
-            headers = {"Content-Type": "application/json",
-                       "Stripe-Signature": self.sign(endpoint["secret"], payload, timestamp)}
-            try:
-                async with self._http.post(endpoint["url"], data=payload, headers=headers) as resp:
-                    if resp.status < 500:
-                        return resp.status
-            except aiohttp.ClientError as exc:
-                log.info("webhook delivery to %s failed: %s", endpoint["url"], exc)
-            await asyncio.sleep(0.2 * 2 ** attempt)
-        return None
-
-    # -- controls -------------------------------------------------------------------------
-    async def get_ledger(self, request: web.Request) -> web.Response:
-        return web.json_response({"ledger": self.ledger, "events": list(self.events)})
-
-    async def set_faults(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        self.faults = {"delay_s": float(body.get("delay_s", 0)), "status": body.get("status"),
-                       "count": int(body.get("count", 1))}
-        return web.json_response(self.faults)
-
-    async def redeliver(self, request: web.Request) -> web.Response:
-        """Deliver an event again (duplicates), later (`delay_s`) or with an old timestamp (`age_s`)."""
-        event = self.events.get(request.match_info["id"])
-        if event is None or not self.endpoints:
-            return _error(404, "invalid_request_error", "No such event or no endpoint")
-        body = await request.json() if request.can_read_body else {}
-        age = int(body.get("age_s", 0))
-        status = await self._deliver(self.endpoints[-1], event, delay_s=float(body.get("delay_s", 0)),
-                                     timestamp=int(time.time()) - age if age else None, attempts=1)
-        return web.json_response({"delivered": status})
+        status: int | None = None
+        for endpoint in self.endpoints:
+            if event["type"] in endpoint["enabled_events"] or "*" in endpoint["enabled_events"]:
+                signature = self.sign(endpoint["secret"], payload, int(time.time()) - age_s)
+                status = await self.post(endpoint["url"], payload, {"Content-Type": "application/json",
+                                                                    "Stripe-Signature": signature})
+        return status
 
 
 def main() -> None:

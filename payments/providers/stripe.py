@@ -41,6 +41,8 @@ class StripeProvider:
             raise ProviderUnavailable(f"Stripe is unreachable: {type(exc).__name__}") from None
         except APIError as exc:
             raise ProviderUnavailable(f"Stripe error {exc.http_status}: {exc.user_message or exc}") from None
+        except (AttributeError, KeyError, ValueError, TypeError) as exc:  # a reply the library could not read
+            raise ProviderUnavailable(f"unexpected reply from Stripe: {type(exc).__name__}") from None
 
     @staticmethod
     def _result(intent: Any) -> ChargeResult:
