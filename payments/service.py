@@ -28,6 +28,7 @@ from .stores.payments import PaymentStore, payment_out
 log = logging.getLogger("rest_shop.payments")
 
 RECORDED_ERRORS = {402, 404, 409}  # final answers; validation errors and 5xx are not recorded
+FINAL = frozenset({"succeeded", "refunded", "partially_refunded"})
 
 
 @dataclass
@@ -186,7 +187,7 @@ async def verify(env: Any, user: Claims, payment_id: str) -> dict[str, Any]:
         result = await provider.verify(payment["transactionId"])
     except ProviderUnavailable as exc:
         raise ApiError(503, "provider_unavailable", str(exc), headers={"Retry-After": "2"}) from None
-    if payment["status"] in ("succeeded", "refunded", "partially_refunded") and result.status == "succeeded":
+    if payment["status"] in FINAL and result.status == "succeeded":
         return payment_out(payment)
     return payment_out(await settle(env, payment, result))
 
@@ -230,7 +231,13 @@ async def apply_event(env: Any, provider_name: str, event: ProviderEvent) -> str
     seen = ns.get(ns.id_from_name(provider_name))
     if await seen.seen(event.event_id):
         return "duplicate"
-    if event.kind != "ignored":
+    if event.extra.get("capture"):  # PayPal: the payer approved; capture now (idempotent), then settle
+        store = await payments(env)
+        payment = await store.by_transaction(event.extra["capture"])
+        provider = registry.providers.get(provider_name)
+        if payment is not None and provider is not None and payment["status"] not in FINAL:
+            await settle(env, payment, await provider.verify(event.extra["capture"]))
+    elif event.kind != "ignored":
         store = await payments(env)
         payment = await store.get(event.payment_id) if event.payment_id else None
         if payment is None and event.transaction_id:
@@ -242,7 +249,7 @@ async def apply_event(env: Any, provider_name: str, event: ProviderEvent) -> str
             if (event.amount_minor or 0) > payment.get("refunded_minor", 0):
                 await store.update(str(payment["_id"]), status=status, refunded_minor=event.amount_minor)
                 await order_lock(env, payment["orderId"]).mark_refunded(str(payment["_id"]), event.amount_minor)
-        elif payment["status"] not in ("succeeded", "refunded", "partially_refunded"):
+        elif payment["status"] not in FINAL:
             await settle(env, payment, ChargeResult(transaction_id=event.transaction_id, status=event.kind,
                                                     amount_minor=event.amount_minor, currency=event.currency))
     await seen.record(event.event_id)

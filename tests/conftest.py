@@ -252,7 +252,7 @@ async def full_shop(tmp_path: Path, mongo_uri: str, monkeypatch: pytest.MonkeyPa
         monkeypatch.delenv(name, raising=False)
     db_name = f"t_{uuid.uuid4().hex[:16]}"
     configs = [with_vars(BASE_TOML, MONGODB_DB=db_name, SIGNUP_RATE_LIMIT="10000/60", LOGIN_RATE_LIMIT="10000/60"),
-               with_vars(PAYMENTS_TOML, MONGODB_DB=f"{db_name}_pay", STRIPE_TIMEOUT_S=1),
+               with_vars(PAYMENTS_TOML, MONGODB_DB=f"{db_name}_pay", PROVIDER_TIMEOUT_S=1),
                wconfig.load(GATEWAY_TOML)]
     runtime = Runtime(configs, persist_to=tmp_path / "state", alarm_backoff_s=0.05)
     await runtime.start()

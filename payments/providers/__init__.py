@@ -11,11 +11,12 @@ import secrets
 from typing import Any
 
 from .base import Provider
+from .paypal import PayPalProvider
 from .stripe import StripeProvider
 
 log = logging.getLogger("rest_shop.providers")
 
-METHODS = {"stripe": "stripe", "card": "stripe"}
+METHODS = {"stripe": "stripe", "card": "stripe", "paypal": "paypal", "mpesa": "mpesa"}
 
 
 class Providers:
@@ -26,7 +27,7 @@ class Providers:
     async def start(self, env: Any) -> None:
         local_ok = str(env.get("LOCAL_PROVIDERS", "auto")) == "auto"
         key = env.get("STRIPE_SECRET_KEY")
-        timeout_s = float(env.get("STRIPE_TIMEOUT_S", 10))
+        timeout_s = float(env.get("PROVIDER_TIMEOUT_S", 10))
         if key:
             self.providers["stripe"] = StripeProvider(key, env.get("STRIPE_WEBHOOK_SECRET"),
                                                       str(env.get("STRIPE_API_BASE", "https://api.stripe.com")),
@@ -39,8 +40,25 @@ class Providers:
             self.local_servers["stripe"] = server
             self.providers["stripe"] = StripeProvider(local_key, None, url, timeout_s)
             log.warning("STRIPE_SECRET_KEY is not set: using the local Stripe server at %s", url)
+        client_id, client_secret = env.get("PAYPAL_CLIENT_ID"), env.get("PAYPAL_CLIENT_SECRET")
+        if client_id and client_secret:
+            self.providers["paypal"] = PayPalProvider(
+                client_id, client_secret, str(env.get("PAYPAL_API_BASE", "https://api-m.sandbox.paypal.com")),
+                env.get("PAYPAL_WEBHOOK_ID"), timeout_s)
+        elif local_ok:
+            from ..local.paypal_server import LocalPayPal
+            local_id, local_secret = f"local-{secrets.token_hex(6)}", secrets.token_urlsafe(24)
+            server = LocalPayPal(local_id, local_secret)
+            url = await server.start()
+            self.local_servers["paypal"] = server
+            self.providers["paypal"] = PayPalProvider(local_id, local_secret, url, None, timeout_s)
+            log.warning("PAYPAL_CLIENT_ID is not set: using the local PayPal server at %s", url)
 
     async def stop(self) -> None:
+        for provider in self.providers.values():
+            close = getattr(provider, "close", None)
+            if close is not None:
+                await close()
         for server in self.local_servers.values():
             await server.stop()
         self.local_servers.clear()

@@ -1,10 +1,16 @@
 """The one interface every payment provider implements, and the results it speaks in."""
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Protocol
 
 ChargeStatus = Literal["succeeded", "pending", "requires_action", "failed"]
+
+
+def basic_auth(user: str, password: str) -> str:
+    """An `Authorization: Basic` value (OAuth client credentials of PayPal and Daraja)."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 class ProviderUnavailable(Exception):

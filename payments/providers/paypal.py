@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import aiohttp
 
-from .base import Charge, ChargeResult, InvalidEvent, ProviderEvent, ProviderUnavailable, RefundResult
+from .base import Charge, ChargeResult, InvalidEvent, ProviderEvent, ProviderUnavailable, RefundResult, basic_auth
 
 EVENTS = {"PAYMENT.CAPTURE.COMPLETED": "succeeded", "PAYMENT.CAPTURE.DENIED": "failed",
           "PAYMENT.CAPTURE.REFUNDED": "refunded", "CHECKOUT.ORDER.APPROVED": "approved"}
@@ -38,7 +38,7 @@ class PayPalProvider:
             "sandbox" if "sandbox" in api_base else "live")
         self.api_base = api_base.rstrip("/")
         self.webhook_id = webhook_id
-        self._auth = aiohttp.BasicAuth(client_id, client_secret)
+        self._basic = basic_auth(client_id, client_secret)
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
         self._token: tuple[str, float] | None = None
@@ -69,7 +69,7 @@ class PayPalProvider:
             headers["PayPal-Request-Id"] = request_id
         kwargs: dict[str, Any] = {"headers": headers}
         if auth:
-            kwargs["auth"] = self._auth
+            headers["Authorization"] = self._basic
             kwargs["data"] = form
             headers.pop("Content-Type")
         else:
