@@ -30,9 +30,13 @@ class StripeProvider:
                  timeout_s: float = 10.0) -> None:
         self.mode = "local" if api_base.startswith("http://") else ("live" if secret_key.startswith("sk_live") else "sandbox")
         self.webhook_secret = webhook_secret
+        self._http = stripe.AIOHTTPClient(timeout=timeout_s)
         self._client = stripe.StripeClient(secret_key, base_addresses={"api": api_base}, max_network_retries=0,
-                                           http_client=stripe.AIOHTTPClient(timeout=timeout_s))
+                                           http_client=self._http)
         self._endpoint_lock = asyncio.Lock()
+
+    async def close(self) -> None:
+        await self._http.close_async()
 
     async def _call(self, coro: Any) -> Any:
         try:

@@ -239,5 +239,6 @@ async def test_health_shows_provider_modes(full_shop) -> None:
     reply = await asgi_fetch(payments_worker, Request("http://p/health"))
     body = await reply.json()
     assert reply.status == 200 and body["service"] == "rest-shop-payments"
-    assert body["providers"] == {"stripe": {"mode": "local", "reachable": True}}
+    assert body["providers"] == {"stripe": {"mode": "local", "reachable": True},
+                                 "paypal": {"mode": "local", "reachable": True}}
     assert body["database"]["status"] == "connected"
