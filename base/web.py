@@ -1,28 +1,11 @@
-"""Request-side helpers for base's handlers: where the call comes from, and rate limits."""
+"""Request-side helpers for base's handlers: rate limits (and the shared auth helpers re-exported)."""
 from __future__ import annotations
-
-import ipaddress
-from quart import request
 
 from durable import env
 from models.errors import ApiError
-from models.web import auth, optional_user
+from models.web import auth, client_ip, optional_user
 
 __all__ = ["auth", "client_ip", "optional_user", "rate_limit"]
-
-
-def client_ip() -> str:
-    """The caller's address; X-Forwarded-For is believed only from a trusted proxy (the gateway)."""
-    peer = request.remote_addr or ""
-    trusted = str(env.get("TRUSTED_PROXIES", "127.0.0.1,::1")).split(",")
-    forwarded = request.headers.get("X-Forwarded-For")
-    if forwarded and peer in {t.strip() for t in trusted}:
-        candidate = forwarded.split(",")[-1].strip()
-        try:
-            return str(ipaddress.ip_address(candidate))
-        except ValueError:
-            pass
-    return peer
 
 
 def _limit(spec: str) -> tuple[int, float]:

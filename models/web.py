@@ -1,6 +1,7 @@
 """Quart glue every service shares: who is calling (JWT), and JSON errors, never a stack trace or HTML."""
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from functools import wraps
@@ -68,6 +69,20 @@ def _reply(status: int, code: str, message: str, details: list[Any] | None = Non
     response.status_code = status
     response.headers.update(headers or {})
     return response
+
+
+def client_ip() -> str:
+    """The caller's address; X-Forwarded-For is believed only from a trusted proxy (the gateway)."""
+    peer = request.remote_addr or ""
+    trusted = str(env.get("TRUSTED_PROXIES", "127.0.0.1,::1")).split(",")
+    forwarded = request.headers.get("X-Forwarded-For")
+    if forwarded and peer in {t.strip() for t in trusted}:
+        candidate = forwarded.split(",")[-1].strip()
+        try:
+            return str(ipaddress.ip_address(candidate))
+        except ValueError:
+            pass
+    return peer
 
 
 def install_error_handlers(app: Quart) -> None:

@@ -109,7 +109,10 @@ async def settle(env: Any, payment: dict[str, Any], result: ChargeResult) -> dic
     store = await payments(env)
     payment_id = str(payment["_id"])
     if result.status == "succeeded":
-        if result.amount_minor != payment["amount_minor"] or (result.currency or "").upper() != payment["currency"]:
+        # a provider that does not report the amount (M-Pesa's STK query) confirms the one we asked for
+        wrong_amount = result.amount_minor is not None and result.amount_minor != payment["amount_minor"]
+        wrong_currency = result.currency is not None and result.currency.upper() != payment["currency"]
+        if wrong_amount or wrong_currency:
             log.error("payment %s: provider reports %s %s, the order needs %s %s — marked failed", payment_id,
                       result.amount_minor, result.currency, payment["amount_minor"], payment["currency"])
             await order_lock(env, payment["orderId"]).mark_payment_failed(payment_id, "amount mismatch")
@@ -126,6 +129,15 @@ async def settle(env: Any, payment: dict[str, Any], result: ChargeResult) -> dic
     return await store.update(payment_id, status=result.status)
 
 
+def _check_payable(order: dict[str, Any], provider: Any, method: str) -> None:
+    currencies = getattr(provider, "currencies", None)
+    if currencies and order["currency"] not in currencies:
+        raise ApiError(422, "unprocessable_entity",
+                       f"{method} takes {', '.join(sorted(currencies))}, not {order['currency']}")
+    if provider.name == "mpesa" and order["total_minor"] % 100:
+        raise ApiError(422, "unprocessable_entity", "M-Pesa takes whole shillings")
+
+
 async def initiate(env: Any, user: Claims, key: str, body: InitiateIn, webhook_base: str) -> Reply:
     data = body.method_data().model_dump(mode="json", exclude_none=True)
 
@@ -135,13 +147,16 @@ async def initiate(env: Any, user: Claims, key: str, body: InitiateIn, webhook_b
             raise ApiError(501, "provider_not_available", f"{body.paymentMethod} payments are not available here yet")
         payment_id = derived_id(user.userId, key)
         try:
-            order = await order_lock(env, body.orderId).begin_payment(payment_id)
+            order = await order_lock(env, body.orderId).begin_payment(payment_id, user.userId, user.role == "admin")
         except NotFound:
             raise ApiError(404, "not_found", "Order not found") from None
         except Conflict as exc:
             raise ApiError(409, "conflict", str(exc)) from None
-        if order["userId"] != user.userId and user.role != "admin":
-            raise ApiError(404, "not_found", "Order not found")
+        try:
+            _check_payable(order, provider, body.paymentMethod)
+        except ApiError:
+            await order_lock(env, body.orderId).release_payment(payment_id)
+            raise
         store = await payments(env)
         payment = await store.start(payment_id, {
             "orderId": body.orderId, "userId": order["userId"], "paymentMethod": body.paymentMethod,
@@ -150,8 +165,16 @@ async def initiate(env: Any, user: Claims, key: str, body: InitiateIn, webhook_b
         try:
             if hasattr(provider, "ensure_webhook_endpoint"):
                 await provider.ensure_webhook_endpoint(f"{webhook_base}/payments/webhooks/{provider.name}")
-            result = await provider.create(Charge(payment_id, body.orderId, payment["amount_minor"],
-                                                  payment["currency"], data, webhook_base))
+            if payment.get("providerCalled") and provider.name == "mpesa":
+                # no provider idempotency: never a second STK push for one record
+                if not payment.get("transactionId"):
+                    raise ApiError(409, "payment_in_doubt", "An M-Pesa request may already be on the customer's "
+                                   "phone; check it with GET /payments/verify/" + payment_id)
+                result = await provider.verify(payment["transactionId"])
+            else:
+                await store.update(payment_id, providerCalled=True)
+                result = await provider.create(Charge(payment_id, body.orderId, payment["amount_minor"],
+                                                      payment["currency"], data, webhook_base))
         except ProviderUnavailable as exc:
             raise ApiError(503, "provider_unavailable", f"{exc}; retry with the same Idempotency-Key",
                            headers={"Retry-After": "2"}) from None
@@ -251,6 +274,7 @@ async def apply_event(env: Any, provider_name: str, event: ProviderEvent) -> str
                 await order_lock(env, payment["orderId"]).mark_refunded(str(payment["_id"]), event.amount_minor)
         elif payment["status"] not in FINAL:
             await settle(env, payment, ChargeResult(transaction_id=event.transaction_id, status=event.kind,
-                                                    amount_minor=event.amount_minor, currency=event.currency))
+                                                    amount_minor=event.amount_minor, currency=event.currency,
+                                                    failure_reason=event.extra.get("reason")))
     await seen.record(event.event_id)
     return "applied"

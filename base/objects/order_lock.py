@@ -178,11 +178,17 @@ class OrderLock(DurableObject):
         if target not in TRANSITIONS[order["status"]]:
             raise Conflict(f"cannot move an order from {order['status']} to {target}")
 
-    async def begin_payment(self, payment_id: str, lease_s: float = 300.0) -> dict[str, Any]:
-        """Let one payment at a time run for this order: the order (with `total_minor`) or Conflict."""
+    async def begin_payment(self, payment_id: str, user_id: str, is_admin: bool = False,
+                            lease_s: float = 300.0) -> dict[str, Any]:
+        """Let one payment at a time run for this order: the order (with `total_minor`) or Conflict.
+
+        Only the owner (or an admin) may: anyone else gets NotFound and learns nothing.
+        """
         async def run() -> dict[str, Any]:
             state = await self._created()
             order = state["order"]
+            if order["userId"] != user_id and not is_admin:
+                raise NotFound("Order not found")
             if order["paymentStatus"] == "paid" or order["status"] != "pending":
                 raise Conflict(f"order is {order['status']} and {order['paymentStatus']}: it cannot be paid")
             lease = state.get("payment_lease")
@@ -192,6 +198,15 @@ class OrderLock(DurableObject):
             await self.ctx.storage.put(STATE, state)
             return {**order_out(order), "total_minor": order["total_minor"]}
         return await self._serial(run)
+
+    async def release_payment(self, payment_id: str) -> None:
+        """The payment was refused before reaching the provider: let another one run."""
+        async def run() -> None:
+            state = await self._created()
+            if (state.get("payment_lease") or {}).get("payment") == payment_id:
+                state.pop("payment_lease")
+                await self.ctx.storage.put(STATE, state)
+        await self._serial(run)
 
     async def mark_refunded(self, payment_id: str, refunded_minor: int) -> dict[str, Any]:
         """A refund went through; a full refund marks the order's payment refunded."""

@@ -11,6 +11,7 @@ import secrets
 from typing import Any
 
 from .base import Provider
+from .mpesa import MpesaProvider
 from .paypal import PayPalProvider
 from .stripe import StripeProvider
 
@@ -53,6 +54,20 @@ class Providers:
             self.local_servers["paypal"] = server
             self.providers["paypal"] = PayPalProvider(local_id, local_secret, url, None, timeout_s)
             log.warning("PAYPAL_CLIENT_ID is not set: using the local PayPal server at %s", url)
+        mpesa = [env.get(n) for n in ("MPESA_CONSUMER_KEY", "MPESA_CONSUMER_SECRET", "MPESA_PASSKEY", "MPESA_SHORTCODE")]
+        callback_token = env.get("MPESA_CALLBACK_TOKEN") or secrets.token_urlsafe(24)
+        if all(mpesa):
+            self.providers["mpesa"] = MpesaProvider(*mpesa, str(env.get("MPESA_API_BASE",
+                                                                        "https://sandbox.safaricom.co.ke")),
+                                                    callback_token, timeout_s)
+        elif local_ok:
+            from ..local.mpesa_server import LocalMpesa
+            key, secret, passkey, shortcode = secrets.token_hex(8), secrets.token_hex(8), secrets.token_hex(16), "174379"
+            server = LocalMpesa(key, secret, shortcode, passkey)
+            url = await server.start()
+            self.local_servers["mpesa"] = server
+            self.providers["mpesa"] = MpesaProvider(key, secret, passkey, shortcode, url, callback_token, timeout_s)
+            log.warning("MPESA_CONSUMER_KEY is not set: using the local M-Pesa (Daraja) server at %s", url)
 
     async def stop(self) -> None:
         for provider in self.providers.values():

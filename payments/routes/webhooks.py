@@ -1,6 +1,7 @@
 """Provider webhooks: verified with the provider's own scheme, applied once, never trusted blindly."""
 from __future__ import annotations
 
+import hmac
 import logging
 from typing import Any
 
@@ -8,18 +9,19 @@ from quart import Blueprint, request
 
 from durable import env
 from models.errors import ApiError
+from models.web import client_ip
 
 from .. import service
 from ..providers import registry
 from ..providers.base import InvalidEvent
 
-bp = Blueprint("webhooks", __name__, url_prefix="/payments/webhooks")
+bp = Blueprint("webhooks", __name__, url_prefix="/payments")
 log = logging.getLogger("rest_shop.webhooks")
 
 MAX_EVENT_BYTES = 256 * 1024
 
 
-@bp.post("/<provider_name>")
+@bp.post("/webhooks/<provider_name>")
 async def receive(provider_name: str) -> Any:
     provider = registry.providers.get(provider_name)
     if provider is None:
@@ -34,3 +36,24 @@ async def receive(provider_name: str) -> Any:
         raise ApiError(400, "invalid_signature", "Webhook signature verification failed") from None
     outcome = await service.apply_event(env, provider_name, event)
     return {"received": True, "outcome": outcome}
+
+
+@bp.post("/mpesa/callback")
+async def mpesa_callback() -> Any:
+    """The original's path. No signature exists: a secret token in the URL, and optionally the
+    sender's IP, authenticate it; valid callbacks always get Daraja's "Accepted"."""
+    provider = registry.providers.get("mpesa")
+    if provider is None:
+        raise ApiError(404, "not_found", "M-Pesa is not enabled here")
+    if not hmac.compare_digest(request.args.get("token", "").encode(), provider.callback_token.encode()):
+        raise ApiError(401, "unauthorized", "Unknown callback token")
+    allowed = [ip.strip() for ip in str(env.get("MPESA_ALLOWED_IPS", "")).split(",") if ip.strip()]
+    if allowed and client_ip() not in allowed:
+        raise ApiError(403, "forbidden", "Callbacks are accepted from Safaricom's addresses only")
+    payload = await request.get_data()
+    try:
+        event = await provider.parse_event(payload, {})
+    except InvalidEvent as exc:
+        raise ApiError(400, "invalid_callback", str(exc)) from None
+    await service.apply_event(env, "mpesa", event)
+    return {"ResultCode": 0, "ResultDesc": "Accepted"}

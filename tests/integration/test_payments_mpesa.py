@@ -1,0 +1,103 @@
+"""M-Pesa end to end through the gateway, against the local Daraja server: STK push, the
+customer's answer as a callback (token-guarded, IP-allowlisted, deduplicated), STK query."""
+from __future__ import annotations
+
+import json
+
+import aiohttp
+import pytest
+
+from payments.providers import registry
+from tests.integration.test_payments_stripe import eventually, initiate, order_state, setup_order
+
+
+def daraja():
+    return registry.local_servers["mpesa"]
+
+
+async def kes_order(shop, price=150, quantity=2):
+    return await setup_order_kes(shop, price, quantity)
+
+
+async def setup_order_kes(shop, price, quantity):
+    from bson import ObjectId
+    user = shop.token(user_id=str(ObjectId()))
+    product = await shop.product(price=price, stock=100, currency="KES")
+    status, body, _ = await shop.call("POST", "/api/orders", {"productId": product["_id"], "quantity": quantity},
+                                      token=user)
+    assert status == 201
+    return user, body["createdOrder"]["_id"]
+
+
+async def _state_is(shop, user, order_id, expected) -> bool:
+    return await order_state(shop, user, order_id) == expected
+
+
+async def test_stk_push_then_callback_pays_the_order(full_shop) -> None:
+    shop = full_shop
+    user, order_id = await kes_order(shop)
+    status, body, _ = await initiate(shop, user, order_id, "mp-1", "mpesa", phoneNumber="+254 712 345 678")
+    assert status == 201 and body["payment"]["status"] == "pending" and body["payment"]["currency"] == "KES"
+    assert body["paymentDetails"]["customerMessage"].startswith("Success")
+    assert await eventually(lambda: _state_is(shop, user, order_id, ("confirmed", "paid")))
+    ledger = daraja().ledger
+    assert [(e["amount"], e["currency"], e["phone"]) for e in ledger] == [(30000, "KES", "254712345678")]
+    replay = await initiate(shop, user, order_id, "mp-1", "mpesa", phoneNumber="+254 712 345 678")
+    assert replay[2]["Idempotent-Replayed"] == "true" and daraja().pushes == 1  # never a second STK push
+
+
+@pytest.mark.parametrize("phone, reason", [("0700000001", "cancelled"), ("0700000002", "insufficient")])
+async def test_customer_declines_on_the_phone(full_shop, phone, reason) -> None:
+    shop = full_shop
+    user, order_id = await kes_order(shop)
+    body = (await initiate(shop, user, order_id, "mp-2", "mpesa", phoneNumber=phone))[1]
+    assert await eventually(lambda: _state_is(shop, user, order_id, ("pending", "failed")))
+    status, got, _ = await shop.call("GET", f"/api/payments/{body['payment']['_id']}", token=user)
+    assert got["payment"]["status"] == "failed" and reason in got["payment"]["failureReason"].lower()
+
+
+async def test_callbacks_need_the_token_and_are_applied_once(full_shop) -> None:
+    shop = full_shop
+    user, order_id = await kes_order(shop)
+    await initiate(shop, user, order_id, "mp-3", "mpesa", phoneNumber="0712345678")
+    assert await eventually(lambda: _state_is(shop, user, order_id, ("confirmed", "paid")))
+    server = daraja()
+    checkout = next(iter(server.events))
+    callback = server.events[checkout]
+    status, body, _ = await shop.call("POST", "/api/payments/mpesa/callback?token=wrong", json=callback)
+    assert status == 401
+    status, body, _ = await shop.call("POST", "/api/payments/mpesa/callback", json=callback)
+    assert status == 401
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{server.url}/_local/events/{checkout}/deliver", json={}) as resp:
+            assert (await resp.json())["delivered"] == 200  # duplicate: accepted, changes nothing
+    token = registry.providers["mpesa"].callback_token
+    forged = json.loads(json.dumps(callback))
+    forged["Body"]["stkCallback"]["CheckoutRequestID"] = "ws_CO_forged"
+    status, body, _ = await shop.call("POST", f"/api/payments/mpesa/callback?token={token}", json=forged)
+    assert status == 200 and body == {"ResultCode": 0, "ResultDesc": "Accepted"}  # unknown request: ignored
+    status, body, _ = await shop.call("POST", f"/api/payments/mpesa/callback?token={token}", data=b"not json")
+    assert status == 400
+    assert len(server.ledger) == 1 and await order_state(shop, user, order_id) == ("confirmed", "paid")
+
+
+async def test_verify_asks_daraja_when_no_callback_came(full_shop) -> None:
+    shop = full_shop
+    user, order_id = await kes_order(shop)
+    body = (await initiate(shop, user, order_id, "mp-4", "mpesa", phoneNumber="0700000003"))[1]
+    status, verified, _ = await shop.call("GET", f"/api/payments/verify/{body['payment']['_id']}", token=user)
+    assert status == 200 and verified["payment"]["status"] == "pending"  # still on the customer's phone
+    daraja().requests[body["payment"]["transactionId"]]["result"] = (0, "processed")
+    status, verified, _ = await shop.call("GET", f"/api/payments/verify/{body['payment']['_id']}", token=user)
+    assert verified["payment"]["status"] == "succeeded"
+    assert await order_state(shop, user, order_id) == ("confirmed", "paid")
+
+
+async def test_mpesa_rules(full_shop) -> None:
+    shop = full_shop
+    user, order_id = await kes_order(shop, price=10.5, quantity=1)
+    status, body, _ = await initiate(shop, user, order_id, "mp-5", "mpesa", phoneNumber="0712345678")
+    assert status == 422 and "whole shillings" in body["message"]
+    for phone in ("12345", "0812345678", "+1 555 0100", "25471234567"):
+        assert (await initiate(shop, user, order_id, f"mp-{phone}", "mpesa", phoneNumber=phone))[0] == 400
+    assert daraja().pushes == 0
