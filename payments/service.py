@@ -252,8 +252,19 @@ async def apply_event(env: Any, provider_name: str, event: ProviderEvent) -> str
     """A verified provider event, applied at most once (dedup by event id); returns what happened."""
     ns = env.PROVIDER_EVENTS
     seen = ns.get(ns.id_from_name(provider_name))
-    if await seen.seen(event.event_id):
-        return "duplicate"
+    claim = await seen.claim(event.event_id)
+    if claim != "new":
+        return claim
+    try:
+        await _apply(env, provider_name, event)
+    except Exception:
+        await seen.release(event.event_id)
+        raise
+    await seen.done(event.event_id)
+    return "applied"
+
+
+async def _apply(env: Any, provider_name: str, event: ProviderEvent) -> None:
     if event.extra.get("capture"):  # PayPal: the payer approved; capture now (idempotent), then settle
         store = await payments(env)
         payment = await store.by_transaction(event.extra["capture"])
@@ -276,5 +287,3 @@ async def apply_event(env: Any, provider_name: str, event: ProviderEvent) -> str
             await settle(env, payment, ChargeResult(transaction_id=event.transaction_id, status=event.kind,
                                                     amount_minor=event.amount_minor, currency=event.currency,
                                                     failure_reason=event.extra.get("reason")))
-    await seen.record(event.event_id)
-    return "applied"

@@ -53,19 +53,36 @@ class PaymentIdempotency(DurableObject):
 
 
 class ProviderEvents(DurableObject):
-    """One per provider: which webhook/callback event ids were applied (kept for 7 days)."""
+    """One per provider: which webhook/callback event ids were applied (kept for 7 days).
 
-    async def seen(self, event_id: str) -> bool:
-        return await self.ctx.storage.get(f"evt:{event_id}") is not None
+    A delivery claims its event before applying it, so two concurrent deliveries of one event
+    never both apply it; a claim whose holder died lapses after `lease_s` so a redelivery can."""
 
-    async def record(self, event_id: str) -> None:
+    async def claim(self, event_id: str, lease_s: float = 30.0) -> str:
+        """"new" (the caller applies it, then calls `done`), "duplicate", or "busy"."""
+        key = f"evt:{event_id}"
+        held = await self.ctx.storage.get(key)
+        now = time.time()
+        if isinstance(held, (int, float)):
+            return "duplicate"
+        if isinstance(held, dict) and held.get("until", 0) > now:
+            return "busy"
+        await self.ctx.storage.put(key, {"until": now + lease_s})
+        return "new"
+
+    async def done(self, event_id: str) -> None:
         await self.ctx.storage.put(f"evt:{event_id}", time.time())
         if await self.ctx.storage.get_alarm() is None:
             await self.ctx.storage.set_alarm(int((time.time() + 86400) * 1000))
 
+    async def release(self, event_id: str) -> None:
+        """Applying failed: let the provider's redelivery try again at once."""
+        await self.ctx.storage.delete(f"evt:{event_id}")
+
     async def alarm(self, info: Any = None) -> None:
         cutoff = time.time() - 7 * 86400
-        old = [k for k, at in (await self.ctx.storage.list(prefix="evt:")).items() if at < cutoff]
+        old = [k for k, at in (await self.ctx.storage.list(prefix="evt:")).items()
+               if (at if isinstance(at, (int, float)) else at.get("until", 0)) < cutoff]
         for start in range(0, len(old), 128):
             await self.ctx.storage.delete(old[start:start + 128])
         await self.ctx.storage.set_alarm(int((time.time() + 86400) * 1000))

@@ -35,6 +35,8 @@ async def receive(provider_name: str) -> Any:
         log.warning("rejected %s webhook: %s", provider_name, exc)
         raise ApiError(400, "invalid_signature", "Webhook signature verification failed") from None
     outcome = await service.apply_event(env, provider_name, event)
+    if outcome == "busy":  # another delivery of this event is being applied; the provider retries later
+        raise ApiError(409, "event_in_progress", "This event is being applied", headers={"Retry-After": "5"})
     return {"received": True, "outcome": outcome}
 
 

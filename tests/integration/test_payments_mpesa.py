@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 
 from payments.providers import registry
-from tests.integration.test_payments_stripe import eventually, initiate, order_state, setup_order
+from tests.integration.test_payments_stripe import eventually, initiate, order_state, payment_reaches, setup_order
 
 
 def daraja():
@@ -52,8 +52,8 @@ async def test_customer_declines_on_the_phone(full_shop, phone, reason) -> None:
     user, order_id = await kes_order(shop)
     body = (await initiate(shop, user, order_id, "mp-2", "mpesa", phoneNumber=phone))[1]
     assert await eventually(lambda: _state_is(shop, user, order_id, ("pending", "failed")))
-    status, got, _ = await shop.call("GET", f"/api/payments/{body['payment']['_id']}", token=user)
-    assert got["payment"]["status"] == "failed" and reason in got["payment"]["failureReason"].lower()
+    payment = await payment_reaches(shop, user, body["payment"]["_id"], "failed")
+    assert payment and reason in payment["failureReason"].lower()
 
 
 async def test_callbacks_need_the_token_and_are_applied_once(full_shop) -> None:

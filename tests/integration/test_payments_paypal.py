@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp
 
 from payments.providers import registry
-from tests.integration.test_payments_stripe import eventually, initiate, order_state, setup_order
+from tests.integration.test_payments_stripe import eventually, initiate, order_state, payment_reaches, setup_order
 
 URLS = {"returnUrl": "https://shop.example/paid", "cancelUrl": "https://shop.example/cancelled"}
 
@@ -30,8 +30,7 @@ async def test_paypal_approval_then_capture_pays_the_order(full_shop) -> None:
     assert await approve(body["paymentDetails"]["approvalUrl"]) == URLS["returnUrl"]
     assert await eventually(lambda: _state_is(shop, user, order_id, ("confirmed", "paid")))
     assert [(e["type"], e["amount"], e["currency"]) for e in local_paypal().ledger] == [("charge", 2500, "USD")]
-    status, got, _ = await shop.call("GET", f"/api/payments/{body['payment']['_id']}", token=user)
-    assert got["payment"]["status"] == "succeeded"
+    assert await payment_reaches(shop, user, body["payment"]["_id"], "succeeded")
 
 
 async def _state_is(shop, user, order_id, expected) -> bool:

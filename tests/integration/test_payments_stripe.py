@@ -56,6 +56,14 @@ async def eventually(check, timeout: float = 10.0):
         await asyncio.sleep(0.02)
 
 
+async def payment_reaches(shop, user, payment_id: str, status: str) -> dict:
+    """The payment record once it shows `status`: the order and the record are two writes, so poll both."""
+    async def check():
+        got = (await shop.call("GET", f"/api/payments/{payment_id}", token=user))[1]
+        return got["payment"] if got.get("payment", {}).get("status") == status else None
+    return await eventually(check)
+
+
 async def test_card_payment_end_to_end(full_shop) -> None:
     shop = full_shop
     user, order_id, order = await setup_order(shop)
@@ -87,8 +95,7 @@ async def test_client_side_confirmation_is_settled_by_the_signed_webhook(full_sh
                              headers={"Authorization": f"Bearer {local_stripe().api_key}"}) as resp:
             assert resp.status == 200
     assert await eventually(lambda: _paid(shop, user, order_id))
-    status, got, _ = await shop.call("GET", f"/api/payments/{body['payment']['_id']}", token=user)
-    assert got["payment"]["status"] == "succeeded"
+    assert await payment_reaches(shop, user, body["payment"]["_id"], "succeeded")
 
 
 async def _paid(shop, user, order_id) -> bool:
@@ -155,6 +162,24 @@ async def test_signed_event_with_the_wrong_amount_fails_the_payment(full_shop) -
     assert await order_state(shop, user, order_id) == ("pending", "failed")
     status, got, _ = await shop.call("GET", f"/api/payments/{body['payment']['_id']}", token=user)
     assert got["payment"]["status"] == "failed" and "mismatch" in got["payment"]["failureReason"]
+
+
+async def test_concurrent_deliveries_of_one_event_apply_it_once(full_shop) -> None:
+    shop = full_shop
+    user, order_id, _ = await setup_order(shop)
+    status, body, _ = await initiate(shop, user, order_id, "k-7b")
+    stripe = local_stripe()
+    intent = dict(stripe.intents[body["payment"]["transactionId"]], status="succeeded")
+    event = {"id": f"evt_{ObjectId()}", "object": "event", "type": "payment_intent.succeeded",
+             "created": int(time.time()), "data": {"object": intent}}
+    payload = json.dumps(event).encode()
+    headers = {"Stripe-Signature": stripe.sign(stripe.endpoints[-1]["secret"], payload),
+               "Content-Type": "application/json"}
+    replies = await asyncio.gather(*(shop.call("POST", "/api/payments/webhooks/stripe", data=payload, headers=headers)
+                                     for _ in range(20)))
+    outcomes = Counter(reply["outcome"] if status == 200 else reply["error"]["code"] for status, reply, _ in replies)
+    assert outcomes["applied"] == 1 and set(outcomes) <= {"applied", "duplicate", "event_in_progress"}, outcomes
+    assert await order_state(shop, user, order_id) == ("confirmed", "paid")
 
 
 async def test_idempotency_key_rules(full_shop) -> None:
