@@ -14,12 +14,12 @@ from durable import env
 from durable.mongo import MongoPool, pooled_database
 from models.web import install_error_handlers
 
-from .objects.idempotency import PaymentIdempotency, ProviderEvents
+from .objects.idempotency import IdempotencyLedger, PaymentIdempotency, ProviderEvents
 from .providers import registry
 from .routes import health, payments, webhooks
 from .stores.payments import PaymentStore
 
-__all__ = ["app", "MongoPool", "PaymentIdempotency", "ProviderEvents"]
+__all__ = ["app", "IdempotencyLedger", "MongoPool", "PaymentIdempotency", "ProviderEvents"]
 
 log = logging.getLogger("rest_shop.payments")
 

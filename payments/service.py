@@ -120,13 +120,34 @@ async def settle(env: Any, payment: dict[str, Any], result: ChargeResult) -> dic
         try:
             await order_lock(env, payment["orderId"]).mark_paid(payment_id, payment["amount_minor"], payment["currency"])
         except (Conflict, Unprocessable) as exc:
-            log.error("payment %s succeeded but the order refused it (%s); it needs a refund", payment_id, exc)
-            return await store.update(payment_id, status="succeeded", failureReason=f"order not payable: {exc}")
+            return await _refund_unwanted(store, {**payment, "transactionId": payment.get("transactionId")
+                                                  or result.transaction_id}, f"order not payable: {exc}")
         return await store.update(payment_id, status="succeeded", failureReason=None)
     if result.status == "failed":
         await order_lock(env, payment["orderId"]).mark_payment_failed(payment_id, result.failure_reason or "")
         return await store.update(payment_id, status="failed", failureReason=result.failure_reason)
     return await store.update(payment_id, status=result.status)
+
+
+async def _refund_unwanted(store: PaymentStore, payment: dict[str, Any], reason: str) -> dict[str, Any]:
+    """Money arrived for an order that is already paid (another intent the customer also
+    confirmed) or cancelled: give it back at once. The provider key makes a repeat a no-op."""
+    payment_id = str(payment["_id"])
+    provider = registry.for_method(payment["provider"])
+    try:
+        if provider is None:
+            raise ProviderUnavailable(f"{payment['provider']} is not configured")
+        result = await provider.refund(payment["transactionId"], payment["amount_minor"], f"auto-refund-{payment_id}")
+    except ProviderUnavailable as exc:
+        log.error("payment %s: %s, and the automatic refund failed (%s): refund it by hand", payment_id, reason, exc)
+        return await store.update(payment_id, status="succeeded", failureReason=f"{reason}; needs a refund")
+    if result.status == "failed":
+        log.error("payment %s: %s, and the provider refused the automatic refund: refund it by hand", payment_id, reason)
+        return await store.update(payment_id, status="succeeded", failureReason=f"{reason}; needs a refund")
+    log.warning("payment %s: %s; refunded automatically (%s)", payment_id, reason, result.refund_id)
+    await store.add_refund(payment_id, {"id": result.refund_id, "amount_minor": result.amount_minor,
+                                        "reason": "automatic: " + reason}, "refunded")
+    return await store.update(payment_id, failureReason=reason)
 
 
 def _check_payable(order: dict[str, Any], provider: Any, method: str) -> None:

@@ -1,6 +1,7 @@
 """Shared fixtures: fixture workers, an in-process runtime, and real `wrangler dev` subprocesses."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -243,13 +244,10 @@ PAYMENTS_TOML = ROOT / "payments" / "wrangler.toml"
 GATEWAY_TOML = ROOT / "gateway" / "wrangler.toml"
 
 
-@pytest.fixture
-async def full_shop(tmp_path: Path, mongo_uri: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Shop]:
-    """All three workers in one runtime; `shop.url` is the gateway on a real socket."""
-    monkeypatch.setenv("MONGODB_URI", mongo_uri)
-    monkeypatch.setenv("JWT_KEY", JWT_KEY)
-    for name in ("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET"):
-        monkeypatch.delenv(name, raising=False)
+@contextlib.asynccontextmanager
+async def open_full_shop(tmp_path: Path, mongo_uri: str) -> AsyncIterator[Shop]:
+    """All three workers in one runtime on fresh databases; `shop.url` is the gateway on a real socket.
+    The caller puts MONGODB_URI and JWT_KEY in the environment (see `full_shop`)."""
     db_name = f"t_{uuid.uuid4().hex[:16]}"
     configs = [with_vars(BASE_TOML, MONGODB_DB=db_name, SIGNUP_RATE_LIMIT="10000/60", LOGIN_RATE_LIMIT="10000/60"),
                with_vars(PAYMENTS_TOML, MONGODB_DB=f"{db_name}_pay", PROVIDER_TIMEOUT_S=1),
@@ -268,3 +266,18 @@ async def full_shop(tmp_path: Path, mongo_uri: str, monkeypatch: pytest.MonkeyPa
         client = MongoClient(mongo_uri)
         client.drop_database(db_name)
         client.drop_database(f"{db_name}_pay")
+
+
+def shop_environment(monkeypatch: pytest.MonkeyPatch, mongo_uri: str) -> None:
+    monkeypatch.setenv("MONGODB_URI", mongo_uri)
+    monkeypatch.setenv("JWT_KEY", JWT_KEY)
+    for name in ("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+async def full_shop(tmp_path: Path, mongo_uri: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Shop]:
+    """All three workers in one runtime; `shop.url` is the gateway on a real socket."""
+    shop_environment(monkeypatch, mongo_uri)
+    async with open_full_shop(tmp_path, mongo_uri) as shop:
+        yield shop

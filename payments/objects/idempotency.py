@@ -18,14 +18,20 @@ BOOT_ID = secrets.token_hex(8)  # this process; a record in flight under another
 
 
 class PaymentIdempotency(DurableObject):
+    def ledger(self) -> Any:
+        ns = self.env.IDEMPOTENCY_LEDGER
+        return ns.get(ns.id_from_name("global"))
+
     async def begin(self, fingerprint: str) -> dict[str, Any]:
         """`proceed` (we run it), `replay` (+ response), `mismatch` or `in_progress`."""
         record = await self.ctx.storage.get("record")
         if record is None:
+            started = time.time()
             await self.ctx.storage.put("record", {"state": "in_flight", "fingerprint": fingerprint,
-                                                  "boot": BOOT_ID, "started": time.time()})
+                                                  "boot": BOOT_ID, "started": started})
             ttl = float(self.env.get("IDEMPOTENCY_TTL_S", 86400))
-            await self.ctx.storage.set_alarm(int((time.time() + ttl) * 1000))
+            await self.ctx.storage.set_alarm(int((started + ttl) * 1000))
+            await self.ledger().opened(self.ctx.id.to_string(), started)
             return {"outcome": "proceed", "recovered": False}
         if record["fingerprint"] != fingerprint:
             return {"outcome": "mismatch"}
@@ -43,13 +49,42 @@ class PaymentIdempotency(DurableObject):
         if record is not None:
             record.update(state="done", response=response, finished=time.time())
             await self.ctx.storage.put("record", record)
+            await self.ledger().settled(self.ctx.id.to_string())
 
     async def release(self) -> None:
         """Not recorded (validation failure, retryable error): a later request may run afresh."""
         await self.ctx.storage.delete_all()
+        await self.ledger().dropped(self.ctx.id.to_string())
 
     async def alarm(self, info: Any = None) -> None:
         await self.ctx.storage.delete_all()
+        await self.ledger().dropped(self.ctx.id.to_string())
+
+
+class IdempotencyLedger(DurableObject):
+    """One per service: which idempotency records exist and which are in flight, for /health.
+
+    Records live one per object and cannot be listed, so each reports its transitions here."""
+
+    async def opened(self, record: str, started: float) -> None:
+        fresh = await self.ctx.storage.get(f"held:{record}") is None
+        count = int(await self.ctx.storage.get("count") or 0) + fresh
+        await self.ctx.storage.put({f"held:{record}": 1, f"inflight:{record}": started, "count": count})
+
+    async def settled(self, record: str) -> None:
+        await self.ctx.storage.delete(f"inflight:{record}")
+
+    async def dropped(self, record: str) -> None:
+        await self.ctx.storage.delete(f"inflight:{record}")
+        if await self.ctx.storage.delete(f"held:{record}"):
+            await self.ctx.storage.put("count", max(0, int(await self.ctx.storage.get("count") or 0) - 1))
+
+    async def stats(self) -> dict[str, Any]:
+        """Records held, and how long the oldest unfinished one has been running (a stuck charge)."""
+        inflight = await self.ctx.storage.list(prefix="inflight:")
+        oldest = min(inflight.values(), default=None)
+        return {"records": int(await self.ctx.storage.get("count") or 0), "in_flight": len(inflight),
+                "oldest_in_flight_s": None if oldest is None else round(time.time() - oldest, 3)}
 
 
 class ProviderEvents(DurableObject):

@@ -1,4 +1,5 @@
-"""/health: database (with pool statistics) and each enabled provider's mode and reachability."""
+"""/health: database (with pool statistics), each enabled provider's mode and reachability, and
+the idempotency records (how many, and the age of the oldest still in flight)."""
 from __future__ import annotations
 
 import asyncio
@@ -22,7 +23,9 @@ async def health() -> Any:
     reachable = await asyncio.gather(*(asyncio.wait_for(registry.providers[n].reachable(), 3) for n in names),
                                      return_exceptions=True)
     providers = {n: {"mode": registry.providers[n].mode, "reachable": r is True} for n, r in zip(names, reachable)}
+    ledger = env.IDEMPOTENCY_LEDGER
+    idempotency = await ledger.get(ledger.id_from_name("global")).stats()
     ok = database["status"] == "connected"
     body = Health.now(env.SERVICE_NAME, env.ENVIRONMENT, "ok" if ok else "degraded").model_dump()
-    body.update(database=database, providers=providers)
+    body.update(database=database, providers=providers, idempotency=idempotency)
     return body, 200 if ok else 503

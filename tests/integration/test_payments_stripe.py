@@ -182,6 +182,34 @@ async def test_concurrent_deliveries_of_one_event_apply_it_once(full_shop) -> No
     assert await order_state(shop, user, order_id) == ("confirmed", "paid")
 
 
+async def _confirm_in_browser(intent_id: str, card: str) -> int:
+    async with aiohttp.ClientSession() as http:  # what Stripe.js does with a clientSecret
+        async with http.post(f"{local_stripe().url}/v1/payment_intents/{intent_id}/confirm",
+                             data={"payment_method": card},
+                             headers={"Authorization": f"Bearer {local_stripe().api_key}"}) as resp:
+            return resp.status
+
+
+async def test_a_second_intent_confirmed_after_the_order_is_paid_is_refunded_at_once(full_shop) -> None:
+    """Declined in the browser, paid with a new key, then the old intent confirmed again: two
+    charges reached Stripe for one order, so the late one is given back automatically."""
+    shop = full_shop
+    user, order_id, _ = await setup_order(shop)
+    first = (await initiate(shop, user, order_id, "k-2a"))[1]
+    intent_id = first["payment"]["transactionId"]
+    assert await _confirm_in_browser(intent_id, "pm_card_chargeDeclined") == 402
+    assert await payment_reaches(shop, user, first["payment"]["_id"], "failed")
+    status, second, _ = await initiate(shop, user, order_id, "k-2b", paymentMethodId="pm_card_visa")
+    assert status == 201 and await order_state(shop, user, order_id) == ("confirmed", "paid")
+    assert await _confirm_in_browser(intent_id, "pm_card_visa") == 200  # the old tab, still open
+    late = await payment_reaches(shop, user, first["payment"]["_id"], "refunded")
+    assert late and "order not payable" in late["failureReason"] and late["refundedAmount"] == late["amount"]
+    ledger = local_stripe().ledger
+    assert [(e["type"], e["payment_id"]) for e in ledger if e["payment_id"] == first["payment"]["_id"]] == [
+        ("charge", first["payment"]["_id"]), ("refund", first["payment"]["_id"])]
+    assert await order_state(shop, user, order_id) == ("confirmed", "paid")
+
+
 async def test_idempotency_key_rules(full_shop) -> None:
     shop = full_shop
     user, order_id, _ = await setup_order(shop)
@@ -264,3 +292,27 @@ async def test_health_shows_provider_modes(full_shop) -> None:
     assert reply.status == 200 and body["service"] == "rest-shop-payments"
     assert body["providers"] == {name: {"mode": "local", "reachable": True} for name in ("stripe", "paypal", "mpesa")}
     assert body["database"]["status"] == "connected"
+
+
+async def _idempotency_health(shop) -> dict[str, Any]:
+    reply = await asgi_fetch(shop.runtime.workers["rest-shop-payments"], Request("http://p/health"))
+    return (await reply.json())["idempotency"]
+
+
+async def test_health_counts_idempotency_records_and_the_oldest_in_flight(full_shop) -> None:
+    shop = full_shop
+    before = await _idempotency_health(shop)
+    user, order_id, _ = await setup_order(shop)
+    assert (await initiate(shop, user, order_id, "k-health", paymentMethodId="pm_card_visa"))[0] == 201
+    after = await _idempotency_health(shop)
+    assert after["records"] == before["records"] + 1 and after["in_flight"] == before["in_flight"]
+    await initiate(shop, user, order_id, "k-health", paymentMethodId="pm_card_visa")  # a replay holds no new record
+    assert (await _idempotency_health(shop))["records"] == after["records"]
+    ns = shop.runtime.workers["rest-shop-payments"].env.PAYMENT_IDEMPOTENCY
+    stuck = ns.get(ns.id_from_name("health-test:stuck"))  # a request still running at the provider
+    assert (await stuck.begin("fingerprint"))["outcome"] == "proceed"
+    during = await _idempotency_health(shop)
+    assert during["in_flight"] == before["in_flight"] + 1 and during["oldest_in_flight_s"] >= 0
+    await stuck.release()
+    done = await _idempotency_health(shop)
+    assert (done["records"], done["in_flight"]) == (after["records"], after["in_flight"])
