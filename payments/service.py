@@ -22,7 +22,7 @@ from models.money import to_minor
 from models.payments import InitiateIn, RefundIn
 
 from .providers import registry
-from .providers.base import Charge, ChargeResult, ProviderEvent, ProviderUnavailable
+from .providers.base import Charge, ChargeResult, ProviderEvent, ProviderUnavailable, RefundNotSupported
 from .stores.payments import PaymentStore, payment_out
 
 log = logging.getLogger("rest_shop.payments")
@@ -138,7 +138,7 @@ async def _refund_unwanted(store: PaymentStore, payment: dict[str, Any], reason:
         if provider is None:
             raise ProviderUnavailable(f"{payment['provider']} is not configured")
         result = await provider.refund(payment["transactionId"], payment["amount_minor"], f"auto-refund-{payment_id}")
-    except ProviderUnavailable as exc:
+    except (ProviderUnavailable, RefundNotSupported) as exc:
         log.error("payment %s: %s, and the automatic refund failed (%s): refund it by hand", payment_id, reason, exc)
         return await store.update(payment_id, status="succeeded", failureReason=f"{reason}; needs a refund")
     if result.status == "failed":
@@ -253,6 +253,8 @@ async def refund(env: Any, user: Claims, key: str, payment_id: str, body: Refund
             raise ApiError(503, "provider_unavailable", f"{payment['provider']} is not configured")
         try:
             result = await provider.refund(payment["transactionId"], amount, f"refund-{derived_id(payment_id, key)}")
+        except RefundNotSupported as exc:
+            raise ApiError(501, "refund_not_supported", str(exc)) from None
         except ProviderUnavailable as exc:
             raise ApiError(503, "provider_unavailable", f"{exc}; retry with the same Idempotency-Key",
                            headers={"Retry-After": "2"}) from None

@@ -17,6 +17,10 @@ class ProviderUnavailable(Exception):
     """Timeout, connection error or 5xx: retryable; nothing may be assumed charged or not."""
 
 
+class RefundNotSupported(Exception):
+    """The provider has no refund API we can call (M-Pesa reversals are done in the org portal)."""
+
+
 class InvalidEvent(Exception):
     """A webhook/callback that is forged, stale or malformed."""
 

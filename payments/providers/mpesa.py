@@ -15,7 +15,8 @@ from typing import Any, Mapping
 
 import aiohttp
 
-from .base import Charge, ChargeResult, InvalidEvent, ProviderEvent, ProviderUnavailable, RefundResult, basic_auth
+from .base import (Charge, ChargeResult, InvalidEvent, ProviderEvent, ProviderUnavailable, RefundNotSupported,
+                   RefundResult, basic_auth)
 
 EAT = timezone(timedelta(hours=3))  # Daraja timestamps are Nairobi time
 PENDING_CODES = {"500.001.1001"}    # "the transaction is being processed"
@@ -104,7 +105,7 @@ class MpesaProvider:
         return ChargeResult(transaction_id, "failed", failure_reason=reply.get("ResultDesc") or f"ResultCode {code}")
 
     async def refund(self, transaction_id: str, amount_minor: int, idempotency_key: str) -> RefundResult:
-        raise ProviderUnavailable("M-Pesa reversals are not supported yet; refund through the M-Pesa org portal")
+        raise RefundNotSupported("M-Pesa payments are refunded as reversals in the M-Pesa org portal")
 
     async def parse_event(self, payload: bytes, headers: Mapping[str, str]) -> ProviderEvent:
         """An STK callback (already authenticated by the route); the CheckoutRequestID dedups it."""

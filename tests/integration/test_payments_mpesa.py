@@ -101,3 +101,16 @@ async def test_mpesa_rules(full_shop) -> None:
     for phone in ("12345", "0812345678", "+1 555 0100", "25471234567"):
         assert (await initiate(shop, user, order_id, f"mp-{phone}", "mpesa", phoneNumber=phone))[0] == 400
     assert daraja().pushes == 0
+
+
+async def test_refunds_are_not_offered_for_m_pesa(full_shop) -> None:
+    """Daraja reversals are done in the org portal: the API says so instead of pretending to retry."""
+    shop = full_shop
+    user, order_id = await kes_order(shop)
+    body = (await initiate(shop, user, order_id, "mp-9", "mpesa", phoneNumber="0712345678"))[1]
+    assert await eventually(lambda: _state_is(shop, user, order_id, ("confirmed", "paid")))
+    assert await payment_reaches(shop, user, body["payment"]["_id"], "succeeded")
+    status, reply, _ = await shop.call("POST", f"/api/payments/{body['payment']['_id']}/refund", {},
+                                       token=shop.token("admin"), headers={"Idempotency-Key": "r-1"})
+    assert status == 501 and reply["error"]["code"] == "refund_not_supported"
+    assert await order_state(shop, user, order_id) == ("confirmed", "paid")
