@@ -307,6 +307,8 @@ async def _apply(env: Any, provider_name: str, event: ProviderEvent) -> None:
                 await store.update(str(payment["_id"]), status=status, refunded_minor=event.amount_minor)
                 await order_lock(env, payment["orderId"]).mark_refunded(str(payment["_id"]), event.amount_minor)
         elif payment["status"] not in FINAL:
+            if event.transaction_id and not payment.get("transactionId"):  # the push reply was lost
+                payment = await store.update(str(payment["_id"]), transactionId=event.transaction_id) or payment
             await settle(env, payment, ChargeResult(transaction_id=event.transaction_id, status=event.kind,
                                                     amount_minor=event.amount_minor, currency=event.currency,
                                                     failure_reason=event.extra.get("reason")))

@@ -189,6 +189,8 @@ class OrderLock(DurableObject):
             order = state["order"]
             if order["userId"] != user_id and not is_admin:
                 raise NotFound("Order not found")
+            if payment_id in order["payments"]:  # a retry of the payment that paid it: let it report so
+                return {**order_out(order), "total_minor": order["total_minor"]}
             if order["paymentStatus"] == "paid" or order["status"] != "pending":
                 raise Conflict(f"order is {order['status']} and {order['paymentStatus']}: it cannot be paid")
             lease = state.get("payment_lease")

@@ -1,7 +1,7 @@
 """What every local provider server shares: an aiohttp app on 127.0.0.1, a ledger of money
 moved, fault injection, and event delivery (with retries) back to the service.
 
-Controls under `/_local/`: `GET ledger`, `POST faults {delay_s, status, count}`,
+Controls under `/_local/`: `GET ledger`, `POST faults {delay_s, status, count, path?}`,
 `POST events/{id}/deliver {delay_s?, age_s?}` (duplicates, late or stale deliveries).
 """
 from __future__ import annotations
@@ -99,14 +99,16 @@ class LocalProviderServer:
 
     @web.middleware
     async def _faults_middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.path.startswith("/_local/") or self.faults["count"] <= 0:
+        if (request.path.startswith("/_local/") or self.faults["count"] <= 0
+                or not request.path.startswith(self.faults.get("path") or "/")):
             return await handler(request)
         self.faults["count"] -= 1
-        if self.faults["delay_s"]:
-            await asyncio.sleep(self.faults["delay_s"])
         if self.faults["status"]:
             return self.fault_response(int(self.faults["status"]))
-        return await handler(request)
+        response = await handler(request)  # a slow reply: the work is done, the answer comes late
+        if self.faults["delay_s"]:
+            await asyncio.sleep(self.faults["delay_s"])
+        return response
 
     def fault_response(self, status: int) -> web.Response:
         """An injected failure, in the provider's own error shape."""
@@ -118,7 +120,7 @@ class LocalProviderServer:
     async def _set_faults(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.faults = {"delay_s": float(body.get("delay_s", 0)), "status": body.get("status"),
-                       "count": int(body.get("count", 1))}
+                       "count": int(body.get("count", 1)), "path": str(body.get("path") or "/")}
         return web.json_response(self.faults)
 
     async def _redeliver(self, request: web.Request) -> web.Response:

@@ -85,7 +85,10 @@ class MpesaProvider:
         phone = charge.data["phoneNumber"]
         body = {**self._credentials(), "TransactionType": "CustomerPayBillOnline", "Amount": charge.amount_minor // 100,
                 "PartyA": phone, "PartyB": self.shortcode, "PhoneNumber": phone,
-                "CallBackURL": f"{charge.return_base_url}/payments/mpesa/callback?token={self.callback_token}",
+                # our payment id rides in the URL Daraja calls back: the callback finds its record
+                # even when the push reply was lost to a timeout (no CheckoutRequestID stored)
+                "CallBackURL": f"{charge.return_base_url}/payments/mpesa/callback"
+                               f"?token={self.callback_token}&payment={charge.payment_id}",
                 "AccountReference": charge.payment_id[-12:], "TransactionDesc": f"Order {charge.order_id[-8:]}"}
         status, reply = await self._call("/mpesa/stkpush/v1/processrequest", body)
         if status != 200 or reply.get("ResponseCode") != "0":

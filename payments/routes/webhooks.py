@@ -1,6 +1,7 @@
 """Provider webhooks: verified with the provider's own scheme, applied once, never trusted blindly."""
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import logging
 from typing import Any
@@ -9,6 +10,7 @@ from quart import Blueprint, request
 
 from durable import env
 from models.errors import ApiError
+from models.ids import oid
 from models.web import client_ip
 
 from .. import service
@@ -57,5 +59,8 @@ async def mpesa_callback() -> Any:
         event = await provider.parse_event(payload, {})
     except InvalidEvent as exc:
         raise ApiError(400, "invalid_callback", str(exc)) from None
+    payment_id = request.args.get("payment", "")
+    if oid(payment_id) is not None:
+        event = dataclasses.replace(event, payment_id=payment_id)
     await service.apply_event(env, "mpesa", event)
     return {"ResultCode": 0, "ResultDesc": "Accepted"}

@@ -114,3 +114,21 @@ async def test_refunds_are_not_offered_for_m_pesa(full_shop) -> None:
                                        token=shop.token("admin"), headers={"Idempotency-Key": "r-1"})
     assert status == 501 and reply["error"]["code"] == "refund_not_supported"
     assert await order_state(shop, user, order_id) == ("confirmed", "paid")
+
+
+async def test_a_push_whose_reply_timed_out_is_still_settled_and_never_pushed_twice(full_shop) -> None:
+    """Daraja answers after our timeout: the push did reach the phone. Its callback finds the
+    record through the payment id in the callback URL; the client's retry replays, no second push."""
+    shop = full_shop
+    user, order_id = await kes_order(shop)
+    server = daraja()
+    async with aiohttp.ClientSession() as http:
+        await (await http.post(f"{server.url}/_local/faults", json={"delay_s": 1.6, "count": 1,
+                                                                          "path": "/mpesa/stkpush/"})).release()
+    status, body, _ = await initiate(shop, user, order_id, "mp-10", "mpesa", phoneNumber="0712345678")
+    assert status == 503 and body["error"]["code"] == "provider_unavailable"
+    assert await eventually(lambda: _state_is(shop, user, order_id, ("confirmed", "paid")))
+    status, body, _ = await initiate(shop, user, order_id, "mp-10", "mpesa", phoneNumber="0712345678")
+    assert status == 201, body
+    assert body["payment"]["status"] == "succeeded" and body["payment"]["transactionId"]
+    assert server.pushes == 1 and len(server.ledger) == 1
