@@ -12,7 +12,7 @@ from quart_schema import QuartSchema
 
 from durable import env
 from durable.mongo import MongoPool
-from models.web import install_error_handlers
+from models.web import install_error_handlers, install_service_auth
 
 from .objects.order_lock import OrderLock
 from .objects.rate_limiter import RateLimiter
@@ -31,6 +31,7 @@ app.config["MAX_CONTENT_LENGTH"] = 6 * 1024 * 1024
 QuartSchema(app, info={"title": "rest-shop-api", "version": "1"}, redoc_ui_path=None, scalar_ui_path=None,
             pydantic_dump_options={"by_alias": True})
 install_error_handlers(app)
+install_service_auth(app)
 for module in (health, users, products, orders, uploads):
     app.register_blueprint(module.bp)
 

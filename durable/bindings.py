@@ -14,6 +14,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import aiohttp
 
+from . import signing, tracing
 from .errors import ObjectUnavailable
 from .http import Request, Response, make_request
 from .ids import DurableObjectId
@@ -21,7 +22,7 @@ from .ids import DurableObjectId
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
 
 INTERNAL_PREFIX = "/cdn-cgi/durable/"
-INTERNAL_KEY_HEADER = "x-durable-internal-key"
+INTERNAL_SIGNATURE_HEADER = "x-durable-signature"  # signing.sign() with the runtime's internal key
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer"})
 
 
@@ -126,6 +127,10 @@ class ServiceBinding:
 
     async def fetch(self, input: Request | str, **init: Any) -> Response:
         request = make_request(input, f"http://{self.service}/", **init)
+        trace = tracing.current()
+        if trace is not None:
+            for name, value in trace.outgoing().items():
+                request.headers[name] = value
         target = self._resolve()
         if target is None:
             return Response.json_response(
@@ -169,8 +174,13 @@ class HttpTransport:
         target = self._resolve()
         if target is None:
             raise ObjectUnavailable(f"{self.script_name} (host of {self.class_name}) is not running")
-        url = f"{target.url.rstrip('/')}{INTERNAL_PREFIX}{quote(self.class_name)}/{object_id}/{quote(method)}"
-        headers = {INTERNAL_KEY_HEADER: target.internal_key, "content-type": "application/bson"}
+        path = f"{INTERNAL_PREFIX}{quote(self.class_name)}/{object_id}/{quote(method)}"
+        url = target.url.rstrip("/") + path
+        headers = {INTERNAL_SIGNATURE_HEADER: signing.sign(target.internal_key, "POST", path, payload),
+                   "content-type": "application/bson"}
+        trace = tracing.current()
+        if trace is not None:
+            headers.update(trace.outgoing())
         if object_id.name is not None:
             headers["x-durable-object-name"] = quote(object_id.name)
         try:

@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import secrets as secretslib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,16 @@ class Env:
         self._vars = dict(vars)
         self._secrets = dict(secrets)
         self._bindings = dict(bindings)
+        self._isolate: dict[str, Any] = {}
+
+    def isolate_state(self, name: str, factory: Callable[[], Any]) -> Any:
+        """Per-worker in-memory state (what module globals are in a Workers isolate): one module
+        may serve several runtimes in this process, so state hangs off the worker's env."""
+        try:
+            return self._isolate[name]
+        except KeyError:
+            value = self._isolate[name] = factory()
+            return value
 
     def __getattr__(self, name: str) -> Any:
         for source in (self._bindings, self._secrets, self._vars):
@@ -79,6 +89,9 @@ class _EnvProxy:
 
     def get(self, name: str, default: Any = None) -> Any:
         return self._target().get(name, default)
+
+    def isolate_state(self, name: str, factory: Callable[[], Any]) -> Any:
+        return self._target().isolate_state(name, factory)
 
     def __repr__(self) -> str:
         current = _current_env.get()

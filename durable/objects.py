@@ -25,7 +25,8 @@ from .gates import InputGate
 from .http import Request, Response, make_request
 from .ids import DurableObjectId
 from .storage import DurableObjectStorage, StorageEngine, now_ms
-from .tail import TraceCapture
+from . import tracing
+from .tail import TraceCapture, current_capture
 
 log = logging.getLogger("durable.objects")
 
@@ -332,7 +333,23 @@ class LocalTransport:
 
     async def call_local(self, object_id: DurableObjectId, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
         """Unserialized call (live objects such as a database handle may cross); gates still apply."""
-        return await self.host.invoke(object_id, method, args, kwargs)
+        return await self._invoke(object_id, method, args, kwargs)
+
+    async def _invoke(self, object_id: DurableObjectId, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """A call from another worker's event is an event of the host's worker too (its own trace
+        event, with the caller's request id), as a Durable Object invocation is on Cloudflare."""
+        caller, trace = current_capture(), tracing.current()
+        same_worker = caller is not None and caller.script_name == self.host.script_name
+        if same_worker or (caller is None and trace is None):
+            return await self.host.invoke(object_id, method, args, kwargs)
+        capture = TraceCapture(self.host.script_name, {"rpc": {"class": self.host.class_name, "method": method}},
+                               trace)
+        try:
+            with capture:
+                return await self.host.invoke(object_id, method, args, kwargs)
+        finally:
+            if self.host.on_trace is not None:
+                self.host.on_trace(capture.event())
 
     async def call(self, object_id: DurableObjectId, method: str, payload: bytes) -> bytes:
         try:
@@ -341,7 +358,7 @@ class LocalTransport:
                 args, kwargs = [Request.from_wire(message["request"])], {}
             else:
                 args, kwargs = message.get("args", []), message.get("kwargs", {})
-            result = await self.host.invoke(object_id, method, args, kwargs)
+            result = await self._invoke(object_id, method, args, kwargs)
             if method == FETCH:
                 if not isinstance(result, Response):
                     raise TypeError(f"{self.host.class_name}.fetch() must return a durable.Response, "

@@ -376,7 +376,11 @@ class DurableObjectStorage:
                 found[k] = codec.decode(data)
         return found
 
-    async def put(self, key: str | Mapping[str, Any], value: Any = _MISSING) -> None:
+    async def put(self, key: str | Mapping[str, Any], value: Any = _MISSING, *,
+                  allow_unconfirmed: bool = False) -> None:
+        """`allow_unconfirmed` (Cloudflare's allowUnconfirmed): replies need not wait for this
+        write to be durable — for state whose loss in a crash is harmless (rate-limit buckets)."""
+        gate = self.last_seq
         if isinstance(key, Mapping):
             if value is not _MISSING:
                 raise TypeError("put(entries) takes no separate value")
@@ -384,11 +388,13 @@ class DurableObjectStorage:
             encoded = [(k, _encode_value(k, key[k])) for k in keys]  # all or nothing
             for k, data in encoded:
                 self._write(k, data)
-            return
-        if value is _MISSING:
-            raise TypeError("put(key, value) needs a value")
-        k = _check_key(key)
-        self._write(k, _encode_value(k, value))
+        else:
+            if value is _MISSING:
+                raise TypeError("put(key, value) needs a value")
+            k = _check_key(key)
+            self._write(k, _encode_value(k, value))
+        if allow_unconfirmed:
+            self.last_seq = gate
 
     async def delete(self, key: str | Iterable[str]) -> bool | int:
         """One key → whether it existed; a list → how many existed."""

@@ -16,9 +16,11 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+from .tracing import TraceContext
+
 SENSITIVE_HEADERS = frozenset({
     "authorization", "proxy-authorization", "cookie", "set-cookie", "stripe-signature",
-    "paypal-transmission-sig", "x-gateway-signature", "x-durable-internal-key",
+    "paypal-transmission-sig", "x-gateway-signature", "x-durable-signature",
 })
 REDACTED = "REDACTED"
 
@@ -63,9 +65,10 @@ _LEVELS = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warn"
 class TraceCapture:
     """Collects one event's logs, exceptions and outcome into one trace event."""
 
-    def __init__(self, script_name: str, event: dict[str, Any]) -> None:
+    def __init__(self, script_name: str, event: dict[str, Any], trace: TraceContext | None = None) -> None:
         self.script_name = script_name
         self.event_info = event
+        self.trace = trace
         self.timestamp = now_ms()
         self.logs: list[dict[str, Any]] = []
         self.exceptions: list[dict[str, Any]] = []
@@ -92,7 +95,10 @@ class TraceCapture:
         self.exceptions.append({"name": type(exc).__name__, "message": redactor(str(exc)), "timestamp": now_ms()})
 
     def event(self) -> dict[str, Any]:
+        trace = {} if self.trace is None else {"requestId": self.trace.request_id,
+                                                "traceparent": self.trace.traceparent}
         return {
+            **trace,
             "scriptName": self.script_name,
             "outcome": self.outcome,
             "eventTimestamp": self.timestamp,
@@ -216,6 +222,7 @@ class TailFilters:
             return False
         if self.query is not None:
             texts = [" ".join(str(m) for m in log.get("message", [])) for log in event.get("logs", [])]
+            texts += [event.get("requestId", ""), event.get("traceparent", "")]
             texts += [f"{e.get('name')}: {e.get('message')}" for e in event.get("exceptions", [])]
             if not any(self.query in text for text in texts):
                 return False

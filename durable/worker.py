@@ -6,7 +6,6 @@ processes and never reaches the app.
 """
 from __future__ import annotations
 
-import hmac
 import importlib
 import json
 import logging
@@ -16,7 +15,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
-from .bindings import INTERNAL_KEY_HEADER, INTERNAL_PREFIX
+from . import signing, tracing
+from .bindings import INTERNAL_PREFIX, INTERNAL_SIGNATURE_HEADER
 from .config import ConfigError, WorkerConfig
 from .env import Env, use_env
 from .ids import DurableObjectId
@@ -120,16 +120,22 @@ class Worker:
         query = scope.get("query_string", b"").decode("latin-1")
         url = f"{scope.get('scheme', 'http')}://{host}{scope['path']}" + (f"?{query}" if query else "")
         request_info = {"url": url, "method": scope["method"], "headers": headers, "cf": {}}
-        capture = TraceCapture(self.name, {"request": request_info})
+        trace = tracing.TraceContext.from_headers(raw_headers)
+        capture = TraceCapture(self.name, {"request": request_info}, trace)
         status: int | None = None
         started = time.perf_counter()
+        request_id = trace.request_id.encode("latin-1")
 
         async def send_traced(message: dict[str, Any]) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                out = list(message.get("headers", []))
+                if not any(k.lower() == b"x-request-id" for k, _ in out):
+                    message = {**message, "headers": out + [(b"x-request-id", request_id)]}
             await send(message)
 
+        trace_token = tracing.use(trace)
         token = use_env(self.env)
         try:
             with capture:
@@ -143,11 +149,13 @@ class Worker:
                             "body": _error_body("internal_error", "Internal Server Error")})
         finally:
             token.var.reset(token)
+            tracing.reset(trace_token)
             if status is not None:
                 capture.event_info["response"] = {"status": status}
             self._on_trace(capture.event())
-            access_log.info("%s %s %s %s (%.1f ms)", self.name, scope["method"], scope["path"],
-                            status if status is not None else "-", (time.perf_counter() - started) * 1000)
+            access_log.info("%s %s %s %s (%.1f ms) request_id=%s", self.name, scope["method"], scope["path"],
+                            status if status is not None else "-", (time.perf_counter() - started) * 1000,
+                            trace.request_id)
 
     async def _internal(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Durable Object RPC from another process: POST /cdn-cgi/durable/<Class>/<id>/<method>."""
@@ -156,8 +164,18 @@ class Worker:
             await send({"type": "http.response.body", "body": body})
 
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        if not hmac.compare_digest(headers.get(INTERNAL_KEY_HEADER, "").encode(), self._internal_key.encode()):
-            await reply(401, _error_body("unauthorized", "internal calls need the runtime's key"))
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        raw_path = scope.get("raw_path") or scope["path"].encode("latin-1")
+        try:
+            signing.verify(self._internal_key, headers.get(INTERNAL_SIGNATURE_HEADER), scope["method"],
+                           raw_path.decode("latin-1"), body)
+        except signing.SignatureError as exc:
+            await reply(401, _error_body("unauthorized", f"internal calls are signed with the runtime's key: {exc}"))
             return
         parts = scope["path"][len(INTERNAL_PREFIX):].split("/")
         if scope["method"] != "POST" or len(parts) != 3:
@@ -174,11 +192,9 @@ class Worker:
         except ValueError as exc:
             await reply(400, _error_body("invalid_id", str(exc)))
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        result = await LocalTransport(host).call(object_id, method, body)
+        trace_token = tracing.use(tracing.TraceContext.from_headers(headers))
+        try:
+            result = await LocalTransport(host).call(object_id, method, body)
+        finally:
+            tracing.reset(trace_token)
         await reply(200, result, b"application/bson")

@@ -13,6 +13,7 @@ from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
 from durable import env
+from durable.signing import SignatureError, verify
 
 from .auth import Claims, TokenError, bearer_token, verify_token
 from .errors import ApiError, error_body
@@ -83,6 +84,32 @@ def client_ip() -> str:
         except ValueError:
             pass
     return peer
+
+
+def flag(value: Any) -> bool:
+    """A boolean var, whether TOML gave a bool or a string (`--var X:true`)."""
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+SIGNATURE_HEADER = "X-Gateway-Signature"
+PROBE_PATHS = frozenset({"/health"})
+
+
+def install_service_auth(app: Quart) -> None:
+    """With REQUIRE_SERVICE_AUTH on, only requests the gateway signed (HMAC with SERVICE_AUTH_KEY,
+    at most 60 s old) reach the handlers; unsigned, stale or forged ones get 401 and do nothing."""
+    @app.before_request
+    async def _verify_gateway_signature() -> None:
+        if not flag(env.get("REQUIRE_SERVICE_AUTH", False)) or request.path in PROBE_PATHS:
+            return
+        query = request.query_string.decode("latin-1")
+        target = request.path + (f"?{query}" if query else "")
+        try:
+            verify(env.SERVICE_AUTH_KEY, request.headers.get(SIGNATURE_HEADER), request.method, target,
+                   await request.get_data(), tolerance_s=float(env.get("SERVICE_AUTH_TOLERANCE_S", 60)))
+        except SignatureError as exc:
+            log.warning("refused %s %s: %s", request.method, request.path, exc)
+            raise ApiError(401, "service_auth_failed", f"Requests must come through the gateway ({exc})") from None
 
 
 def install_error_handlers(app: Quart) -> None:

@@ -12,7 +12,7 @@ from quart_schema import QuartSchema
 
 from durable import env
 from durable.mongo import MongoPool, pooled_database
-from models.web import install_error_handlers
+from models.web import install_error_handlers, install_service_auth
 
 from .objects.idempotency import IdempotencyLedger, PaymentIdempotency, ProviderEvents
 from .providers import registry
@@ -28,6 +28,7 @@ app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
 QuartSchema(app, info={"title": "rest-shop-payments", "version": "1"}, redoc_ui_path=None, scalar_ui_path=None,
             pydantic_dump_options={"by_alias": True})
 install_error_handlers(app)
+install_service_auth(app)
 for module in (health, webhooks, payments):
     app.register_blueprint(module.bp)
 

@@ -135,6 +135,8 @@ from wrangler.embedded_mongo import EmbeddedMongo  # noqa: E402
 
 BASE_TOML = ROOT / "base" / "wrangler.toml"
 JWT_KEY = "test-jwt-key-" + "x" * 40
+SERVICE_AUTH_KEY = "test-service-key-" + "s" * 40
+UNLIMITED = "base.read=1000000/60, base.write=1000000/60, payments.read=1000000/60, payments.write=1000000/60"
 FX_PAYER_TOML = FIXTURES / "fx_payer" / "wrangler.toml"
 
 
@@ -245,13 +247,16 @@ GATEWAY_TOML = ROOT / "gateway" / "wrangler.toml"
 
 
 @contextlib.asynccontextmanager
-async def open_full_shop(tmp_path: Path, mongo_uri: str) -> AsyncIterator[Shop]:
+async def open_full_shop(tmp_path: Path, mongo_uri: str, *, gateway_vars: dict[str, Any] | None = None,
+                         base_vars: dict[str, Any] | None = None) -> AsyncIterator[Shop]:
     """All three workers in one runtime on fresh databases; `shop.url` is the gateway on a real socket.
-    The caller puts MONGODB_URI and JWT_KEY in the environment (see `full_shop`)."""
+    The services demand the gateway's signature. The caller puts MONGODB_URI, JWT_KEY and
+    SERVICE_AUTH_KEY in the environment (see `shop_environment`)."""
     db_name = f"t_{uuid.uuid4().hex[:16]}"
-    configs = [with_vars(BASE_TOML, MONGODB_DB=db_name, SIGNUP_RATE_LIMIT="10000/60", LOGIN_RATE_LIMIT="10000/60"),
-               with_vars(PAYMENTS_TOML, MONGODB_DB=f"{db_name}_pay", PROVIDER_TIMEOUT_S=1),
-               wconfig.load(GATEWAY_TOML)]
+    configs = [with_vars(BASE_TOML, MONGODB_DB=db_name, SIGNUP_RATE_LIMIT="10000/60", LOGIN_RATE_LIMIT="10000/60",
+                         REQUIRE_SERVICE_AUTH="true", **(base_vars or {})),
+               with_vars(PAYMENTS_TOML, MONGODB_DB=f"{db_name}_pay", PROVIDER_TIMEOUT_S=1, REQUIRE_SERVICE_AUTH="true"),
+               with_vars(GATEWAY_TOML, RATE_LIMITS=UNLIMITED, **(gateway_vars or {}))]
     runtime = Runtime(configs, persist_to=tmp_path / "state", alarm_backoff_s=0.05)
     await runtime.start()
     server = Server(runtime.workers["rest-shop-gateway"], bind("127.0.0.1", 0))
@@ -271,6 +276,7 @@ async def open_full_shop(tmp_path: Path, mongo_uri: str) -> AsyncIterator[Shop]:
 def shop_environment(monkeypatch: pytest.MonkeyPatch, mongo_uri: str) -> None:
     monkeypatch.setenv("MONGODB_URI", mongo_uri)
     monkeypatch.setenv("JWT_KEY", JWT_KEY)
+    monkeypatch.setenv("SERVICE_AUTH_KEY", SERVICE_AUTH_KEY)
     for name in ("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET"):
         monkeypatch.delenv(name, raising=False)
 

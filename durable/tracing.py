@@ -1,0 +1,67 @@
+"""Request correlation: a W3C `traceparent` and an `X-Request-Id` for every event.
+
+The first worker a request reaches accepts the client's (when well formed) or makes new ones;
+the runtime carries them on every service binding fetch and Durable Object call made while
+handling it, in this process (a context variable) and over HTTP (the same two headers), and
+puts them in every trace event and access-log line.
+"""
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
+
+
+@dataclass(frozen=True, slots=True)
+class TraceContext:
+    trace_id: str
+    span_id: str  # this hop's span: the parent-id of the calls it makes
+    flags: str
+    request_id: str
+
+    @property
+    def traceparent(self) -> str:
+        return f"00-{self.trace_id}-{self.span_id}-{self.flags}"
+
+    def outgoing(self) -> dict[str, str]:
+        """Headers for a call made from this hop: same trace and request id, this hop as parent."""
+        return {"traceparent": self.traceparent, "x-request-id": self.request_id}
+
+    @classmethod
+    def new(cls) -> TraceContext:
+        return cls(secrets.token_hex(16), secrets.token_hex(8), "01", secrets.token_hex(16))
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> TraceContext:
+        """Continue the caller's trace (a new span of it), or start one; keep a sane request id."""
+        items = headers.items() if isinstance(headers, Mapping) else headers
+        found = {k.lower(): v for k, v in items if k.lower() in ("traceparent", "x-request-id")}
+        match = _TRACEPARENT.match(found.get("traceparent", "").strip().lower())
+        request_id = found.get("x-request-id", "").strip()
+        if not _REQUEST_ID.match(request_id):
+            request_id = secrets.token_hex(16)
+        if match and match.group(1) != _ZERO_TRACE and match.group(2) != _ZERO_SPAN:
+            return cls(match.group(1), secrets.token_hex(8), match.group(3), request_id)
+        return cls(secrets.token_hex(16), secrets.token_hex(8), "01", request_id)
+
+
+_current: ContextVar[TraceContext | None] = ContextVar("durable_trace_context", default=None)
+
+
+def current() -> TraceContext | None:
+    return _current.get()
+
+
+def use(context: TraceContext) -> object:
+    """Make `context` current for this task (and tasks it starts); returns a reset token."""
+    return _current.set(context)
+
+
+def reset(token: object) -> None:
+    _current.reset(token)  # type: ignore[arg-type]

@@ -1,0 +1,31 @@
+"""The gateway's in-memory state, one per running gateway: a circuit breaker per upstream and
+the response cache, configured from vars."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .breakers import CircuitBreaker
+from .cache import ResponseCache
+from .routing import BASE, PAYMENTS
+
+
+@dataclass
+class Edge:
+    breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
+    cache: ResponseCache = field(default_factory=ResponseCache)
+
+
+def build_edge(env: Any) -> Edge:
+    def breaker() -> CircuitBreaker:
+        return CircuitBreaker(failures=int(env.get("BREAKER_FAILURES", 5)),
+                              window_s=float(env.get("BREAKER_WINDOW_S", 30)),
+                              cooldown_s=float(env.get("BREAKER_COOLDOWN_S", 10)))
+    cache = ResponseCache(max_bytes=int(env.get("CACHE_MAX_BYTES", 32 * 1024 * 1024)),
+                          max_age_s=float(env.get("CACHE_MAX_AGE_S", 30)),
+                          stale_s=float(env.get("CACHE_STALE_S", 60)))
+    return Edge(breakers={BASE: breaker(), PAYMENTS: breaker()}, cache=cache)
+
+
+def edge(env: Any) -> Edge:
+    return env.isolate_state("edge", lambda: build_edge(env))

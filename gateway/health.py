@@ -1,0 +1,38 @@
+"""The gateway's /health: every upstream's own /health (short timeout, in parallel) and the
+circuit breakers; ok only when every service is."""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from durable import Request
+
+from .edge import Edge
+
+
+async def probe(binding: Any, timeout_s: float) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        reply = await asyncio.wait_for(binding.fetch(Request("http://upstream/health")), timeout_s)
+        body = await reply.json()
+        report = body if isinstance(body, dict) else {}
+        if reply.status != 200 and report.get("status") in (None, "ok"):
+            report = {**report, "status": "down"}
+    except asyncio.TimeoutError:
+        report = {"status": "down", "error": f"no answer within {timeout_s:g} s"}
+    except Exception as exc:  # an unreachable or broken upstream is a finding, not our failure
+        report = {"status": "down", "error": type(exc).__name__}
+    return {**report, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+
+
+async def aggregate(env: Any, edge: Edge) -> tuple[dict[str, Any], int]:
+    timeout_s = float(env.get("HEALTH_PROBE_TIMEOUT_S", 2))
+    upstreams = {"base": env.BASE_SERVICE, "payments": env.PAYMENT_SERVICE}
+    reports = await asyncio.gather(*(probe(b, timeout_s) for b in upstreams.values()))
+    services = dict(zip(upstreams, reports))
+    states = [r.get("status") for r in reports]
+    status = "ok" if all(s == "ok" for s in states) else ("down" if all(s == "down" for s in states) else "degraded")
+    circuits = {name: b.snapshot() for name, b in edge.breakers.items()}
+    return {"status": status, "services": services, "circuits": circuits, "cache": edge.cache.snapshot()}, \
+        200 if status == "ok" else 503

@@ -1,0 +1,60 @@
+"""Rate-limit configuration and whose bucket a request spends from.
+
+`RATE_LIMITS = "base.read=600/60, base.write=120/60, ..."`: per upstream and route class (read =
+GET/HEAD, write = the rest), requests per period in seconds.
+"""
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+
+import jwt
+
+from models.auth import TokenError, bearer_token, verify_token
+
+_ENTRY = re.compile(r"^\s*(\w+)\.(read|write)\s*=\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*$")
+_USER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class Limit:
+    limit: int
+    period_s: float
+
+
+@functools.lru_cache(maxsize=8)
+def parse_limits(spec: str) -> dict[str, Limit]:
+    limits: dict[str, Limit] = {}
+    for part in filter(str.strip, spec.split(",")):
+        match = _ENTRY.match(part)
+        if match is None or int(match.group(3)) < 1 or float(match.group(4)) <= 0:
+            raise ValueError(f"RATE_LIMITS entry {part.strip()!r} is not <service>.<read|write>=<count>/<seconds>")
+        limits[f"{match.group(1)}.{match.group(2)}"] = Limit(int(match.group(3)), float(match.group(4)))
+    return limits
+
+
+def route_class(method: str) -> str:
+    return "read" if method in ("GET", "HEAD") else "write"
+
+
+def client_key(authorization: str | None, ip: str, jwt_key: str | None) -> str:
+    """The user id of a bearer token (verified when the gateway holds JWT_KEY, else merely well
+    formed), or the client's address: signed-in users share no bucket with their neighbours."""
+    token = bearer_token(authorization)
+    if token:
+        user_id: object = None
+        if jwt_key:
+            try:
+                user_id = verify_token(jwt_key, token).userId
+            except TokenError:
+                user_id = None
+        else:
+            try:
+                claims = jwt.decode(token, options={"verify_signature": False})
+                user_id = claims.get("userId") or claims.get("sub")
+            except jwt.InvalidTokenError:
+                user_id = None
+        if isinstance(user_id, str) and _USER_ID.match(user_id):
+            return f"user:{user_id}"
+    return f"ip:{ip}"

@@ -1,0 +1,34 @@
+"""RateLimiter: one Durable Object per (service, route class, client) holding a token bucket.
+
+Calls to one object are serialized by its input gate and `take` never awaits anything but
+storage, so N concurrent requests against a bucket of L let exactly L through.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from durable import DurableObject
+
+
+class RateLimiter(DurableObject):
+    def __init__(self, ctx: Any, env: Any) -> None:
+        super().__init__(ctx, env)
+        self._bucket: dict[str, float] | None = None
+
+    async def take(self, limit: int, period_s: float) -> dict[str, Any]:
+        """Spend one token if there is one. `reset` is the seconds until the bucket is full again."""
+        now = time.time()
+        bucket = self._bucket or await self.ctx.storage.get("bucket") or {"tokens": float(limit), "at": now}
+        rate = limit / period_s
+        tokens = min(float(limit), bucket["tokens"] + max(0.0, now - bucket["at"]) * rate)
+        allowed = tokens >= 1.0
+        if allowed:
+            tokens -= 1.0
+        self._bucket = {"tokens": tokens, "at": now}
+        # losing the newest bucket state in a crash forgives a few requests: no need to wait for disk
+        await self.ctx.storage.put("bucket", self._bucket, allow_unconfirmed=True)
+        return {"allowed": allowed, "limit": limit, "remaining": int(tokens),
+                "reset": math.ceil((limit - tokens) / rate),
+                "retry_after": 0 if allowed else max(1, math.ceil((1.0 - tokens) / rate))}
