@@ -342,12 +342,17 @@ class LocalTransport:
         same_worker = caller is not None and caller.script_name == self.host.script_name
         if same_worker or (caller is None and trace is None):
             return await self.host.invoke(object_id, method, args, kwargs)
+        if caller is not None and trace is not None:
+            trace = trace.child()
         capture = TraceCapture(self.host.script_name, {"rpc": {"class": self.host.class_name, "method": method}},
                                trace)
+        token = tracing.use(trace) if trace is not None else None
         try:
             with capture:
                 return await self.host.invoke(object_id, method, args, kwargs)
         finally:
+            if token is not None:
+                tracing.reset(token)
             if self.host.on_trace is not None:
                 self.host.on_trace(capture.event())
 

@@ -33,6 +33,10 @@ class TraceContext:
         """Headers for a call made from this hop: same trace and request id, this hop as parent."""
         return {"traceparent": self.traceparent, "x-request-id": self.request_id}
 
+    def child(self) -> TraceContext:
+        """The context of a hop called from this one: same trace and request id, its own span."""
+        return TraceContext(self.trace_id, secrets.token_hex(8), self.flags, self.request_id)
+
     @classmethod
     def new(cls) -> TraceContext:
         return cls(secrets.token_hex(16), secrets.token_hex(8), "01", secrets.token_hex(16))

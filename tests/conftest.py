@@ -256,7 +256,7 @@ async def open_full_shop(tmp_path: Path, mongo_uri: str, *, gateway_vars: dict[s
     configs = [with_vars(BASE_TOML, MONGODB_DB=db_name, SIGNUP_RATE_LIMIT="10000/60", LOGIN_RATE_LIMIT="10000/60",
                          REQUIRE_SERVICE_AUTH="true", **(base_vars or {})),
                with_vars(PAYMENTS_TOML, MONGODB_DB=f"{db_name}_pay", PROVIDER_TIMEOUT_S=1, REQUIRE_SERVICE_AUTH="true"),
-               with_vars(GATEWAY_TOML, RATE_LIMITS=UNLIMITED, **(gateway_vars or {}))]
+               with_vars(GATEWAY_TOML, **{"RATE_LIMITS": UNLIMITED, **(gateway_vars or {})})]
     runtime = Runtime(configs, persist_to=tmp_path / "state", alarm_backoff_s=0.05)
     await runtime.start()
     server = Server(runtime.workers["rest-shop-gateway"], bind("127.0.0.1", 0))

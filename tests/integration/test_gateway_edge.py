@@ -1,0 +1,211 @@
+"""The gateway as an edge, over real sockets with all three workers: tracing across services,
+signatures, exact rate limits, the cache (hit, miss, 304, purge), health, CORS."""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from bson import ObjectId
+
+from durable import Request
+from durable.bindings import asgi_fetch
+from durable.signing import sign
+from durable.tail import TailFilters
+from tests.conftest import SERVICE_AUTH_KEY, Shop, open_full_shop, shop_environment
+from tests.integration.test_payments_stripe import initiate, setup_order
+
+
+@pytest.fixture
+async def edge_shop(tmp_path: Path, mongo_uri: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
+    """Factory: the full shop with gateway var overrides (one per test)."""
+    shop_environment(monkeypatch, mongo_uri)
+    stack: list[Any] = []
+
+    async def start(**gateway_vars: Any) -> Shop:
+        opened = open_full_shop(tmp_path / f"s{len(stack)}", mongo_uri, gateway_vars=gateway_vars)
+        stack.append(opened)
+        return await opened.__aenter__()
+
+    yield start
+    for opened in reversed(stack):
+        await opened.__aexit__(None, None, None)
+
+
+async def next_event(session: Any, request_id: str) -> dict[str, Any]:
+    """The worker's event for this request: it is published as the response finishes, so wait."""
+    while True:
+        event = await asyncio.wait_for(session.queue.get(), 5)
+        if event.get("requestId") == request_id:
+            return event
+
+
+def drain(session: Any) -> list[dict[str, Any]]:
+    events = []
+    while not session.queue.empty():
+        events.append(session.queue.get_nowait())
+    return events
+
+
+async def test_one_request_id_and_trace_across_gateway_payments_and_base(edge_shop) -> None:
+    shop = await edge_shop()
+    user, order_id, _ = await setup_order(shop)
+    hub = shop.runtime.hub
+    tails = {name: hub.create(name, TailFilters()) for name in ("rest-shop-gateway", "rest-shop-payments",
+                                                                "rest-shop-api")}
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    status, body, headers = await shop.call(
+        "POST", "/api/payments/initiate", {"orderId": order_id, "paymentMethod": "stripe",
+                                           "paymentData": {"paymentMethodId": "pm_card_visa"}},
+        token=user, headers={"Idempotency-Key": "trace-1", "X-Request-Id": "req-trace-1",
+                             "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"})
+    assert status == 201 and headers["X-Request-Id"] == "req-trace-1"
+    edge_event = await next_event(tails["rest-shop-gateway"], "req-trace-1")  # the last one published
+    seen = {name: [e for e in drain(tail) if e.get("requestId") == "req-trace-1"] for name, tail in tails.items()}
+    seen["rest-shop-gateway"].append(edge_event)
+    assert all(seen.values()), {k: len(v) for k, v in seen.items()}
+    for events in seen.values():
+        assert all(e["traceparent"].split("-")[1] == trace_id for e in events)
+    rpc = [e["event"]["rpc"] for e in seen["rest-shop-api"] if "rpc" in e["event"]]
+    assert {"class": "OrderLock", "method": "begin_payment"} in rpc  # payments → base's OrderLock
+    spans = {e["traceparent"].split("-")[2] for events in seen.values() for e in events}
+    assert len(spans) >= 3  # each hop its own span of one trace
+
+    status, _, headers = await shop.call("GET", "/api/products")
+    generated = headers["X-Request-Id"]
+    assert status == 200 and len(generated) == 32
+    base_event = await next_event(tails["rest-shop-api"], generated)
+    assert TailFilters.from_api({"filters": [{"query": generated}]}).matches(base_event)  # wrangler tail --search <id>
+
+
+async def test_services_accept_only_what_the_gateway_signed(edge_shop) -> None:
+    shop = await edge_shop()
+    base = shop.runtime.workers["rest-shop-api"]
+    body = b'{"email": "direct@example.com", "password": "password123"}'
+
+    async def direct(headers: dict[str, str], payload: bytes = body, path: str = "/user/signup") -> int:
+        reply = await asgi_fetch(base, Request(f"http://base{path}", method="POST", body=payload,
+                                               headers={"content-type": "application/json", **headers}))
+        return reply.status
+
+    now = int(time.time())
+    assert await direct({}) == 401
+    assert await direct({"X-Gateway-Signature": sign("wrong-key", "POST", "/user/signup", body)}) == 401
+    assert await direct({"X-Gateway-Signature": sign(SERVICE_AUTH_KEY, "POST", "/user/signup", body,
+                                                     timestamp=now - 61)}) == 401
+    tampered = sign(SERVICE_AUTH_KEY, "POST", "/user/signup", body)
+    assert await direct({"X-Gateway-Signature": tampered}, body.replace(b"direct", b"evil")) == 401
+    assert shop.db()["users"].count_documents({}) == 0  # refused requests did nothing
+    assert await direct({"X-Gateway-Signature": sign(SERVICE_AUTH_KEY, "POST", "/user/signup", body)}) == 201
+    reply = await asgi_fetch(base, Request("http://base/health"))
+    assert reply.status == 200  # probes need no signature
+    status, _, _ = await shop.call("POST", "/api/user/signup", {"email": "edge@example.com",
+                                                               "password": "password123"},
+                                   headers={"X-Gateway-Signature": "t=1,v1=forged-by-client"})
+    assert status == 201  # a client's own signature header is dropped; the gateway signs
+
+
+async def test_exactly_the_limit_passes_under_1000_concurrent_requests(edge_shop) -> None:
+    shop = await edge_shop(RATE_LIMITS="base.read=100/3600, base.write=5/3600")
+    replies = await asyncio.gather(*(shop.call("GET", "/api/products?limit=1") for _ in range(1000)))
+    statuses = Counter(status for status, _, _ in replies)
+    assert statuses == {200: 100, 429: 900}
+    limited = next(r for r in replies if r[0] == 429)
+    assert limited[1]["error"]["code"] == "rate_limited" and int(limited[2]["Retry-After"]) >= 1
+    assert limited[2]["RateLimit-Limit"] == "100" and limited[2]["RateLimit-Remaining"] == "0"
+    passed = [r for r in replies if r[0] == 200]
+    assert sorted(int(r[2]["RateLimit-Remaining"]) for r in passed) == list(range(100))
+    user = shop.token(user_id=str(ObjectId()))
+    assert (await shop.call("GET", "/api/products?limit=1", token=user))[0] == 200  # a user has their own bucket
+    writes = [await shop.call("POST", "/api/user/login", {"email": "x@example.com", "password": "password123"})
+              for _ in range(6)]
+    assert [s for s, _, _ in writes] == [401] * 5 + [429]  # writes: their own, smaller budget
+
+
+async def test_public_catalogue_reads_are_cached_validated_and_purged_by_writes(edge_shop) -> None:
+    shop = await edge_shop()
+    product = await shop.product(name="Lamp", price=20)
+    path = f"/api/products/{product['_id']}"
+    base_tail = shop.runtime.hub.create("rest-shop-api", TailFilters())
+    status, first, headers = await shop.call("GET", path)
+    assert status == 200 and headers["X-Cache"] == "MISS" and "public, max-age=30" in headers["Cache-Control"]
+    etag = headers["ETag"]
+    status, second, headers = await shop.call("GET", path)
+    assert (status, second, headers["X-Cache"], headers["ETag"]) == (200, first, "HIT", etag)
+    assert "Authorization" in headers["Vary"]
+    status, body, headers = await shop.call("GET", path, headers={"If-None-Match": etag})
+    assert status == 304 and not body and headers["ETag"] == etag
+    assert len(drain(base_tail)) == 1  # one upstream request for three reads
+
+    admin = shop.token("admin")
+    assert (await shop.call("GET", path, token=admin))[2].get("X-Cache") is None  # authenticated: never cached
+    assert (await shop.call("PATCH", path, {"price": 25}, token=admin))[0] == 200
+    status, fresh, headers = await shop.call("GET", path)
+    assert headers["X-Cache"] == "MISS" and fresh["price"] == 25 and headers["ETag"] != etag  # no stale price
+    assert (await shop.call("GET", path, headers={"If-None-Match": etag}))[0] == 200
+
+    drain(base_tail)
+    replies = await asyncio.gather(*(shop.call("GET", "/api/products?limit=3&sort=newest") for _ in range(50)))
+    assert {r[0] for r in replies} == {200} and len(drain(base_tail)) == 1  # concurrent misses share one fetch
+    assert (await shop.call("GET", "/api/products?sort=newest&limit=3"))[2]["X-Cache"] == "HIT"  # same query
+
+
+async def test_health_aggregates_services_and_circuits(edge_shop) -> None:
+    shop = await edge_shop()
+    status, body, _ = await shop.call("GET", "/health")
+    assert status == 200 and body["status"] == "ok" and body["service"] == "rest-shop-gateway"
+    assert body["services"]["base"]["status"] == "ok" and body["services"]["base"]["database"]["status"] == "connected"
+    assert body["services"]["payments"]["idempotency"]["records"] == 0
+    assert body["circuits"] == {"base": {"state": "closed", "recent_failures": 0},
+                                "payments": {"state": "closed", "recent_failures": 0}}
+    assert all(isinstance(s["latency_ms"], float) for s in body["services"].values())
+
+
+async def test_cors_preflight_and_responses(edge_shop) -> None:
+    shop = await edge_shop(ALLOWED_ORIGINS="https://shop.example")
+    async with aiohttp.ClientSession() as http:
+        async with http.options(f"{shop.url}/api/orders", headers={
+                "Origin": "https://shop.example", "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type"}) as resp:
+            assert resp.status == 204
+            assert resp.headers["Access-Control-Allow-Origin"] == "https://shop.example"
+            assert resp.headers["Access-Control-Allow-Credentials"] == "true"
+            assert "POST" in resp.headers["Access-Control-Allow-Methods"]
+        async with http.options(f"{shop.url}/api/orders", headers={
+                "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}) as resp:
+            assert resp.status == 403 and "Access-Control-Allow-Origin" not in resp.headers
+    status, _, headers = await shop.call("GET", "/api/products", headers={"Origin": "https://shop.example"})
+    assert status == 200 and headers["Access-Control-Allow-Origin"] == "https://shop.example"
+    assert "X-Request-Id" in headers["Access-Control-Expose-Headers"] and "Origin" in headers["Vary"]
+    status, _, headers = await shop.call("GET", "/api/products", headers={"Origin": "https://evil.example"})
+    assert status == 200 and "Access-Control-Allow-Origin" not in headers
+
+
+async def test_a_failing_upstream_opens_its_circuit_and_base_keeps_serving(edge_shop) -> None:
+    shop = await edge_shop(BREAKER_FAILURES=3, BREAKER_COOLDOWN_S=0.5)
+    payments = shop.runtime.workers["rest-shop-payments"]
+    healthy_app = payments.app
+
+    async def broken(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 500, "headers": [(b"content-type", b"text/html")]})
+        await send({"type": "http.response.body", "body": b"<h1>boom</h1>"})
+
+    payments.app = broken
+    try:
+        statuses = [(await shop.call("GET", "/api/payments/history"))[0] for _ in range(5)]
+        assert statuses == [502, 502, 502, 503, 503]  # an HTML 500 becomes our 502; then the circuit is open
+        status, body, headers = await shop.call("GET", "/api/payments/history")
+        assert body["error"]["code"] == "upstream_unavailable" and int(headers["Retry-After"]) >= 1
+        assert (await shop.call("GET", "/api/products"))[0] == 200  # base is not affected
+        health = (await shop.call("GET", "/health"))[1]
+        assert health["circuits"]["payments"]["state"] == "open" and health["status"] == "degraded"
+    finally:
+        payments.app = healthy_app
+    await asyncio.sleep(0.6)  # the cool-down passes: one probe goes through and closes the circuit
+    assert (await shop.call("GET", "/api/payments/history", token=shop.token()))[0] == 200
+    assert (await shop.call("GET", "/health"))[1]["circuits"]["payments"]["state"] == "closed"
