@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .base_bench import bench_base
+from .gateway_bench import bench_gateway
 from .payments_bench import bench_payments
 from .runtime_bench import bench_runtime
 
@@ -33,6 +34,7 @@ async def main(quick: bool) -> dict[str, Any]:
     return {"quick": quick, "python": platform.python_version(), "machine": platform.machine(),
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "benchmarks": {"runtime": await bench_runtime(quick), "base": await bench_base(quick),
+                           "gateway": await bench_gateway(quick),
                            "payments": await bench_payments(quick)}}
 
 

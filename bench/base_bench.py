@@ -27,7 +27,8 @@ KEY = "bench-jwt-key-" + "k" * 40
 
 
 class DevSession:
-    def __init__(self, state: Path, workers: tuple[str, ...] = ("base", "bench/workers/hello")) -> None:
+    def __init__(self, state: Path, workers: tuple[str, ...] = ("base", "bench/workers/hello"),
+                 variables: dict[str, str] | None = None) -> None:
         env = {**os.environ, "JWT_KEY": KEY, "PYTHONUNBUFFERED": "1", "WRANGLER_REGISTRY_PATH": str(state / "reg")}
         for name in ("MONGODB_URI", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET"):
             env.pop(name, None)
@@ -35,7 +36,8 @@ class DevSession:
             [sys.executable, "-m", "wrangler", "dev", *[a for w in workers for a in ("-c", str(ROOT / w / "wrangler.toml"))],
              "--port", "0",
              "--persist-to", str(state), "--var", "SIGNUP_RATE_LIMIT:1000000/60",
-             "--var", "LOGIN_RATE_LIMIT:1000000/60"],
+             "--var", "LOGIN_RATE_LIMIT:1000000/60",
+             *[a for k, v in (variables or {}).items() for a in ("--var", f"{k}:{v}")]],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.urls: dict[str, str] = {}
         assert self.proc.stdout is not None

@@ -8,11 +8,10 @@ import logging
 
 from pymongo.errors import PyMongoError
 from quart import Quart
-from quart_schema import QuartSchema
 
 from durable import env
 from durable.mongo import MongoPool, pooled_database
-from models.web import install_error_handlers, install_service_auth
+from models.web import install_error_handlers, install_schema, install_service_auth
 
 from .objects.idempotency import IdempotencyLedger, PaymentIdempotency, ProviderEvents
 from .providers import registry
@@ -25,8 +24,7 @@ log = logging.getLogger("rest_shop.payments")
 
 app = Quart(__name__)
 app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
-QuartSchema(app, info={"title": "rest-shop-payments", "version": "1"}, redoc_ui_path=None, scalar_ui_path=None,
-            pydantic_dump_options={"by_alias": True})
+install_schema(app, "rest-shop-payments")
 install_error_handlers(app)
 install_service_auth(app)
 for module in (health, webhooks, payments):

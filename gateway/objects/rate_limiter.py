@@ -2,6 +2,10 @@
 
 Calls to one object are serialized by its input gate and `take` never awaits anything but
 storage, so N concurrent requests against a bucket of L let exactly L through.
+
+The bucket lives in memory and is saved at most once per `SAVE_EVERY_S` (without holding the
+reply for the disk): a commit per request would cost more than the limit protects, and a
+crash or eviction forgives at most that last second of spending.
 """
 from __future__ import annotations
 
@@ -11,11 +15,14 @@ from typing import Any
 
 from durable import DurableObject
 
+SAVE_EVERY_S = 1.0
+
 
 class RateLimiter(DurableObject):
     def __init__(self, ctx: Any, env: Any) -> None:
         super().__init__(ctx, env)
         self._bucket: dict[str, float] | None = None
+        self._saved_at = 0.0
 
     async def take(self, limit: int, period_s: float) -> dict[str, Any]:
         """Spend one token if there is one. `reset` is the seconds until the bucket is full again."""
@@ -27,8 +34,9 @@ class RateLimiter(DurableObject):
         if allowed:
             tokens -= 1.0
         self._bucket = {"tokens": tokens, "at": now}
-        # losing the newest bucket state in a crash forgives a few requests: no need to wait for disk
-        await self.ctx.storage.put("bucket", self._bucket, allow_unconfirmed=True)
+        if now - self._saved_at >= SAVE_EVERY_S:
+            self._saved_at = now
+            await self.ctx.storage.put("bucket", self._bucket, allow_unconfirmed=True)
         return {"allowed": allowed, "limit": limit, "remaining": int(tokens),
                 "reset": math.ceil((limit - tokens) / rate),
                 "retry_after": 0 if allowed else max(1, math.ceil((1.0 - tokens) / rate))}

@@ -1,0 +1,199 @@
+"""The forwarding path, at the ASGI level: a proxy pays for no web framework of its own.
+
+Per request: CORS preflight → rate limit (a RateLimiter object per service, route class and
+client) → edge cache for public catalogue reads → circuit breaker → signed forward through
+the service binding. Errors have the shape of DESIGN §4.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from multidict import CIMultiDict
+
+from durable import Request, env
+from durable.signing import sign
+from models.errors import ApiError, error_body
+from models.web import client_address
+
+from . import cache as edge_cache
+from .cors import add_vary, cors_headers
+from .edge import edge
+from .limits import client_key, parse_limits, route_class
+from .routing import PAYMENTS, route
+
+MAX_BODY_BYTES = 8 * 1024 * 1024
+_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te",
+                         "trailer", "content-length", "remote-addr"})
+_NOT_FROM_CLIENTS = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-gateway-signature",
+                               "x-durable-signature"})
+_DROP_INBOUND = _HOP_BY_HOP | _NOT_FROM_CLIENTS
+_DROP_CACHED = _HOP_BY_HOP | {"x-request-id", "cache-control", "etag"}
+
+
+@dataclass
+class Incoming:
+    method: str
+    path: str
+    query: str
+    headers: CIMultiDict[str]
+    peer: str
+    scheme: str
+    body: bytes = b""
+
+    @property
+    def target(self) -> str:
+        return self.path + (f"?{self.query}" if self.query else "")
+
+
+@dataclass
+class Outgoing:
+    status: int
+    headers: CIMultiDict[str]
+    body: bytes
+
+
+async def handle(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    incoming = Incoming(scope["method"], scope["path"], scope.get("query_string", b"").decode("latin-1"),
+                        CIMultiDict((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]),
+                        (scope.get("client") or ("", 0))[0], scope.get("scheme", "http"))
+    try:
+        incoming.body = await read_body(receive)
+        reply = await proxy(incoming)
+    except ApiError as exc:
+        reply = Outgoing(exc.status, CIMultiDict({"content-type": "application/json", **exc.headers}),
+                         json.dumps(error_body(exc.code, exc.message, exc.details)).encode())
+    add_cors(incoming, reply)
+    await send({"type": "http.response.start", "status": reply.status,
+                "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()]})
+    await send({"type": "http.response.body", "body": b"" if incoming.method == "HEAD" else reply.body})
+
+
+async def read_body(receive: Any) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ApiError(400, "bad_request", "The client went away")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ApiError(413, "payload_too_large", f"Request bodies are limited to {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def proxy(incoming: Incoming) -> Outgoing:
+    if incoming.method == "OPTIONS" and "access-control-request-method" in incoming.headers:
+        return preflight(incoming)
+    upstream, path = route(incoming.path)
+    limits = await rate_limit(incoming, upstream)
+    state = edge(env)
+    if edge_cache.is_cacheable_request(incoming.method, path, incoming.headers):
+        stored, outcome = await state.cache.fetch(edge_cache.cache_key(path, incoming.query),
+                                                  lambda: cacheable_forward(incoming, upstream, path))
+        reply = from_cache(incoming, stored, outcome)
+    else:
+        reply = await send_upstream(incoming, upstream, path)
+        if edge_cache.is_catalogue_write(incoming.method, path) and reply.status < 400:
+            state.cache.purge("/products")
+    reply.headers.update(limits)
+    return reply
+
+
+def preflight(incoming: Incoming) -> Outgoing:
+    allowed = cors_headers(incoming.headers.get("origin"), str(env.get("ALLOWED_ORIGINS", "")), preflight=True,
+                           requested_headers=incoming.headers.get("access-control-request-headers"))
+    if allowed is None:
+        raise ApiError(403, "cors_forbidden", "This origin may not call the API")
+    return Outgoing(204, CIMultiDict(allowed), b"")
+
+
+def add_cors(incoming: Incoming, reply: Outgoing) -> None:
+    spec = str(env.get("ALLOWED_ORIGINS", ""))
+    if not spec:
+        return
+    if "access-control-allow-origin" not in reply.headers:
+        allowed = cors_headers(incoming.headers.get("origin"), spec)
+        if allowed is not None:
+            reply.headers.update(allowed)
+    add_vary(reply.headers, "Origin")
+
+
+async def rate_limit(incoming: Incoming, upstream: str) -> dict[str, str]:
+    """Spend one token from the caller's bucket for this service and route class, or 429."""
+    kind = route_class(incoming.method)
+    limit = parse_limits(str(env.get("RATE_LIMITS", ""))).get(f"{upstream}.{kind}")
+    if limit is None:
+        return {}
+    who = client_key(incoming.headers.get("authorization"),
+                     client_address(incoming.peer, incoming.headers.get("x-forwarded-for")), env.get("JWT_KEY"))
+    ns = env.RATE_LIMITER
+    result = await ns.get(ns.id_from_name(f"{upstream}:{kind}:{who}")).take(limit.limit, limit.period_s)
+    headers = {"RateLimit-Limit": str(result["limit"]), "RateLimit-Remaining": str(result["remaining"]),
+               "RateLimit-Reset": str(result["reset"])}
+    if not result["allowed"]:
+        raise ApiError(429, "rate_limited", "Too many requests; slow down",
+                       headers={**headers, "Retry-After": str(result["retry_after"])})
+    return headers
+
+
+async def send_upstream(incoming: Incoming, upstream: str, path: str, body: bytes | None = None) -> Outgoing:
+    """Signed forward through the breaker; 503 at once while it is open, 504 on a timeout."""
+    breaker = edge(env).breakers[upstream]
+    wait = breaker.admit()
+    if wait is not None:
+        raise ApiError(503, "upstream_unavailable", f"The {upstream} service is unavailable; retry later",
+                       headers={"Retry-After": str(max(1, math.ceil(wait)))})
+    body = incoming.body if body is None else body
+    target = path + (f"?{incoming.query}" if incoming.query else "")
+    headers = [(k, v) for k, v in incoming.headers.items() if k.lower() not in _DROP_INBOUND]
+    chain = [incoming.headers.get("x-forwarded-for", ""), incoming.peer]
+    headers += [("x-forwarded-for", ", ".join(part for part in chain if part)),
+                ("x-forwarded-proto", incoming.scheme),
+                ("x-gateway-signature", sign(env.SERVICE_AUTH_KEY, incoming.method, target, body))]
+    binding = env.PAYMENT_SERVICE if upstream == PAYMENTS else env.BASE_SERVICE
+    request = Request(f"http://{upstream}{target}", method=incoming.method, headers=headers, body=body)
+    timeout_s = float(env.get("UPSTREAM_TIMEOUT_S", 30))
+    try:
+        reply = await asyncio.wait_for(binding.fetch(request), timeout_s)
+    except asyncio.TimeoutError:
+        breaker.failed()
+        raise ApiError(504, "upstream_timeout", f"The {upstream} service did not answer within {timeout_s:g} s",
+                       headers={"Retry-After": "1"}) from None
+    out = CIMultiDict((k, v) for k, v in reply.headers.items() if k.lower() not in _HOP_BY_HOP)
+    if reply.status < 500 or reply.status == 501:
+        breaker.succeeded()
+        return Outgoing(reply.status, out, reply.body)
+    breaker.failed()
+    if not out.get("content-type", "").startswith("application/json"):  # not our error shape
+        raise ApiError(502, "bad_gateway", f"The {upstream} service failed")
+    return Outgoing(reply.status, out, reply.body)
+
+
+async def cacheable_forward(incoming: Incoming, upstream: str, path: str) -> edge_cache.Stored:
+    reply = await send_upstream(incoming, upstream, path, b"")
+    rules = reply.headers.get("cache-control", "")
+    cacheable = reply.status == 200 and "private" not in rules and "no-store" not in rules
+    headers = [(k, v) for k, v in reply.headers.items() if k.lower() not in _DROP_CACHED]
+    return edge_cache.Stored(reply.status, headers, reply.body, edge_cache.make_etag(reply.body), cacheable)
+
+
+def from_cache(incoming: Incoming, stored: edge_cache.Stored, outcome: str) -> Outgoing:
+    """Shape a cached (or shared) upstream answer: validators, freshness, 304 when it matches."""
+    if not stored.cacheable:
+        return Outgoing(stored.status, CIMultiDict(stored.headers), stored.body)
+    cache = edge(env).cache
+    extra = {"ETag": stored.etag, "X-Cache": outcome, "Age": str(cache.age(stored)),
+             "Cache-Control": f"public, max-age={cache.max_age_s:g}, stale-while-revalidate={cache.stale_s:g}"}
+    if edge_cache.etag_matches(incoming.headers.get("if-none-match"), stored.etag):
+        reply = Outgoing(304, CIMultiDict(extra), b"")
+    else:
+        reply = Outgoing(stored.status, CIMultiDict([*stored.headers, *extra.items()]), stored.body)
+    add_vary(reply.headers, "Authorization")
+    return reply
