@@ -11,7 +11,7 @@ from quart import Quart
 
 from durable import env
 from durable.mongo import MongoPool
-from models.web import install_error_handlers, install_schema, install_service_auth
+from models.web import install_error_handlers, install_schema, install_service_auth, require_strong_keys
 
 from .objects.order_lock import OrderLock
 from .objects.rate_limiter import RateLimiter
@@ -37,6 +37,7 @@ for module in (health, users, products, orders, uploads):
 @app.before_serving
 async def create_indexes() -> None:
     """Idempotent; a database that is down now is reported by /health, not fatal."""
+    require_strong_keys()
     try:
         db = await database(env)
         for store in (UserStore(db), ProductStore(db), OrderStore(db)):

@@ -71,3 +71,8 @@ def error_from_wire(data: dict[str, Any]) -> BaseException:
         except Exception:  # a registered class with an unusual constructor
             pass
     return RpcError(message, name)
+
+
+class StartupRefused(Exception):
+    """A worker will not start with this configuration (a missing or weak secret, say): the
+    message says what to fix; `wrangler` prints it and exits 1, no traceback."""

@@ -54,12 +54,14 @@ class Runtime:
 
     def __init__(self, configs: list[WorkerConfig], *, persist_to: str | Path, local_dev: bool = True,
                  internal_key: str | None = None, remote: dict[str, str] | None = None,
-                 alarm_backoff_s: float = 2.0, idle_evict_s: float = 120.0, synchronous: str = "FULL") -> None:
+                 alarm_backoff_s: float = 2.0, idle_evict_s: float = 120.0, synchronous: str = "FULL",
+                 use_registry: bool = True) -> None:
         self.configs = start_order(configs)
         self.persist_to = Path(persist_to)
         self.local_dev = local_dev
         self.internal_key = internal_key or secrets.token_urlsafe(32)
         self.remote = dict(remote or {})
+        self.use_registry = use_registry  # dev sessions find each other; production is told (`remote`)
         self.alarm_backoff_s = alarm_backoff_s
         self.idle_evict_s = idle_evict_s
         self.synchronous = synchronous
@@ -76,7 +78,7 @@ class Runtime:
     def remote_target(self, name: str) -> RemoteTarget | None:
         if name in self.remote:
             return RemoteTarget(self.remote[name], self.internal_key)
-        entry = lookup(name)
+        entry = lookup(name) if self.use_registry else None
         return RemoteTarget(entry.url, entry.internal_key) if entry is not None else None
 
     def resolve_service(self, name: str) -> ASGIApp | RemoteTarget | None:

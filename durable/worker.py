@@ -153,9 +153,12 @@ class Worker:
             if status is not None:
                 capture.event_info["response"] = {"status": status}
             self._on_trace(capture.event())
+            duration_ms = round((time.perf_counter() - started) * 1000, 2)
             access_log.info("%s %s %s %s (%.1f ms) request_id=%s", self.name, scope["method"], scope["path"],
-                            status if status is not None else "-", (time.perf_counter() - started) * 1000,
-                            trace.request_id)
+                            status if status is not None else "-", duration_ms, trace.request_id,
+                            extra={"worker": self.name, "method": scope["method"], "path": scope["path"],
+                                   "status": status, "duration_ms": duration_ms, "request_id": trace.request_id,
+                                   "traceparent": trace.traceparent})
 
     async def _internal(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Durable Object RPC from another process: POST /cdn-cgi/durable/<Class>/<id>/<method>."""

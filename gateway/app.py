@@ -12,11 +12,12 @@ from quart import Quart
 
 from durable import env
 from models.health import Health
-from models.web import install_error_handlers
+from models.web import install_error_handlers, require_strong_keys
 
 from . import proxy
 from .edge import edge
 from .health import aggregate
+from .limits import parse_limits
 from .objects.rate_limiter import RateLimiter
 
 __all__ = ["app", "RateLimiter"]
@@ -46,6 +47,8 @@ class Gateway:
             await self.own(scope, receive, send)
 
     async def startup(self) -> None:
+        require_strong_keys(("SERVICE_AUTH_KEY",))
+        parse_limits(str(env.get("RATE_LIMITS", "")))  # a typo in the limits stops the start, not a request
         await self.own.startup()
 
     async def shutdown(self) -> None:

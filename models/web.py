@@ -13,6 +13,7 @@ from quart_schema import QuartSchema, RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
 from durable import env
+from durable.errors import StartupRefused
 from durable.signing import SignatureError, verify
 
 from .auth import Claims, TokenError, bearer_token, verify_token
@@ -91,6 +92,26 @@ def client_ip() -> str:
 def flag(value: Any) -> bool:
     """A boolean var, whether TOML gave a bool or a string (`--var X:true`)."""
     return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+MIN_KEY_BYTES = 32
+
+
+class InsecureConfiguration(StartupRefused):
+    """Production refuses to start on this: the message names the setting and the fix."""
+
+
+def require_strong_keys(names: tuple[str, ...] = ("JWT_KEY", "SERVICE_AUTH_KEY")) -> None:
+    """Outside local development, signing keys must be set and at least 32 bytes long."""
+    if str(env.get("ENVIRONMENT", "development")) == "development":
+        return
+    for name in names:
+        value = env.get(name)
+        if not value:
+            raise InsecureConfiguration(f"{name} is not set: set it in the process environment")
+        if len(str(value).encode()) < MIN_KEY_BYTES:
+            raise InsecureConfiguration(f"{name} is shorter than {MIN_KEY_BYTES} bytes: use a longer random key "
+                                        f"(e.g. `openssl rand -base64 48`)")
 
 
 SIGNATURE_HEADER = "X-Gateway-Signature"

@@ -11,7 +11,7 @@ from quart import Quart
 
 from durable import env
 from durable.mongo import MongoPool, pooled_database
-from models.web import install_error_handlers, install_schema, install_service_auth
+from models.web import install_error_handlers, install_schema, install_service_auth, require_strong_keys
 
 from .objects.idempotency import IdempotencyLedger, PaymentIdempotency, ProviderEvents
 from .providers import registry
@@ -33,6 +33,7 @@ for module in (health, webhooks, payments):
 
 @app.before_serving
 async def start() -> None:
+    require_strong_keys()
     await registry.start(env)
     try:
         await PaymentStore(await pooled_database(env)).ensure_indexes()

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from durable.config import ConfigError
+from durable.errors import StartupRefused
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,6 +25,21 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--var", action="append", default=[], metavar="NAME:VALUE",
                      help="override a var of every worker (repeatable), as wrangler's --var")
     dev.add_argument("--alarm-backoff", type=float, default=2.0, help=argparse.SUPPRESS)
+
+    serve = sub.add_parser("serve", help="production: each worker in its own process (all of ./*/wrangler.toml "
+                                         "by default), JSON logs, graceful SIGTERM")
+    serve.add_argument("-c", "--config", action="append", type=Path,
+                       help="a wrangler.toml; exactly one serves that worker in this process")
+    serve.add_argument("--ip", default=None, help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port of the worker (or of the primary one)")
+    serve.add_argument("--persist-to", type=Path, default=None, help="state directory (default .wrangler/state)")
+    serve.add_argument("-e", "--env", default=None, help="use the [env.<name>] sections (e.g. production)")
+    serve.add_argument("--var", action="append", default=[], metavar="NAME:VALUE", help="override a var")
+    serve.add_argument("--remote", action="append", default=[], metavar="NAME=URL",
+                       help="where another worker this one binds to is served (repeatable)")
+    serve.add_argument("--log-format", choices=["json", "text"], default="json")
+    serve.add_argument("--grace", type=float, default=20.0,
+                       help="seconds in-flight requests get to finish after SIGTERM")
 
     tail = sub.add_parser("tail", help="stream live trace events of a worker run by `wrangler dev`")
     tail.add_argument("worker", nargs="?", help="worker name (default: the name in ./wrangler.toml)")
@@ -51,12 +67,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "dev":
             from .dev import run_dev
             return asyncio.run(run_dev(args))
+        if args.command == "serve":
+            from .serve import run_serve
+            return asyncio.run(run_serve(args))
         if args.command == "tail":
             from .tail import run_tail
             return asyncio.run(run_tail(args))
         from .secret import run_secret
         return run_secret(args)
-    except ConfigError as exc:
+    except (ConfigError, StartupRefused) as exc:
         print(f"✘ [ERROR] {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import signal
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 from durable import config as wconfig
 from durable.config import ConfigError, WorkerConfig
 from durable.env import read_dev_vars
+from durable.logs import setup_logging
 from durable.registry import RegistryEntry, register, unregister
 from durable.runtime import Runtime
 from durable.server import Server, bind
@@ -46,16 +46,6 @@ def primary_worker(configs: list[WorkerConfig], explicit: bool, ordered: list[Wo
     return roots[-1] if roots else ordered[-1]
 
 
-def _setup_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("[%(name)s:%(levelname)s] %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    for noisy in ("hypercorn.error", "hypercorn.access", "quart.app", "quart.serving"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
 def needs_embedded_mongo(configs: list[WorkerConfig]) -> bool:
     """A worker requires MONGODB_URI and neither the environment nor its .dev.vars provides it."""
     if "MONGODB_URI" in os.environ:
@@ -65,7 +55,7 @@ def needs_embedded_mongo(configs: list[WorkerConfig]) -> bool:
 
 
 async def run_dev(args: argparse.Namespace) -> int:
-    _setup_logging()
+    setup_logging("text")
     configs = load_configs(args)
     persist_to = (args.persist_to or Path.cwd() / ".wrangler" / "state").resolve()
     mongo: EmbeddedMongo | None = None

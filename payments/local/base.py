@@ -23,12 +23,14 @@ def new_id(prefix: str) -> str:
 
 class LocalProviderServer:
     """Subclasses add their API routes in `routes()` and their delivery format in `deliver_event()`."""
+    title = "provider"
 
     api_prefix = "/v1/"
 
     def __init__(self) -> None:
         self.ledger: list[dict[str, Any]] = []      # {"type": "charge"|"refund", "amount", "currency", "payment_id"}
         self.events: dict[str, dict[str, Any]] = {}
+        self.deliveries: dict[str, int | None] = {}  # event id → status of its latest automatic delivery
         self.faults: dict[str, Any] = {"delay_s": 0.0, "status": None, "count": 0}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runner: web.AppRunner | None = None
@@ -79,9 +81,10 @@ class LocalProviderServer:
         self.events[event_id] = event
 
         async def deliver() -> None:
-            for attempt in range(4):
+            for attempt in range(4):  # as providers do: a 2xx ends it, so does a refusal that will not change
                 status = await self.deliver_event(event)
-                if status is not None and status < 500:
+                self.deliveries[event_id] = status
+                if status is not None and status < 500 and status not in (409, 429):
                     return
                 await asyncio.sleep(0.2 * 2 ** attempt)
         task = asyncio.get_running_loop().create_task(deliver())

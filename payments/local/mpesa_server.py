@@ -29,6 +29,8 @@ def _error(status: int, code: str, message: str) -> web.Response:
 
 
 class LocalMpesa(LocalProviderServer):
+    title = "M-Pesa (Daraja)"
+
     def __init__(self, consumer_key: str, consumer_secret: str, shortcode: str, passkey: str,
                  pin_delay_s: float = 0.05) -> None:
         super().__init__()

@@ -28,6 +28,8 @@ def _error(status: int, name: str, issue: str, message: str) -> web.Response:
 
 
 class LocalPayPal(LocalProviderServer):
+    title = "PayPal"
+
     def __init__(self, client_id: str, client_secret: str) -> None:
         super().__init__()
         self.client_id, self.client_secret = client_id, client_secret

@@ -33,6 +33,8 @@ def _error(status: int, type_: str, message: str, **extra: Any) -> web.Response:
 
 
 class LocalStripe(LocalProviderServer):
+    title = "Stripe"
+
     def __init__(self, api_key: str) -> None:
         super().__init__()
         self.api_key = api_key

@@ -10,6 +10,8 @@ import logging
 import secrets
 from typing import Any
 
+from durable.errors import StartupRefused
+
 from .base import Provider
 from .mpesa import MpesaProvider
 from .paypal import PayPalProvider
@@ -18,6 +20,32 @@ from .stripe import StripeProvider
 log = logging.getLogger("rest_shop.providers")
 
 METHODS = {"stripe": "stripe", "card": "stripe", "paypal": "paypal", "mpesa": "mpesa"}
+SECRETS = {"stripe": ("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET"),
+           "paypal": ("PAYPAL_CLIENT_ID", "PAYPAL_CLIENT_SECRET", "PAYPAL_WEBHOOK_ID"),
+           "mpesa": ("MPESA_CONSUMER_KEY", "MPESA_CONSUMER_SECRET", "MPESA_PASSKEY", "MPESA_SHORTCODE",
+                     "MPESA_CALLBACK_TOKEN")}
+
+
+class MissingProviderSecrets(StartupRefused):
+    """An enabled provider without its keys where local stand-ins are not allowed (production)."""
+
+
+def enabled(env: Any) -> list[str]:
+    names = [n.strip() for n in str(env.get("PAYMENT_PROVIDERS", "stripe,paypal,mpesa")).split(",") if n.strip()]
+    unknown = [n for n in names if n not in SECRETS]
+    if unknown:
+        raise MissingProviderSecrets(f"PAYMENT_PROVIDERS names unknown provider(s) {', '.join(unknown)}; "
+                                     f"known: {', '.join(SECRETS)}")
+    return names
+
+
+def check_secrets(env: Any, names: list[str]) -> None:
+    """Without local stand-ins, every enabled provider needs all its secrets: say which are missing."""
+    missing = {n: [s for s in SECRETS[n] if not env.get(s)] for n in names}
+    problems = [f"{n} needs {', '.join(m)}" for n, m in missing.items() if m]
+    if problems:
+        raise MissingProviderSecrets("payment providers are enabled without their secrets: " + "; ".join(problems)
+                                     + " (set them, or remove the provider from PAYMENT_PROVIDERS)")
 
 
 class Providers:
@@ -26,9 +54,23 @@ class Providers:
         self.local_servers: dict[str, Any] = {}
 
     async def start(self, env: Any) -> None:
+        """Each provider in PAYMENT_PROVIDERS: the real one with its keys, else (dev) a local server."""
         local_ok = str(env.get("LOCAL_PROVIDERS", "auto")) == "auto"
-        key = env.get("STRIPE_SECRET_KEY")
+        wanted = enabled(env)
+        if not local_ok:
+            check_secrets(env, wanted)
         timeout_s = float(env.get("PROVIDER_TIMEOUT_S", 10))
+        for name in wanted:
+            await getattr(self, f"_start_{name}")(env, local_ok, timeout_s)
+
+    async def _start_local(self, name: str, server: Any, secret_name: str) -> str:
+        url = await server.start()
+        self.local_servers[name] = server
+        log.warning("%s is not set: using the local %s server at %s", secret_name, server.title, url)
+        return url
+
+    async def _start_stripe(self, env: Any, local_ok: bool, timeout_s: float) -> None:
+        key = env.get("STRIPE_SECRET_KEY")
         if key:
             self.providers["stripe"] = StripeProvider(key, env.get("STRIPE_WEBHOOK_SECRET"),
                                                       str(env.get("STRIPE_API_BASE", "https://api.stripe.com")),
@@ -36,11 +78,10 @@ class Providers:
         elif local_ok:
             from ..local.stripe_server import LocalStripe
             local_key = f"sk_test_local_{secrets.token_hex(12)}"
-            server = LocalStripe(local_key)
-            url = await server.start()
-            self.local_servers["stripe"] = server
+            url = await self._start_local("stripe", LocalStripe(local_key), "STRIPE_SECRET_KEY")
             self.providers["stripe"] = StripeProvider(local_key, None, url, timeout_s)
-            log.warning("STRIPE_SECRET_KEY is not set: using the local Stripe server at %s", url)
+
+    async def _start_paypal(self, env: Any, local_ok: bool, timeout_s: float) -> None:
         client_id, client_secret = env.get("PAYPAL_CLIENT_ID"), env.get("PAYPAL_CLIENT_SECRET")
         if client_id and client_secret:
             self.providers["paypal"] = PayPalProvider(
@@ -49,25 +90,21 @@ class Providers:
         elif local_ok:
             from ..local.paypal_server import LocalPayPal
             local_id, local_secret = f"local-{secrets.token_hex(6)}", secrets.token_urlsafe(24)
-            server = LocalPayPal(local_id, local_secret)
-            url = await server.start()
-            self.local_servers["paypal"] = server
+            url = await self._start_local("paypal", LocalPayPal(local_id, local_secret), "PAYPAL_CLIENT_ID")
             self.providers["paypal"] = PayPalProvider(local_id, local_secret, url, None, timeout_s)
-            log.warning("PAYPAL_CLIENT_ID is not set: using the local PayPal server at %s", url)
-        mpesa = [env.get(n) for n in ("MPESA_CONSUMER_KEY", "MPESA_CONSUMER_SECRET", "MPESA_PASSKEY", "MPESA_SHORTCODE")]
+
+    async def _start_mpesa(self, env: Any, local_ok: bool, timeout_s: float) -> None:
+        keys = [env.get(n) for n in ("MPESA_CONSUMER_KEY", "MPESA_CONSUMER_SECRET", "MPESA_PASSKEY", "MPESA_SHORTCODE")]
         callback_token = env.get("MPESA_CALLBACK_TOKEN") or secrets.token_urlsafe(24)
-        if all(mpesa):
-            self.providers["mpesa"] = MpesaProvider(*mpesa, str(env.get("MPESA_API_BASE",
-                                                                        "https://sandbox.safaricom.co.ke")),
+        if all(keys):
+            self.providers["mpesa"] = MpesaProvider(*keys, str(env.get("MPESA_API_BASE",
+                                                                       "https://sandbox.safaricom.co.ke")),
                                                     callback_token, timeout_s)
         elif local_ok:
             from ..local.mpesa_server import LocalMpesa
             key, secret, passkey, shortcode = secrets.token_hex(8), secrets.token_hex(8), secrets.token_hex(16), "174379"
-            server = LocalMpesa(key, secret, shortcode, passkey)
-            url = await server.start()
-            self.local_servers["mpesa"] = server
+            url = await self._start_local("mpesa", LocalMpesa(key, secret, shortcode, passkey), "MPESA_CONSUMER_KEY")
             self.providers["mpesa"] = MpesaProvider(key, secret, passkey, shortcode, url, callback_token, timeout_s)
-            log.warning("MPESA_CONSUMER_KEY is not set: using the local M-Pesa (Daraja) server at %s", url)
 
     async def stop(self) -> None:
         for provider in self.providers.values():

@@ -1,0 +1,47 @@
+"""Process logging: every record carries the current request id and traceparent; production
+writes one JSON object per line (to stdout, for a log shipper), development readable text."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any, TextIO
+
+from . import tracing
+from .tail import redactor
+
+# attributes a LogRecord has anyway; anything else was passed as `extra=` and is a field
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+QUIET = ("hypercorn.error", "hypercorn.access", "quart.app", "quart.serving", "aiohttp.access")
+
+
+class TraceFields(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = tracing.current()
+        if context is not None and not hasattr(record, "request_id"):
+            record.request_id = context.request_id
+            record.traceparent = context.traceparent
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(), "logger": record.name, "message": redactor(record.getMessage())}
+        line.update({k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")})
+        if record.exc_info and record.exc_info[1] is not None:
+            line["exception"] = redactor(f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}")
+        return json.dumps(line, default=str)
+
+
+def setup_logging(fmt: str = "text", stream: TextIO | None = None) -> None:
+    handler = logging.StreamHandler(stream or (sys.stdout if fmt == "json" else sys.stderr))
+    handler.addFilter(TraceFields())
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter("[%(name)s:%(levelname)s] %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    for noisy in QUIET:
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,138 @@
+"""`wrangler serve --env production`: refuses weak or missing secrets with a clear message; runs
+each worker in its own process with signed HTTP bindings and JSON logs; SIGTERM lets a request
+in flight finish, then every process stops cleanly."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bson import ObjectId
+from pymongo import MongoClient
+
+from models.auth import issue_token
+from tests.conftest import BASE_TOML, PAYMENTS_TOML, ROOT
+from tests.e2e.test_payment_crash import stripe_server  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.slow
+
+STRONG_JWT = "j" * 48
+STRONG_SERVICE = "s" * 48
+
+
+def serve(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "PAYPAL_", "MPESA_"))
+             and k not in ("MONGODB_URI", "JWT_KEY", "SERVICE_AUTH_KEY")}
+    return subprocess.Popen([sys.executable, "-m", "wrangler", "serve", "--env", "production", *args], cwd=ROOT,
+                            env={**clean, **env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("config, env, names", [
+    (BASE_TOML, {"JWT_KEY": STRONG_JWT, "SERVICE_AUTH_KEY": STRONG_SERVICE}, "MONGODB_URI"),
+    (BASE_TOML, {"JWT_KEY": "too-short", "SERVICE_AUTH_KEY": STRONG_SERVICE, "MONGODB_URI": "mongodb://x"},
+     "JWT_KEY is shorter than 32 bytes"),
+    (BASE_TOML, {"JWT_KEY": STRONG_JWT, "MONGODB_URI": "mongodb://x"}, "SERVICE_AUTH_KEY"),
+    (PAYMENTS_TOML, {"JWT_KEY": STRONG_JWT, "SERVICE_AUTH_KEY": STRONG_SERVICE, "MONGODB_URI": "mongodb://x"},
+     "stripe needs STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET"),
+])
+def test_production_refuses_missing_or_weak_secrets(tmp_path: Path, config: Path, env: dict[str, str],
+                                                    names: str) -> None:
+    proc = serve("-c", str(config), "--port", "0", "--persist-to", str(tmp_path), env=env)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "✘ [ERROR]" in err and names in err, err
+    assert "Traceback" not in err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def call(method: str, url: str, body: Any = None, token: str | None = None,
+         headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(url, method=method, data=None if body is None else json.dumps(body).encode(),
+                                     headers={"content-type": "application/json", **(headers or {}),
+                                              **({"Authorization": f"Bearer {token}"} if token else {})})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def test_three_processes_signed_bindings_json_logs_and_graceful_sigterm(tmp_path: Path, mongo_uri: str,
+                                                                         stripe_server) -> None:  # noqa: F811
+    stripe_url, stripe_key = stripe_server
+    port = free_port()
+    db_name = f"t_{uuid.uuid4().hex[:16]}"
+    proc = serve("--port", str(port), "--persist-to", str(tmp_path), "--grace", "10",
+                 "--var", f"MONGODB_DB:{db_name}", "--var", "PAYMENT_PROVIDERS:stripe",
+                 "--var", f"STRIPE_API_BASE:{stripe_url}",
+                 env={"JWT_KEY": STRONG_JWT, "SERVICE_AUTH_KEY": STRONG_SERVICE, "MONGODB_URI": mongo_uri,
+                      "STRIPE_SECRET_KEY": stripe_key, "STRIPE_WEBHOOK_SECRET": "whsec_" + "w" * 32})
+    lines: list[dict[str, Any]] = []
+    errors: list[str] = []
+    threading.Thread(target=lambda: [lines.append(json.loads(l)) for l in proc.stdout], daemon=True).start()
+    threading.Thread(target=lambda: [errors.append(l) for l in proc.stderr], daemon=True).start()
+    gateway = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while sum("Ready on" in e for e in errors) < 3:
+        assert proc.poll() is None and time.monotonic() < deadline, "".join(errors)
+        time.sleep(0.05)
+    ready = {l["worker"]: l["url"] for l in lines if l.get("event") == "ready"}
+    assert set(ready) == {"rest-shop-api", "rest-shop-payments", "rest-shop-gateway"}
+
+    assert call("POST", f"{ready['rest-shop-api']}/user/signup", {"email": "d@x.io", "password": "password123"})[0] == 401
+    assert call("GET", f"{ready['rest-shop-api']}/health")[0] == 200  # probes need no signature
+    admin = issue_token(STRONG_JWT, email="a@x.io", user_id=str(ObjectId()), role="admin")
+    user = issue_token(STRONG_JWT, email="u@x.io", user_id=str(ObjectId()), role="user")
+    status, product = call("POST", f"{gateway}/api/products", {"name": "Mug", "price": 8, "stock": 5}, admin)
+    assert status == 201
+    status, order = call("POST", f"{gateway}/api/orders", {"productId": product["_id"], "quantity": 2}, user,
+                         headers={"X-Request-Id": "prod-req-1"})
+    assert status == 201
+    order_id = order["createdOrder"]["_id"]
+    def access_lines() -> list[dict[str, Any]]:  # written as each worker finishes the request
+        return [l for l in list(lines) if l.get("request_id") == "prod-req-1" and l.get("logger") == "durable.access"]
+    while {l["worker"] for l in access_lines()} < {"rest-shop-gateway", "rest-shop-api"}:
+        assert time.monotonic() < deadline + 30, access_lines()
+        time.sleep(0.02)
+    logged = access_lines()
+    assert all(isinstance(l["duration_ms"], float) and l["status"] == 201 for l in logged)
+
+    urllib.request.urlopen(urllib.request.Request(f"{stripe_url}/_local/faults", method="POST",
+                                                  data=json.dumps({"delay_s": 2, "count": 1,
+                                                                   "path": "/v1/payment_intents"}).encode(),
+                                                  headers={"content-type": "application/json"}), timeout=10)
+    result: dict[str, Any] = {}
+
+    def pay() -> None:  # over HTTP to payments, whose OrderLock calls go over HTTP to base, signed
+        result["reply"] = call("POST", f"{gateway}/api/payments/initiate",
+                               {"orderId": order_id, "paymentMethod": "card",
+                                "paymentData": {"paymentMethodId": "pm_card_visa"}}, user,
+                               headers={"Idempotency-Key": "prod-1"})
+    paying = threading.Thread(target=pay)
+    paying.start()
+    payments = MongoClient(mongo_uri)[db_name]["payments"]
+    while payments.find_one({"providerCalled": True}) is None:  # now waiting on the (slow) provider
+        assert paying.is_alive() and time.monotonic() < deadline + 60
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    paying.join(timeout=30)
+    assert result["reply"][0] == 201 and result["reply"][1]["payment"]["status"] == "succeeded"
+    assert proc.wait(timeout=30) == 0
+    stopped = {l["worker"] for l in lines if l.get("event") == "stopped"}
+    assert stopped == {"rest-shop-api", "rest-shop-payments", "rest-shop-gateway"}

@@ -1,0 +1,133 @@
+"""`wrangler serve`: production. Each worker in its own OS process; bindings between them over
+HTTP, signed with SERVICE_AUTH_KEY; JSON log lines on stdout; graceful shutdown on SIGTERM.
+
+With one `-c`, this process serves that worker (what a process manager runs, one unit per
+worker, `--remote NAME=URL` for the workers it binds to). Without `-c`, or with several, it
+supervises one such child per worker, on the ports of their `[dev]` sections (the primary,
+the gateway, on `--port`), and stops them all when it is told to or when one dies.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from durable.config import ConfigError, WorkerConfig
+from durable.logs import setup_logging
+from durable.runtime import Runtime, start_order
+from durable.server import Server, bind
+
+from .dev import DEFAULT_IP, DEFAULT_PORT, load_configs, primary_worker
+
+log = logging.getLogger("wrangler.serve")
+
+
+def parse_remotes(items: list[str]) -> dict[str, str]:
+    remotes: dict[str, str] = {}
+    for item in items:
+        name, sep, url = item.partition("=")
+        if not sep or not name or not url.startswith(("http://", "https://")):
+            raise ConfigError("--remote", item, "expected NAME=http(s)://HOST:PORT")
+        remotes[name] = url.rstrip("/")
+    return remotes
+
+
+async def run_serve(args: argparse.Namespace) -> int:
+    setup_logging(args.log_format)
+    configs = load_configs(args)
+    if len(configs) == 1:
+        return await serve_one(args, configs[0])
+    return await supervise(args, configs)
+
+
+async def serve_one(args: argparse.Namespace, config: WorkerConfig) -> int:
+    key = os.environ.get("SERVICE_AUTH_KEY")
+    if not key:
+        raise ConfigError(config.path, "secrets", "SERVICE_AUTH_KEY is not set: workers sign their calls to "
+                                                  "each other with it; set the same value for every worker")
+    persist_to = (args.persist_to or Path.cwd() / ".wrangler" / "state").resolve()
+    runtime = Runtime([config], persist_to=persist_to, local_dev=False, internal_key=key,
+                      remote=parse_remotes(args.remote), use_registry=False)
+    ip = args.ip or config.dev.ip or DEFAULT_IP
+    port = args.port if args.port is not None else (config.dev.port or DEFAULT_PORT)
+    sock = bind(ip, port)  # before start-up: a busy port fails fast, before any state is opened
+    await runtime.start()
+    server = Server(runtime.workers[config.name], sock, graceful_timeout_s=args.grace)
+    await server.start()
+    log.info("%s ready on %s", config.name, server.url, extra={"worker": config.name, "url": server.url,
+                                                                  "event": "ready"})
+    print(f"[wrangler:info] Ready on {server.url}", file=sys.stderr, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        log.info("%s stopping: finishing requests in flight (up to %g s)", config.name, args.grace,
+                 extra={"worker": config.name, "event": "stopping"})
+    finally:
+        await server.stop()      # stop accepting; in-flight requests finish within the grace period
+        await runtime.close()    # then flush object storage and close database clients
+    log.info("%s stopped", config.name, extra={"worker": config.name, "event": "stopped"})
+    return 0
+
+
+def free_port(ip: str, wanted: int) -> int:
+    """The worker's configured port, or any free one when that is taken (its siblings are told)."""
+    with bind(ip, wanted, fallback_to_any=True) as sock:
+        return int(sock.getsockname()[1])
+
+
+def child_command(args: argparse.Namespace, config: WorkerConfig, port: int, remotes: dict[str, str]) -> list[str]:
+    command = [sys.executable, "-m", "wrangler", "serve", "-c", str(config.path), "--port", str(port),
+               "--log-format", args.log_format, "--grace", str(args.grace)]
+    for flag, value in (("--env", args.env), ("--ip", args.ip), ("--persist-to", args.persist_to)):
+        if value is not None:
+            command += [flag, str(value)]
+    for item in args.var:
+        command += ["--var", item]
+    for name, url in remotes.items():
+        if name != config.name:
+            command += ["--remote", f"{name}={url}"]
+    return command
+
+
+async def supervise(args: argparse.Namespace, configs: list[WorkerConfig]) -> int:
+    ordered = start_order(configs)
+    primary = primary_worker(configs, bool(args.config), ordered)
+    ip = args.ip or primary.dev.ip or DEFAULT_IP
+    ports = {c.name: free_port(ip, c.dev.port or 0) for c in ordered if c is not primary}
+    ports[primary.name] = args.port if args.port is not None else (primary.dev.port or DEFAULT_PORT)
+    host = f"[{ip}]" if ":" in ip else ip
+    remotes = {name: f"http://{host}:{port}" for name, port in ports.items()}
+    children: list[asyncio.subprocess.Process] = []
+    for config in ordered:  # dependencies first, as their bindings resolve over HTTP
+        children.append(await asyncio.create_subprocess_exec(*child_command(args, config, ports[config.name],
+                                                                            remotes)))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    waits = {asyncio.ensure_future(child.wait()): child for child in children}
+    stopper = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait([stopper, *waits], return_when=asyncio.FIRST_COMPLETED)
+    died = [waits[task] for task in done if task in waits]
+    # the edge first: what it still has in flight needs the workers behind it, so they stop after it
+    for child in reversed(children):
+        if child.returncode is None:
+            child.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(child.wait(), args.grace + 5)
+            except asyncio.TimeoutError:
+                child.kill()
+                await child.wait()
+    stopper.cancel()
+    if died:
+        log.error("a worker process exited (code %s); stopped the others", died[0].returncode,
+                  extra={"event": "worker_died"})
+        return 1
+    return 0
