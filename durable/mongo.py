@@ -116,7 +116,7 @@ class MongoPool(DurableObject):
         return AsyncMongoClient(
             self.env.MONGODB_URI, event_listeners=[self._stats], maxPoolSize=self._max_pool,
             serverSelectionTimeoutMS=self._timeout_ms, connectTimeoutMS=self._timeout_ms,
-            socketTimeoutMS=max(self._timeout_ms * 2, 10_000), tz_aware=True, appname=self.env.get("SERVICE_NAME"))
+            socketTimeoutMS=self._timeout_ms * 2, tz_aware=True, appname=self.env.get("SERVICE_NAME"))
 
     async def _connect(self, attempts: int = 5, first_delay_s: float = 0.1) -> None:
         async with self._lock:
@@ -137,8 +137,10 @@ class MongoPool(DurableObject):
                     delay *= 2
 
     async def database(self) -> AsyncDatabase[dict[str, Any]]:
-        """Local-only: the service's database on the pooled client (connecting first if needed)."""
-        if self._client is None or not self._connected:
+        """Local-only: the service's database on the pooled client. The first call connects (with
+        retries); after that the driver reconnects by itself, and while the server is away each
+        operation fails within MONGODB_TIMEOUT_MS instead of a request waiting on retries here."""
+        if self._client is None:
             await self._connect()
         assert self._client is not None
         return self._client[str(self.env.MONGODB_DB)]

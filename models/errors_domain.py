@@ -30,3 +30,8 @@ class InsufficientStock(Exception):
 @register_error
 class Unprocessable(Exception):
     """Well-formed but semantically wrong (amount or currency mismatch...)."""
+
+
+@register_error
+class DatabaseUnavailable(Exception):
+    """The database did not answer in time (down, unreachable): retry later; nothing was applied."""

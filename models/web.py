@@ -8,6 +8,7 @@ from functools import wraps
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
+from pymongo.errors import ConnectionFailure
 from quart import Quart, g, jsonify, request
 from quart_schema import QuartSchema, RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
@@ -18,7 +19,7 @@ from durable.signing import SignatureError, verify
 
 from .auth import Claims, TokenError, bearer_token, verify_token
 from .errors import ApiError, error_body
-from .errors_domain import Conflict, InsufficientStock, NotFound, Unprocessable
+from .errors_domain import Conflict, DatabaseUnavailable, InsufficientStock, NotFound, Unprocessable
 
 log = logging.getLogger("rest_shop.web")
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -176,6 +177,13 @@ def install_error_handlers(app: Quart) -> None:
         product_id, available, requested = exc.parts()
         return _reply(409, "insufficient_stock", f"Only {available} in stock, {requested} requested",
                       [{"productId": product_id, "available": available, "requested": requested}])
+
+    @app.errorhandler(ConnectionFailure)
+    @app.errorhandler(DatabaseUnavailable)
+    async def _database_down(exc: Exception) -> Any:
+        log.warning("database unavailable: %s", type(exc).__name__)
+        return _reply(503, "database_unavailable", "The database is unavailable; retry shortly",
+                      headers={"Retry-After": "2"})
 
     @app.errorhandler(Unprocessable)
     async def _unprocessable(exc: Unprocessable) -> Any:

@@ -248,14 +248,16 @@ GATEWAY_TOML = ROOT / "gateway" / "wrangler.toml"
 
 @contextlib.asynccontextmanager
 async def open_full_shop(tmp_path: Path, mongo_uri: str, *, gateway_vars: dict[str, Any] | None = None,
-                         base_vars: dict[str, Any] | None = None) -> AsyncIterator[Shop]:
+                         base_vars: dict[str, Any] | None = None,
+                         payments_vars: dict[str, Any] | None = None) -> AsyncIterator[Shop]:
     """All three workers in one runtime on fresh databases; `shop.url` is the gateway on a real socket.
     The services demand the gateway's signature. The caller puts MONGODB_URI, JWT_KEY and
     SERVICE_AUTH_KEY in the environment (see `shop_environment`)."""
     db_name = f"t_{uuid.uuid4().hex[:16]}"
     configs = [with_vars(BASE_TOML, MONGODB_DB=db_name, SIGNUP_RATE_LIMIT="10000/60", LOGIN_RATE_LIMIT="10000/60",
                          REQUIRE_SERVICE_AUTH="true", **(base_vars or {})),
-               with_vars(PAYMENTS_TOML, MONGODB_DB=f"{db_name}_pay", PROVIDER_TIMEOUT_S=1, REQUIRE_SERVICE_AUTH="true"),
+               with_vars(PAYMENTS_TOML, MONGODB_DB=f"{db_name}_pay", PROVIDER_TIMEOUT_S=1, REQUIRE_SERVICE_AUTH="true",
+                         **(payments_vars or {})),
                with_vars(GATEWAY_TOML, **{"RATE_LIMITS": UNLIMITED, **(gateway_vars or {})})]
     runtime = Runtime(configs, persist_to=tmp_path / "state", alarm_backoff_s=0.05)
     await runtime.start()

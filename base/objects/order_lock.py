@@ -15,9 +15,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from bson import ObjectId
+from pymongo.errors import ConnectionFailure
 
 from durable import DurableObject
-from models.errors_domain import Conflict, InsufficientStock, NotFound, Unprocessable
+from models.errors_domain import Conflict, DatabaseUnavailable, InsufficientStock, NotFound, Unprocessable
 from models.orders import TRANSITIONS
 
 from durable.mongo import pooled_database as database
@@ -59,8 +60,12 @@ class OrderLock(DurableObject):
             await asyncio.Event().wait()
 
     async def _serial(self, fn: Any) -> Any:
-        """One operation at a time per order, even across Mongo awaits."""
-        return await self.ctx.block_concurrency_while(fn)
+        """One operation at a time per order, even across Mongo awaits. A database outage is
+        DatabaseUnavailable to the caller; the checkpoint left behind is finished or undone later."""
+        try:
+            return await self.ctx.block_concurrency_while(fn)
+        except ConnectionFailure as exc:
+            raise DatabaseUnavailable(type(exc).__name__) from None
 
     # -- creation -------------------------------------------------------------------------
     async def create(self, spec: dict[str, Any]) -> dict[str, Any]:
