@@ -11,6 +11,7 @@ import json
 import math
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from multidict import CIMultiDict
 
@@ -26,6 +27,7 @@ from .limits import client_key, parse_limits, route_class
 from .routing import PAYMENTS, route
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
+PATH_SAFE = "/:@!$&'()*+,;=-._~"  # RFC 3986 pchar: everything else in a (decoded) path is escaped again
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te",
                          "trailer", "content-length", "remote-addr"})
 _NOT_FROM_CLIENTS = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-gateway-signature",
@@ -158,7 +160,8 @@ async def send_upstream(incoming: Incoming, upstream: str, path: str, body: byte
                 ("x-forwarded-proto", incoming.scheme),
                 ("x-gateway-signature", sign(env.SERVICE_AUTH_KEY, incoming.method, target, body))]
     binding = env.PAYMENT_SERVICE if upstream == PAYMENTS else env.BASE_SERVICE
-    request = Request(f"http://{upstream}{target}", method=incoming.method, headers=headers, body=body)
+    url = f"http://{upstream}{quote(path, safe=PATH_SAFE)}" + (f"?{incoming.query}" if incoming.query else "")
+    request = Request(url, method=incoming.method, headers=headers, body=body)
     timeout_s = float(env.get("UPSTREAM_TIMEOUT_S", 30))
     try:
         reply = await asyncio.wait_for(binding.fetch(request), timeout_s)

@@ -116,7 +116,7 @@ def require_strong_keys(names: tuple[str, ...] = ("JWT_KEY", "SERVICE_AUTH_KEY")
 
 
 SIGNATURE_HEADER = "X-Gateway-Signature"
-PROBE_PATHS = frozenset({"/health"})
+PROBE_PATHS = frozenset({"/health", "/openapi.json"})  # probes and the public API description
 
 
 def install_service_auth(app: Quart) -> None:
@@ -184,6 +184,16 @@ def install_error_handlers(app: Quart) -> None:
         log.warning("database unavailable: %s", type(exc).__name__)
         return _reply(503, "database_unavailable", "The database is unavailable; retry shortly",
                       headers={"Retry-After": "2"})
+
+    @app.errorhandler(RecursionError)
+    @app.errorhandler(UnicodeDecodeError)
+    async def _unreadable_body(exc: Exception) -> Any:
+        """The JSON parser gave up on the body: nested thousands deep, or not UTF-8 at all."""
+        if request.content_length:
+            problem = "nested too deeply" if isinstance(exc, RecursionError) else "not valid UTF-8"
+            return _reply(400, "invalid_json", f"The request body is {problem}")
+        log.exception("unhandled %s", type(exc).__name__)
+        return _reply(500, "internal_error", "Internal Server Error")
 
     @app.errorhandler(Unprocessable)
     async def _unprocessable(exc: Unprocessable) -> Any:

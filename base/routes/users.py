@@ -64,7 +64,13 @@ async def delete(user_id: str) -> Any:
     return {"message": "User deleted"}
 
 
+OAUTH_PROVIDERS = frozenset({"google", "microsoft", "apple"})
+
+
 @bp.route("/auth/<provider>", methods=["GET", "POST"])
 @bp.route("/auth/<provider>/callback", methods=["GET", "POST"])
 async def oauth(provider: str) -> Any:
+    """The original's social sign-in routes: known, not offered yet (501); anything else is 404."""
+    if provider not in OAUTH_PROVIDERS:
+        raise ApiError(404, "not_found", "Route not found")
     raise ApiError(501, "not_implemented", f"Sign-in with {provider} is not available yet; use email and password")
