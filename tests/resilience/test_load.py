@@ -1,0 +1,112 @@
+"""A bounded load run through the gateway of a real `wrangler dev`: 50 clients browsing,
+ordering and paying for LOAD_SECONDS (CI: 15 s; the closing figures: 120 s), then the
+invariants: no 5xx, no stock oversold or leaked, no double charge, every charge recorded."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import re
+import statistics
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+import pytest
+from bson import ObjectId
+from pymongo import MongoClient
+
+from models.auth import issue_token
+from tests.conftest import JWT_KEY, SERVICE_AUTH_KEY, UNLIMITED
+
+pytestmark = pytest.mark.slow
+LOAD_SECONDS = float(os.environ.get("LOAD_SECONDS", 15))
+CLIENTS = 50
+STOCK = 100_000
+
+
+async def test_mixed_load_through_the_gateway_keeps_the_invariants(dev_process, tmp_path: Path,
+                                                                   mongo_uri: str) -> None:
+    db = f"load_{ObjectId()}"
+    dev = dev_process("--port", "0", "--persist-to", str(tmp_path), "--var", f"MONGODB_DB:{db}",
+                      "--var", f"RATE_LIMITS:{UNLIMITED}", "--var", "REQUIRE_SERVICE_AUTH:true",
+                      extra_env={"MONGODB_URI": mongo_uri, "JWT_KEY": JWT_KEY, "SERVICE_AUTH_KEY": SERVICE_AUTH_KEY,
+                                 "STRIPE_SECRET_KEY": None})
+    gateway = dev.ready_url.rstrip("/")
+    stripe_url = next(m.group(1) for line in dev.stderr_lines
+                      if (m := re.search(r"local Stripe server at (http://\S+)", line)))
+    admin = issue_token(JWT_KEY, email="a@x.io", user_id=str(ObjectId()), role="admin")
+    latencies: list[float] = []
+    statuses: Counter[int] = Counter()
+    kinds: Counter[str] = Counter()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CLIENTS)) as http:
+        async def call(method: str, path: str, body: object = None, headers: dict[str, str] | None = None):
+            started = time.perf_counter()
+            async with http.request(method, gateway + path, json=body, headers=headers or {}) as resp:
+                reply = await resp.json(content_type=None)
+            latencies.append(time.perf_counter() - started)
+            statuses[resp.status] += 1
+            return resp.status, reply
+
+        products = []
+        for i in range(10):
+            status, product = await call("POST", "/api/products", {"name": f"Load item {i}", "price": 5 + i,
+                                                                   "stock": STOCK}, {"Authorization": f"Bearer {admin}"})
+            assert status == 201
+            products.append(product["_id"])
+
+        async def client(n: int) -> None:
+            rng = random.Random(n)
+            token = issue_token(JWT_KEY, email=f"l{n}@x.io", user_id=str(ObjectId()), role="user")
+            auth = {"Authorization": f"Bearer {token}"}
+            unpaid: list[str] = []
+            step = 0
+            end = time.monotonic() + LOAD_SECONDS
+            while time.monotonic() < end:
+                step += 1
+                roll = rng.random()
+                if roll < 0.6:
+                    kinds["browse"] += 1
+                    path = rng.choice(["/api/products?limit=20", f"/api/products/{rng.choice(products)}",
+                                       "/api/products?sort=price_asc&limit=5"])
+                    await call("GET", path)
+                elif roll < 0.85 or not unpaid:
+                    kinds["order"] += 1
+                    status, reply = await call("POST", "/api/orders", {"productId": rng.choice(products),
+                                                                      "quantity": rng.randint(1, 3)},
+                                               {**auth, "Idempotency-Key": f"o-{n}-{step}"})
+                    if status == 201:
+                        unpaid.append(reply["createdOrder"]["_id"])
+                else:
+                    kinds["pay"] += 1
+                    await call("POST", "/api/payments/initiate",
+                               {"orderId": unpaid.pop(), "paymentMethod": "card",
+                                "paymentData": {"paymentMethodId": "pm_card_visa"}},
+                               {**auth, "Idempotency-Key": f"p-{n}-{step}"})
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client(n) for n in range(CLIENTS)))
+        elapsed = time.perf_counter() - started
+
+    server_errors = sum(n for s, n in statuses.items() if s >= 500)
+    q = statistics.quantiles(latencies, n=100)
+    print(f"load: {len(latencies)} requests in {elapsed:.1f} s = {len(latencies) / elapsed:.0f} rps, "
+          f"p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms, 5xx {server_errors}, "
+          f"mix {dict(kinds)}, statuses {dict(statuses)}")
+    assert server_errors == 0
+    base_db, pay_db = MongoClient(mongo_uri)[db], MongoClient(mongo_uri)[f"{db}"]
+    for product_id in products:
+        doc = base_db["products"].find_one({"_id": ObjectId(product_id)})
+        held = sum(i["quantity"] for o in base_db["orders"].find({"status": {"$ne": "cancelled"}})
+                   for i in o["items"] if i["productId"] == product_id)
+        assert doc["stock"] >= 0 and doc["stock"] + held == STOCK
+    with urllib.request.urlopen(f"{stripe_url}/_local/ledger", timeout=10) as resp:
+        charges = [e for e in json.loads(resp.read())["ledger"] if e["type"] == "charge"]
+    per_payment = Counter(e["payment_id"] for e in charges)
+    assert all(n == 1 for n in per_payment.values())
+    records = {str(p["_id"]) for p in pay_db["payments"].find()}
+    assert set(per_payment) <= records
+    MongoClient(mongo_uri).drop_database(db)
