@@ -91,6 +91,11 @@ class LocalProviderServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def quiesce(self) -> None:
+        """Wait until every background delivery (and the work it triggered) has finished."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
     async def post(self, url: str, payload: bytes, headers: dict[str, str]) -> int | None:
         assert self.http is not None
         try:

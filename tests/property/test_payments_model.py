@@ -63,7 +63,13 @@ def test_payment_traffic_keeps_the_money_invariants(mongo_uri: str, tmp_path: Pa
             self.old_events = set(stripe.events)  # earlier examples' events are not ours to replay
 
         def run(self, coro: Any) -> Any:
-            return loop.run_until_complete(coro)
+            """One step, then the provider's webhooks it caused: the invariants hold once those
+            landed (a second intent confirmed in an old tab is refunded by its webhook)."""
+            async def step() -> Any:
+                result = await coro
+                await stripe.quiesce()
+                return result
+            return loop.run_until_complete(step())
 
         async def post(self, token: str, path: str, body: dict[str, Any], key: str) -> tuple[int, bytes, Any]:
             headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": key}
