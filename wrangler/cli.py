@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--status", action="append", choices=["ok", "error", "canceled"], help="filter by outcome")
     tail.add_argument("--method", action="append", help="filter by HTTP method")
     tail.add_argument("--header", help="filter by header: NAME or NAME:VALUE")
-    tail.add_argument("--search", help="only events whose console logs contain this text")
+    tail.add_argument("--search", help="only events whose console logs, request id or trace id contain this text")
     tail.add_argument("--ip", action="append", help="filter by client IP ('self' = this machine)")
     tail.add_argument("--sampling-rate", type=float, default=None, help="fraction of events to keep (0, 1]")
     tail.add_argument("--url", help="tail API of a dev session, instead of finding it in the dev registry")

@@ -41,9 +41,12 @@ def pretty(event: dict[str, Any]) -> str:
         head = f"{request.get('method')} {request.get('url')} - {outcome}" + (f" ({status})" if status else "")
     elif "scheduledTime" in info:
         head = f"Alarm @ {info['scheduledTime']} - {outcome}"
+    elif "rpc" in info:
+        head = f"{info['rpc'].get('class')}.{info['rpc'].get('method')}() - {outcome}"
     else:
         head = f"Event - {outcome}"
-    lines = [f"{head} @ {_when(event.get('eventTimestamp', 0))}"]
+    request_id = f" [{event['requestId']}]" if event.get("requestId") else ""
+    lines = [f"{head} @ {_when(event.get('eventTimestamp', 0))}{request_id}"]
     for log in event.get("logs", []):
         lines.append(f"  ({log.get('level')}) " + " ".join(str(m) for m in log.get("message", [])))
     for exc in event.get("exceptions", []):

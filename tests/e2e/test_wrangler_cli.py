@@ -132,9 +132,10 @@ def test_tail_pretty_format(dev_process, tmp_path: Path) -> None:
     tail = Tail("fx-counter", "--format", "pretty")
     try:
         tail.wait_connected()
-        http("GET", dev.urls["fx-counter"] + "/log?marker=pretty")
+        http("GET", dev.urls["fx-counter"] + "/log?marker=pretty", headers={"X-Request-Id": "pretty-1"})
         head = tail.out.get(timeout=30)
         assert head.startswith("GET http://") and "/log?marker=pretty - Ok (200) @ " in head
+        assert head.rstrip().endswith("[pretty-1]")
         assert tail.out.get(timeout=30).strip() == "(log) printed pretty"
     finally:
         tail.close()
