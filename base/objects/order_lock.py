@@ -173,6 +173,9 @@ class OrderLock(DurableObject):
             elif step == "finalize_stock":
                 for item in order["items"]:
                     await products.finalize(item["productId"], order_id)
+            elif step == "restock":  # a paid order cancelled: its hold is gone, the stock comes back once
+                for item in order["items"]:
+                    await products.restock(item["productId"], order_id, item["quantity"])
             elif step == "save":
                 await orders.save(order)
             state["pending"].remove(step)
@@ -241,9 +244,12 @@ class OrderLock(DurableObject):
                                     f"{order['total_minor']} {order['currency']}")
             self._check_move(order, "confirmed")
             state.pop("payment_lease", None)
+            # paid: the stock is sold, so its hold leaves the product document now (holds are only
+            # for unpaid orders, which keeps that document small on a busy product)
             return await self._transition(state, {"status": "confirmed", "paymentStatus": "paid",
-                                                  "paymentId": payment_id,
-                                                  "payments": order["payments"] + [payment_id]}, [])
+                                                  "paymentId": payment_id, "stockFinalized": True,
+                                                  "payments": order["payments"] + [payment_id]},
+                                          ["finalize_stock"])
         return await self._serial(run)
 
     async def mark_payment_failed(self, payment_id: str, reason: str = "") -> dict[str, Any]:
@@ -259,6 +265,7 @@ class OrderLock(DurableObject):
         return await self._serial(run)
 
     async def set_status(self, status: str) -> dict[str, Any]:
+        """An admin's move; delivery sells the stock for good (if payment had not already)."""
         if status == "cancelled":
             return await self.cancel()
 
@@ -279,7 +286,8 @@ class OrderLock(DurableObject):
         if order["status"] == "cancelled":
             return order_out(order)
         self._check_move(order, "cancelled")
-        return await self._transition(state, {"status": "cancelled", "cancelReason": reason}, ["release_stock"])
+        give_back = "restock" if order.get("stockFinalized") else "release_stock"
+        return await self._transition(state, {"status": "cancelled", "cancelReason": reason}, [give_back])
 
     async def get(self) -> dict[str, Any]:
         return order_out((await self._created())["order"])

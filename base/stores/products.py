@@ -22,7 +22,7 @@ from models.ids import oid
 from models.stamps import iso, now
 from .product_cache import cache_for
 
-PUBLIC = {"holds": 0, "keywords": 0}
+PUBLIC = {"holds": 0, "restocked": 0, "keywords": 0}  # bookkeeping never leaves the store
 SORTS = {"price_asc": [("price_minor", ASCENDING), ("_id", ASCENDING)],
          "price_desc": [("price_minor", DESCENDING), ("_id", ASCENDING)],
          "name": [("name", ASCENDING), ("_id", ASCENDING)],
@@ -154,11 +154,11 @@ class ProductStore:
         doc = await self.col.find_one_and_update(
             {"_id": key, "isActive": True, "stock": {"$gte": quantity}, "holds.o": {"$ne": order_id}},
             {"$inc": {"stock": -quantity}, "$push": {"holds": {"o": order_id, "q": quantity}}},
-            projection={"holds": 0, "keywords": 0}, return_document=ReturnDocument.AFTER)
+            projection=PUBLIC, return_document=ReturnDocument.AFTER)
         if doc is not None:
             self.cache.invalidate()
             return doc
-        return await self.col.find_one({"_id": key, "holds.o": order_id}, {"holds": 0, "keywords": 0})
+        return await self.col.find_one({"_id": key, "holds.o": order_id}, PUBLIC)
 
     async def availability(self, product_id: str) -> tuple[bool, int]:
         """(exists and active, stock) — to explain a failed reservation."""
@@ -175,6 +175,14 @@ class ProductStore:
         quantity = doc["holds"][0]["q"]
         result = await self.col.update_one({"_id": key, "holds.o": order_id},
                                            {"$inc": {"stock": quantity}, "$pull": {"holds": {"o": order_id}}})
+        self.cache.invalidate()
+        return result.modified_count == 1
+
+    async def restock(self, product_id: str, order_id: str, quantity: int) -> bool:
+        """Put a sold (finalized) quantity back, once per order: `restocked` remembers who did."""
+        key = oid(product_id)
+        result = await self.col.update_one({"_id": key, "restocked": {"$ne": order_id}},
+                                           {"$inc": {"stock": quantity}, "$push": {"restocked": order_id}})
         self.cache.invalidate()
         return result.modified_count == 1
 

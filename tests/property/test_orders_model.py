@@ -127,8 +127,9 @@ def test_order_lifecycle_matches_model(mongo_uri: str, tmp_path: Path, monkeypat
                 doc = db["products"].find_one({"_id": ObjectId(product_id)})
                 assert doc["stock"] >= 0
                 assert doc["stock"] == self.available(product_id)
-                holding = sorted(oid for oid, o in self.orders.items()
-                                 if product_id in o["items"] and o["status"] not in ("cancelled", "delivered"))
+                holding = sorted(oid for oid, o in self.orders.items()  # paid or delivered: sold, no hold
+                                 if product_id in o["items"] and o["status"] not in ("cancelled", "delivered")
+                                 and not o["paid"])
                 assert sorted(h["o"] for h in doc["holds"]) == holding
 
         @invariant()
