@@ -209,3 +209,28 @@ async def test_a_failing_upstream_opens_its_circuit_and_base_keeps_serving(edge_
     await asyncio.sleep(0.6)  # the cool-down passes: one probe goes through and closes the circuit
     assert (await shop.call("GET", "/api/payments/history", token=shop.token()))[0] == 200
     assert (await shop.call("GET", "/health"))[1]["circuits"]["payments"]["state"] == "closed"
+
+
+async def test_every_method_path_query_and_body_passes_through_both_prefixes(edge_shop) -> None:
+    shop = await edge_shop()
+    tails = {"base": shop.runtime.hub.create("rest-shop-api", TailFilters()),
+             "payments": shop.runtime.hub.create("rest-shop-payments", TailFilters())}
+    cases = [("GET", "/api/products?b=2&a=%C3%A9", "base", "/products?b=2&a=%C3%A9"),
+             ("PUT", "/orders/abc?x=1", "base", "/orders/abc?x=1"),
+             ("PATCH", "/api/orders/abc", "base", "/orders/abc"),
+             ("DELETE", "/api/user/abc", "base", "/user/abc"),
+             ("HEAD", "/api/products", "base", "/products"),
+             ("POST", "/api/payments/initiate?q=1", "payments", "/payments/initiate?q=1"),
+             ("GET", "/payments/history", "payments", "/payments/history")]
+    for method, path, upstream, seen_path in cases:
+        request_id = f"route-{method}-{upstream}-{len(seen_path)}"
+        async with shop.http.request(method, shop.url + path, data=b'{"k": 1}' if method != "GET" else None,
+                                     headers={"X-Request-Id": request_id, "X-Custom": "kept",
+                                              "Cache-Control": "no-cache"}) as resp:
+            await resp.read()
+            assert resp.headers["X-Request-Id"] == request_id and resp.status < 500
+        event = await next_event(tails[upstream], request_id)
+        request = event["event"]["request"]
+        assert request["method"] == method and request["url"].endswith(seen_path), (method, request["url"])
+        assert request["headers"]["x-custom"] == "kept" and "connection" not in request["headers"]
+        assert request["headers"]["x-forwarded-proto"] == "http"
