@@ -7,7 +7,7 @@ from typing import Any
 
 from .breakers import CircuitBreaker
 from .cache import ResponseCache
-from .routing import BASE, PAYMENTS
+from .routing import UPSTREAMS
 
 
 @dataclass
@@ -24,7 +24,7 @@ def build_edge(env: Any) -> Edge:
     cache = ResponseCache(max_bytes=int(env.get("CACHE_MAX_BYTES", 32 * 1024 * 1024)),
                           max_age_s=float(env.get("CACHE_MAX_AGE_S", 30)),
                           stale_s=float(env.get("CACHE_STALE_S", 60)))
-    return Edge(breakers={BASE: breaker(), PAYMENTS: breaker()}, cache=cache)
+    return Edge(breakers={name: breaker() for name in UPSTREAMS}, cache=cache)
 
 
 def edge(env: Any) -> Edge:

@@ -9,6 +9,7 @@ from typing import Any
 from durable import Request
 
 from .edge import Edge
+from .routing import UPSTREAMS
 
 
 async def probe(binding: Any, timeout_s: float) -> dict[str, Any]:
@@ -28,7 +29,7 @@ async def probe(binding: Any, timeout_s: float) -> dict[str, Any]:
 
 async def aggregate(env: Any, edge: Edge) -> tuple[dict[str, Any], int]:
     timeout_s = float(env.get("HEALTH_PROBE_TIMEOUT_S", 2))
-    upstreams = {"base": env.BASE_SERVICE, "payments": env.PAYMENT_SERVICE}
+    upstreams = {name: getattr(env, binding) for name, binding in UPSTREAMS.items()}
     reports = await asyncio.gather(*(probe(b, timeout_s) for b in upstreams.values()))
     services = dict(zip(upstreams, reports))
     states = [r.get("status") for r in reports]

@@ -24,7 +24,7 @@ from . import cache as edge_cache
 from .cors import add_vary, cors_headers
 from .edge import edge
 from .limits import client_key, parse_limits, route_class
-from .routing import PAYMENTS, route
+from .routing import UPSTREAMS, route
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 PATH_SAFE = "/:@!$&'()*+,;=-._~"  # RFC 3986 pchar: everything else in a (decoded) path is escaped again
@@ -159,7 +159,7 @@ async def send_upstream(incoming: Incoming, upstream: str, path: str, body: byte
     headers += [("x-forwarded-for", ", ".join(part for part in chain if part)),
                 ("x-forwarded-proto", incoming.scheme),
                 ("x-gateway-signature", sign(env.SERVICE_AUTH_KEY, incoming.method, target, body))]
-    binding = env.PAYMENT_SERVICE if upstream == PAYMENTS else env.BASE_SERVICE
+    binding = getattr(env, UPSTREAMS[upstream])
     url = f"http://{upstream}{quote(path, safe=PATH_SAFE)}" + (f"?{incoming.query}" if incoming.query else "")
     request = Request(url, method=incoming.method, headers=headers, body=body)
     timeout_s = float(env.get("UPSTREAM_TIMEOUT_S", 30))

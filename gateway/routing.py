@@ -1,8 +1,14 @@
-"""Which upstream serves a path, and the path it sees there (DESIGN §1)."""
+"""Which upstream serves a path, and the path it sees there (DESIGN §1).
+
+`UPSTREAMS` is the one table of services behind the gateway: name → its service binding. The
+breakers, the health probes and the forwarding all follow it; a new service is a row here, a
+rule in `route`, a `[[services]]` binding and a `RATE_LIMITS` entry.
+"""
 from __future__ import annotations
 
 PAYMENTS = "payments"
 BASE = "base"
+UPSTREAMS: dict[str, str] = {BASE: "BASE_SERVICE", PAYMENTS: "PAYMENT_SERVICE"}
 
 
 def route(path: str) -> tuple[str, str]:
