@@ -12,7 +12,8 @@ from quart import Quart
 
 from durable import env
 from models.health import Health
-from models.web import install_error_handlers, require_strong_keys
+from models.service_auth import require_strong_keys
+from models.web import install_error_handlers
 
 from . import proxy
 from .edge import edge

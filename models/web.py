@@ -14,8 +14,6 @@ from quart_schema import QuartSchema, RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
 from durable import env
-from durable.errors import StartupRefused
-from durable.signing import SignatureError, verify
 
 from .auth import Claims, TokenError, bearer_token, verify_token
 from .errors import ApiError, error_body
@@ -88,52 +86,6 @@ def client_address(peer: str, forwarded_for: str | None) -> str:
 
 def client_ip() -> str:
     return client_address(request.remote_addr or "", request.headers.get("X-Forwarded-For"))
-
-
-def flag(value: Any) -> bool:
-    """A boolean var, whether TOML gave a bool or a string (`--var X:true`)."""
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
-
-
-MIN_KEY_BYTES = 32
-
-
-class InsecureConfiguration(StartupRefused):
-    """Production refuses to start on this: the message names the setting and the fix."""
-
-
-def require_strong_keys(names: tuple[str, ...] = ("JWT_KEY", "SERVICE_AUTH_KEY")) -> None:
-    """Outside local development, signing keys must be set and at least 32 bytes long."""
-    if str(env.get("ENVIRONMENT", "development")) == "development":
-        return
-    for name in names:
-        value = env.get(name)
-        if not value:
-            raise InsecureConfiguration(f"{name} is not set: set it in the process environment")
-        if len(str(value).encode()) < MIN_KEY_BYTES:
-            raise InsecureConfiguration(f"{name} is shorter than {MIN_KEY_BYTES} bytes: use a longer random key "
-                                        f"(e.g. `openssl rand -base64 48`)")
-
-
-SIGNATURE_HEADER = "X-Gateway-Signature"
-PROBE_PATHS = frozenset({"/health", "/openapi.json"})  # probes and the public API description
-
-
-def install_service_auth(app: Quart) -> None:
-    """With REQUIRE_SERVICE_AUTH on, only requests the gateway signed (HMAC with SERVICE_AUTH_KEY,
-    at most 60 s old) reach the handlers; unsigned, stale or forged ones get 401 and do nothing."""
-    @app.before_request
-    async def _verify_gateway_signature() -> None:
-        if not flag(env.get("REQUIRE_SERVICE_AUTH", False)) or request.path in PROBE_PATHS:
-            return
-        query = request.query_string.decode("latin-1")
-        target = request.path + (f"?{query}" if query else "")
-        try:
-            verify(env.SERVICE_AUTH_KEY, request.headers.get(SIGNATURE_HEADER), request.method, target,
-                   await request.get_data(), tolerance_s=float(env.get("SERVICE_AUTH_TOLERANCE_S", 60)))
-        except SignatureError as exc:
-            log.warning("refused %s %s: %s", request.method, request.path, exc)
-            raise ApiError(401, "service_auth_failed", f"Requests must come through the gateway ({exc})") from None
 
 
 def install_schema(app: Quart, title: str) -> None:

@@ -11,7 +11,8 @@ from quart import Quart
 
 from durable import env
 from durable.mongo import MongoPool, pooled_database
-from models.web import install_error_handlers, install_schema, install_service_auth, require_strong_keys
+from models.service_auth import install_service_auth, require_strong_keys
+from models.web import install_error_handlers, install_schema
 
 from .objects.idempotency import IdempotencyLedger, PaymentIdempotency, ProviderEvents
 from .providers import registry
