@@ -1,7 +1,7 @@
 """Rate-limit configuration and whose bucket a request spends from.
 
 `RATE_LIMITS = "base.read=600/60, base.write=120/60, ..."`: per upstream and route class (read =
-GET/HEAD, write = the rest), requests per period in seconds.
+GET/HEAD, write = the rest, webhook = provider callbacks), requests per period in seconds.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import jwt
 
 from models.auth import TokenError, bearer_token, verify_token
 
-_ENTRY = re.compile(r"^\s*(\w+)\.(read|write)\s*=\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*$")
+_ENTRY = re.compile(r"^\s*(\w+)\.(read|write|webhook)\s*=\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*$")
 _USER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -29,12 +29,20 @@ def parse_limits(spec: str) -> dict[str, Limit]:
     for part in filter(str.strip, spec.split(",")):
         match = _ENTRY.match(part)
         if match is None or int(match.group(3)) < 1 or float(match.group(4)) <= 0:
-            raise ValueError(f"RATE_LIMITS entry {part.strip()!r} is not <service>.<read|write>=<count>/<seconds>")
+            raise ValueError(f"RATE_LIMITS entry {part.strip()!r} is not "
+                             f"<service>.<read|write|webhook>=<count>/<seconds>")
         limits[f"{match.group(1)}.{match.group(2)}"] = Limit(int(match.group(3)), float(match.group(4)))
     return limits
 
 
-def route_class(method: str) -> str:
+PROVIDER_CALLBACKS = ("/payments/webhooks/", "/payments/mpesa/callback")
+
+
+def route_class(method: str, path: str = "") -> str:
+    """read (GET/HEAD), write, or webhook: providers call from a few addresses in bursts and
+    authenticate themselves, so they get their own budget (none unless RATE_LIMITS names one)."""
+    if path.startswith(PROVIDER_CALLBACKS):
+        return "webhook"
     return "read" if method in ("GET", "HEAD") else "write"
 
 

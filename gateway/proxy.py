@@ -94,7 +94,7 @@ async def proxy(incoming: Incoming) -> Outgoing:
     if incoming.method == "OPTIONS" and "access-control-request-method" in incoming.headers:
         return preflight(incoming)
     upstream, path = route(incoming.path)
-    limits = await rate_limit(incoming, upstream)
+    limits = await rate_limit(incoming, upstream, path)
     state = edge(env)
     if edge_cache.is_cacheable_request(incoming.method, path, incoming.headers):
         stored, outcome = await state.cache.fetch(edge_cache.cache_key(path, incoming.query),
@@ -127,9 +127,9 @@ def add_cors(incoming: Incoming, reply: Outgoing) -> None:
     add_vary(reply.headers, "Origin")
 
 
-async def rate_limit(incoming: Incoming, upstream: str) -> dict[str, str]:
+async def rate_limit(incoming: Incoming, upstream: str, path: str) -> dict[str, str]:
     """Spend one token from the caller's bucket for this service and route class, or 429."""
-    kind = route_class(incoming.method)
+    kind = route_class(incoming.method, path)
     limit = parse_limits(str(env.get("RATE_LIMITS", ""))).get(f"{upstream}.{kind}")
     if limit is None:
         return {}

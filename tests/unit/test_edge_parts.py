@@ -11,7 +11,7 @@ from durable.tracing import TraceContext
 from gateway.breakers import CircuitBreaker
 from gateway.cache import ResponseCache, Stored, cache_key, etag_matches, is_cacheable_request, make_etag
 from gateway.cors import cors_headers
-from gateway.limits import client_key, parse_limits
+from gateway.limits import client_key, parse_limits, route_class
 from models.auth import issue_token
 
 
@@ -111,8 +111,11 @@ async def test_concurrent_misses_share_one_load_and_a_purge_wins_over_an_older_f
 
 
 def test_rate_limit_parsing_and_client_keys() -> None:
-    limits = parse_limits("base.read=100/60, payments.write=5/1.5")
+    limits = parse_limits("base.read=100/60, payments.write=5/1.5, payments.webhook=1000/60")
     assert (limits["base.read"].limit, limits["payments.write"].period_s) == (100, 1.5)
+    assert [route_class("GET", "/products"), route_class("POST", "/orders"), route_class("POST", "/payments/initiate"),
+            route_class("POST", "/payments/webhooks/stripe"), route_class("POST", "/payments/mpesa/callback")] == [
+        "read", "write", "write", "webhook", "webhook"]
     for bad in ("base=1/1", "base.read=0/60", "base.read=ten/60", "base.read=1/0"):
         with pytest.raises(ValueError):
             parse_limits(bad)
