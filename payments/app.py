@@ -4,6 +4,7 @@ The worker's entry module: the Quart `app` and its Durable Object classes.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from pymongo.errors import PyMongoError
@@ -16,6 +17,7 @@ from models.web import install_error_handlers, install_schema
 
 from .objects.idempotency import IdempotencyLedger, PaymentIdempotency, ProviderEvents
 from .providers import registry
+from .reconcile import sweep_forever
 from .routes import health, payments, webhooks
 from .stores.payments import PaymentStore
 
@@ -40,8 +42,14 @@ async def start() -> None:
         await PaymentStore(await pooled_database(env)).ensure_indexes()
     except PyMongoError as exc:
         log.error("could not create indexes: %s", exc)
+    # one sweeper per running worker; the task keeps this start-up's env (context is copied)
+    env.isolate_state("reconciler", lambda: asyncio.get_running_loop().create_task(sweep_forever(env)))
 
 
 @app.after_serving
 async def stop() -> None:
+    sweeper = env.isolate_state("reconciler", lambda: None)
+    if sweeper is not None:
+        sweeper.cancel()
+        await asyncio.gather(sweeper, return_exceptions=True)
     await registry.stop()

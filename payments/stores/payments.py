@@ -28,6 +28,7 @@ class PaymentStore:
         await self.col.create_index([("userId", ASCENDING), ("createdAt", DESCENDING)], name="user_created")
         await self.col.create_index("orderId", name="order")
         await self.col.create_index("transactionId", sparse=True, name="transaction")
+        await self.col.create_index([("status", ASCENDING), ("updatedAt", ASCENDING)], name="status_updated")
 
     async def start(self, payment_id: str, fields: dict[str, Any]) -> dict[str, Any]:
         """Create the record (status `processing`) or return the one a crashed attempt left."""

@@ -320,3 +320,26 @@ async def test_health_counts_idempotency_records_and_the_oldest_in_flight(full_s
     await stuck.release()
     done = await _idempotency_health(shop)
     assert (done["records"], done["in_flight"]) == (after["records"], after["in_flight"])
+
+
+async def test_the_sweep_settles_what_no_webhook_or_client_reported(full_shop) -> None:
+    """The customer confirmed in the browser, the webhook never came, the client never asked:
+    the reconciliation sweep asks Stripe and pays the order; an untouched intent stays open."""
+    from payments.reconcile import reconcile_open_payments
+    shop = full_shop
+    payments_env = shop.runtime.workers["rest-shop-payments"].env
+    user, order_id, _ = await setup_order(shop)
+    other_user, other_order, _ = await setup_order(shop)
+    stripe = local_stripe()
+    paid = (await initiate(shop, user, order_id, "sweep-1"))[1]
+    untouched = (await initiate(shop, other_user, other_order, "sweep-2"))[1]
+    stripe.endpoints.clear()  # webhooks are lost from here on
+    assert await _confirm_in_browser(paid["payment"]["transactionId"], "pm_card_visa") == 200
+    assert await order_state(shop, user, order_id) == ("pending", "pending")
+    assert await reconcile_open_payments(payments_env, older_than_s=0) == 1
+    assert await order_state(shop, user, order_id) == ("confirmed", "paid")
+    assert await payment_reaches(shop, user, paid["payment"]["_id"], "succeeded")
+    assert await order_state(shop, other_user, other_order) == ("pending", "pending")
+    status, still, _ = await shop.call("GET", f"/api/payments/{untouched['payment']['_id']}", token=other_user)
+    assert still["payment"]["status"] == "requires_action"
+    assert await reconcile_open_payments(payments_env, older_than_s=3600) == 0  # recently checked ones wait
