@@ -19,13 +19,12 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from . import codec, ids
+from . import codec, ids, tracing
 from .errors import ObjectUnavailable, error_from_wire, error_to_wire
 from .gates import InputGate
 from .http import Request, Response, make_request
 from .ids import DurableObjectId
 from .storage import DurableObjectStorage, StorageEngine, now_ms
-from . import tracing
 from .tail import TraceCapture, current_capture
 
 log = logging.getLogger("durable.objects")

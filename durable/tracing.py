@@ -38,10 +38,6 @@ class TraceContext:
         return TraceContext(self.trace_id, secrets.token_hex(8), self.flags, self.request_id)
 
     @classmethod
-    def new(cls) -> TraceContext:
-        return cls(secrets.token_hex(16), secrets.token_hex(8), "01", secrets.token_hex(16))
-
-    @classmethod
     def from_headers(cls, headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> TraceContext:
         """Continue the caller's trace (a new span of it), or start one; keep a sane request id."""
         items = headers.items() if isinstance(headers, Mapping) else headers

@@ -16,6 +16,7 @@ from urllib.parse import quote
 from multidict import CIMultiDict
 
 from durable import Request, env
+from durable.bindings import HOP_BY_HOP
 from durable.signing import sign
 from models.errors import ApiError, error_body
 from models.web import client_address
@@ -28,8 +29,7 @@ from .routing import UPSTREAMS, route
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 PATH_SAFE = "/:@!$&'()*+,;=-._~"  # RFC 3986 pchar: everything else in a (decoded) path is escaped again
-_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te",
-                         "trailer", "content-length", "remote-addr"})
+_HOP_BY_HOP = HOP_BY_HOP | {"content-length", "remote-addr"}
 _NOT_FROM_CLIENTS = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-gateway-signature",
                                "x-durable-signature"})
 _DROP_INBOUND = _HOP_BY_HOP | _NOT_FROM_CLIENTS

@@ -2,6 +2,7 @@
 outside local development the signing keys must be real."""
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from quart import Quart, request
@@ -11,7 +12,9 @@ from durable.errors import StartupRefused
 from durable.signing import SignatureError, verify
 
 from .errors import ApiError
-from .web import log
+
+
+log = logging.getLogger("rest_shop.service_auth")
 
 
 def flag(value: Any) -> bool:

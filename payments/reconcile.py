@@ -27,12 +27,8 @@ async def reconcile_open_payments(env: Any, *, older_than_s: float, batch: int =
     stamp = now()
     cutoff = stamp - timedelta(seconds=older_than_s)
     horizon = stamp - timedelta(seconds=float(env.get("IDEMPOTENCY_TTL_S", 86400)))  # abandoned long ago: leave
-    cursor = store.col.find({"status": {"$in": list(OPEN)}, "transactionId": {"$nin": [None]},
-                             "updatedAt": {"$lte": cutoff}, "createdAt": {"$gte": horizon},
-                             "$or": [{"checkedAt": {"$exists": False}}, {"checkedAt": {"$lte": cutoff}}]},
-                            limit=batch)
     moved = 0
-    async for payment in cursor:
+    async for payment in store.open_and_idle(OPEN, cutoff, horizon, batch):
         provider = registry.for_method(payment["provider"])
         if provider is None:
             continue
@@ -41,7 +37,7 @@ async def reconcile_open_payments(env: Any, *, older_than_s: float, batch: int =
         except ProviderUnavailable as exc:
             log.warning("reconcile: %s is unreachable (%s); next sweep", payment["provider"], exc)
             break
-        await store.col.update_one({"_id": payment["_id"]}, {"$set": {"checkedAt": now()}})
+        await store.mark_checked(payment["_id"])
         if result.status != payment["status"]:
             await settle(env, payment, result)
             moved += 1

@@ -138,11 +138,10 @@ async def _refund_unwanted(store: PaymentStore, payment: dict[str, Any], reason:
         if provider is None:
             raise ProviderUnavailable(f"{payment['provider']} is not configured")
         result = await provider.refund(payment["transactionId"], payment["amount_minor"], f"auto-refund-{payment_id}")
+        if result.status == "failed":
+            raise ProviderUnavailable("the provider refused it")
     except (ProviderUnavailable, RefundNotSupported) as exc:
         log.error("payment %s: %s, and the automatic refund failed (%s): refund it by hand", payment_id, reason, exc)
-        return await store.update(payment_id, status="succeeded", failureReason=f"{reason}; needs a refund")
-    if result.status == "failed":
-        log.error("payment %s: %s, and the provider refused the automatic refund: refund it by hand", payment_id, reason)
         return await store.update(payment_id, status="succeeded", failureReason=f"{reason}; needs a refund")
     log.warning("payment %s: %s; refunded automatically (%s)", payment_id, reason, result.refund_id)
     await store.add_refund(payment_id, {"id": result.refund_id, "amount_minor": result.amount_minor,

@@ -11,6 +11,15 @@ from durable.config import ConfigError
 from durable.errors import StartupRefused
 
 
+def _run_options(command: argparse.ArgumentParser) -> None:
+    """What `dev` and `serve` share: where to listen, where state lives, which env, var overrides."""
+    command.add_argument("--ip", default=None, help="address to listen on (default 127.0.0.1)")
+    command.add_argument("--persist-to", type=Path, default=None, help="state directory (default .wrangler/state)")
+    command.add_argument("-e", "--env", default=None, help="use the [env.<name>] sections of the configs")
+    command.add_argument("--var", action="append", default=[], metavar="NAME:VALUE",
+                         help="override a var of every worker (repeatable), as wrangler's --var")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wrangler", description="Run and inspect rest-shop workers locally.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -18,23 +27,16 @@ def _parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="run workers locally (all of ./*/wrangler.toml by default)")
     dev.add_argument("-c", "--config", action="append", type=Path,
                      help="a wrangler.toml; repeat to run several (the first is served on --port)")
-    dev.add_argument("--ip", default=None, help="address to listen on (default 127.0.0.1)")
     dev.add_argument("--port", type=int, default=None, help="port of the primary worker (default 8787; 0 = any)")
-    dev.add_argument("--persist-to", type=Path, default=None, help="state directory (default .wrangler/state)")
-    dev.add_argument("-e", "--env", default=None, help="use the [env.<name>] sections of the configs")
-    dev.add_argument("--var", action="append", default=[], metavar="NAME:VALUE",
-                     help="override a var of every worker (repeatable), as wrangler's --var")
+    _run_options(dev)
     dev.add_argument("--alarm-backoff", type=float, default=2.0, help=argparse.SUPPRESS)
 
     serve = sub.add_parser("serve", help="production: each worker in its own process (all of ./*/wrangler.toml "
                                          "by default), JSON logs, graceful SIGTERM")
     serve.add_argument("-c", "--config", action="append", type=Path,
                        help="a wrangler.toml; exactly one serves that worker in this process")
-    serve.add_argument("--ip", default=None, help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port of the worker (or of the primary one)")
-    serve.add_argument("--persist-to", type=Path, default=None, help="state directory (default .wrangler/state)")
-    serve.add_argument("-e", "--env", default=None, help="use the [env.<name>] sections (e.g. production)")
-    serve.add_argument("--var", action="append", default=[], metavar="NAME:VALUE", help="override a var")
+    _run_options(serve)
     serve.add_argument("--remote", action="append", default=[], metavar="NAME=URL",
                        help="where another worker this one binds to is served (repeatable)")
     serve.add_argument("--log-format", choices=["json", "text"], default="json")

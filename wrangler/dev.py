@@ -46,6 +46,19 @@ def primary_worker(configs: list[WorkerConfig], explicit: bool, ordered: list[Wo
     return roots[-1] if roots else ordered[-1]
 
 
+def state_dir(args: argparse.Namespace) -> Path:
+    return (args.persist_to or Path.cwd() / ".wrangler" / "state").resolve()
+
+
+def stop_on_signals() -> asyncio.Event:
+    """Set by SIGINT or SIGTERM: the caller shuts down cleanly when it is."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
 def needs_embedded_mongo(configs: list[WorkerConfig]) -> bool:
     """A worker requires MONGODB_URI and neither the environment nor its .dev.vars provides it."""
     if "MONGODB_URI" in os.environ:
@@ -57,7 +70,7 @@ def needs_embedded_mongo(configs: list[WorkerConfig]) -> bool:
 async def run_dev(args: argparse.Namespace) -> int:
     setup_logging("text")
     configs = load_configs(args)
-    persist_to = (args.persist_to or Path.cwd() / ".wrangler" / "state").resolve()
+    persist_to = state_dir(args)
     mongo: EmbeddedMongo | None = None
     if needs_embedded_mongo(configs):
         mongo = EmbeddedMongo(persist_to / "mongo")
@@ -110,11 +123,7 @@ async def _serve(args: argparse.Namespace, configs: list[WorkerConfig], persist_
         primary_url = servers[runtime.configs.index(primary)].url
         print(f"[wrangler:info] Ready on {primary_url}", flush=True)
 
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await stop_on_signals().wait()
         print("\n[wrangler:info] Shutting down…", flush=True)
     finally:
         for name in names:

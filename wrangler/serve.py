@@ -14,14 +14,13 @@ import logging
 import os
 import signal
 import sys
-from pathlib import Path
 
 from durable.config import ConfigError, WorkerConfig
 from durable.logs import setup_logging
 from durable.runtime import Runtime, start_order
 from durable.server import Server, bind
 
-from .dev import DEFAULT_IP, DEFAULT_PORT, load_configs, primary_worker
+from .dev import DEFAULT_IP, DEFAULT_PORT, load_configs, primary_worker, state_dir, stop_on_signals
 
 log = logging.getLogger("wrangler.serve")
 
@@ -49,7 +48,7 @@ async def serve_one(args: argparse.Namespace, config: WorkerConfig) -> int:
     if not key:
         raise ConfigError(config.path, "secrets", "SERVICE_AUTH_KEY is not set: workers sign their calls to "
                                                   "each other with it; set the same value for every worker")
-    persist_to = (args.persist_to or Path.cwd() / ".wrangler" / "state").resolve()
+    persist_to = state_dir(args)
     runtime = Runtime([config], persist_to=persist_to, local_dev=False, internal_key=key,
                       remote=parse_remotes(args.remote), use_registry=False)
     ip = args.ip or config.dev.ip or DEFAULT_IP
@@ -61,10 +60,7 @@ async def serve_one(args: argparse.Namespace, config: WorkerConfig) -> int:
     log.info("%s ready on %s", config.name, server.url, extra={"worker": config.name, "url": server.url,
                                                                   "event": "ready"})
     print(f"[wrangler:info] Ready on {server.url}", file=sys.stderr, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     try:
         await stop.wait()
         log.info("%s stopping: finishing requests in flight (up to %g s)", config.name, args.grace,
@@ -108,10 +104,7 @@ async def supervise(args: argparse.Namespace, configs: list[WorkerConfig]) -> in
     for config in ordered:  # dependencies first, as their bindings resolve over HTTP
         children.append(await asyncio.create_subprocess_exec(*child_command(args, config, ports[config.name],
                                                                             remotes)))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     waits = {asyncio.ensure_future(child.wait()): child for child in children}
     stopper = asyncio.ensure_future(stop.wait())
     done, _ = await asyncio.wait([stopper, *waits], return_when=asyncio.FIRST_COMPLETED)

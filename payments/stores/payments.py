@@ -59,6 +59,18 @@ class PaymentStore:
         key = oid(payment_id)
         return await self.col.find_one({"_id": key}) if key else None
 
+    def open_and_idle(self, statuses: tuple[str, ...], idle_since: Any, created_after: Any,
+                            limit: int) -> Any:
+        """Open payments with a provider reference, untouched (and unchecked) since `idle_since`."""
+        return self.col.find({"status": {"$in": list(statuses)}, "transactionId": {"$nin": [None]},
+                              "updatedAt": {"$lte": idle_since}, "createdAt": {"$gte": created_after},
+                              "$or": [{"checkedAt": {"$exists": False}}, {"checkedAt": {"$lte": idle_since}}]},
+                             limit=limit)
+
+    async def mark_checked(self, payment_id: Any) -> None:
+        """The provider was asked about it just now (the next sweep leaves it a while)."""
+        await self.col.update_one({"_id": payment_id}, {"$set": {"checkedAt": now()}})
+
     async def by_transaction(self, transaction_id: str) -> dict[str, Any] | None:
         return await self.col.find_one({"transactionId": transaction_id})
 
