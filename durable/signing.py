@@ -1,42 +1,93 @@
 """HMAC-SHA256 request signatures between workers, so a shared key never travels on the wire.
 
-`t=<unix seconds>,v1=<hex>` over the method, the path with its query, the timestamp and a
-SHA-256 of the body (Stripe's header shape). A signature older than the tolerance is stale.
+`t=<unix seconds>,n=<nonce>,h=<header;names>,v1=<hex>` over the method, the path with its
+query, the timestamp, the nonce, the named headers' values and a SHA-256 of the body (Stripe's
+header shape, plus what a proxy must vouch for: the caller's credentials and address). A
+signature older than the tolerance is stale; a receiver that remembers nonces for that long
+(`NonceCache`) refuses a replay.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 
 class SignatureError(Exception):
-    """Missing, malformed, stale or forged; the message says which (never the expected value)."""
+    """Missing, malformed, stale, forged or replayed; the message says which (never the expected value)."""
 
 
-def _mac(key: str, method: str, target: str, timestamp: int, body: bytes) -> str:
+def _mac(key: str, method: str, target: str, timestamp: int, nonce: str, body: bytes,
+         headers: list[tuple[str, str]]) -> str:
     digest = hashlib.sha256(body).hexdigest()
-    message = f"{method.upper()}\n{target}\n{timestamp}\n{digest}".encode()
+    signed = "".join(f"{name}:{value.strip()}\n" for name, value in headers)
+    message = f"{method.upper()}\n{target}\n{timestamp}\n{nonce}\n{signed}{digest}".encode()
     return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
 
 
-def sign(key: str, method: str, target: str, body: bytes = b"", *, timestamp: int | None = None) -> str:
-    """The header value for a request to `target` (path plus `?query`, as sent)."""
+def sign(key: str, method: str, target: str, body: bytes = b"", *,
+         headers: Iterable[tuple[str, str]] = (), timestamp: int | None = None, nonce: str | None = None) -> str:
+    """The header value for a request to `target` (path plus `?query`, as sent), covering
+    `headers` (name, value) too: the receiver reads those names' values from the request."""
     stamp = int(time.time()) if timestamp is None else timestamp
-    return f"t={stamp},v1={_mac(key, method, target, stamp, body)}"
+    once = nonce or secrets.token_hex(12)
+    covered = sorted((name.lower(), value) for name, value in headers)
+    names = ";".join(name for name, _ in covered)
+    return f"t={stamp},n={once},h={names},v1={_mac(key, method, target, stamp, once, body, covered)}"
+
+
+@dataclass(frozen=True)
+class Signed:
+    timestamp: int
+    nonce: str
+    headers: frozenset[str]
 
 
 def verify(key: str, header: str | None, method: str, target: str, body: bytes = b"", *,
-           tolerance_s: float = 60.0, now: float | None = None) -> None:
+           header_value: Callable[[str], str | None] = lambda name: None, required: Iterable[str] = (),
+           tolerance_s: float = 60.0, now: float | None = None) -> Signed:
+    """Check a signature; `header_value(name)` reads a covered header from the request, and every
+    name in `required` must be covered (so a proxy cannot leave the caller's credentials out)."""
     if not header:
         raise SignatureError("unsigned request")
     try:
         fields = dict(part.split("=", 1) for part in header.split(","))
         stamp = int(fields["t"])
-        given = fields["v1"]
+        nonce, given = fields["n"], fields["v1"]
+        names = [n for n in fields.get("h", "").split(";") if n]
     except (ValueError, KeyError):
         raise SignatureError("malformed signature") from None
+    if not nonce or len(nonce) > 64:
+        raise SignatureError("malformed signature")
+    missing = {r.lower() for r in required} - set(names)
+    if missing:
+        raise SignatureError(f"signature does not cover {', '.join(sorted(missing))}")
     if abs((time.time() if now is None else now) - stamp) > tolerance_s:
         raise SignatureError("stale signature")
-    if not hmac.compare_digest(given.encode(), _mac(key, method, target, stamp, body).encode()):
+    covered = [(name, header_value(name) or "") for name in names]
+    if not hmac.compare_digest(given.encode(), _mac(key, method, target, stamp, nonce, body, covered).encode()):
         raise SignatureError("signature does not match")
+    return Signed(stamp, nonce, frozenset(names))
+
+
+class NonceCache:
+    """Nonces seen within the tolerance window: a second use of one is a replay. Bounded, so a
+    flood cannot grow it without limit (the oldest are dropped first; they are also the stalest)."""
+
+    def __init__(self, window_s: float, max_entries: int = 200_000) -> None:
+        self.window_s = window_s
+        self.max_entries = max_entries
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def check_and_remember(self, signed: Signed, now: float | None = None) -> None:
+        moment = time.time() if now is None else now
+        while self._seen and (next(iter(self._seen.values())) < moment or len(self._seen) >= self.max_entries):
+            self._seen.popitem(last=False)
+        if signed.nonce in self._seen:
+            raise SignatureError("replayed signature")
+        # remembered until the signature would be stale anyway
+        self._seen[signed.nonce] = max(moment, signed.timestamp + self.window_s)

@@ -19,6 +19,7 @@ from durable import Request, env
 from durable.bindings import HOP_BY_HOP
 from durable.signing import sign
 from models.errors import ApiError, error_body
+from models.service_auth import CLIENT_IP_HEADER
 from models.web import client_address
 
 from . import cache as edge_cache
@@ -30,7 +31,9 @@ from .routing import UPSTREAMS, route
 MAX_BODY_BYTES = 8 * 1024 * 1024
 PATH_SAFE = "/:@!$&'()*+,;=-._~"  # RFC 3986 pchar: everything else in a (decoded) path is escaped again
 _HOP_BY_HOP = HOP_BY_HOP | {"content-length", "remote-addr"}
-_NOT_FROM_CLIENTS = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-gateway-signature",
+# the gateway sets these itself: a client's own would be believed by someone downstream
+_NOT_FROM_CLIENTS = frozenset({"host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded",
+                               "x-real-ip", "true-client-ip", "cf-connecting-ip", "x-gateway-signature",
                                "x-durable-signature"})
 _DROP_INBOUND = _HOP_BY_HOP | _NOT_FROM_CLIENTS
 _DROP_CACHED = _HOP_BY_HOP | {"x-request-id", "cache-control", "etag"}
@@ -49,6 +52,16 @@ class Incoming:
     @property
     def target(self) -> str:
         return self.path + (f"?{self.query}" if self.query else "")
+
+    @property
+    def from_trusted_proxy(self) -> bool:
+        """The peer is a proxy named in TRUSTED_PROXIES (none by default: clients reach us directly)."""
+        return self.peer in {t.strip() for t in str(env.get("TRUSTED_PROXIES", "")).split(",") if t.strip()}
+
+    @property
+    def client_ip(self) -> str:
+        """The client's address: the peer, or what a trusted proxy in front of us saw."""
+        return client_address(self.peer, self.headers.get("x-forwarded-for"), str(env.get("TRUSTED_PROXIES", "")))
 
 
 @dataclass
@@ -133,8 +146,7 @@ async def rate_limit(incoming: Incoming, upstream: str, path: str) -> dict[str, 
     limit = parse_limits(str(env.get("RATE_LIMITS", ""))).get(f"{upstream}.{kind}")
     if limit is None:
         return {}
-    who = client_key(incoming.headers.get("authorization"),
-                     client_address(incoming.peer, incoming.headers.get("x-forwarded-for")), env.get("JWT_KEY"))
+    who = client_key(incoming.headers.get("authorization"), incoming.client_ip, env.get("JWT_KEY"))
     ns = env.RATE_LIMITER
     result = await ns.get(ns.id_from_name(f"{upstream}:{kind}:{who}")).take(limit.limit, limit.period_s)
     headers = {"RateLimit-Limit": str(result["limit"]), "RateLimit-Remaining": str(result["remaining"]),
@@ -155,10 +167,17 @@ async def send_upstream(incoming: Incoming, upstream: str, path: str, body: byte
     body = incoming.body if body is None else body
     target = path + (f"?{incoming.query}" if incoming.query else "")
     headers = [(k, v) for k, v in incoming.headers.items() if k.lower() not in _DROP_INBOUND]
-    chain = [incoming.headers.get("x-forwarded-for", ""), incoming.peer]
+    trusted = incoming.from_trusted_proxy
+    chain = [incoming.headers.get("x-forwarded-for", "") if trusted else "", incoming.peer]
     headers += [("x-forwarded-for", ", ".join(part for part in chain if part)),
-                ("x-forwarded-proto", incoming.scheme),
-                ("x-gateway-signature", sign(env.SERVICE_AUTH_KEY, incoming.method, target, body))]
+                ("x-forwarded-proto", incoming.headers.get("x-forwarded-proto", incoming.scheme) if trusted
+                 else incoming.scheme),
+                (CLIENT_IP_HEADER, incoming.client_ip)]
+    if trusted and "x-forwarded-host" in incoming.headers:
+        headers.append(("x-forwarded-host", incoming.headers["x-forwarded-host"]))
+    vouched = [(CLIENT_IP_HEADER, incoming.client_ip), ("authorization", incoming.headers.get("authorization", ""))]
+    headers.append(("x-gateway-signature", sign(env.SERVICE_AUTH_KEY, incoming.method, target, body,
+                                                headers=vouched)))
     binding = getattr(env, UPSTREAMS[upstream])
     url = f"http://{upstream}{quote(path, safe=PATH_SAFE)}" + (f"?{incoming.query}" if incoming.query else "")
     request = Request(url, method=incoming.method, headers=headers, body=body)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from quart import Quart, request
+from quart import Quart, g, request
 
 from durable import env
 from durable.errors import StartupRefused
-from durable.signing import SignatureError, verify
+from durable.signing import NonceCache, SignatureError, verify
 
 from .errors import ApiError
 
@@ -43,21 +43,37 @@ def require_strong_keys(names: tuple[str, ...] = ("JWT_KEY", "SERVICE_AUTH_KEY")
 
 
 SIGNATURE_HEADER = "X-Gateway-Signature"
+CLIENT_IP_HEADER = "CF-Connecting-IP"  # the client address the gateway resolved (Cloudflare's name)
+SIGNED_HEADERS = ("authorization", "cf-connecting-ip")  # what the services trust, so what the gateway vouches for
 PROBE_PATHS = frozenset({"/health", "/openapi.json"})  # probes and the public API description
 
 
+def _nonces(tolerance_s: float) -> NonceCache:
+    return env.isolate_state("gateway_nonces", lambda: NonceCache(tolerance_s))
+
+
 def install_service_auth(app: Quart) -> None:
-    """With REQUIRE_SERVICE_AUTH on, only requests the gateway signed (HMAC with SERVICE_AUTH_KEY,
-    at most 60 s old) reach the handlers; unsigned, stale or forged ones get 401 and do nothing."""
+    """With REQUIRE_SERVICE_AUTH on, only requests the gateway signed (HMAC with SERVICE_AUTH_KEY
+    over method, target, body, the caller's `Authorization` and address, at most 60 s old, each
+    signature used once) reach the handlers; others get 401 and do nothing. A verified request's
+    `CF-Connecting-IP` is the client address (`g.client_ip`); without one it is the socket peer."""
     @app.before_request
     async def _verify_gateway_signature() -> None:
-        if not flag(env.get("REQUIRE_SERVICE_AUTH", False)) or request.path in PROBE_PATHS:
+        g.client_ip = None
+        required = flag(env.get("REQUIRE_SERVICE_AUTH", False))
+        header = request.headers.get(SIGNATURE_HEADER)
+        if (not required and not header) or (required and request.path in PROBE_PATHS and not header):
             return
         query = request.query_string.decode("latin-1")
         target = request.path + (f"?{query}" if query else "")
+        tolerance_s = float(env.get("SERVICE_AUTH_TOLERANCE_S", 60))
         try:
-            verify(env.SERVICE_AUTH_KEY, request.headers.get(SIGNATURE_HEADER), request.method, target,
-                   await request.get_data(), tolerance_s=float(env.get("SERVICE_AUTH_TOLERANCE_S", 60)))
+            signed = verify(env.SERVICE_AUTH_KEY, header, request.method, target, await request.get_data(),
+                            header_value=request.headers.get, required=SIGNED_HEADERS, tolerance_s=tolerance_s)
+            _nonces(tolerance_s).check_and_remember(signed)
         except SignatureError as exc:
+            if not required or request.path in PROBE_PATHS:
+                return  # local development: an unsigned or badly signed call is just a direct one
             log.warning("refused %s %s: %s", request.method, request.path, exc)
             raise ApiError(401, "service_auth_failed", f"Requests must come through the gateway ({exc})") from None
+        g.client_ip = request.headers.get(CLIENT_IP_HEADER) or None

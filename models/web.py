@@ -72,10 +72,11 @@ def _reply(status: int, code: str, message: str, details: list[Any] | None = Non
     return response
 
 
-def client_address(peer: str, forwarded_for: str | None) -> str:
-    """The caller's address; X-Forwarded-For is believed only from a trusted proxy (the gateway)."""
-    trusted = str(env.get("TRUSTED_PROXIES", "127.0.0.1,::1")).split(",")
-    if forwarded_for and peer in {t.strip() for t in trusted}:
+def client_address(peer: str, forwarded_for: str | None, trusted_proxies: str = "") -> str:
+    """The caller's address: the socket peer, or, when the peer is a proxy we trust, the last
+    address that proxy saw (the rightmost X-Forwarded-For entry; anything left of it is the client's word)."""
+    trusted = {t.strip() for t in trusted_proxies.split(",") if t.strip()}
+    if forwarded_for and peer in trusted:
         candidate = forwarded_for.split(",")[-1].strip()
         try:
             return str(ipaddress.ip_address(candidate))
@@ -85,7 +86,9 @@ def client_address(peer: str, forwarded_for: str | None) -> str:
 
 
 def client_ip() -> str:
-    return client_address(request.remote_addr or "", request.headers.get("X-Forwarded-For"))
+    """The address the gateway resolved and signed (see `service_auth`), else the socket peer:
+    a service never believes a client-sent forwarding header."""
+    return getattr(g, "client_ip", None) or request.remote_addr or ""
 
 
 def install_schema(app: Quart, title: str) -> None:

@@ -17,6 +17,7 @@ from models.web import install_error_handlers, install_schema
 
 from .objects.idempotency import IdempotencyLedger, PaymentIdempotency, ProviderEvents
 from .providers import registry
+from .public_urls import public_base_url
 from .reconcile import sweep_forever
 from .routes import health, payments, webhooks
 from .stores.payments import PaymentStore
@@ -37,6 +38,7 @@ for module in (health, webhooks, payments):
 @app.before_serving
 async def start() -> None:
     require_strong_keys()
+    public_base_url(env)  # refuse to start without a valid one: callbacks could never reach us
     await registry.start(env)
     try:
         await PaymentStore(await pooled_database(env)).ensure_indexes()

@@ -7,6 +7,7 @@ collections.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -22,6 +23,7 @@ from models.money import to_minor
 from models.payments import InitiateIn, RefundIn
 
 from .providers import registry
+from .public_urls import public_base_url
 from .providers.base import Charge, ChargeResult, ProviderEvent, ProviderUnavailable, RefundNotSupported
 from .stores.payments import PaymentStore, payment_out
 
@@ -158,8 +160,9 @@ def _check_payable(order: dict[str, Any], provider: Any, method: str) -> None:
         raise ApiError(422, "unprocessable_entity", "M-Pesa takes whole shillings")
 
 
-async def initiate(env: Any, user: Claims, key: str, body: InitiateIn, webhook_base: str) -> Reply:
+async def initiate(env: Any, user: Claims, key: str, body: InitiateIn) -> Reply:
     data = body.method_data().model_dump(mode="json", exclude_none=True)
+    public_base = public_base_url(env)
 
     async def run(recovered: bool) -> Reply:
         provider = registry.for_method(body.paymentMethod)
@@ -181,10 +184,10 @@ async def initiate(env: Any, user: Claims, key: str, body: InitiateIn, webhook_b
         payment = await store.start(payment_id, {
             "orderId": body.orderId, "userId": order["userId"], "paymentMethod": body.paymentMethod,
             "provider": provider.name, "amount_minor": order["total_minor"], "currency": order["currency"],
-            "idempotencyKey": key})
+            "idempotencyKey": key, **({"payerPhone": data["phoneNumber"]} if provider.name == "mpesa" else {})})
         try:
             if hasattr(provider, "ensure_webhook_endpoint"):
-                await provider.ensure_webhook_endpoint(f"{webhook_base}/payments/webhooks/{provider.name}")
+                await provider.ensure_webhook_endpoint(f"{public_base}/payments/webhooks/{provider.name}")
             if payment.get("providerCalled") and provider.name == "mpesa":
                 # no provider idempotency: never a second STK push for one record
                 if not payment.get("transactionId"):
@@ -194,7 +197,7 @@ async def initiate(env: Any, user: Claims, key: str, body: InitiateIn, webhook_b
             else:
                 await store.update(payment_id, providerCalled=True)
                 result = await provider.create(Charge(payment_id, body.orderId, payment["amount_minor"],
-                                                      payment["currency"], data, webhook_base))
+                                                      payment["currency"], data, public_base))
         except ProviderUnavailable as exc:
             raise ApiError(503, "provider_unavailable", f"{exc}; retry with the same Idempotency-Key",
                            headers={"Retry-After": "2"}) from None
@@ -268,6 +271,49 @@ async def refund(env: Any, user: Claims, key: str, payment_id: str, body: Refund
 
     return await idempotent(env, user, key, fingerprint("POST", f"/payments/{payment_id}/refund",
                                                         body.model_dump(mode="json")), run)
+
+
+def mpesa_callback_problem(payment: dict[str, Any], event: ProviderEvent) -> str | None:
+    """Why an STK callback cannot be believed for this payment, or None. Daraja signs nothing,
+    so a callback counts only when it says exactly what our push asked for."""
+    if payment.get("provider") != "mpesa":
+        return "the payment is not an M-Pesa payment"
+    if payment.get("transactionId") and event.transaction_id != payment["transactionId"]:
+        return "CheckoutRequestID is not the one of this payment"
+    if event.kind != "succeeded":
+        return None
+    missing = [name for name, value in (("Amount", event.amount_minor), ("MpesaReceiptNumber", event.extra.get("receipt")),
+                                        ("PhoneNumber", event.extra.get("phone"))) if not value]
+    if missing:
+        return f"a success without {', '.join(missing)}"
+    if event.amount_minor != payment["amount_minor"] or (event.currency or "") != payment["currency"]:
+        return f"amount {event.amount_minor} {event.currency} is not {payment['amount_minor']} {payment['currency']}"
+    if payment.get("payerPhone") and event.extra["phone"] != payment["payerPhone"]:
+        return "PhoneNumber is not the one the push went to"
+    return None
+
+
+async def apply_mpesa_callback(env: Any, payment_id: str, event: ProviderEvent) -> str:
+    """A callback whose URL credential names `payment_id`: applied if it matches that payment;
+    otherwise refused (logged, record untouched) and the STK query API asked instead."""
+    store = await payments(env)
+    payment = await store.get(payment_id)
+    if payment is None:
+        log.warning("M-Pesa callback for unknown payment %s", payment_id)
+        return "unknown"
+    problem = mpesa_callback_problem(payment, event)
+    if problem is None:
+        return await apply_event(env, "mpesa", dataclasses.replace(event, payment_id=payment_id))
+    log.warning("refused M-Pesa callback for payment %s: %s", payment_id, problem)
+    provider = registry.providers.get("mpesa")
+    if provider is not None and payment.get("transactionId") and payment["status"] not in FINAL:
+        try:
+            result = await provider.verify(payment["transactionId"])  # our own reference, not the callback's
+        except ProviderUnavailable:
+            return "refused"
+        if result.status != "pending":
+            await settle(env, payment, result)
+    return "refused"
 
 
 async def apply_event(env: Any, provider_name: str, event: ProviderEvent) -> str:

@@ -14,7 +14,7 @@ from durable.env import read_dev_vars
 from durable.logs import setup_logging
 from durable.registry import RegistryEntry, register, unregister
 from durable.runtime import Runtime
-from durable.server import Server, bind
+from durable.server import Server, bind, url_of
 from durable.tail_api import create_tail_app
 
 from .embedded_mongo import EmbeddedMongo, EmbeddedMongoError
@@ -67,6 +67,14 @@ def needs_embedded_mongo(configs: list[WorkerConfig]) -> bool:
                for c in configs)
 
 
+def fill_public_url(configs: list[WorkerConfig], url: str) -> None:
+    """A worker that declares an empty `PUBLIC_BASE_URL` var gets this session's primary URL:
+    where callbacks from outside (local payment providers) reach the session."""
+    for config in configs:
+        if "PUBLIC_BASE_URL" in config.vars and not str(config.vars["PUBLIC_BASE_URL"]).strip():
+            config.vars["PUBLIC_BASE_URL"] = url
+
+
 async def run_dev(args: argparse.Namespace) -> int:
     setup_logging("text")
     configs = load_configs(args)
@@ -93,18 +101,18 @@ async def _serve(args: argparse.Namespace, configs: list[WorkerConfig], persist_
     primary = primary_worker(configs, bool(args.config), runtime.configs)
     ip = args.ip or primary.dev.ip or DEFAULT_IP
 
+    sockets = []
+    for config in runtime.configs:  # before start-up: a busy port fails fast, and the public URL is known
+        if config is primary:
+            sockets.append(bind(ip, args.port if args.port is not None else (config.dev.port or DEFAULT_PORT)))
+        else:
+            sockets.append(bind(ip, 0 if args.port == 0 else (config.dev.port or 0), fallback_to_any=True))
+    fill_public_url(runtime.configs, url_of(sockets[runtime.configs.index(primary)]))
     await runtime.start()
     servers: list[Server] = []
     names: list[str] = []
     try:
-        for config in runtime.configs:
-            if config is primary:
-                port = args.port if args.port is not None else (config.dev.port or DEFAULT_PORT)
-                sock = bind(ip, port)
-            else:
-                port = 0 if args.port == 0 else (config.dev.port or 0)
-                sock = bind(ip, port, fallback_to_any=True)
-            servers.append(Server(runtime.workers[config.name], sock))
+        servers = [Server(runtime.workers[c.name], sock) for c, sock in zip(runtime.configs, sockets)]
         tail_server = Server(create_tail_app(runtime.hub, set(runtime.workers)), bind(ip, 0))
         for server in (*servers, tail_server):
             await server.start()

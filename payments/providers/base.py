@@ -34,7 +34,7 @@ class Charge:
     amount_minor: int
     currency: str
     data: Mapping[str, Any]
-    return_base_url: str = ""
+    public_base_url: str = ""  # PUBLIC_BASE_URL: where provider callbacks reach us
 
 
 @dataclass

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
 import json
 import time
 from datetime import datetime, timedelta, timezone
@@ -20,6 +22,11 @@ from .base import (Charge, ChargeResult, InvalidEvent, ProviderEvent, ProviderUn
 
 EAT = timezone(timedelta(hours=3))  # Daraja timestamps are Nairobi time
 PENDING_CODES = {"500.001.1001"}    # "the transaction is being processed"
+
+
+def callback_signature(secret: str, payment_id: str) -> str:
+    """The credential of one payment's callback URL (HMAC-SHA256 of its id under the secret)."""
+    return hmac.new(secret.encode(), f"mpesa-callback:{payment_id}".encode(), hashlib.sha256).hexdigest()
 
 
 def stk_password(shortcode: str, passkey: str, timestamp: str) -> str:
@@ -87,8 +94,7 @@ class MpesaProvider:
                 "PartyA": phone, "PartyB": self.shortcode, "PhoneNumber": phone,
                 # our payment id rides in the URL Daraja calls back: the callback finds its record
                 # even when the push reply was lost to a timeout (no CheckoutRequestID stored)
-                "CallBackURL": f"{charge.return_base_url}/payments/mpesa/callback"
-                               f"?token={self.callback_token}&payment={charge.payment_id}",
+                "CallBackURL": self.callback_url(charge.public_base_url, charge.payment_id),
                 "AccountReference": charge.payment_id[-12:], "TransactionDesc": f"Order {charge.order_id[-8:]}"}
         status, reply = await self._call("/mpesa/stkpush/v1/processrequest", body)
         if status != 200 or reply.get("ResponseCode") != "0":
@@ -96,6 +102,14 @@ class MpesaProvider:
                                 or "M-Pesa refused the request")
         return ChargeResult(transaction_id=reply["CheckoutRequestID"], status="pending",
                             customer_message=reply.get("CustomerMessage"))
+
+    def callback_url(self, public_base_url: str, payment_id: str) -> str:
+        return (f"{public_base_url}/payments/mpesa/callback?payment={payment_id}"
+                f"&sig={callback_signature(self.callback_token, payment_id)}")
+
+    def callback_is_genuine(self, payment_id: str, signature: str) -> bool:
+        """Constant-time check of a callback URL's credential against the payment it names."""
+        return hmac.compare_digest(signature.encode(), callback_signature(self.callback_token, payment_id).encode())
 
     async def verify(self, transaction_id: str) -> ChargeResult:
         status, reply = await self._call("/mpesa/stkpushquery/v1/query",
@@ -111,19 +125,22 @@ class MpesaProvider:
         raise RefundNotSupported("M-Pesa payments are refunded as reversals in the M-Pesa org portal")
 
     async def parse_event(self, payload: bytes, headers: Mapping[str, str]) -> ProviderEvent:
-        """An STK callback (already authenticated by the route); the CheckoutRequestID dedups it."""
+        """An STK callback (its URL already authenticated by the route); the CheckoutRequestID
+        dedups it. What it claims is checked against our record before it counts."""
         try:
             callback = json.loads(payload)["Body"]["stkCallback"]
             checkout = str(callback["CheckoutRequestID"])
             code = int(callback["ResultCode"])
-        except (ValueError, KeyError, TypeError):
+            items = {i.get("Name"): i.get("Value") for i in (callback.get("CallbackMetadata") or {}).get("Item", [])}
+            amount = items.get("Amount")
+            amount_minor = int(round(float(amount) * 100)) if amount is not None else None
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
             raise InvalidEvent("not an STK callback") from None
-        items = {i.get("Name"): i.get("Value") for i in (callback.get("CallbackMetadata") or {}).get("Item", [])}
-        amount = items.get("Amount")
+        phone = items.get("PhoneNumber")
         return ProviderEvent(event_id=checkout, kind="succeeded" if code == 0 else "failed", transaction_id=checkout,
-                             amount_minor=int(round(float(amount) * 100)) if amount is not None else None,
-                             currency="KES", raw_type=f"stkCallback:{code}",
-                             extra={"receipt": items.get("MpesaReceiptNumber"), "reason": callback.get("ResultDesc")})
+                             amount_minor=amount_minor, currency="KES", raw_type=f"stkCallback:{code}",
+                             extra={"receipt": items.get("MpesaReceiptNumber"), "reason": callback.get("ResultDesc"),
+                                    "phone": str(phone) if phone else None})
 
     async def reachable(self) -> bool:
         try:

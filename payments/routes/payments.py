@@ -15,6 +15,7 @@ from models.payments import HistoryQuery, InitiateIn, RefundIn
 from models.web import auth, validation_details
 
 from .. import service
+from ..public_urls import is_allowed_return
 from ..stores.payments import payment_out
 
 bp = Blueprint("payments", __name__, url_prefix="/payments")
@@ -22,11 +23,6 @@ bp = Blueprint("payments", __name__, url_prefix="/payments")
 
 def _reply(reply: service.Reply) -> Response:
     return Response(reply.body, status=reply.status, headers=reply.headers, content_type="application/json")
-
-
-def _base_url() -> str:
-    """Where this request came in (gateway or direct): webhooks of local providers come back here."""
-    return f"{request.scheme}://{request.host}"
 
 
 def _payment_id(payment_id: str) -> str:
@@ -41,10 +37,16 @@ def _payment_id(payment_id: str) -> str:
 async def initiate(data: InitiateIn) -> Any:
     key = service.idempotency_key(request.headers.get("Idempotency-Key"))
     try:
-        data.method_data()
+        method_data = data.method_data()
     except ValidationError as exc:
         raise ApiError(400, "validation_error", "Invalid paymentData", validation_details(exc)) from None
-    return _reply(await service.initiate(env, g.user, key, data, _base_url()))
+    for name in ("returnUrl", "cancelUrl"):  # PayPal sends the shopper's browser there: no open redirect
+        url = getattr(method_data, name, None)
+        if url is not None and not is_allowed_return(env, str(url)):
+            raise ApiError(400, "validation_error", "Invalid paymentData", [
+                {"field": f"paymentData.{name}", "message": "must be on this shop's origin or one listed in "
+                                                            "RETURN_URL_ORIGINS"}])
+    return _reply(await service.initiate(env, g.user, key, data))
 
 
 @bp.get("/history")

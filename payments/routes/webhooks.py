@@ -1,8 +1,6 @@
 """Provider webhooks: verified with the provider's own scheme, applied once, never trusted blindly."""
 from __future__ import annotations
 
-import dataclasses
-import hmac
 import logging
 from typing import Any
 
@@ -44,13 +42,15 @@ async def receive(provider_name: str) -> Any:
 
 @bp.post("/mpesa/callback")
 async def mpesa_callback() -> Any:
-    """The original's path. No signature exists: a secret token in the URL, and optionally the
-    sender's IP, authenticate it; valid callbacks always get Daraja's "Accepted"."""
+    """The original's path. Daraja signs nothing: the callback URL carries our payment id and an
+    HMAC of it (`sig`), so it settles that payment only, and only with what our push asked for;
+    optionally the sender's IP is checked too. Accepted callbacks get Daraja's "Accepted"."""
     provider = registry.providers.get("mpesa")
     if provider is None:
         raise ApiError(404, "not_found", "M-Pesa is not enabled here")
-    if not hmac.compare_digest(request.args.get("token", "").encode(), provider.callback_token.encode()):
-        raise ApiError(401, "unauthorized", "Unknown callback token")
+    payment_id = request.args.get("payment", "")
+    if oid(payment_id) is None or not provider.callback_is_genuine(payment_id, request.args.get("sig", "")):
+        raise ApiError(401, "unauthorized", "Unknown callback credential")
     allowed = [ip.strip() for ip in str(env.get("MPESA_ALLOWED_IPS", "")).split(",") if ip.strip()]
     if allowed and client_ip() not in allowed:
         raise ApiError(403, "forbidden", "Callbacks are accepted from Safaricom's addresses only")
@@ -59,8 +59,9 @@ async def mpesa_callback() -> Any:
         event = await provider.parse_event(payload, {})
     except InvalidEvent as exc:
         raise ApiError(400, "invalid_callback", str(exc)) from None
-    payment_id = request.args.get("payment", "")
-    if oid(payment_id) is not None:
-        event = dataclasses.replace(event, payment_id=payment_id)
-    await service.apply_event(env, "mpesa", event)
+    outcome = await service.apply_mpesa_callback(env, payment_id, event)
+    if outcome == "refused":
+        raise ApiError(422, "invalid_callback", "The callback does not match its payment; it was not applied")
+    if outcome == "busy":
+        raise ApiError(409, "event_in_progress", "This callback is being applied", headers={"Retry-After": "5"})
     return {"ResultCode": 0, "ResultDesc": "Accepted"}

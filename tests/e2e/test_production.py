@@ -39,17 +39,21 @@ def serve(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
                             stderr=subprocess.PIPE, text=True)
 
 
-@pytest.mark.parametrize("config, env, names", [
-    (BASE_TOML, {"JWT_KEY": STRONG_JWT, "SERVICE_AUTH_KEY": STRONG_SERVICE}, "MONGODB_URI"),
+@pytest.mark.parametrize("config, env, names, extra", [
+    (BASE_TOML, {"JWT_KEY": STRONG_JWT, "SERVICE_AUTH_KEY": STRONG_SERVICE}, "MONGODB_URI", []),
     (BASE_TOML, {"JWT_KEY": "too-short", "SERVICE_AUTH_KEY": STRONG_SERVICE, "MONGODB_URI": "mongodb://x"},
-     "JWT_KEY is shorter than 32 bytes"),
-    (BASE_TOML, {"JWT_KEY": STRONG_JWT, "MONGODB_URI": "mongodb://x"}, "SERVICE_AUTH_KEY"),
+     "JWT_KEY is shorter than 32 bytes", []),
+    (BASE_TOML, {"JWT_KEY": STRONG_JWT, "MONGODB_URI": "mongodb://x"}, "SERVICE_AUTH_KEY", []),
     (PAYMENTS_TOML, {"JWT_KEY": STRONG_JWT, "SERVICE_AUTH_KEY": STRONG_SERVICE, "MONGODB_URI": "mongodb://x"},
-     "stripe needs STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET"),
+     "stripe needs STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET", ["--var", "PUBLIC_BASE_URL:https://shop.example"]),
+    (PAYMENTS_TOML, {"JWT_KEY": STRONG_JWT, "SERVICE_AUTH_KEY": STRONG_SERVICE, "MONGODB_URI": "mongodb://x"},
+     "PUBLIC_BASE_URL is not set", []),
+    (PAYMENTS_TOML, {"JWT_KEY": STRONG_JWT, "SERVICE_AUTH_KEY": STRONG_SERVICE, "MONGODB_URI": "mongodb://x"},
+     "must be https://", ["--var", "PUBLIC_BASE_URL:http://shop.example"]),
 ])
 def test_production_refuses_missing_or_weak_secrets(tmp_path: Path, config: Path, env: dict[str, str],
-                                                    names: str) -> None:
-    proc = serve("-c", str(config), "--port", "0", "--persist-to", str(tmp_path), env=env)
+                                                    names: str, extra: list[str]) -> None:
+    proc = serve("-c", str(config), "--port", "0", "--persist-to", str(tmp_path), *extra, env=env)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1 and "✘ [ERROR]" in err and names in err, err
     assert "Traceback" not in err
@@ -80,7 +84,7 @@ def test_three_processes_signed_bindings_json_logs_and_graceful_sigterm(tmp_path
     db_name = f"t_{uuid.uuid4().hex[:16]}"
     proc = serve("--port", str(port), "--persist-to", str(tmp_path), "--grace", "10",
                  "--var", f"MONGODB_DB:{db_name}", "--var", "PAYMENT_PROVIDERS:stripe",
-                 "--var", f"STRIPE_API_BASE:{stripe_url}",
+                 "--var", f"STRIPE_API_BASE:{stripe_url}", "--var", f"PUBLIC_BASE_URL:https://shop.example",
                  env={"JWT_KEY": STRONG_JWT, "SERVICE_AUTH_KEY": STRONG_SERVICE, "MONGODB_URI": mongo_uri,
                       "STRIPE_SECRET_KEY": stripe_key, "STRIPE_WEBHOOK_SECRET": "whsec_" + "w" * 32})
     lines: list[dict[str, Any]] = []

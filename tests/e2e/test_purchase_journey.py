@@ -42,7 +42,8 @@ class Client:
 
 async def test_signup_to_paid_orders_with_every_provider(dev_process, tmp_path: Path) -> None:
     state = tmp_path / "state"
-    dev = dev_process("--port", "0", "--persist-to", str(state), extra_env={
+    dev = dev_process("--port", "0", "--persist-to", str(state), "--var", "RETURN_URL_ORIGINS:https://shop.example",
+                      extra_env={
         "MONGODB_URI": None, "JWT_KEY": None, "SERVICE_AUTH_KEY": None, "STRIPE_SECRET_KEY": None,
         "PAYPAL_CLIENT_ID": None, "MPESA_CONSUMER_KEY": None})
     async with aiohttp.ClientSession() as http:

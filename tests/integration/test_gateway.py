@@ -12,6 +12,9 @@ async def test_gateway_routes_and_passes_everything_through(tmp_path, mongo_uri,
     monkeypatch.setenv("MONGODB_URI", mongo_uri)
     monkeypatch.setenv("JWT_KEY", "k" * 48)
     configs = [wconfig.load(p) for p in wconfig.discover(ROOT)]
+    for config in configs:
+        if "PUBLIC_BASE_URL" in config.vars:
+            config.vars["PUBLIC_BASE_URL"] = "http://edge"
     rt = Runtime(configs, persist_to=tmp_path / "state")
     await rt.start()
     try:
@@ -27,7 +30,9 @@ async def test_gateway_routes_and_passes_everything_through(tmp_path, mongo_uri,
         assert reply.status == 400 and (await reply.json())["error"]["code"] == "validation_error"
         event = base_tail.queue.get_nowait()
         assert event["event"]["request"]["url"].endswith("/user/signup")
-        assert event["event"]["request"]["headers"]["x-forwarded-for"] == "198.51.100.7, 203.0.113.5"
+        # no proxy is trusted by default: the client's own X-Forwarded-For is not passed on
+        assert event["event"]["request"]["headers"]["x-forwarded-for"] == "203.0.113.5"
+        assert event["event"]["request"]["headers"]["cf-connecting-ip"] == "203.0.113.5"
         assert "remote-addr" not in event["event"]["request"]["headers"]
 
         for path in ("/api/payments/no/such?x=1", "/payments/no/such?x=1"):

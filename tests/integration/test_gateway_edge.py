@@ -100,8 +100,18 @@ async def test_services_accept_only_what_the_gateway_signed(edge_shop) -> None:
                                                      timestamp=now - 61)}) == 401
     tampered = sign(SERVICE_AUTH_KEY, "POST", "/user/signup", body)
     assert await direct({"X-Gateway-Signature": tampered}, body.replace(b"direct", b"evil")) == 401
+    vouched = [("authorization", ""), ("cf-connecting-ip", "198.51.100.20")]
+    uncovered = sign(SERVICE_AUTH_KEY, "POST", "/user/signup", body)  # leaves out the caller's token and address
+    assert await direct({"X-Gateway-Signature": uncovered, "CF-Connecting-IP": "198.51.100.20"}) == 401
+    good = sign(SERVICE_AUTH_KEY, "POST", "/user/signup", body, headers=vouched)
+    swapped_ip = {"X-Gateway-Signature": good, "CF-Connecting-IP": "198.51.100.21"}
+    assert await direct(swapped_ip) == 401  # another client address than the one signed
+    added_token = {"X-Gateway-Signature": good, "CF-Connecting-IP": "198.51.100.20", "Authorization": "Bearer x"}
+    assert await direct(added_token) == 401  # credentials added after signing
     assert shop.db()["users"].count_documents({}) == 0  # refused requests did nothing
-    assert await direct({"X-Gateway-Signature": sign(SERVICE_AUTH_KEY, "POST", "/user/signup", body)}) == 201
+    assert await direct({"X-Gateway-Signature": good, "CF-Connecting-IP": "198.51.100.20"}) == 201
+    replay = await direct({"X-Gateway-Signature": good, "CF-Connecting-IP": "198.51.100.20"})
+    assert replay == 401  # the same signature twice within its window: a replay
     reply = await asgi_fetch(base, Request("http://base/health"))
     assert reply.status == 200  # probes need no signature
     status, _, _ = await shop.call("POST", "/api/user/signup", {"email": "edge@example.com",

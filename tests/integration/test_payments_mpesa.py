@@ -56,7 +56,32 @@ async def test_customer_declines_on_the_phone(full_shop, phone, reason) -> None:
     assert payment and reason in payment["failureReason"].lower()
 
 
-async def test_callbacks_need_the_token_and_are_applied_once(full_shop) -> None:
+def callback_path(shop, payment_id: str) -> str:
+    """The path and query of a payment's genuine callback URL (what Daraja was given)."""
+    url = registry.providers["mpesa"].callback_url(shop.url, payment_id)
+    assert url.startswith(shop.url)
+    return "/api" + url[len(shop.url):]
+
+
+def success_callback(checkout: str, amount: float | None = 300.0, receipt: str | None = "RCP123XYZ",
+                     phone: int | None = 254700000003) -> dict:
+    items = [{"Name": name, "Value": value} for name, value in (("Amount", amount), ("MpesaReceiptNumber", receipt),
+                                                                ("TransactionDate", 20261127120000),
+                                                                ("PhoneNumber", phone)) if value is not None]
+    return {"Body": {"stkCallback": {"MerchantRequestID": "1-2-3", "CheckoutRequestID": checkout, "ResultCode": 0,
+                                     "ResultDesc": "The service request is processed successfully.",
+                                     "CallbackMetadata": {"Item": items}}}}
+
+
+async def silent_payment(shop, key: str) -> tuple[str, str, dict]:
+    """A KES 300 order whose STK push reaches a phone that never answers: nothing settles it by itself."""
+    user, order_id = await kes_order(shop)
+    status, body, _ = await initiate(shop, user, order_id, key, "mpesa", phoneNumber="0700000003")
+    assert status == 201 and body["payment"]["status"] == "pending"
+    return user, order_id, body["payment"]
+
+
+async def test_callbacks_need_their_payments_credential_and_are_applied_once(full_shop) -> None:
     shop = full_shop
     user, order_id = await kes_order(shop)
     await initiate(shop, user, order_id, "mp-3", "mpesa", phoneNumber="0712345678")
@@ -64,21 +89,91 @@ async def test_callbacks_need_the_token_and_are_applied_once(full_shop) -> None:
     server = daraja()
     checkout = next(iter(server.events))
     callback = server.events[checkout]
-    status, body, _ = await shop.call("POST", "/api/payments/mpesa/callback?token=wrong", json=callback)
-    assert status == 401
-    status, body, _ = await shop.call("POST", "/api/payments/mpesa/callback", json=callback)
-    assert status == 401
+    url = server.requests[checkout]["push"]["CallBackURL"]
+    assert url.startswith(shop.url + "/payments/mpesa/callback?payment=")  # PUBLIC_BASE_URL, not a Host
+    assert registry.providers["mpesa"].callback_token not in url  # the secret itself never leaves
+    genuine = "/api" + url[len(shop.url):]
+    tampered = genuine[:-1] + ("0" if genuine[-1] != "0" else "1")
+    for path in ("/api/payments/mpesa/callback", tampered,
+                 "/api/payments/mpesa/callback?token=" + registry.providers["mpesa"].callback_token):
+        status, body, _ = await shop.call("POST", path, json=callback)
+        assert status == 401 and body["error"]["code"] == "unauthorized"
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{server.url}/_local/events/{checkout}/deliver", json={}) as resp:
             assert (await resp.json())["delivered"] == 200  # duplicate: accepted, changes nothing
-    token = registry.providers["mpesa"].callback_token
-    forged = json.loads(json.dumps(callback))
-    forged["Body"]["stkCallback"]["CheckoutRequestID"] = "ws_CO_forged"
-    status, body, _ = await shop.call("POST", f"/api/payments/mpesa/callback?token={token}", json=forged)
-    assert status == 200 and body == {"ResultCode": 0, "ResultDesc": "Accepted"}  # unknown request: ignored
-    status, body, _ = await shop.call("POST", f"/api/payments/mpesa/callback?token={token}", data=b"not json")
+    status, body, _ = await shop.call("POST", genuine, data=b"not json")
     assert status == 400
     assert len(server.ledger) == 1 and await order_state(shop, user, order_id) == ("confirmed", "paid")
+
+
+async def test_a_client_host_header_never_becomes_the_callback_url(full_shop) -> None:
+    """The reproduction: initiate through the gateway with `Host: <attacker>`; the STK push must
+    still name the configured PUBLIC_BASE_URL, so the callback (and its credential) never leaks."""
+    shop = full_shop
+    user, order_id = await kes_order(shop)
+    status, body, _ = await initiate(shop, user, order_id, "mp-host", "mpesa", phoneNumber="0700000003",
+                                     headers={"Host": "127.0.0.1:9", "X-Forwarded-Host": "attacker.example"})
+    assert status == 201
+    push = daraja().requests[body["payment"]["transactionId"]]["push"]
+    assert push["CallBackURL"].startswith(shop.url + "/payments/mpesa/callback?")
+    assert "attacker" not in push["CallBackURL"] and ":9/" not in push["CallBackURL"]
+
+
+async def test_a_leaked_callback_url_settles_no_other_payment(full_shop) -> None:
+    """Payment A's callback URL (its credential) aimed at payment B: refused, B's order stays unpaid."""
+    shop = full_shop
+    _, _, payment_a = await silent_payment(shop, "mp-leak-a")
+    user_b, order_b, payment_b = await silent_payment(shop, "mp-leak-b")
+    leaked = callback_path(shop, payment_a["_id"])
+    forged = leaked.replace(payment_a["_id"], payment_b["_id"])
+    status, body, _ = await shop.call("POST", forged, json=success_callback(payment_b["transactionId"]))
+    assert status == 401
+    # A's credential with B's CheckoutRequestID: refused too, A is not settled with B's request
+    status, body, _ = await shop.call("POST", leaked, json=success_callback(payment_b["transactionId"]))
+    assert status == 422 and body["error"]["code"] == "invalid_callback"
+    for user, order_id, payment in ((user_b, order_b, payment_b),):
+        assert await order_state(shop, user, order_id) == ("pending", "pending")
+        status, current, _ = await shop.call("GET", f"/api/payments/{payment['_id']}", token=user)
+        assert current["payment"]["status"] == "pending"
+    assert daraja().ledger == []
+
+
+@pytest.mark.parametrize("fields, why", [
+    ({"amount": None}, "no Amount"), ({"receipt": None}, "no receipt"), ({"phone": None}, "no phone"),
+    ({"amount": 1.0}, "a smaller amount"), ({"phone": 254711111111}, "another phone"),
+])
+async def test_a_success_callback_must_say_what_the_push_asked_for(full_shop, fields, why) -> None:
+    """Even with the genuine URL, a success without Amount, MpesaReceiptNumber and the phone, or
+    with other values than our push, is refused: the order stays unpaid, the payment untouched."""
+    shop = full_shop
+    user, order_id, payment = await silent_payment(shop, f"mp-bad-{why}")
+    status, body, _ = await shop.call("POST", callback_path(shop, payment["_id"]),
+                                      json=success_callback(payment["transactionId"], **fields))
+    assert status == 422 and body["error"]["code"] == "invalid_callback", why
+    assert await order_state(shop, user, order_id) == ("pending", "pending")
+    status, current, _ = await shop.call("GET", f"/api/payments/{payment['_id']}", token=user)
+    assert current["payment"]["status"] == "pending" and current["payment"]["failureReason"] is None
+
+
+async def test_a_refused_callback_asks_the_stk_query_instead(full_shop) -> None:
+    """A malformed success callback is not believed, but Daraja's own query is: when the customer
+    did pay, the query settles the payment."""
+    shop = full_shop
+    user, order_id, payment = await silent_payment(shop, "mp-query")
+    daraja().requests[payment["transactionId"]]["result"] = (0, "The service request is processed successfully.")
+    status, body, _ = await shop.call("POST", callback_path(shop, payment["_id"]),
+                                      json=success_callback(payment["transactionId"], amount=None))
+    assert status == 422
+    assert await order_state(shop, user, order_id) == ("confirmed", "paid")
+
+
+async def test_the_genuine_callback_with_the_right_details_pays(full_shop) -> None:
+    shop = full_shop
+    user, order_id, payment = await silent_payment(shop, "mp-good")
+    status, body, _ = await shop.call("POST", callback_path(shop, payment["_id"]),
+                                      json=success_callback(payment["transactionId"]))
+    assert status == 200 and body == {"ResultCode": 0, "ResultDesc": "Accepted"}
+    assert await order_state(shop, user, order_id) == ("confirmed", "paid")
 
 
 async def test_verify_asks_daraja_when_no_callback_came(full_shop) -> None:

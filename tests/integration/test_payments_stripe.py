@@ -34,8 +34,9 @@ async def setup_order(shop, price: float = 19.99, quantity: int = 2) -> tuple[st
     return user, body["createdOrder"]["_id"], body["createdOrder"]
 
 
-async def initiate(shop, token: str, order_id: str, key: str | None, method: str = "stripe", **data: Any):
-    headers = {"Idempotency-Key": key} if key is not None else {}
+async def initiate(shop, token: str, order_id: str, key: str | None, method: str = "stripe",
+                   headers: dict[str, str] | None = None, **data: Any):
+    headers = {**(headers or {}), **({"Idempotency-Key": key} if key is not None else {})}
     return await shop.call("POST", "/api/payments/initiate",
                            {"orderId": order_id, "paymentMethod": method, "paymentData": data},
                            token=token, headers=headers)

@@ -120,7 +120,7 @@ def test_rate_limit_parsing_and_client_keys() -> None:
         with pytest.raises(ValueError):
             parse_limits(bad)
     token = issue_token("k" * 40, email="a@b.c", user_id="u1", role="user")
-    assert client_key(f"Bearer {token}", "10.0.0.1", None) == "user:u1"
+    assert client_key(f"Bearer {token}", "10.0.0.1", None) == "ip:10.0.0.1"  # unverifiable: by address
     assert client_key(f"Bearer {token}", "10.0.0.1", "k" * 40) == "user:u1"
     forged = issue_token("other" * 10, email="a@b.c", user_id="u1", role="user")
     assert client_key(f"Bearer {forged}", "10.0.0.1", "k" * 40) == "ip:10.0.0.1"  # verified when we can
