@@ -14,15 +14,17 @@ from durable.mongo import MongoPool
 from models.service_auth import install_service_auth, require_strong_keys
 from models.web import install_error_handlers, install_schema
 
+from .objects.login_guard import LoginGuard
 from .objects.order_lock import OrderLock
 from .objects.rate_limiter import RateLimiter
+from .objects.user_sessions import UserSessions
 from .routes import health, orders, products, uploads, users
 from durable.mongo import pooled_database as database
 from .stores.orders import OrderStore
 from .stores.products import ProductStore
 from .stores.users import UserStore
 
-__all__ = ["app", "MongoPool", "OrderLock", "RateLimiter"]
+__all__ = ["app", "LoginGuard", "MongoPool", "OrderLock", "RateLimiter", "UserSessions"]
 
 log = logging.getLogger("rest_shop.base")
 

@@ -16,9 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bson import ObjectId
-
-from models.auth import issue_token
+from tests.accounts import base_database, mint_token
 
 from . import load
 
@@ -29,6 +27,7 @@ KEY = "bench-jwt-key-" + "k" * 40
 class DevSession:
     def __init__(self, state: Path, workers: tuple[str, ...] = ("base", "bench/workers/hello"),
                  variables: dict[str, str] | None = None) -> None:
+        self.state, self._db = state, None
         env = {**os.environ, "JWT_KEY": KEY, "PYTHONUNBUFFERED": "1", "WRANGLER_REGISTRY_PATH": str(state / "reg")}
         for name in ("MONGODB_URI", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET"):
             env.pop(name, None)
@@ -50,6 +49,12 @@ class DevSession:
             self.proc.kill()
             raise RuntimeError("wrangler dev did not start")
 
+    def token(self, role: str = "user") -> str:
+        """A token of a new real account in this session's embedded database (as login issues them)."""
+        if self._db is None:
+            self._db = base_database((self.state / "mongo" / "uri").read_text().strip())
+        return mint_token(self._db, KEY, role)
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
@@ -68,8 +73,8 @@ async def bench_base(quick: bool) -> dict[str, Any]:
         dev = DevSession(Path(tmp))
         try:
             base, hello = dev.urls["rest-shop-api"], dev.urls["bench-hello"]
-            admin = issue_token(KEY, email="a@b", user_id=str(ObjectId()), role="admin")
-            users = [issue_token(KEY, email=f"u{i}@b", user_id=str(ObjectId()), role="user") for i in range(50)]
+            admin = dev.token("admin")
+            users = [dev.token("user") for i in range(50)]
             products = [_post(base + "/products", {"name": f"Bench item {i}", "price": 9.99, "stock": 10**9,
                                                    "category": "bench"}, admin)["_id"] for i in range(50)]
             for i in range(30):

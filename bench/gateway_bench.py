@@ -13,20 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from bson import ObjectId
 
-from models.auth import issue_token
 
 from . import load
-from .base_bench import KEY, DevSession, _post
+from .base_bench import DevSession, _post
 
 UNLIMITED = "base.read=1000000000/60, base.write=1000000000/60, payments.read=1000000000/60, payments.write=1000000000/60"
 
 
-async def contention(gateway: str, admin: str, buyers: int, stock: int) -> dict[str, Any]:
+async def contention(dev: DevSession, gateway: str, admin: str, buyers: int, stock: int) -> dict[str, Any]:
     """`buyers` concurrent orders for one product with `stock` units: exactly `stock` succeed."""
     product = _post(gateway + "/api/products", {"name": "Scarce", "price": 5, "stock": stock}, admin)
-    tokens = [issue_token(KEY, email=f"c{i}@b", user_id=str(ObjectId()), role="user") for i in range(buyers)]
+    tokens = [dev.token("user") for i in range(buyers)]
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=buyers)) as http:
         async def buy(token: str) -> int:
             async with http.post(gateway + "/api/orders", json={"productId": product["_id"], "quantity": 1},
@@ -51,7 +49,7 @@ async def bench_gateway(quick: bool) -> dict[str, Any]:
                          {"RATE_LIMITS": UNLIMITED})
         try:
             gateway, base, hello = dev.urls["rest-shop-gateway"], dev.urls["rest-shop-api"], dev.urls["bench-hello"]
-            admin = issue_token(KEY, email="a@b", user_id=str(ObjectId()), role="admin")
+            admin = dev.token("admin")
             product = _post(base + "/products", {"name": "Bench lamp", "price": 9.99, "stock": 100}, admin)["_id"]
             path = f"/products/{product}"
             hello_rps = await load.run(hello, lambda i: ("GET", "/hello", None, {}), requests=n, concurrency=32)
@@ -59,7 +57,7 @@ async def bench_gateway(quick: bool) -> dict[str, Any]:
             through = await load.run(gateway, lambda i: ("GET", "/api" + path, None, {"Cache-Control": "no-cache"}),
                                      requests=n, concurrency=32)
             cached = await load.run(gateway, lambda i: ("GET", "/api" + path, None, {}), requests=n, concurrency=32)
-            race = await contention(gateway, admin, buyers=100 if quick else 500, stock=10 if quick else 50)
+            race = await contention(dev, gateway, admin, buyers=100 if quick else 500, stock=10 if quick else 50)
         finally:
             dev.stop()
     return {

@@ -11,12 +11,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bson import ObjectId
 
-from models.auth import issue_token
 
 from . import load
-from .base_bench import KEY, DevSession, _post
+from .base_bench import DevSession, _post
 
 
 def _initiate(url: str, token: str, order_id: str, key: str) -> float:
@@ -36,8 +34,8 @@ async def bench_payments(quick: bool) -> dict[str, Any]:
         dev = DevSession(Path(tmp), workers=("base", "payments", "gateway"))
         try:
             gateway = dev.urls["rest-shop-gateway"]
-            admin = issue_token(KEY, email="a@b", user_id=str(ObjectId()), role="admin")
-            users = [issue_token(KEY, email=f"u{i}@b", user_id=str(ObjectId()), role="user") for i in range(50)]
+            admin = dev.token("admin")
+            users = [dev.token("user") for i in range(50)]
             product = _post(gateway + "/api/products", {"name": "Pay bench", "price": 5, "stock": 10**9}, admin)["_id"]
             orders = [_post(gateway + "/api/orders", {"productId": product}, users[i % 50])["createdOrder"]["_id"]
                       for i in range(n)]

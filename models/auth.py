@@ -1,6 +1,12 @@
-"""JWTs every service validates itself: HS256 pinned, `exp` and `iat` required, 1 h lifetime."""
+"""JWTs every service validates itself: HS256 pinned, `exp` and `iat` required, 1 h lifetime.
+
+A token also names its session (`sid`, random per login) and the user's token generation
+(`gen`): the user's `UserSessions` object says whether that session still speaks for the user
+(not logged out, generation not bumped by a password or role change, account not deleted).
+"""
 from __future__ import annotations
 
+import secrets
 import time
 from typing import Literal
 
@@ -18,21 +24,24 @@ class Claims(BaseModel):
     role: Role
     iat: int
     exp: int
+    sid: str
+    gen: int
 
 
 class TokenError(Exception):
     """The token is missing, malformed, forged, expired or uses another algorithm."""
 
 
-def issue_token(secret: str, *, email: str, user_id: str, role: Role, ttl_s: int = TOKEN_TTL_S) -> str:
+def issue_token(secret: str, *, email: str, user_id: str, role: Role, gen: int = 0, ttl_s: int = TOKEN_TTL_S,
+                sid: str | None = None) -> str:
     now = int(time.time())
-    return jwt.encode({"email": email, "userId": user_id, "role": role, "iat": now, "exp": now + ttl_s},
-                      secret, algorithm=ALGORITHM)
+    return jwt.encode({"email": email, "userId": user_id, "role": role, "iat": now, "exp": now + ttl_s,
+                       "sid": sid or secrets.token_urlsafe(12), "gen": gen}, secret, algorithm=ALGORITHM)
 
 
 def verify_token(secret: str, token: str) -> Claims:
     try:
-        payload = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "iat"]})
+        payload = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "iat", "sid"]})
         return Claims.model_validate(payload)
     except jwt.ExpiredSignatureError:
         raise TokenError("Token expired") from None

@@ -33,25 +33,40 @@ def _claims() -> Claims:
         raise ApiError(401, "unauthorized", f"Auth failed: {exc}") from None
 
 
-def optional_user() -> Claims | None:
+def user_sessions(user_id: str) -> Any:
+    """The user's UserSessions object (base hosts the class; other services bind it by script_name)."""
+    ns = env.USER_SESSIONS
+    return ns.get(ns.id_from_name(user_id))
+
+
+async def _signed_in() -> Claims:
+    """A valid token whose session still speaks for its user: not logged out, the account not
+    deleted, its role and password unchanged since the token was issued."""
+    claims = _claims()
+    problem = await user_sessions(claims.userId).check(claims.userId, claims.sid, claims.gen, claims.role)
+    if problem is not None:
+        raise ApiError(401, "unauthorized", f"Auth failed: {problem}")
+    return claims
+
+
+async def optional_user() -> Claims | None:
     """The caller's claims if a valid token is sent, else None (a bad token is still a 401)."""
     if not request.headers.get("Authorization"):
         return None
-    return _claims()
+    return await _signed_in()
 
 
 def auth(role: str | None = None) -> Callable[[F], F]:
-    """Require a valid token (and `role`, if given); the claims land in `g.user`."""
+    """Require a valid, live token (and `role`, if given); the claims land in `g.user`."""
     def decorate(handler: F) -> F:
         @wraps(handler)
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            g.user = _claims()
+            g.user = await _signed_in()
             if role is not None and g.user.role != role:
                 raise ApiError(403, "forbidden", f"This route needs the {role} role")
             return await handler(*args, **kwargs)
         return wrapper  # type: ignore[return-value]
     return decorate
-
 
 
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",

@@ -126,11 +126,10 @@ import uuid  # noqa: E402
 from typing import Any  # noqa: E402
 
 import aiohttp  # noqa: E402
-from bson import ObjectId  # noqa: E402
 from pymongo import MongoClient  # noqa: E402
 
 from durable.server import Server, bind, url_of  # noqa: E402
-from models.auth import issue_token  # noqa: E402
+from tests.accounts import mint_token  # noqa: E402
 from wrangler.embedded_mongo import EmbeddedMongo  # noqa: E402
 
 BASE_TOML = ROOT / "base" / "wrangler.toml"
@@ -166,14 +165,17 @@ class Shop:
         self.db_name = db_name
         self.mongo_uri = mongo_uri
         self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200))
+        self._db: Any = None
 
     @property
     def worker(self):
         return self.runtime.workers["rest-shop-api"]
 
     def token(self, role: str = "user", user_id: str | None = None, email: str | None = None, **kw: Any) -> str:
-        user_id = user_id or str(ObjectId())
-        return issue_token(JWT_KEY, email=email or f"{user_id}@test.example", user_id=user_id, role=role, **kw)
+        """A token of a real account (created on first use), as login would issue it."""
+        if self._db is None:
+            self._db = self.db()
+        return mint_token(self._db, JWT_KEY, role, user_id, email, **kw)
 
     async def call(self, method: str, path: str, json: Any = None, token: str | None = None,
                    headers: dict[str, str] | None = None, data: Any = None) -> tuple[int, Any, Any]:
@@ -291,3 +293,16 @@ async def full_shop(tmp_path: Path, mongo_uri: str, monkeypatch: pytest.MonkeyPa
     shop_environment(monkeypatch, mongo_uri)
     async with open_full_shop(tmp_path, mongo_uri) as shop:
         yield shop
+
+
+@pytest.fixture
+async def custom_shop(tmp_path: Path, mongo_uri: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
+    """Factory: the full shop with var overrides per worker (`gateway_vars`, `base_vars`, `payments_vars`)."""
+    shop_environment(monkeypatch, mongo_uri)
+    started = [0]
+    async with contextlib.AsyncExitStack() as stack:
+        async def start(**vars_by_worker: Any) -> Shop:
+            started[0] += 1
+            return await stack.enter_async_context(open_full_shop(tmp_path / f"s{started[0]}", mongo_uri,
+                                                                  **vars_by_worker))
+        yield start

@@ -37,7 +37,7 @@ def _check_id(product_id: str) -> None:
 @document_response(ProductList)  # documented, not re-validated: the store builds this shape (hot path)
 async def list_products(query_args: ProductQuery) -> Any:
     if query_args.showInactive:
-        user = optional_user()
+        user = await optional_user()
         if user is None or user.role != "admin":
             raise ApiError(403, "forbidden", "showInactive is for admins")
     items, total = await (await products()).list(query_args, include_inactive=query_args.showInactive)
@@ -49,7 +49,7 @@ async def list_products(query_args: ProductQuery) -> Any:
 @document_response(ProductOut)
 async def get_product(product_id: str) -> Any:
     _check_id(product_id)
-    user = optional_user()
+    user = await optional_user()
     doc = await (await products()).get(product_id, include_inactive=bool(user and user.role == "admin"))
     if doc is None:
         raise ApiError(404, "not_found", "Product not found")

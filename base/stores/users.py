@@ -42,8 +42,23 @@ class UserStore:
         return await self.col.find_one({"_id": key}) if key else None
 
     async def set_role(self, email: str, role: str) -> bool:
-        result = await self.col.update_one({"email": email}, {"$set": {"role": role}}, collation=CASE_INSENSITIVE)
+        """By email (the admin CLI): a new role also ends every session held under the old one."""
+        result = await self.col.update_one({"email": email}, {"$set": {"role": role}, "$inc": {"tokenGen": 1}},
+                                           collation=CASE_INSENSITIVE)
         return result.matched_count == 1
+
+    async def session_state(self, user_id: str) -> dict[str, Any]:
+        """What decides whether a token still speaks for this user: exists, role, token generation."""
+        key = oid(user_id)
+        doc = await self.col.find_one({"_id": key}, {"role": 1, "tokenGen": 1}) if key else None
+        if doc is None:
+            return {"exists": False, "role": None, "gen": -1}
+        return {"exists": True, "role": doc["role"], "gen": int(doc.get("tokenGen", 0))}
+
+    async def new_generation(self, user_id: str, **fields: Any) -> dict[str, Any]:
+        """Set `fields` and bump the token generation in one write: every token issued before is void."""
+        await self.col.update_one({"_id": oid(user_id)}, {"$set": fields, "$inc": {"tokenGen": 1}})
+        return await self.session_state(user_id)
 
     async def delete(self, user_id: str) -> bool:
         key = oid(user_id)

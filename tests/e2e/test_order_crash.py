@@ -11,7 +11,7 @@ import pytest
 from bson import ObjectId
 from pymongo import MongoClient
 
-from models.auth import issue_token
+from tests.accounts import mint_token
 from tests.conftest import BASE_TOML, JWT_KEY
 from tests.e2e.test_wrangler_cli import http
 
@@ -39,8 +39,8 @@ def test_killed_mid_order_is_completed_or_compensated(dev_process, tmp_path: Pat
                                                       pause: str, outcome: str) -> None:
     db_name = f"t_{uuid.uuid4().hex[:16]}"
     db = MongoClient(mongo_uri)[db_name]
-    admin = issue_token(JWT_KEY, email="admin@x", user_id=str(ObjectId()), role="admin")
-    user = issue_token(JWT_KEY, email="u@x", user_id=str(ObjectId()), role="user")
+    admin = mint_token(db, JWT_KEY, "admin", str(ObjectId()), "admin@x")
+    user = mint_token(db, JWT_KEY, "user", str(ObjectId()), "u@x")
     dev = _start(dev_process, tmp_path, mongo_uri, db_name, "--var", f"ORDER_TEST_PAUSE:{pause}")
     url = dev.urls["rest-shop-api"]
     status, product = http("POST", url + "/products", {"name": "Crashy", "price": 5, "stock": 10},

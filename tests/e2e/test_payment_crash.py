@@ -15,7 +15,7 @@ import pytest
 from bson import ObjectId
 from pymongo import MongoClient
 
-from models.auth import issue_token
+from tests.accounts import mint_token
 from tests.conftest import BASE_TOML, JWT_KEY, PAYMENTS_TOML, ROOT
 from tests.e2e.test_order_crash import _ignore
 from tests.e2e.test_wrangler_cli import http
@@ -54,9 +54,9 @@ def test_killed_after_the_charge_retry_does_not_charge_twice(dev_process, tmp_pa
                            "--persist-to", str(tmp_path / "state"), "--var", f"MONGODB_DB:{db_name}",
                            "--var", f"STRIPE_API_BASE:{stripe_url}", *extra, extra_env=env)
 
-    admin = issue_token(JWT_KEY, email="a@x", user_id=str(ObjectId()), role="admin")
+    admin = mint_token(MongoClient(mongo_uri)[db_name], JWT_KEY, "admin", str(ObjectId()), "a@x")
     user_id = str(ObjectId())
-    user = issue_token(JWT_KEY, email="u@x", user_id=user_id, role="user")
+    user = mint_token(MongoClient(mongo_uri)[db_name], JWT_KEY, "user", user_id, "u@x")
     dev = start("--var", "PAYMENTS_TEST_PAUSE:after-provider")
     base = dev.urls["rest-shop-api"]
     product = http("POST", base + "/products", {"name": "P", "price": 7.5, "stock": 5},

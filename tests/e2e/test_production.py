@@ -21,7 +21,7 @@ import pytest
 from bson import ObjectId
 from pymongo import MongoClient
 
-from models.auth import issue_token
+from tests.accounts import mint_token
 from tests.conftest import BASE_TOML, PAYMENTS_TOML, ROOT
 from tests.e2e.test_payment_crash import stripe_server  # noqa: F401  (fixture)
 
@@ -84,7 +84,7 @@ def test_three_processes_signed_bindings_json_logs_and_graceful_sigterm(tmp_path
     db_name = f"t_{uuid.uuid4().hex[:16]}"
     proc = serve("--port", str(port), "--persist-to", str(tmp_path), "--grace", "10",
                  "--var", f"MONGODB_DB:{db_name}", "--var", "PAYMENT_PROVIDERS:stripe",
-                 "--var", f"STRIPE_API_BASE:{stripe_url}", "--var", f"PUBLIC_BASE_URL:https://shop.example",
+                 "--var", f"STRIPE_API_BASE:{stripe_url}", "--var", "PUBLIC_BASE_URL:https://shop.example",
                  env={"JWT_KEY": STRONG_JWT, "SERVICE_AUTH_KEY": STRONG_SERVICE, "MONGODB_URI": mongo_uri,
                       "STRIPE_SECRET_KEY": stripe_key, "STRIPE_WEBHOOK_SECRET": "whsec_" + "w" * 32})
     lines: list[dict[str, Any]] = []
@@ -101,8 +101,8 @@ def test_three_processes_signed_bindings_json_logs_and_graceful_sigterm(tmp_path
 
     assert call("POST", f"{ready['rest-shop-api']}/user/signup", {"email": "d@x.io", "password": "password123"})[0] == 401
     assert call("GET", f"{ready['rest-shop-api']}/health")[0] == 200  # probes need no signature
-    admin = issue_token(STRONG_JWT, email="a@x.io", user_id=str(ObjectId()), role="admin")
-    user = issue_token(STRONG_JWT, email="u@x.io", user_id=str(ObjectId()), role="user")
+    admin = mint_token(MongoClient(mongo_uri)[db_name], STRONG_JWT, "admin", str(ObjectId()), "a@x.io")
+    user = mint_token(MongoClient(mongo_uri)[db_name], STRONG_JWT, "user", str(ObjectId()), "u@x.io")
     status, product = call("POST", f"{gateway}/api/products", {"name": "Mug", "price": 8, "stock": 5}, admin)
     assert status == 201
     status, order = call("POST", f"{gateway}/api/orders", {"productId": product["_id"], "quantity": 2}, user,

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -17,24 +15,14 @@ from durable import Request
 from durable.bindings import asgi_fetch
 from durable.signing import sign
 from durable.tail import TailFilters
-from tests.conftest import SERVICE_AUTH_KEY, Shop, open_full_shop, shop_environment
+from tests.conftest import SERVICE_AUTH_KEY
 from tests.integration.test_payments_stripe import initiate, setup_order
 
 
 @pytest.fixture
-async def edge_shop(tmp_path: Path, mongo_uri: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
+def edge_shop(custom_shop: Any) -> Any:
     """Factory: the full shop with gateway var overrides (one per test)."""
-    shop_environment(monkeypatch, mongo_uri)
-    stack: list[Any] = []
-
-    async def start(**gateway_vars: Any) -> Shop:
-        opened = open_full_shop(tmp_path / f"s{len(stack)}", mongo_uri, gateway_vars=gateway_vars)
-        stack.append(opened)
-        return await opened.__aenter__()
-
-    yield start
-    for opened in reversed(stack):
-        await opened.__aexit__(None, None, None)
+    return lambda **gateway_vars: custom_shop(gateway_vars=gateway_vars)
 
 
 async def next_event(session: Any, request_id: str) -> dict[str, Any]:

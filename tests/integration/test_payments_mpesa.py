@@ -2,7 +2,6 @@
 customer's answer as a callback (token-guarded, IP-allowlisted, deduplicated), STK query."""
 from __future__ import annotations
 
-import json
 
 import aiohttp
 import pytest

@@ -22,7 +22,7 @@ import pytest
 from bson import ObjectId
 from pymongo import MongoClient
 
-from models.auth import issue_token
+from tests.accounts import mint_token
 from tests.conftest import BASE_TOML, GATEWAY_TOML, JWT_KEY, PAYMENTS_TOML, SERVICE_AUTH_KEY, UNLIMITED
 from tests.e2e.test_payment_crash import ledger, stripe_server  # noqa: F401  (fixture)
 
@@ -73,7 +73,7 @@ async def test_random_kills_keep_every_invariant(dev_process, tmp_path: Path, mo
 
     procs = {name: start(name) for name in ("base", "payments", "gateway")}
     gateway = f"http://127.0.0.1:{ports['gateway']}"
-    admin = issue_token(JWT_KEY, email="a@x.io", user_id=str(ObjectId()), role="admin")
+    admin = mint_token(MongoClient(mongo_uri)[db], JWT_KEY, "admin", str(ObjectId()), "a@x.io")
     rng = random.Random(20261126)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
         deadline = time.monotonic() + 120
@@ -85,7 +85,7 @@ async def test_random_kills_keep_every_invariant(dev_process, tmp_path: Path, mo
 
         async def customer(i: int) -> None:
             await asyncio.sleep(rng.random() * 6)
-            token = issue_token(JWT_KEY, email=f"c{i}@x.io", user_id=str(ObjectId()), role="user")
+            token = mint_token(MongoClient(mongo_uri)[db], JWT_KEY, "user", str(ObjectId()), f"c{i}@x.io")
             headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": f"order-{i}"}
             status, reply = await until_done(http, "POST", f"{gateway}/api/orders",
                                              {"productId": product["_id"], "quantity": 1 + i % 3}, headers, deadline)

@@ -20,7 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
-from models.auth import issue_token
+from pymongo import MongoClient
+
+from tests.accounts import mint_token
 from tests.conftest import JWT_KEY, SERVICE_AUTH_KEY
 
 pytestmark = pytest.mark.slow
@@ -35,18 +37,19 @@ def shop(tmp_path_factory: pytest.TempPathFactory, mongo_uri: str):
     state = tmp_path_factory.mktemp("hostile")
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "MONGODB_URI": mongo_uri, "JWT_KEY": JWT_KEY,
            "SERVICE_AUTH_KEY": SERVICE_AUTH_KEY, "WRANGLER_REGISTRY_PATH": str(state / "registry")}
-    dev = DevProcess(["--port", "0", "--persist-to", str(state), "--var", f"MONGODB_DB:hostile_{ObjectId()}",
+    db_name = f"hostile_{ObjectId()}"
+    dev = DevProcess(["--port", "0", "--persist-to", str(state), "--var", f"MONGODB_DB:{db_name}",
                       "--var", "REQUIRE_SERVICE_AUTH:true", "--var", "LOGIN_RATE_LIMIT:100000/60",
                       "--var", "SIGNUP_RATE_LIMIT:100000/60",
                       "--var", "RATE_LIMITS:base.read=100000/60,base.write=100000/60,payments.read=100000/60,"
                                "payments.write=100000/60"], ROOT, env)
+    dev.db = MongoClient(mongo_uri)[db_name]
     yield dev
     dev.stop()
 
 
-def tokens() -> dict[str, str]:
-    return {"user": issue_token(JWT_KEY, email="h@x.io", user_id=str(ObjectId()), role="user"),
-            "admin": issue_token(JWT_KEY, email="a@x.io", user_id=str(ObjectId()), role="admin")}
+def tokens(shop: Any) -> dict[str, str]:
+    return {"user": mint_token(shop.db, JWT_KEY, "user"), "admin": mint_token(shop.db, JWT_KEY, "admin")}
 
 
 @pytest.mark.parametrize("worker", ["rest-shop-api", "rest-shop-payments"])
@@ -55,7 +58,7 @@ def test_generated_requests_never_5xx_and_match_the_schema(shop, worker: str, ro
     gateway = shop.ready_url.rstrip("/")
     spec = requests.get(f"{shop.urls[worker]}/openapi.json", timeout=10).json()
     schema = schemathesis.openapi.from_dict(spec)
-    token = tokens()[role]
+    token = tokens(shop)[role]
     headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": f"hostile-{ObjectId()}"}
     checks = [not_a_server_error, response_schema_conformance, content_type_conformance]
     failures: list[str] = []
@@ -79,7 +82,7 @@ def test_generated_requests_never_5xx_and_match_the_schema(shop, worker: str, ro
 
 def test_classic_attacks_get_clear_4xx_and_change_nothing(shop) -> None:
     gateway = shop.ready_url.rstrip("/")
-    user, admin = tokens()["user"], tokens()["admin"]
+    user, admin = tokens(shop)["user"], tokens(shop)["admin"]
     auth = {"Authorization": f"Bearer {user}"}
 
     def call(method: str, path: str, **kwargs: Any) -> requests.Response:

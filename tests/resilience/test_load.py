@@ -19,7 +19,7 @@ import pytest
 from bson import ObjectId
 from pymongo import MongoClient
 
-from models.auth import issue_token
+from tests.accounts import mint_token
 from tests.conftest import JWT_KEY, SERVICE_AUTH_KEY, UNLIMITED
 
 pytestmark = pytest.mark.slow
@@ -38,7 +38,7 @@ async def test_mixed_load_through_the_gateway_keeps_the_invariants(dev_process, 
     gateway = dev.ready_url.rstrip("/")
     stripe_url = next(m.group(1) for line in dev.stderr_lines
                       if (m := re.search(r"local Stripe server at (http://\S+)", line)))
-    admin = issue_token(JWT_KEY, email="a@x.io", user_id=str(ObjectId()), role="admin")
+    admin = mint_token(MongoClient(mongo_uri)[db], JWT_KEY, "admin", str(ObjectId()), "a@x.io")
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
     kinds: Counter[str] = Counter()
@@ -60,7 +60,7 @@ async def test_mixed_load_through_the_gateway_keeps_the_invariants(dev_process, 
 
         async def client(n: int) -> None:
             rng = random.Random(n)
-            token = issue_token(JWT_KEY, email=f"l{n}@x.io", user_id=str(ObjectId()), role="user")
+            token = mint_token(MongoClient(mongo_uri)[db], JWT_KEY, "user", str(ObjectId()), f"l{n}@x.io")
             auth = {"Authorization": f"Bearer {token}"}
             unpaid: list[str] = []
             step = 0

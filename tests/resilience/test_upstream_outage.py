@@ -13,7 +13,9 @@ import aiohttp
 import pytest
 from bson import ObjectId
 
-from models.auth import issue_token
+from pymongo import MongoClient
+
+from tests.accounts import mint_token
 from tests.conftest import BASE_TOML, GATEWAY_TOML, JWT_KEY, PAYMENTS_TOML, SERVICE_AUTH_KEY
 
 pytestmark = pytest.mark.slow
@@ -40,7 +42,7 @@ async def test_breaker_opens_when_payments_dies_and_closes_when_it_returns(dev_p
 
     payments = start_payments()
     gateway = edge.ready_url.rstrip("/")
-    user = issue_token(JWT_KEY, email="u@x", user_id=str(ObjectId()), role="user")
+    user = mint_token(MongoClient(mongo_uri)[db_name], JWT_KEY, "user", str(ObjectId()), "u@x")
     async with aiohttp.ClientSession() as http:
         assert (await get(http, f"{gateway}/api/payments/history", user))[0] == 200  # signed, over HTTP
         assert (await get(http, f"{gateway}/health"))[0] == 200

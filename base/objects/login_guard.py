@@ -1,0 +1,65 @@
+"""LoginGuard: one per account name (lower-cased email, whether or not such an account exists),
+so guessing one account's password from many addresses slows down, without telling anyone
+whether the email is registered and without locking its owner out.
+
+Every attempt counts as a failure until `succeeded()` clears the count, so concurrent guesses
+are counted too (the input gate serializes `admit`, which awaits only storage). After
+LOGIN_FREE_FAILURES failures each further attempt waits twice as long as the one before, up to
+LOGIN_MAX_DELAY_S. Addresses the owner logged in from recently are never held back (their
+attempts still count against the per-address limit), so an attacker elsewhere cannot lock the
+owner out; from anywhere else the lock is at most LOGIN_MAX_DELAY_S long.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from durable import DurableObject
+
+STATE = "state"
+REMEMBER_ADDRESSES_S = 30 * 86400
+MAX_ADDRESSES = 10
+FORGET_FAILURES_S = 86400
+
+
+class LoginGuard(DurableObject):
+    def __init__(self, ctx: Any, env: Any) -> None:
+        super().__init__(ctx, env)
+        self.free = int(env.get("LOGIN_FREE_FAILURES", 5))
+        self.max_delay_s = float(env.get("LOGIN_MAX_DELAY_S", 900))
+
+    async def _state(self) -> dict[str, Any]:
+        return await self.ctx.storage.get(STATE) or {"failures": 0, "until": 0.0, "known": {}}
+
+    def _delay_s(self, failures: int) -> float:
+        over = failures - self.free
+        return 0.0 if over <= 0 else min(self.max_delay_s, 2.0 ** (over - 1))
+
+    async def admit(self, ip: str) -> dict[str, Any]:
+        """May this attempt go ahead? It is counted as a failure until `succeeded()` says otherwise."""
+        now = time.time()
+        state = await self._state()
+        known = ip in state["known"] and state["known"][ip] > now - REMEMBER_ADDRESSES_S
+        if now < state["until"] and not known:
+            return {"allowed": False, "retry_after": max(1, math.ceil(state["until"] - now))}
+        state["failures"] += 1
+        state["until"] = max(state["until"], now + self._delay_s(state["failures"]))
+        await self.ctx.storage.put(STATE, state)
+        await self.ctx.storage.set_alarm(int((now + FORGET_FAILURES_S) * 1000))
+        return {"allowed": True, "retry_after": 0}
+
+    async def succeeded(self, ip: str) -> None:
+        """The right password: the count starts over, and this address is the owner's."""
+        state = await self._state()
+        known = dict(sorted(state["known"].items(), key=lambda item: item[1])[-(MAX_ADDRESSES - 1):])
+        known[ip] = time.time()
+        await self.ctx.storage.put(STATE, {"failures": 0, "until": 0.0, "known": known})
+
+    async def alarm(self, info: Any = None) -> None:
+        """A day without attempts: forget the failures (the owner's addresses stay, if any)."""
+        state = await self._state()
+        if state["known"]:
+            await self.ctx.storage.put(STATE, {"failures": 0, "until": 0.0, "known": state["known"]})
+        else:
+            await self.ctx.storage.delete_all()

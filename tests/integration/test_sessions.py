@@ -1,0 +1,117 @@
+"""Tokens live only as long as their user, role, password and session: each change takes effect
+on the very next request, on base and on payments, through the gateway."""
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo import AsyncMongoClient
+
+from base.stores.users import UserStore
+from tests.integration.test_payments_stripe import eventually, initiate
+
+
+
+async def account(shop: Any, email: str, password: str = "correct horse") -> tuple[str, str]:
+    """Sign up and log in through the gateway: (user id, token)."""
+    status, body, _ = await shop.call("POST", "/api/user/signup", {"email": email, "password": password})
+    assert status == 201, body
+    return body["user"]["_id"], await login(shop, email, password)
+
+
+async def login(shop: Any, email: str, password: str = "correct horse", **headers: str) -> str:
+    status, body, _ = await shop.call("POST", "/api/user/login", {"email": email, "password": password},
+                                      headers=headers)
+    assert status == 200, body
+    return body["token"]
+
+
+async def works_everywhere(shop: Any, token: str) -> tuple[int, int]:
+    """(base, payments) statuses of an authenticated read on each service."""
+    base = (await shop.call("GET", "/api/user/me", token=token))[0]
+    payments = (await shop.call("GET", "/api/payments/history", token=token))[0]
+    return base, payments
+
+
+async def test_a_deleted_user_s_token_stops_at_once_on_every_service(full_shop) -> None:
+    shop = full_shop
+    user_id, token = await account(shop, "gone@example.com")
+    product = await shop.product(stock=5)
+    assert await works_everywhere(shop, token) == (200, 200)
+    status, order, _ = await shop.call("POST", "/api/orders", {"productId": product["_id"]}, token=token)
+    assert status == 201
+    assert (await shop.call("DELETE", f"/api/user/{user_id}", token=token))[0] == 200
+    assert await works_everywhere(shop, token) == (401, 401)
+    status, body, _ = await shop.call("POST", "/api/orders", {"productId": product["_id"]}, token=token)
+    assert status == 401 and "no longer exists" in body["message"]
+    status, body, _ = await initiate(shop, token, order["createdOrder"]["_id"], "after-delete", "card",
+                                     paymentMethodId="pm_card_visa")
+    assert status == 401  # the reproduction: the old token paid an order after its user was deleted
+
+
+async def test_a_demoted_admin_loses_admin_powers_at_once(full_shop) -> None:
+    shop = full_shop
+    root = shop.token("admin")
+    demoted_id, _ = await account(shop, "boss@example.com")
+    status, _, _ = await shop.call("PATCH", f"/api/user/{demoted_id}/role", {"role": "admin"}, token=root)
+    assert status == 200
+    boss = await login(shop, "boss@example.com")
+    assert (await shop.call("POST", "/api/products", {"name": "Ok", "price": 1, "stock": 1}, token=boss))[0] == 201
+    status, body, _ = await shop.call("PATCH", f"/api/user/{demoted_id}/role", {"role": "user"}, token=root)
+    assert status == 200 and body["role"] == "user"
+    assert (await shop.call("POST", "/api/products", {"name": "No", "price": 1, "stock": 1}, token=boss))[0] == 401
+    assert (await shop.call("GET", "/api/orders", token=boss))[0] == 401
+    assert (await shop.call("GET", "/api/payments/history", token=boss))[0] == 401
+    again = await login(shop, "boss@example.com")  # a new login carries the new role
+    assert (await shop.call("POST", "/api/products", {"name": "No", "price": 1, "stock": 1}, token=again))[0] == 403
+
+
+async def test_a_role_changed_in_the_database_is_picked_up_within_the_refresh(custom_shop) -> None:
+    """Behind the API's back (the admin CLI, a console): bounded by SESSION_REFRESH_S."""
+    shop = await custom_shop(base_vars={"SESSION_REFRESH_S": "0.2"})
+    admin_id, _ = await account(shop, "cli@example.com")
+    shop.db()["users"].update_one({"email": "cli@example.com"}, {"$set": {"role": "admin"}})
+    admin = await login(shop, "cli@example.com")
+    assert (await shop.call("GET", "/api/orders", token=admin))[0] == 200
+    client: AsyncMongoClient = AsyncMongoClient(shop.mongo_uri)  # the CLI's own write: role + new generation
+    try:
+        assert await UserStore(client[shop.db_name]).set_role("cli@example.com", "user")
+    finally:
+        await client.close()
+
+    async def refused() -> bool:
+        return (await shop.call("POST", "/api/products", {"name": "x", "price": 1, "stock": 1}, token=admin))[0] == 401
+    assert await eventually(refused, timeout=10)
+
+
+async def test_changing_the_password_ends_every_older_token(full_shop) -> None:
+    shop = full_shop
+    _, first = await account(shop, "pw@example.com")
+    second = await login(shop, "pw@example.com")
+    status, body, _ = await shop.call("PATCH", "/api/user/me/password",
+                                      {"currentPassword": "wrong one", "newPassword": "battery staple"}, token=first)
+    assert status == 401 and await works_everywhere(shop, first) == (200, 200)
+    status, body, _ = await shop.call("PATCH", "/api/user/me/password",
+                                      {"currentPassword": "correct horse", "newPassword": "battery staple"},
+                                      token=first)
+    assert status == 200
+    assert await works_everywhere(shop, first) == (401, 401)
+    assert await works_everywhere(shop, second) == (401, 401)
+    assert await works_everywhere(shop, body["token"]) == (200, 200)
+    status, _, _ = await shop.call("POST", "/api/user/login", {"email": "pw@example.com", "password": "correct horse"})
+    assert status == 401
+    await login(shop, "pw@example.com", "battery staple")
+
+
+async def test_logout_ends_this_token_and_all_ends_every_token(full_shop) -> None:
+    shop = full_shop
+    _, phone = await account(shop, "out@example.com")
+    laptop = await login(shop, "out@example.com")
+    status, body, _ = await shop.call("POST", "/api/user/logout", token=phone)
+    assert status == 200 and body["message"] == "Logged out"
+    assert await works_everywhere(shop, phone) == (401, 401)
+    assert await works_everywhere(shop, laptop) == (200, 200)
+    tablet = await login(shop, "out@example.com")
+    assert (await shop.call("POST", "/api/user/logout?all=true", token=laptop))[0] == 200
+    assert await works_everywhere(shop, laptop) == (401, 401)
+    assert await works_everywhere(shop, tablet) == (401, 401)
+    assert await works_everywhere(shop, await login(shop, "out@example.com")) == (200, 200)
