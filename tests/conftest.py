@@ -257,11 +257,12 @@ async def open_full_shop(tmp_path: Path, mongo_uri: str, *, gateway_vars: dict[s
     SERVICE_AUTH_KEY in the environment (see `shop_environment`)."""
     db_name = f"t_{uuid.uuid4().hex[:16]}"
     sock = bind("127.0.0.1", 0)  # first: the gateway's URL is the shop's public URL
-    configs = [with_vars(BASE_TOML, MONGODB_DB=db_name, SIGNUP_RATE_LIMIT="10000/60", LOGIN_RATE_LIMIT="10000/60",
-                         REQUIRE_SERVICE_AUTH="true", **(base_vars or {})),
-               with_vars(PAYMENTS_TOML, MONGODB_DB=f"{db_name}_pay", PROVIDER_TIMEOUT_S=1, REQUIRE_SERVICE_AUTH="true",
-                         PUBLIC_BASE_URL=url_of(sock), RETURN_URL_ORIGINS="https://shop.example",
-                         **(payments_vars or {})),
+    configs = [with_vars(BASE_TOML, **{"MONGODB_DB": db_name, "SIGNUP_RATE_LIMIT": "10000/60",
+                                       "LOGIN_RATE_LIMIT": "10000/60", "REQUIRE_SERVICE_AUTH": "true",
+                                       **(base_vars or {})}),
+               with_vars(PAYMENTS_TOML, **{"MONGODB_DB": f"{db_name}_pay", "PROVIDER_TIMEOUT_S": 1,
+                                           "REQUIRE_SERVICE_AUTH": "true", "PUBLIC_BASE_URL": url_of(sock),
+                                           "RETURN_URL_ORIGINS": "https://shop.example", **(payments_vars or {})}),
                with_vars(GATEWAY_TOML, **{"RATE_LIMITS": UNLIMITED, **(gateway_vars or {})})]
     runtime = Runtime(configs, persist_to=tmp_path / "state", alarm_backoff_s=0.05)
     await runtime.start()

@@ -4,8 +4,8 @@ whether the email is registered and without locking its owner out.
 
 Every attempt counts as a failure until `succeeded()` clears the count, so concurrent guesses
 are counted too (the input gate serializes `admit`, which awaits only storage). After
-LOGIN_FREE_FAILURES failures each further attempt waits twice as long as the one before, up to
-LOGIN_MAX_DELAY_S. Addresses the owner logged in from recently are never held back (their
+LOGIN_FREE_FAILURES failures the next attempt waits LOGIN_FIRST_DELAY_S, and each failure after
+that doubles the wait, up to LOGIN_MAX_DELAY_S. Addresses the owner logged in from recently are never held back (their
 attempts still count against the per-address limit), so an attacker elsewhere cannot lock the
 owner out; from anywhere else the lock is at most LOGIN_MAX_DELAY_S long.
 """
@@ -27,14 +27,15 @@ class LoginGuard(DurableObject):
     def __init__(self, ctx: Any, env: Any) -> None:
         super().__init__(ctx, env)
         self.free = int(env.get("LOGIN_FREE_FAILURES", 5))
+        self.first_delay_s = float(env.get("LOGIN_FIRST_DELAY_S", 1))
         self.max_delay_s = float(env.get("LOGIN_MAX_DELAY_S", 900))
 
     async def _state(self) -> dict[str, Any]:
         return await self.ctx.storage.get(STATE) or {"failures": 0, "until": 0.0, "known": {}}
 
     def _delay_s(self, failures: int) -> float:
-        over = failures - self.free
-        return 0.0 if over <= 0 else min(self.max_delay_s, 2.0 ** (over - 1))
+        over = failures - self.free  # 0 when the free failures are just used up
+        return 0.0 if over < 0 else min(self.max_delay_s, self.first_delay_s * 2.0 ** over)
 
     async def admit(self, ip: str) -> dict[str, Any]:
         """May this attempt go ahead? It is counted as a failure until `succeeded()` says otherwise."""
