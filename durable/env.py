@@ -26,11 +26,21 @@ GENERATED_SECRETS_FILE = "dev-secrets.json"
 class Env:
     """Attribute access to bindings, secrets and vars; its repr never shows a secret."""
 
-    def __init__(self, *, vars: Mapping[str, Any], secrets: Mapping[str, str], bindings: Mapping[str, Any]) -> None:
+    def __init__(self, *, vars: Mapping[str, Any], secrets: Mapping[str, str], bindings: Mapping[str, Any],
+                 state_dir: Path | None = None) -> None:
         self._vars = dict(vars)
         self._secrets = dict(secrets)
         self._bindings = dict(bindings)
         self._isolate: dict[str, Any] = {}
+        self._state_dir = state_dir
+
+    @property
+    def state_dir(self) -> Path:
+        """This worker's own folder under the runtime's local state (`--persist-to`): where it may
+        keep files that must survive restarts, never inside the source tree."""
+        if self._state_dir is None:
+            raise AttributeError("this env has no local state directory")
+        return self._state_dir
 
     def isolate_state(self, name: str, factory: Callable[[], Any]) -> Any:
         """Per-worker in-memory state (what module globals are in a Workers isolate): one module

@@ -118,7 +118,8 @@ class Runtime:
                 bindings[s.binding] = ServiceBinding(s.service, lambda n=s.service: self.resolve_service(n), self.http)
             if config.kv_namespaces:
                 raise ConfigError(config.path, "kv_namespaces", "KV namespaces are not supported by this runtime yet")
-            worker.env = Env(vars=config.vars, secrets=found, bindings=bindings)
+            worker.env = Env(vars=config.vars, secrets=found, bindings=bindings,
+                             state_dir=self.persist_to / "v3" / "files" / config.name)
             for host in worker.hosts.values():
                 host.env = worker.env
                 host.start()

@@ -21,6 +21,11 @@ class Limit:
     period_s: float
 
 
+# Provider callbacks are limited per source even when RATE_LIMITS names no webhook class: a flood
+# of PayPal-shaped POSTs would otherwise buy unlimited outbound verification calls.
+DEFAULT_WEBHOOK_LIMIT = Limit(600, 60.0)
+
+
 @functools.lru_cache(maxsize=8)
 def parse_limits(spec: str) -> dict[str, Limit]:
     limits: dict[str, Limit] = {}
@@ -33,12 +38,19 @@ def parse_limits(spec: str) -> dict[str, Limit]:
     return limits
 
 
+def limit_for(spec: str, upstream: str, kind: str) -> Limit | None:
+    """The configured limit of `<upstream>.<kind>`; webhooks fall back to DEFAULT_WEBHOOK_LIMIT."""
+    limit = parse_limits(spec).get(f"{upstream}.{kind}")
+    return DEFAULT_WEBHOOK_LIMIT if limit is None and kind == "webhook" else limit
+
+
 PROVIDER_CALLBACKS = ("/payments/webhooks/", "/payments/mpesa/callback")
 
 
 def route_class(method: str, path: str = "") -> str:
     """read (GET/HEAD), write, or webhook: providers call from a few addresses in bursts and
-    authenticate themselves, so they get their own budget (none unless RATE_LIMITS names one)."""
+    authenticate themselves, so they get their own budget (per source; DEFAULT_WEBHOOK_LIMIT
+    unless RATE_LIMITS names one)."""
     if path.startswith(PROVIDER_CALLBACKS):
         return "webhook"
     return "read" if method in ("GET", "HEAD") else "write"

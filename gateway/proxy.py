@@ -25,7 +25,7 @@ from models.web import client_address
 from . import cache as edge_cache
 from .cors import add_vary, cors_headers
 from .edge import edge
-from .limits import client_key, parse_limits, route_class
+from .limits import client_key, limit_for, route_class
 from .routing import UPSTREAMS, route
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -143,7 +143,7 @@ def add_cors(incoming: Incoming, reply: Outgoing) -> None:
 async def rate_limit(incoming: Incoming, upstream: str, path: str) -> dict[str, str]:
     """Spend one token from the caller's bucket for this service and route class, or 429."""
     kind = route_class(incoming.method, path)
-    limit = parse_limits(str(env.get("RATE_LIMITS", ""))).get(f"{upstream}.{kind}")
+    limit = limit_for(str(env.get("RATE_LIMITS", "")), upstream, kind)
     if limit is None:
         return {}
     who = client_key(incoming.headers.get("authorization"), incoming.client_ip, env.get("JWT_KEY"))

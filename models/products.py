@@ -11,7 +11,9 @@ from .pagination import PageQuery, Pagination
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Sku = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9._-]{1,64}$")]
 Category = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-ImageRef = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
+# an image we stored (an upload) or one on the web over https; nothing else reaches a shopper's page
+ImageRef = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500,
+                                            pattern=r"^(/uploads/[0-9a-f]{32}\.(jpg|png)|https://[^\s\"'<>]+)$")]
 
 
 class ProductIn(BaseModel):

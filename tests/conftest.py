@@ -135,7 +135,8 @@ from wrangler.embedded_mongo import EmbeddedMongo  # noqa: E402
 BASE_TOML = ROOT / "base" / "wrangler.toml"
 JWT_KEY = "test-jwt-key-" + "x" * 40
 SERVICE_AUTH_KEY = "test-service-key-" + "s" * 40
-UNLIMITED = "base.read=1000000/60, base.write=1000000/60, payments.read=1000000/60, payments.write=1000000/60"
+UNLIMITED = ("base.read=1000000/60, base.write=1000000/60, payments.read=1000000/60, payments.write=1000000/60, "
+             "payments.webhook=1000000/60")
 FX_PAYER_TOML = FIXTURES / "fx_payer" / "wrangler.toml"
 
 

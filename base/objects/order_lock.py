@@ -176,6 +176,9 @@ class OrderLock(DurableObject):
             elif step == "restock":  # a paid order cancelled: its hold is gone, the stock comes back once
                 for item in order["items"]:
                     await products.restock(item["productId"], order_id, item["quantity"])
+            elif step == "unclaim":  # paid or cancelled: no longer one of the shopper's unpaid orders
+                holds = self.env.SHOPPER_HOLDS
+                await holds.get(holds.id_from_name(order["userId"])).release(order_id)
             elif step == "save":
                 await orders.save(order)
             state["pending"].remove(step)
@@ -249,7 +252,7 @@ class OrderLock(DurableObject):
             return await self._transition(state, {"status": "confirmed", "paymentStatus": "paid",
                                                   "paymentId": payment_id, "stockFinalized": True,
                                                   "payments": order["payments"] + [payment_id]},
-                                          ["finalize_stock"])
+                                          ["finalize_stock", "unclaim"])
         return await self._serial(run)
 
     async def mark_payment_failed(self, payment_id: str, reason: str = "") -> dict[str, Any]:
@@ -287,7 +290,7 @@ class OrderLock(DurableObject):
             return order_out(order)
         self._check_move(order, "cancelled")
         give_back = "restock" if order.get("stockFinalized") else "release_stock"
-        return await self._transition(state, {"status": "cancelled", "cancelReason": reason}, [give_back])
+        return await self._transition(state, {"status": "cancelled", "cancelReason": reason}, [give_back, "unclaim"])
 
     async def get(self) -> dict[str, Any]:
         return order_out((await self._created())["order"])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import Any
 
 from bson import ObjectId
@@ -10,6 +11,7 @@ from quart_schema import validate_querystring, validate_request, validate_respon
 
 from durable import env
 from models.errors import ApiError
+from models.errors_domain import InsufficientStock, NotFound, Unprocessable
 from models.ids import is_object_id
 from models.orders import ACTIVE, OrderIn, OrderList, OrderOut, OrderQuery, StatusIn
 from models.pagination import Pagination
@@ -45,6 +47,27 @@ async def _visible(order_id: str) -> dict[str, Any]:
     return doc
 
 
+def holds(user_id: str) -> Any:
+    return env.SHOPPER_HOLDS.get(env.SHOPPER_HOLDS.id_from_name(user_id))
+
+
+async def _claim_unpaid(order_id: str, units: int) -> None:
+    """Shoppers may hold at most MAX_UNPAID_ORDERS unpaid orders and MAX_UNPAID_UNITS units (admins
+    are not capped): 409 `unpaid_limit` beyond, saying what is held and what the caps are."""
+    if g.user.role == "admin":
+        return
+    max_orders, max_units = int(env.get("MAX_UNPAID_ORDERS", 5)), int(env.get("MAX_UNPAID_UNITS", 50))
+    lapse_s = float(env.get("ORDER_PAYMENT_TIMEOUT_S", 1800)) + 2 * float(env.get("ORDER_RECOVERY_S", 30))
+    claim = await holds(g.user.userId).claim(order_id, units, int((time.time() + lapse_s) * 1000),
+                                             max_orders, max_units)
+    if not claim["ok"]:
+        raise ApiError(409, "unpaid_limit", f"You hold {claim['orders']} unpaid order(s) with {claim['units']} "
+                       f"unit(s); at most {max_orders} orders and {max_units} units may wait for payment. "
+                       "Pay or cancel one first", [{"unpaidOrders": claim["orders"], "unpaidUnits": claim["units"],
+                                                    "maxUnpaidOrders": max_orders, "maxUnpaidUnits": max_units,
+                                                    "requestedUnits": units}])
+
+
 @bp.post("")
 @auth()
 @validate_request(OrderIn)
@@ -52,7 +75,12 @@ async def create_order(data: OrderIn) -> Any:
     order_id = _new_order_id(g.user.userId)
     spec = {"orderId": order_id, "userId": g.user.userId, "items": data.lines(), "currency": data.currency,
             "shippingAddress": data.shippingAddress.model_dump() if data.shippingAddress else None}
-    order = await lock(order_id).create(spec)
+    await _claim_unpaid(order_id, sum(item["quantity"] for item in spec["items"]))
+    try:
+        order = await lock(order_id).create(spec)
+    except (InsufficientStock, NotFound, Unprocessable):  # rejected, nothing held (other failures: it lapses)
+        await holds(g.user.userId).release(order_id)
+        raise
     return {"message": "Order saved", "createdOrder": order,
             "request": {"type": "GET", "url": f"/orders/{order_id}"}}, 201
 
@@ -86,6 +114,17 @@ async def get_order(order_id: str) -> Any:
 async def set_status(order_id: str, data: StatusIn) -> Any:
     await _visible(order_id)
     return await lock(order_id).set_status(data.status)
+
+
+@bp.post("/<order_id>/cancel")
+@auth()
+@validate_response(OrderOut)
+async def cancel_order(order_id: str) -> Any:
+    """The owner gives up an unpaid order (its stock and its unpaid-order place come back)."""
+    doc = await _visible(order_id)
+    if doc["paymentStatus"] == "paid" and g.user.role != "admin":
+        raise ApiError(409, "conflict", "A paid order is cancelled by the shop (ask for a refund)")
+    return await lock(order_id).cancel("cancelled by the customer" if g.user.role != "admin" else "cancelled")
 
 
 @bp.delete("/<order_id>")

@@ -15,7 +15,7 @@ from models.pagination import Pagination
 from models.products import ProductIn, ProductList, ProductOut, ProductPatch, ProductQuery
 from models.web import validation_details
 
-from ..images import save_upload
+from ..images import discard_upload, read_upload, store_upload
 from durable.mongo import pooled_database as database
 from ..stores.products import ProductStore
 from ..web import auth, optional_user
@@ -56,20 +56,23 @@ async def get_product(product_id: str) -> Any:
     return doc
 
 
-async def _product_body() -> ProductIn:
-    """JSON, or multipart form fields plus an optional `productImage` file."""
+async def _product_body() -> tuple[ProductIn, tuple[bytes, str] | None]:
+    """JSON, or multipart form fields plus an optional `productImage` file (checked, not yet stored)."""
+    image = None
     if request.mimetype == "multipart/form-data":
         form = await request.form
         files = await request.files
         fields: dict[str, Any] = {k: v for k, v in form.items()}
         if "productImage" in files:
-            fields["productImage"] = await save_upload(files["productImage"])
+            if "productImage" in fields:
+                raise ApiError(400, "validation_error", "Send productImage as a file or as a URL, not both")
+            image = read_upload(files["productImage"])
     else:
         fields = await request.get_json(force=False, silent=True)
         if not isinstance(fields, dict):
             raise ApiError(400, "validation_error", "Invalid request: expected a JSON object or multipart form")
     try:
-        return ProductIn.model_validate(fields)
+        return ProductIn.model_validate(fields), image
     except ValidationError as exc:
         raise ApiError(400, "validation_error", "Invalid request", validation_details(exc)) from None
 
@@ -79,8 +82,15 @@ async def _product_body() -> ProductIn:
 @document_request(ProductIn)
 @validate_response(ProductOut, 201)
 async def create_product() -> Any:
-    body = await _product_body()
-    return await (await products()).create(body.model_dump()), 201
+    body, image = await _product_body()
+    if image is None:
+        return await (await products()).create(body.model_dump()), 201
+    stored = await store_upload(*image)  # only once the product is valid: a refused one leaves no file
+    try:
+        return await (await products()).create({**body.model_dump(), "productImage": stored}), 201
+    except BaseException:
+        await discard_upload(stored)
+        raise
 
 
 @bp.patch("/<product_id>")

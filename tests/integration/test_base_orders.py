@@ -211,3 +211,51 @@ async def test_concurrent_multi_item_orders_never_leave_partial_reservations(sho
         assert stock >= 0 and stock + ordered == initial
         assert sorted(h["o"] for h in holds) == sorted(o["_id"] for o in created
                                                         if any(i["productId"] == product["_id"] for i in o["items"]))
+
+
+async def test_one_shopper_cannot_hoard_the_stock_with_unpaid_orders(shops) -> None:
+    """The reproduction: three unpaid orders of 100 units held all 300 for 30 minutes."""
+    shop = await shops(MAX_UNPAID_ORDERS="2", MAX_UNPAID_UNITS="150")
+    product = await shop.product(stock=300)
+    hoarder, other = shop.token(), shop.token()
+    first = await order(shop, hoarder, productId=product["_id"], quantity=100)
+    assert first[0] == 201
+    status, body, _ = await order(shop, hoarder, productId=product["_id"], quantity=100)
+    assert status == 409 and body["error"]["code"] == "unpaid_limit"
+    assert body["error"]["details"][0] == {"unpaidOrders": 1, "unpaidUnits": 100, "maxUnpaidOrders": 2,
+                                           "maxUnpaidUnits": 150, "requestedUnits": 100}
+    assert "at most 2 orders and 150 units" in body["message"]
+    assert (await order(shop, hoarder, productId=product["_id"], quantity=50))[0] == 201  # within both caps
+    status, body, _ = await order(shop, hoarder, productId=product["_id"], quantity=1)
+    assert status == 409 and body["error"]["details"][0]["unpaidOrders"] == 2  # now the order cap
+    assert stock_of(shop, product["_id"])[0] == 150  # nothing reserved by the refused ones
+    assert (await order(shop, other, productId=product["_id"], quantity=100))[0] == 201  # others still buy
+
+    # cancelling one gives its place back; a refused order (no stock) takes none
+    status, cancelled, _ = await shop.call("POST", f"/orders/{first[1]['createdOrder']['_id']}/cancel", token=hoarder)
+    assert status == 200 and cancelled["status"] == "cancelled"
+    scarce = await shop.product(stock=1)
+    status, body, _ = await order(shop, hoarder, productId=scarce["_id"], quantity=2)
+    assert status == 409 and body["error"]["code"] == "insufficient_stock"  # refused: it keeps no place
+    assert (await order(shop, hoarder, productId=product["_id"], quantity=100))[0] == 201
+
+
+async def test_concurrent_orders_cannot_pass_the_unpaid_cap_together(shops) -> None:
+    shop = await shops(MAX_UNPAID_ORDERS="3", MAX_UNPAID_UNITS="1000")
+    product = await shop.product(stock=1000)
+    user = shop.token()
+    statuses = Counter(s for s, _, _ in await asyncio.gather(
+        *(order(shop, user, productId=product["_id"], quantity=1) for _ in range(40))))
+    assert statuses == {201: 3, 409: 37}
+    assert stock_of(shop, product["_id"])[0] == 997
+
+
+async def test_paying_an_order_frees_its_unpaid_place(shops) -> None:
+    shop = await shops([FX_PAYER_TOML], MAX_UNPAID_ORDERS="1")
+    product = await shop.product(price=5, stock=10)
+    user = shop.token()
+    created = (await order(shop, user, productId=product["_id"], quantity=1))[1]["createdOrder"]
+    assert (await order(shop, user, productId=product["_id"], quantity=1))[0] == 409
+    lock = shop.worker.env.ORDER_LOCK
+    await lock.get(lock.id_from_name(created["_id"])).mark_paid("pay-1", 500, "USD")
+    assert (await order(shop, user, productId=product["_id"], quantity=1))[0] == 201

@@ -124,7 +124,47 @@ async def test_multipart_create_with_image_is_served_back(shop) -> None:
     assert body["productImage"].startswith("/uploads/") and ".." not in body["productImage"]
     status, image, headers = await shop.call("GET", body["productImage"])
     assert status == 200 and image == PNG and headers["Content-Type"] == "image/png"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert headers["Content-Disposition"] == f'inline; filename="{body["productImage"].rsplit("/", 1)[1]}"'
     assert (await shop.call("GET", "/uploads/..%2f..%2fetc%2fpasswd"))[0] == 404
+
+
+async def test_an_invalid_product_leaves_no_uploaded_file(shop, tmp_path) -> None:
+    form = aiohttp.FormData()
+    form.add_field("name", "")  # invalid: the product is refused, so its image must not be written
+    form.add_field("price", "1")
+    form.add_field("productImage", PNG, filename="x.png", content_type="image/png")
+    status, body, _ = await shop.call("POST", "/products", data=form, token=shop.token("admin"))
+    assert status == 400 and body["error"]["code"] == "validation_error"
+    uploads = tmp_path / "uploads"
+    assert not uploads.exists() or list(uploads.iterdir()) == []
+
+
+@pytest.mark.parametrize("image", ["javascript:alert(1)", "http://plain.example/x.png", "/etc/passwd",
+                                   "/uploads/../../x.png", "data:text/html;base64,PHNjcmlwdD4=",
+                                   "https://ok.example/a.png\" onerror=\"x"])
+async def test_product_images_are_our_uploads_or_https_urls(shop, image) -> None:
+    admin = shop.token("admin")
+    status, body, _ = await shop.call("POST", "/products", {"name": "X", "price": 1, "productImage": image},
+                                      token=admin)
+    assert status == 400 and body["error"]["details"][0]["field"] == "productImage"
+    created = await shop.product(productImage="https://cdn.example/a.png")
+    status, body, _ = await shop.call("PATCH", f"/products/{created['_id']}", {"productImage": image}, token=admin)
+    assert status == 400
+
+
+async def test_uploads_live_under_the_state_directory_by_default(shops, tmp_path) -> None:
+    shop = await shops(UPLOADS_DIR="")
+    form = aiohttp.FormData()
+    form.add_field("name", "Stored")
+    form.add_field("price", "1")
+    form.add_field("productImage", PNG, filename="x.png", content_type="image/png")
+    status, body, _ = await shop.call("POST", "/products", data=form, token=shop.token("admin"))
+    assert status == 201
+    name = body["productImage"].rsplit("/", 1)[1]
+    assert (shop.runtime.persist_to / "v3" / "files" / "rest-shop-api" / "uploads" / name).read_bytes() == PNG
+    assert (await shop.call("GET", body["productImage"]))[1] == PNG
 
 
 async def test_multipart_rejects_other_files(shop) -> None:

@@ -232,3 +232,15 @@ async def test_every_method_path_query_and_body_passes_through_both_prefixes(edg
         assert request["method"] == method and request["url"].endswith(seen_path), (method, request["url"])
         assert request["headers"]["x-custom"] == "kept" and "connection" not in request["headers"]
         assert request["headers"]["x-forwarded-proto"] == "http"
+
+
+async def test_provider_callbacks_are_limited_per_source_by_default(edge_shop) -> None:
+    """No webhook class in RATE_LIMITS still means a limit (DEFAULT_WEBHOOK_LIMIT), per source."""
+    from gateway.limits import DEFAULT_WEBHOOK_LIMIT, limit_for
+    assert limit_for("base.read=1/1", "payments", "webhook") == DEFAULT_WEBHOOK_LIMIT
+    shop = await edge_shop(RATE_LIMITS="payments.webhook=3/3600")
+    replies = [await shop.call("POST", "/api/payments/webhooks/paypal", {"id": f"WH-{i}"}) for i in range(5)]
+    assert [status for status, _, _ in replies] == [400, 400, 400, 429, 429]  # forged: refused, then limited
+    assert replies[-1][1]["error"]["code"] == "rate_limited"
+    user = shop.token()
+    assert (await shop.call("GET", "/api/payments/history", token=user))[0] == 200  # shoppers are unaffected
