@@ -19,7 +19,7 @@ from durable import Request, env
 from durable.bindings import HOP_BY_HOP
 from durable.signing import sign
 from models.errors import ApiError, error_body
-from models.service_auth import CLIENT_IP_HEADER
+from models.service_auth import CLIENT_IP_HEADER, SIGNED_HEADERS
 from models.web import client_address
 
 from . import cache as edge_cache
@@ -175,7 +175,8 @@ async def send_upstream(incoming: Incoming, upstream: str, path: str, body: byte
                 (CLIENT_IP_HEADER, incoming.client_ip)]
     if trusted and "x-forwarded-host" in incoming.headers:
         headers.append(("x-forwarded-host", incoming.headers["x-forwarded-host"]))
-    vouched = [(CLIENT_IP_HEADER, incoming.client_ip), ("authorization", incoming.headers.get("authorization", ""))]
+    vouched = [(name, incoming.headers.get(name, "")) for name in SIGNED_HEADERS if name != "cf-connecting-ip"]
+    vouched.append((CLIENT_IP_HEADER, incoming.client_ip))
     headers.append(("x-gateway-signature", sign(env.SERVICE_AUTH_KEY, incoming.method, target, body,
                                                 headers=vouched)))
     binding = getattr(env, UPSTREAMS[upstream])

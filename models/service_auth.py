@@ -44,7 +44,8 @@ def require_strong_keys(names: tuple[str, ...] = ("JWT_KEY", "SERVICE_AUTH_KEY")
 
 SIGNATURE_HEADER = "X-Gateway-Signature"
 CLIENT_IP_HEADER = "CF-Connecting-IP"  # the client address the gateway resolved (Cloudflare's name)
-SIGNED_HEADERS = ("authorization", "cf-connecting-ip")  # what the services trust, so what the gateway vouches for
+# every header the services act on, so every header the gateway vouches for
+SIGNED_HEADERS = ("authorization", "cf-connecting-ip", "content-type", "idempotency-key")
 PROBE_PATHS = frozenset({"/health", "/openapi.json"})  # probes and the public API description
 
 
@@ -54,7 +55,8 @@ def _nonces(tolerance_s: float) -> NonceCache:
 
 def install_service_auth(app: Quart) -> None:
     """With REQUIRE_SERVICE_AUTH on, only requests the gateway signed (HMAC with SERVICE_AUTH_KEY
-    over method, target, body, the caller's `Authorization` and address, at most 60 s old, each
+    over method, target, body and SIGNED_HEADERS (the caller's credentials and address, how to read
+    the body, its idempotency key), at most 60 s old, each
     signature used once) reach the handlers; others get 401 and do nothing. A verified request's
     `CF-Connecting-IP` is the client address (`g.client_ip`); without one it is the socket peer."""
     @app.before_request

@@ -136,6 +136,8 @@ async def _refund_unwanted(store: PaymentStore, payment: dict[str, Any], reason:
     confirmed) or cancelled: give it back at once. The provider key makes a repeat a no-op."""
     payment_id = str(payment["_id"])
     provider = registry.for_method(payment["provider"])
+    # the reason first: the provider's refund webhook may mark the record refunded before we do
+    await store.update(payment_id, failureReason=reason)
     try:
         if provider is None:
             raise ProviderUnavailable(f"{payment['provider']} is not configured")
@@ -146,9 +148,8 @@ async def _refund_unwanted(store: PaymentStore, payment: dict[str, Any], reason:
         log.error("payment %s: %s, and the automatic refund failed (%s): refund it by hand", payment_id, reason, exc)
         return await store.update(payment_id, status="succeeded", failureReason=f"{reason}; needs a refund")
     log.warning("payment %s: %s; refunded automatically (%s)", payment_id, reason, result.refund_id)
-    await store.add_refund(payment_id, {"id": result.refund_id, "amount_minor": result.amount_minor,
-                                        "reason": "automatic: " + reason}, "refunded")
-    return await store.update(payment_id, failureReason=reason)
+    return await store.add_refund(payment_id, {"id": result.refund_id, "amount_minor": result.amount_minor,
+                                               "reason": "automatic: " + reason}, "refunded", failureReason=reason)
 
 
 def _check_payable(order: dict[str, Any], provider: Any, method: str) -> None:
@@ -349,7 +350,7 @@ async def _apply(env: Any, provider_name: str, event: ProviderEvent) -> None:
         elif event.kind == "refunded":
             status = "refunded" if (event.amount_minor or 0) >= payment["amount_minor"] else "partially_refunded"
             if (event.amount_minor or 0) > payment.get("refunded_minor", 0):
-                await store.update(str(payment["_id"]), status=status, refunded_minor=event.amount_minor)
+                await store.refund_total(str(payment["_id"]), event.amount_minor or 0, status)
                 await order_lock(env, payment["orderId"]).mark_refunded(str(payment["_id"]), event.amount_minor)
         elif payment["status"] not in FINAL:
             if event.transaction_id and not payment.get("transactionId"):  # the push reply was lost

@@ -47,12 +47,29 @@ class PaymentStore:
         await self.col.update_one({"_id": oid(payment_id)}, {"$set": fields})
         return await self.get(payment_id)
 
-    async def add_refund(self, payment_id: str, refund: dict[str, Any], status: str) -> dict[str, Any] | None:
-        """Record a provider refund once (by its id)."""
-        await self.col.update_one(
-            {"_id": oid(payment_id), "refunds.id": {"$ne": refund["id"]}},
-            {"$push": {"refunds": refund}, "$inc": {"refunded_minor": refund["amount_minor"]},
-             "$set": {"status": status, "updatedAt": now()}})
+    async def add_refund(self, payment_id: str, refund: dict[str, Any], status: str,
+                         **fields: Any) -> dict[str, Any] | None:
+        """Record a provider refund once (by its id), with the refunded total, the status and `fields`
+        in one write (no reader sees one without the others). The total only rises (`$max`), so it
+        agrees with `refund_total` (the provider's own figure from a webhook) in whichever order the
+        two land; the write is conditional on the refunds it was computed from (retried if another
+        refund landed in between)."""
+        while True:
+            doc = await self.get(payment_id)
+            if doc is None or any(r["id"] == refund["id"] for r in doc["refunds"]):
+                return doc
+            total = sum(r["amount_minor"] for r in doc["refunds"]) + refund["amount_minor"]
+            result = await self.col.update_one(
+                {"_id": doc["_id"], "refunds": {"$size": len(doc["refunds"])}},
+                {"$push": {"refunds": refund}, "$max": {"refunded_minor": total},
+                 "$set": {"status": status, "updatedAt": now(), **fields}})
+            if result.modified_count == 1:
+                return await self.get(payment_id)
+
+    async def refund_total(self, payment_id: str, total_minor: int, status: str) -> dict[str, Any] | None:
+        """The provider says `total_minor` has been refunded in all: raise our figure to it (never lower)."""
+        await self.col.update_one({"_id": oid(payment_id), "refunded_minor": {"$lt": total_minor}},
+                                  {"$set": {"refunded_minor": total_minor, "status": status, "updatedAt": now()}})
         return await self.get(payment_id)
 
     async def get(self, payment_id: str) -> dict[str, Any] | None:

@@ -88,7 +88,8 @@ async def test_services_accept_only_what_the_gateway_signed(edge_shop) -> None:
                                                      timestamp=now - 61)}) == 401
     tampered = sign(SERVICE_AUTH_KEY, "POST", "/user/signup", body)
     assert await direct({"X-Gateway-Signature": tampered}, body.replace(b"direct", b"evil")) == 401
-    vouched = [("authorization", ""), ("cf-connecting-ip", "198.51.100.20")]
+    vouched = [("authorization", ""), ("cf-connecting-ip", "198.51.100.20"), ("content-type", "application/json"),
+               ("idempotency-key", "")]
     uncovered = sign(SERVICE_AUTH_KEY, "POST", "/user/signup", body)  # leaves out the caller's token and address
     assert await direct({"X-Gateway-Signature": uncovered, "CF-Connecting-IP": "198.51.100.20"}) == 401
     good = sign(SERVICE_AUTH_KEY, "POST", "/user/signup", body, headers=vouched)
