@@ -35,7 +35,8 @@ class DevSession:
             [sys.executable, "-m", "wrangler", "dev", *[a for w in workers for a in ("-c", str(ROOT / w / "wrangler.toml"))],
              "--port", "0",
              "--persist-to", str(state), "--var", "SIGNUP_RATE_LIMIT:1000000/60",
-             "--var", "LOGIN_RATE_LIMIT:1000000/60",
+             "--var", "LOGIN_RATE_LIMIT:1000000/60", "--var", "MAX_UNPAID_ORDERS:1000000000",
+             "--var", "MAX_UNPAID_UNITS:1000000000",
              *[a for k, v in (variables or {}).items() for a in ("--var", f"{k}:{v}")]],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.urls: dict[str, str] = {}

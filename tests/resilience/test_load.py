@@ -32,7 +32,9 @@ async def test_mixed_load_through_the_gateway_keeps_the_invariants(dev_process, 
                                                                    mongo_uri: str) -> None:
     db = f"load_{ObjectId()}"
     dev = dev_process("--port", "0", "--persist-to", str(tmp_path), "--var", f"MONGODB_DB:{db}",
-                      "--var", f"RATE_LIMITS:{UNLIMITED}", "--var", "REQUIRE_SERVICE_AUTH:true",
+                      "--var", f"RATE_LIMITS:{UNLIMITED}",
+                      "--var", "MAX_UNPAID_ORDERS:1000000", "--var", "MAX_UNPAID_UNITS:1000000000",
+                      "--var", "REQUIRE_SERVICE_AUTH:true",
                       extra_env={"MONGODB_URI": mongo_uri, "JWT_KEY": JWT_KEY, "SERVICE_AUTH_KEY": SERVICE_AUTH_KEY,
                                  "STRIPE_SECRET_KEY": None})
     gateway = dev.ready_url.rstrip("/")
@@ -42,6 +44,7 @@ async def test_mixed_load_through_the_gateway_keeps_the_invariants(dev_process, 
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
     kinds: Counter[str] = Counter()
+    failures: list[str] = []
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CLIENTS)) as http:
         async def call(method: str, path: str, body: object = None, headers: dict[str, str] | None = None):
             started = time.perf_counter()
@@ -49,6 +52,8 @@ async def test_mixed_load_through_the_gateway_keeps_the_invariants(dev_process, 
                 reply = await resp.json(content_type=None)
             latencies.append(time.perf_counter() - started)
             statuses[resp.status] += 1
+            if resp.status >= 500 and len(failures) < 5:
+                failures.append(f"{method} {path} → {resp.status} {reply}")
             return resp.status, reply
 
         products = []
@@ -96,7 +101,7 @@ async def test_mixed_load_through_the_gateway_keeps_the_invariants(dev_process, 
     print(f"load: {len(latencies)} requests in {elapsed:.1f} s = {len(latencies) / elapsed:.0f} rps, "
           f"p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms, 5xx {server_errors}, "
           f"mix {dict(kinds)}, statuses {dict(statuses)}")
-    assert server_errors == 0
+    assert server_errors == 0, "\n".join(failures + ["server log tail:", *dev.stderr_lines[-40:]])
     base_db, pay_db = MongoClient(mongo_uri)[db], MongoClient(mongo_uri)[f"{db}"]
     for product_id in products:
         doc = base_db["products"].find_one({"_id": ObjectId(product_id)})
