@@ -5,13 +5,14 @@ The worker's entry module: the Quart `app` (fetch handler) and its Durable Objec
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from pymongo.errors import PyMongoError
 from quart import Quart
 
 from durable import env
 from durable.mongo import MongoPool
-from models.service_auth import install_service_auth, require_strong_keys
+from models.service_auth import install_service_auth, key_problems, require_strong_keys
 from models.web import install_error_handlers, install_schema
 
 from .objects.login_guard import LoginGuard
@@ -36,6 +37,11 @@ install_error_handlers(app)
 install_service_auth(app)
 for module in (health, users, products, orders, uploads):
     app.register_blueprint(module.bp)
+
+
+def startup_problems(worker_env: Any) -> list[str]:
+    """What would stop this worker in production (`wrangler serve` lists them all before starting)."""
+    return key_problems(worker_env)
 
 
 @app.before_serving

@@ -153,15 +153,10 @@ def _generated_secrets(state_dir: Path, names: list[str]) -> dict[str, str]:
     return {name: stored[name] for name in names}
 
 
-def load_secrets(config: WorkerConfig, *, state_dir: Path, local_dev: bool,
-                 environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Secrets from the process environment (wins) and `.dev.vars` (dotenv format).
-
-    With `[secrets] required`, only those names are loaded; a missing one is an error, except
-    in local dev, where it gets a generated per-checkout value and a warning.
-    """
+def find_secrets(config: WorkerConfig, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The worker's secrets that are set: from the process environment (wins) or `.dev.vars`.
+    With `[secrets]`, only the names it declares; without, everything in `.dev.vars`."""
     environ = os.environ if environ is None else environ
-    dev_vars_file = _dev_vars_path(config)
     from_file = read_dev_vars(config)
     declared = list(config.secrets.required) if config.secrets else None
     names = declared + list(config.secrets.optional) if declared is not None else list(from_file)
@@ -171,7 +166,22 @@ def load_secrets(config: WorkerConfig, *, state_dir: Path, local_dev: bool,
             found[name] = environ[name]
         elif name in from_file:
             found[name] = from_file[name]
-    missing = [name for name in (declared or []) if name not in found]
+    return found
+
+
+def missing_secrets(config: WorkerConfig, found: Mapping[str, str]) -> list[str]:
+    return [name for name in (config.secrets.required if config.secrets else []) if name not in found]
+
+
+def load_secrets(config: WorkerConfig, *, state_dir: Path, local_dev: bool,
+                 environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Secrets from the process environment (wins) and `.dev.vars` (dotenv format).
+
+    With `[secrets] required`, only those names are loaded; a missing one is an error, except
+    in local dev, where it gets a generated per-checkout value and a warning.
+    """
+    found = find_secrets(config, environ)
+    missing = missing_secrets(config, found)
     if missing:
         if not local_dev:
             raise ConfigError(config.path, "secrets.required",
@@ -179,5 +189,5 @@ def load_secrets(config: WorkerConfig, *, state_dir: Path, local_dev: bool,
         found.update(_generated_secrets(state_dir, missing))
         for name in missing:
             log.warning("%s: secret %s is not set (environment or %s); using a generated local value "
-                        "kept in %s", config.name, name, dev_vars_file.name, state_dir / GENERATED_SECRETS_FILE)
+                        "kept in %s", config.name, name, _dev_vars_path(config).name, state_dir / GENERATED_SECRETS_FILE)
     return found

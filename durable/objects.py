@@ -25,7 +25,7 @@ from .gates import InputGate
 from .http import Request, Response, make_request
 from .ids import DurableObjectId
 from .storage import DurableObjectStorage, StorageEngine, now_ms
-from .tail import TraceCapture, current_capture
+from .tail import TraceCapture
 
 log = logging.getLogger("durable.objects")
 
@@ -331,17 +331,18 @@ class LocalTransport:
         self.host = host
 
     async def call_local(self, object_id: DurableObjectId, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        """Unserialized call (live objects such as a database handle may cross); gates still apply."""
-        return await self._invoke(object_id, method, args, kwargs)
+        """Unserialized call (live objects such as a database handle may cross); gates still apply.
+        Plumbing within one worker, not an invocation of the object: no trace event of its own."""
+        return await self.host.invoke(object_id, method, args, kwargs)
 
     async def _invoke(self, object_id: DurableObjectId, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        """A call from another worker's event is an event of the host's worker too (its own trace
-        event, with the caller's request id), as a Durable Object invocation is on Cloudflare."""
-        caller, trace = current_capture(), tracing.current()
-        same_worker = caller is not None and caller.script_name == self.host.script_name
-        if same_worker or (caller is None and trace is None):
+        """Every invocation (RPC or fetch) is a trace event of the worker that defines the class,
+        from this worker's own code or another's, with the caller's request id (a child span), as
+        a Durable Object invocation is on Cloudflare."""
+        if self.host.on_trace is None:
             return await self.host.invoke(object_id, method, args, kwargs)
-        if caller is not None and trace is not None:
+        trace = tracing.current()
+        if trace is not None:
             trace = trace.child()
         capture = TraceCapture(self.host.script_name, {"rpc": {"class": self.host.class_name, "method": method}},
                                trace)
@@ -352,8 +353,7 @@ class LocalTransport:
         finally:
             if token is not None:
                 tracing.reset(token)
-            if self.host.on_trace is not None:
-                self.host.on_trace(capture.event())
+            self.host.on_trace(capture.event())
 
     async def call(self, object_id: DurableObjectId, method: str, payload: bytes) -> bytes:
         try:

@@ -1,11 +1,12 @@
 """The dev registry: how separately started `wrangler dev` sessions and `wrangler tail` find workers.
 
-One JSON file per running worker in the user's config directory (as wrangler's dev registry),
-written 0600 because it carries the session's internal key. Entries of dead processes are
-ignored and removed.
+One JSON file per running worker and process in the user's config directory (as wrangler's dev
+registry), written 0600 because it carries the session's internal key. Two sessions serving the
+same worker each keep their own entry; entries of dead processes are ignored and removed.
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -41,11 +42,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _path(name: str, pid: int) -> Path:
+    """One file per (worker, process): concurrent sessions serving one name never overwrite each other."""
+    return registry_dir() / f"{name}@{pid}.json"
+
+
 def register(entry: RegistryEntry) -> Path:
     directory = registry_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{entry.name}.json"
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    path = _path(entry.name, entry.pid)
+    tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(asdict(entry), fh)
@@ -53,31 +59,43 @@ def register(entry: RegistryEntry) -> Path:
     return path
 
 
-def unregister(name: str, pid: int | None = None) -> None:
-    path = registry_dir() / f"{name}.json"
+def unregister(name: str, pid: int) -> None:
+    """Remove this process's entry for `name` (and never another session's)."""
     try:
-        if pid is not None and json.loads(path.read_text()).get("pid") != pid:
-            return  # someone else registered this name since
-        path.unlink()
-    except (FileNotFoundError, ValueError):
+        _path(name, pid).unlink()
+    except FileNotFoundError:
         pass
 
 
-def lookup(name: str) -> RegistryEntry | None:
-    path = registry_dir() / f"{name}.json"
+def _read(path: Path) -> RegistryEntry | None:
     try:
         entry = RegistryEntry(**json.loads(path.read_text()))
     except (FileNotFoundError, ValueError, TypeError):
         return None
     if not _alive(entry.pid):
-        unregister(name, entry.pid)
+        path.unlink(missing_ok=True)
         return None
     return entry
+
+
+def lookup_all(name: str) -> list[RegistryEntry]:
+    """Every live session serving `name`, the most recently started first."""
+    directory = registry_dir()
+    if not directory.is_dir():
+        return []
+    paths = sorted(directory.glob(f"{glob.escape(name)}@*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    return [e for e in (_read(p) for p in paths) if e is not None and e.name == name]
+
+
+def lookup(name: str) -> RegistryEntry | None:
+    """The live session serving `name` (the most recent, if several do)."""
+    entries = lookup_all(name)
+    return entries[0] if entries else None
 
 
 def running() -> list[RegistryEntry]:
     directory = registry_dir()
     if not directory.is_dir():
         return []
-    entries = [lookup(p.stem) for p in sorted(directory.glob("*.json"))]
+    entries = [_read(p) for p in sorted(directory.glob("*@*.json"))]
     return [e for e in entries if e is not None]

@@ -8,14 +8,17 @@ per message), and `DELETE .../tails/{id}`.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import secrets
+import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from quart import Quart, request, websocket
+from aiohttp import web
 
+from .server import url_of
 from .tail import TailFilters
 
 QUEUE_LIMIT = 1000
@@ -62,51 +65,74 @@ class TailHub:
                     session.dropped += 1
 
 
-def _envelope(result: Any = None, *, errors: list[dict[str, Any]] | None = None, status: int = 200) -> tuple[Any, int]:
-    return {"success": not errors, "errors": errors or [], "messages": [], "result": result}, status
+def _envelope(result: Any = None, *, errors: list[dict[str, Any]] | None = None, status: int = 200) -> web.Response:
+    return web.json_response({"success": not errors, "errors": errors or [], "messages": [], "result": result},
+                             status=status)
 
 
-def create_tail_app(hub: TailHub, scripts: set[str]) -> Quart:
-    """The local stand-in for Cloudflare's tail API, for the scripts this process runs."""
-    app = Quart("durable.tail_api")
+def create_tail_app(hub: TailHub, scripts: set[str], *, token: str | None = None) -> web.Application:
+    """The stand-in for Cloudflare's tail API, for the scripts this process runs.
 
-    @app.get("/scripts")
-    async def list_scripts() -> Any:
+    aiohttp serves it, not our ASGI server: Cloudflare's own CLI sends its first WebSocket frame
+    unmasked, which wsproto (hypercorn) refuses and aiohttp accepts. With `token` (production),
+    creating and deleting tails needs `Authorization: Bearer <token>`; the WebSocket URL itself
+    is the capability (an unguessable id, as on Cloudflare)."""
+
+    @web.middleware
+    async def authorize(request: web.Request, handler: Any) -> web.StreamResponse:
+        if token is None or request.path.startswith("/tail/"):
+            return await handler(request)
+        given = request.headers.get("Authorization", "")
+        if not given.startswith("Bearer "):
+            return _envelope(errors=[{"code": 10000, "message": "Authentication error: send Authorization: "
+                                                                "Bearer <TAIL_TOKEN>"}], status=401)
+        if not hmac.compare_digest(given[len("Bearer "):].strip().encode(), token.encode()):
+            return _envelope(errors=[{"code": 10000, "message": "Authentication error"}], status=403)
+        return await handler(request)
+
+    async def list_scripts(request: web.Request) -> web.Response:
         return _envelope(sorted(scripts))
 
-    @app.post("/accounts/<account>/workers/scripts/<name>/tails")
-    async def create_tail(account: str, name: str) -> Any:
+    async def create_tail(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
         if name not in scripts:
             return _envelope(errors=[{"code": 10007, "message": f"workers.api.error.script_not_found: {name}"}],
                              status=404)
-        body = await request.get_json(force=True, silent=True)
         try:
-            filters = TailFilters.from_api(body, request.remote_addr)
+            body = await request.json() if request.can_read_body else None
+        except ValueError:
+            body = None
+        try:
+            filters = TailFilters.from_api(body, request.remote)
         except ValueError as exc:
             return _envelope(errors=[{"code": 10021, "message": f"invalid tail filters: {exc}"}], status=400)
         session = hub.create(name, filters)
-        scheme = "wss" if request.scheme == "https" else "ws"
+        scheme = "wss" if request.secure else "ws"
         return _envelope({"id": session.id, "url": f"{scheme}://{request.host}/tail/{session.id}",
                           "expires_at": session.expires_at.isoformat().replace("+00:00", "Z")})
 
-    @app.delete("/accounts/<account>/workers/scripts/<name>/tails/<tail_id>")
-    async def delete_tail(account: str, name: str, tail_id: str) -> Any:
-        if not hub.delete(tail_id):
+    async def list_tails(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        return _envelope([{"id": t.id, "expires_at": t.expires_at.isoformat().replace("+00:00", "Z")}
+                          for t in hub.sessions.values() if t.script_name == name])
+
+    async def delete_tail(request: web.Request) -> web.Response:
+        if not hub.delete(request.match_info["tail_id"]):
             return _envelope(errors=[{"code": 10000, "message": "tail not found"}], status=404)
         return _envelope(None)
 
-    @app.websocket("/tail/<tail_id>")
-    async def stream(tail_id: str) -> None:
+    async def stream(request: web.Request) -> web.StreamResponse:
+        tail_id = request.match_info["tail_id"]
         session = hub.sessions.get(tail_id)
+        ws = web.WebSocketResponse(protocols=("trace-v1",), heartbeat=30)
+        await ws.prepare(request)
         if session is None:
-            await websocket.close(1008, "unknown tail")
-            return
-        protocols = websocket.requested_subprotocols
-        await websocket.accept(subprotocol="trace-v1" if "trace-v1" in protocols else None)
+            await ws.close(code=1008, message=b"unknown tail")
+            return ws
 
         async def drain_client() -> None:  # the client sends {"debug": false}; nothing else matters
-            while True:
-                await websocket.receive()
+            async for _ in ws:
+                pass
 
         reader = asyncio.ensure_future(drain_client())
         try:
@@ -116,11 +142,37 @@ def create_tail_app(hub: TailHub, scripts: set[str]) -> Quart:
                 done, _ = await asyncio.wait({getter, closer, reader}, return_when=asyncio.FIRST_COMPLETED)
                 closer.cancel()
                 if getter in done:
-                    await websocket.send(json.dumps(getter.result()))
+                    await ws.send_str(json.dumps(getter.result()))
                 else:
                     getter.cancel()
+        except (ConnectionResetError, RuntimeError):
+            pass  # the client went away mid-send
         finally:
             reader.cancel()
             hub.delete(tail_id)
+            await ws.close()
+        return ws
 
+    app = web.Application(middlewares=[authorize])
+    app.router.add_get("/scripts", list_scripts)
+    app.router.add_post("/accounts/{account}/workers/scripts/{name}/tails", create_tail)
+    app.router.add_get("/accounts/{account}/workers/scripts/{name}/tails", list_tails)
+    app.router.add_delete("/accounts/{account}/workers/scripts/{name}/tails/{tail_id}", delete_tail)
+    app.router.add_get("/tail/{tail_id}", stream)
     return app
+
+
+class TailServer:
+    """The tail API on a socket we bound (so `--port 0` and printed URLs are exact)."""
+
+    def __init__(self, app: web.Application, sock: socket.socket) -> None:
+        self.sock = sock
+        self.url = url_of(sock)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+
+    async def start(self) -> None:
+        await self._runner.setup()
+        await web.SockSite(self._runner, self.sock, shutdown_timeout=1.0).start()
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()

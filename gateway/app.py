@@ -12,7 +12,7 @@ from quart import Quart
 
 from durable import env
 from models.health import Health
-from models.service_auth import require_strong_keys
+from models.service_auth import key_problems, require_strong_keys
 from models.web import install_error_handlers
 
 from . import proxy
@@ -48,7 +48,7 @@ class Gateway:
             await self.own(scope, receive, send)
 
     async def startup(self) -> None:
-        require_strong_keys(("SERVICE_AUTH_KEY",))
+        require_strong_keys(KEYS)
         parse_limits(str(env.get("RATE_LIMITS", "")))  # a typo in the limits stops the start, not a request
         await self.own.startup()
 
@@ -58,3 +58,14 @@ class Gateway:
 
 
 app = Gateway(site)
+KEYS = ("SERVICE_AUTH_KEY", "JWT_KEY")  # signs forwards; verifies tokens before they key a rate limit
+
+
+def startup_problems(worker_env: Any) -> list[str]:
+    """What would stop this worker in production (`wrangler serve` lists them all before starting)."""
+    problems = key_problems(worker_env, KEYS)
+    try:
+        parse_limits(str(worker_env.get("RATE_LIMITS", "")))
+    except ValueError as exc:
+        problems.append(str(exc))
+    return problems

@@ -29,17 +29,25 @@ class InsecureConfiguration(StartupRefused):
     """Production refuses to start on this: the message names the setting and the fix."""
 
 
-def require_strong_keys(names: tuple[str, ...] = ("JWT_KEY", "SERVICE_AUTH_KEY")) -> None:
+def key_problems(env: Any, names: tuple[str, ...] = ("JWT_KEY", "SERVICE_AUTH_KEY")) -> list[str]:
     """Outside local development, signing keys must be set and at least 32 bytes long."""
     if str(env.get("ENVIRONMENT", "development")) == "development":
-        return
+        return []
+    found = []
     for name in names:
         value = env.get(name)
         if not value:
-            raise InsecureConfiguration(f"{name} is not set: set it in the process environment")
-        if len(str(value).encode()) < MIN_KEY_BYTES:
-            raise InsecureConfiguration(f"{name} is shorter than {MIN_KEY_BYTES} bytes: use a longer random key "
-                                        f"(e.g. `openssl rand -base64 48`)")
+            found.append(f"{name} is not set: set it in the process environment")
+        elif len(str(value).encode()) < MIN_KEY_BYTES:
+            found.append(f"{name} is shorter than {MIN_KEY_BYTES} bytes: use a longer random key "
+                         f"(e.g. `openssl rand -base64 48`)")
+    return found
+
+
+def require_strong_keys(names: tuple[str, ...] = ("JWT_KEY", "SERVICE_AUTH_KEY")) -> None:
+    found = key_problems(env, names)
+    if found:
+        raise InsecureConfiguration("; ".join(found))
 
 
 SIGNATURE_HEADER = "X-Gateway-Signature"

@@ -6,18 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from pymongo.errors import PyMongoError
 from quart import Quart
 
 from durable import env
 from durable.mongo import MongoPool, pooled_database
-from models.service_auth import install_service_auth, require_strong_keys
+from models.service_auth import install_service_auth, key_problems, require_strong_keys
 from models.web import install_error_handlers, install_schema
 
 from .objects.idempotency import IdempotencyLedger, PaymentIdempotency, ProviderEvents
-from .providers import registry
-from .public_urls import public_base_url
+from .providers import registry, secret_problems
+from .public_urls import public_base_url, url_problems
 from .reconcile import sweep_forever
 from .routes import health, payments, webhooks
 from .stores.payments import PaymentStore
@@ -33,6 +34,11 @@ install_error_handlers(app)
 install_service_auth(app)
 for module in (health, webhooks, payments):
     app.register_blueprint(module.bp)
+
+
+def startup_problems(worker_env: Any) -> list[str]:
+    """What would stop this worker in production (`wrangler serve` lists them all before starting)."""
+    return [*key_problems(worker_env), *url_problems(worker_env), *secret_problems(worker_env)]
 
 
 @app.before_serving

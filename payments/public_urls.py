@@ -36,6 +36,14 @@ def public_base_url(env: Any) -> str:
     return raw
 
 
+def url_problems(env: Any) -> list[str]:
+    try:
+        public_base_url(env)
+    except BadPublicUrl as exc:
+        return [str(exc)]
+    return []
+
+
 def allowed_return_origins(env: Any) -> set[str]:
     """Where a shopper may be sent back after approving a payment: our own origin plus
     RETURN_URL_ORIGINS (the storefronts), so the API is no open redirect."""

@@ -55,9 +55,9 @@ class DevProcess:
         deadline = time.monotonic() + 60
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            match = re.match(r"^\s+(\S+)\s+(http://\S+)", line)
+            match = re.match(r"^\s+(\S+|tail API)\s+(http://\S+)", line)
             if match:
-                self.urls[match.group(1)] = match.group(2)
+                self.urls["tail" if match.group(1) == "tail API" else match.group(1)] = match.group(2)
             if "Ready on" in line:
                 self.ready_url = line.split("Ready on", 1)[1].strip()
                 break

@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-format", choices=["json", "text"], default="json")
     serve.add_argument("--grace", type=float, default=20.0,
                        help="seconds in-flight requests get to finish after SIGTERM")
+    serve.add_argument("--tail-port", type=int, default=None,
+                       help="serve the tail API on this port (several workers: this and the next ones, in start "
+                            "order); every call needs Authorization: Bearer $TAIL_TOKEN")
 
     tail = sub.add_parser("tail", help="stream live trace events of a worker run by `wrangler dev`")
     tail.add_argument("worker", nargs="?", help="worker name (default: the name in ./wrangler.toml)")
@@ -53,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--search", help="only events whose console logs, request id or trace id contain this text")
     tail.add_argument("--ip", action="append", help="filter by client IP ('self' = this machine)")
     tail.add_argument("--sampling-rate", type=float, default=None, help="fraction of events to keep (0, 1]")
-    tail.add_argument("--url", help="tail API of a dev session, instead of finding it in the dev registry")
+    tail.add_argument("--url", help="a tail API (a dev session's, or a production node's with CLOUDFLARE_API_TOKEN) "
+                                    "instead of finding a dev session in the dev registry")
     tail.add_argument("-c", "--config", type=Path, default=None, help="take the worker name from this config")
 
     secret = sub.add_parser("secret", help="manage local secrets in a worker's .dev.vars")

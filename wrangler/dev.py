@@ -15,7 +15,7 @@ from durable.logs import setup_logging
 from durable.registry import RegistryEntry, register, unregister
 from durable.runtime import Runtime
 from durable.server import Server, bind, url_of
-from durable.tail_api import create_tail_app
+from durable.tail_api import TailServer, create_tail_app
 
 from .embedded_mongo import EmbeddedMongo, EmbeddedMongoError
 
@@ -113,7 +113,7 @@ async def _serve(args: argparse.Namespace, configs: list[WorkerConfig], persist_
     names: list[str] = []
     try:
         servers = [Server(runtime.workers[c.name], sock) for c, sock in zip(runtime.configs, sockets)]
-        tail_server = Server(create_tail_app(runtime.hub, set(runtime.workers)), bind(ip, 0))
+        tail_server = TailServer(create_tail_app(runtime.hub, set(runtime.workers)), bind(ip, 0))
         for server in (*servers, tail_server):
             await server.start()
         for config, server in zip(runtime.configs, servers):

@@ -17,8 +17,11 @@ import sys
 
 from durable.config import ConfigError, WorkerConfig
 from durable.logs import setup_logging
+from durable.preflight import problems, refuse_if_any
 from durable.runtime import Runtime, start_order
 from durable.server import Server, bind
+from durable.tail import redactor
+from durable.tail_api import TailServer, create_tail_app
 
 from .dev import DEFAULT_IP, DEFAULT_PORT, load_configs, primary_worker, state_dir, stop_on_signals
 
@@ -38,6 +41,13 @@ def parse_remotes(items: list[str]) -> dict[str, str]:
 async def run_serve(args: argparse.Namespace) -> int:
     setup_logging(args.log_format)
     configs = load_configs(args)
+    found = problems(configs)
+    if args.tail_port is not None:
+        try:
+            tail_token_or_refuse(configs[0])
+        except ConfigError as exc:
+            found.append(exc.problem)
+    refuse_if_any(found)
     if len(configs) == 1:
         return await serve_one(args, configs[0])
     return await supervise(args, configs)
@@ -53,10 +63,19 @@ async def serve_one(args: argparse.Namespace, config: WorkerConfig) -> int:
                       remote=parse_remotes(args.remote), use_registry=False)
     ip = args.ip or config.dev.ip or DEFAULT_IP
     port = args.port if args.port is not None else (config.dev.port or DEFAULT_PORT)
+    tail_token = tail_token_or_refuse(config) if args.tail_port is not None else None
     sock = bind(ip, port)  # before start-up: a busy port fails fast, before any state is opened
+    tail_sock = bind(ip, args.tail_port) if args.tail_port is not None else None
     await runtime.start()
     server = Server(runtime.workers[config.name], sock, graceful_timeout_s=args.grace)
     await server.start()
+    tail_server = None
+    if tail_sock is not None:
+        redactor.add(str(tail_token))
+        tail_server = TailServer(create_tail_app(runtime.hub, {config.name}, token=tail_token), tail_sock)
+        await tail_server.start()
+        log.info("%s tail API on %s", config.name, tail_server.url,
+                 extra={"worker": config.name, "tail_url": tail_server.url, "event": "tail_ready"})
     log.info("%s ready on %s", config.name, server.url, extra={"worker": config.name, "url": server.url,
                                                                   "event": "ready"})
     print(f"[wrangler:info] Ready on {server.url}", file=sys.stderr, flush=True)
@@ -66,10 +85,24 @@ async def serve_one(args: argparse.Namespace, config: WorkerConfig) -> int:
         log.info("%s stopping: finishing requests in flight (up to %g s)", config.name, args.grace,
                  extra={"worker": config.name, "event": "stopping"})
     finally:
+        if tail_server is not None:
+            await tail_server.stop()
         await server.stop()      # stop accepting; in-flight requests finish within the grace period
         await runtime.close()    # then flush object storage and close database clients
     log.info("%s stopped", config.name, extra={"worker": config.name, "event": "stopped"})
     return 0
+
+
+MIN_TAIL_TOKEN_BYTES = 32
+
+
+def tail_token_or_refuse(config: WorkerConfig) -> str:
+    """A production tail API streams requests and logs: it needs a strong TAIL_TOKEN, or no start."""
+    token = os.environ.get("TAIL_TOKEN", "")
+    if len(token.encode()) < MIN_TAIL_TOKEN_BYTES:
+        raise ConfigError(config.path, "--tail-port", "TAIL_TOKEN is missing or shorter than 32 bytes: set a long "
+                                                      "random one (e.g. `openssl rand -base64 48`) to serve a tail")
+    return token
 
 
 def free_port(ip: str, wanted: int) -> int:
@@ -78,10 +111,12 @@ def free_port(ip: str, wanted: int) -> int:
         return int(sock.getsockname()[1])
 
 
-def child_command(args: argparse.Namespace, config: WorkerConfig, port: int, remotes: dict[str, str]) -> list[str]:
+def child_command(args: argparse.Namespace, config: WorkerConfig, port: int, remotes: dict[str, str],
+                  tail_port: int | None = None) -> list[str]:
     command = [sys.executable, "-m", "wrangler", "serve", "-c", str(config.path), "--port", str(port),
                "--log-format", args.log_format, "--grace", str(args.grace)]
-    for flag, value in (("--env", args.env), ("--ip", args.ip), ("--persist-to", args.persist_to)):
+    for flag, value in (("--env", args.env), ("--ip", args.ip), ("--persist-to", args.persist_to),
+                        ("--tail-port", tail_port)):
         if value is not None:
             command += [flag, str(value)]
     for item in args.var:
@@ -101,9 +136,10 @@ async def supervise(args: argparse.Namespace, configs: list[WorkerConfig]) -> in
     host = f"[{ip}]" if ":" in ip else ip
     remotes = {name: f"http://{host}:{port}" for name, port in ports.items()}
     children: list[asyncio.subprocess.Process] = []
-    for config in ordered:  # dependencies first, as their bindings resolve over HTTP
+    for index, config in enumerate(ordered):  # dependencies first, as their bindings resolve over HTTP
+        tail_port = None if args.tail_port is None else (0 if args.tail_port == 0 else args.tail_port + index)
         children.append(await asyncio.create_subprocess_exec(*child_command(args, config, ports[config.name],
-                                                                            remotes)))
+                                                                            remotes, tail_port)))
     stop = stop_on_signals()
     waits = {asyncio.ensure_future(child.wait()): child for child in children}
     stopper = asyncio.ensure_future(stop.wait())

@@ -1,8 +1,10 @@
-"""`wrangler tail`: attach to a running dev session through Cloudflare's tail API and print events."""
+"""`wrangler tail`: attach to a running dev session (found in the dev registry) or, with `--url`, to
+any tail API (a production node's, with `CLOUDFLARE_API_TOKEN`), and print its events."""
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -11,7 +13,7 @@ from typing import Any
 import aiohttp
 
 from durable import config as wconfig
-from durable.registry import lookup, running
+from durable.registry import lookup_all, running
 from durable.tail import cli_filters_to_api
 
 ACCOUNT = "local"
@@ -62,17 +64,24 @@ async def run_tail(args: argparse.Namespace) -> int:
         return 1
     tail_url = args.url
     if tail_url is None:
-        entry = lookup(name)
-        if entry is None:
-            names = ", ".join(e.name for e in running()) or "none"
+        entries = lookup_all(name)
+        if not entries:
+            names = ", ".join(sorted({e.name for e in running()})) or "none"
             print(f"✘ [ERROR] No running `wrangler dev` session serves {name!r} (running workers: {names}). "
                   f"Start one with `wrangler dev`, or pass --url.", file=sys.stderr)
             return 1
-        tail_url = entry.tail_url
+        if len(entries) > 1:
+            listed = "".join(f"\n  --url {e.tail_url}   (pid {e.pid}, worker at {e.url}, state in {e.persist_to})"
+                             for e in entries)
+            print(f"✘ [ERROR] {len(entries)} running sessions serve {name!r}; pick one:{listed}", file=sys.stderr)
+            return 1
+        tail_url = entries[0].tail_url
     filters = cli_filters_to_api(args.status, args.method, args.header, args.search, args.sampling_rate, args.ip)
     fmt = args.format or ("pretty" if sys.stdout.isatty() else "json")
     base = f"{tail_url.rstrip('/')}/accounts/{ACCOUNT}/workers/scripts/{name}/tails"
-    async with aiohttp.ClientSession() as session:
+    token = os.environ.get("CLOUDFLARE_API_TOKEN")  # as Cloudflare's CLI: a production tail API demands it
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with aiohttp.ClientSession(headers=headers) as session:
         try:
             async with session.post(base, json=filters) as resp:
                 body = await resp.json(content_type=None)

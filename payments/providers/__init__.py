@@ -39,13 +39,17 @@ def enabled(env: Any) -> list[str]:
     return names
 
 
-def check_secrets(env: Any, names: list[str]) -> None:
+def secret_problems(env: Any) -> list[str]:
     """Without local stand-ins, every enabled provider needs all its secrets: say which are missing."""
+    if str(env.get("LOCAL_PROVIDERS", "auto")) == "auto":
+        return []
+    try:
+        names = enabled(env)
+    except MissingProviderSecrets as exc:
+        return [str(exc)]
     missing = {n: [s for s in SECRETS[n] if not env.get(s)] for n in names}
-    problems = [f"{n} needs {', '.join(m)}" for n, m in missing.items() if m]
-    if problems:
-        raise MissingProviderSecrets("payment providers are enabled without their secrets: " + "; ".join(problems)
-                                     + " (set them, or remove the provider from PAYMENT_PROVIDERS)")
+    return [f"payment provider {n} is enabled without its secrets: {n} needs {', '.join(m)} (set them, or remove "
+            f"{n} from PAYMENT_PROVIDERS)" for n, m in missing.items() if m]
 
 
 class Providers:
@@ -57,8 +61,9 @@ class Providers:
         """Each provider in PAYMENT_PROVIDERS: the real one with its keys, else (dev) a local server."""
         local_ok = str(env.get("LOCAL_PROVIDERS", "auto")) == "auto"
         wanted = enabled(env)
-        if not local_ok:
-            check_secrets(env, wanted)
+        problems = secret_problems(env)
+        if problems:
+            raise MissingProviderSecrets("; ".join(problems))
         timeout_s = float(env.get("PROVIDER_TIMEOUT_S", 10))
         for name in wanted:
             await getattr(self, f"_start_{name}")(env, local_ok, timeout_s)

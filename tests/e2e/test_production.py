@@ -140,3 +140,20 @@ def test_three_processes_signed_bindings_json_logs_and_graceful_sigterm(tmp_path
     assert proc.wait(timeout=30) == 0
     stopped = {l["worker"] for l in lines if l.get("event") == "stopped"}
     assert stopped == {"rest-shop-api", "rest-shop-payments", "rest-shop-gateway"}
+
+
+def test_production_names_every_problem_at_once(tmp_path: Path) -> None:
+    """No secrets at all, a weak key, no public URL, providers without keys, a tail without a token:
+    one start names them all, one line each, instead of one per restart."""
+    proc = serve("--port", "0", "--persist-to", str(tmp_path), "--tail-port", "0", env={"JWT_KEY": "weak"})
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in err
+    lines = [line.strip() for line in err.splitlines() if line.strip().startswith("✘ rest-shop") or "TAIL_TOKEN" in line]
+    for expected in ("rest-shop-api: missing secret(s) MONGODB_URI, SERVICE_AUTH_KEY",
+                     "rest-shop-api: JWT_KEY is shorter than 32 bytes",
+                     "rest-shop-gateway: missing secret(s) SERVICE_AUTH_KEY",
+                     "rest-shop-payments: PUBLIC_BASE_URL is not set",
+                     "rest-shop-payments: payment provider stripe is enabled without its secrets",
+                     "rest-shop-payments: payment provider mpesa is enabled without its secrets",
+                     "TAIL_TOKEN is missing"):
+        assert any(expected in line for line in lines), (expected, err)

@@ -41,10 +41,10 @@ def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None
 class Tail:
     """`wrangler tail` in a subprocess; lines arrive on queues so reads have deadlines."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "wrangler", "tail", *args], cwd=ROOT,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
         self.out: queue.Queue[str] = queue.Queue()
         self.err: queue.Queue[str] = queue.Queue()
         for stream, q in ((self.proc.stdout, self.out), (self.proc.stderr, self.err)):
@@ -73,7 +73,7 @@ def fx_args(tmp_path: Path) -> list[str]:
 
 
 def test_dev_runs_all_three_and_answers_health_through_the_gateway_and_directly(shop, _isolated_registry) -> None:
-    assert set(shop.urls) == {"rest-shop-api", "rest-shop-payments", "rest-shop-gateway"}
+    assert set(shop.urls) == {"rest-shop-api", "rest-shop-payments", "rest-shop-gateway", "tail"}
     assert shop.ready_url == shop.urls["rest-shop-gateway"]
     for name in ("rest-shop-api", "rest-shop-payments", "rest-shop-gateway"):
         status, body = http("GET", shop.urls[name] + "/health")
@@ -82,7 +82,7 @@ def test_dev_runs_all_three_and_answers_health_through_the_gateway_and_directly(
     assert http("GET", shop.ready_url + "/api/health")[1]["service"] == "rest-shop-api"
     status, body = http("GET", shop.ready_url + "/api/no-such-route")
     assert status == 404 and body["error"]["code"] == "not_found"
-    assert sorted(p.stem for p in _isolated_registry.glob("*.json")) == [
+    assert sorted(p.stem.split("@")[0] for p in _isolated_registry.glob("*.json")) == [
         "rest-shop-api", "rest-shop-gateway", "rest-shop-payments"]
     assert shop.stop() == 0
     assert list(_isolated_registry.glob("*.json")) == []  # a clean Ctrl-C unregisters

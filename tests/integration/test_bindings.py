@@ -112,6 +112,8 @@ async def test_alarm_runs_are_trace_events(runtime: Runtime) -> None:
     session = runtime.hub.create("fx-counter", TailFilters())
     ns = runtime.workers["fx-counter"].env.ALARMED
     await ns.get(ns.id_from_name("traced")).schedule(5)
+    call = await __import__("asyncio").wait_for(session.queue.get(), 10)
+    assert call["event"] == {"rpc": {"class": "Alarmed", "method": "schedule"}}  # every invocation is an event
     event = await __import__("asyncio").wait_for(session.queue.get(), 10)
     assert set(event["event"]) == {"scheduledTime"} and event["event"]["scheduledTime"].endswith("Z")
     assert event["outcome"] == "ok" and event["logs"][0]["message"] == ["alarm ran for traced"]

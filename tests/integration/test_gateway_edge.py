@@ -61,8 +61,19 @@ async def test_one_request_id_and_trace_across_gateway_payments_and_base(edge_sh
         assert all(e["traceparent"].split("-")[1] == trace_id for e in events)
     rpc = [e["event"]["rpc"] for e in seen["rest-shop-api"] if "rpc" in e["event"]]
     assert {"class": "OrderLock", "method": "begin_payment"} in rpc  # payments → base's OrderLock
+    assert {"class": "UserSessions", "method": "check"} in rpc  # payments → base's object, for the token
+    own = [e["event"]["rpc"] for e in seen["rest-shop-payments"] if "rpc" in e["event"]]
+    assert {"class": "PaymentIdempotency", "method": "begin"} in own  # a worker's calls to its own objects too
     spans = {e["traceparent"].split("-")[2] for events in seen.values() for e in events}
     assert len(spans) >= 3  # each hop its own span of one trace
+
+    status, _, _ = await shop.call("POST", "/api/orders", {"productId": (await shop.product())["_id"]}, token=user,
+                                   headers={"X-Request-Id": "req-order-1"})
+    assert status == 201
+    in_worker = []
+    while not in_worker or "request" not in in_worker[-1]:  # its object calls end before the request does
+        in_worker.append((await next_event(tails["rest-shop-api"], "req-order-1"))["event"])
+    assert {"rpc": {"class": "OrderLock", "method": "create"}} in in_worker  # base's handler → base's own object
 
     status, _, headers = await shop.call("GET", "/api/products")
     generated = headers["X-Request-Id"]

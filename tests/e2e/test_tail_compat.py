@@ -1,0 +1,216 @@
+"""Tails as on Cloudflare: Cloudflare's own `wrangler` CLI (npm, pinned major version) attaches to a
+dev session and to a production node unchanged; production tails need a strong token; concurrent
+dev sessions keep their registry entries apart."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import COUNTER_TOML, PEER_TOML, ROOT
+from tests.e2e.test_wrangler_cli import Tail, http
+
+pytestmark = pytest.mark.slow
+
+WRANGLER_MAJOR = "4"
+TOKEN = "t" * 40
+
+
+@pytest.fixture(scope="session")
+def cloudflare_wrangler() -> Path:
+    """Cloudflare's CLI from npm, installed once into a cache that outlives the checkout."""
+    cache = Path(os.environ.get("REST_SHOP_CACHE", Path.home() / ".cache" / "rest-shop")) / f"npm-wrangler-{WRANGLER_MAJOR}"
+    binary = cache / "node_modules" / ".bin" / "wrangler"
+    if not binary.exists():
+        npm = shutil.which("npm")
+        assert npm, "npm is needed to install Cloudflare's wrangler for this test"
+        cache.mkdir(parents=True, exist_ok=True)
+        subprocess.run([npm, "install", "--no-audit", "--no-fund", "--prefix", str(cache), f"wrangler@{WRANGLER_MAJOR}"],
+                       check=True, timeout=600, stdout=subprocess.DEVNULL)
+    return binary
+
+
+class CloudflareTail:
+    """Cloudflare's `wrangler tail` pointed at our tail API; its output (pretty or indented JSON)
+    is collected so tests can wait for what they expect, with a deadline."""
+
+    def __init__(self, binary: Path, api: str, token: str, name: str, *args: str, cwd: Path) -> None:
+        env = {**os.environ, "CLOUDFLARE_API_BASE_URL": api, "CLOUDFLARE_API_TOKEN": token,
+               "CLOUDFLARE_ACCOUNT_ID": "local", "WRANGLER_SEND_METRICS": "false", "NO_COLOR": "1", "CI": "true"}
+        self.proc = subprocess.Popen([str(binary), "tail", name, *args], cwd=cwd, env=env, text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.output = ""
+        self._changed = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._changed:
+                self.output += line
+                self._changed.notify_all()
+
+    def wait_for(self, text: str, timeout: float = 60) -> None:
+        with self._changed:
+            if not self._changed.wait_for(lambda: text in self.output or self.proc.poll() is not None, timeout):
+                raise AssertionError(f"{text!r} not printed:\n{self.output}")
+        assert text in self.output, self.output
+
+    def events(self) -> list[dict[str, Any]]:
+        """The JSON events printed so far (the CLI indents them over several lines)."""
+        decoder, found, at = json.JSONDecoder(), [], 0
+        text = self.output
+        while (start := text.find("{", at)) != -1:
+            try:
+                value, at = decoder.raw_decode(text, start)
+            except ValueError:
+                at = start + 1
+                continue
+            if isinstance(value, dict) and "scriptName" in value:
+                found.append(value)
+        return found
+
+    def close(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.proc.wait(timeout=10)
+
+
+def wait_for_tails(api: str, count: int, token: str | None = None) -> None:
+    """Until the tail API holds `count` tails of fx-counter (their WebSockets are being opened):
+    in JSON mode Cloudflare's CLI prints nothing until the first event."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    deadline = time.monotonic() + 60
+    while len(http("GET", f"{api}/accounts/local/workers/scripts/fx-counter/tails", headers=headers)[1]["result"]) < count:
+        assert time.monotonic() < deadline, "the CLI never created its tail"
+        time.sleep(0.05)
+
+
+def test_cloudflare_wrangler_tails_a_dev_session(cloudflare_wrangler: Path, dev_process, tmp_path: Path) -> None:
+    dev = dev_process("-c", str(COUNTER_TOML), "-c", str(PEER_TOML), "--port", "0", "--persist-to",
+                      str(tmp_path / "state"))
+    json_tail = CloudflareTail(cloudflare_wrangler, dev.urls["tail"], "x", "fx-counter", "--format", "json",
+                               "--method", "POST", cwd=tmp_path)
+    pretty = CloudflareTail(cloudflare_wrangler, dev.urls["tail"], "x", "fx-counter", "--format", "pretty",
+                            "--status", "ok", "--header", "x-probe:yes", "--sampling-rate", "0.99", cwd=tmp_path)
+    try:
+        wait_for_tails(dev.urls["tail"], 2)
+        pretty.wait_for("Connected to fx-counter")
+        assert http("POST", dev.ready_url + "/incr/cf-json", headers={"X-Probe": "yes"})[0] == 200
+        assert http("GET", dev.ready_url + "/get/cf-json")[0] in (200, 404)  # a GET: filtered out of json_tail
+        json_tail.wait_for('"url": "' + dev.ready_url + '/incr/cf-json"')
+        events = [e for e in json_tail.events() if "request" in e["event"]]
+        assert [e["event"]["request"]["method"] for e in events] == ["POST"]
+        assert events[0]["scriptName"] == "fx-counter" and events[0]["outcome"] == "ok"
+        assert events[0]["event"]["response"]["status"] == 200 and events[0]["requestId"]
+        pretty.wait_for(f"POST {dev.ready_url}/incr/cf-json - Ok")
+        assert "/get/cf-json" not in pretty.output  # no X-Probe header: filtered out
+    finally:
+        for tail in (json_tail, pretty):
+            tail.close()
+
+
+def _serve(tmp_path: Path, tail_port: str, token: str | None) -> subprocess.Popen[str]:
+    env = {**os.environ, "FX_SECRET": "s" * 40, "SERVICE_AUTH_KEY": "k" * 40, "PYTHONUNBUFFERED": "1"}
+    env.pop("TAIL_TOKEN", None)
+    if token is not None:
+        env["TAIL_TOKEN"] = token
+    return subprocess.Popen([sys.executable, "-m", "wrangler", "serve", "-c", str(COUNTER_TOML), "--port", "0",
+                             "--tail-port", tail_port, "--persist-to", str(tmp_path / "prod"), "--log-format", "json"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _started(proc: subprocess.Popen[str]) -> dict[str, str]:
+    """The worker's and the tail API's URLs, from the JSON log lines."""
+    urls: dict[str, str] = {}
+    deadline = time.monotonic() + 60
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        record = json.loads(line)
+        if record.get("event") == "ready":
+            urls["worker"] = record["url"]
+        if record.get("event") == "tail_ready":
+            urls["tail"] = record["tail_url"]
+        if len(urls) == 2 or time.monotonic() > deadline:
+            break
+    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+    return urls
+
+
+def test_production_tail_needs_its_token_and_serves_cloudflare_s_cli(cloudflare_wrangler: Path,
+                                                                      tmp_path: Path) -> None:
+    proc = _serve(tmp_path, "0", TOKEN)
+    try:
+        urls = _started(proc)
+        tails = f"{urls['tail']}/accounts/local/workers/scripts/fx-counter/tails"
+        assert http("POST", tails, {})[0] == 401
+        status, body = http("POST", tails, {}, headers={"Authorization": "Bearer " + "w" * 40})
+        assert status == 403 and body["success"] is False and body["errors"][0]["code"] == 10000
+        wrong = CloudflareTail(cloudflare_wrangler, urls["tail"], "w" * 40, "fx-counter", "--format", "json",
+                               cwd=tmp_path)
+        assert wrong.close() != 0 or "Connected" not in wrong.output
+        status, listed = http("GET", tails, headers={"Authorization": f"Bearer {TOKEN}"})
+        assert status == 200 and listed["result"] == []  # refused calls created no tail
+
+        ours = Tail("fx-counter", "--url", urls["tail"], "--format", "json", env={"CLOUDFLARE_API_TOKEN": TOKEN})
+        theirs = CloudflareTail(cloudflare_wrangler, urls["tail"], TOKEN, "fx-counter", "--format", "json",
+                                cwd=tmp_path)
+        try:
+            ours.wait_connected()
+            wait_for_tails(urls["tail"], 2, TOKEN)
+            assert http("POST", urls["worker"] + "/incr/prod-tail",
+                        headers={"Authorization": "Bearer secret-value"})[0] == 200
+            event = ours.next_event()
+            while "request" not in event["event"]:
+                event = ours.next_event()
+            assert event["event"]["request"]["url"].endswith("/incr/prod-tail")
+            assert event["event"]["request"]["headers"]["authorization"] == "REDACTED"
+            theirs.wait_for("/incr/prod-tail")
+            assert TOKEN not in theirs.output and "secret-value" not in theirs.output
+        finally:
+            ours.close()
+            theirs.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("token", [None, "short"])
+def test_production_refuses_a_tail_without_a_strong_token(tmp_path: Path, token: str | None) -> None:
+    proc = _serve(tmp_path, "0", token)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "TAIL_TOKEN is missing or shorter than 32 bytes" in err and "Traceback" not in err
+
+
+def test_two_dev_sessions_of_one_worker_keep_their_entries(dev_process, tmp_path: Path, _isolated_registry) -> None:
+    first = dev_process("-c", str(COUNTER_TOML), "-c", str(PEER_TOML), "--port", "0", "--persist-to",
+                        str(tmp_path / "one"))
+    second = dev_process("-c", str(COUNTER_TOML), "-c", str(PEER_TOML), "--port", "0", "--persist-to",
+                         str(tmp_path / "two"))
+    assert len(list(_isolated_registry.glob("fx-counter@*.json"))) == 2
+    ambiguous = subprocess.run([sys.executable, "-m", "wrangler", "tail", "fx-counter"], cwd=ROOT, text=True,
+                               capture_output=True, timeout=30)
+    assert ambiguous.returncode == 1 and "2 running sessions serve 'fx-counter'" in ambiguous.stderr
+    assert first.urls["tail"] in ambiguous.stderr and second.urls["tail"] in ambiguous.stderr
+    assert second.stop() == 0
+    assert [p.name for p in _isolated_registry.glob("fx-counter@*.json")] == [f"fx-counter@{first.proc.pid}.json"]
+    tail = Tail("fx-counter", "--format", "json", "--method", "POST")  # one left: found without --url
+    try:
+        tail.wait_connected()
+        assert http("POST", first.ready_url + "/incr/left")[0] == 200
+        assert tail.next_event()["event"]["request"]["url"].endswith("/incr/left")
+    finally:
+        tail.close()
