@@ -127,8 +127,10 @@ class ObjectHost:
     def __init__(self, cls: type[DurableObject], env: Any, engine: StorageEngine, *,
                  script_name: str, class_name: str,
                  on_trace: Callable[[dict[str, Any]], None] | None = None,
+                 tracing_wanted: Callable[[str], bool] = lambda script: True,
                  alarm_retries: int = 6, alarm_backoff_s: float = 2.0) -> None:
         self.cls = cls
+        self.tracing_wanted = tracing_wanted  # is anyone tailing this script? (else skip building RPC events)
         self.env = env
         self.engine = engine
         self.script_name = script_name
@@ -339,7 +341,7 @@ class LocalTransport:
         """Every invocation (RPC or fetch) is a trace event of the worker that defines the class,
         from this worker's own code or another's, with the caller's request id (a child span), as
         a Durable Object invocation is on Cloudflare."""
-        if self.host.on_trace is None:
+        if self.host.on_trace is None or not self.host.tracing_wanted(self.host.script_name):
             return await self.host.invoke(object_id, method, args, kwargs)
         trace = tracing.current()
         if trace is not None:

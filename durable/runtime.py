@@ -105,7 +105,8 @@ class Runtime:
                 engine = StorageEngine(self.storage_path(worker.name, class_name), synchronous=self.synchronous)
                 worker.hosts[class_name] = ObjectHost(
                     worker.object_class(class_name), None, engine, script_name=worker.name,
-                    class_name=class_name, on_trace=self.hub.publish, alarm_backoff_s=self.alarm_backoff_s)
+                    class_name=class_name, on_trace=self.hub.publish, tracing_wanted=self.hub.listening,
+                    alarm_backoff_s=self.alarm_backoff_s)
             self.workers[worker.name] = worker
             loaded.append((worker, found))
         for worker, found in loaded:

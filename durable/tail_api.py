@@ -54,6 +54,10 @@ class TailHub:
             session.closed.set()
         return session is not None
 
+    def listening(self, script_name: str) -> bool:
+        """Is any tail open on this script? (Lets hot paths skip building events nobody reads.)"""
+        return any(session.script_name == script_name for session in self.sessions.values())
+
     def publish(self, event: dict[str, Any]) -> None:
         if not self.sessions:
             return
