@@ -56,6 +56,16 @@ class DevSession:
             self._db = base_database((self.state / "mongo" / "uri").read_text().strip())
         return mint_token(self._db, KEY, role)
 
+    def opcounters(self, since: dict[str, int] | None = None, per: int = 1) -> dict[str, Any]:
+        """The embedded server's command counters (serverStatus), or what changed since `since`, per op."""
+        if self._db is None:
+            self._db = base_database((self.state / "mongo" / "uri").read_text().strip())
+        now = {k: int(v) for k, v in self._db.client.admin.command("serverStatus")["opcounters"].items()}
+        if since is None:
+            return now
+        delta = {k: round((now[k] - since.get(k, 0)) / per, 2) for k in ("insert", "query", "update", "delete")}
+        return {**delta, "total": round(sum(delta.values()), 2)}
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)

@@ -107,9 +107,12 @@ async def payments(env: Any) -> PaymentStore:
 
 
 async def settle(env: Any, payment: dict[str, Any], result: ChargeResult) -> dict[str, Any]:
-    """Apply a provider outcome to our record and the order; safe to repeat."""
+    """Apply a provider outcome to our record and the order; safe to repeat. The provider's
+    reference, if the record lacks it, is written in the same command as the outcome."""
     store = await payments(env)
     payment_id = str(payment["_id"])
+    reference = ({"transactionId": result.transaction_id}
+                 if result.transaction_id and not payment.get("transactionId") else {})
     if result.status == "succeeded":
         # a provider that does not report the amount (M-Pesa's STK query) confirms the one we asked for
         wrong_amount = result.amount_minor is not None and result.amount_minor != payment["amount_minor"]
@@ -118,17 +121,19 @@ async def settle(env: Any, payment: dict[str, Any], result: ChargeResult) -> dic
             log.error("payment %s: provider reports %s %s, the order needs %s %s — marked failed", payment_id,
                       result.amount_minor, result.currency, payment["amount_minor"], payment["currency"])
             await order_lock(env, payment["orderId"]).mark_payment_failed(payment_id, "amount mismatch")
-            return await store.update(payment_id, status="failed", failureReason="amount or currency mismatch")
+            return await store.apply(payment, status="failed", failureReason="amount or currency mismatch",
+                                     **reference)
         try:
             await order_lock(env, payment["orderId"]).mark_paid(payment_id, payment["amount_minor"], payment["currency"])
         except (Conflict, Unprocessable) as exc:
-            return await _refund_unwanted(store, {**payment, "transactionId": payment.get("transactionId")
-                                                  or result.transaction_id}, f"order not payable: {exc}")
-        return await store.update(payment_id, status="succeeded", failureReason=None)
+            if reference:
+                payment = await store.apply(payment, **reference)
+            return await _refund_unwanted(store, payment, f"order not payable: {exc}")
+        return await store.apply(payment, status="succeeded", failureReason=None, **reference)
     if result.status == "failed":
         await order_lock(env, payment["orderId"]).mark_payment_failed(payment_id, result.failure_reason or "")
-        return await store.update(payment_id, status="failed", failureReason=result.failure_reason)
-    return await store.update(payment_id, status=result.status)
+        return await store.apply(payment, status="failed", failureReason=result.failure_reason, **reference)
+    return await store.apply(payment, status=result.status, **reference)
 
 
 async def _refund_unwanted(store: PaymentStore, payment: dict[str, Any], reason: str) -> dict[str, Any]:
@@ -182,29 +187,30 @@ async def initiate(env: Any, user: Claims, key: str, body: InitiateIn) -> Reply:
             await order_lock(env, body.orderId).release_payment(payment_id)
             raise
         store = await payments(env)
-        payment = await store.start(payment_id, {
+        # `providerCalled`: from here on the provider may have been asked (the record is written
+        # before the call, in the same command that creates it)
+        payment, created = await store.start(payment_id, {
             "orderId": body.orderId, "userId": order["userId"], "paymentMethod": body.paymentMethod,
             "provider": provider.name, "amount_minor": order["total_minor"], "currency": order["currency"],
-            "idempotencyKey": key, **({"payerPhone": data["phoneNumber"]} if provider.name == "mpesa" else {})})
+            "idempotencyKey": key, "providerCalled": True,
+            **({"payerPhone": data["phoneNumber"]} if provider.name == "mpesa" else {})})
         try:
             if hasattr(provider, "ensure_webhook_endpoint"):
                 await provider.ensure_webhook_endpoint(f"{public_base}/payments/webhooks/{provider.name}")
-            if payment.get("providerCalled") and provider.name == "mpesa":
+            if not created and provider.name == "mpesa":
                 # no provider idempotency: never a second STK push for one record
                 if not payment.get("transactionId"):
                     raise ApiError(409, "payment_in_doubt", "An M-Pesa request may already be on the customer's "
                                    "phone; check it with GET /payments/verify/" + payment_id)
                 result = await provider.verify(payment["transactionId"])
             else:
-                await store.update(payment_id, providerCalled=True)
                 result = await provider.create(Charge(payment_id, body.orderId, payment["amount_minor"],
                                                       payment["currency"], data, public_base))
         except ProviderUnavailable as exc:
             raise ApiError(503, "provider_unavailable", f"{exc}; retry with the same Idempotency-Key",
                            headers={"Retry-After": "2"}) from None
         await _pause(env, "after-provider")
-        await store.update(payment_id, transactionId=result.transaction_id)
-        payment = await settle(env, {**payment, "transactionId": result.transaction_id}, result)
+        payment = await settle(env, payment, result)
         if payment["status"] == "failed":
             raise ApiError(402, "payment_declined", payment.get("failureReason") or "The payment was declined",
                            details=[{"paymentId": payment_id}])
@@ -304,7 +310,7 @@ async def apply_mpesa_callback(env: Any, payment_id: str, event: ProviderEvent) 
         return "unknown"
     problem = mpesa_callback_problem(payment, event)
     if problem is None:
-        return await apply_event(env, "mpesa", dataclasses.replace(event, payment_id=payment_id))
+        return await apply_event(env, "mpesa", dataclasses.replace(event, payment_id=payment_id), payment)
     log.warning("refused M-Pesa callback for payment %s: %s", payment_id, problem)
     provider = registry.providers.get("mpesa")
     if provider is not None and payment.get("transactionId") and payment["status"] not in FINAL:
@@ -317,15 +323,17 @@ async def apply_mpesa_callback(env: Any, payment_id: str, event: ProviderEvent) 
     return "refused"
 
 
-async def apply_event(env: Any, provider_name: str, event: ProviderEvent) -> str:
-    """A verified provider event, applied at most once (dedup by event id); returns what happened."""
+async def apply_event(env: Any, provider_name: str, event: ProviderEvent,
+                      payment: dict[str, Any] | None = None) -> str:
+    """A verified provider event, applied at most once (dedup by event id); returns what happened.
+    `payment`: the record, when the caller already read it."""
     ns = env.PROVIDER_EVENTS
     seen = ns.get(ns.id_from_name(provider_name))
     claim = await seen.claim(event.event_id)
     if claim != "new":
         return claim
     try:
-        await _apply(env, provider_name, event)
+        await _apply(env, provider_name, event, payment)
     except Exception:
         await seen.release(event.event_id)
         raise
@@ -333,7 +341,7 @@ async def apply_event(env: Any, provider_name: str, event: ProviderEvent) -> str
     return "applied"
 
 
-async def _apply(env: Any, provider_name: str, event: ProviderEvent) -> None:
+async def _apply(env: Any, provider_name: str, event: ProviderEvent, known: dict[str, Any] | None) -> None:
     if event.extra.get("capture"):  # PayPal: the payer approved; capture now (idempotent), then settle
         store = await payments(env)
         payment = await store.by_transaction(event.extra["capture"])
@@ -342,7 +350,7 @@ async def _apply(env: Any, provider_name: str, event: ProviderEvent) -> None:
             await settle(env, payment, await provider.verify(event.extra["capture"]))
     elif event.kind != "ignored":
         store = await payments(env)
-        payment = await store.get(event.payment_id) if event.payment_id else None
+        payment = known or (await store.get(event.payment_id) if event.payment_id else None)
         if payment is None and event.transaction_id:
             payment = await store.by_transaction(event.transaction_id)
         if payment is None:
@@ -352,9 +360,7 @@ async def _apply(env: Any, provider_name: str, event: ProviderEvent) -> None:
             if (event.amount_minor or 0) > payment.get("refunded_minor", 0):
                 await store.refund_total(str(payment["_id"]), event.amount_minor or 0, status)
                 await order_lock(env, payment["orderId"]).mark_refunded(str(payment["_id"]), event.amount_minor)
-        elif payment["status"] not in FINAL:
-            if event.transaction_id and not payment.get("transactionId"):  # the push reply was lost
-                payment = await store.update(str(payment["_id"]), transactionId=event.transaction_id) or payment
+        elif payment["status"] not in FINAL:  # (a lost push reply's reference is written by settle)
             await settle(env, payment, ChargeResult(transaction_id=event.transaction_id, status=event.kind,
                                                     amount_minor=event.amount_minor, currency=event.currency,
                                                     failure_reason=event.extra.get("reason")))

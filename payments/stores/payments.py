@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING
+from pymongo.errors import DuplicateKeyError
 from pymongo.asynchronous.database import AsyncDatabase
 
 from models.ids import oid
@@ -30,15 +31,26 @@ class PaymentStore:
         await self.col.create_index("transactionId", sparse=True, name="transaction")
         await self.col.create_index([("status", ASCENDING), ("updatedAt", ASCENDING)], name="status_updated")
 
-    async def start(self, payment_id: str, fields: dict[str, Any]) -> dict[str, Any]:
-        """Create the record (status `processing`) or return the one a crashed attempt left."""
+    async def start(self, payment_id: str, fields: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Create the record (status `processing`), or find the one an earlier attempt left: (doc, created).
+        One insert on the common path; the find only when a retry meets its own record."""
         stamp = now()
-        doc = await self.col.find_one_and_update(
-            {"_id": oid(payment_id)},
-            {"$setOnInsert": {**fields, "status": "processing", "refunded_minor": 0, "refunds": [],
-                              "createdAt": stamp, "updatedAt": stamp}},
-            upsert=True, return_document=ReturnDocument.AFTER)
-        return doc
+        doc = {"_id": oid(payment_id), **fields, "status": "processing", "refunded_minor": 0, "refunds": [],
+               "createdAt": stamp, "updatedAt": stamp}
+        try:
+            await self.col.insert_one(doc)
+            return doc, True
+        except DuplicateKeyError:
+            existing = await self.get(payment_id)
+            assert existing is not None
+            return existing, False
+
+    async def apply(self, payment: dict[str, Any], **fields: Any) -> dict[str, Any]:
+        """Set `fields` on a record the caller holds, in one command: the caller's copy, updated, is
+        the answer (no read back; what others wrote meanwhile is theirs to report)."""
+        fields["updatedAt"] = now()
+        await self.col.update_one({"_id": payment["_id"]}, {"$set": fields})
+        return {**payment, **fields}
 
     # update_one then get, not find_one_and_update: the embedded server's findAndModify scans the
     # collection (35 ms per call at 3,000 payments, against 1 ms), and callers only read the result
