@@ -17,6 +17,7 @@ from models.web import install_error_handlers, install_schema
 
 from .objects.login_guard import LoginGuard
 from .objects.order_lock import OrderLock
+from .objects.product_stock import ProductStock
 from .objects.rate_limiter import RateLimiter
 from .objects.shopper_holds import ShopperHolds
 from .objects.user_sessions import UserSessions
@@ -26,7 +27,7 @@ from .stores.orders import OrderStore
 from .stores.products import ProductStore
 from .stores.users import UserStore
 
-__all__ = ["app", "LoginGuard", "MongoPool", "OrderLock", "RateLimiter", "ShopperHolds", "UserSessions"]
+__all__ = ["app", "LoginGuard", "MongoPool", "OrderLock", "ProductStock", "RateLimiter", "ShopperHolds", "UserSessions"]
 
 log = logging.getLogger("rest_shop.base")
 

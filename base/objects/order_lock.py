@@ -1,8 +1,8 @@
 """OrderLock: one Durable Object per order, the single writer of its lifecycle.
 
 Every change is recorded in the object's storage (and made durable) *before* the external
-steps it needs — stock holds in `products`, the read model in `orders` — and each step is
-idempotent. An alarm is armed while anything is unfinished, so if the process dies mid-way the
+steps it needs — stock holds in each product's ProductStock object, the read model in `orders` —
+and each step is idempotent. An alarm is armed while anything is unfinished, so if the process dies mid-way the
 alarm (which fires after a restart) completes or compensates the work. The same alarm expires
 unpaid orders.
 """
@@ -24,7 +24,6 @@ from models.orders import TRANSITIONS
 from durable.mongo import pooled_database as database
 from models.stamps import now
 from ..stores.orders import OrderStore, order_out
-from ..stores.products import ProductStore
 
 log = logging.getLogger("rest_shop.order_lock")
 
@@ -43,9 +42,13 @@ class OrderLock(DurableObject):
         self.pause_at = str(env.get("ORDER_TEST_PAUSE", "") or "")
 
     # -- plumbing -------------------------------------------------------------------------
-    async def _stores(self) -> tuple[ProductStore, OrderStore]:
-        db = await database(self.env)
-        return ProductStore(db), OrderStore(db)
+    async def _orders(self) -> OrderStore:
+        return OrderStore(await database(self.env))
+
+    def _stock(self, product_id: str) -> Any:
+        """The product's ProductStock object: the authority on its stock and holds."""
+        ns = self.env.PRODUCT_STOCK
+        return ns.get(ns.id_from_name(product_id))
 
     async def _checkpoint(self, state: dict[str, Any]) -> None:
         """Record progress durably and keep a recovery alarm armed while work is unfinished."""
@@ -81,19 +84,18 @@ class OrderLock(DurableObject):
         # no state, or an earlier attempt that was rejected or undone: (re)try from scratch
         await self._checkpoint({"phase": "reserving", "spec": spec})
         await self._pause("after-intent")
-        products, orders = await self._stores()
+        orders = await self._orders()
         order_id = spec["orderId"]
         lines: list[dict[str, Any]] = []
         try:
             for item in spec["items"]:
-                doc = await products.reserve(item["productId"], order_id, item["quantity"])
-                if doc is None:
-                    active, available = await products.availability(item["productId"])
-                    if not active:
+                held = await self._stock(item["productId"]).reserve(item["productId"], order_id, item["quantity"])
+                if not held["ok"]:
+                    if not held["found"] or not held["isActive"]:
                         raise NotFound(f"Product {item['productId']} not found")
-                    raise InsufficientStock.of(item["productId"], available, item["quantity"])
-                lines.append({"productId": item["productId"], "name": doc["name"], "unit_minor": doc["price_minor"],
-                              "quantity": item["quantity"], "currency": doc["currency"]})
+                    raise InsufficientStock.of(item["productId"], held["available"], item["quantity"])
+                lines.append({"productId": item["productId"], "name": held["name"], "unit_minor": held["price_minor"],
+                              "quantity": item["quantity"], "currency": held["currency"]})
                 await self._pause("after-reserve")
             currencies = {line.pop("currency") for line in lines}
             if len(currencies) > 1:
@@ -102,7 +104,7 @@ class OrderLock(DurableObject):
             if spec.get("currency") and spec["currency"] != currency:
                 raise Unprocessable(f"these products are priced in {currency}, not {spec['currency']}")
         except Exception:
-            await self._compensate(spec, products, reason="rejected")
+            await self._compensate(spec, reason="rejected")
             raise
         stamp = now()
         order = {"_id": ObjectId(order_id), "userId": spec["userId"], "items": lines,
@@ -115,9 +117,9 @@ class OrderLock(DurableObject):
         await self._settle({"phase": "created", "spec": spec, "order": order, "pending": []})
         return order_out(order)
 
-    async def _compensate(self, spec: dict[str, Any], products: ProductStore, reason: str) -> None:
+    async def _compensate(self, spec: dict[str, Any], reason: str) -> None:
         for item in spec["items"]:
-            await products.release(item["productId"], spec["orderId"])
+            await self._stock(item["productId"]).release(item["productId"], spec["orderId"])
         await self.ctx.storage.put(STATE, {"phase": reason, "spec": spec})
         await self.ctx.storage.delete_alarm()
 
@@ -135,14 +137,13 @@ class OrderLock(DurableObject):
         """The state, after finishing or undoing a creation a crash interrupted."""
         state = await self.ctx.storage.get(STATE)
         if state is not None and state["phase"] == "reserving":
-            products, orders = await self._stores()
-            written = await orders.get(state["spec"]["orderId"])
+            written = await (await self._orders()).get(state["spec"]["orderId"])
             if written is not None:
                 log.warning("order %s: completing creation interrupted after the write", state["spec"]["orderId"])
                 await self._settle({"phase": "created", "spec": state["spec"], "order": written, "pending": []})
             else:
                 log.warning("order %s: undoing creation interrupted before the write", state["spec"]["orderId"])
-                await self._compensate(state["spec"], products, reason="interrupted")
+                await self._compensate(state["spec"], reason="interrupted")
             state = await self.ctx.storage.get(STATE)
         return state
 
@@ -163,19 +164,19 @@ class OrderLock(DurableObject):
         return order_out(order)
 
     async def _run_pending(self, state: dict[str, Any]) -> None:
-        products, orders = await self._stores()
+        orders = await self._orders()
         order = state["order"]
         order_id = str(order["_id"])
         for step in list(state["pending"]):
             if step == "release_stock":
                 for item in order["items"]:
-                    await products.release(item["productId"], order_id)
+                    await self._stock(item["productId"]).release(item["productId"], order_id)
             elif step == "finalize_stock":
                 for item in order["items"]:
-                    await products.finalize(item["productId"], order_id)
+                    await self._stock(item["productId"]).finalize(item["productId"], order_id)
             elif step == "restock":  # a paid order cancelled: its hold is gone, the stock comes back once
                 for item in order["items"]:
-                    await products.restock(item["productId"], order_id, item["quantity"])
+                    await self._stock(item["productId"]).restock(item["productId"], order_id, item["quantity"])
             elif step == "unclaim":  # paid or cancelled: no longer one of the shopper's unpaid orders
                 holds = self.env.SHOPPER_HOLDS
                 await holds.get(holds.id_from_name(order["userId"])).release(order_id)

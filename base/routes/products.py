@@ -27,6 +27,10 @@ async def products() -> ProductStore:
     return ProductStore(await database(env))
 
 
+def product_stock(product_id: str) -> Any:
+    return env.PRODUCT_STOCK.get(env.PRODUCT_STOCK.id_from_name(product_id))
+
+
 def _check_id(product_id: str) -> None:
     if not is_object_id(product_id):
         raise ApiError(400, "invalid_id", f"{product_id!r} is not a valid product id")
@@ -99,10 +103,30 @@ async def create_product() -> Any:
 @validate_response(ProductOut)
 async def patch_product(product_id: str, data: ProductPatch) -> Any:
     _check_id(product_id)
-    doc = await (await products()).patch(product_id, data.model_dump(exclude_unset=True))
+    fields = data.model_dump(exclude_unset=True)
+    stock = fields.pop("stock", None)
+    doc = await (await products()).patch(product_id, fields)
     if doc is None:
         raise ApiError(404, "not_found", "Product not found")
+    holder = product_stock(product_id)
+    await holder.product_changed()
+    if stock is not None:  # the stock's authority is its object; the document follows it
+        await holder.set_stock(product_id, stock)
+        doc["stock"] = stock
     return doc
+
+
+@bp.get("/<product_id>/stock")
+@auth("admin")
+async def stock_levels(product_id: str) -> Any:
+    """Inventory as its authority sees it: on hand, and held by unpaid orders (each named)."""
+    _check_id(product_id)
+    snapshot = await product_stock(product_id).snapshot(product_id)
+    if snapshot is None:
+        raise ApiError(404, "not_found", "Product not found")
+    holds = [{"orderId": h["o"], "quantity": h["q"]} for h in snapshot["holds"]]
+    return {"productId": product_id, "stock": snapshot["stock"], "held": sum(h["quantity"] for h in holds),
+            "holds": holds}
 
 
 @bp.delete("/<product_id>")
@@ -113,4 +137,5 @@ async def delete_product(product_id: str) -> Any:
     doc = await (await products()).patch(product_id, {"isActive": False})
     if doc is None:
         raise ApiError(404, "not_found", "Product not found")
+    await product_stock(product_id).product_changed()  # no new holds for a withdrawn product
     return {"message": "Product deleted", "product": doc}

@@ -1,10 +1,5 @@
-"""The products collection, and stock holds: exactly-once reservation per (product, order).
-
-A hold `{o: orderId, q: qty}` sits in the product document next to `stock`; reserving
-decrements stock and adds the hold in one atomic update guarded by "no hold for this order
-yet", releasing does the reverse guarded by "hold present". So a retried or recovered step
-never applies twice, and `stock + Σ holds + delivered` stays the initial stock.
-"""
+"""The products collection: the catalogue. A product's `stock` here is a read model written by
+its ProductStock object, the authority on stock and the holds of unpaid orders."""
 from __future__ import annotations
 
 import re
@@ -22,7 +17,7 @@ from models.ids import oid
 from models.stamps import iso, now
 from .product_cache import cache_for
 
-PUBLIC = {"holds": 0, "restocked": 0, "keywords": 0}  # bookkeeping never leaves the store
+PUBLIC = {"holds": 0, "restocked": 0, "keywords": 0}  # bookkeeping (and that of older documents) stays in
 SORTS = {"price_asc": [("price_minor", ASCENDING), ("_id", ASCENDING)],
          "price_desc": [("price_minor", DESCENDING), ("_id", ASCENDING)],
          "name": [("name", ASCENDING), ("_id", ASCENDING)],
@@ -61,12 +56,11 @@ class ProductStore:
         await self.col.create_index([("category", ASCENDING), ("isActive", ASCENDING)], name="category_active")
         await self.col.create_index("price_minor", name="price")
         await self.col.create_index([("createdAt", DESCENDING)], name="created")
-        await self.col.create_index("holds.o", name="holds_order")
 
     async def create(self, fields: dict[str, Any]) -> dict[str, Any]:
         stamp = now()
         doc = _to_doc({k: v for k, v in fields.items() if v is not None or k != "sku"})
-        doc.update(createdAt=stamp, updatedAt=stamp, holds=[],
+        doc.update(createdAt=stamp, updatedAt=stamp,
                    keywords=keywords(doc["name"], doc.get("description"), doc.get("category")))
         try:
             result = await self.col.insert_one(doc)
@@ -144,52 +138,3 @@ class ProductStore:
             raise Conflict(f"SKU {fields.get('sku')!r} is already used by another product") from None
         self.cache.invalidate()  # after the write: a read that overlapped it will not be cached
         return product_out(doc) if doc else None
-
-    # -- stock holds ------------------------------------------------------------------------
-    async def reserve(self, product_id: str, order_id: str, quantity: int) -> dict[str, Any] | None:
-        """Take `quantity` for `order_id` once; the product doc, or None if it cannot."""
-        key = oid(product_id)
-        if key is None:
-            return None
-        result = await self.col.update_one(
-            {"_id": key, "isActive": True, "stock": {"$gte": quantity}, "holds.o": {"$ne": order_id}},
-            {"$inc": {"stock": -quantity}, "$push": {"holds": {"o": order_id, "q": quantity}}})
-        if result.modified_count:
-            self.cache.invalidate()
-        # held now (by this call or an earlier attempt of the same order), or not at all. update_one
-        # then find_one rather than find_one_and_update: the embedded server's findAndModify scans
-        # the collection (35 ms at 3,000 documents against 1 ms), and nothing here needs it atomic
-        return await self.col.find_one({"_id": key, "holds.o": order_id}, PUBLIC)
-
-    async def availability(self, product_id: str) -> tuple[bool, int]:
-        """(exists and active, stock) — to explain a failed reservation."""
-        key = oid(product_id)
-        doc = await self.col.find_one({"_id": key}, {"isActive": 1, "stock": 1}) if key else None
-        return (doc is not None and doc["isActive"]), (doc or {}).get("stock", 0)
-
-    async def release(self, product_id: str, order_id: str) -> bool:
-        """Give the held quantity back to stock, once."""
-        key = oid(product_id)
-        doc = await self.col.find_one({"_id": key, "holds.o": order_id}, {"holds.$": 1}) if key else None
-        if doc is None:
-            return False
-        quantity = doc["holds"][0]["q"]
-        result = await self.col.update_one({"_id": key, "holds.o": order_id},
-                                           {"$inc": {"stock": quantity}, "$pull": {"holds": {"o": order_id}}})
-        self.cache.invalidate()
-        return result.modified_count == 1
-
-    async def restock(self, product_id: str, order_id: str, quantity: int) -> bool:
-        """Put a sold (finalized) quantity back, once per order: `restocked` remembers who did."""
-        key = oid(product_id)
-        result = await self.col.update_one({"_id": key, "restocked": {"$ne": order_id}},
-                                           {"$inc": {"stock": quantity}, "$push": {"restocked": order_id}})
-        self.cache.invalidate()
-        return result.modified_count == 1
-
-    async def finalize(self, product_id: str, order_id: str) -> bool:
-        """The order was delivered: the held quantity is sold for good."""
-        key = oid(product_id)
-        result = await self.col.update_one({"_id": key, "holds.o": order_id}, {"$pull": {"holds": {"o": order_id}}})
-        self.cache.invalidate()
-        return result.modified_count == 1

@@ -13,9 +13,13 @@ from durable.bindings import asgi_fetch
 from tests.conftest import FX_PAYER_TOML
 
 
-def stock_of(shop, product_id: str) -> tuple[int, list[dict]]:
-    doc = shop.db()["products"].find_one({"_id": ObjectId(product_id)})
-    return doc["stock"], doc["holds"]
+async def stock_of(shop, product_id: str) -> tuple[int, list[dict]]:
+    """The product's stock and holds from their authority (its ProductStock object); the
+    document's read model must already agree (it is written before the caller is answered)."""
+    ns = shop.worker.env.PRODUCT_STOCK
+    snapshot = await ns.get(ns.id_from_name(product_id)).snapshot(product_id)
+    assert shop.db()["products"].find_one({"_id": ObjectId(product_id)})["stock"] == snapshot["stock"]
+    return snapshot["stock"], snapshot["holds"]
 
 
 async def order(shop, token, **body):
@@ -32,7 +36,7 @@ async def test_create_order_reserves_stock_and_computes_total_exactly(shop) -> N
     assert created["totalAmount"] == 59.97 and created["currency"] == "USD" and created["quantity"] == 3
     assert created["status"] == "pending" and created["paymentStatus"] == "pending"
     assert created["product"] == product["_id"] and created["items"][0]["unitPrice"] == 19.99
-    assert stock_of(shop, product["_id"]) == (2, [{"o": created["_id"], "q": 3}])
+    assert await stock_of(shop, product["_id"]) == (2, [{"o": created["_id"], "q": 3}])
     assert shop.db()["orders"].find_one({"_id": ObjectId(created["_id"])})["total_minor"] == 5997
 
 
@@ -41,7 +45,7 @@ async def test_insufficient_stock_is_409_with_details_and_changes_nothing(shop) 
     status, body, _ = await order(shop, shop.token(), productId=product["_id"], quantity=3)
     assert status == 409 and body["error"]["code"] == "insufficient_stock"
     assert body["error"]["details"] == [{"productId": product["_id"], "available": 2, "requested": 3}]
-    assert stock_of(shop, product["_id"]) == (2, []) and shop.db()["orders"].count_documents({}) == 0
+    assert await stock_of(shop, product["_id"]) == (2, []) and shop.db()["orders"].count_documents({}) == 0
 
 
 async def test_unknown_or_inactive_product_is_404(shop) -> None:
@@ -72,7 +76,7 @@ async def test_multi_item_orders_are_all_or_nothing(shop) -> None:
     status, body, _ = await order(shop, user, items=[{"productId": a["_id"], "quantity": 2},
                                                      {"productId": b["_id"], "quantity": 2}])
     assert status == 409 and body["error"]["details"][0]["productId"] == b["_id"]
-    assert stock_of(shop, a["_id"]) == (5, []) and stock_of(shop, b["_id"]) == (1, [])
+    assert await stock_of(shop, a["_id"]) == (5, []) and await stock_of(shop, b["_id"]) == (1, [])
     status, body, _ = await order(shop, user, items=[{"productId": a["_id"], "quantity": 2},
                                                      {"productId": b["_id"], "quantity": 1}])
     assert status == 201 and body["createdOrder"]["totalAmount"] == 4.5 and body["createdOrder"]["quantity"] == 3
@@ -84,7 +88,7 @@ async def test_currency_must_match(shop) -> None:
     assert status == 422 and body["error"]["code"] == "unprocessable_entity"
     status, body, _ = await order(shop, shop.token(), items=[{"productId": usd["_id"]}, {"productId": eur["_id"]}])
     assert status == 422
-    assert stock_of(shop, usd["_id"]) == (10, []) and stock_of(shop, eur["_id"]) == (10, [])
+    assert await stock_of(shop, usd["_id"]) == (10, []) and await stock_of(shop, eur["_id"]) == (10, [])
 
 
 async def test_visibility_and_listing(shop) -> None:
@@ -134,7 +138,7 @@ async def test_lifecycle_through_payment_to_delivery(shops) -> None:
         status, body, _ = await shop.call("PATCH", f"/orders/{created['_id']}/status", {"status": next_status},
                                           token=admin)
         assert status == 200 and body["status"] == next_status
-    assert stock_of(shop, product["_id"]) == (2, [])  # sold for good: the hold is gone, stock stays down
+    assert await stock_of(shop, product["_id"]) == (2, [])  # sold for good: the hold is gone, stock stays down
     status, body, _ = await shop.call("PATCH", f"/orders/{created['_id']}/status", {"status": "cancelled"},
                                       token=admin)
     assert status == 409
@@ -150,11 +154,11 @@ async def test_cancel_releases_stock_exactly_once_and_delete(shop) -> None:
         status, body, _ = await shop.call("PATCH", f"/orders/{created['_id']}/status", {"status": "cancelled"},
                                           token=admin)
         assert status == 200 and body["status"] == "cancelled"
-    assert stock_of(shop, product["_id"]) == (3, [])
+    assert await stock_of(shop, product["_id"]) == (3, [])
     second = (await order(shop, shop.token(), productId=product["_id"], quantity=2))[1]["createdOrder"]
     assert (await shop.call("DELETE", f"/orders/{second['_id']}", token=shop.token()))[0] == 403
     assert (await shop.call("DELETE", f"/orders/{second['_id']}", token=admin))[0] == 200
-    assert stock_of(shop, product["_id"]) == (3, [])
+    assert await stock_of(shop, product["_id"]) == (3, [])
     assert (await shop.call("GET", f"/orders/{second['_id']}", token=admin))[0] == 404
 
 
@@ -166,17 +170,17 @@ async def test_idempotency_key_makes_retries_safe(shop) -> None:
     retry = await shop.call("POST", "/orders", {"productId": product["_id"], "quantity": 2}, token=user, headers=headers)
     assert first[0] == retry[0] == 201
     assert first[1]["createdOrder"]["_id"] == retry[1]["createdOrder"]["_id"]
-    assert stock_of(shop, product["_id"])[0] == 8
+    assert (await stock_of(shop, product["_id"]))[0] == 8
     changed = await shop.call("POST", "/orders", {"productId": product["_id"], "quantity": 3}, token=user,
                               headers=headers)
-    assert changed[0] == 409 and stock_of(shop, product["_id"])[0] == 8
+    assert changed[0] == 409 and (await stock_of(shop, product["_id"]))[0] == 8
 
 
 async def test_unpaid_orders_expire_and_release_stock(shops) -> None:
     shop = await shops(ORDER_PAYMENT_TIMEOUT_S=0.3)
     product = await shop.product(stock=2)
     created = (await order(shop, shop.token(), productId=product["_id"], quantity=2))[1]["createdOrder"]
-    assert stock_of(shop, product["_id"])[0] == 0
+    assert (await stock_of(shop, product["_id"]))[0] == 0
     deadline = time.monotonic() + 15
     status = None
     while time.monotonic() < deadline:
@@ -184,7 +188,7 @@ async def test_unpaid_orders_expire_and_release_stock(shops) -> None:
         if status == "cancelled":
             break
         await asyncio.sleep(0.05)
-    assert status == "cancelled" and stock_of(shop, product["_id"]) == (2, [])
+    assert status == "cancelled" and await stock_of(shop, product["_id"]) == (2, [])
 
 
 async def test_500_concurrent_orders_for_50_in_stock(shop) -> None:
@@ -193,7 +197,7 @@ async def test_500_concurrent_orders_for_50_in_stock(shop) -> None:
     results = await asyncio.gather(*(order(shop, tokens[i % 20], productId=product["_id"]) for i in range(500)))
     statuses = Counter(status for status, _, _ in results)
     assert statuses == {201: 50, 409: 450}
-    stock, holds = stock_of(shop, product["_id"])
+    stock, holds = await stock_of(shop, product["_id"])
     assert stock == 0 and len(holds) == 50 and sum(h["q"] for h in holds) == 50
     assert shop.db()["orders"].count_documents({}) == 50
 
@@ -206,7 +210,7 @@ async def test_concurrent_multi_item_orders_never_leave_partial_reservations(sho
     assert {status for status, _, _ in results} <= {201, 409}
     created = [body["createdOrder"] for status, body, _ in results if status == 201]
     for product, initial in ((a, 30), (b, 20)):
-        stock, holds = stock_of(shop, product["_id"])
+        stock, holds = await stock_of(shop, product["_id"])
         ordered = sum(i["quantity"] for o in created for i in o["items"] if i["productId"] == product["_id"])
         assert stock >= 0 and stock + ordered == initial
         assert sorted(h["o"] for h in holds) == sorted(o["_id"] for o in created
@@ -228,7 +232,7 @@ async def test_one_shopper_cannot_hoard_the_stock_with_unpaid_orders(shops) -> N
     assert (await order(shop, hoarder, productId=product["_id"], quantity=50))[0] == 201  # within both caps
     status, body, _ = await order(shop, hoarder, productId=product["_id"], quantity=1)
     assert status == 409 and body["error"]["details"][0]["unpaidOrders"] == 2  # now the order cap
-    assert stock_of(shop, product["_id"])[0] == 150  # nothing reserved by the refused ones
+    assert (await stock_of(shop, product["_id"]))[0] == 150  # nothing reserved by the refused ones
     assert (await order(shop, other, productId=product["_id"], quantity=100))[0] == 201  # others still buy
 
     # cancelling one gives its place back; a refused order (no stock) takes none
@@ -247,7 +251,7 @@ async def test_concurrent_orders_cannot_pass_the_unpaid_cap_together(shops) -> N
     statuses = Counter(s for s, _, _ in await asyncio.gather(
         *(order(shop, user, productId=product["_id"], quantity=1) for _ in range(40))))
     assert statuses == {201: 3, 409: 37}
-    assert stock_of(shop, product["_id"])[0] == 997
+    assert (await stock_of(shop, product["_id"]))[0] == 997
 
 
 async def test_paying_an_order_frees_its_unpaid_place(shops) -> None:
