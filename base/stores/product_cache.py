@@ -1,6 +1,6 @@
 """A process-local read cache for products and product listings.
 
-Every product write in base (admin writes, stock holds) goes through `ProductStore`, which
+Every product write in base (admin writes through `ProductStore`, stock through `ProductStock`)
 invalidates here, so this process never serves a stale price or stock. A generation counter
 keeps a read that raced a write from caching the old value; a short TTL bounds staleness from
 writers outside this process (another instance, a manual fix in the database).
