@@ -100,7 +100,8 @@ class Runtime:
         for config in self.configs:
             found = load_secrets(config, state_dir=self.persist_to, local_dev=self.local_dev)
             redactor.add(*found.values())
-            worker = Worker(config, internal_key=self.internal_key, on_trace=self.hub.publish)
+            worker = Worker(config, internal_key=self.internal_key, on_trace=self.hub.publish,
+                            tracing_wanted=self.hub.listening)
             for class_name in config.hosted_classes:
                 engine = StorageEngine(self.storage_path(worker.name, class_name), synchronous=self.synchronous)
                 worker.hosts[class_name] = ObjectHost(

@@ -42,6 +42,17 @@ def import_worker_module(config: WorkerConfig) -> Any:
         raise ConfigError(config.path, "main", f"cannot import {module!r}: {exc}") from exc
 
 
+def _request_info(scope: dict[str, Any], raw_headers: list[tuple[str, str]]) -> dict[str, Any]:
+    """The `event.request` of a trace event, sensitive headers redacted."""
+    headers = redact_headers(raw_headers)
+    client = scope.get("client") or ("", 0)
+    headers.setdefault("cf-connecting-ip", client[0] or "")
+    host = headers.get("host") or "%s:%s" % tuple(scope.get("server") or ("localhost", 80))
+    query = scope.get("query_string", b"").decode("latin-1")
+    url = f"{scope.get('scheme', 'http')}://{host}{scope['path']}" + (f"?{query}" if query else "")
+    return {"url": url, "method": scope["method"], "headers": headers, "cf": {}}
+
+
 def _error_body(code: str, message: str) -> bytes:
     return json.dumps({"message": message, "error": {"code": code, "message": message}}).encode()
 
@@ -50,7 +61,8 @@ class Worker:
     """A loaded worker: `await worker(scope, receive, send)` is its traced fetch handler."""
 
     def __init__(self, config: WorkerConfig, *, internal_key: str,
-                 on_trace: Callable[[dict[str, Any]], None]) -> None:
+                 on_trace: Callable[[dict[str, Any]], None],
+                 tracing_wanted: Callable[[str], bool] = lambda script: True) -> None:
         self.config = config
         self.name = config.name
         self.module = import_worker_module(config)
@@ -61,6 +73,7 @@ class Worker:
         self.hosts: dict[str, ObjectHost] = {}
         self._internal_key = internal_key
         self._on_trace = on_trace
+        self._tracing_wanted = tracing_wanted  # anyone tailing? (else the event is not built)
 
     def object_class(self, class_name: str) -> type[DurableObject]:
         cls = getattr(self.module, class_name, None)
@@ -113,15 +126,8 @@ class Worker:
 
     async def _traced(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", [])]
-        headers = redact_headers(raw_headers)
-        client = scope.get("client") or ("", 0)
-        headers.setdefault("cf-connecting-ip", client[0] or "")
-        host = headers.get("host") or "%s:%s" % tuple(scope.get("server") or ("localhost", 80))
-        query = scope.get("query_string", b"").decode("latin-1")
-        url = f"{scope.get('scheme', 'http')}://{host}{scope['path']}" + (f"?{query}" if query else "")
-        request_info = {"url": url, "method": scope["method"], "headers": headers, "cf": {}}
         trace = tracing.TraceContext.from_headers(raw_headers)
-        capture = TraceCapture(self.name, {"request": request_info}, trace)
+        capture = TraceCapture(self.name, {}, trace)
         status: int | None = None
         started = time.perf_counter()
         request_id = trace.request_id.encode("latin-1")
@@ -150,9 +156,11 @@ class Worker:
         finally:
             token.var.reset(token)
             tracing.reset(trace_token)
-            if status is not None:
-                capture.event_info["response"] = {"status": status}
-            self._on_trace(capture.event())
+            if self._tracing_wanted(self.name):  # the event is built only for someone to read it
+                capture.event_info["request"] = _request_info(scope, raw_headers)
+                if status is not None:
+                    capture.event_info["response"] = {"status": status}
+                self._on_trace(capture.event())
             duration_ms = round((time.perf_counter() - started) * 1000, 2)
             access_log.info("%s %s %s %s (%.1f ms) request_id=%s", self.name, scope["method"], scope["path"],
                             status if status is not None else "-", duration_ms, trace.request_id,
