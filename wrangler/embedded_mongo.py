@@ -56,7 +56,10 @@ class EmbeddedMongo:
         self.storage_path = Path(storage_path)
         self.host = host
         self.port = port or _free_port(host)
-        self.uri = f"mongodb://{host}:{self.port}/?directConnection=true"
+        # retryWrites=false: a local single server has no failover for a retried write to survive,
+        # and SecantusDB keeps a record of every retryable write for 30 min (up to 10,000) that it
+        # scans, and past the cap sorts, on every write: writes slowed ~5x after a minute of load
+        self.uri = f"mongodb://{host}:{self.port}/?directConnection=true&retryWrites=false"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def spawn(self) -> None:

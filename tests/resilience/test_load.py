@@ -45,12 +45,14 @@ async def test_mixed_load_through_the_gateway_keeps_the_invariants(dev_process, 
     statuses: Counter[int] = Counter()
     kinds: Counter[str] = Counter()
     failures: list[str] = []
+    finished: list[float] = []
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CLIENTS)) as http:
         async def call(method: str, path: str, body: object = None, headers: dict[str, str] | None = None):
             started = time.perf_counter()
             async with http.request(method, gateway + path, json=body, headers=headers or {}) as resp:
                 reply = await resp.json(content_type=None)
             latencies.append(time.perf_counter() - started)
+            finished.append(time.perf_counter())
             statuses[resp.status] += 1
             if resp.status >= 500 and len(failures) < 5:
                 failures.append(f"{method} {path} → {resp.status} {reply}")
@@ -98,8 +100,12 @@ async def test_mixed_load_through_the_gateway_keeps_the_invariants(dev_process, 
 
     server_errors = sum(n for s, n in statuses.items() if s >= 500)
     q = statistics.quantiles(latencies, n=100)
+    window = min(30.0, elapsed / 4)  # does the shop hold its pace? first vs last window
+    first = sum(1 for t in finished if t <= started + window) / window
+    last = sum(1 for t in finished if t >= started + elapsed - window) / window
     print(f"load: {len(latencies)} requests in {elapsed:.1f} s = {len(latencies) / elapsed:.0f} rps, "
           f"p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms, 5xx {server_errors}, "
+          f"first {window:.0f} s {first:.0f} rps, last {window:.0f} s {last:.0f} rps ({last / first:.2f}x), "
           f"mix {dict(kinds)}, statuses {dict(statuses)}")
     assert server_errors == 0, "\n".join(failures + ["server log tail:", *dev.stderr_lines[-40:]])
     base_db, pay_db = MongoClient(mongo_uri)[db], MongoClient(mongo_uri)[f"{db}"]
