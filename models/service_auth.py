@@ -66,13 +66,15 @@ def install_service_auth(app: Quart) -> None:
     over method, target, body and SIGNED_HEADERS (the caller's credentials and address, how to read
     the body, its idempotency key), at most 60 s old, each
     signature used once) reach the handlers; others get 401 and do nothing. A verified request's
-    `CF-Connecting-IP` is the client address (`g.client_ip`); without one it is the socket peer."""
+    `CF-Connecting-IP` is the client address (`g.client_ip`); otherwise (and always with
+    REQUIRE_SERVICE_AUTH off, in local development) it is the socket peer."""
     @app.before_request
     async def _verify_gateway_signature() -> None:
         g.client_ip = None
-        required = flag(env.get("REQUIRE_SERVICE_AUTH", False))
+        if not flag(env.get("REQUIRE_SERVICE_AUTH", False)):
+            return  # local development: no signatures checked, so no forwarded address believed either
         header = request.headers.get(SIGNATURE_HEADER)
-        if (not required and not header) or (required and request.path in PROBE_PATHS and not header):
+        if request.path in PROBE_PATHS and not header:
             return
         query = request.query_string.decode("latin-1")
         target = request.path + (f"?{query}" if query else "")
@@ -82,8 +84,8 @@ def install_service_auth(app: Quart) -> None:
                             header_value=request.headers.get, required=SIGNED_HEADERS, tolerance_s=tolerance_s)
             _nonces(tolerance_s).check_and_remember(signed)
         except SignatureError as exc:
-            if not required or request.path in PROBE_PATHS:
-                return  # local development: an unsigned or badly signed call is just a direct one
+            if request.path in PROBE_PATHS:
+                return
             log.warning("refused %s %s: %s", request.method, request.path, exc)
             raise ApiError(401, "service_auth_failed", f"Requests must come through the gateway ({exc})") from None
         g.client_ip = request.headers.get(CLIENT_IP_HEADER) or None
