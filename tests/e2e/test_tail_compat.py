@@ -103,23 +103,30 @@ def test_cloudflare_wrangler_tails_a_dev_session(cloudflare_wrangler: Path, dev_
     dev = dev_process("-c", str(COUNTER_TOML), "-c", str(PEER_TOML), "--port", "0", "--persist-to",
                       str(tmp_path / "state"))
     json_tail = CloudflareTail(cloudflare_wrangler, dev.urls["tail"], "x", "fx-counter", "--format", "json",
-                               "--method", "POST", cwd=tmp_path)
+                               "--method", "POST", "--ip", "self", cwd=tmp_path)
+    searching = CloudflareTail(cloudflare_wrangler, dev.urls["tail"], "x", "fx-counter", "--format", "json",
+                               "--search", "cf-req-wanted", cwd=tmp_path)
     pretty = CloudflareTail(cloudflare_wrangler, dev.urls["tail"], "x", "fx-counter", "--format", "pretty",
                             "--status", "ok", "--header", "x-probe:yes", "--sampling-rate", "0.99", cwd=tmp_path)
     try:
-        wait_for_tails(dev.urls["tail"], 2)
+        wait_for_tails(dev.urls["tail"], 3)
         pretty.wait_for("Connected to fx-counter")
         assert http("POST", dev.ready_url + "/incr/cf-json", headers={"X-Probe": "yes"})[0] == 200
+        assert http("POST", dev.ready_url + "/incr/cf-search", headers={"X-Request-Id": "cf-req-wanted"})[0] == 200
         assert http("GET", dev.ready_url + "/get/cf-json")[0] in (200, 404)  # a GET: filtered out of json_tail
         json_tail.wait_for('"url": "' + dev.ready_url + '/incr/cf-json"')
         events = [e for e in json_tail.events() if "request" in e["event"]]
-        assert [e["event"]["request"]["method"] for e in events] == ["POST"]
-        assert events[0]["scriptName"] == "fx-counter" and events[0]["outcome"] == "ok"
-        assert events[0]["event"]["response"]["status"] == 200 and events[0]["requestId"]
+        assert {e["event"]["request"]["method"] for e in events} == {"POST"}  # the GET was filtered out
+        first = events[0]
+        assert first["event"]["request"]["url"].endswith("/incr/cf-json")
+        assert first["scriptName"] == "fx-counter" and first["outcome"] == "ok"
+        assert first["event"]["response"]["status"] == 200 and first["requestId"]
         pretty.wait_for(f"POST {dev.ready_url}/incr/cf-json - Ok")
         assert "/get/cf-json" not in pretty.output  # no X-Probe header: filtered out
+        searching.wait_for('"url": "' + dev.ready_url + '/incr/cf-search"')  # --search matches the request id
+        assert all(e["requestId"] == "cf-req-wanted" for e in searching.events())
     finally:
-        for tail in (json_tail, pretty):
+        for tail in (json_tail, pretty, searching):
             tail.close()
 
 

@@ -71,3 +71,32 @@ async def test_login_does_not_judge_the_password_s_shape(full_shop) -> None:
     await account(full_shop, "short@example.com")
     status, body = await attempt(full_shop, "short@example.com", "abc")
     assert status == 401 and body["message"] == "Auth failed"
+
+
+async def test_hoarding_through_the_gateway_is_capped(full_shop) -> None:
+    """The reproduction, through the edge: three unpaid orders of 100 units held all 300 for 30 min."""
+    shop = full_shop
+    product = await shop.product(stock=300)
+    hoarder, other = shop.token(), shop.token()
+    statuses = [(await shop.call("POST", "/api/orders", {"productId": product["_id"], "quantity": 50},
+                                 token=hoarder))[0] for _ in range(3)]
+    assert statuses == [201, 409, 409]  # MAX_UNPAID_UNITS = 50 by default: the second would pass it
+    status, body, _ = await shop.call("POST", "/api/orders", {"productId": product["_id"], "quantity": 100},
+                                      token=hoarder)
+    assert status == 409 and body["error"]["code"] == "unpaid_limit"
+    assert (await shop.call("POST", "/api/orders", {"productId": product["_id"], "quantity": 50}, token=other))[0] == 201
+
+
+async def test_uploads_through_the_gateway_carry_the_safe_headers(full_shop) -> None:
+    import aiohttp
+    from tests.integration.test_base_products import PNG
+    form = aiohttp.FormData()
+    form.add_field("name", "Pictured")
+    form.add_field("price", "1")
+    form.add_field("productImage", PNG, filename="x.png", content_type="image/png")
+    status, body, _ = await full_shop.call("POST", "/api/products", data=form, token=full_shop.token("admin"))
+    assert status == 201
+    status, image, headers = await full_shop.call("GET", "/api" + body["productImage"])
+    assert status == 200 and image == PNG and headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert headers["Content-Disposition"].startswith("inline; filename=")
