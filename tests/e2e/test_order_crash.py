@@ -24,6 +24,25 @@ def _start(dev_process, tmp_path: Path, mongo_uri: str, db_name: str, *extra: st
                        extra_env={"MONGODB_URI": mongo_uri, "JWT_KEY": JWT_KEY})
 
 
+def _order_until_paused(dev_process, tmp_path: Path, mongo_uri: str, pause_var: str, point: str):
+    """A dev session whose order stops at `point` and is killed there: (db, admin, product, db name)."""
+    db_name = f"t_{uuid.uuid4().hex[:16]}"
+    db = MongoClient(mongo_uri)[db_name]
+    admin = mint_token(db, JWT_KEY, "admin", str(ObjectId()), "admin@x")
+    user = mint_token(db, JWT_KEY, "user", str(ObjectId()), "u@x")
+    dev = _start(dev_process, tmp_path, mongo_uri, db_name, "--var", f"{pause_var}:{point}")
+    url = dev.urls["rest-shop-api"]
+    status, product = http("POST", url + "/products", {"name": "Crashy", "price": 5, "stock": 10},
+                           {"Authorization": f"Bearer {admin}"})
+    assert status == 201
+    threading.Thread(target=lambda: _ignore(http, "POST", url + "/orders",
+                                            {"productId": product["_id"], "quantity": 4},
+                                            {"Authorization": f"Bearer {user}"}), daemon=True).start()
+    dev.wait_for_output(f"{pause_var} reached: {point}")
+    dev.kill9()
+    return db, admin, user, product, db_name
+
+
 def _wait(predicate, timeout: float = 30.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -37,21 +56,7 @@ def _wait(predicate, timeout: float = 30.0):
 @pytest.mark.parametrize("pause, outcome", [("after-reserve", "compensated"), ("after-insert", "completed")])
 def test_killed_mid_order_is_completed_or_compensated(dev_process, tmp_path: Path, mongo_uri: str,
                                                       pause: str, outcome: str) -> None:
-    db_name = f"t_{uuid.uuid4().hex[:16]}"
-    db = MongoClient(mongo_uri)[db_name]
-    admin = mint_token(db, JWT_KEY, "admin", str(ObjectId()), "admin@x")
-    user = mint_token(db, JWT_KEY, "user", str(ObjectId()), "u@x")
-    dev = _start(dev_process, tmp_path, mongo_uri, db_name, "--var", f"ORDER_TEST_PAUSE:{pause}")
-    url = dev.urls["rest-shop-api"]
-    status, product = http("POST", url + "/products", {"name": "Crashy", "price": 5, "stock": 10},
-                           {"Authorization": f"Bearer {admin}"})
-    assert status == 201
-
-    threading.Thread(target=lambda: _ignore(http, "POST", url + "/orders",
-                                            {"productId": product["_id"], "quantity": 4},
-                                            {"Authorization": f"Bearer {user}"}), daemon=True).start()
-    dev.wait_for_output(f"ORDER_TEST_PAUSE reached: {pause}")
-    dev.kill9()
+    db, admin, _, product, db_name = _order_until_paused(dev_process, tmp_path, mongo_uri, "ORDER_TEST_PAUSE", pause)
 
     doc = db["products"].find_one({"_id": ObjectId(product["_id"])})
     assert doc["stock"] == 6  # the reservation happened (and reached the read model) before the crash
@@ -93,20 +98,8 @@ def test_killed_between_a_hold_and_its_read_model(dev_process, tmp_path: Path, m
     """The hold is durable in the product's ProductStock object, the document not yet written:
     after a restart the order is undone (never inserted), the hold released, and the document
     agrees with the object again."""
-    db_name = f"t_{uuid.uuid4().hex[:16]}"
-    db = MongoClient(mongo_uri)[db_name]
-    admin = mint_token(db, JWT_KEY, "admin", str(ObjectId()), "admin@x")
-    user = mint_token(db, JWT_KEY, "user", str(ObjectId()), "u@x")
-    dev = _start(dev_process, tmp_path, mongo_uri, db_name, "--var", "STOCK_TEST_PAUSE:after-hold")
-    url = dev.urls["rest-shop-api"]
-    status, product = http("POST", url + "/products", {"name": "Crashy", "price": 5, "stock": 10},
-                           {"Authorization": f"Bearer {admin}"})
-    assert status == 201
-    threading.Thread(target=lambda: _ignore(http, "POST", url + "/orders",
-                                            {"productId": product["_id"], "quantity": 4},
-                                            {"Authorization": f"Bearer {user}"}), daemon=True).start()
-    dev.wait_for_output("STOCK_TEST_PAUSE reached: after-hold")
-    dev.kill9()
+    db, admin, user, product, db_name = _order_until_paused(dev_process, tmp_path, mongo_uri, "STOCK_TEST_PAUSE",
+                                                            "after-hold")
     assert db["products"].find_one({"_id": ObjectId(product["_id"])})["stock"] == 10  # not yet written
 
     again = _start(dev_process, tmp_path, mongo_uri, db_name)

@@ -154,13 +154,18 @@ async def test_product_images_are_our_uploads_or_https_urls(shop, image) -> None
     assert status == 400
 
 
-async def test_uploads_live_under_the_state_directory_by_default(shops, tmp_path) -> None:
-    shop = await shops(UPLOADS_DIR="")
+def image_form(name: str) -> aiohttp.FormData:
+    """A multipart product with a PNG `productImage`."""
     form = aiohttp.FormData()
-    form.add_field("name", "Stored")
+    form.add_field("name", name)
     form.add_field("price", "1")
     form.add_field("productImage", PNG, filename="x.png", content_type="image/png")
-    status, body, _ = await shop.call("POST", "/products", data=form, token=shop.token("admin"))
+    return form
+
+
+async def test_uploads_live_under_the_state_directory_by_default(shops, tmp_path) -> None:
+    shop = await shops(UPLOADS_DIR="")
+    status, body, _ = await shop.call("POST", "/products", data=image_form("Stored"), token=shop.token("admin"))
     assert status == 201
     name = body["productImage"].rsplit("/", 1)[1]
     assert (shop.runtime.persist_to / "v3" / "files" / "rest-shop-api" / "uploads" / name).read_bytes() == PNG

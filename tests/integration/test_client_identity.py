@@ -88,13 +88,9 @@ async def test_hoarding_through_the_gateway_is_capped(full_shop) -> None:
 
 
 async def test_uploads_through_the_gateway_carry_the_safe_headers(full_shop) -> None:
-    import aiohttp
-    from tests.integration.test_base_products import PNG
-    form = aiohttp.FormData()
-    form.add_field("name", "Pictured")
-    form.add_field("price", "1")
-    form.add_field("productImage", PNG, filename="x.png", content_type="image/png")
-    status, body, _ = await full_shop.call("POST", "/api/products", data=form, token=full_shop.token("admin"))
+    from tests.integration.test_base_products import PNG, image_form
+    status, body, _ = await full_shop.call("POST", "/api/products", data=image_form("Pictured"),
+                                           token=full_shop.token("admin"))
     assert status == 201
     status, image, headers = await full_shop.call("GET", "/api" + body["productImage"])
     assert status == 200 and image == PNG and headers["X-Content-Type-Options"] == "nosniff"
