@@ -175,6 +175,9 @@ def install_error_handlers(app: Quart) -> None:
         message = "Route not found" if status == 404 else (exc.description or exc.name)
         response = jsonify(error_body(_CODES.get(status, "http_error"), message))
         response.status_code = status
+        allowed = getattr(exc, "valid_methods", None)
+        if status == 405 and allowed:  # RFC 9110: a 405 says which methods the resource does take
+            response.headers["Allow"] = ", ".join(sorted(set(allowed)))
         return response
 
     @app.errorhandler(Exception)

@@ -199,3 +199,9 @@ async def test_reads_are_never_stale_after_writes(shop) -> None:
     await shop.call("PATCH", path, {"price": 12.25}, token=shop.token("admin"))
     assert (await shop.call("GET", path))[1]["price"] == 12.25
     assert (await shop.call("GET", "/products"))[1]["products"][0]["price"] == 12.25
+
+
+async def test_a_405_says_which_methods_are_allowed(shop) -> None:
+    status, body, headers = await shop.call("PUT", "/products")
+    assert status == 405 and body["error"]["code"] == "method_not_allowed"
+    assert {m.strip() for m in headers["Allow"].split(",")} >= {"GET", "POST"}
