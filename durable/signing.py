@@ -44,7 +44,6 @@ def sign(key: str, method: str, target: str, body: bytes = b"", *,
 class Signed:
     timestamp: int
     nonce: str
-    headers: frozenset[str]
 
 
 def verify(key: str, header: str | None, method: str, target: str, body: bytes = b"", *,
@@ -71,7 +70,7 @@ def verify(key: str, header: str | None, method: str, target: str, body: bytes =
     covered = [(name, header_value(name) or "") for name in names]
     if not hmac.compare_digest(given.encode(), _mac(key, method, target, stamp, nonce, body, covered).encode()):
         raise SignatureError("signature does not match")
-    return Signed(stamp, nonce, frozenset(names))
+    return Signed(stamp, nonce)
 
 
 class NonceCache:

@@ -7,6 +7,8 @@ the service binding. Errors have the shape of DESIGN §4.
 from __future__ import annotations
 
 import asyncio
+import functools
+import ipaddress
 import json
 import math
 from dataclasses import dataclass
@@ -20,7 +22,6 @@ from durable.bindings import HOP_BY_HOP
 from durable.signing import sign
 from models.errors import ApiError, error_body
 from models.service_auth import CLIENT_IP_HEADER, SIGNED_HEADERS
-from models.web import client_address
 
 from . import cache as edge_cache
 from .cors import add_vary, cors_headers
@@ -53,15 +54,22 @@ class Incoming:
     def target(self) -> str:
         return self.path + (f"?{self.query}" if self.query else "")
 
-    @property
+    @functools.cached_property
     def from_trusted_proxy(self) -> bool:
         """The peer is a proxy named in TRUSTED_PROXIES (none by default: clients reach us directly)."""
         return self.peer in {t.strip() for t in str(env.get("TRUSTED_PROXIES", "")).split(",") if t.strip()}
 
-    @property
+    @functools.cached_property
     def client_ip(self) -> str:
-        """The client's address: the peer, or what a trusted proxy in front of us saw."""
-        return client_address(self.peer, self.headers.get("x-forwarded-for"), str(env.get("TRUSTED_PROXIES", "")))
+        """The client's address: the peer, or, behind a trusted proxy, the last address that proxy
+        saw (the rightmost X-Forwarded-For entry; anything left of it is the client's own word)."""
+        forwarded_for = self.headers.get("x-forwarded-for")
+        if forwarded_for and self.from_trusted_proxy:
+            try:
+                return str(ipaddress.ip_address(forwarded_for.split(",")[-1].strip()))
+            except ValueError:
+                pass
+        return self.peer
 
 
 @dataclass
@@ -175,8 +183,8 @@ async def send_upstream(incoming: Incoming, upstream: str, path: str, body: byte
                 (CLIENT_IP_HEADER, incoming.client_ip)]
     if trusted and "x-forwarded-host" in incoming.headers:
         headers.append(("x-forwarded-host", incoming.headers["x-forwarded-host"]))
-    vouched = [(name, incoming.headers.get(name, "")) for name in SIGNED_HEADERS if name != "cf-connecting-ip"]
-    vouched.append((CLIENT_IP_HEADER, incoming.client_ip))
+    sent = CIMultiDict(headers)  # the signature vouches for what the service will read
+    vouched = [(name, sent.get(name, "")) for name in SIGNED_HEADERS]
     headers.append(("x-gateway-signature", sign(env.SERVICE_AUTH_KEY, incoming.method, target, body,
                                                 headers=vouched)))
     binding = getattr(env, UPSTREAMS[upstream])

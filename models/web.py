@@ -1,7 +1,6 @@
 """Quart glue every service shares: who is calling (JWT), and JSON errors, never a stack trace or HTML."""
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from functools import wraps
@@ -35,8 +34,7 @@ def _claims() -> Claims:
 
 def user_sessions(user_id: str) -> Any:
     """The user's UserSessions object (base hosts the class; other services bind it by script_name)."""
-    ns = env.USER_SESSIONS
-    return ns.get(ns.id_from_name(user_id))
+    return env.USER_SESSIONS.get_by_name(user_id)
 
 
 async def _signed_in() -> Claims:
@@ -85,19 +83,6 @@ def _reply(status: int, code: str, message: str, details: list[Any] | None = Non
     response.status_code = status
     response.headers.update(headers or {})
     return response
-
-
-def client_address(peer: str, forwarded_for: str | None, trusted_proxies: str = "") -> str:
-    """The caller's address: the socket peer, or, when the peer is a proxy we trust, the last
-    address that proxy saw (the rightmost X-Forwarded-For entry; anything left of it is the client's word)."""
-    trusted = {t.strip() for t in trusted_proxies.split(",") if t.strip()}
-    if forwarded_for and peer in trusted:
-        candidate = forwarded_for.split(",")[-1].strip()
-        try:
-            return str(ipaddress.ip_address(candidate))
-        except ValueError:
-            pass
-    return peer
 
 
 def client_ip() -> str:

@@ -99,7 +99,7 @@ async def _pause(env: Any, point: str) -> None:
 
 
 def order_lock(env: Any, order_id: str) -> Any:
-    return env.ORDER_LOCK.get(env.ORDER_LOCK.id_from_name(order_id))
+    return env.ORDER_LOCK.get_by_name(order_id)
 
 
 async def payments(env: Any) -> PaymentStore:

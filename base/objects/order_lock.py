@@ -47,8 +47,7 @@ class OrderLock(DurableObject):
 
     def _stock(self, product_id: str) -> Any:
         """The product's ProductStock object: the authority on its stock and holds."""
-        ns = self.env.PRODUCT_STOCK
-        return ns.get(ns.id_from_name(product_id))
+        return self.env.PRODUCT_STOCK.get_by_name(product_id)
 
     async def _checkpoint(self, state: dict[str, Any]) -> None:
         """Record progress durably and keep a recovery alarm armed while work is unfinished."""
@@ -178,8 +177,7 @@ class OrderLock(DurableObject):
                 for item in order["items"]:
                     await self._stock(item["productId"]).restock(item["productId"], order_id, item["quantity"])
             elif step == "unclaim":  # paid or cancelled: no longer one of the shopper's unpaid orders
-                holds = self.env.SHOPPER_HOLDS
-                await holds.get(holds.id_from_name(order["userId"])).release(order_id)
+                await self.env.SHOPPER_HOLDS.get_by_name(order["userId"]).release(order_id)
             elif step == "save":
                 await orders.save(order)
             state["pending"].remove(step)

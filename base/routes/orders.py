@@ -24,7 +24,7 @@ bp = Blueprint("orders", __name__, url_prefix="/orders")
 
 
 def lock(order_id: str) -> Any:
-    return env.ORDER_LOCK.get(env.ORDER_LOCK.id_from_name(order_id))
+    return env.ORDER_LOCK.get_by_name(order_id)
 
 
 def _new_order_id(user_id: str) -> str:
@@ -48,7 +48,7 @@ async def _visible(order_id: str) -> dict[str, Any]:
 
 
 def holds(user_id: str) -> Any:
-    return env.SHOPPER_HOLDS.get(env.SHOPPER_HOLDS.id_from_name(user_id))
+    return env.SHOPPER_HOLDS.get_by_name(user_id)
 
 
 async def _claim_unpaid(order_id: str, units: int) -> None:

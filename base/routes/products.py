@@ -28,7 +28,7 @@ async def products() -> ProductStore:
 
 
 def product_stock(product_id: str) -> Any:
-    return env.PRODUCT_STOCK.get(env.PRODUCT_STOCK.id_from_name(product_id))
+    return env.PRODUCT_STOCK.get_by_name(product_id)
 
 
 def _check_id(product_id: str) -> None:

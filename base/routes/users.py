@@ -129,8 +129,7 @@ def _check_id(user_id: str) -> None:
 
 
 def login_guard(email: str) -> Any:
-    ns = env.LOGIN_GUARD
-    return ns.get(ns.id_from_name(email.strip().lower()))
+    return env.LOGIN_GUARD.get_by_name(email.strip().lower())
 
 
 OAUTH_PROVIDERS = frozenset({"google", "microsoft", "apple"})
