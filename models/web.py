@@ -9,13 +9,13 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 from pymongo.errors import ConnectionFailure
 from quart import Quart, g, jsonify, request
-from quart_schema import QuartSchema, RequestSchemaValidationError
+from quart_schema import QuartSchema, RequestSchemaValidationError, document_response
 from werkzeug.exceptions import HTTPException
 
 from durable import env
 
 from .auth import Claims, TokenError, bearer_token, verify_token
-from .errors import ApiError, error_body
+from .errors import ApiError, ErrorBody, error_body
 from .errors_domain import Conflict, DatabaseUnavailable, InsufficientStock, NotFound, Unprocessable
 
 log = logging.getLogger("rest_shop.web")
@@ -54,8 +54,18 @@ async def optional_user() -> Claims | None:
     return await _signed_in()
 
 
+def documents_errors(*statuses: int) -> Callable[[F], F]:
+    """List error answers (the DESIGN §4 envelope) of a route in its /openapi.json operation."""
+    def decorate(handler: F) -> F:
+        for status in statuses:
+            handler = document_response(ErrorBody, status)(handler)
+        return handler
+    return decorate
+
+
 def auth(role: str | None = None) -> Callable[[F], F]:
-    """Require a valid, live token (and `role`, if given); the claims land in `g.user`."""
+    """Require a valid, live token (and `role`, if given); the claims land in `g.user`. The route's
+    document lists what that can answer: 401, 403 for a role, 503 when the session cannot be read."""
     def decorate(handler: F) -> F:
         @wraps(handler)
         async def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -63,7 +73,7 @@ def auth(role: str | None = None) -> Callable[[F], F]:
             if role is not None and g.user.role != role:
                 raise ApiError(403, "forbidden", f"This route needs the {role} role")
             return await handler(*args, **kwargs)
-        return wrapper  # type: ignore[return-value]
+        return documents_errors(401, 503, *((403,) if role else ()))(wrapper)  # type: ignore[return-value]
     return decorate
 
 

@@ -18,7 +18,7 @@ from models.pagination import Pagination
 
 from durable.mongo import pooled_database as database
 from ..stores.orders import OrderStore, order_out
-from ..web import auth
+from ..web import auth, documents_errors
 
 bp = Blueprint("orders", __name__, url_prefix="/orders")
 
@@ -69,6 +69,7 @@ async def _claim_unpaid(order_id: str, units: int) -> None:
 
 
 @bp.post("")
+@documents_errors(400, 404, 409, 422)  # 409: insufficient_stock, unpaid_limit, a reused Idempotency-Key
 @auth()
 @validate_request(OrderIn)
 async def create_order(data: OrderIn) -> Any:
@@ -117,6 +118,7 @@ async def set_status(order_id: str, data: StatusIn) -> Any:
 
 
 @bp.post("/<order_id>/cancel")
+@documents_errors(400, 404, 409)
 @auth()
 @validate_response(OrderOut)
 async def cancel_order(order_id: str) -> Any:

@@ -18,7 +18,7 @@ from models.web import validation_details
 from ..images import discard_upload, read_upload, store_upload
 from durable.mongo import pooled_database as database
 from ..stores.products import ProductStore
-from ..web import auth, optional_user
+from ..web import auth, documents_errors, optional_user
 
 bp = Blueprint("products", __name__, url_prefix="/products")
 
@@ -117,6 +117,7 @@ async def patch_product(product_id: str, data: ProductPatch) -> Any:
 
 
 @bp.get("/<product_id>/stock")
+@documents_errors(400, 404)
 @auth("admin")
 async def stock_levels(product_id: str) -> Any:
     """Inventory as its authority sees it: on hand, and held by unpaid orders (each named)."""

@@ -12,7 +12,7 @@ from models.errors import ApiError
 from models.ids import is_object_id
 from models.users import (Credentials, LoginIn, LoginOut, LogoutQuery, MessageOut, PasswordChange, PasswordChanged,
                           RoleChange, SignupOut, UserOut)
-from models.web import user_sessions
+from models.web import documents_errors, user_sessions
 
 from ..passwords import hash_password, verify_password
 from durable.mongo import pooled_database as database
@@ -36,6 +36,7 @@ async def signup(data: Credentials) -> Any:
 
 
 @bp.post("/login")
+@documents_errors(400, 401, 429, 503)
 @validate_request(LoginIn)
 @validate_response(LoginOut)
 async def login(data: LoginIn) -> Any:
@@ -60,6 +61,7 @@ async def _token_for(doc: dict[str, Any]) -> str:
 
 
 @bp.post("/logout")
+@documents_errors(400)
 @auth()
 @validate_querystring(LogoutQuery)
 @validate_response(MessageOut)
@@ -84,6 +86,7 @@ async def me() -> Any:
 
 
 @bp.patch("/me/password")
+@documents_errors(400)
 @auth()
 @validate_request(PasswordChange)
 @validate_response(PasswordChanged)
@@ -98,6 +101,7 @@ async def change_password(data: PasswordChange) -> Any:
 
 
 @bp.patch("/<user_id>/role")
+@documents_errors(400, 404)
 @auth("admin")
 @validate_request(RoleChange)
 @validate_response(UserOut)
@@ -113,6 +117,7 @@ async def change_role(user_id: str, data: RoleChange) -> Any:
 
 
 @bp.delete("/<user_id>")
+@documents_errors(403, 404)
 @auth()
 async def delete(user_id: str) -> Any:
     if g.user.role != "admin" and g.user.userId != user_id:

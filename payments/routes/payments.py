@@ -12,7 +12,7 @@ from models.errors import ApiError
 from models.ids import is_object_id
 from models.pagination import Pagination
 from models.payments import HistoryQuery, InitiateIn, RefundIn
-from models.web import auth, validation_details
+from models.web import auth, documents_errors, validation_details
 
 from .. import service
 from ..public_urls import is_allowed_return
@@ -32,6 +32,7 @@ def _payment_id(payment_id: str) -> str:
 
 
 @bp.post("/initiate")
+@documents_errors(400, 402, 404, 409, 422, 501)
 @auth()
 @validate_request(InitiateIn)
 async def initiate(data: InitiateIn) -> Any:

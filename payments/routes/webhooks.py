@@ -9,7 +9,7 @@ from quart import Blueprint, request
 from durable import env
 from models.errors import ApiError
 from models.ids import oid
-from models.web import client_ip
+from models.web import client_ip, documents_errors
 
 from .. import service
 from ..providers import registry
@@ -41,6 +41,7 @@ async def receive(provider_name: str) -> Any:
 
 
 @bp.post("/mpesa/callback")
+@documents_errors(400, 401, 403, 404, 409, 422)
 async def mpesa_callback() -> Any:
     """The original's path. Daraja signs nothing: the callback URL carries our payment id and an
     HMAC of it (`sig`), so it settles that payment only, and only with what our push asked for;

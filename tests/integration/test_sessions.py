@@ -115,3 +115,31 @@ async def test_logout_ends_this_token_and_all_ends_every_token(full_shop) -> Non
     assert await works_everywhere(shop, laptop) == (401, 401)
     assert await works_everywhere(shop, tablet) == (401, 401)
     assert await works_everywhere(shop, await login(shop, "out@example.com")) == (200, 200)
+
+
+async def test_the_documents_list_what_these_routes_answer(full_shop) -> None:
+    """A generated client learns every status of the session, order and callback routes."""
+    from durable import Request
+    from durable.bindings import asgi_fetch
+    status, base_spec, _ = await full_shop.call("GET", "/api/openapi.json")
+    assert status == 200
+    reply = await asgi_fetch(full_shop.runtime.workers["rest-shop-payments"], Request("http://payments/openapi.json"))
+    pay_spec = await reply.json()
+    expected = {
+        ("base", "/user/login", "post"): {"200", "400", "401", "429", "503"},
+        ("base", "/user/logout", "post"): {"200", "400", "401", "503"},
+        ("base", "/user/me/password", "patch"): {"200", "400", "401", "503"},
+        ("base", "/user/{user_id}/role", "patch"): {"200", "400", "401", "403", "404", "503"},
+        ("base", "/orders", "post"): {"400", "401", "404", "409", "422", "503"},
+        ("base", "/orders/{order_id}/cancel", "post"): {"200", "400", "401", "404", "409", "503"},
+        ("base", "/products/{product_id}/stock", "get"): {"400", "401", "403", "404", "503"},
+        ("payments", "/payments/mpesa/callback", "post"): {"400", "401", "403", "404", "409", "422"},
+        ("payments", "/payments/initiate", "post"): {"400", "401", "402", "404", "409", "422", "501", "503"},
+    }
+    specs = {"base": base_spec, "payments": pay_spec}
+    for (service, path, method), statuses in expected.items():
+        responses = specs[service]["paths"][path][method]["responses"]
+        assert statuses <= {str(s) for s in responses}, (path, method, sorted(responses))
+        error = responses.get("401") or responses.get("400")
+        schema = error["content"]["application/json"]["schema"]  # the DESIGN §4 envelope
+        assert schema["title"] == "ErrorBody" and schema["required"] == ["message", "error"]
