@@ -360,7 +360,11 @@ async def _apply(env: Any, provider_name: str, event: ProviderEvent, known: dict
             if (event.amount_minor or 0) > payment.get("refunded_minor", 0):
                 await store.refund_total(str(payment["_id"]), event.amount_minor or 0, status)
                 await order_lock(env, payment["orderId"]).mark_refunded(str(payment["_id"]), event.amount_minor)
-        elif payment["status"] not in FINAL:  # (a lost push reply's reference is written by settle)
+        elif payment["status"] not in FINAL:
+            if event.transaction_id and not payment.get("transactionId"):
+                # the push reply was lost: keep the reference before the order moves, so a client
+                # retrying meanwhile finds it (and asks the provider) instead of being told "in doubt"
+                payment = await store.apply(payment, transactionId=event.transaction_id)
             await settle(env, payment, ChargeResult(transaction_id=event.transaction_id, status=event.kind,
                                                     amount_minor=event.amount_minor, currency=event.currency,
                                                     failure_reason=event.extra.get("reason")))
