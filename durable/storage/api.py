@@ -1,0 +1,262 @@
+"""`ctx.storage`: the key-value and alarm API of one object, over whichever engine hosts it.
+
+Writes land in memory at once (the engine's pending layer) and become durable with the engine's
+next group commit; `sync()` is the output gate the runtime awaits before a reply leaves.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from .. import codec
+from ..gates import InputGate
+from .batch import UNSET, KeyRange, ObjectBatch, key_range, merge_listing
+from .engine import Engine
+
+MAX_KEY_BYTES = 2048
+MAX_VALUE_BYTES = 2 * 1024 * 1024
+MAX_KEYS_PER_CALL = 128
+CACHE_ENTRIES = 10_000
+
+_MISSING: Any = object()
+
+
+def _check_key(key: Any) -> str:
+    if not isinstance(key, str):
+        raise TypeError(f"storage keys are str, got {type(key).__name__}")
+    if len(key.encode("utf-8")) > MAX_KEY_BYTES:
+        raise ValueError(f"storage key is longer than {MAX_KEY_BYTES} bytes")
+    return key
+
+
+def _check_many(keys: Iterable[Any]) -> list[str]:
+    keys = [_check_key(k) for k in keys]
+    if len(keys) > MAX_KEYS_PER_CALL:
+        raise ValueError(f"at most {MAX_KEYS_PER_CALL} keys per call, got {len(keys)}")
+    return keys
+
+
+def _encode_value(key: str, value: Any) -> bytes:
+    data = codec.encode(value, what=f"value for storage key {key!r}")
+    if len(data) > MAX_VALUE_BYTES:
+        raise ValueError(f"value for storage key {key!r} is {len(data)} bytes; the limit is {MAX_VALUE_BYTES}")
+    return data
+
+
+def to_epoch_ms(when: int | float | datetime) -> int:
+    if isinstance(when, datetime):
+        return int(when.timestamp() * 1000)
+    if isinstance(when, (int, float)) and not isinstance(when, bool):
+        return int(when)
+    raise TypeError(f"set_alarm() takes epoch milliseconds or a datetime, got {type(when).__name__}")
+
+
+class DurableObjectStorage:
+    """`ctx.storage`: the key-value and alarm API of one object (Cloudflare's DurableObjectStorage)."""
+
+    def __init__(self, engine: Engine, object_id: str, gate: InputGate | None = None,
+                 on_alarm_change: Callable[[int | None], None] | None = None) -> None:
+        self._engine = engine
+        self._object_id = object_id
+        self._gate = gate or InputGate()
+        self._on_alarm_change = on_alarm_change
+        self._cache: dict[str, bytes | None] = {}
+        self.last_seq = 0  # engine sequence of this object's newest write: its output gate
+
+    def _stage(self) -> ObjectBatch:
+        batch = self._engine.stage(self._object_id)
+        self.last_seq = self._engine.seq
+        return batch
+
+    # -- internal, synchronous ------------------------------------------------------------
+    def _read(self, key: str) -> bytes | None:
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        data = self._engine.read(self._object_id, key)
+        if len(self._cache) >= CACHE_ENTRIES:
+            self._cache.clear()  # uncommitted writes stay readable through the engine's layers
+        self._cache[key] = data
+        return data
+
+    def _write(self, key: str, data: bytes | None) -> None:
+        self._stage().writes[key] = data
+        self._cache[key] = data
+
+    def _list_raw(self, rng: KeyRange, reverse: bool, limit: int | None) -> list[tuple[str, bytes]]:
+        return self._engine.list(self._object_id, rng, reverse, limit)
+
+    def _clear(self) -> None:
+        batch = self._stage()
+        batch.clear = True
+        batch.writes.clear()
+        self._cache.clear()
+
+    def _set_alarm_ms(self, ms: int | None) -> None:
+        if self._on_alarm_change is not None:
+            self._on_alarm_change(ms)  # may refuse (class without alarm()) before anything is staged
+        self._stage().alarm = ms
+
+    def invalidate(self) -> None:
+        """Forget cached values (after a failed commit the cache may hold what never landed)."""
+        self._cache.clear()
+
+    # -- public API -----------------------------------------------------------------------
+    async def get(self, key: str | Iterable[str]) -> Any:
+        """One key → its value or None; a list of keys → dict of the keys that exist."""
+        if isinstance(key, str):
+            data = self._read(_check_key(key))
+            return None if data is None else codec.decode(data)
+        found: dict[str, Any] = {}
+        for k in _check_many(key):
+            data = self._read(k)
+            if data is not None:
+                found[k] = codec.decode(data)
+        return found
+
+    async def put(self, key: str | Mapping[str, Any], value: Any = _MISSING, *,
+                  allow_unconfirmed: bool = False) -> None:
+        """`allow_unconfirmed` (Cloudflare's allowUnconfirmed): replies need not wait for this
+        write to be durable — for state whose loss in a crash is harmless (rate-limit buckets)."""
+        gate = self.last_seq
+        if isinstance(key, Mapping):
+            if value is not _MISSING:
+                raise TypeError("put(entries) takes no separate value")
+            keys = _check_many(key.keys())
+            encoded = [(k, _encode_value(k, key[k])) for k in keys]  # all or nothing
+            for k, data in encoded:
+                self._write(k, data)
+        else:
+            if value is _MISSING:
+                raise TypeError("put(key, value) needs a value")
+            k = _check_key(key)
+            self._write(k, _encode_value(k, value))
+        if allow_unconfirmed:
+            self.last_seq = gate
+
+    async def delete(self, key: str | Iterable[str]) -> bool | int:
+        """One key → whether it existed; a list → how many existed."""
+        if isinstance(key, str):
+            k = _check_key(key)
+            existed = self._read(k) is not None
+            self._write(k, None)
+            return existed
+        count = 0
+        for k in _check_many(key):
+            count += self._read(k) is not None
+            self._write(k, None)
+        return count
+
+    async def list(self, *, prefix: str | None = None, start: str | None = None,
+                   start_after: str | None = None, end: str | None = None,
+                   limit: int | None = None, reverse: bool = False) -> dict[str, Any]:
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            raise ValueError("list(limit=) must be a positive int")
+        rng = key_range(prefix, start, start_after, end)
+        return {k: codec.decode(v) for k, v in self._list_raw(rng, reverse, limit)}
+
+    async def delete_all(self) -> None:
+        """Delete every key and the alarm (as with compatibility dates from 2026)."""
+        self._clear()
+        self._set_alarm_ms(None)
+
+    async def transaction(self, closure: Callable[[Transaction], Awaitable[Any]]) -> Any:
+        """Run `closure(txn)` with the object to itself; its writes land all together or not at all."""
+        async with self._gate.exclusive():
+            txn = Transaction(self)
+            result = await closure(txn)
+            if not txn.rolled_back:
+                txn._apply()
+            return result
+
+    async def sync(self) -> None:
+        """Wait until every write this object made so far is durable."""
+        await self._engine.flush(self.last_seq, self._object_id)
+
+    async def get_alarm(self) -> int | None:
+        return self._engine.read_alarm(self._object_id)
+
+    async def set_alarm(self, scheduled_time: int | float | datetime) -> None:
+        self._set_alarm_ms(to_epoch_ms(scheduled_time))
+
+    async def delete_alarm(self) -> None:
+        self._set_alarm_ms(None)
+
+
+class Transaction:
+    """The view a `transaction()` closure works on: reads see its own writes; `rollback()` discards."""
+
+    def __init__(self, storage: DurableObjectStorage) -> None:
+        self._storage = storage
+        self._batch = ObjectBatch()
+        self.rolled_back = False
+
+    def _read(self, key: str) -> bytes | None:
+        if key in self._batch.writes:
+            return self._batch.writes[key]
+        return None if self._batch.clear else self._storage._read(key)
+
+    async def get(self, key: str | Iterable[str]) -> Any:
+        if isinstance(key, str):
+            data = self._read(_check_key(key))
+            return None if data is None else codec.decode(data)
+        return {k: codec.decode(d) for k in _check_many(key) if (d := self._read(k)) is not None}
+
+    async def put(self, key: str | Mapping[str, Any], value: Any = _MISSING) -> None:
+        entries = key if isinstance(key, Mapping) else {key: value}
+        if value is _MISSING and not isinstance(key, Mapping):
+            raise TypeError("put(key, value) needs a value")
+        encoded = [(k, _encode_value(k, entries[k])) for k in _check_many(entries.keys())]
+        for k, data in encoded:
+            self._batch.writes[k] = data
+
+    async def delete(self, key: str | Iterable[str]) -> bool | int:
+        keys = [_check_key(key)] if isinstance(key, str) else _check_many(key)
+        count = 0
+        for k in keys:
+            count += self._read(k) is not None
+            self._batch.writes[k] = None
+        return bool(count) if isinstance(key, str) else count
+
+    async def list(self, *, prefix: str | None = None, start: str | None = None,
+                   start_after: str | None = None, end: str | None = None,
+                   limit: int | None = None, reverse: bool = False) -> dict[str, Any]:
+        rng = key_range(prefix, start, start_after, end)
+        base: list[tuple[str, bytes]] = []
+        if not self._batch.clear:
+            base = self._storage._list_raw(rng, reverse, None if limit is None else limit + len(self._batch.writes))
+        return {k: codec.decode(v) for k, v in merge_listing(base, [self._batch], rng, reverse, limit)}
+
+    async def delete_all(self) -> None:
+        self._batch.clear = True
+        self._batch.writes.clear()
+
+    async def get_alarm(self) -> int | None:
+        if self._batch.alarm is not UNSET:
+            return self._batch.alarm
+        return await self._storage.get_alarm()
+
+    async def set_alarm(self, scheduled_time: int | float | datetime) -> None:
+        self._batch.alarm = to_epoch_ms(scheduled_time)
+
+    async def delete_alarm(self) -> None:
+        self._batch.alarm = None
+
+    def rollback(self) -> None:
+        self.rolled_back = True
+
+    def _apply(self) -> None:
+        """Stage every change synchronously, so they commit in one SQLite transaction."""
+        if self._batch.clear:
+            self._storage._clear()
+        for k, data in self._batch.writes.items():
+            self._storage._write(k, data)
+        if self._batch.alarm is not UNSET:
+            self._storage._set_alarm_ms(self._batch.alarm)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
