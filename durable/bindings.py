@@ -15,7 +15,7 @@ from urllib.parse import quote, unquote, urlsplit
 import aiohttp
 
 from . import signing, tracing
-from .errors import ObjectUnavailable
+from .errors import NotDelivered, NotOwner, ObjectUnavailable
 from .http import Request, Response, make_request
 from .ids import DurableObjectId
 
@@ -174,21 +174,35 @@ class HttpTransport:
         target = self._resolve()
         if target is None:
             raise ObjectUnavailable(f"{self.script_name} (host of {self.class_name}) is not running")
-        path = f"{INTERNAL_PREFIX}{quote(self.class_name)}/{object_id}/{quote(method)}"
-        url = target.url.rstrip("/") + path
-        headers = {INTERNAL_SIGNATURE_HEADER: signing.sign(target.internal_key, "POST", path, payload),
-                   "content-type": "application/bson"}
-        trace = tracing.current()
-        if trace is not None:
-            headers.update(trace.outgoing())
-        if object_id.name is not None:
-            headers["x-durable-object-name"] = quote(object_id.name)
-        try:
-            async with self._http.session.post(url, data=payload, headers=headers) as resp:
-                body = await resp.read()
-                if resp.status != 200:
-                    raise ObjectUnavailable(f"{self.script_name}.{self.class_name}: HTTP {resp.status}: "
-                                            f"{body[:200].decode('utf-8', 'replace')}")
-                return body
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise ObjectUnavailable(f"{self.script_name} (host of {self.class_name}) is unreachable: {exc}") from None
+        return await post_object_call(self._http, target, self.script_name, self.class_name, object_id, method,
+                                      payload)
+
+
+async def post_object_call(http: HttpClient, target: RemoteTarget, script_name: str, class_name: str,
+                           object_id: DurableObjectId, method: str, payload: bytes) -> bytes:
+    """One signed object call to the process at `target`; its serialized reply.
+
+    421 (the node there does not own the object) raises NotOwner, so a cluster caller re-routes.
+    """
+    path = f"{INTERNAL_PREFIX}{quote(class_name)}/{object_id}/{quote(method)}"
+    url = target.url.rstrip("/") + path
+    headers = {INTERNAL_SIGNATURE_HEADER: signing.sign(target.internal_key, "POST", path, payload),
+               "content-type": "application/bson"}
+    trace = tracing.current()
+    if trace is not None:
+        headers.update(trace.outgoing())
+    if object_id.name is not None:
+        headers["x-durable-object-name"] = quote(object_id.name)
+    try:
+        async with http.session.post(url, data=payload, headers=headers) as resp:
+            body = await resp.read()
+            if resp.status == 421:
+                raise NotOwner(f"{target.url} does not own this {class_name}")
+            if resp.status != 200:
+                raise ObjectUnavailable(f"{script_name}.{class_name}: HTTP {resp.status}: "
+                                        f"{body[:200].decode('utf-8', 'replace')}")
+            return body
+    except aiohttp.ClientConnectorError as exc:  # no connection: the call never left
+        raise NotDelivered(f"{script_name} (host of {class_name}) at {target.url} is unreachable: {exc}") from None
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:  # it may have run: not ours to resend
+        raise ObjectUnavailable(f"{script_name} (host of {class_name}) at {target.url} failed mid-call: {exc}") from None

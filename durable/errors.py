@@ -28,7 +28,17 @@ class RpcError(DurableError):
 
 
 class ObjectUnavailable(DurableError):
-    """The object's host (another worker process) cannot be reached."""
+    """The object's host (another worker process or node) cannot be reached; worth a retry."""
+
+    retryable = True
+
+
+class NotDelivered(ObjectUnavailable):
+    """The call certainly did not run (refused, or no connection was made): safe to send again."""
+
+
+class NotOwner(NotDelivered):
+    """This node does not own the object's shard (it moved, or is moving): ask the owner."""
 
 
 # Exception classes that cross RPC as themselves; services register their own shared errors.
@@ -49,7 +59,7 @@ def register_error(cls: type[BaseException]) -> type[BaseException]:
     return cls
 
 
-for _cls in (DataCloneError, RpcError, ObjectUnavailable):
+for _cls in (DataCloneError, RpcError, ObjectUnavailable, NotDelivered, NotOwner):
     register_error(_cls)
 
 

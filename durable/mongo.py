@@ -100,6 +100,8 @@ class PoolStats(ConnectionPoolListener, ServerHeartbeatListener):
 class MongoPool(DurableObject):
     """Connects lazily, retries with exponential backoff, reports health, closes on shutdown."""
 
+    node_local = True  # each node keeps its own client; stores reach it with stub.local()
+
     def __init__(self, ctx: Any, env: Any) -> None:
         super().__init__(ctx, env)
         self._client: AsyncMongoClient[dict[str, Any]] | None = None

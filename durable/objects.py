@@ -24,7 +24,7 @@ from .errors import ObjectUnavailable, error_from_wire, error_to_wire
 from .gates import InputGate
 from .http import Request, Response, make_request
 from .ids import DurableObjectId
-from .storage import DurableObjectStorage, StorageEngine, now_ms
+from .storage import DurableObjectStorage, Engine, now_ms
 from .tail import TraceCapture
 
 log = logging.getLogger("durable.objects")
@@ -41,7 +41,11 @@ class DurableObject:
     Optional handlers: `async fetch(request) -> Response` and `async alarm(alarm_info)`.
     Every other public method (not starting with `_`) is callable through a stub.
     `async on_shutdown()` (our extension) runs when the runtime stops, to close clients.
+    `node_local = True` (our extension): in a cluster every node hosts its own instance of each
+    id, with storage of its own, never moved: for handles on local resources (a client pool).
     """
+
+    node_local = False
 
     def __init__(self, ctx: DurableObjectState, env: Any) -> None:
         self.ctx = ctx
@@ -124,7 +128,7 @@ class _Live:
 class ObjectHost:
     """Hosts the instances of one Durable Object class in this process."""
 
-    def __init__(self, cls: type[DurableObject], env: Any, engine: StorageEngine, *,
+    def __init__(self, cls: type[DurableObject], env: Any, engine: Engine, *,
                  script_name: str, class_name: str,
                  on_trace: Callable[[dict[str, Any]], None] | None = None,
                  tracing_wanted: Callable[[str], bool] = lambda script: True,
@@ -144,6 +148,12 @@ class ObjectHost:
         self._has_alarm = callable(getattr(cls, "alarm", None))
         engine.on_commit_failure = self._on_commit_failure
         self.resets = 0
+        # In a cluster: awaited before each call, raises NotOwner unless this node owns the id.
+        self.guard: Callable[[DurableObjectId], Awaitable[None]] | None = None
+
+    @property
+    def has_alarm_handler(self) -> bool:
+        return self._has_alarm
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -181,7 +191,28 @@ class ObjectHost:
                 if live.inflight == 0 and live.last_used < cutoff and not live.state._gate.closed]
         for key in idle:
             del self._live[key]
+            self.engine.forget(key)
         return len(idle)
+
+    def busy(self, which: Callable[[str], bool]) -> bool:
+        """Is an event running in any live object whose id `which` selects?"""
+        return any(live.inflight or live.state._gate.closed for key, live in self._live.items() if which(key))
+
+    def drop_objects(self, which: Callable[[str], bool]) -> int:
+        """This node no longer hosts these ids (their shard moved): forget instances and alarms."""
+        keys = [key for key in self._live if which(key)]
+        for key in keys:
+            del self._live[key]
+            self.engine.forget(key)
+        for key in [key for key in self._timers if which(key)]:
+            self._timers.pop(key).cancel()
+        return len(keys)
+
+    def adopt_alarms(self, alarms: list[tuple[str, int]]) -> None:
+        """Run these stored alarms here (this node just took their shard)."""
+        for key, scheduled_ms in alarms:
+            if key not in self._timers and self._has_alarm:
+                self._schedule(key, scheduled_ms)
 
     @property
     def live_count(self) -> int:
@@ -219,6 +250,7 @@ class ObjectHost:
             live = self._live.pop(key, None)
             if live is not None:
                 live.state.storage.invalidate()
+            self.engine.forget(key)
 
     def _resolve(self, instance: DurableObject, method: str) -> Callable[..., Any]:
         if method == FETCH:
@@ -233,11 +265,15 @@ class ObjectHost:
     # -- events ---------------------------------------------------------------------------
     async def invoke(self, object_id: DurableObjectId, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
         """Deliver one event; the caller's cancellation does not cancel the object's work."""
+        if self.guard is not None:
+            await self.guard(object_id)
         task = asyncio.get_running_loop().create_task(self._deliver(object_id, method, args, kwargs))
         return await asyncio.shield(task)
 
     async def _deliver(self, object_id: DurableObjectId, method: str, args: list[Any], kwargs: dict[str, Any],
                        *, reserved_ok: bool = False, on_success: Callable[[DurableObjectState], None] | None = None) -> Any:
+        if str(object_id) not in self._live:
+            await self.engine.load(str(object_id))  # a cluster engine reads the object's state once
         live = self._instance(object_id)
         state = live.state
         await state._gate.enter()

@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from .bindings import ASGIApp, HttpClient, HttpTransport, RemoteTarget, ServiceBinding
+from .cluster.node import ClusterNode, ClusterSettings
+from .cluster.transport import ClusterTransport
 from .config import ConfigError, WorkerConfig
 from .env import Env, load_secrets
 from .objects import DurableObjectNamespace, LocalTransport, ObjectHost, Transport
 from .registry import lookup
-from .storage import StorageEngine
+from .storage import Engine, StorageEngine
 from .tail import install_capture, redactor
 from .tail_api import TailHub
 from .worker import Worker
@@ -55,7 +57,7 @@ class Runtime:
     def __init__(self, configs: list[WorkerConfig], *, persist_to: str | Path, local_dev: bool = True,
                  internal_key: str | None = None, remote: dict[str, str] | None = None,
                  alarm_backoff_s: float = 2.0, idle_evict_s: float = 120.0, synchronous: str = "FULL",
-                 use_registry: bool = True) -> None:
+                 use_registry: bool = True, cluster: ClusterSettings | None = None) -> None:
         self.configs = start_order(configs)
         self.persist_to = Path(persist_to)
         self.local_dev = local_dev
@@ -69,11 +71,19 @@ class Runtime:
         self.hub = TailHub()
         self.http = HttpClient()
         self._evictor: asyncio.Task[None] | None = None
+        self.node = ClusterNode(cluster) if cluster is not None else None
         redactor.add(self.internal_key)
 
     # -- wiring ---------------------------------------------------------------------------
     def storage_path(self, script: str, class_name: str) -> Path:
-        return self.persist_to / "v3" / "do" / f"{script}-{class_name}" / "db.sqlite"
+        name = "db.sqlite" if self.node is None else f"node-{self.node.node_id}.sqlite"
+        return self.persist_to / "v3" / "do" / f"{script}-{class_name}" / name
+
+    def _engine(self, script: str, cls: type[Any]) -> Engine:
+        """SQLite on one node; in a cluster, MongoDB (so shards can move), except node-local classes."""
+        if self.node is not None and not cls.node_local:
+            return self.node.storage(script, cls.__name__)
+        return StorageEngine(self.storage_path(script, cls.__name__), synchronous=self.synchronous)
 
     def remote_target(self, name: str) -> RemoteTarget | None:
         if name in self.remote:
@@ -86,11 +96,15 @@ class Runtime:
         return worker if worker is not None else self.remote_target(name)
 
     def _transport(self, config: WorkerConfig, script: str, class_name: str) -> Transport:
+        host = None
         if script in self.workers:
             host = self.workers[script].hosts.get(class_name)
             if host is None:
                 raise ConfigError(config.path, "durable_objects.bindings",
                                   f"worker {script!r} does not define Durable Object class {class_name!r}")
+        if self.node is not None and (host is None or host.guard is not None):
+            return ClusterTransport(self.node, script, class_name, host, self.http, self.internal_key)
+        if host is not None:
             return LocalTransport(host)
         return HttpTransport(script, class_name, lambda: self.remote_target(script), self.http)
 
@@ -103,11 +117,14 @@ class Runtime:
             worker = Worker(config, internal_key=self.internal_key, on_trace=self.hub.publish,
                             tracing_wanted=self.hub.listening)
             for class_name in config.hosted_classes:
-                engine = StorageEngine(self.storage_path(worker.name, class_name), synchronous=self.synchronous)
-                worker.hosts[class_name] = ObjectHost(
-                    worker.object_class(class_name), None, engine, script_name=worker.name,
+                cls = worker.object_class(class_name)
+                engine = self._engine(worker.name, cls)
+                host = worker.hosts[class_name] = ObjectHost(
+                    cls, None, engine, script_name=worker.name,
                     class_name=class_name, on_trace=self.hub.publish, tracing_wanted=self.hub.listening,
                     alarm_backoff_s=self.alarm_backoff_s)
+                if self.node is not None and not cls.node_local:
+                    self.node.attach(worker.name, host, engine)  # type: ignore[arg-type]
             self.workers[worker.name] = worker
             loaded.append((worker, found))
         for worker, found in loaded:
@@ -125,6 +142,8 @@ class Runtime:
             for host in worker.hosts.values():
                 host.env = worker.env
                 host.start()
+        if self.node is not None:
+            await self.node.start()
         for worker in self.workers.values():
             await worker.startup()
         self._evictor = asyncio.get_running_loop().create_task(self._evict_idle())
@@ -146,4 +165,6 @@ class Runtime:
             finally:
                 for host in worker.hosts.values():
                     await host.close()
+        if self.node is not None:
+            await self.node.stop()  # after every commit landed: hand the shards off at once
         await self.http.close()

@@ -19,6 +19,7 @@ from . import signing, tracing
 from .bindings import INTERNAL_PREFIX, INTERNAL_SIGNATURE_HEADER
 from .config import ConfigError, WorkerConfig
 from .env import Env, use_env
+from .errors import NotOwner
 from .ids import DurableObjectId
 from .objects import DurableObject, LocalTransport, ObjectHost
 from .tail import TraceCapture, redact_headers
@@ -203,6 +204,12 @@ class Worker:
         except ValueError as exc:
             await reply(400, _error_body("invalid_id", str(exc)))
             return
+        if host.guard is not None:
+            try:
+                await host.guard(object_id)
+            except NotOwner as exc:  # the caller's placement is stale: it re-reads members and retries
+                await reply(421, _error_body("not_owner", str(exc)))
+                return
         trace_token = tracing.use(tracing.TraceContext.from_headers(headers))
         try:
             result = await LocalTransport(host).call(object_id, method, body)

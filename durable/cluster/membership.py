@@ -1,0 +1,97 @@
+"""Membership: each node beats its own document; the database's clock judges who is alive.
+
+A beat is one `find_one_and_update` that bumps the node's counter and stamps `at` with the
+database server's time (`$currentDate`), then one `find` reads every member. A member is alive
+while `now - at < lease_s`, both times from the database's clock, so skew between nodes' clocks
+cannot make a live node look dead. A node trusts its own membership only until `lease_s`
+(times SELF_MARGIN) after it *sent* its last acknowledged beat, on its own monotonic clock: it
+stops serving before anyone else can judge it dead. Writes do not depend on this (leases fence
+them); it keeps a paused or partitioned node from answering reads from memory.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from pymongo import ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+
+SELF_MARGIN = 0.7  # stop trusting ourselves well before others may take over
+
+
+@dataclass(frozen=True)
+class Member:
+    node_id: str
+    urls: dict[str, str]      # worker name → base URL this node serves it on
+    pid: int = 0
+    host: str = ""
+    boot: str = ""
+    beat: int = 0
+    age_s: float = 0.0        # seconds since its last beat, by the database's clock
+
+    def serves(self, script: str) -> bool:
+        return script in self.urls
+
+    def view(self) -> dict[str, Any]:
+        return {"nodeId": self.node_id, "pid": self.pid, "host": self.host, "boot": self.boot,
+                "urls": self.urls, "beat": self.beat, "lastBeatAgeS": round(self.age_s, 2)}
+
+
+@dataclass
+class Membership:
+    collection: AsyncCollection
+    node_id: str
+    urls: dict[str, str]
+    lease_s: float
+    boot: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    members: dict[str, Member] = field(default_factory=dict)
+    _valid_until: float = 0.0
+    version: int = 0  # bumps whenever the set of live members changes
+
+    @property
+    def valid(self) -> bool:
+        """May this node still act as a member (serve the shards it holds)?"""
+        return time.monotonic() < self._valid_until
+
+    async def beat(self) -> None:
+        sent = time.monotonic()
+        mine = await self.collection.find_one_and_update(
+            {"_id": self.node_id},
+            {"$set": {"urls": self.urls, "pid": os.getpid(), "host": socket.gethostname(), "boot": self.boot,
+                      "left": False},
+             "$inc": {"beat": 1}, "$currentDate": {"at": True}},
+            upsert=True, return_document=ReturnDocument.AFTER)
+        self._valid_until = sent + self.lease_s * SELF_MARGIN
+        await self._read_members(mine["at"])
+
+    async def refresh(self) -> None:
+        """Re-read the members (after a node answered that it does not own what we thought)."""
+        now = await self.collection.find_one_and_update({"_id": self.node_id}, {"$currentDate": {"probe": True}},
+                                                        return_document=ReturnDocument.AFTER)
+        if now is not None:
+            await self._read_members(now["probe"])
+
+    async def _read_members(self, db_now: datetime) -> None:
+        live: dict[str, Member] = {}
+        async for doc in self.collection.find({"left": False}):
+            age = (db_now - doc["at"]).total_seconds()
+            if age < self.lease_s:
+                live[doc["_id"]] = Member(doc["_id"], dict(doc.get("urls") or {}), doc.get("pid", 0),
+                                          doc.get("host", ""), doc.get("boot", ""), doc.get("beat", 0), max(age, 0.0))
+        if set(live) != set(self.members):
+            self.version += 1
+        self.members = live
+
+    def live_ids(self, script: str | None = None) -> list[str]:
+        """Members alive now (this node only while its own membership is valid)."""
+        return [m.node_id for m in self.members.values()
+                if (script is None or m.serves(script)) and (m.node_id != self.node_id or self.valid)]
+
+    async def leave(self) -> None:
+        """Graceful exit: the others stop counting this node at their next beat, not after a lease."""
+        await self.collection.update_one({"_id": self.node_id}, {"$set": {"left": True}})
+        self._valid_until = 0.0

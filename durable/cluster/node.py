@@ -1,0 +1,243 @@
+"""A cluster node: membership, the shards it owns, hand-off, and the guard every call passes.
+
+A node is one runtime process (one or more workers) joined to a cluster whose coordination
+store is a MongoDB database. It owns a shard of a namespace after taking its lease (lazily, on
+the first call routed to it, or at once when the shard has armed alarms); it gives a shard up
+when rendezvous hashing moves it to another member (a node joined) or when it stops, and drops
+everything when its own membership lapses (paused, partitioned, database unreachable).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
+
+from ..errors import NotOwner
+from ..storage.mongo import MongoEngine
+from .leases import ShardLeases
+from .membership import Member, Membership
+from .placement import DEFAULT_SHARDS, lease_id, owner_of, shard_of
+
+if TYPE_CHECKING:
+    from ..objects import ObjectHost
+
+log = logging.getLogger("durable.cluster")
+
+DRAIN_TIMEOUT_S = 5.0
+
+
+@dataclass
+class ClusterSettings:
+    """How a node joins: the coordination database, its own identity and the lease timing."""
+
+    uri: str
+    database: str = "durable_cluster"
+    node_id: str = ""
+    lease_s: float = 6.0
+    shards: int = DEFAULT_SHARDS
+    urls: dict[str, str] = field(default_factory=dict)  # worker → URL this node serves it on
+
+    @property
+    def beat_s(self) -> float:
+        return self.lease_s / 4
+
+
+@dataclass
+class _Namespace:
+    name: str
+    script: str
+    host: ObjectHost
+    engine: MongoEngine
+
+
+class ClusterNode:
+    def __init__(self, settings: ClusterSettings) -> None:
+        self.settings = settings
+        self.node_id = settings.node_id or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.client: AsyncMongoClient = AsyncMongoClient(settings.uri, serverSelectionTimeoutMS=3000,
+                                                         connectTimeoutMS=3000)
+        self.db = self.client[settings.database]
+        self.membership = Membership(self.db["nodes"], self.node_id, settings.urls, settings.lease_s)
+        self.leases = ShardLeases(self.db["leases"], self.node_id)
+        self.namespaces: dict[str, _Namespace] = {}
+        self.owned: dict[tuple[str, int], int] = {}  # (namespace, shard) → epoch held
+        self._acquiring: dict[tuple[str, int], asyncio.Future[int | None]] = {}
+        self._draining: set[tuple[str, int]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._beats = 0
+        self.handoffs = 0
+        self.fenced = 0
+
+    # -- wiring ----------------------------------------------------------------------------
+    def storage(self, script: str, class_name: str) -> MongoEngine:
+        name = f"{script}.{class_name}"
+        return MongoEngine(self.db, name, node_id=self.node_id, leases=self.leases.collection.name,
+                           fence_of=lambda object_id: self._fence(name, object_id),
+                           shard_of=lambda object_id: shard_of(object_id, self.settings.shards),
+                           on_fenced=self._fenced)
+
+    def attach(self, script: str, host: ObjectHost, engine: MongoEngine) -> None:
+        name = f"{script}.{host.class_name}"
+        self.namespaces[name] = _Namespace(name, script, host, engine)
+        host.guard = lambda object_id: self.ensure_owned(name, str(object_id))
+
+    async def start(self) -> None:
+        for ns in self.namespaces.values():
+            await ns.engine.prepare()
+        await self.membership.beat()
+        await self._adopt_alarmed_shards()
+        self._loop_task = asyncio.get_running_loop().create_task(self._run())
+
+    # -- placement -------------------------------------------------------------------------
+    def shard(self, object_id: str) -> int:
+        return shard_of(object_id, self.settings.shards)
+
+    def owner(self, script: str, namespace: str, object_id: str) -> Member | None:
+        winner = owner_of(lease_id(namespace, self.shard(object_id)), self.membership.live_ids(script))
+        return None if winner is None else self.membership.members.get(winner)
+
+    async def refresh(self) -> None:
+        try:
+            await self.membership.refresh()
+        except PyMongoError as exc:
+            log.warning("cluster: cannot re-read members: %s", exc)
+
+    async def ensure_owned(self, namespace: str, object_id: str) -> None:
+        """Pass if this node holds the object's shard now; take the lease if it should; else NotOwner."""
+        key = (namespace, self.shard(object_id))
+        if key in self.owned and key not in self._draining and self.membership.valid:
+            return
+        if not self.membership.valid:
+            raise NotOwner(f"node {self.node_id} is not a live member right now")
+        if key in self._draining:
+            raise NotOwner(f"{namespace} shard {key[1]} is moving away from {self.node_id}")
+        ns = self.namespaces[namespace]
+        if self.owner(ns.script, namespace, object_id) is not self.membership.members.get(self.node_id):
+            raise NotOwner(f"{namespace} shard {key[1]} belongs to another node")
+        pending = self._acquiring.get(key)
+        if pending is None:
+            pending = self._acquiring[key] = asyncio.ensure_future(self._acquire(key))
+            pending.add_done_callback(lambda _: self._acquiring.pop(key, None))
+        if await asyncio.shield(pending) is None:
+            raise NotOwner(f"{namespace} shard {key[1]} is still held by another live node")
+
+    async def _acquire(self, key: tuple[str, int]) -> int | None:
+        namespace, shard = key
+        ns = self.namespaces[namespace]
+        epoch = await self.leases.acquire(lease_id(namespace, shard), set(self.membership.live_ids()))
+        if epoch is None:
+            return None
+        self.owned[key] = epoch
+        log.info("cluster: %s took %s shard %d at epoch %d", self.node_id, namespace, shard, epoch,
+                 extra={"event": "shard_acquired", "namespace": namespace, "shard": shard, "epoch": epoch})
+        ns.host.adopt_alarms(await ns.engine.shard_alarms(shard))
+        return epoch
+
+    def _fence(self, namespace: str, object_id: str) -> tuple[str, int]:
+        shard = self.shard(object_id)
+        epoch = self.owned.get((namespace, shard))
+        if epoch is None:
+            raise NotOwner(f"{namespace} shard {shard} is not held by {self.node_id}")
+        return lease_id(namespace, shard), epoch
+
+    def _fenced(self, lease_ids: set[str]) -> None:
+        """A commit was refused: another node took these shards. Forget them and their objects."""
+        self.fenced += 1
+        for lid in lease_ids:
+            namespace, _, shard = lid.rpartition("/")
+            self._drop((namespace, int(shard)), "fenced: another node holds the lease now")
+
+    def _drop(self, key: tuple[str, int], reason: str) -> None:
+        namespace, shard = key
+        if self.owned.pop(key, None) is not None:
+            log.warning("cluster: %s lost %s shard %d (%s)", self.node_id, namespace, shard, reason,
+                        extra={"event": "shard_lost", "namespace": namespace, "shard": shard})
+        ns = self.namespaces[namespace]
+        ns.host.drop_objects(lambda object_id: self.shard(object_id) == shard)
+
+    # -- the beat loop: membership, hand-off, alarms ----------------------------------------------
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.beat_s)
+            try:
+                version = self.membership.version
+                await self.membership.beat()
+                self._beats += 1
+                await self._hand_off()
+                if self.membership.version != version or self._beats % 4 == 0:
+                    await self._adopt_alarmed_shards()
+            except PyMongoError as exc:
+                log.warning("cluster: beat failed: %s", exc, extra={"event": "beat_failed"})
+            except Exception:  # the loop must outlive any one bad round
+                log.exception("cluster: beat round failed")
+            if not self.membership.valid and self.owned:
+                for key in list(self.owned):
+                    self._drop(key, "this node's membership lapsed")
+
+    async def _hand_off(self) -> None:
+        """Give up the shards rendezvous now places on another live member (one that joined)."""
+        for key, epoch in list(self.owned.items()):
+            namespace, shard = key
+            ns = self.namespaces[namespace]
+            winner = owner_of(lease_id(namespace, shard), self.membership.live_ids(ns.script))
+            if winner is None or winner == self.node_id:
+                continue
+            self._draining.add(key)
+            try:
+                deadline = time.monotonic() + DRAIN_TIMEOUT_S
+                in_shard = lambda object_id, s=shard: self.shard(object_id) == s  # noqa: E731
+                while ns.host.busy(in_shard) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
+                await ns.engine.flush()
+                self._drop(key, f"handed off to {winner}")
+                await self.leases.release(lease_id(namespace, shard), epoch)
+                self.handoffs += 1
+            finally:
+                self._draining.discard(key)
+
+    async def _adopt_alarmed_shards(self) -> None:
+        """Take the shards placed here that have armed alarms: their alarms must run somewhere."""
+        for name, ns in self.namespaces.items():
+            if not ns.host.has_alarm_handler:
+                continue
+            for shard in await ns.engine.alarmed_shards():
+                key = (name, int(shard))
+                if key in self.owned or key in self._acquiring:
+                    continue
+                if owner_of(lease_id(name, key[1]), self.membership.live_ids(ns.script)) == self.node_id:
+                    fut = self._acquiring[key] = asyncio.ensure_future(self._acquire(key))
+                    fut.add_done_callback(lambda _, k=key: self._acquiring.pop(k, None))
+                    await asyncio.shield(fut)
+
+    # -- stopping and reporting --------------------------------------------------------------------
+    async def stop(self) -> None:
+        """After the hosts flushed: give every shard back and leave, so others take over at once."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+        try:
+            for (namespace, shard), epoch in list(self.owned.items()):
+                await self.leases.release(lease_id(namespace, shard), epoch)
+            self.owned.clear()
+            await self.membership.leave()
+        except PyMongoError as exc:
+            log.warning("cluster: could not hand off on the way out (%s); others wait for the lease", exc)
+        finally:
+            await self.client.close()
+
+    def health(self) -> dict[str, Any]:
+        shards: dict[str, dict[str, int]] = {}
+        for (namespace, shard), epoch in sorted(self.owned.items()):
+            shards.setdefault(namespace, {})[str(shard)] = epoch
+        return {"nodeId": self.node_id, "pid": os.getpid(), "member": self.membership.valid,
+                "leaseS": self.settings.lease_s, "shardsPerNamespace": self.settings.shards,
+                "members": [m.view() for m in sorted(self.membership.members.values(), key=lambda m: m.node_id)],
+                "shards": shards, "handoffs": self.handoffs, "fencedCommits": self.fenced}
+

@@ -1,0 +1,53 @@
+"""Object calls in a cluster: to the shard's owner, in this process or over signed HTTP.
+
+The owner comes from the node's member table (refreshed by its beat, never a database read per
+call). A node that answers "not the owner" (421), or a call the local guard refuses, makes the
+caller re-read the members and try again, a bounded number of times with a short backoff; a
+shard in hand-off or a dead owner's lease running out both look like that for a few seconds.
+"""
+from __future__ import annotations
+
+import asyncio
+
+from ..bindings import HttpClient, RemoteTarget, post_object_call
+from ..errors import NotDelivered, NotOwner, ObjectUnavailable
+from ..ids import DurableObjectId
+from ..objects import LocalTransport, ObjectHost
+from .node import ClusterNode
+
+ATTEMPTS = 12
+FIRST_BACKOFF_S = 0.05
+MAX_BACKOFF_S = 1.0
+
+
+class ClusterTransport:
+    def __init__(self, node: ClusterNode, script_name: str, class_name: str, host: ObjectHost | None,
+                 http: HttpClient, internal_key: str) -> None:
+        self.node = node
+        self.script_name = script_name
+        self.class_name = class_name
+        self.namespace = f"{script_name}.{class_name}"
+        self._local = LocalTransport(host) if host is not None else None
+        self._http = http
+        self._key = internal_key
+
+    async def call(self, object_id: DurableObjectId, method: str, payload: bytes) -> bytes:
+        backoff = FIRST_BACKOFF_S
+        last: Exception | None = None
+        for _ in range(ATTEMPTS):
+            owner = self.node.owner(self.script_name, self.namespace, str(object_id))
+            try:
+                if owner is None:
+                    raise NotOwner(f"no live node serves {self.script_name}")
+                if owner.node_id == self.node.node_id and self._local is not None:
+                    await self._local.host.guard(object_id)  # type: ignore[misc]
+                    return await self._local.call(object_id, method, payload)
+                target = RemoteTarget(owner.urls[self.script_name], self._key)
+                return await post_object_call(self._http, target, self.script_name, self.class_name, object_id,
+                                              method, payload)
+            except NotDelivered as exc:  # not the owner (any more), or no connection: it did not run
+                last = exc
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+            await self.node.refresh()
+        raise ObjectUnavailable(f"{self.class_name} {str(object_id)[:12]}: no node could take the call ({last})")

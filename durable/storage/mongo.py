@@ -1,0 +1,189 @@
+"""Object storage in MongoDB: the cluster back end, so a shard's objects can move between nodes.
+
+Per namespace, `do.<script>.<Class>.kv` holds one document per key (`o` object, `k` key, `v`
+value) and `do.<script>.<Class>.alarms` one per armed alarm (`s` shard, `at` ms). An object's
+whole state is read once when it becomes live on a node (reads then never leave the event
+loop, as with SQLite), and each group of writes is one multi-document transaction that first
+touches the lease document of every shard it writes, matching this node's epoch: a node that
+lost a shard matches nothing, writes nothing, and only those objects' waiters fail.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from bson import Binary
+from pymongo import DeleteMany, DeleteOne, ReplaceOne, WriteConcern
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+
+from .batch import UNSET, KeyRange, ObjectBatch
+from .engine import CommitFailed, Engine
+
+MAJORITY = WriteConcern("majority")
+
+
+class Fenced(CommitFailed):
+    """This node no longer holds the shard's lease at the epoch it committed under."""
+
+
+# object id → (lease document id, epoch this node holds it at); raises if the node holds none
+FenceOf = Callable[[str], "tuple[str, int]"]
+
+
+class MongoEngine(Engine):
+    """One namespace's objects in MongoDB, each commit fenced by the shards' lease epochs."""
+
+    def __init__(self, db: AsyncDatabase, namespace: str, *, node_id: str, leases: str,
+                 fence_of: FenceOf, shard_of: Callable[[str], int],
+                 on_fenced: Callable[[set[str]], None] | None = None) -> None:
+        super().__init__()
+        self.namespace = namespace
+        self._db = db
+        self._kv = db.get_collection(f"do.{namespace}.kv", write_concern=MAJORITY)
+        self._alarms = db.get_collection(f"do.{namespace}.alarms", write_concern=MAJORITY)
+        self._leases = db.get_collection(leases, write_concern=MAJORITY)
+        self._node_id = node_id
+        self._fence_of = fence_of
+        self._shard_of = shard_of
+        self._on_fenced = on_fenced
+        self._objects: dict[str, dict[str, bytes]] = {}  # committed state of live objects
+        self._alarm: dict[str, int] = {}  # committed alarms of live objects and owned shards
+        self.fenced_commits = 0  # statistics: commits refused because the shard moved
+
+    def __repr__(self) -> str:
+        return f"<MongoEngine {self.namespace}>"
+
+    async def prepare(self) -> None:
+        await self._kv.create_index("o")
+        await self._alarms.create_index("s")
+
+    # -- objects coming and going --------------------------------------------------------
+    async def load(self, object_id: str) -> None:
+        if object_id in self._objects:
+            return
+        state = {doc["k"]: bytes(doc["v"]) async for doc in self._kv.find({"o": object_id}, {"k": 1, "v": 1})}
+        alarm = await self._alarms.find_one({"_id": object_id})
+        if object_id not in self._objects:  # another event loaded it while we awaited
+            self._objects[object_id] = state
+            if alarm is not None:
+                self._alarm[object_id] = int(alarm["at"])
+
+    def forget(self, object_id: str) -> None:
+        if not self.has_uncommitted(object_id):
+            self._objects.pop(object_id, None)
+            self._alarm.pop(object_id, None)
+
+    def loaded(self, object_id: str) -> bool:
+        return object_id in self._objects
+
+    async def shard_alarms(self, shard: int) -> list[tuple[str, int]]:
+        """The armed alarms of one shard (read by its new owner, which then runs them)."""
+        found = [(doc["_id"], int(doc["at"])) async for doc in self._alarms.find({"s": shard})]
+        for object_id, at in found:
+            if not self.has_uncommitted(object_id):
+                self._alarm[object_id] = at
+        return found
+
+    async def alarmed_shards(self) -> list[int]:
+        return [int(s) for s in await self._alarms.distinct("s")]
+
+    # -- commits ---------------------------------------------------------------------------
+    async def _commit(self, batch: dict[str, ObjectBatch]) -> dict[str, BaseException]:
+        fences: dict[tuple[str, int], list[str]] = {}
+        failed: dict[str, BaseException] = {}
+        for object_id in batch:
+            try:
+                fences.setdefault(self._fence_of(object_id), []).append(object_id)
+            except Exception as exc:
+                failed[object_id] = exc
+        if not fences:
+            return failed
+
+        lost: set[str] = set()
+
+        async def transaction(session: AsyncClientSession) -> dict[str, BaseException]:
+            refused: dict[str, BaseException] = {}
+            lost.clear()
+            for (lease_id, epoch), object_ids in fences.items():
+                held = await self._leases.update_one({"_id": lease_id, "owner": self._node_id, "epoch": epoch},
+                                                     {"$inc": {"commits": 1}}, session=session)
+                if held.matched_count == 0:
+                    error = Fenced(f"{self.namespace}: shard lease {lease_id} is no longer held at epoch {epoch}")
+                    refused.update((object_id, error) for object_id in object_ids)
+                    lost.add(lease_id)
+            kv_ops: list[Any] = []
+            alarm_ops: list[Any] = []
+            for object_id, ob in batch.items():
+                if object_id in refused or object_id in failed:
+                    continue
+                if ob.clear:
+                    kv_ops.append(DeleteMany({"o": object_id}))
+                for key, value in ob.writes.items():
+                    doc_id = f"{object_id}/{key}"
+                    if value is None:
+                        kv_ops.append(DeleteOne({"_id": doc_id}))
+                    else:
+                        kv_ops.append(ReplaceOne({"_id": doc_id}, {"o": object_id, "k": key, "v": Binary(value)},
+                                                 upsert=True))
+                if ob.alarm is None:
+                    alarm_ops.append(DeleteOne({"_id": object_id}))
+                elif ob.alarm is not UNSET:
+                    alarm_ops.append(ReplaceOne({"_id": object_id}, {"s": self._shard_of(object_id), "at": ob.alarm},
+                                                upsert=True))
+            if kv_ops:
+                await self._kv.bulk_write(kv_ops, ordered=True, session=session)
+            if alarm_ops:
+                await self._alarms.bulk_write(alarm_ops, ordered=True, session=session)
+            return refused
+
+        async with self._db.client.start_session() as session:
+            refused = await session.with_transaction(transaction, write_concern=MAJORITY)
+        if refused:
+            self.fenced_commits += 1
+            if self._on_fenced is not None:
+                self._on_fenced(lost)
+        failed.update(refused)
+        for object_id, ob in batch.items():
+            if object_id not in failed:
+                self._apply(object_id, ob)
+        return failed
+
+    def _apply(self, object_id: str, ob: ObjectBatch) -> None:
+        state = self._objects.get(object_id)
+        if state is not None:
+            if ob.clear:
+                state.clear()
+            for key, value in ob.writes.items():
+                if value is None:
+                    state.pop(key, None)
+                else:
+                    state[key] = value
+        if ob.alarm is None:
+            self._alarm.pop(object_id, None)
+        elif ob.alarm is not UNSET:
+            self._alarm[object_id] = ob.alarm
+
+    # -- committed reads (of loaded objects: the host loads before an object runs) ---------------
+    def _state(self, object_id: str) -> dict[str, bytes]:
+        state = self._objects.get(object_id)
+        if state is None:
+            raise RuntimeError(f"{self.namespace}: object {object_id[:12]} read before it was loaded")
+        return state
+
+    def _committed_read(self, object_id: str, key: str) -> bytes | None:
+        return self._state(object_id).get(key)
+
+    def _committed_list(self, object_id: str, rng: KeyRange, reverse: bool, limit: int | None) -> list[tuple[str, bytes]]:
+        items = sorted(((k, v) for k, v in self._state(object_id).items() if k in rng), reverse=reverse)
+        return items if limit is None else items[:limit]
+
+    def _committed_alarm(self, object_id: str) -> int | None:
+        return self._alarm.get(object_id)
+
+    def all_alarms(self) -> list[tuple[str, int]]:
+        return []  # alarms are adopted shard by shard, by the node that owns the shard
+
+    async def _close_backend(self) -> None:
+        self._objects.clear()
+
