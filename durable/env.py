@@ -27,7 +27,8 @@ class Env:
     """Attribute access to bindings, secrets and vars; its repr never shows a secret."""
 
     def __init__(self, *, vars: Mapping[str, Any], secrets: Mapping[str, str], bindings: Mapping[str, Any],
-                 state_dir: Path | None = None) -> None:
+                 state_dir: Path | None = None, node: Callable[[], dict[str, Any]] | None = None) -> None:
+        self._node = node
         self._vars = dict(vars)
         self._secrets = dict(secrets)
         self._bindings = dict(bindings)
@@ -41,6 +42,13 @@ class Env:
         if self._state_dir is None:
             raise AttributeError("this env has no local state directory")
         return self._state_dir
+
+    def node(self) -> dict[str, Any]:
+        """Which node runs this code (for /health and logs): its id and pid, and in a cluster the
+        shards it owns and the members it sees."""
+        if self._node is None:
+            return {"nodeId": "single", "pid": os.getpid(), "cluster": False}
+        return {**self._node(), "cluster": True}
 
     def isolate_state(self, name: str, factory: Callable[[], Any]) -> Any:
         """Per-worker in-memory state (what module globals are in a Workers isolate): one module
@@ -102,6 +110,9 @@ class _EnvProxy:
 
     def isolate_state(self, name: str, factory: Callable[[], Any]) -> Any:
         return self._target().isolate_state(name, factory)
+
+    def node(self) -> dict[str, Any]:
+        return self._target().node()
 
     def __repr__(self) -> str:
         current = _current_env.get()

@@ -71,7 +71,8 @@ class Runtime:
         self.hub = TailHub()
         self.http = HttpClient()
         self._evictor: asyncio.Task[None] | None = None
-        self.node = ClusterNode(cluster) if cluster is not None else None
+        self.cluster = cluster  # its `urls` may be filled in until start()
+        self.node: ClusterNode | None = None
         redactor.add(self.internal_key)
 
     # -- wiring ---------------------------------------------------------------------------
@@ -110,6 +111,8 @@ class Runtime:
 
     async def start(self) -> None:
         install_capture()
+        if self.cluster is not None:
+            self.node = ClusterNode(self.cluster)
         loaded: list[tuple[Worker, dict[str, str]]] = []
         for config in self.configs:
             found = load_secrets(config, state_dir=self.persist_to, local_dev=self.local_dev)
@@ -138,7 +141,8 @@ class Runtime:
             if config.kv_namespaces:
                 raise ConfigError(config.path, "kv_namespaces", "KV namespaces are not supported by this runtime yet")
             worker.env = Env(vars=config.vars, secrets=found, bindings=bindings,
-                             state_dir=self.persist_to / "v3" / "files" / config.name)
+                             state_dir=self.persist_to / "v3" / "files" / config.name,
+                             node=self.node.health if self.node is not None else None)
             for host in worker.hosts.values():
                 host.env = worker.env
                 host.start()

@@ -12,7 +12,7 @@ from quart import Quart, g, jsonify, request
 from quart_schema import QuartSchema, RequestSchemaValidationError, document_response
 from werkzeug.exceptions import HTTPException
 
-from durable import env
+from durable import ObjectUnavailable, env
 
 from .auth import Claims, TokenError, bearer_token, verify_token
 from .errors import ApiError, ErrorBody, error_body
@@ -149,6 +149,14 @@ def install_error_handlers(app: Quart) -> None:
         log.warning("database unavailable: %s", type(exc).__name__)
         return _reply(503, "database_unavailable", "The database is unavailable; retry shortly",
                       headers={"Retry-After": "2"})
+
+    @app.errorhandler(ObjectUnavailable)
+    async def _object_unavailable(exc: ObjectUnavailable) -> Any:
+        """A Durable Object's node is unreachable or its shard is moving (a cluster fail-over):
+        nothing was decided, and a retry in a moment reaches the new owner."""
+        log.warning("object unavailable: %s", exc)
+        return _reply(503, "object_unavailable", "A service component is moving or unreachable; retry shortly",
+                      headers={"Retry-After": "1"})
 
     @app.errorhandler(RecursionError)
     @app.errorhandler(UnicodeDecodeError)

@@ -51,10 +51,12 @@ class DevProcess:
         self.urls: dict[str, str] = {}
         self.ready_url = ""
         self.stderr_lines: list[str] = []
+        self.banner: list[str] = []  # what it printed up to 'Ready on'
         threading.Thread(target=self._drain_stderr, daemon=True).start()
         deadline = time.monotonic() + 60
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
+            self.banner.append(line)
             match = re.match(r"^\s+(\S+|tail API)\s+(http://\S+)", line)
             if match:
                 self.urls["tail" if match.group(1) == "tail API" else match.group(1)] = match.group(2)

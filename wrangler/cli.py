@@ -10,6 +10,8 @@ from pathlib import Path
 from durable.config import ConfigError
 from durable.errors import StartupRefused
 
+from .cluster import cluster_options
+
 
 def _run_options(command: argparse.ArgumentParser) -> None:
     """What `dev` and `serve` share: where to listen, where state lives, which env, var overrides."""
@@ -29,7 +31,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="a wrangler.toml; repeat to run several (the first is served on --port)")
     dev.add_argument("--port", type=int, default=None, help="port of the primary worker (default 8787; 0 = any)")
     _run_options(dev)
+    dev.add_argument("--nodes", type=int, default=1,
+                     help="run every worker as this many node processes of one cluster (default 1: one process)")
     dev.add_argument("--alarm-backoff", type=float, default=2.0, help=argparse.SUPPRESS)
+    dev.add_argument("--cluster-member", action="store_true", help=argparse.SUPPRESS)  # a node of `dev --nodes`
+    cluster_options(dev, hidden=True)
 
     serve = sub.add_parser("serve", help="production: each worker in its own process (all of ./*/wrangler.toml "
                                          "by default), JSON logs, graceful SIGTERM")
@@ -42,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-format", choices=["json", "text"], default="json")
     serve.add_argument("--grace", type=float, default=20.0,
                        help="seconds in-flight requests get to finish after SIGTERM")
+    serve.add_argument("--cluster", action="store_true",
+                       help="join a cluster: objects are placed over every node serving their worker, storage in "
+                            "the MongoDB at DURABLE_CLUSTER_URI (or MONGODB_URI)")
+    cluster_options(serve)
     serve.add_argument("--tail-port", type=int, default=None,
                        help="serve the tail API on this port (several workers: this and the next ones, in start "
                             "order); every call needs Authorization: Bearer $TAIL_TOKEN")

@@ -17,6 +17,7 @@ from durable.runtime import Runtime
 from durable.server import Server, bind, url_of
 from durable.tail_api import TailServer, create_tail_app
 
+from .cluster import INTERNAL_KEY_ENV, cluster_settings, run_nodes
 from .embedded_mongo import EmbeddedMongo, EmbeddedMongoError
 
 DEFAULT_PORT = 8787
@@ -79,6 +80,10 @@ async def run_dev(args: argparse.Namespace) -> int:
     setup_logging("text")
     configs = load_configs(args)
     persist_to = state_dir(args)
+    if args.nodes > 1:
+        return await run_nodes(args, configs, persist_to, needs_embedded_mongo(configs))
+    if args.nodes < 1:
+        raise ConfigError("--nodes", str(args.nodes), "expected 1 or more")
     mongo: EmbeddedMongo | None = None
     if needs_embedded_mongo(configs):
         mongo = EmbeddedMongo(persist_to / "mongo")
@@ -97,7 +102,9 @@ async def run_dev(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace, configs: list[WorkerConfig], persist_to: Path) -> int:
-    runtime = Runtime(configs, persist_to=persist_to, local_dev=True, alarm_backoff_s=args.alarm_backoff)
+    cluster = cluster_settings(args, {}) if args.cluster_member else None
+    runtime = Runtime(configs, persist_to=persist_to, local_dev=True, alarm_backoff_s=args.alarm_backoff,
+                      cluster=cluster, internal_key=os.environ.get(INTERNAL_KEY_ENV) if cluster else None)
     primary = primary_worker(configs, bool(args.config), runtime.configs)
     ip = args.ip or primary.dev.ip or DEFAULT_IP
 
@@ -105,9 +112,13 @@ async def _serve(args: argparse.Namespace, configs: list[WorkerConfig], persist_
     for config in runtime.configs:  # before start-up: a busy port fails fast, and the public URL is known
         if config is primary:
             sockets.append(bind(ip, args.port if args.port is not None else (config.dev.port or DEFAULT_PORT)))
+        elif cluster is not None:  # several nodes on one machine: each takes free ports
+            sockets.append(bind(ip, 0))
         else:
             sockets.append(bind(ip, 0 if args.port == 0 else (config.dev.port or 0), fallback_to_any=True))
     fill_public_url(runtime.configs, url_of(sockets[runtime.configs.index(primary)]))
+    if cluster is not None:
+        cluster.urls = {c.name: url_of(sock) for c, sock in zip(runtime.configs, sockets)}
     await runtime.start()
     servers: list[Server] = []
     names: list[str] = []
@@ -123,7 +134,8 @@ async def _serve(args: argparse.Namespace, configs: list[WorkerConfig], persist_
             names.append(config.name)
 
         width = max(len(c.name) for c in runtime.configs)
-        print(f"⎔ Starting {len(configs)} worker(s); state in {persist_to}", flush=True)
+        node = f" as cluster node {runtime.node.node_id}" if runtime.node is not None else ""
+        print(f"⎔ Starting {len(configs)} worker(s){node}; state in {persist_to}", flush=True)
         for config, server in zip(runtime.configs, servers):
             tag = "  (primary)" if config is primary else ""
             print(f"  {config.name:<{width}}  {server.url}{tag}", flush=True)

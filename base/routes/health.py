@@ -18,4 +18,5 @@ async def health() -> Any:
     ok = database["status"] == "connected"
     body = Health.now(env.SERVICE_NAME, env.ENVIRONMENT, "ok" if ok else "degraded").model_dump()
     body["database"] = database
+    body["node"] = env.node()
     return body, 200 if ok else 503

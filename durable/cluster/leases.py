@@ -8,16 +8,18 @@ owner's commits match nothing and write nothing, whatever its clock or its belie
 """
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 
 class ShardLeases:
-    def __init__(self, collection: AsyncCollection, node_id: str) -> None:
+    def __init__(self, collection: AsyncCollection, node_id: str,
+                 before_takeover: Callable[[str], Awaitable[None]] | None = None) -> None:
         self.collection = collection
         self.node_id = node_id
+        self._before_takeover = before_takeover  # given the dead owner: end what it left open
 
     async def acquire(self, lease_id: str, live: Collection[str]) -> int | None:
         """Take the lease; the new epoch, or None while a live member holds it."""
@@ -33,6 +35,8 @@ class ShardLeases:
         owner, epoch = doc.get("owner"), int(doc.get("epoch", 0))
         if owner is not None and owner != self.node_id and owner in live:
             return None
+        if owner is not None and owner != self.node_id and self._before_takeover is not None:
+            await self._before_takeover(owner)
         taken = await self.collection.update_one({"_id": lease_id, "owner": owner, "epoch": epoch},
                                                  {"$set": {"owner": self.node_id}, "$inc": {"epoch": 1}})
         return epoch + 1 if taken.matched_count == 1 else None

@@ -51,6 +51,7 @@ class Membership:
     members: dict[str, Member] = field(default_factory=dict)
     _valid_until: float = 0.0
     version: int = 0  # bumps whenever the set of live members changes
+    _sessions: set[bytes] = field(default_factory=set)
 
     @property
     def valid(self) -> bool:
@@ -90,6 +91,22 @@ class Membership:
         """Members alive now (this node only while its own membership is valid)."""
         return [m.node_id for m in self.members.values()
                 if (script is None or m.serves(script)) and (m.node_id != self.node_id or self.valid)]
+
+    async def record_session(self, lsid: dict[str, Any]) -> None:
+        """Note a database session this node commits in, before its first use: if the node dies
+        in the middle of a transaction, whoever takes its shards ends that session (its locks
+        would otherwise hold the shard's lease document until the server's transaction timeout)."""
+        key = bytes(lsid["id"])
+        if key not in self._sessions:
+            await self.collection.update_one({"_id": self.node_id}, {"$addToSet": {"lsids": lsid}})
+            self._sessions.add(key)
+
+    async def end_sessions_of(self, node_id: str) -> None:
+        """Abort the transactions a dead member left open (killSessions on what it recorded)."""
+        doc = await self.collection.find_one({"_id": node_id}, {"lsids": 1})
+        lsids = list((doc or {}).get("lsids") or [])
+        if lsids:
+            await self.collection.database.client.admin.command("killSessions", lsids)
 
     async def leave(self) -> None:
         """Graceful exit: the others stop counting this node at their next beat, not after a lease."""

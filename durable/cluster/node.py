@@ -66,7 +66,7 @@ class ClusterNode:
                                                          connectTimeoutMS=3000)
         self.db = self.client[settings.database]
         self.membership = Membership(self.db["nodes"], self.node_id, settings.urls, settings.lease_s)
-        self.leases = ShardLeases(self.db["leases"], self.node_id)
+        self.leases = ShardLeases(self.db["leases"], self.node_id, before_takeover=self.membership.end_sessions_of)
         self.namespaces: dict[str, _Namespace] = {}
         self.owned: dict[tuple[str, int], int] = {}  # (namespace, shard) → epoch held
         self._acquiring: dict[tuple[str, int], asyncio.Future[int | None]] = {}
@@ -82,7 +82,7 @@ class ClusterNode:
         return MongoEngine(self.db, name, node_id=self.node_id, leases=self.leases.collection.name,
                            fence_of=lambda object_id: self._fence(name, object_id),
                            shard_of=lambda object_id: shard_of(object_id, self.settings.shards),
-                           on_fenced=self._fenced)
+                           on_fenced=self._fenced, before_transaction=self.membership.record_session)
 
     def attach(self, script: str, host: ObjectHost, engine: MongoEngine) -> None:
         name = f"{script}.{host.class_name}"
@@ -167,6 +167,7 @@ class ClusterNode:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.settings.beat_s)
+            self._drop_all_if_lapsed()  # resumed after a pause: forget all before beating again
             try:
                 version = self.membership.version
                 await self.membership.beat()
@@ -178,9 +179,13 @@ class ClusterNode:
                 log.warning("cluster: beat failed: %s", exc, extra={"event": "beat_failed"})
             except Exception:  # the loop must outlive any one bad round
                 log.exception("cluster: beat round failed")
-            if not self.membership.valid and self.owned:
-                for key in list(self.owned):
-                    self._drop(key, "this node's membership lapsed")
+            self._drop_all_if_lapsed()
+
+    def _drop_all_if_lapsed(self) -> None:
+        """Past our own lease, another node may own our shards: nothing in memory is to be trusted."""
+        if not self.membership.valid and self.owned:
+            for key in list(self.owned):
+                self._drop(key, "this node's membership lapsed")
 
     async def _hand_off(self) -> None:
         """Give up the shards rendezvous now places on another live member (one that joined)."""
@@ -239,5 +244,6 @@ class ClusterNode:
         return {"nodeId": self.node_id, "pid": os.getpid(), "member": self.membership.valid,
                 "leaseS": self.settings.lease_s, "shardsPerNamespace": self.settings.shards,
                 "members": [m.view() for m in sorted(self.membership.members.values(), key=lambda m: m.node_id)],
-                "shards": shards, "handoffs": self.handoffs, "fencedCommits": self.fenced}
+                "shards": shards, "handoffs": self.handoffs, "fencedCommits": self.fenced,
+                "refusedWrites": sum(ns.engine.refused_writes for ns in self.namespaces.values())}
 

@@ -9,7 +9,7 @@ lost a shard matches nothing, writes nothing, and only those objects' waiters fa
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bson import Binary
@@ -17,14 +17,17 @@ from pymongo import DeleteMany, DeleteOne, ReplaceOne, WriteConcern
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
+from ..errors import ObjectUnavailable, register_error
 from .batch import UNSET, KeyRange, ObjectBatch
 from .engine import CommitFailed, Engine
 
 MAJORITY = WriteConcern("majority")
 
 
-class Fenced(CommitFailed):
-    """This node no longer holds the shard's lease at the epoch it committed under."""
+@register_error
+class Fenced(CommitFailed, ObjectUnavailable):
+    """This node no longer holds the shard's lease at the epoch it committed under: nothing was
+    written; the caller may retry (its call will reach the new owner)."""
 
 
 # object id → (lease document id, epoch this node holds it at); raises if the node holds none
@@ -36,7 +39,8 @@ class MongoEngine(Engine):
 
     def __init__(self, db: AsyncDatabase, namespace: str, *, node_id: str, leases: str,
                  fence_of: FenceOf, shard_of: Callable[[str], int],
-                 on_fenced: Callable[[set[str]], None] | None = None) -> None:
+                 on_fenced: Callable[[set[str]], None] | None = None,
+                 before_transaction: Callable[[dict[str, Any]], Awaitable[None]] | None = None) -> None:
         super().__init__()
         self.namespace = namespace
         self._db = db
@@ -47,9 +51,10 @@ class MongoEngine(Engine):
         self._fence_of = fence_of
         self._shard_of = shard_of
         self._on_fenced = on_fenced
+        self._before_transaction = before_transaction  # the cluster records each session it commits in
         self._objects: dict[str, dict[str, bytes]] = {}  # committed state of live objects
         self._alarm: dict[str, int] = {}  # committed alarms of live objects and owned shards
-        self.fenced_commits = 0  # statistics: commits refused because the shard moved
+        self.refused_writes = 0  # statistics: object batches not written because this node lost the shard
 
     def __repr__(self) -> str:
         return f"<MongoEngine {self.namespace}>"
@@ -97,6 +102,7 @@ class MongoEngine(Engine):
                 fences.setdefault(self._fence_of(object_id), []).append(object_id)
             except Exception as exc:
                 failed[object_id] = exc
+        self.refused_writes += len(failed)
         if not fences:
             return failed
 
@@ -138,9 +144,11 @@ class MongoEngine(Engine):
             return refused
 
         async with self._db.client.start_session() as session:
+            if self._before_transaction is not None:
+                await self._before_transaction(session.session_id)
             refused = await session.with_transaction(transaction, write_concern=MAJORITY)
         if refused:
-            self.fenced_commits += 1
+            self.refused_writes += len(refused)
             if self._on_fenced is not None:
                 self._on_fenced(lost)
         failed.update(refused)

@@ -12,6 +12,7 @@ from typing import Any
 
 from durable.errors import StartupRefused
 
+from ..local.shared import claim
 from .base import Provider
 from .mpesa import MpesaProvider
 from .paypal import PayPalProvider
@@ -24,6 +25,11 @@ SECRETS = {"stripe": ("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET"),
            "paypal": ("PAYPAL_CLIENT_ID", "PAYPAL_CLIENT_SECRET", "PAYPAL_WEBHOOK_ID"),
            "mpesa": ("MPESA_CONSUMER_KEY", "MPESA_CONSUMER_SECRET", "MPESA_PASSKEY", "MPESA_SHORTCODE",
                      "MPESA_CALLBACK_TOKEN")}
+
+
+# the keys whose absence (in dev, with LOCAL_PROVIDERS = "auto") means: use a local server
+LOCAL_TRIGGER = {"stripe": ("STRIPE_SECRET_KEY",), "paypal": ("PAYPAL_CLIENT_ID", "PAYPAL_CLIENT_SECRET"),
+                 "mpesa": ("MPESA_CONSUMER_KEY", "MPESA_CONSUMER_SECRET", "MPESA_PASSKEY", "MPESA_SHORTCODE")}
 
 
 class MissingProviderSecrets(StartupRefused):
@@ -58,58 +64,74 @@ class Providers:
         self.local_servers: dict[str, Any] = {}
 
     async def start(self, env: Any) -> None:
-        """Each provider in PAYMENT_PROVIDERS: the real one with its keys, else (dev) a local server."""
+        """Each provider in PAYMENT_PROVIDERS: the real one with its keys, else (dev) a local server,
+        shared with the other processes of this dev state (the nodes of `wrangler dev --nodes`)."""
         local_ok = str(env.get("LOCAL_PROVIDERS", "auto")) == "auto"
         wanted = enabled(env)
         problems = secret_problems(env)
         if problems:
             raise MissingProviderSecrets("; ".join(problems))
         timeout_s = float(env.get("PROVIDER_TIMEOUT_S", 10))
+        local_names = [n for n in wanted if local_ok and not all(env.get(s) for s in LOCAL_TRIGGER[n])]
+        local: dict[str, dict[str, str]] = {}
+        if local_names:
+            local = await claim(env.state_dir, local_names, self._start_local_servers)
         for name in wanted:
-            await getattr(self, f"_start_{name}")(env, local_ok, timeout_s)
+            getattr(self, f"_use_{name}")(env, local.get(name), timeout_s)
 
-    async def _start_local(self, name: str, server: Any, secret_name: str) -> str:
-        url = await server.start()
-        self.local_servers[name] = server
-        log.warning("%s is not set: using the local %s server at %s", secret_name, server.title, url)
-        return url
+    async def _start_local_servers(self, names: list[str]) -> dict[str, dict[str, str]]:
+        """Start a local server for each provider; their URLs and (generated) keys."""
+        started: dict[str, dict[str, str]] = {}
+        for name in names:
+            if name == "stripe":
+                from ..local.stripe_server import LocalStripe
+                keys = {"key": f"sk_test_local_{secrets.token_hex(12)}"}
+                server: Any = LocalStripe(keys["key"])
+            elif name == "paypal":
+                from ..local.paypal_server import LocalPayPal
+                keys = {"id": f"local-{secrets.token_hex(6)}", "secret": secrets.token_urlsafe(24)}
+                server = LocalPayPal(keys["id"], keys["secret"])
+            else:
+                from ..local.mpesa_server import LocalMpesa
+                keys = {"key": secrets.token_hex(8), "secret": secrets.token_hex(8), "passkey": secrets.token_hex(16),
+                        "shortcode": "174379", "callback_token": secrets.token_urlsafe(24)}
+                server = LocalMpesa(keys["key"], keys["secret"], keys["shortcode"], keys["passkey"])
+            url = await server.start()
+            self.local_servers[name] = server
+            log.warning("%s is not set: using the local %s server at %s", LOCAL_TRIGGER[name][0], server.title, url)
+            started[name] = {"url": url, **keys}
+        return started
 
-    async def _start_stripe(self, env: Any, local_ok: bool, timeout_s: float) -> None:
-        key = env.get("STRIPE_SECRET_KEY")
-        if key:
-            self.providers["stripe"] = StripeProvider(key, env.get("STRIPE_WEBHOOK_SECRET"),
+    def _use_stripe(self, env: Any, local: dict[str, str] | None, timeout_s: float) -> None:
+        if local is None:
+            self.providers["stripe"] = StripeProvider(env.get("STRIPE_SECRET_KEY"), env.get("STRIPE_WEBHOOK_SECRET"),
                                                       str(env.get("STRIPE_API_BASE", "https://api.stripe.com")),
                                                       timeout_s)
-        elif local_ok:
-            from ..local.stripe_server import LocalStripe
-            local_key = f"sk_test_local_{secrets.token_hex(12)}"
-            url = await self._start_local("stripe", LocalStripe(local_key), "STRIPE_SECRET_KEY")
-            self.providers["stripe"] = StripeProvider(local_key, None, url, timeout_s)
+        else:
+            self.providers["stripe"] = StripeProvider(local["key"], None, local["url"], timeout_s)
 
-    async def _start_paypal(self, env: Any, local_ok: bool, timeout_s: float) -> None:
-        client_id, client_secret = env.get("PAYPAL_CLIENT_ID"), env.get("PAYPAL_CLIENT_SECRET")
-        if client_id and client_secret:
+    def _use_paypal(self, env: Any, local: dict[str, str] | None, timeout_s: float) -> None:
+        if local is None:
             self.providers["paypal"] = PayPalProvider(
-                client_id, client_secret, str(env.get("PAYPAL_API_BASE", "https://api-m.sandbox.paypal.com")),
+                env.get("PAYPAL_CLIENT_ID"), env.get("PAYPAL_CLIENT_SECRET"),
+                str(env.get("PAYPAL_API_BASE", "https://api-m.sandbox.paypal.com")),
                 env.get("PAYPAL_WEBHOOK_ID"), timeout_s)
-        elif local_ok:
-            from ..local.paypal_server import LocalPayPal
-            local_id, local_secret = f"local-{secrets.token_hex(6)}", secrets.token_urlsafe(24)
-            url = await self._start_local("paypal", LocalPayPal(local_id, local_secret), "PAYPAL_CLIENT_ID")
-            self.providers["paypal"] = PayPalProvider(local_id, local_secret, url, None, timeout_s)
+        else:
+            self.providers["paypal"] = PayPalProvider(local["id"], local["secret"], local["url"], None, timeout_s)
 
-    async def _start_mpesa(self, env: Any, local_ok: bool, timeout_s: float) -> None:
-        keys = [env.get(n) for n in ("MPESA_CONSUMER_KEY", "MPESA_CONSUMER_SECRET", "MPESA_PASSKEY", "MPESA_SHORTCODE")]
-        callback_token = env.get("MPESA_CALLBACK_TOKEN") or secrets.token_urlsafe(24)
-        if all(keys):
+    def _use_mpesa(self, env: Any, local: dict[str, str] | None, timeout_s: float) -> None:
+        if local is None:
+            keys = [env.get(n) for n in ("MPESA_CONSUMER_KEY", "MPESA_CONSUMER_SECRET", "MPESA_PASSKEY",
+                                         "MPESA_SHORTCODE")]
+            callback_token = env.get("MPESA_CALLBACK_TOKEN") or secrets.token_urlsafe(24)
             self.providers["mpesa"] = MpesaProvider(*keys, str(env.get("MPESA_API_BASE",
                                                                        "https://sandbox.safaricom.co.ke")),
                                                     callback_token, timeout_s)
-        elif local_ok:
-            from ..local.mpesa_server import LocalMpesa
-            key, secret, passkey, shortcode = secrets.token_hex(8), secrets.token_hex(8), secrets.token_hex(16), "174379"
-            url = await self._start_local("mpesa", LocalMpesa(key, secret, shortcode, passkey), "MPESA_CONSUMER_KEY")
-            self.providers["mpesa"] = MpesaProvider(key, secret, passkey, shortcode, url, callback_token, timeout_s)
+        else:
+            self.providers["mpesa"] = MpesaProvider(local["key"], local["secret"], local["passkey"],
+                                                    local["shortcode"], local["url"],
+                                                    env.get("MPESA_CALLBACK_TOKEN") or local["callback_token"],
+                                                    timeout_s)
 
     async def stop(self) -> None:
         for provider in self.providers.values():

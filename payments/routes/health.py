@@ -27,5 +27,5 @@ async def health() -> Any:
     idempotency = await ledger.get(ledger.id_from_name("global")).stats()
     ok = database["status"] == "connected"
     body = Health.now(env.SERVICE_NAME, env.ENVIRONMENT, "ok" if ok else "degraded").model_dump()
-    body.update(database=database, providers=providers, idempotency=idempotency)
+    body.update(database=database, providers=providers, idempotency=idempotency, node=env.node())
     return body, 200 if ok else 503
