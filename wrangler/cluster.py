@@ -36,6 +36,8 @@ def cluster_options(command: argparse.ArgumentParser, *, hidden: bool = False) -
                          help=helptext("membership lease: a node silent this long is dead and its shards move"))
     command.add_argument("--shards", type=int, default=DEFAULT_SHARDS,
                          help=helptext("shards per Durable Object namespace (the same on every node)"))
+    command.add_argument("--cluster-db", default="durable_cluster", metavar="NAME",
+                         help=helptext("database (in the coordination MongoDB) for members, leases and object storage"))
     command.add_argument("--advertise", default=None, metavar="URL",
                          help=helptext("the URL other nodes reach this one at (default: the address it listens on)"))
 
@@ -49,13 +51,15 @@ def cluster_settings(args: argparse.Namespace, urls: dict[str, str]) -> ClusterS
         raise ConfigError("--shards", str(args.shards), "expected a positive number of shards")
     if args.lease < 1:
         raise ConfigError("--lease", str(args.lease), "expected at least 1 second")
-    return ClusterSettings(uri=uri, node_id=args.node_id or "", lease_s=args.lease, shards=args.shards, urls=urls)
+    return ClusterSettings(uri=uri, database=args.cluster_db, node_id=args.node_id or "", lease_s=args.lease,
+                           shards=args.shards, urls=urls)
 
 
 def node_command(args: argparse.Namespace, index: int) -> list[str]:
     command = [sys.executable, "-m", "wrangler", "dev", "--cluster-member",
                "--port", str(0 if index or args.port == 0 else (args.port or 8787)),
                "--node-id", f"node-{index}", "--lease", str(args.lease), "--shards", str(args.shards),
+               "--cluster-db", args.cluster_db,
                "--alarm-backoff", str(args.alarm_backoff)]
     for path in args.config or []:
         command += ["-c", str(path)]

@@ -19,10 +19,11 @@ from durable.config import ConfigError, WorkerConfig
 from durable.logs import setup_logging
 from durable.preflight import problems, refuse_if_any
 from durable.runtime import Runtime, start_order
-from durable.server import Server, bind
+from durable.server import Server, bind, url_of
 from durable.tail import redactor
 from durable.tail_api import TailServer, create_tail_app
 
+from .cluster import cluster_settings
 from .dev import DEFAULT_IP, DEFAULT_PORT, load_configs, primary_worker, state_dir, stop_on_signals
 
 log = logging.getLogger("wrangler.serve")
@@ -59,11 +60,14 @@ async def serve_one(args: argparse.Namespace, config: WorkerConfig) -> int:
         raise ConfigError(config.path, "secrets", "SERVICE_AUTH_KEY is not set: workers sign their calls to "
                                                   "each other with it; set the same value for every worker")
     persist_to = state_dir(args)
-    runtime = Runtime([config], persist_to=persist_to, local_dev=False, internal_key=key,
-                      remote=parse_remotes(args.remote), use_registry=False)
     ip = args.ip or config.dev.ip or DEFAULT_IP
     port = args.port if args.port is not None else (config.dev.port or DEFAULT_PORT)
     sock = bind(ip, port)  # before start-up: a busy port fails fast, before any state is opened
+    cluster = None
+    if args.cluster:  # other nodes reach this one's objects at the advertised (or bound) address
+        cluster = cluster_settings(args, {config.name: (args.advertise or url_of(sock)).rstrip("/")})
+    runtime = Runtime([config], persist_to=persist_to, local_dev=False, internal_key=key,
+                      remote=parse_remotes(args.remote), use_registry=False, cluster=cluster)
     tail_sock = bind(ip, args.tail_port) if args.tail_port is not None else None
     await runtime.start()
     server = Server(runtime.workers[config.name], sock, graceful_timeout_s=args.grace)
@@ -109,6 +113,9 @@ def child_command(args: argparse.Namespace, config: WorkerConfig, port: int, rem
             command += [flag, str(value)]
     for item in args.var:
         command += ["--var", item]
+    if args.cluster:
+        command += ["--cluster", "--lease", str(args.lease), "--shards", str(args.shards),
+                    "--cluster-db", args.cluster_db]
     for name, url in remotes.items():
         if name != config.name:
             command += ["--remote", f"{name}={url}"]

@@ -14,12 +14,17 @@ from collections import Counter as Tally
 from pathlib import Path
 from typing import Any
 
+import uuid
+
 import aiohttp
 import pytest
+from bson import ObjectId
+from pymongo import MongoClient
 
 from durable.cluster.placement import DEFAULT_SHARDS, lease_id, owner_of, shard_of
 from durable.objects import DurableObjectNamespace
-from tests.conftest import COUNTER_TOML, PEER_TOML
+from tests.accounts import mint_token
+from tests.conftest import COUNTER_TOML, JWT_KEY, PEER_TOML, UNLIMITED
 
 LEASE_S = 3.0
 NODES = ["node-0", "node-1", "node-2"]
@@ -227,3 +232,56 @@ async def test_a_paused_node_cannot_write_after_another_took_its_shard(cluster: 
                 assert (await resp.json())["n"] == 8  # the paused node's write never landed
         status, body = await incr(http, cluster.url(2), name)  # and node-2 serves again, correctly
         assert (status, body["n"]) == (200, 9)
+
+
+async def test_a_flash_sale_on_three_nodes_sells_exactly_the_stock(dev_process: Any, tmp_path: Path,
+                                                                   mongo_uri: str) -> None:
+    """500 concurrent orders through the three nodes' gateways for a product with 50 in stock."""
+    db_name = f"t_{uuid.uuid4().hex[:12]}"
+    db = MongoClient(mongo_uri)[db_name]
+    admin = mint_token(db, JWT_KEY, "admin", str(ObjectId()), "admin@x")
+    shoppers = [mint_token(db, JWT_KEY, "user", str(ObjectId()), f"s{i}@x") for i in range(10)]
+    process = dev_process("--nodes", "3", "--port", "0", "--persist-to", str(tmp_path / "state"),
+                          "--lease", str(LEASE_S), "--cluster-db", f"{db_name}_cluster",
+                          "--var", f"MONGODB_DB:{db_name}", "--var", f"RATE_LIMITS:{UNLIMITED}",
+                          "--var", "MAX_UNPAID_ORDERS:1000", "--var", "MAX_UNPAID_UNITS:100000",
+                          extra_env={"MONGODB_URI": mongo_uri, "JWT_KEY": JWT_KEY})
+    gateways = []
+    for line in process.banner:
+        match = re.match(r"^\s+node-(\d+) rest-shop-gateway\s+(http://\S+)", line)
+        if match:
+            gateways.append(match.group(2))
+    assert len(gateways) == 3
+    async with aiohttp.ClientSession() as http:
+        async def members_seen() -> bool:
+            for url in gateways:
+                async with http.get(f"{url}/api/health") as resp:
+                    body = await resp.json()
+                    if sorted(m["nodeId"] for m in body["node"]["members"]) != NODES:
+                        return False
+            return True
+
+        await until(members_seen, 30, "every node to see all three")
+        async with http.post(f"{gateways[0]}/api/products", json={"name": "Flash", "price": 10, "stock": 50},
+                             headers={"Authorization": f"Bearer {admin}"}) as resp:
+            assert resp.status == 201, await resp.text()
+            product = await resp.json()
+        sem = asyncio.Semaphore(60)
+
+        async def order(i: int) -> tuple[int, Any]:
+            async with sem:
+                async with http.post(f"{gateways[i % 3]}/api/orders", json={"productId": product["_id"], "quantity": 1},
+                                     headers={"Authorization": f"Bearer {shoppers[i % 10]}"}) as resp:
+                    return resp.status, await resp.json()
+
+        results = await asyncio.gather(*(order(i) for i in range(500)))
+        statuses = Tally(status for status, _ in results)
+        assert statuses == {201: 50, 409: 450}, (statuses, [b for s, b in results if s not in (201, 409)][:3])
+        assert all(body["error"]["code"] == "insufficient_stock" for status, body in results if status == 409)
+        for url in gateways:
+            async with http.get(f"{url}/api/products/{product['_id']}/stock",
+                                headers={"Authorization": f"Bearer {admin}"}) as resp:
+                levels = await resp.json()
+            assert levels["stock"] == 0 and len(levels["holds"]) == 50
+        assert db["orders"].count_documents({}) == 50
+        assert db["products"].find_one({"_id": ObjectId(product["_id"])})["stock"] == 0
