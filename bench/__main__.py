@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .base_bench import bench_base
+from .cluster_bench import bench_cluster
 from .gateway_bench import bench_gateway
 from .payments_bench import bench_payments
 from .runtime_bench import bench_runtime
@@ -35,7 +36,8 @@ async def main(quick: bool) -> dict[str, Any]:
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "benchmarks": {"runtime": await bench_runtime(quick), "base": await bench_base(quick),
                            "gateway": await bench_gateway(quick),
-                           "payments": await bench_payments(quick)}}
+                           "payments": await bench_payments(quick),
+                           "cluster": await bench_cluster(quick)}}
 
 
 if __name__ == "__main__":

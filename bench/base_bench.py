@@ -10,7 +10,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 import json
 from pathlib import Path

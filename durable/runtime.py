@@ -117,14 +117,14 @@ class Runtime:
         for config in self.configs:
             found = load_secrets(config, state_dir=self.persist_to, local_dev=self.local_dev)
             redactor.add(*found.values())
-            worker = Worker(config, internal_key=self.internal_key, on_trace=self.hub.publish,
+            worker = Worker(config, internal_key=self.internal_key, on_trace=self._publish,
                             tracing_wanted=self.hub.listening)
             for class_name in config.hosted_classes:
                 cls = worker.object_class(class_name)
                 engine = self._engine(worker.name, cls)
                 host = worker.hosts[class_name] = ObjectHost(
                     cls, None, engine, script_name=worker.name,
-                    class_name=class_name, on_trace=self.hub.publish, tracing_wanted=self.hub.listening,
+                    class_name=class_name, on_trace=self._publish, tracing_wanted=self.hub.listening,
                     alarm_backoff_s=self.alarm_backoff_s)
                 if self.node is not None and not cls.node_local:
                     self.node.attach(worker.name, host, engine)  # type: ignore[arg-type]
@@ -151,6 +151,12 @@ class Runtime:
         for worker in self.workers.values():
             await worker.startup()
         self._evictor = asyncio.get_running_loop().create_task(self._evict_idle())
+
+    def _publish(self, event: dict[str, Any]) -> None:
+        """A trace event to the tail hub; in a cluster it says which node produced it."""
+        if self.node is not None:
+            event["nodeId"] = self.node.node_id
+        self.hub.publish(event)
 
     async def _evict_idle(self) -> None:
         while True:

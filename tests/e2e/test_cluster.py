@@ -25,6 +25,7 @@ from durable.cluster.placement import DEFAULT_SHARDS, lease_id, owner_of, shard_
 from durable.objects import DurableObjectNamespace
 from tests.accounts import mint_token
 from tests.conftest import COUNTER_TOML, JWT_KEY, PEER_TOML, UNLIMITED
+from tests.e2e.test_wrangler_cli import Tail
 
 LEASE_S = 3.0
 NODES = ["node-0", "node-1", "node-2"]
@@ -40,6 +41,9 @@ class Cluster:
             match = re.match(r"^\s+node-(\d+) (\S+)\s+(http://\S+)", line)
             if match:
                 self.urls.setdefault(int(match.group(1)), {})[match.group(2)] = match.group(3)
+            match = re.match(r"^\s+node-(\d+) tail API\s+(http://\S+)", line)
+            if match:
+                self.urls.setdefault(int(match.group(1)), {})["tail"] = match.group(2)
         assert sorted(self.urls) == [0, 1, 2], process.banner
 
     def url(self, node: int) -> str:
@@ -285,3 +289,18 @@ async def test_a_flash_sale_on_three_nodes_sells_exactly_the_stock(dev_process: 
             assert levels["stock"] == 0 and len(levels["holds"]) == 50
         assert db["orders"].count_documents({}) == 50
         assert db["products"].find_one({"_id": ObjectId(product["_id"])})["stock"] == 0
+
+
+async def test_each_node_tails_its_own_events_and_names_itself(cluster: Cluster) -> None:
+    name = owned_by("node-2", "tailed")[0]
+    tail = Tail("fx-counter", "--format", "json", "--url", cluster.urls[1]["tail"])
+    try:
+        await asyncio.to_thread(tail.wait_connected)
+        async with aiohttp.ClientSession() as http:
+            status, _body = await incr(http, cluster.url(1), name)  # handled on node-1, object on node-2
+            assert status == 200
+        event = await asyncio.to_thread(tail.next_event)
+        assert event["nodeId"] == "node-1"
+        assert event["event"]["request"]["url"].endswith(f"/incr/{name}")
+    finally:
+        tail.close()
