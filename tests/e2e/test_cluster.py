@@ -26,10 +26,12 @@ from durable.objects import DurableObjectNamespace
 from tests.accounts import mint_token
 from tests.conftest import COUNTER_TOML, JWT_KEY, PEER_TOML, UNLIMITED
 from tests.e2e.test_wrangler_cli import Tail
+from tests.linearizability import Op, linearizable
 
 LEASE_S = 3.0
 NODES = ["node-0", "node-1", "node-2"]
 COUNTERS = DurableObjectNamespace("fx-counter", "Counter", None)  # type: ignore[arg-type]
+REGISTERS = DurableObjectNamespace("fx-counter", "Register", None)  # type: ignore[arg-type]
 NAMESPACE = "fx-counter.Counter"
 
 
@@ -67,13 +69,13 @@ async def cluster(dev_process: Any, tmp_path: Path) -> Cluster:
     return started
 
 
-def owned_by(node: str, prefix: str, count: int = 1) -> list[str]:
-    """Counter names whose shard rendezvous places on `node` while all three are members."""
+def owned_by(node: str, prefix: str, count: int = 1, namespace: DurableObjectNamespace = COUNTERS) -> list[str]:
+    """Object names whose shard rendezvous places on `node` while all three are members."""
     found = []
     for i in range(10_000):
         name = f"{prefix}-{i}"
-        shard = shard_of(str(COUNTERS.id_from_name(name)), DEFAULT_SHARDS)
-        if owner_of(lease_id(NAMESPACE, shard), NODES) == node:
+        shard = shard_of(str(namespace.id_from_name(name)), DEFAULT_SHARDS)
+        if owner_of(lease_id(f"{namespace.script_name}.{namespace.class_name}", shard), NODES) == node:
             found.append(name)
             if len(found) == count:
                 return found
@@ -304,3 +306,66 @@ async def test_each_node_tails_its_own_events_and_names_itself(cluster: Cluster)
         assert event["event"]["request"]["url"].endswith(f"/incr/{name}")
     finally:
         tail.close()
+
+
+async def test_a_register_stays_linearizable_across_failovers(cluster: Cluster) -> None:
+    """Reads and writes from clients on two nodes while the register's owner is paused (its shard
+    moves), resumed (it moves back) and killed (it moves again); the history must linearize."""
+    name = owned_by("node-2", "register", namespace=REGISTERS)[0]
+    ops: list[Op] = []
+    stop = asyncio.Event()
+    async with aiohttp.ClientSession() as http:
+        pid = (await node_info(http, cluster.url(2)))["pid"]
+
+        async def client(c: int) -> None:
+            seq = 0
+            while not stop.is_set():
+                seq += 1
+                url = f"{cluster.url(c % 2)}/reg/{name}"
+                write = (seq + c) % 3 == 0
+                value = f"{c}-{seq}"
+                call = time.monotonic()
+                try:
+                    async with (http.put(url, params={"v": value}) if write else http.get(url)) as resp:
+                        body = await resp.json(content_type=None)
+                        status = resp.status
+                except aiohttp.ClientError:
+                    status, body = 0, None
+                ret = time.monotonic()
+                if status == 200:
+                    ops.append(Op(call, ret, "write", value) if write else Op(call, ret, "read", body["v"]))
+                elif write:  # it may or may not have landed: it may take effect at any later time
+                    ops.append(Op(call, None, "write", value))
+                await asyncio.sleep(0.01)
+
+        async def members(node: int) -> list[str]:
+            return [m["nodeId"] for m in (await node_info(http, cluster.url(node)))["members"]]
+
+        clients = [asyncio.ensure_future(client(c)) for c in range(6)]
+        try:
+            await asyncio.sleep(1.0)
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                await until(lambda: _without(members(0), "node-2"), 30, "node-2 judged gone")
+                await asyncio.sleep(1.0)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            await until(lambda: _with(members(0), "node-2"), 30, "node-2 back")
+            await asyncio.sleep(1.5)
+            os.kill(pid, signal.SIGKILL)
+            await until(lambda: _without(members(0), "node-2"), 30, "node-2 judged dead")
+            await asyncio.sleep(1.0)
+        finally:
+            stop.set()
+            await asyncio.gather(*clients)
+    completed = [op for op in ops if op.ret is not None]
+    assert len(completed) > 100 and any(op.kind == "write" for op in completed)
+    assert linearizable(ops), f"{len(ops)} operations do not linearize"
+
+
+async def _without(names: Any, node: str) -> bool:
+    return node not in await names
+
+
+async def _with(names: Any, node: str) -> bool:
+    return node in await names
