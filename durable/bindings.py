@@ -7,6 +7,7 @@ elsewhere; the caller gets the same `Response` either way.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -114,7 +115,8 @@ class HttpClient:
             await self._session.close()
 
 
-Resolver = Callable[[], "ASGIApp | RemoteTarget | None"]
+Resolver = Callable[[], "ASGIApp | RemoteTarget | list[RemoteTarget] | None"]
+SKIP_UNREACHABLE_S = 5.0  # a node that refused a connection is left out this long (a per-node breaker)
 
 
 class ServiceBinding:
@@ -124,6 +126,8 @@ class ServiceBinding:
         self.service = service
         self._resolve = resolve
         self._http = http
+        self._turn = 0
+        self._unreachable: dict[str, float] = {}  # node URL → until when it is skipped
 
     async def fetch(self, input: Request | str, **init: Any) -> Response:
         request = make_request(input, f"http://{self.service}/", **init)
@@ -144,17 +148,35 @@ class ServiceBinding:
             await caller.storage.sync()
         try:
             if isinstance(target, RemoteTarget):
-                try:
-                    return await self._http.send(request, target.url)
-                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                    return Response.json_response(
-                        {"message": f"Service {self.service} is unreachable",
-                         "error": {"code": "upstream_unavailable", "message": f"{type(exc).__name__}: {exc}"}},
-                        status=502)
+                target = [target]
+            if isinstance(target, list):
+                return await self._send_to_one_of(target, request)
             return await asgi_fetch(target, request)
         finally:
             if caller is not None:
                 await caller._gate.enter()
+
+    async def _send_to_one_of(self, targets: list[RemoteTarget], request: Request) -> Response:
+        """Round robin over the service's nodes; one that refuses the connection is skipped for a
+        while and the request goes to the next (it never reached the first, so this is safe)."""
+        now = time.monotonic()
+        usable = [t for t in targets if self._unreachable.get(t.url, 0.0) <= now] or targets
+        self._turn += 1
+        error: Exception | None = None
+        for i in range(len(usable)):
+            target = usable[(self._turn + i) % len(usable)]
+            try:
+                return await self._http.send(request, target.url)
+            except aiohttp.ClientConnectorError as exc:
+                self._unreachable[target.url] = time.monotonic() + SKIP_UNREACHABLE_S
+                error = exc
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                error = exc
+                break  # it may have been received: not ours to send twice
+        return Response.json_response(
+            {"message": f"Service {self.service} is unreachable",
+             "error": {"code": "upstream_unavailable", "message": f"{type(error).__name__}: {error}"}},
+            status=502)
 
     def __repr__(self) -> str:
         return f"<ServiceBinding {self.service}>"

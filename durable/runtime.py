@@ -92,9 +92,19 @@ class Runtime:
         entry = lookup(name) if self.use_registry else None
         return RemoteTarget(entry.url, entry.internal_key) if entry is not None else None
 
-    def resolve_service(self, name: str) -> ASGIApp | RemoteTarget | None:
+    def resolve_service(self, name: str) -> ASGIApp | RemoteTarget | list[RemoteTarget] | None:
+        """In this process if it runs the worker; in a cluster, every live node serving it (the
+        binding spreads requests over them); else where `--remote` or the dev registry says."""
         worker = self.workers.get(name)
-        return worker if worker is not None else self.remote_target(name)
+        if worker is not None:
+            return worker
+        if self.node is not None:
+            members = self.node.membership.members.values()
+            nodes = [RemoteTarget(m.urls[name], self.internal_key) for m in sorted(members, key=lambda m: m.node_id)
+                     if m.serves(name)]
+            if nodes:
+                return nodes
+        return self.remote_target(name)
 
     def _transport(self, config: WorkerConfig, script: str, class_name: str) -> Transport:
         host = None

@@ -9,6 +9,9 @@ import asyncio
 import os
 import re
 import signal
+import subprocess
+import sys
+import threading
 import time
 from collections import Counter as Tally
 from pathlib import Path
@@ -369,3 +372,63 @@ async def _without(names: Any, node: str) -> bool:
 
 async def _with(names: Any, node: str) -> bool:
     return node in await names
+
+
+class Served:
+    """`wrangler serve --cluster` for one worker in a subprocess; `url` once it is ready."""
+
+    def __init__(self, config: Path, node_id: str, state: Path, mongo_uri: str, cluster_db: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "wrangler", "serve", "--cluster", "-c", str(config), "--port", "0",
+             "--node-id", node_id, "--cluster-db", cluster_db, "--lease", str(LEASE_S), "--persist-to", str(state),
+             "--log-format", "text"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "DURABLE_CLUSTER_URI": mongo_uri,
+                 "SERVICE_AUTH_KEY": "k" * 40, "FX_SECRET": "fx"})
+        self.url = ""
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            if "Ready on" in line:
+                self.url = line.split("Ready on", 1)[1].strip()
+                break
+        assert self.url, f"{node_id} did not start"
+        threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+
+async def test_a_service_binding_spreads_over_the_service_s_nodes_and_skips_a_dead_one(
+        tmp_path: Path, mongo_uri: str) -> None:
+    cluster_db = f"c_{uuid.uuid4().hex[:12]}"
+    nodes = [Served(COUNTER_TOML, "counter-a", tmp_path / "a", mongo_uri, cluster_db),
+             Served(PEER_TOML, "peer-b", tmp_path / "b", mongo_uri, cluster_db),
+             Served(PEER_TOML, "peer-c", tmp_path / "c", mongo_uri, cluster_db)]
+    try:
+        front = nodes[0].url
+        async with aiohttp.ClientSession() as http:
+            async def sees_both_peers() -> bool:
+                members = (await node_info(http, front))["members"]
+                return {"peer-b", "peer-c"} <= {m["nodeId"] for m in members}
+
+            await until(sees_both_peers, 30, "the counter node to see both peer nodes")
+
+            async def who_answers(times: int) -> list[str]:
+                answers = []
+                for _ in range(times):
+                    async with http.get(f"{front}/peer-whoami") as resp:
+                        assert resp.status == 200, await resp.text()
+                        answers.append((await resp.json())["nodeId"])
+                return answers
+
+            assert set(await who_answers(10)) == {"peer-b", "peer-c"}  # round robin over the service's nodes
+            nodes[2].proc.kill()
+            nodes[2].proc.wait(timeout=10)
+            assert set(await who_answers(10)) == {"peer-b"}  # the dead node is skipped, no request fails
+            async with http.post(f"{nodes[1].url}/remote-incr/spread") as resp:  # and objects work across
+                assert resp.status == 200 and (await resp.json())["n"] == 1
+    finally:
+        for node in nodes:
+            node.stop()
