@@ -32,7 +32,8 @@ class RegistryEntry:
     persist_to: str = ""
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Is a process with this pid running (entries and records of dead sessions are stale)?"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -72,7 +73,7 @@ def _read(path: Path) -> RegistryEntry | None:
         entry = RegistryEntry(**json.loads(path.read_text()))
     except (FileNotFoundError, ValueError, TypeError):
         return None
-    if not _alive(entry.pid):
+    if not process_alive(entry.pid):
         path.unlink(missing_ok=True)
         return None
     return entry

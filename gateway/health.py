@@ -1,5 +1,6 @@
-"""The gateway's /health: every upstream's own /health (short timeout, in parallel) and the
-circuit breakers; ok only when every service is."""
+"""The gateway's /health: every upstream's own /health (short timeout, in parallel), the
+circuit breakers, and this node (in a cluster: every member it sees, with its address); ok only
+when every service is."""
 from __future__ import annotations
 
 import asyncio
@@ -35,5 +36,5 @@ async def aggregate(env: Any, edge: Edge) -> tuple[dict[str, Any], int]:
     states = [r.get("status") for r in reports]
     status = "ok" if all(s == "ok" for s in states) else ("down" if all(s == "down" for s in states) else "degraded")
     circuits = {name: b.snapshot() for name, b in edge.breakers.items()}
-    return {"status": status, "services": services, "circuits": circuits, "cache": edge.cache.snapshot()}, \
-        200 if status == "ok" else 503
+    return {"status": status, "services": services, "circuits": circuits, "cache": edge.cache.snapshot(),
+            "node": env.node()}, 200 if status == "ok" else 503

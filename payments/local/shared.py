@@ -15,18 +15,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from durable.registry import process_alive
+
 RECORD = "local-providers.json"
 Record = dict[str, dict[str, str]]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _lock(path: Path) -> int:
@@ -47,7 +39,7 @@ async def claim(state_dir: Path, names: list[str], start: Callable[[list[str]], 
                 record = json.loads(path.read_text())
             except ValueError:
                 record = {}
-        if record.get("pid") != os.getpid() and _alive(int(record.get("pid", 0))) and \
+        if record.get("pid") != os.getpid() and process_alive(int(record.get("pid", 0))) and \
                 all(name in record.get("servers", {}) for name in names):
             return {name: record["servers"][name] for name in names}
         servers = await start(names)
