@@ -26,6 +26,7 @@ from pymongo import MongoClient
 
 from durable.cluster.placement import DEFAULT_SHARDS, lease_id, owner_of, shard_of
 from durable.objects import DurableObjectNamespace
+from durable.registry import process_alive
 from tests.accounts import mint_token
 from tests.conftest import COUNTER_TOML, JWT_KEY, PEER_TOML, UNLIMITED
 from tests.e2e.test_wrangler_cli import Tail
@@ -432,3 +433,28 @@ async def test_a_service_binding_spreads_over_the_service_s_nodes_and_skips_a_de
     finally:
         for node in nodes:
             node.stop()
+
+
+async def test_a_node_stopped_gracefully_hands_its_shards_off_at_once(dev_process: Any, tmp_path: Path) -> None:
+    """With a 30 s lease, writes to a stopped node's objects can only succeed at once if it gave
+    its shards up on the way out (a crash would leave them to the lease)."""
+    process = dev_process("--nodes", "3", "-c", str(COUNTER_TOML), "-c", str(PEER_TOML), "--port", "0",
+                          "--lease", "30", "--persist-to", str(tmp_path / "state"))
+    cluster = Cluster(process)
+    names = owned_by("node-2", "graceful", 3)
+    async with aiohttp.ClientSession() as http:
+        async def all_see_all() -> bool:
+            for node in range(3):
+                if sorted(m["nodeId"] for m in (await node_info(http, cluster.url(node)))["members"]) != NODES:
+                    return False
+            return True
+
+        await until(all_see_all, 60, "every node to see all three")
+        for name in names:
+            assert (await incr(http, cluster.url(0), name)) == (200, {"n": 1})
+        info = await node_info(http, cluster.url(2))
+        assert len(info["shards"][NAMESPACE]) == 3
+        os.kill(info["pid"], signal.SIGINT)  # a graceful stop, as at a deploy
+        await until(lambda: asyncio.sleep(0, not process_alive(info["pid"])), 30, "node-2 to stop")
+        for name in names:
+            assert (await incr(http, cluster.url(0), name)) == (200, {"n": 2})  # no 503: no lease wait
