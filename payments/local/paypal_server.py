@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from aiohttp import web
+from yarl import URL
 
 from ..providers.base import basic_auth
 from .base import LocalProviderServer, new_id
@@ -115,9 +116,12 @@ class LocalPayPal(LocalProviderServer):
             return web.Response(status=404, text="unknown order")
         if order["status"] == "PAYER_ACTION_REQUIRED":
             order["status"] = "APPROVED"
+            order["payer"] = {"payer_id": secrets.token_hex(6).upper(), "email_address": "buyer@example.com"}
             order["_decline"] = request.query.get("decline") == "1"
             self._emit("CHECKOUT.ORDER.APPROVED", self._public(order))
-        raise web.HTTPFound(order["_context"].get("return_url") or "/")
+        # as PayPal does: back to the return URL with the order id (`token`) and the payer's id
+        back = URL(order["_context"].get("return_url") or "/")
+        raise web.HTTPFound(str(back.update_query(token=order["id"], PayerID=order["payer"]["payer_id"])))
 
     async def capture(self, request: web.Request) -> web.Response:
         order = self.orders.get(request.match_info["id"])

@@ -3,6 +3,7 @@ capture on the signed webhook, verify without webhooks, declines, forgeries, rep
 from __future__ import annotations
 
 import aiohttp
+from yarl import URL
 
 from payments.providers import registry
 from tests.integration.test_payments_stripe import eventually, initiate, order_state, payment_reaches, setup_order
@@ -27,7 +28,9 @@ async def test_paypal_approval_then_capture_pays_the_order(full_shop) -> None:
     status, body, _ = await initiate(shop, user, order_id, "pp-1", "paypal", **URLS)
     assert status == 201 and body["payment"]["status"] == "requires_action"
     assert body["payment"]["provider"] == "paypal" and body["paymentDetails"]["approvalUrl"].startswith("http://")
-    assert await approve(body["paymentDetails"]["approvalUrl"]) == URLS["returnUrl"]
+    back = URL(await approve(body["paymentDetails"]["approvalUrl"]))  # as PayPal: token and PayerID added
+    assert str(back.with_query(None)) == URLS["returnUrl"]
+    assert back.query["token"] == URL(body["paymentDetails"]["approvalUrl"]).query["token"] and back.query["PayerID"]
     assert await eventually(lambda: _state_is(shop, user, order_id, ("confirmed", "paid")))
     assert [(e["type"], e["amount"], e["currency"]) for e in local_paypal().ledger] == [("charge", 2500, "USD")]
     assert await payment_reaches(shop, user, body["payment"]["_id"], "succeeded")
