@@ -1,13 +1,30 @@
 """Money: integer minor units in storage, decimal major units in the API (at most 2 decimals)."""
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field, WithJsonSchema
 
-# Accepted from clients: ≥ 0, at most 2 decimals (19.999 is a 400, not a silent rounding).
-Amount = Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=2)]
+AMOUNT_PATTERN = r"^[0-9]{1,10}(\.[0-9]{1,2})?$"
+
+
+def _amount_text(value: object) -> object:
+    """A string amount must look like one ("19.99"): not "1e3", " 5", "NaN" or "0x10"."""
+    if isinstance(value, str) and not re.match(AMOUNT_PATTERN, value):
+        raise ValueError("an amount as a string is digits with at most 2 decimals, e.g. \"19.99\"")
+    return value
+
+
+# Accepted from clients: ≥ 0, at most 2 decimals (19.999 is a 400, not a silent rounding); as a
+# JSON number or a decimal string. The number is read as written (19.99 is exactly 19.99), so
+# `multipleOf: 0.01` says exactly what is accepted.
+Amount = Annotated[Decimal, BeforeValidator(_amount_text), Field(ge=0, max_digits=12, decimal_places=2),
+                   WithJsonSchema({"anyOf": [{"type": "number", "minimum": 0, "maximum": 9999999999.99,
+                                              "multipleOf": 0.01},
+                                             {"type": "string", "pattern": AMOUNT_PATTERN}],
+                                   "description": "at most 2 decimals", "examples": [19.99]})]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code")]
 DEFAULT_CURRENCY = "USD"
 

@@ -6,6 +6,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .ids import ObjectIdStr
+from .jsontypes import JsonInt
 from .money import Currency
 from .pagination import MAX_LIMIT, PageQuery, Pagination
 
@@ -27,7 +28,7 @@ ACTIVE = frozenset({"pending", "confirmed", "processing", "shipped"})
 class OrderItemIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     productId: ObjectIdStr
-    quantity: int = Field(1, ge=1, le=100)
+    quantity: JsonInt = Field(1, ge=1, le=100)
 
 
 class Address(BaseModel):
@@ -40,28 +41,33 @@ class Address(BaseModel):
 
 
 class OrderIn(BaseModel):
-    """Either one product (`productId`, `quantity`) or `items` for a multi-product order."""
+    """Either one product (`productId`, `quantity`) or `items` for a multi-product order (the
+    document says so with oneOf). Fields are left out rather than sent as null."""
 
-    model_config = ConfigDict(extra="forbid")
-    productId: ObjectIdStr | None = None
-    quantity: int = Field(1, ge=1, le=100)
-    items: list[OrderItemIn] | None = Field(None, min_length=1, max_length=20)
-    currency: Currency | None = None
-    shippingAddress: Address | None = None
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "oneOf": [{"required": ["productId"], "not": {"required": ["items"]}},
+                  {"required": ["items"], "not": {"required": ["productId"]}}]})
+    productId: ObjectIdStr = None  # type: ignore[assignment]  # absent, never null
+    quantity: JsonInt = Field(1, ge=1, le=100)
+    items: list[OrderItemIn] = Field(None, min_length=1, max_length=20)  # type: ignore[assignment]
+    currency: Currency = None  # type: ignore[assignment]
+    shippingAddress: Address = None  # type: ignore[assignment]
 
     @model_validator(mode="after")
     def _one_shape(self) -> OrderIn:
         if (self.productId is None) == (self.items is None):
             raise ValueError("send either productId (and quantity) or items, not both")
-        if self.items is not None and len({i.productId.lower() for i in self.items}) != len(self.items):
-            raise ValueError("each product may appear once in items")
         return self
 
     def lines(self) -> list[dict[str, Any]]:
-        if self.items is not None:
-            return [{"productId": i.productId.lower(), "quantity": i.quantity} for i in self.items]
-        assert self.productId is not None
-        return [{"productId": self.productId.lower(), "quantity": self.quantity}]
+        """One line per product: the same product twice in `items` is one line of both quantities."""
+        if self.items is None:
+            assert self.productId is not None
+            return [{"productId": self.productId.lower(), "quantity": self.quantity}]
+        merged: dict[str, int] = {}
+        for item in self.items:
+            merged[item.productId.lower()] = merged.get(item.productId.lower(), 0) + item.quantity
+        return [{"productId": product_id, "quantity": quantity} for product_id, quantity in merged.items()]
 
 
 class StatusIn(BaseModel):
@@ -106,3 +112,15 @@ class OrderList(BaseModel):
     total: int
     orders: list[OrderOut]
     pagination: Pagination
+
+
+class RequestLink(BaseModel):
+    type: str
+    url: str
+
+
+class OrderCreated(BaseModel):
+    """`POST /orders` → 201."""
+    message: str
+    createdOrder: OrderOut
+    request: RequestLink

@@ -11,12 +11,14 @@ from pymongo.errors import ConnectionFailure
 from quart import Quart, g, jsonify, request
 from quart_schema import QuartSchema, RequestSchemaValidationError, document_response
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import BaseConverter
 
 from durable import ObjectUnavailable, env
 
 from .auth import Claims, TokenError, bearer_token, verify_token
 from .errors import ApiError, ErrorBody, error_body
 from .errors_domain import Conflict, DatabaseUnavailable, InsufficientStock, NotFound, Unprocessable
+from .openapi import TruthfulOpenAPI
 
 log = logging.getLogger("rest_shop.web")
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -101,13 +103,29 @@ def client_ip() -> str:
     return getattr(g, "client_ip", None) or request.remote_addr or ""
 
 
+class ObjectIdConverter(BaseConverter):
+    """`<oid:user_id>`: only a 24-hex id matches, so `/user/login` is never `DELETE /user/<id>`
+    (and an OPTIONS answer's Allow lists only what the path really takes)."""
+
+    regex = "[0-9a-f]{24}"
+
+
+def documents_file(media_type: str) -> Callable[[F], F]:
+    """The route answers 200 with a file of `media_type` (and 404 when there is none)."""
+    def decorate(handler: F) -> F:
+        handler._documents_file = media_type  # type: ignore[attr-defined]  # read by models.openapi
+        return documents_errors(404)(handler)
+    return decorate
+
+
 def install_schema(app: Quart, title: str) -> None:
     """QuartSchema (request validation, /openapi.json), minus its per-response cost for plain
     JSON: it builds a pydantic TypeAdapter for every dict a handler returns (~70 µs a response);
     our handlers return JSON-ready dicts, so those go straight to Quart."""
+    app.url_map.converters["oid"] = ObjectIdConverter
     plain = app.make_response
     QuartSchema(app, info={"title": title, "version": "1"}, redoc_ui_path=None, scalar_ui_path=None,
-                pydantic_dump_options={"by_alias": True})
+                pydantic_dump_options={"by_alias": True}, openapi_provider_class=TruthfulOpenAPI)
     converting = app.make_response
 
     async def make_response(result: Any) -> Any:

@@ -98,10 +98,10 @@ class OrderLock(DurableObject):
                 await self._pause("after-reserve")
             currencies = {line.pop("currency") for line in lines}
             if len(currencies) > 1:
-                raise Unprocessable("all products of one order must share a currency")
+                raise Conflict("all products of one order must share a currency")
             currency = currencies.pop()
             if spec.get("currency") and spec["currency"] != currency:
-                raise Unprocessable(f"these products are priced in {currency}, not {spec['currency']}")
+                raise Conflict(f"these products are priced in {currency}, not {spec['currency']}")
         except Exception:
             await self._compensate(spec, reason="rejected")
             raise

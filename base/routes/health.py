@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from quart import Blueprint
+from quart_schema import document_response
 
 from durable import env
 from models.health import Health
@@ -12,6 +13,8 @@ bp = Blueprint("health", __name__)
 
 
 @bp.get("/health")
+@document_response(Health, 200)
+@document_response(Health, 503)
 async def health() -> Any:
     pool = env.MONGO_POOL
     database = await pool.get(pool.id_from_name("global")).health()

@@ -7,13 +7,14 @@ from typing import Any
 
 from bson import ObjectId
 from quart import Blueprint, g, request
-from quart_schema import validate_querystring, validate_request, validate_response
+from quart_schema import document_response, validate_querystring, validate_request, validate_response
 
 from durable import env
 from models.errors import ApiError
-from models.errors_domain import InsufficientStock, NotFound, Unprocessable
+from models.errors_domain import Conflict, InsufficientStock, NotFound, Unprocessable
 from models.ids import is_object_id
-from models.orders import ACTIVE, OrderIn, OrderList, OrderOut, OrderQuery, StatusIn
+from models.orders import ACTIVE, OrderCreated, OrderIn, OrderList, OrderOut, OrderQuery, StatusIn
+from models.users import MessageOut
 from models.pagination import Pagination
 
 from durable.mongo import pooled_database as database
@@ -69,9 +70,10 @@ async def _claim_unpaid(order_id: str, units: int) -> None:
 
 
 @bp.post("")
-@documents_errors(400, 404, 409, 422)  # 409: insufficient_stock, unpaid_limit, a reused Idempotency-Key
+@documents_errors(400, 404, 409, 422)  # 409: insufficient_stock, unpaid_limit, currency, a reused key
 @auth()
 @validate_request(OrderIn)
+@document_response(OrderCreated, 201)
 async def create_order(data: OrderIn) -> Any:
     order_id = _new_order_id(g.user.userId)
     spec = {"orderId": order_id, "userId": g.user.userId, "items": data.lines(), "currency": data.currency,
@@ -79,7 +81,7 @@ async def create_order(data: OrderIn) -> Any:
     await _claim_unpaid(order_id, sum(item["quantity"] for item in spec["items"]))
     try:
         order = await lock(order_id).create(spec)
-    except (InsufficientStock, NotFound, Unprocessable):  # rejected, nothing held (other failures: it lapses)
+    except (Conflict, InsufficientStock, NotFound, Unprocessable):  # rejected, nothing held (other failures: it lapses)
         await holds(g.user.userId).release(order_id)
         raise
     return {"message": "Order saved", "createdOrder": order,
@@ -109,6 +111,7 @@ async def get_order(order_id: str) -> Any:
 
 
 @bp.patch("/<order_id>/status")
+@documents_errors(409)  # not a transition the order's state machine allows
 @auth("admin")
 @validate_request(StatusIn)
 @validate_response(OrderOut)
@@ -131,6 +134,7 @@ async def cancel_order(order_id: str) -> Any:
 
 @bp.delete("/<order_id>")
 @auth("admin")
+@document_response(MessageOut)
 async def delete_order(order_id: str) -> Any:
     doc = await _visible(order_id)
     stub = lock(order_id)

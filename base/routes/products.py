@@ -12,7 +12,8 @@ from durable import env
 from models.errors import ApiError
 from models.ids import is_object_id
 from models.pagination import Pagination
-from models.products import ProductIn, ProductList, ProductOut, ProductPatch, ProductQuery
+from models.products import (ProductDeleted, ProductIn, ProductList, ProductOut, ProductPatch, ProductQuery,
+                             StockLevels)
 from models.web import validation_details
 
 from ..images import discard_upload, read_upload, store_upload
@@ -37,6 +38,7 @@ def _check_id(product_id: str) -> None:
 
 
 @bp.get("")
+@documents_errors(401, 403)  # a token that is sent must be good; showInactive is for admins
 @validate_querystring(ProductQuery)
 @document_response(ProductList)  # documented, not re-validated: the store builds this shape (hot path)
 async def list_products(query_args: ProductQuery) -> Any:
@@ -50,6 +52,7 @@ async def list_products(query_args: ProductQuery) -> Any:
 
 
 @bp.get("/<product_id>")
+@documents_errors(401)  # a token that is sent must be good
 @document_response(ProductOut)
 async def get_product(product_id: str) -> Any:
     _check_id(product_id)
@@ -60,13 +63,24 @@ async def get_product(product_id: str) -> Any:
     return doc
 
 
+def form_fields(form: Any) -> dict[str, Any]:
+    """A form sends text: its whole numbers and true/false become JSON's types (else they stay
+    text, and validation says what is wrong)."""
+    fields: dict[str, Any] = {k: v for k, v in form.items()}
+    if isinstance(fields.get("stock"), str) and fields["stock"].strip().isdigit():
+        fields["stock"] = int(fields["stock"])
+    if fields.get("isActive") in ("true", "false"):
+        fields["isActive"] = fields["isActive"] == "true"
+    return fields
+
+
 async def _product_body() -> tuple[ProductIn, tuple[bytes, str] | None]:
     """JSON, or multipart form fields plus an optional `productImage` file (checked, not yet stored)."""
     image = None
     if request.mimetype == "multipart/form-data":
         form = await request.form
         files = await request.files
-        fields: dict[str, Any] = {k: v for k, v in form.items()}
+        fields: dict[str, Any] = form_fields(form)
         if "productImage" in files:
             if "productImage" in fields:
                 raise ApiError(400, "validation_error", "Send productImage as a file or as a URL, not both")
@@ -82,6 +96,7 @@ async def _product_body() -> tuple[ProductIn, tuple[bytes, str] | None]:
 
 
 @bp.post("")
+@documents_errors(409)  # the SKU is taken
 @auth("admin")
 @document_request(ProductIn)
 @validate_response(ProductOut, 201)
@@ -98,6 +113,7 @@ async def create_product() -> Any:
 
 
 @bp.patch("/<product_id>")
+@documents_errors(409)  # the SKU is taken
 @auth("admin")
 @validate_request(ProductPatch)
 @validate_response(ProductOut)
@@ -119,6 +135,7 @@ async def patch_product(product_id: str, data: ProductPatch) -> Any:
 @bp.get("/<product_id>/stock")
 @documents_errors(400, 404)
 @auth("admin")
+@document_response(StockLevels)
 async def stock_levels(product_id: str) -> Any:
     """Inventory as its authority sees it: on hand, and held by unpaid orders (each named)."""
     _check_id(product_id)
@@ -132,6 +149,7 @@ async def stock_levels(product_id: str) -> Any:
 
 @bp.delete("/<product_id>")
 @auth("admin")
+@document_response(ProductDeleted)
 async def delete_product(product_id: str) -> Any:
     """Soft delete: the product stops being sold; orders keep their reference."""
     _check_id(product_id)

@@ -5,6 +5,8 @@ from typing import Any
 
 from quart import Blueprint, send_from_directory
 
+from models.web import documents_file
+
 from ..images import uploads_dir
 
 bp = Blueprint("uploads", __name__)
@@ -16,6 +18,7 @@ SAFE_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": 
 
 
 @bp.get("/uploads/<name>")
+@documents_file("image/*")
 async def image(name: str) -> Any:
     response = await send_from_directory(uploads_dir(), name)  # safe_join: no path traversal
     response.headers.update(SAFE_HEADERS)

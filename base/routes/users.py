@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from quart import Blueprint, g
-from quart_schema import validate_querystring, validate_request, validate_response
+from quart_schema import document_response, validate_querystring, validate_request, validate_response
 
 from durable import env
 from models.auth import issue_token
@@ -27,6 +27,7 @@ async def users() -> UserStore:
 
 
 @bp.post("/signup")
+@documents_errors(409)  # the address is taken
 @validate_request(Credentials)
 @validate_response(SignupOut, 201)
 async def signup(data: Credentials) -> Any:
@@ -100,7 +101,7 @@ async def change_password(data: PasswordChange) -> Any:
     return {"message": "Password changed", "token": await _token_for(await store.get(g.user.userId))}
 
 
-@bp.patch("/<user_id>/role")
+@bp.patch("/<oid:user_id>/role")
 @documents_errors(400, 404)
 @auth("admin")
 @validate_request(RoleChange)
@@ -116,9 +117,10 @@ async def change_role(user_id: str, data: RoleChange) -> Any:
     return user_out(doc)
 
 
-@bp.delete("/<user_id>")
+@bp.delete("/<oid:user_id>")
 @documents_errors(403, 404)
 @auth()
+@document_response(MessageOut)
 async def delete(user_id: str) -> Any:
     if g.user.role != "admin" and g.user.userId != user_id:
         raise ApiError(403, "forbidden", "You may delete only your own account")
@@ -142,6 +144,7 @@ OAUTH_PROVIDERS = frozenset({"google", "microsoft", "apple"})
 
 @bp.route("/auth/<provider>", methods=["GET", "POST"])
 @bp.route("/auth/<provider>/callback", methods=["GET", "POST"])
+@documents_errors(404, 501)
 async def oauth(provider: str) -> Any:
     """The original's social sign-in routes: known, not offered yet (501); anything else is 404."""
     if provider not in OAUTH_PROVIDERS:

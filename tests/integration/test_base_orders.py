@@ -58,7 +58,7 @@ async def test_unknown_or_inactive_product_is_404(shop) -> None:
 @pytest.mark.parametrize("body", [
     {"productId": "a" * 24, "quantity": 0}, {"productId": "a" * 24, "quantity": 101}, {"productId": "nope"},
     {}, {"productId": "a" * 24, "items": [{"productId": "b" * 24}]},
-    {"items": [{"productId": "b" * 24}, {"productId": "b" * 24}]}, {"items": []},
+    {"productId": "a" * 24, "quantity": True}, {"productId": None}, {"items": []},
     {"productId": "a" * 24, "currency": "dollars"}, {"productId": {"$gt": ""}},
 ])
 async def test_order_validation(shop, body) -> None:
@@ -82,12 +82,21 @@ async def test_multi_item_orders_are_all_or_nothing(shop) -> None:
     assert status == 201 and body["createdOrder"]["totalAmount"] == 4.5 and body["createdOrder"]["quantity"] == 3
 
 
+async def test_the_same_product_twice_in_items_is_one_line(shop) -> None:
+    product = await shop.product(price=2, stock=5)
+    status, body, _ = await order(shop, shop.token(), items=[{"productId": product["_id"], "quantity": 1},
+                                                             {"productId": product["_id"], "quantity": 2}])
+    assert status == 201
+    assert [(i["productId"], i["quantity"]) for i in body["createdOrder"]["items"]] == [(product["_id"], 3)]
+    assert await stock_of(shop, product["_id"]) == (2, [{"o": body["createdOrder"]["_id"], "q": 3}])
+
+
 async def test_currency_must_match(shop) -> None:
     usd, eur = await shop.product(price=1), await shop.product(price=1, currency="EUR")
     status, body, _ = await order(shop, shop.token(), productId=eur["_id"], currency="USD")
-    assert status == 422 and body["error"]["code"] == "unprocessable_entity"
+    assert status == 409 and body["error"]["code"] == "conflict" and "priced in EUR" in body["message"]
     status, body, _ = await order(shop, shop.token(), items=[{"productId": usd["_id"]}, {"productId": eur["_id"]}])
-    assert status == 422
+    assert status == 409
     assert await stock_of(shop, usd["_id"]) == (10, []) and await stock_of(shop, eur["_id"]) == (10, [])
 
 

@@ -1,0 +1,70 @@
+"""What every operation of a service can answer, added to the document QuartSchema builds from
+the route decorators: the answers no single handler raises but every request can meet.
+
+- 400 `validation_error` / `invalid_id` wherever the request has a body, a query or a path id;
+  404 wherever the path names a resource; 413 for bodies over the size limit;
+- 429 (the gateway's rate limits) and 503 (database, a Durable Object's node, the gateway's
+  breaker) everywhere;
+- path ids constrained as the server checks them (24 hex characters), so a document-valid id is
+  never refused as malformed.
+Each answer carries the error envelope (DESIGN §4).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from quart_schema.openapi import OpenAPIProvider
+
+from .errors import ErrorBody
+
+OBJECT_ID = {"type": "string", "pattern": "^[0-9a-f]{24}$", "examples": ["65f1c0ffee0ddba11b0a7c11"]}
+ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
+REASONS = {400: "Invalid request", 404: "Not found", 413: "Body too large", 429: "Rate limited (retry after "
+           "the Retry-After header)", 503: "A dependency is unavailable (retry after the Retry-After header)"}
+
+
+def _error(status: int) -> dict[str, Any]:
+    return {"description": REASONS[status], "content": {"application/json": {"schema": ERROR_REF}}}
+
+
+class TruthfulOpenAPI(OpenAPIProvider):
+    def build_paths(self, rule: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        paths, components = super().build_paths(rule)
+        media_type = getattr(self._app.view_functions[rule.endpoint], "_documents_file", None)
+        if media_type is not None:
+            for operations in paths.values():
+                for operation in operations.values():
+                    operation["responses"][200] = {"description": "The file", "content": {
+                        media_type: {"schema": {"type": "string", "contentMediaType": media_type}}}}
+        return paths, components
+
+    def schema(self) -> dict[str, Any]:
+        document = super().schema()
+        components = document.setdefault("components", {}).setdefault("schemas", {})
+        components.setdefault("ErrorBody", ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}"))
+        for definition in components["ErrorBody"].pop("$defs", {}).items():
+            components.setdefault(*definition)
+        for operations in document["paths"].values():
+            for method, operation in operations.items():
+                complete(method, operation)
+        return document
+
+
+def complete(method: str, operation: dict[str, Any]) -> None:
+    if "requestBody" in operation:
+        operation["requestBody"]["required"] = True  # no operation here takes an empty body
+    parameters = operation.setdefault("parameters", [])
+    path_params = [p for p in parameters if p.get("in") == "path"]
+    for parameter in path_params:
+        if parameter["name"].endswith("_id"):
+            parameter["schema"] = dict(OBJECT_ID)
+    statuses = [429, 503]
+    if operation.get("requestBody") or path_params or any(p.get("in") == "query" for p in parameters):
+        statuses.append(400)
+    if path_params:
+        statuses.append(404)
+    if operation.get("requestBody"):
+        statuses.append(413)
+    responses = operation.setdefault("responses", {})
+    for status in statuses:
+        responses.setdefault(status, _error(status))
