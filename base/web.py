@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from durable import env
 from models.errors import ApiError
-from models.web import auth, client_ip, documents_errors, optional_user
+from models.web import (auth, client_ip, documents_errors, documents_idempotency_key, idempotency_key,
+                        optional_user)
 
-__all__ = ["auth", "client_ip", "documents_errors", "optional_user", "rate_limit"]
+__all__ = ["auth", "client_ip", "documents_errors", "documents_idempotency_key", "idempotency_key", "optional_user",
+           "rate_limit"]
 
 
 def _limit(spec: str) -> tuple[int, float]:

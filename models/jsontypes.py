@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, StrictInt
+from pydantic import BeforeValidator, Field
 
 
 def _json_integer(value: Any) -> Any:
@@ -15,4 +15,6 @@ def _json_integer(value: Any) -> Any:
     return value
 
 
-JsonInt = Annotated[StrictInt, BeforeValidator(_json_integer)]
+def json_int(*, ge: int, le: int) -> Any:
+    """An integer field in [ge, le]; the bounds sit on the integer itself so the document shows them."""
+    return Annotated[int, Field(strict=True, ge=ge, le=le), BeforeValidator(_json_integer)]

@@ -17,6 +17,9 @@ from quart_schema.openapi import OpenAPIProvider
 
 from .errors import ErrorBody
 
+# printable ASCII, 1-255, no space at either end (HTTP trims it)
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e](?:[\x20-\x7e]{0,253}[\x21-\x7e])?$"
+
 OBJECT_ID = {"type": "string", "pattern": "^[0-9a-f]{24}$", "examples": ["65f1c0ffee0ddba11b0a7c11"]}
 ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 REASONS = {400: "Invalid request", 404: "Not found", 413: "Body too large", 429: "Rate limited (retry after "
@@ -30,7 +33,17 @@ def _error(status: int) -> dict[str, Any]:
 class TruthfulOpenAPI(OpenAPIProvider):
     def build_paths(self, rule: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         paths, components = super().build_paths(rule)
-        media_type = getattr(self._app.view_functions[rule.endpoint], "_documents_file", None)
+        handler = self._app.view_functions[rule.endpoint]
+        required = getattr(handler, "_idempotency_key", None)
+        if required is not None:
+            for operations in paths.values():
+                for operation in operations.values():
+                    operation.setdefault("parameters", []).append({
+                        "name": "Idempotency-Key", "in": "header", "required": required,
+                        "description": "the same key and body replay the first answer; a reused key with "
+                                       "another body is refused",
+                        "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN}})
+        media_type = getattr(handler, "_documents_file", None)
         if media_type is not None:
             for operations in paths.values():
                 for operation in operations.values():

@@ -6,12 +6,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .ids import ObjectIdStr
-from .jsontypes import JsonInt
+from .jsontypes import json_int
 from .money import Currency
 from .pagination import MAX_LIMIT, PageQuery, Pagination
 
 OrderStatus = Literal["pending", "confirmed", "processing", "shipped", "delivered", "cancelled"]
 PaymentStatus = Literal["pending", "paid", "failed", "refunded"]
+Quantity = json_int(ge=1, le=100)
 
 # Which status may follow which (payment failure keeps an order pending).
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -28,7 +29,7 @@ ACTIVE = frozenset({"pending", "confirmed", "processing", "shipped"})
 class OrderItemIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     productId: ObjectIdStr
-    quantity: JsonInt = Field(1, ge=1, le=100)
+    quantity: Quantity = 1
 
 
 class Address(BaseModel):
@@ -48,7 +49,7 @@ class OrderIn(BaseModel):
         "oneOf": [{"required": ["productId"], "not": {"required": ["items"]}},
                   {"required": ["items"], "not": {"required": ["productId"]}}]})
     productId: ObjectIdStr = None  # type: ignore[assignment]  # absent, never null
-    quantity: JsonInt = Field(1, ge=1, le=100)
+    quantity: Quantity = 1
     items: list[OrderItemIn] = Field(None, min_length=1, max_length=20)  # type: ignore[assignment]
     currency: Currency = None  # type: ignore[assignment]
     shippingAddress: Address = None  # type: ignore[assignment]

@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
 from .ids import ObjectIdStr
 from .money import Amount
-from .pagination import MAX_LIMIT, PageQuery
+from .pagination import MAX_LIMIT, PageQuery, Pagination
 
 PaymentMethod = Literal["stripe", "paypal", "mpesa", "card"]
 
@@ -23,28 +23,40 @@ class PayPalData(BaseModel):
     cancelUrl: HttpUrl
 
 
+# a Kenyan mobile number as people write it: 0712 345678, +254-712-345678, 254712345678
+KENYAN_MOBILE = r"^(?:\+?254|0)[ -]?[17](?:[ -]?[0-9]){8}$"
+
+
 class MpesaData(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    phoneNumber: str
+    phoneNumber: str = Field(pattern=KENYAN_MOBILE, examples=["0712345678"])
 
     @field_validator("phoneNumber")
     @classmethod
     def _kenyan_msisdn(cls, value: str) -> str:
-        """07XXXXXXXX, 01XXXXXXXX, +2547…, 2547… → 2547XXXXXXXX / 2541XXXXXXXX."""
+        """→ 2547XXXXXXXX / 2541XXXXXXXX (the pattern already held)."""
         digits = value.replace(" ", "").replace("-", "").removeprefix("+")
-        if digits.startswith("0") and len(digits) == 10:
-            digits = "254" + digits[1:]
-        if not (len(digits) == 12 and digits.isdigit() and digits[:4] in ("2547", "2541")):
-            raise ValueError("must be a Kenyan mobile number, e.g. 0712345678 or 254712345678")
-        return digits
+        return "254" + digits[1:] if digits.startswith("0") else digits
 
 
 DATA_MODELS: dict[str, type[BaseModel]] = {"stripe": StripeData, "card": StripeData, "paypal": PayPalData,
                                            "mpesa": MpesaData}
 
 
+def _initiate_schema(schema: dict[str, Any]) -> None:
+    """Which paymentData goes with which paymentMethod, for clients and fuzzers alike."""
+    def data(model: type[BaseModel]) -> dict[str, Any]:
+        return model.model_json_schema()
+    schema["oneOf"] = [
+        {"properties": {"paymentMethod": {"enum": ["stripe", "card"]}, "paymentData": data(StripeData)}},
+        {"properties": {"paymentMethod": {"const": "paypal"}, "paymentData": data(PayPalData)},
+         "required": ["paymentData"]},
+        {"properties": {"paymentMethod": {"const": "mpesa"}, "paymentData": data(MpesaData)},
+         "required": ["paymentData"]}]
+
+
 class InitiateIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_initiate_schema)
     orderId: ObjectIdStr
     paymentMethod: PaymentMethod
     paymentData: dict[str, Any] = Field(default_factory=dict)
@@ -62,3 +74,28 @@ class RefundIn(BaseModel):
 class HistoryQuery(PageQuery):
     limit: int = Field(10, ge=1, le=MAX_LIMIT)
     userId: ObjectIdStr | None = None
+
+
+class PaymentOut(BaseModel):
+    """A payment record as clients see it (`payments/stores/payments.payment_out`)."""
+    model_config = ConfigDict(populate_by_name=True)
+    id: str = Field(alias="_id")
+    orderId: str
+    userId: str
+    paymentMethod: str
+    provider: str
+    status: str
+    amount: float
+    currency: str
+    transactionId: str | None = None
+    refundedAmount: float
+    failureReason: str | None = None
+    createdAt: str
+    updatedAt: str
+
+
+class PaymentList(BaseModel):
+    count: int
+    total: int
+    payments: list[PaymentOut]
+    pagination: Pagination

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StringConstraints, WithJsonSchema, field_validator,
                       model_validator)
 
-from .jsontypes import JsonInt
+from .jsontypes import json_int
 from .money import Amount, Currency
 from .pagination import PageQuery, Pagination
 
@@ -17,7 +17,7 @@ Category = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
 # an image we stored (an upload) or one on the web over https; nothing else reaches a shopper's page
 # JSON types are exact (false is not 0, "5" is not 5), as the document says; forms are converted
 # before validation (base/routes/products.py)
-Stock = Annotated[JsonInt, Field(ge=0, le=1_000_000_000)]
+Stock = json_int(ge=0, le=1_000_000_000)
 ImageRef = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500,
                                             pattern=r"^(/uploads/[0-9a-f]{32}\.(jpg|png)|https://[^\s\"'<>]+)$")]
 

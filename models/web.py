@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any, TypeVar
@@ -18,7 +19,7 @@ from durable import ObjectUnavailable, env
 from .auth import Claims, TokenError, bearer_token, verify_token
 from .errors import ApiError, ErrorBody, error_body
 from .errors_domain import Conflict, DatabaseUnavailable, InsufficientStock, NotFound, Unprocessable
-from .openapi import TruthfulOpenAPI
+from .openapi import IDEMPOTENCY_KEY_PATTERN, TruthfulOpenAPI
 
 log = logging.getLogger("rest_shop.web")
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -115,6 +116,29 @@ def documents_file(media_type: str) -> Callable[[F], F]:
     def decorate(handler: F) -> F:
         handler._documents_file = media_type  # type: ignore[attr-defined]  # read by models.openapi
         return documents_errors(404)(handler)
+    return decorate
+
+
+IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)  # what the document says
+
+
+def idempotency_key(*, required: bool) -> str | None:
+    """The request's Idempotency-Key, checked as documented (400 when missing and required)."""
+    raw = request.headers.get("Idempotency-Key")
+    if raw is None:
+        if required:
+            raise ApiError(400, "idempotency_key_required", "Send an Idempotency-Key header (1 to 255 characters)")
+        return None
+    if not IDEMPOTENCY_KEY.match(raw):
+        raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key is 1 to 255 printable ASCII characters")
+    return raw
+
+
+def documents_idempotency_key(*, required: bool) -> Callable[[F], F]:
+    """The operation takes an Idempotency-Key header (listed in its /openapi.json parameters)."""
+    def decorate(handler: F) -> F:
+        handler._idempotency_key = required  # type: ignore[attr-defined]  # read by models.openapi
+        return handler
     return decorate
 
 

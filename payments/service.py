@@ -44,14 +44,6 @@ class Reply:
         return cls(status, json.dumps(data, separators=(",", ":")).encode(), dict(headers or {}))
 
 
-def idempotency_key(raw: str | None) -> str:
-    if raw is None or not raw.strip():
-        raise ApiError(400, "idempotency_key_required", "Send an Idempotency-Key header (1 to 255 characters)")
-    if len(raw) > 255:
-        raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be at most 255 characters")
-    return raw
-
-
 def fingerprint(method: str, path: str, body: Any) -> str:
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(f"{method}\n{path}\n{canonical}".encode()).hexdigest()

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from bson import ObjectId
-from quart import Blueprint, g, request
+from quart import Blueprint, g
 from quart_schema import document_response, validate_querystring, validate_request, validate_response
 
 from durable import env
@@ -19,7 +19,7 @@ from models.pagination import Pagination
 
 from durable.mongo import pooled_database as database
 from ..stores.orders import OrderStore, order_out
-from ..web import auth, documents_errors
+from ..web import auth, documents_errors, documents_idempotency_key, idempotency_key
 
 bp = Blueprint("orders", __name__, url_prefix="/orders")
 
@@ -30,11 +30,9 @@ def lock(order_id: str) -> Any:
 
 def _new_order_id(user_id: str) -> str:
     """A fresh id, or — with an Idempotency-Key — the same id for the same user and key."""
-    key = request.headers.get("Idempotency-Key")
+    key = idempotency_key(required=False)
     if key is None:
         return str(ObjectId())
-    if not 1 <= len(key) <= 255:
-        raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 characters")
     return hashlib.sha256(f"{user_id}\x00{key}".encode()).hexdigest()[:24]
 
 
@@ -70,6 +68,7 @@ async def _claim_unpaid(order_id: str, units: int) -> None:
 
 
 @bp.post("")
+@documents_idempotency_key(required=False)
 @documents_errors(400, 404, 409, 422)  # 409: insufficient_stock, unpaid_limit, currency, a reused key
 @auth()
 @validate_request(OrderIn)

@@ -4,15 +4,15 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import ValidationError
-from quart import Blueprint, Response, g, request
-from quart_schema import validate_querystring, validate_request
+from quart import Blueprint, Response, g
+from quart_schema import document_response, validate_querystring, validate_request
 
 from durable import env
 from models.errors import ApiError
 from models.ids import is_object_id
 from models.pagination import Pagination
-from models.payments import HistoryQuery, InitiateIn, RefundIn
-from models.web import auth, documents_errors, validation_details
+from models.payments import HistoryQuery, InitiateIn, PaymentList, RefundIn
+from models.web import auth, documents_errors, documents_idempotency_key, idempotency_key, validation_details
 
 from .. import service
 from ..public_urls import is_allowed_return
@@ -33,26 +33,27 @@ def _payment_id(payment_id: str) -> str:
 
 @bp.post("/initiate")
 @documents_errors(400, 402, 404, 409, 422, 501)
+@documents_idempotency_key(required=True)
 @auth()
 @validate_request(InitiateIn)
 async def initiate(data: InitiateIn) -> Any:
-    key = service.idempotency_key(request.headers.get("Idempotency-Key"))
+    key = idempotency_key(required=True)
     try:
         method_data = data.method_data()
     except ValidationError as exc:
         raise ApiError(400, "validation_error", "Invalid paymentData", validation_details(exc)) from None
     for name in ("returnUrl", "cancelUrl"):  # PayPal sends the shopper's browser there: no open redirect
         url = getattr(method_data, name, None)
-        if url is not None and not is_allowed_return(env, str(url)):
-            raise ApiError(400, "validation_error", "Invalid paymentData", [
-                {"field": f"paymentData.{name}", "message": "must be on this shop's origin or one listed in "
-                                                            "RETURN_URL_ORIGINS"}])
+        if url is not None and not is_allowed_return(env, str(url)):  # a valid URL, not one of ours: 422
+            raise ApiError(422, "return_url_not_allowed", f"paymentData.{name} must be on this shop's origin or "
+                                                          f"one listed in RETURN_URL_ORIGINS")
     return _reply(await service.initiate(env, g.user, key, data))
 
 
 @bp.get("/history")
 @auth()
 @validate_querystring(HistoryQuery)
+@document_response(PaymentList)
 async def history(query_args: HistoryQuery) -> Any:
     if g.user.role == "admin":
         match = {"userId": query_args.userId} if query_args.userId else {}
@@ -63,21 +64,23 @@ async def history(query_args: HistoryQuery) -> Any:
             "pagination": Pagination.of(query_args.page, query_args.limit, total).model_dump()}
 
 
-@bp.get("/verify/<payment_id>")
+@bp.get("/verify/<oid:payment_id>")
 @auth()
 async def verify(payment_id: str) -> Any:
     return {"payment": await service.verify(env, g.user, _payment_id(payment_id))}
 
 
-@bp.get("/<payment_id>")
+@bp.get("/<oid:payment_id>")
 @auth()
 async def get_payment(payment_id: str) -> Any:
     return {"payment": payment_out(await service.visible_payment(env, g.user, _payment_id(payment_id)))}
 
 
-@bp.post("/<payment_id>/refund")
+@bp.post("/<oid:payment_id>/refund")
+@documents_errors(409, 422)  # 409 not refundable now; 422 a reused key with another body, or too much
+@documents_idempotency_key(required=True)
 @auth("admin")
 @validate_request(RefundIn)
 async def refund(payment_id: str, data: RefundIn) -> Any:
-    key = service.idempotency_key(request.headers.get("Idempotency-Key"))
+    key = idempotency_key(required=True)
     return _reply(await service.refund(env, g.user, key, _payment_id(payment_id), data))

@@ -103,3 +103,13 @@ async def test_paypal_refunds(full_shop) -> None:
     assert status == 200 and full["payment"]["status"] == "refunded" and full["payment"]["refundedAmount"] == 20
     assert [e["amount"] for e in local_paypal().ledger if e["type"] == "refund"] == [500, 1500]
     assert await eventually(lambda: _state_is(shop, user, order_id, ("confirmed", "refunded")))
+
+
+async def test_a_return_url_off_our_origins_is_refused_and_starts_nothing(full_shop) -> None:
+    shop = full_shop
+    user, order_id, _ = await setup_order(shop, price=3, quantity=1)
+    status, body, _ = await initiate(shop, user, order_id, "pp-evil", "paypal",
+                                     returnUrl="https://evil.example/phish", cancelUrl=URLS["cancelUrl"])
+    assert status == 422 and body["error"]["code"] == "return_url_not_allowed"
+    assert not local_paypal().orders  # no PayPal order was created for it
+    assert await order_state(shop, user, order_id) == ("pending", "pending")
