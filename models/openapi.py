@@ -31,6 +31,23 @@ def _error(status: int) -> dict[str, Any]:
 
 
 class TruthfulOpenAPI(OpenAPIProvider):
+    _operation_ids: set[str] | None = None
+
+    def operation_id(self, method: str, path: str, func: Any) -> str | None:
+        """The handler's name (`create_order`), method-prefixed only where one handler serves
+        several methods: the names generated clients give their calls."""
+        if self._operation_ids is None:
+            self._operation_ids = set()
+        name = func.__name__
+        if name in self._operation_ids:
+            name = f"{method.lower()}_{name}"
+        self._operation_ids.add(name)
+        return name
+
+    def schema(self) -> dict[str, Any]:
+        self._operation_ids = set()
+        return self._schema()
+
     def build_paths(self, rule: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         paths, components = super().build_paths(rule)
         handler = self._app.view_functions[rule.endpoint]
@@ -51,7 +68,7 @@ class TruthfulOpenAPI(OpenAPIProvider):
                         media_type: {"schema": {"type": "string", "contentMediaType": media_type}}}}
         return paths, components
 
-    def schema(self) -> dict[str, Any]:
+    def _schema(self) -> dict[str, Any]:
         document = super().schema()
         components = document.setdefault("components", {}).setdefault("schemas", {})
         components.setdefault("ErrorBody", ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}"))
@@ -60,7 +77,22 @@ class TruthfulOpenAPI(OpenAPIProvider):
         for operations in document["paths"].values():
             for method, operation in operations.items():
                 complete(method, operation)
+                hoist(operation, components)
         return document
+
+
+def hoist(operation: dict[str, Any], components: dict[str, Any]) -> None:
+    """Named body schemas go to components and are referenced: one model per name for client
+    generators (QuartSchema writes each response's schema inline, so ErrorBody appeared once per
+    status and generated clients dropped all but one)."""
+    bodies = [operation.get("requestBody") or {}, *operation.get("responses", {}).values()]
+    for body in bodies:
+        for media in (body.get("content") or {}).values():
+            schema = media.get("schema") or {}
+            title = schema.get("title")
+            if title and schema.get("type") == "object" and components.get(title, schema) == schema:
+                components[title] = schema
+                media["schema"] = {"$ref": f"#/components/schemas/{title}"}
 
 
 def complete(method: str, operation: dict[str, Any]) -> None:

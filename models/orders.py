@@ -41,13 +41,27 @@ class Address(BaseModel):
     country: str = Field(min_length=2, max_length=2, description="ISO 3166-1 alpha-2")
 
 
+def _order_schema(schema: dict[str, Any]) -> None:
+    """Two complete shapes (so a generated client gets two models): one product, or items."""
+    props = schema["properties"]
+
+    def shape(title: str, fields: list[str], required: str) -> dict[str, Any]:
+        return {"title": title, "type": "object", "additionalProperties": False, "required": [required],
+                "properties": {name: props[name] for name in fields}}
+    defs = schema.get("$defs")
+    schema.clear()
+    schema.update({"title": "OrderIn", "oneOf": [
+        shape("SingleProductOrder", ["productId", "quantity", "currency", "shippingAddress"], "productId"),
+        shape("MultiProductOrder", ["items", "currency", "shippingAddress"], "items")]})
+    if defs:
+        schema["$defs"] = defs
+
+
 class OrderIn(BaseModel):
     """Either one product (`productId`, `quantity`) or `items` for a multi-product order (the
     document says so with oneOf). Fields are left out rather than sent as null."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={
-        "oneOf": [{"required": ["productId"], "not": {"required": ["items"]}},
-                  {"required": ["items"], "not": {"required": ["productId"]}}]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_order_schema)
     productId: ObjectIdStr = None  # type: ignore[assignment]  # absent, never null
     quantity: Quantity = 1
     items: list[OrderItemIn] = Field(None, min_length=1, max_length=20)  # type: ignore[assignment]
@@ -58,6 +72,8 @@ class OrderIn(BaseModel):
     def _one_shape(self) -> OrderIn:
         if (self.productId is None) == (self.items is None):
             raise ValueError("send either productId (and quantity) or items, not both")
+        if self.items is not None and "quantity" in self.model_fields_set:
+            raise ValueError("with items, each item has its own quantity")
         return self
 
     def lines(self) -> list[dict[str, Any]]:

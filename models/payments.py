@@ -44,15 +44,20 @@ DATA_MODELS: dict[str, type[BaseModel]] = {"stripe": StripeData, "card": StripeD
 
 
 def _initiate_schema(schema: dict[str, Any]) -> None:
-    """Which paymentData goes with which paymentMethod, for clients and fuzzers alike."""
-    def data(model: type[BaseModel]) -> dict[str, Any]:
-        return model.model_json_schema()
-    schema["oneOf"] = [
-        {"properties": {"paymentMethod": {"enum": ["stripe", "card"]}, "paymentData": data(StripeData)}},
-        {"properties": {"paymentMethod": {"const": "paypal"}, "paymentData": data(PayPalData)},
-         "required": ["paymentData"]},
-        {"properties": {"paymentMethod": {"const": "mpesa"}, "paymentData": data(MpesaData)},
-         "required": ["paymentData"]}]
+    """One object shape per payment method (which paymentData goes with which paymentMethod),
+    each complete, so clients and fuzzers alike can build exactly the bodies we take."""
+    common = schema["properties"]
+
+    def variant(title: str, methods: list[str], data: type[BaseModel], data_required: bool) -> dict[str, Any]:
+        return {"title": title, "type": "object", "additionalProperties": False,
+                "required": ["orderId", "paymentMethod", *(["paymentData"] if data_required else [])],
+                "properties": {"orderId": common["orderId"], "paymentMethod": {"type": "string", "enum": methods},
+                               "paymentData": data.model_json_schema()}}
+    variants = [variant("CardPayment", ["card", "stripe"], StripeData, False),
+                variant("PayPalPayment", ["paypal"], PayPalData, True),
+                variant("MpesaPayment", ["mpesa"], MpesaData, True)]
+    schema.clear()
+    schema.update({"title": "InitiateIn", "oneOf": variants})
 
 
 class InitiateIn(BaseModel):
@@ -99,3 +104,22 @@ class PaymentList(BaseModel):
     total: int
     payments: list[PaymentOut]
     pagination: Pagination
+
+
+class PaymentReply(BaseModel):
+    """`GET /payments/:id`, `/payments/verify/:id`."""
+    payment: PaymentOut
+
+
+class InitiateOut(BaseModel):
+    """`POST /payments/initiate` → 201 (a replay with the same key answers the same, with
+    `Idempotent-Replayed: true`). `paymentDetails` is what the client does next: a Stripe
+    clientSecret to confirm, a PayPal approvalUrl to send the shopper to, an M-Pesa prompt."""
+    message: str
+    payment: PaymentOut
+    paymentDetails: dict[str, Any] | None = None
+
+
+class RefundOut(BaseModel):
+    message: str
+    payment: PaymentOut

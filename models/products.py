@@ -4,8 +4,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StringConstraints, WithJsonSchema, field_validator,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, WithJsonSchema, model_validator
 
 from .jsontypes import json_int
 from .money import Amount, Currency
@@ -84,11 +83,6 @@ class ProductQuery(PageQuery):
     maxPrice: PriceFilter | None = None
     sort: Literal["price_asc", "price_desc", "name", "newest"] = "newest"
     showInactive: bool = False
-
-    @field_validator("minPrice", "maxPrice", mode="before")
-    @classmethod
-    def _empty_is_absent(cls, value: object) -> object:
-        return None if value == "" else value  # `?maxPrice=` is no bound, as browsers send empty fields
 
 
 class ProductList(BaseModel):

@@ -121,7 +121,7 @@ async def change_role(user_id: str, data: RoleChange) -> Any:
 @documents_errors(403, 404)
 @auth()
 @document_response(MessageOut)
-async def delete(user_id: str) -> Any:
+async def delete_user(user_id: str) -> Any:
     if g.user.role != "admin" and g.user.userId != user_id:
         raise ApiError(403, "forbidden", "You may delete only your own account")
     _check_id(user_id)
@@ -143,10 +143,20 @@ OAUTH_PROVIDERS = frozenset({"google", "microsoft", "apple"})
 
 
 @bp.route("/auth/<provider>", methods=["GET", "POST"])
+@documents_errors(404, 501)
+async def oauth_start(provider: str) -> Any:
+    """The original's social sign-in: known providers are not offered yet (501); others 404."""
+    raise _oauth_not_offered(provider)
+
+
 @bp.route("/auth/<provider>/callback", methods=["GET", "POST"])
 @documents_errors(404, 501)
-async def oauth(provider: str) -> Any:
-    """The original's social sign-in routes: known, not offered yet (501); anything else is 404."""
+async def oauth_callback(provider: str) -> Any:
+    """Where a provider would send the shopper back (see oauth_start)."""
+    raise _oauth_not_offered(provider)
+
+
+def _oauth_not_offered(provider: str) -> ApiError:
     if provider not in OAUTH_PROVIDERS:
-        raise ApiError(404, "not_found", "Route not found")
-    raise ApiError(501, "not_implemented", f"Sign-in with {provider} is not available yet; use email and password")
+        return ApiError(404, "not_found", "Route not found")
+    return ApiError(501, "not_implemented", f"Sign-in with {provider} is not available yet; use email and password")

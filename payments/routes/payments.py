@@ -11,7 +11,7 @@ from durable import env
 from models.errors import ApiError
 from models.ids import is_object_id
 from models.pagination import Pagination
-from models.payments import HistoryQuery, InitiateIn, PaymentList, RefundIn
+from models.payments import HistoryQuery, InitiateIn, InitiateOut, PaymentList, PaymentReply, RefundIn, RefundOut
 from models.web import auth, documents_errors, documents_idempotency_key, idempotency_key, validation_details
 
 from .. import service
@@ -32,6 +32,7 @@ def _payment_id(payment_id: str) -> str:
 
 
 @bp.post("/initiate")
+@document_response(InitiateOut, 201)
 @documents_errors(400, 402, 404, 409, 422, 501)
 @documents_idempotency_key(required=True)
 @auth()
@@ -66,17 +67,20 @@ async def history(query_args: HistoryQuery) -> Any:
 
 @bp.get("/verify/<oid:payment_id>")
 @auth()
+@document_response(PaymentReply)
 async def verify(payment_id: str) -> Any:
     return {"payment": await service.verify(env, g.user, _payment_id(payment_id))}
 
 
 @bp.get("/<oid:payment_id>")
 @auth()
+@document_response(PaymentReply)
 async def get_payment(payment_id: str) -> Any:
     return {"payment": payment_out(await service.visible_payment(env, g.user, _payment_id(payment_id)))}
 
 
 @bp.post("/<oid:payment_id>/refund")
+@document_response(RefundOut)
 @documents_errors(409, 422)  # 409 not refundable now; 422 a reused key with another body, or too much
 @documents_idempotency_key(required=True)
 @auth("admin")
