@@ -74,11 +74,43 @@ class TruthfulOpenAPI(OpenAPIProvider):
         components.setdefault("ErrorBody", ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}"))
         for definition in components["ErrorBody"].pop("$defs", {}).items():
             components.setdefault(*definition)
+        by_id: dict[str, dict[str, Any]] = {}
         for operations in document["paths"].values():
             for method, operation in operations.items():
                 complete(method, operation)
                 hoist(operation, components)
+                by_id[operation.get("operationId", "")] = operation
+        link(by_id)
         return document
+
+
+# What one answer lets a client do next (OpenAPI links): the way through the API for generated
+# clients and for stateful testing — signup → login; product → order → cancel/status; payment →
+# read/verify/refund. (Across the two documents, orderId travels by hand.)
+LINKS: dict[tuple[str, int], dict[str, dict[str, Any]]] = {
+    ("signup", 201): {"LogIn": {"operationId": "login", "requestBody": {"email": "$request.body#/email",
+                                                                        "password": "$request.body#/password"}}},
+    ("create_product", 201): {
+        "GetProduct": {"operationId": "get_product", "parameters": {"product_id": "$response.body#/_id"}},
+        "OrderIt": {"operationId": "create_order", "requestBody": {"productId": "$response.body#/_id"}},
+        "StockOf": {"operationId": "stock_levels", "parameters": {"product_id": "$response.body#/_id"}}},
+    ("create_order", 201): {
+        "GetOrder": {"operationId": "get_order", "parameters": {"order_id": "$response.body#/createdOrder/_id"}},
+        "CancelOrder": {"operationId": "cancel_order", "parameters": {"order_id": "$response.body#/createdOrder/_id"}},
+        "SetStatus": {"operationId": "set_status", "parameters": {"order_id": "$response.body#/createdOrder/_id"}}},
+    ("initiate", 201): {
+        "GetPayment": {"operationId": "get_payment", "parameters": {"payment_id": "$response.body#/payment/_id"}},
+        "Verify": {"operationId": "verify", "parameters": {"payment_id": "$response.body#/payment/_id"}},
+        "Refund": {"operationId": "refund", "parameters": {"payment_id": "$response.body#/payment/_id"}}},
+}
+
+
+def link(operations: dict[str, dict[str, Any]]) -> None:
+    for (source, status), links in LINKS.items():
+        response = operations.get(source, {}).get("responses", {}).get(status)
+        usable = {name: spec for name, spec in links.items() if spec["operationId"] in operations}
+        if response is not None and usable:
+            response["links"] = usable
 
 
 def hoist(operation: dict[str, Any], components: dict[str, Any]) -> None:
