@@ -141,5 +141,7 @@ async def test_the_documents_list_what_these_routes_answer(full_shop) -> None:
         responses = specs[service]["paths"][path][method]["responses"]
         assert statuses <= {str(s) for s in responses}, (path, method, sorted(responses))
         error = responses.get("401") or responses.get("400")
-        schema = error["content"]["application/json"]["schema"]  # the DESIGN §4 envelope
-        assert schema["title"] == "ErrorBody" and schema["required"] == ["message", "error"]
+        schema = error["content"]["application/json"]["schema"]  # the DESIGN §4 envelope, named once
+        assert schema == {"$ref": "#/components/schemas/ErrorBody"}
+        envelope = specs[service]["components"]["schemas"]["ErrorBody"]
+        assert envelope["required"] == ["message", "error"]
