@@ -54,6 +54,8 @@ class MongoEngine(Engine):
         self._before_transaction = before_transaction  # the cluster records each session it commits in
         self._objects: dict[str, dict[str, bytes]] = {}  # committed state of live objects
         self._alarm: dict[str, int] = {}  # committed alarms of live objects and owned shards
+        self._staged_under: dict[str, tuple[str, int] | BaseException] = {}  # object → fence at staging
+        self._loading: dict[str, list[int]] = {}  # object → [forgets seen, loads in flight] (see load)
         self.refused_writes = 0  # statistics: object batches not written because this node lost the shard
 
     def __repr__(self) -> str:
@@ -67,17 +69,41 @@ class MongoEngine(Engine):
     async def load(self, object_id: str) -> None:
         if object_id in self._objects:
             return
-        state = {doc["k"]: bytes(doc["v"]) async for doc in self._kv.find({"o": object_id}, {"k": 1, "v": 1})}
-        alarm = await self._alarms.find_one({"_id": object_id})
+        start = self._loading.setdefault(object_id, [0, 0])
+        start[1] += 1  # loads in flight
+        seen = start[0]  # forgets so far
+        try:
+            state = {doc["k"]: bytes(doc["v"])
+                     async for doc in self._kv.find({"o": object_id}, {"k": 1, "v": 1})}
+            alarm = await self._alarms.find_one({"_id": object_id})
+        finally:
+            start[1] -= 1
+            if start[1] == 0:
+                self._loading.pop(object_id, None)
+        if start[0] != seen:  # dropped meanwhile (its shard moved): what we read may predate the move
+            raise Fenced(f"{self.namespace}: object {object_id[:12]} moved while it was being loaded")
         if object_id not in self._objects:  # another event loaded it while we awaited
             self._objects[object_id] = state
             if alarm is not None:
                 self._alarm[object_id] = int(alarm["at"])
 
+    def stage(self, object_id: str) -> ObjectBatch:
+        """Note the lease the write is made under: it commits under that epoch or not at all (a
+        write staged before a shard moved away must not land if the shard comes back)."""
+        if object_id not in self._pending:
+            try:
+                self._staged_under[object_id] = self._fence_of(object_id)
+            except Exception as exc:
+                self._staged_under[object_id] = exc
+        return super().stage(object_id)
+
     def forget(self, object_id: str) -> None:
-        if not self.has_uncommitted(object_id):
-            self._objects.pop(object_id, None)
-            self._alarm.pop(object_id, None)
+        """The object left this node (or its state is suspect): its cached state goes at once, and
+        a load in flight will not install what it read; pending writes will fail their fence."""
+        self._objects.pop(object_id, None)
+        self._alarm.pop(object_id, None)
+        if object_id in self._loading:
+            self._loading[object_id][0] += 1
 
     def loaded(self, object_id: str) -> bool:
         return object_id in self._objects
@@ -98,8 +124,14 @@ class MongoEngine(Engine):
         fences: dict[tuple[str, int], list[str]] = {}
         failed: dict[str, BaseException] = {}
         for object_id in batch:
+            fence = self._staged_under.pop(object_id, None)
             try:
-                fences.setdefault(self._fence_of(object_id), []).append(object_id)
+                current = self._fence_of(object_id)
+                if isinstance(fence, BaseException):
+                    raise fence
+                if fence is not None and fence != current:
+                    raise Fenced(f"{self.namespace}: written under lease {fence}, now {current}")
+                fences.setdefault(current, []).append(object_id)
             except Exception as exc:
                 failed[object_id] = exc
         self.refused_writes += len(failed)
@@ -175,8 +207,8 @@ class MongoEngine(Engine):
     # -- committed reads (of loaded objects: the host loads before an object runs) ---------------
     def _state(self, object_id: str) -> dict[str, bytes]:
         state = self._objects.get(object_id)
-        if state is None:
-            raise RuntimeError(f"{self.namespace}: object {object_id[:12]} read before it was loaded")
+        if state is None:  # never loaded, or dropped under a running event (its shard moved)
+            raise Fenced(f"{self.namespace}: object {object_id[:12]} is not live on this node")
         return state
 
     def _committed_read(self, object_id: str, key: str) -> bytes | None:

@@ -1,0 +1,99 @@
+"""The cluster storage engine against a real (embedded) MongoDB: a write made under one lease
+never lands under another, and a node's cached object state never outlives its ownership."""
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient, MongoClient
+
+from durable.storage import DurableObjectStorage
+from durable.storage.mongo import Fenced, MongoEngine
+
+OBJ = "a" * 64
+LEASE = "ns/0"
+
+
+class Lease:
+    """The node's view of its lease (what ClusterNode._fence answers), movable by the test."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch: int | None = epoch
+
+    def fence(self, object_id: str) -> tuple[str, int]:
+        if self.epoch is None:
+            raise Fenced("not held")
+        return LEASE, self.epoch
+
+
+@pytest.fixture
+async def world(mongo_uri: str) -> Any:
+    client: AsyncMongoClient = AsyncMongoClient(mongo_uri)
+    db = client[f"t_{uuid.uuid4().hex[:12]}"]
+    await db["leases"].insert_one({"_id": LEASE, "owner": "me", "epoch": 1, "commits": 0})
+    lease = Lease(1)
+    engine = MongoEngine(db, "ns", node_id="me", leases="leases", fence_of=lease.fence, shard_of=lambda _: 0)
+    await engine.prepare()
+    yield db, lease, engine
+    await engine.close()
+    await client.close()
+
+
+async def test_a_write_staged_under_an_old_epoch_does_not_land_under_a_new_one(world: Any, mongo_uri: str) -> None:
+    db, lease, engine = world
+    await engine.load(OBJ)
+    storage = DurableObjectStorage(engine, OBJ)
+    await storage.put("n", 1)
+    await storage.sync()
+    await storage.put("n", 2)  # staged while this node holds epoch 1 (its commit has not started)...
+    # ...then, before the writer runs, the shard moves away and back: we hold epoch 3 now
+    MongoClient(mongo_uri)[db.name]["leases"].update_one({"_id": LEASE}, {"$set": {"owner": "me", "epoch": 3}})
+    lease.epoch = 3
+    with pytest.raises(Fenced):
+        await storage.sync()
+    assert engine.refused_writes == 1
+    engine.forget(OBJ)
+    await engine.load(OBJ)
+    assert await DurableObjectStorage(engine, OBJ).get("n") == 1  # only the write made under its lease
+
+
+async def test_a_deposed_owner_s_commit_writes_nothing(world: Any) -> None:
+    db, lease, engine = world
+    await engine.load(OBJ)
+    storage = DurableObjectStorage(engine, OBJ)
+    await db["leases"].update_one({"_id": LEASE}, {"$set": {"owner": "other"}, "$inc": {"epoch": 1}})
+    await storage.put("n", 7)  # this node still believes it holds epoch 1
+    with pytest.raises(Fenced):
+        await storage.sync()
+    assert await db["do.ns.kv"].count_documents({}) == 0
+
+
+async def test_state_read_before_a_drop_is_not_installed_after_it(world: Any) -> None:
+    db, lease, engine = world
+    started = asyncio.Event()
+    find = engine._kv.find
+
+    def slow_find(*args: Any, **kwargs: Any) -> Any:
+        started.set()
+        return find(*args, **kwargs)
+    engine._kv.find = slow_find  # type: ignore[method-assign]
+    load = asyncio.ensure_future(engine.load(OBJ))
+    await started.wait()
+    engine.forget(OBJ)  # the shard moved while the read was in flight
+    with pytest.raises(Fenced):
+        await load
+    assert not engine.loaded(OBJ)
+
+
+async def test_a_dropped_object_s_cached_state_goes_even_with_writes_pending(world: Any) -> None:
+    db, lease, engine = world
+    await engine.load(OBJ)
+    storage = DurableObjectStorage(engine, OBJ)
+    await storage.put("n", 1)  # not yet committed
+    engine.forget(OBJ)
+    assert not engine.loaded(OBJ)
+    lease.epoch = None  # and the shard is gone: the pending write fails its fence
+    with pytest.raises(Fenced):
+        await storage.sync()
