@@ -120,7 +120,8 @@ class ClusterNode:
         if key in self._draining:
             raise NotOwner(f"{namespace} shard {key[1]} is moving away from {self.node_id}")
         ns = self.namespaces[namespace]
-        if self.owner(ns.script, namespace, object_id) is not self.membership.members.get(self.node_id):
+        owner = self.owner(ns.script, namespace, object_id)
+        if owner is None or owner.node_id != self.node_id:
             raise NotOwner(f"{namespace} shard {key[1]} belongs to another node")
         pending = self._acquiring.get(key)
         if pending is None:
