@@ -14,13 +14,15 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 
 SELF_MARGIN = 0.7  # stop trusting ourselves well before others may take over
+FORGET_AFTER_S = 3600  # a member silent this long is removed from the collection
+FORGET_EVERY_BEATS = 40
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class Membership:
     _valid_until: float = 0.0
     version: int = 0  # bumps whenever the set of live members changes
     _sessions: set[bytes] = field(default_factory=set)
+    _beats: int = 0
 
     @property
     def valid(self) -> bool:
@@ -68,6 +71,9 @@ class Membership:
             upsert=True, return_document=ReturnDocument.AFTER)
         self._valid_until = sent + self.lease_s * SELF_MARGIN
         await self._read_members(mine["at"])
+        self._beats += 1
+        if self._beats % FORGET_EVERY_BEATS == 1:  # nodes that died (or left) long ago: their documents go
+            await self.collection.delete_many({"at": {"$lt": mine["at"] - timedelta(seconds=FORGET_AFTER_S)}})
 
     async def refresh(self) -> None:
         """Re-read the members (after a node answered that it does not own what we thought)."""
@@ -78,7 +84,8 @@ class Membership:
 
     async def _read_members(self, db_now: datetime) -> None:
         live: dict[str, Member] = {}
-        async for doc in self.collection.find({"left": False}):
+        recent = db_now - timedelta(seconds=self.lease_s)
+        async for doc in self.collection.find({"left": False, "at": {"$gte": recent}}):
             age = (db_now - doc["at"]).total_seconds()
             if age < self.lease_s:
                 live[doc["_id"]] = Member(doc["_id"], dict(doc.get("urls") or {}), doc.get("pid", 0),
