@@ -75,12 +75,17 @@ def error_from_wire(data: dict[str, Any]) -> BaseException:
     cls = _REGISTRY.get(name)
     if cls is None and name in _BUILTIN_NAMES:
         cls = getattr(builtins, name)
+    error: BaseException = RpcError(message, name)
     if cls is not None and cls is not RpcError:
         try:
-            return cls(message)
+            error = cls(message)
         except Exception:  # a registered class with an unusual constructor
             pass
-    return RpcError(message, name)
+    # as Cloudflare's: it came from the other side; may the caller simply try again?
+    error.remote = True  # type: ignore[attr-defined]
+    error.retryable = bool(getattr(type(error), "retryable", False))  # type: ignore[attr-defined]
+    error.overloaded = False  # type: ignore[attr-defined]
+    return error
 
 
 class StartupRefused(Exception):

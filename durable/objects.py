@@ -61,6 +61,10 @@ class AlarmInvocationInfo:
 class DurableObjectState:
     """`ctx`: the object's id, its storage, and control over its concurrency."""
 
+    # A blocker that runs longer resets the object (as Cloudflare's 30 s limit): a stuck
+    # initialisation must not hold every caller of the object forever.
+    block_timeout_s: float = 30.0
+
     def __init__(self, object_id: DurableObjectId, storage: DurableObjectStorage, gate: InputGate,
                  host: ObjectHost) -> None:
         self.id = object_id
@@ -82,7 +86,7 @@ class DurableObjectState:
         async def run_holding() -> Any:
             gate.mark_held()
             try:
-                return await awaitable
+                return await _bounded(awaitable, self.block_timeout_s)
             except Exception as exc:
                 self._host._reset(self, exc)
                 raise
@@ -92,7 +96,7 @@ class DurableObjectState:
         async def run_queued() -> Any:
             async with gate.exclusive():
                 try:
-                    return await awaitable
+                    return await _bounded(awaitable, self.block_timeout_s)
                 except Exception as exc:
                     self._host._reset(self, exc)
                     raise
@@ -115,14 +119,29 @@ async def _await(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
 
 
+class BlockerTimedOut(TimeoutError):
+    """A `block_concurrency_while` callback ran over its limit: the object is reset."""
+
+
+async def _bounded(awaitable: Awaitable[Any], limit_s: float) -> Any:
+    try:
+        async with asyncio.timeout(limit_s) as deadline:
+            return await awaitable
+    except TimeoutError:
+        if deadline.expired():
+            raise BlockerTimedOut(f"block_concurrency_while ran over {limit_s:g} s") from None
+        raise
+
+
 class _Live:
-    __slots__ = ("instance", "state", "inflight", "last_used")
+    __slots__ = ("instance", "state", "inflight", "last_used", "broken")
 
     def __init__(self, instance: DurableObject, state: DurableObjectState) -> None:
         self.instance = instance
         self.state = state
         self.inflight = 0
         self.last_used = time.monotonic()
+        self.broken = False  # a blocker timed out: calls queued behind it must not run on it
 
 
 class ObjectHost:
@@ -240,6 +259,7 @@ class ObjectHost:
         key = str(state.id)
         live = self._live.get(key)
         if live is not None and live.state is state:
+            live.broken = isinstance(exc, BlockerTimedOut)
             del self._live[key]
             self.resets += 1
             log.warning("%s.%s %s reset after uncaught %s: %s", self.script_name, self.class_name,
@@ -271,15 +291,21 @@ class ObjectHost:
         return await asyncio.shield(task)
 
     async def _deliver(self, object_id: DurableObjectId, method: str, args: list[Any], kwargs: dict[str, Any],
-                       *, reserved_ok: bool = False, on_success: Callable[[DurableObjectState], None] | None = None) -> Any:
+                       *, reserved_ok: bool = False, on_success: Callable[[DurableObjectState], None] | None = None,
+                       running_alarm: int | None = None) -> Any:
         if str(object_id) not in self._live:
             await self.engine.load(str(object_id))  # a cluster engine reads the object's state once
         live = self._instance(object_id)
         state = live.state
         await state._gate.enter()
+        if live.broken:  # its blocker timed out while we waited: the instance never became usable
+            raise ObjectUnavailable(f"{self.class_name} {str(object_id)[:12]} was reset (a blocker ran over "
+                                    f"{state.block_timeout_s:g} s) while this call waited; nothing ran, retry")
         live.inflight += 1
         live.last_used = time.monotonic()
         token = _current_state.set(state)
+        if running_alarm is not None:
+            state.storage.running_alarm = running_alarm
         try:
             handler = getattr(live.instance, method) if reserved_ok else self._resolve(live.instance, method)
             try:
@@ -295,6 +321,8 @@ class ObjectHost:
         finally:
             _current_state.reset(token)
             live.inflight -= 1
+            if running_alarm is not None:
+                state.storage.running_alarm = None
         await state.storage.sync()  # output gate: nothing leaves before this object's writes are durable
         return result
 
@@ -323,7 +351,7 @@ class ObjectHost:
         try:
             with capture:
                 info = AlarmInvocationInfo(retry_count=retry, is_retry=retry > 0)
-                await self._deliver(object_id, "alarm", [info], {}, reserved_ok=True,
+                await self._deliver(object_id, "alarm", [info], {}, reserved_ok=True, running_alarm=scheduled_ms,
                                     on_success=lambda state: self._clear_alarm_if(key, scheduled_ms, state))
         except Exception as exc:
             capture.record_exception(exc)

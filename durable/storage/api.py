@@ -64,6 +64,7 @@ class DurableObjectStorage:
         self._on_alarm_change = on_alarm_change
         self._cache: dict[str, bytes | None] = {}
         self.last_seq = 0  # engine sequence of this object's newest write: its output gate
+        self.running_alarm: int | None = None  # the scheduled time of the alarm() event running now
 
     def _stage(self) -> ObjectBatch:
         batch = self._engine.stage(self._object_id)
@@ -177,7 +178,9 @@ class DurableObjectStorage:
         await self._engine.flush(self.last_seq, self._object_id)
 
     async def get_alarm(self) -> int | None:
-        return self._engine.read_alarm(self._object_id)
+        """Inside `alarm()`, the alarm that is running is already spent: None unless re-set."""
+        ms = self._engine.read_alarm(self._object_id)
+        return None if ms is not None and ms == self.running_alarm else ms
 
     async def set_alarm(self, scheduled_time: int | float | datetime) -> None:
         self._set_alarm_ms(to_epoch_ms(scheduled_time))

@@ -170,3 +170,36 @@ def test_rpc_error_class_for_unknown_types() -> None:
     from durable.errors import error_from_wire
     exc = error_from_wire({"type": "PaymentDeclined", "message": "card declined"})
     assert isinstance(exc, RpcError) and exc.remote_type == "PaymentDeclined" and str(exc) == "card declined"
+
+
+async def test_get_alarm_inside_alarm_is_none_unless_set_again(runtime: Runtime) -> None:
+    ns = runtime.workers["fx-counter"].env.ALARMED
+    stub = ns.get_by_name("spent")
+    await stub.schedule(10, rearm_ms=60_000)
+    status = await wait_for(lambda: _ran(stub))
+    (first_run,) = status["alarm_seen"]
+    assert first_run[0] is None and isinstance(first_run[1], int)  # spent, then the new one
+    assert status["alarm"] == first_run[1]  # the re-set alarm stays armed after the run
+
+
+async def test_errors_from_an_object_say_they_are_remote_and_whether_to_retry(runtime: Runtime) -> None:
+    from durable import ObjectUnavailable
+    from durable.errors import error_from_wire, error_to_wire
+    stub = runtime.workers["fx-counter"].env.COUNTER.get_by_name("errors-attrs")
+    with pytest.raises(ValueError) as caught:
+        await stub.fail("value")
+    assert caught.value.remote is True and caught.value.retryable is False and caught.value.overloaded is False
+    moved = error_from_wire(error_to_wire(ObjectUnavailable("node gone")))
+    assert isinstance(moved, ObjectUnavailable) and moved.retryable is True
+
+
+async def test_a_blocker_that_never_ends_resets_the_object(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    from durable.objects import DurableObjectState
+    monkeypatch.setattr(DurableObjectState, "block_timeout_s", 0.2)
+    stub = runtime.workers["fx-counter"].env.STUCK.get_by_name("stuck")
+    first = asyncio.ensure_future(stub.identity())  # waits at the gate behind the stuck blocker
+    with pytest.raises(Exception):
+        await asyncio.wait_for(first, 5)  # the blocker times out: the object resets, the call fails
+    module = runtime.workers["fx-counter"].module
+    monkeypatch.setattr(module.Stuck, "unstick", True, raising=False)
+    assert isinstance(await asyncio.wait_for(stub.identity(), 5), str)  # a fresh instance answers
