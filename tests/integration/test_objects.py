@@ -203,3 +203,38 @@ async def test_a_blocker_that_never_ends_resets_the_object(runtime: Runtime, mon
     module = runtime.workers["fx-counter"].module
     monkeypatch.setattr(module.Stuck, "unstick", True, raising=False)
     assert isinstance(await asyncio.wait_for(stub.identity(), 5), str)  # a fresh instance answers
+
+
+async def test_get_by_name_is_get_of_id_from_name(runtime: Runtime) -> None:
+    ns = runtime.workers["fx-counter"].env.COUNTER
+    by_name, by_id = ns.get_by_name("named"), ns.get(ns.id_from_name("named"))
+    assert by_name.id == by_id.id and by_name.name == "named"
+    assert (await by_name.identity())["token"] == (await by_id.identity())["token"]  # one live instance
+
+
+async def test_wait_until_work_finishes_after_the_reply(runtime: Runtime) -> None:
+    stub = runtime.workers["fx-counter"].env.COUNTER.get_by_name("later")
+    assert await stub.increment_later(5) == "accepted"
+    assert await wait_for(lambda: _count_is(stub, 5))
+
+
+async def _count_is(stub, value: int) -> bool:
+    return await stub.count() == value
+
+
+async def test_a_failed_commit_fails_the_call_and_loses_nothing_committed(runtime: Runtime,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+    stub = runtime.workers["fx-counter"].env.COUNTER.get_by_name("disk-full")
+    assert await stub.increment(1) == 1
+    engine = runtime.workers["fx-counter"].hosts["Counter"].engine
+
+    def disk_full(batch):
+        raise sqlite3.OperationalError("database or disk is full")
+    monkeypatch.setattr(engine, "_commit_sync", disk_full)
+    with pytest.raises(Exception) as caught:
+        await stub.increment(1)  # the output gate: no answer for a write that did not land
+    assert "disk is full" in str(caught.value)
+    monkeypatch.undo()
+    assert await stub.count() == 1  # the instance forgot the write that never landed
+    assert await stub.increment(1) == 2
