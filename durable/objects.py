@@ -167,7 +167,8 @@ class ObjectHost:
         self._has_alarm = callable(getattr(cls, "alarm", None))
         engine.on_commit_failure = self._on_commit_failure
         self.resets = 0
-        # In a cluster: awaited before each call, raises NotOwner unless this node owns the id.
+        # In a cluster: awaited by the callers that route here (ClusterTransport, the internal RPC
+        # route) before each call; raises NotOwner unless this node owns the id.
         self.guard: Callable[[DurableObjectId], Awaitable[None]] | None = None
 
     @property
@@ -284,9 +285,8 @@ class ObjectHost:
 
     # -- events ---------------------------------------------------------------------------
     async def invoke(self, object_id: DurableObjectId, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        """Deliver one event; the caller's cancellation does not cancel the object's work."""
-        if self.guard is not None:
-            await self.guard(object_id)
+        """Deliver one event; the caller's cancellation does not cancel the object's work. (In a
+        cluster the entry points, ClusterTransport and the internal RPC route, pass the guard first.)"""
         task = asyncio.get_running_loop().create_task(self._deliver(object_id, method, args, kwargs))
         return await asyncio.shield(task)
 

@@ -54,7 +54,7 @@ class Membership:
     _valid_until: float = 0.0
     version: int = 0  # bumps whenever the set of live members changes
     _sessions: set[bytes] = field(default_factory=set)
-    _beats: int = 0
+    beats: int = 0  # acknowledged beats so far
 
     @property
     def valid(self) -> bool:
@@ -71,8 +71,8 @@ class Membership:
             upsert=True, return_document=ReturnDocument.AFTER)
         self._valid_until = sent + self.lease_s * SELF_MARGIN
         await self._read_members(mine["at"])
-        self._beats += 1
-        if self._beats % FORGET_EVERY_BEATS == 1:  # nodes that died (or left) long ago: their documents go
+        self.beats += 1
+        if self.beats % FORGET_EVERY_BEATS == 1:  # nodes that died (or left) long ago: their documents go
             await self.collection.delete_many({"at": {"$lt": mine["at"] - timedelta(seconds=FORGET_AFTER_S)}})
 
     async def refresh(self) -> None:

@@ -72,7 +72,6 @@ class ClusterNode:
         self._acquiring: dict[tuple[str, int], asyncio.Future[int | None]] = {}
         self._draining: set[tuple[str, int]] = set()
         self._loop_task: asyncio.Task[None] | None = None
-        self._beats = 0
         self.handoffs = 0
         self.fenced = 0
 
@@ -101,8 +100,12 @@ class ClusterNode:
         return shard_of(object_id, self.settings.shards)
 
     def owner(self, script: str, namespace: str, object_id: str) -> Member | None:
-        winner = owner_of(lease_id(namespace, self.shard(object_id)), self.membership.live_ids(script))
+        winner = self._winner(script, namespace, self.shard(object_id))
         return None if winner is None else self.membership.members.get(winner)
+
+    def _winner(self, script: str, namespace: str, shard: int) -> str | None:
+        """The node rendezvous places this shard on, among the live members serving `script`."""
+        return owner_of(lease_id(namespace, shard), self.membership.live_ids(script))
 
     async def refresh(self) -> None:
         try:
@@ -123,12 +126,16 @@ class ClusterNode:
         owner = self.owner(ns.script, namespace, object_id)
         if owner is None or owner.node_id != self.node_id:
             raise NotOwner(f"{namespace} shard {key[1]} belongs to another node")
+        if await self._take(key) is None:
+            raise NotOwner(f"{namespace} shard {key[1]} is still held by another live node")
+
+    async def _take(self, key: tuple[str, int]) -> int | None:
+        """Acquire the shard's lease, once however many callers ask at the same time."""
         pending = self._acquiring.get(key)
         if pending is None:
             pending = self._acquiring[key] = asyncio.ensure_future(self._acquire(key))
             pending.add_done_callback(lambda _: self._acquiring.pop(key, None))
-        if await asyncio.shield(pending) is None:
-            raise NotOwner(f"{namespace} shard {key[1]} is still held by another live node")
+        return await asyncio.shield(pending)
 
     async def _acquire(self, key: tuple[str, int]) -> int | None:
         namespace, shard = key
@@ -172,9 +179,8 @@ class ClusterNode:
             try:
                 version = self.membership.version
                 await self.membership.beat()
-                self._beats += 1
                 await self._hand_off()
-                if self.membership.version != version or self._beats % 4 == 0:
+                if self.membership.version != version or self.membership.beats % 4 == 0:
                     await self._adopt_alarmed_shards()
             except PyMongoError as exc:
                 log.warning("cluster: beat failed: %s", exc, extra={"event": "beat_failed"})
@@ -193,7 +199,7 @@ class ClusterNode:
         for key, epoch in list(self.owned.items()):
             namespace, shard = key
             ns = self.namespaces[namespace]
-            winner = owner_of(lease_id(namespace, shard), self.membership.live_ids(ns.script))
+            winner = self._winner(ns.script, namespace, shard)
             if winner is None or winner == self.node_id:
                 continue
             self._draining.add(key)
@@ -216,12 +222,8 @@ class ClusterNode:
                 continue
             for shard in await ns.engine.alarmed_shards():
                 key = (name, int(shard))
-                if key in self.owned or key in self._acquiring:
-                    continue
-                if owner_of(lease_id(name, key[1]), self.membership.live_ids(ns.script)) == self.node_id:
-                    fut = self._acquiring[key] = asyncio.ensure_future(self._acquire(key))
-                    fut.add_done_callback(lambda _, k=key: self._acquiring.pop(k, None))
-                    await asyncio.shield(fut)
+                if key not in self.owned and self._winner(ns.script, name, key[1]) == self.node_id:
+                    await self._take(key)
 
     # -- stopping and reporting --------------------------------------------------------------------
     async def stop(self) -> None:
