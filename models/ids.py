@@ -6,6 +6,9 @@ from typing import Annotated
 from bson import ObjectId
 from pydantic import Field
 
+# an id in a path, as our routes match it and the documents describe it (ids we hand out are lowercase)
+PATH_OBJECT_ID = "[0-9a-f]{24}"
+
 ObjectIdStr = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{24}$", description="24-hex ObjectId")]
 
 

@@ -16,11 +16,12 @@ from typing import Any
 from quart_schema.openapi import OpenAPIProvider
 
 from .errors import ErrorBody
+from .ids import PATH_OBJECT_ID
 
 # printable ASCII, 1-255, no space at either end (HTTP trims it)
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e](?:[\x20-\x7e]{0,253}[\x21-\x7e])?$"
 
-OBJECT_ID = {"type": "string", "pattern": "^[0-9a-f]{24}$", "examples": ["65f1c0ffee0ddba11b0a7c11"]}
+OBJECT_ID = {"type": "string", "pattern": f"^{PATH_OBJECT_ID}$", "examples": ["65f1c0ffee0ddba11b0a7c11"]}
 ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 REASONS = {400: "Invalid request", 404: "Not found", 413: "Body too large", 429: "Rate limited (retry after "
            "the Retry-After header)", 503: "A dependency is unavailable (retry after the Retry-After header)"}
@@ -31,22 +32,16 @@ def _error(status: int) -> dict[str, Any]:
 
 
 class TruthfulOpenAPI(OpenAPIProvider):
-    _operation_ids: set[str] | None = None
+    _operation_ids: set[str]  # names given so far in the document being built (see schema)
 
     def operation_id(self, method: str, path: str, func: Any) -> str | None:
         """The handler's name (`create_order`), method-prefixed only where one handler serves
         several methods: the names generated clients give their calls."""
-        if self._operation_ids is None:
-            self._operation_ids = set()
         name = func.__name__
         if name in self._operation_ids:
             name = f"{method.lower()}_{name}"
         self._operation_ids.add(name)
         return name
-
-    def schema(self) -> dict[str, Any]:
-        self._operation_ids = set()
-        return self._schema()
 
     def build_paths(self, rule: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         paths, components = super().build_paths(rule)
@@ -68,7 +63,8 @@ class TruthfulOpenAPI(OpenAPIProvider):
                         media_type: {"schema": {"type": "string", "contentMediaType": media_type}}}}
         return paths, components
 
-    def _schema(self) -> dict[str, Any]:
+    def schema(self) -> dict[str, Any]:
+        self._operation_ids = set()
         document = super().schema()
         components = document.setdefault("components", {}).setdefault("schemas", {})
         components.setdefault("ErrorBody", ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}"))
@@ -76,8 +72,8 @@ class TruthfulOpenAPI(OpenAPIProvider):
             components.setdefault(*definition)
         by_id: dict[str, dict[str, Any]] = {}
         for operations in document["paths"].values():
-            for method, operation in operations.items():
-                complete(method, operation)
+            for operation in operations.values():
+                complete(operation)
                 hoist(operation, components)
                 by_id[operation.get("operationId", "")] = operation
         link(by_id)
@@ -127,7 +123,7 @@ def hoist(operation: dict[str, Any], components: dict[str, Any]) -> None:
                 media["schema"] = {"$ref": f"#/components/schemas/{title}"}
 
 
-def complete(method: str, operation: dict[str, Any]) -> None:
+def complete(operation: dict[str, Any]) -> None:
     if "requestBody" in operation:
         operation["requestBody"]["required"] = True  # no operation here takes an empty body
     parameters = operation.setdefault("parameters", [])

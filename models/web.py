@@ -19,6 +19,7 @@ from durable import ObjectUnavailable, env
 from .auth import Claims, TokenError, bearer_token, verify_token
 from .errors import ApiError, ErrorBody, error_body
 from .errors_domain import Conflict, DatabaseUnavailable, InsufficientStock, NotFound, Unprocessable
+from .ids import PATH_OBJECT_ID
 from .openapi import IDEMPOTENCY_KEY_PATTERN, TruthfulOpenAPI
 
 log = logging.getLogger("rest_shop.web")
@@ -108,7 +109,7 @@ class ObjectIdConverter(BaseConverter):
     """`<oid:user_id>`: only a 24-hex id matches, so `/user/login` is never `DELETE /user/<id>`
     (and an OPTIONS answer's Allow lists only what the path really takes)."""
 
-    regex = "[0-9a-f]{24}"
+    regex = PATH_OBJECT_ID
 
 
 def documents_file(media_type: str) -> Callable[[F], F]:
