@@ -21,7 +21,7 @@ from durable.cluster.placement import DEFAULT_SHARDS
 from durable.config import ConfigError, WorkerConfig
 from durable.env import load_secrets
 
-from .embedded_mongo import EmbeddedMongo, EmbeddedMongoError
+from .embedded_mongo import EmbeddedMongo, start_for_dev
 
 INTERNAL_KEY_ENV = "DURABLE_INTERNAL_KEY"  # how `dev --nodes` gives its nodes one key for object calls
 URI_ENV = "DURABLE_CLUSTER_URI"
@@ -91,15 +91,10 @@ async def run_nodes(args: argparse.Namespace, configs: list[WorkerConfig], persi
     env = {**os.environ, INTERNAL_KEY_ENV: secrets.token_urlsafe(32), "PYTHONUNBUFFERED": "1"}
     mongo: EmbeddedMongo | None = None
     if needs_mongo or not (env.get(URI_ENV) or env.get("MONGODB_URI")):  # the workers' or the cluster's own
-        mongo = EmbeddedMongo(persist_to / "mongo")
-        try:
-            uri = await mongo.start()
-            env[URI_ENV if not needs_mongo else "MONGODB_URI"] = uri
-            (mongo.storage_path / "uri").write_text(mongo.uri)
-        except EmbeddedMongoError as exc:
-            print(f"✘ [ERROR] {exc}", file=sys.stderr)
+        mongo = await start_for_dev(persist_to)
+        if mongo is None:
             return 1
-        print(f"⎔ Embedded MongoDB (SecantusDB) on {mongo.uri}, data in {mongo.storage_path}", flush=True)
+        env[URI_ENV if not needs_mongo else "MONGODB_URI"] = mongo.uri
     env.setdefault(URI_ENV, env.get("MONGODB_URI", ""))
     for config in configs:  # generated dev secrets are made once, here, so every node signs alike
         load_secrets(config, state_dir=persist_to, local_dev=True, environ=env)

@@ -5,7 +5,6 @@ import argparse
 import asyncio
 import os
 import signal
-import sys
 from pathlib import Path
 
 from durable import config as wconfig
@@ -18,7 +17,7 @@ from durable.server import Server, bind, url_of
 from durable.tail_api import TailServer, create_tail_app
 
 from .cluster import INTERNAL_KEY_ENV, cluster_settings, run_nodes
-from .embedded_mongo import EmbeddedMongo, EmbeddedMongoError
+from .embedded_mongo import EmbeddedMongo, start_for_dev
 
 DEFAULT_PORT = 8787
 DEFAULT_IP = "127.0.0.1"
@@ -86,14 +85,10 @@ async def run_dev(args: argparse.Namespace) -> int:
         raise ConfigError("--nodes", str(args.nodes), "expected 1 or more")
     mongo: EmbeddedMongo | None = None
     if needs_embedded_mongo(configs):
-        mongo = EmbeddedMongo(persist_to / "mongo")
-        try:
-            os.environ["MONGODB_URI"] = await mongo.start()
-            (mongo.storage_path / "uri").write_text(mongo.uri)  # for local tools (python -m base.admin)
-        except EmbeddedMongoError as exc:
-            print(f"✘ [ERROR] {exc}", file=sys.stderr)
+        mongo = await start_for_dev(persist_to)
+        if mongo is None:
             return 1
-        print(f"⎔ Embedded MongoDB (SecantusDB) on {mongo.uri}, data in {mongo.storage_path}", flush=True)
+        os.environ["MONGODB_URI"] = mongo.uri
     try:
         return await _serve(args, configs, persist_to)
     finally:

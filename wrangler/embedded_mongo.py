@@ -121,3 +121,17 @@ class EmbeddedMongo:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+async def start_for_dev(persist_to: Path) -> EmbeddedMongo | None:
+    """Start the dev session's embedded server (data under `<persist_to>/mongo`) and say where it
+    is; None, with the reason printed, when it cannot start."""
+    mongo = EmbeddedMongo(persist_to / "mongo")
+    try:
+        await mongo.start()
+        (mongo.storage_path / "uri").write_text(mongo.uri)  # for local tools (python -m base.admin)
+    except EmbeddedMongoError as exc:
+        print(f"✘ [ERROR] {exc}", file=sys.stderr)
+        return None
+    print(f"⎔ Embedded MongoDB (SecantusDB) on {mongo.uri}, data in {mongo.storage_path}", flush=True)
+    return mongo
