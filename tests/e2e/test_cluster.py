@@ -31,6 +31,7 @@ from tests.accounts import mint_token
 from tests.conftest import COUNTER_TOML, JWT_KEY, PEER_TOML, UNLIMITED
 from tests.e2e.test_wrangler_cli import Tail
 from tests.linearizability import Op, linearizable
+from tests.polling import eventually
 
 LEASE_S = 3.0
 NODES = ["node-0", "node-1", "node-2"]
@@ -94,14 +95,9 @@ async def node_info(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
 
 async def until(check: Any, timeout_s: float, what: str) -> Any:
     """Poll `check()` (async) until it returns something truthy; fail with `what` at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
+    result = await eventually(check, timeout_s, interval=0.1)
+    assert result, f"timed out waiting for {what}"
+    return result
 
 
 async def incr(http: aiohttp.ClientSession, url: str, name: str) -> tuple[int, Any]:

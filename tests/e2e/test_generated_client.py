@@ -4,7 +4,6 @@ generated client cannot express a call, the document is wrong."""
 from __future__ import annotations
 
 import importlib
-import os
 import subprocess
 import sys
 import uuid

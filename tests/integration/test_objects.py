@@ -2,26 +2,16 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
 from durable import DataCloneError, Response, RpcError
 from durable.runtime import Runtime
+from tests.polling import eventually as wait_for
 
 
 def counter_ns(rt: Runtime):
     return rt.workers["fx-counter"].env.COUNTER
-
-
-async def wait_for(predicate, timeout: float = 10.0):
-    """Poll an async condition until it holds (or fail with the last value)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        await asyncio.sleep(0.01)
 
 
 async def test_one_live_instance_per_id_under_concurrent_first_calls(runtime: Runtime) -> None:

@@ -15,6 +15,7 @@ from bson import ObjectId
 from durable import Request
 from durable.bindings import asgi_fetch
 from payments.providers import registry
+from tests.polling import eventually
 
 
 def local_stripe():
@@ -46,15 +47,6 @@ async def order_state(shop, token: str, order_id: str) -> tuple[str, str]:
     status, order, _ = await shop.call("GET", f"/api/orders/{order_id}", token=token)
     assert status == 200
     return order["status"], order["paymentStatus"]
-
-
-async def eventually(check, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value or time.monotonic() > deadline:
-            return value
-        await asyncio.sleep(0.02)
 
 
 async def payment_reaches(shop, user, payment_id: str, status: str) -> dict:
