@@ -67,10 +67,10 @@ class Env:
         raise AttributeError(f"env has no binding, secret or var named {name!r} (available: {available})")
 
     def get(self, name: str, default: Any = None) -> Any:
-        try:
-            return getattr(self, name)
-        except AttributeError:
-            return default
+        for source in (self._bindings, self._secrets, self._vars):  # no error message built per miss
+            if name in source:
+                return source[name]
+        return default
 
     def __contains__(self, name: str) -> bool:
         return name in self._bindings or name in self._secrets or name in self._vars

@@ -1,7 +1,6 @@
 """Durable Object ids: 64 hex characters, deterministic for names, random otherwise."""
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import secrets
@@ -44,8 +43,10 @@ def id_from_name(namespace_key: bytes, name: str) -> DurableObjectId:
     """Same name, same namespace → same id, in every process (HMAC keyed by the namespace)."""
     if not isinstance(name, str):
         raise TypeError(f"id_from_name() takes a str, got {type(name).__name__}")
-    digest = hmac.new(namespace_key, name.encode("utf-8"), hashlib.sha256).hexdigest()
-    return DurableObjectId(digest, name)
+    made = DurableObjectId.__new__(DurableObjectId)  # a digest is well formed: no need to check it
+    made._hex = hmac.digest(namespace_key, name.encode("utf-8"), "sha256").hex()
+    made.name = name
+    return made
 
 
 def new_unique_id() -> DurableObjectId:

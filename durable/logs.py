@@ -2,6 +2,7 @@
 writes one JSON object per line (to stdout, for a log shipper), development readable text."""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -36,8 +37,53 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Lines logged during one turn of the event loop are written and flushed together at its end:
+    a busy server logs a line per request, and a write and flush per line cost more than the line."""
+
+    MAX_PENDING = 512
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self._pending: list[str] = []
+        self._scheduled = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        with self.lock:  # type: ignore[union-attr]
+            self._pending.append(line)
+            if loop is None or len(self._pending) >= self.MAX_PENDING:
+                self._write_pending()
+            elif not self._scheduled:
+                self._scheduled = True
+                loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        self._scheduled = False
+        if not self._pending:
+            return
+        text, self._pending = "".join(self._pending), []
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except Exception:  # a closed or broken stream must not break the request that logged
+            pass
+
+
 def setup_logging(fmt: str = "text", stream: TextIO | None = None) -> None:
-    handler = logging.StreamHandler(stream or (sys.stdout if fmt == "json" else sys.stderr))
+    handler = BatchingStreamHandler(stream or (sys.stdout if fmt == "json" else sys.stderr))
     handler.addFilter(TraceFields())
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter("[%(name)s:%(levelname)s] %(message)s"))
     root = logging.getLogger()

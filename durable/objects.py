@@ -482,6 +482,9 @@ class DurableObjectStub:
             raise AttributeError(method)
 
         async def call(*args: Any, **kwargs: Any) -> Any:
+            transport = self._namespace._transport
+            if type(transport) is LocalTransport and _immutable(args) and _immutable(kwargs.values()):
+                return await self._gated(lambda: self._call_in_process(transport, method, args, kwargs))
             what = f"arguments of {self._namespace.class_name}.{method}()"
             payload = codec.encode({"args": list(args), "kwargs": kwargs}, what=what)
             return await self._call(method, payload)
@@ -508,20 +511,48 @@ class DurableObjectStub:
         return Response.from_wire(await self._call(FETCH, payload))
 
     async def _call(self, method: str, payload: bytes) -> Any:
-        caller = _current_state.get()
-        if caller is not None:
-            await caller.storage.sync()  # output gate for the caller's outgoing message
-        try:
-            reply = codec.decode(await self._namespace._transport.call(self.id, method, payload))
-        finally:
-            if caller is not None:
-                await caller._gate.enter()  # input gate: don't resume inside someone's blocker
+        reply = codec.decode(await self._gated(lambda: self._namespace._transport.call(self.id, method, payload)))
         if "error" in reply:
             raise error_from_wire(reply["error"])
         return reply["result"]
 
+    async def _call_in_process(self, transport: LocalTransport, method: str, args: tuple[Any, ...],
+                               kwargs: dict[str, Any]) -> Any:
+        """An RPC whose arguments are immutable scalars needs no copy on the way in; the result is
+        still a copy, and an error still arrives as it would from another process."""
+        try:
+            result = await transport._invoke(self.id, method, list(args), kwargs)
+            if _immutable((result,)):
+                return result
+            return codec.decode(codec.encode(result, what=f"result of {self._namespace.class_name}.{method}()"))
+        except Exception as exc:
+            raise error_from_wire(error_to_wire(exc)) from None
+
+    async def _gated(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Around any outgoing call from inside an object: the output gate before, the input gate after."""
+        caller = _current_state.get()
+        if caller is not None:
+            await caller.storage.sync()  # output gate for the caller's outgoing message
+        try:
+            return await call()
+        finally:
+            if caller is not None:
+                await caller._gate.enter()  # input gate: don't resume inside someone's blocker
+
     def __repr__(self) -> str:
         return f"<DurableObjectStub {self._namespace.class_name} {self.id!r}>"
+
+
+_SCALARS = frozenset({str, bytes, bool, float, int, type(None)})
+
+
+def _immutable(values: Any) -> bool:
+    """Values that cross as they are: immutable, and serializable (ints within BSON's 64 bits)."""
+    for value in values:
+        kind = type(value)
+        if kind not in _SCALARS or (kind is int and not -2**63 <= value < 2**63):
+            return False
+    return True
 
 
 def current_object() -> DurableObjectState | None:

@@ -40,6 +40,11 @@ _DROP_INBOUND = _HOP_BY_HOP | _NOT_FROM_CLIENTS
 _DROP_CACHED = _HOP_BY_HOP | {"x-request-id", "cache-control", "etag"}
 
 
+@functools.lru_cache(maxsize=4)
+def _trusted_proxies(spec: str) -> frozenset[str]:
+    return frozenset(t.strip() for t in spec.split(",") if t.strip())
+
+
 @dataclass
 class Incoming:
     method: str
@@ -57,7 +62,7 @@ class Incoming:
     @functools.cached_property
     def from_trusted_proxy(self) -> bool:
         """The peer is a proxy named in TRUSTED_PROXIES (none by default: clients reach us directly)."""
-        return self.peer in {t.strip() for t in str(env.get("TRUSTED_PROXIES", "")).split(",") if t.strip()}
+        return self.peer in _trusted_proxies(str(env.get("TRUSTED_PROXIES", "")))
 
     @functools.cached_property
     def client_ip(self) -> str:

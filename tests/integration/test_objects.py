@@ -94,6 +94,18 @@ async def test_serialization_errors_are_clear(runtime: Runtime) -> None:
     assert echoed == value and echoed["id"].name == "x"
 
 
+async def test_in_process_rpc_copies_results_and_refuses_what_could_not_cross(runtime: Runtime) -> None:
+    """Scalar arguments skip the copy in one process; the rest must behave as across processes."""
+    ns = counter_ns(runtime)
+    stub = ns.get(ns.id_from_name("copies"))
+    mine = await stub.memory("a")
+    mine.append("changed by the caller")
+    assert await stub.memory() == ["a"]
+    with pytest.raises(DataCloneError, match=r"arguments of Counter\.echo\(\)"):
+        await stub.echo(2**70)  # BSON has no integer that large: refused here as it would be remotely
+    assert await stub.echo(2**62) == 2**62 and await stub.echo(b"raw") == b"raw"
+
+
 async def test_stub_fetch_reaches_the_objects_fetch_handler(runtime: Runtime) -> None:
     ns = counter_ns(runtime)
     stub = ns.get(ns.id_from_name("fetchy"))
