@@ -12,6 +12,7 @@ from quart import Quart
 
 from durable import env
 from durable.mongo import MongoPool
+from durable.public_url import public_base_url, url_problems
 from models.service_auth import install_service_auth, key_problems, require_strong_keys
 from models.web import install_error_handlers, install_schema
 
@@ -20,14 +21,18 @@ from .objects.order_lock import OrderLock
 from .objects.product_stock import ProductStock
 from .objects.rate_limiter import RateLimiter
 from .objects.shopper_holds import ShopperHolds
+from .objects.signin_state import SignInState
 from .objects.user_sessions import UserSessions
-from .routes import health, orders, products, uploads, users
+from .routes import health, orders, products, signin, uploads, users
+from .signin import providers as signin_providers
+from .signin import service as signin_service
 from durable.mongo import pooled_database as database
 from .stores.orders import OrderStore
 from .stores.products import ProductStore
 from .stores.users import UserStore
 
-__all__ = ["app", "LoginGuard", "MongoPool", "OrderLock", "ProductStock", "RateLimiter", "ShopperHolds", "UserSessions"]
+__all__ = ["app", "LoginGuard", "MongoPool", "OrderLock", "ProductStock", "RateLimiter", "ShopperHolds", "SignInState",
+           "UserSessions"]
 
 log = logging.getLogger("rest_shop.base")
 
@@ -36,22 +41,36 @@ app.config["MAX_CONTENT_LENGTH"] = 6 * 1024 * 1024
 install_schema(app, "rest-shop-api")
 install_error_handlers(app)
 install_service_auth(app)
-for module in (health, users, products, orders, uploads):
+for module in (health, users, signin, products, orders, uploads):
     app.register_blueprint(module.bp)
 
 
 def startup_problems(worker_env: Any) -> list[str]:
     """What would stop this worker in production (`wrangler serve` lists them all before starting)."""
-    return key_problems(worker_env)
+    problems = [*key_problems(worker_env), *signin_providers.settings_problems(worker_env)]
+    if not problems and signin_providers.enabled(worker_env):
+        problems += url_problems(worker_env)  # sign-in callbacks are built from PUBLIC_BASE_URL
+    return problems
 
 
 @app.before_serving
-async def create_indexes() -> None:
-    """Idempotent; a database that is down now is reported by /health, not fatal."""
+async def start() -> None:
+    """Keys and sign-in settings are checked (fatal); indexes are made (idempotent; a database that
+    is down now is reported by /health, not fatal)."""
     require_strong_keys()
+    if signin_providers.enabled(env):
+        public_base_url(env)  # refuse to start without it: no provider could send anyone back
+    await signin_service.install(env)
     try:
         db = await database(env)
         for store in (UserStore(db), ProductStore(db), OrderStore(db)):
             await store.ensure_indexes()
+        for provider in signin_providers.ISSUERS:
+            await UserStore(db).ensure_identity_index(provider)
     except PyMongoError as exc:
         log.error("could not create indexes: %s", exc)
+
+
+@app.after_serving
+async def stop() -> None:
+    await signin_service.uninstall(env)

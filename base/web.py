@@ -1,13 +1,17 @@
-"""Request-side helpers for base's handlers: rate limits (and the shared auth helpers re-exported)."""
+"""Request-side helpers for base's handlers: rate limits, the token a sign-in answers with (and the
+shared auth helpers re-exported)."""
 from __future__ import annotations
 
+from typing import Any
+
 from durable import env
+from models.auth import issue_token
 from models.errors import ApiError
 from models.web import (auth, client_ip, documents_errors, documents_idempotency_key, idempotency_key,
-                        optional_user)
+                        optional_user, user_sessions)
 
 __all__ = ["auth", "client_ip", "documents_errors", "documents_idempotency_key", "idempotency_key", "optional_user",
-           "rate_limit"]
+           "rate_limit", "token_for"]
 
 
 def _limit(spec: str) -> tuple[int, float]:
@@ -23,3 +27,10 @@ async def rate_limit(name: str, spec_var: str) -> None:
         raise ApiError(429, "rate_limited", f"Too many {name} attempts; try again in {result['retry_after']} s",
                        headers={"Retry-After": str(result["retry_after"]), "RateLimit-Limit": str(limit),
                                 "RateLimit-Remaining": "0", "RateLimit-Reset": str(result["reset"])})
+
+
+async def token_for(doc: dict[str, Any]) -> str:
+    """Our JWT for this account (password login or a provider's sign-in), its session recorded."""
+    user_id, gen = str(doc["_id"]), int(doc.get("tokenGen", 0))
+    await user_sessions(user_id).logged_in(user_id, doc["role"], gen)
+    return issue_token(env.JWT_KEY, email=doc["email"], user_id=user_id, role=doc["role"], gen=gen)

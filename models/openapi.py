@@ -61,6 +61,17 @@ class TruthfulOpenAPI(OpenAPIProvider):
                 for operation in operations.values():
                     operation["responses"][200] = {"description": "The file", "content": {
                         media_type: {"schema": {"type": "string", "contentMediaType": media_type}}}}
+        target = getattr(handler, "_documents_redirect", None)
+        choices = getattr(handler, "_path_choices", {})
+        for operations in paths.values():
+            for operation in operations.values():
+                if target is not None:
+                    operation["responses"].pop(200, None)
+                    operation["responses"][302] = {"description": f"Redirect to {target}", "headers": {
+                        "Location": {"required": True, "schema": {"type": "string", "format": "uri"}}}}
+                for parameter in operation.get("parameters", []):
+                    if parameter.get("in") == "path" and parameter["name"] in choices:
+                        parameter["schema"] = {"type": "string", "enum": list(choices[parameter["name"]])}
         return paths, components
 
     def schema(self) -> dict[str, Any]:

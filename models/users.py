@@ -77,3 +77,13 @@ class LoginOut(BaseModel):
 class PasswordChanged(BaseModel):
     message: str
     token: str = Field(description="a new token: every token issued before the change is void")
+
+
+class SignInCallback(BaseModel):
+    """What a provider sends back (as a query, or, Apple's `form_post`, as a form): a code and
+    our state, or an error. Apple adds `user` (the name, first time only), which we do not keep."""
+    code: str | None = Field(None, max_length=2048)
+    state: str | None = Field(None, max_length=512)
+    error: str | None = Field(None, max_length=256)
+    error_description: str | None = Field(None, max_length=1024)
+    user: str | None = Field(None, max_length=4096, description="Apple only: the name, on first sign-in")

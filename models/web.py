@@ -135,6 +135,22 @@ def idempotency_key(*, required: bool) -> str | None:
     return raw
 
 
+def documents_redirect(target: str) -> Callable[[F], F]:
+    """The route answers 302 with a `Location` (to `target`, in words) instead of a body."""
+    def decorate(handler: F) -> F:
+        handler._documents_redirect = target  # type: ignore[attr-defined]  # read by models.openapi
+        return handler
+    return decorate
+
+
+def documents_path_choices(**choices: list[str]) -> Callable[[F], F]:
+    """These path parameters take only the values listed (the document says which exist)."""
+    def decorate(handler: F) -> F:
+        handler._path_choices = choices  # type: ignore[attr-defined]  # read by models.openapi
+        return handler
+    return decorate
+
+
 def documents_idempotency_key(*, required: bool) -> Callable[[F], F]:
     """The operation takes an Idempotency-Key header (listed in its /openapi.json parameters)."""
     def decorate(handler: F) -> F:

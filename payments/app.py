@@ -18,7 +18,7 @@ from models.web import install_error_handlers, install_schema
 
 from .objects.idempotency import IdempotencyLedger, PaymentIdempotency, ProviderEvents
 from .providers import registry, secret_problems
-from .public_urls import public_base_url, url_problems
+from durable.public_url import public_base_url, url_problems
 from .reconcile import sweep_forever
 from .routes import health, payments, webhooks
 from .stores.payments import PaymentStore

@@ -23,7 +23,7 @@ from models.money import to_minor
 from models.payments import InitiateIn, RefundIn
 
 from .providers import registry
-from .public_urls import public_base_url
+from durable.public_url import public_base_url
 from .providers.base import Charge, ChargeResult, ProviderEvent, ProviderUnavailable, RefundNotSupported
 from .stores.payments import PaymentStore, payment_out
 

@@ -210,12 +210,13 @@ def make_shop(tmp_path: Path, mongo_uri: str, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("JWT_KEY", JWT_KEY)
     async def start(extra: list[Path] = (), **overrides: Any) -> Shop:
         db_name = f"t_{uuid.uuid4().hex[:16]}"
+        sock = bind("127.0.0.1", 0)  # first: its URL is the public one (sign-in callbacks)
         values = {"MONGODB_DB": db_name, "SIGNUP_RATE_LIMIT": "10000/60", "LOGIN_RATE_LIMIT": "10000/60",
-                  "UPLOADS_DIR": tmp_path / "uploads", **overrides}
+                  "UPLOADS_DIR": tmp_path / "uploads", "PUBLIC_BASE_URL": url_of(sock), **overrides}
         configs = [with_vars(BASE_TOML, **values), *(with_vars(p, **values) for p in extra)]
         runtime = Runtime(configs, persist_to=tmp_path / f"state-{db_name}", alarm_backoff_s=0.05)
         await runtime.start()
-        server = Server(runtime.workers["rest-shop-api"], bind("127.0.0.1", 0))
+        server = Server(runtime.workers["rest-shop-api"], sock)
         await server.start()
         shop = Shop(runtime, server.url, db_name, mongo_uri)
         shop.server = server
@@ -262,7 +263,7 @@ async def open_full_shop(tmp_path: Path, mongo_uri: str, *, gateway_vars: dict[s
     sock = bind("127.0.0.1", 0)  # first: the gateway's URL is the shop's public URL
     configs = [with_vars(BASE_TOML, **{"MONGODB_DB": db_name, "SIGNUP_RATE_LIMIT": "10000/60",
                                        "LOGIN_RATE_LIMIT": "10000/60", "REQUIRE_SERVICE_AUTH": "true",
-                                       **(base_vars or {})}),
+                                       "PUBLIC_BASE_URL": url_of(sock), **(base_vars or {})}),
                with_vars(PAYMENTS_TOML, **{"MONGODB_DB": f"{db_name}_pay", "PROVIDER_TIMEOUT_S": 1,
                                            "REQUIRE_SERVICE_AUTH": "true", "PUBLIC_BASE_URL": url_of(sock),
                                            "RETURN_URL_ORIGINS": "https://shop.example", **(payments_vars or {})}),

@@ -1,4 +1,4 @@
-"""/user: signup, login, me, delete; OAuth routes of the original answer 501."""
+"""/user: signup, login, logout, me, password, role, delete (sign-in with providers: signin.py)."""
 from __future__ import annotations
 
 from typing import Any
@@ -7,7 +7,6 @@ from quart import Blueprint, g
 from quart_schema import document_response, validate_querystring, validate_request, validate_response
 
 from durable import env
-from models.auth import issue_token
 from models.errors import ApiError
 from models.ids import is_object_id
 from models.users import (Credentials, LoginIn, LoginOut, LogoutQuery, MessageOut, PasswordChange, PasswordChanged,
@@ -17,7 +16,7 @@ from models.web import documents_errors, user_sessions
 from ..passwords import hash_password, verify_password
 from durable.mongo import pooled_database as database
 from ..stores.users import UserStore, user_out
-from ..web import auth, client_ip, rate_limit
+from ..web import auth, client_ip, rate_limit, token_for
 
 bp = Blueprint("users", __name__, url_prefix="/user")
 
@@ -52,13 +51,7 @@ async def login(data: LoginIn) -> Any:
     if not await verify_password(doc["password"] if doc else None, data.password) or doc is None:
         raise ApiError(401, "unauthorized", "Auth failed")
     await guard.succeeded(ip)
-    return {"message": "Auth successful", "token": await _token_for(doc)}
-
-
-async def _token_for(doc: dict[str, Any]) -> str:
-    user_id, gen = str(doc["_id"]), int(doc.get("tokenGen", 0))
-    await user_sessions(user_id).logged_in(user_id, doc["role"], gen)
-    return issue_token(env.JWT_KEY, email=doc["email"], user_id=user_id, role=doc["role"], gen=gen)
+    return {"message": "Auth successful", "token": await token_for(doc)}
 
 
 @bp.post("/logout")
@@ -98,7 +91,7 @@ async def change_password(data: PasswordChange) -> Any:
     if doc is None or not await verify_password(doc["password"], data.currentPassword):
         raise ApiError(401, "unauthorized", "Auth failed: the current password is wrong")
     await user_sessions(g.user.userId).set_password(g.user.userId, await hash_password(data.newPassword))
-    return {"message": "Password changed", "token": await _token_for(await store.get(g.user.userId))}
+    return {"message": "Password changed", "token": await token_for(await store.get(g.user.userId))}
 
 
 @bp.patch("/<oid:user_id>/role")
@@ -137,26 +130,3 @@ def _check_id(user_id: str) -> None:
 
 def login_guard(email: str) -> Any:
     return env.LOGIN_GUARD.get_by_name(email.strip().lower())
-
-
-OAUTH_PROVIDERS = frozenset({"google", "microsoft", "apple"})
-
-
-@bp.route("/auth/<provider>", methods=["GET", "POST"])
-@documents_errors(404, 501)
-async def oauth_start(provider: str) -> Any:
-    """The original's social sign-in: known providers are not offered yet (501); others 404."""
-    raise _oauth_not_offered(provider)
-
-
-@bp.route("/auth/<provider>/callback", methods=["GET", "POST"])
-@documents_errors(404, 501)
-async def oauth_callback(provider: str) -> Any:
-    """Where a provider would send the shopper back (see oauth_start)."""
-    raise _oauth_not_offered(provider)
-
-
-def _oauth_not_offered(provider: str) -> ApiError:
-    if provider not in OAUTH_PROVIDERS:
-        return ApiError(404, "not_found", "Route not found")
-    return ApiError(501, "not_implemented", f"Sign-in with {provider} is not available yet; use email and password")

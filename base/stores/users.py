@@ -26,13 +26,35 @@ class UserStore:
         await self.col.create_index("email", unique=True, collation=CASE_INSENSITIVE, name="email_unique_ci")
 
     async def create(self, email: str, password_hash: str, role: str = "user") -> dict[str, Any]:
-        doc = {"email": email, "password": password_hash, "role": role, "createdAt": now()}
+        return await self._insert({"email": email, "password": password_hash, "role": role, "createdAt": now()})
+
+    async def _insert(self, doc: dict[str, Any]) -> dict[str, Any]:
         try:
             result = await self.col.insert_one(doc)
         except DuplicateKeyError:
             raise Conflict("Email already registered") from None
         doc["_id"] = result.inserted_id
         return doc
+
+    async def ensure_identity_index(self, provider: str) -> None:
+        """At most one account per provider subject (sparse: password-only accounts have none)."""
+        await self.col.create_index(f"identities.{provider}", unique=True, sparse=True,
+                                    name=f"identity_{provider}_unique")
+
+    async def by_identity(self, provider: str, subject: str) -> dict[str, Any] | None:
+        return await self.col.find_one({f"identities.{provider}": subject})
+
+    async def create_federated(self, email: str, provider: str, subject: str) -> dict[str, Any]:
+        """A new account signed in through a provider: no password (login with one always fails)."""
+        return await self._insert({"email": email, "password": None, "role": "user", "createdAt": now(),
+                                   "identities": {provider: subject}})
+
+    async def link(self, email: str, provider: str, subject: str) -> dict[str, Any] | None:
+        """Add the provider's subject to the account with this email, unless it has another one
+        of that provider already; the account as it is now, or None if there is none to link."""
+        return await self.col.find_one_and_update(
+            {"email": email, f"identities.{provider}": {"$exists": False}},
+            {"$set": {f"identities.{provider}": subject}}, collation=CASE_INSENSITIVE, return_document=True)
 
     async def by_email(self, email: str) -> dict[str, Any] | None:
         return await self.col.find_one({"email": email}, collation=CASE_INSENSITIVE)

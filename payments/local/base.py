@@ -14,6 +14,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from durable.local_servers import serve_locally
+
 log = logging.getLogger("rest_shop.local_providers")
 
 
@@ -57,11 +59,7 @@ class LocalProviderServer:
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        self._runner = web.AppRunner(self.app(), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        self.url = f"http://{host}:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+        self._runner, self.url = await serve_locally(self.app(), host, port)
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         return self.url
 

@@ -11,8 +11,8 @@ import secrets
 from typing import Any
 
 from durable.errors import StartupRefused
+from durable.local_servers import claim
 
-from ..local.shared import claim
 from .base import Provider
 from .mpesa import MpesaProvider
 from .paypal import PayPalProvider

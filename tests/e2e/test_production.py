@@ -32,7 +32,8 @@ STRONG_SERVICE = "s" * 48
 
 
 def serve(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "PAYPAL_", "MPESA_"))
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("STRIPE_", "PAYPAL_", "MPESA_", "GOOGLE_", "MICROSOFT_", "APPLE_"))
              and k not in ("MONGODB_URI", "JWT_KEY", "SERVICE_AUTH_KEY")}
     return subprocess.Popen([sys.executable, "-m", "wrangler", "serve", "--env", "production", *args], cwd=ROOT,
                             env={**clean, **env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
@@ -44,6 +45,12 @@ def serve(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
     (BASE_TOML, {"JWT_KEY": "too-short", "SERVICE_AUTH_KEY": STRONG_SERVICE, "MONGODB_URI": "mongodb://x"},
      "JWT_KEY is shorter than 32 bytes", []),
     (BASE_TOML, {"JWT_KEY": STRONG_JWT, "MONGODB_URI": "mongodb://x"}, "SERVICE_AUTH_KEY", []),
+    (BASE_TOML, {"JWT_KEY": STRONG_JWT, "SERVICE_AUTH_KEY": STRONG_SERVICE, "MONGODB_URI": "mongodb://x"},
+     "google needs GOOGLE_CLIENT_ID, GOOGLE_CLIENT_SECRET",
+     ["--var", "SIGNIN_PROVIDERS:google,apple", "--var", "PUBLIC_BASE_URL:https://shop.example"]),
+    (BASE_TOML, {"JWT_KEY": STRONG_JWT, "SERVICE_AUTH_KEY": STRONG_SERVICE, "MONGODB_URI": "mongodb://x",
+                 "GOOGLE_CLIENT_ID": "id", "GOOGLE_CLIENT_SECRET": "secret"},
+     "PUBLIC_BASE_URL is not set", ["--var", "SIGNIN_PROVIDERS:google"]),
     (PAYMENTS_TOML, {"JWT_KEY": STRONG_JWT, "SERVICE_AUTH_KEY": STRONG_SERVICE, "MONGODB_URI": "mongodb://x"},
      "stripe needs STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET", ["--var", "PUBLIC_BASE_URL:https://shop.example"]),
     (PAYMENTS_TOML, {"JWT_KEY": STRONG_JWT, "SERVICE_AUTH_KEY": STRONG_SERVICE, "MONGODB_URI": "mongodb://x"},

@@ -116,11 +116,6 @@ async def test_signup_and_login_are_rate_limited_per_client(shops) -> None:
     assert spoofed[0] == 429  # unsigned forwarding headers are the client's word: not believed
 
 
-async def test_oauth_routes_answer_501(shop) -> None:
-    status, body, _ = await shop.call("GET", "/user/auth/google")
-    assert status == 501 and body["error"]["code"] == "not_implemented"
-
-
 async def test_health_reports_database_and_pool(shop) -> None:
     status, body, _ = await shop.call("GET", "/health")
     assert status == 200 and body["status"] == "ok" and body["service"] == "rest-shop-api"

@@ -33,7 +33,7 @@ def test_order_lifecycle_matches_model(mongo_uri: str, tmp_path: Path, monkeypat
     monkeypatch.setenv("JWT_KEY", JWT_KEY)
     db_name = f"t_{uuid.uuid4().hex[:16]}"
     loop = asyncio.new_event_loop()
-    runtime = Runtime([with_vars(BASE_TOML, MONGODB_DB=db_name, ORDER_PAYMENT_TIMEOUT_S=3600)],
+    runtime = Runtime([with_vars(BASE_TOML, MONGODB_DB=db_name, ORDER_PAYMENT_TIMEOUT_S=3600, SIGNIN_PROVIDERS="")],
                       persist_to=tmp_path / "state")
     loop.run_until_complete(runtime.start())
     env = runtime.workers["rest-shop-api"].env

@@ -1,7 +1,8 @@
-"""Local provider servers shared by every process of one dev state directory.
+"""Local stand-ins for outside services (payment providers, sign-in providers), shared by every
+process of one dev state directory.
 
-With `wrangler dev --nodes N`, each node runs the payments worker; a payment started on one node
-must be known to the provider the others talk to. The first process to start the local servers
+With `wrangler dev --nodes N`, each node runs every worker; a payment or a sign-in started on one
+node must be known to the stand-in the others talk to. The first process to start the local servers
 records their URLs and keys (`local-providers.json`, 0600, under the worker's state directory,
 written under an exclusive file lock); the others use that record while its process lives.
 """
@@ -15,7 +16,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from durable.registry import process_alive
+from aiohttp import web
+
+from .registry import process_alive
 
 RECORD = "local-providers.json"
 Record = dict[str, dict[str, str]]
@@ -49,3 +52,12 @@ async def claim(state_dir: Path, names: list[str], start: Callable[[list[str]], 
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+async def serve_locally(app: web.Application, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, str]:
+    """Run a stand-in's aiohttp app on a free local port: its runner (to clean up) and its URL."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    return runner, f"http://{host}:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]

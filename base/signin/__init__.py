@@ -1,0 +1,1 @@
+"""Sign-in with OpenID Connect providers (Google, Microsoft, Apple)."""
