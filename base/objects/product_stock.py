@@ -9,6 +9,10 @@ flight per product carries the latest value), before the caller gets its answer,
 reads its own writes. A change not yet written keeps an alarm armed, so after a crash the alarm
 writes it. `stock + Σ holds + sold − restocked == initial` holds inside this object.
 
+Storage is one small key per fact — `stock`, `hold:<orderId>`, `restocked:<orderId>` — so each
+step reads and writes a few bytes however many unpaid orders a product has (one value holding
+every hold made each reservation cost more as holds piled up).
+
 It also keeps what an order line needs (name, price, currency, active), read from the product
 document on first use and dropped by `product_changed()` when an admin edits the product.
 """
@@ -29,7 +33,8 @@ from models.errors_domain import DatabaseUnavailable
 from ..stores.product_cache import cache_for
 
 log = logging.getLogger("rest_shop.stock")
-STATE = "state"
+STOCK, PRODUCT_ID, HOLD, RESTOCKED = "stock", "productId", "hold:", "restocked:"
+LEGACY_STATE = "state"  # the one-value layout of earlier versions, moved to keys on first load
 SYNC_RETRY_MS = 1000
 LINE_FIELDS = {"name": 1, "price_minor": 1, "currency": 1, "isActive": 1, "stock": 1, "holds": 1, "restocked": 1}
 
@@ -45,11 +50,12 @@ class ProductStock(DurableObject):
     async def _collection(self) -> Any:
         return (await pooled_database(self.env))["products"]
 
-    async def _load(self, product_id: str) -> dict[str, Any] | None:
-        """The stock state (from storage; the first time, from the product document)."""
-        state = await self.ctx.storage.get(STATE)
-        if state is not None and self._product is not None:
-            return state
+    async def _load(self, product_id: str) -> int | None:
+        """The stock on hand (from storage; the first time, taken over from the product document);
+        None when there is no such product."""
+        stock = await self.ctx.storage.get(STOCK)
+        if stock is not None and self._product is not None:
+            return int(stock)
 
         async def load() -> None:
             try:
@@ -59,18 +65,27 @@ class ProductStock(DurableObject):
             if doc is None:
                 return
             self._product = {k: doc[k] for k in ("name", "price_minor", "currency", "isActive")}
-            if await self.ctx.storage.get(STATE) is None:  # first use: take over the document's bookkeeping
-                await self.ctx.storage.put(STATE, {
-                    "productId": product_id, "stock": int(doc.get("stock", 0)),
-                    "holds": {h["o"]: int(h["q"]) for h in doc.get("holds") or []},
-                    "restocked": list(doc.get("restocked") or [])})
+            if await self.ctx.storage.get(STOCK) is None:  # first use: take over the bookkeeping
+                legacy = await self.ctx.storage.get(LEGACY_STATE)
+                if legacy is not None:
+                    holds, restocked, stock = legacy["holds"], legacy["restocked"], legacy["stock"]
+                else:
+                    holds = {h["o"]: int(h["q"]) for h in doc.get("holds") or []}
+                    restocked, stock = list(doc.get("restocked") or []), int(doc.get("stock", 0))
+                await self.ctx.storage.put({STOCK: stock, PRODUCT_ID: product_id,
+                                            **{HOLD + o: q for o, q in holds.items()},
+                                            **{RESTOCKED + o: True for o in restocked}})
+                await self.ctx.storage.delete(LEGACY_STATE)
         await self.ctx.block_concurrency_while(load)
-        return await self.ctx.storage.get(STATE)
+        stock = await self.ctx.storage.get(STOCK)
+        return None if stock is None else int(stock)
 
-    async def _changed(self, state: dict[str, Any]) -> bool:
+    async def _changed(self, values: dict[str, Any], gone: str | None = None) -> bool:
         """Keep the change (durable before the reply), then bring the read model up to it;
         False when the database could not be written (the alarm will)."""
-        await self.ctx.storage.put(STATE, state)
+        await self.ctx.storage.put(values)
+        if gone is not None:
+            await self.ctx.storage.delete(gone)
         self._version += 1
         await self.ctx.storage.set_alarm(int(time.time() * 1000) + SYNC_RETRY_MS)
         if str(self.env.get("STOCK_TEST_PAUSE", "")) == "after-hold":  # test hook: killed here, durably held
@@ -85,12 +100,12 @@ class ProductStock(DurableObject):
             if self._written >= version:
                 return True
             latest = self._version
-            state = await self.ctx.storage.get(STATE)
+            product_id, stock = await self.ctx.storage.get(PRODUCT_ID), await self.ctx.storage.get(STOCK)
             try:
                 collection = await self._collection()
-                await collection.update_one({"_id": ObjectId(state["productId"])}, {"$set": {"stock": state["stock"]}})
+                await collection.update_one({"_id": ObjectId(product_id)}, {"$set": {"stock": stock}})
             except ConnectionFailure as exc:  # the alarm tries again; the stock itself is safe here
-                log.warning("product %s: stock read model not written (%s)", state["productId"], type(exc).__name__)
+                log.warning("product %s: stock read model not written (%s)", product_id, type(exc).__name__)
                 return False
             self._written = latest
             cache_for(collection.database.name).invalidate()
@@ -98,66 +113,56 @@ class ProductStock(DurableObject):
                 await self.ctx.storage.delete_alarm()
             return True
 
-    def _line(self, state: dict[str, Any], ok: bool) -> dict[str, Any]:
+    def _line(self, stock: int, ok: bool) -> dict[str, Any]:
         assert self._product is not None
-        return {"ok": ok, "found": True, "available": state["stock"], **self._product}
+        return {"ok": ok, "found": True, "available": stock, **self._product}
 
     async def reserve(self, product_id: str, order_id: str, quantity: int) -> dict[str, Any]:
         """Hold `quantity` for `order_id` once: `ok`, what is `available`, and the line's product
         fields; `found` False for no such product, `isActive` False for a withdrawn one."""
-        state = await self._load(product_id)
-        if state is None:
+        stock = await self._load(product_id)
+        if stock is None:
             return {"ok": False, "found": False, "available": 0}
-        if order_id in state["holds"]:  # a retry of a reservation that happened
-            return self._line(state, True)
-        if not self._product["isActive"] or state["stock"] < quantity:  # type: ignore[index]
-            return self._line(state, False)
-        state["stock"] -= quantity
-        state["holds"][order_id] = quantity
-        if not await self._changed(state):
+        if await self.ctx.storage.get(HOLD + order_id) is not None:  # a retry of a reservation that happened
+            return self._line(stock, True)
+        if not self._product["isActive"] or stock < quantity:  # type: ignore[index]
+            return self._line(stock, False)
+        if not await self._changed({STOCK: stock - quantity, HOLD + order_id: quantity}):
             # the database is down: no order can be written either, so hold nothing (as before the
             # object existed); an undo commutes with whatever interleaved during the write
-            state = await self.ctx.storage.get(STATE)
-            state["stock"] += state["holds"].pop(order_id, 0)
-            await self.ctx.storage.put(STATE, state)
+            await self.ctx.storage.put(STOCK, await self.ctx.storage.get(STOCK) + quantity)
+            await self.ctx.storage.delete(HOLD + order_id)
             raise DatabaseUnavailable("products")
-        return self._line(state, True)
+        return self._line(stock - quantity, True)
 
     async def release(self, product_id: str, order_id: str) -> bool:
         """Give a held quantity back, once."""
-        state = await self._load(product_id)
-        if state is None or order_id not in state["holds"]:
+        stock = await self._load(product_id)
+        held = None if stock is None else await self.ctx.storage.get(HOLD + order_id)
+        if held is None:
             return False
-        state["stock"] += state["holds"].pop(order_id)
-        await self._changed(state)
+        await self._changed({STOCK: stock + held}, gone=HOLD + order_id)
         return True
 
     async def finalize(self, product_id: str, order_id: str) -> bool:
         """Paid or delivered: the held quantity is sold for good (the stock figure does not move)."""
-        state = await self._load(product_id)
-        if state is None or order_id not in state["holds"]:
+        if await self._load(product_id) is None:
             return False
-        del state["holds"][order_id]
-        await self.ctx.storage.put(STATE, state)
-        return True
+        return bool(await self.ctx.storage.delete(HOLD + order_id))
 
     async def restock(self, product_id: str, order_id: str, quantity: int) -> bool:
         """A sold quantity comes back (a paid order cancelled), once per order."""
-        state = await self._load(product_id)
-        if state is None or order_id in state["restocked"]:
+        stock = await self._load(product_id)
+        if stock is None or await self.ctx.storage.get(RESTOCKED + order_id) is not None:
             return False
-        state["stock"] += quantity
-        state["restocked"].append(order_id)
-        await self._changed(state)
+        await self._changed({STOCK: stock + quantity, RESTOCKED + order_id: True})
         return True
 
     async def set_stock(self, product_id: str, stock: int) -> bool:
         """An admin sets the stock on hand (holds of unpaid orders are not part of it)."""
-        state = await self._load(product_id)
-        if state is None:
+        if await self._load(product_id) is None:
             return False
-        state["stock"] = stock
-        await self._changed(state)
+        await self._changed({STOCK: stock})
         return True
 
     async def product_changed(self) -> None:
@@ -166,16 +171,17 @@ class ProductStock(DurableObject):
 
     async def snapshot(self, product_id: str) -> dict[str, Any] | None:
         """The authoritative figures: stock on hand, and the holds of unpaid orders."""
-        state = await self._load(product_id)
-        if state is None:
+        stock = await self._load(product_id)
+        if stock is None:
             return None
-        return {"stock": state["stock"], "holds": [{"o": o, "q": q} for o, q in state["holds"].items()],
-                "restocked": list(state["restocked"])}
+        holds = await self.ctx.storage.list(prefix=HOLD)
+        restocked = await self.ctx.storage.list(prefix=RESTOCKED)
+        return {"stock": stock, "holds": [{"o": key[len(HOLD):], "q": q} for key, q in holds.items()],
+                "restocked": [key[len(RESTOCKED):] for key in restocked]}
 
     async def alarm(self, info: Any = None) -> None:
         """A change the read model may have missed (a crash, the database down): write it now."""
-        state = await self.ctx.storage.get(STATE)
-        if state is None:
+        if await self.ctx.storage.get(STOCK) is None:
             return
         self._version += 1
         await self._write_read_model(self._version)

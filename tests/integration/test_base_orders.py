@@ -272,3 +272,21 @@ async def test_paying_an_order_frees_its_unpaid_place(shops) -> None:
     lock = shop.worker.env.ORDER_LOCK
     await lock.get(lock.id_from_name(created["_id"])).mark_paid("pay-1", 500, "USD")
     assert (await order(shop, user, productId=product["_id"], quantity=1))[0] == 201
+
+
+async def test_stock_kept_in_one_value_by_older_versions_moves_to_keys_unchanged(shop) -> None:
+    """A dev state written before stock went to one key per hold keeps every figure."""
+    from durable import codec
+    product = await shop.product(name="Old", price=3, stock=10)
+    ns = shop.worker.env.PRODUCT_STOCK
+    object_id = ns.id_from_name(product["_id"])
+    engine = shop.worker.hosts["ProductStock"].engine
+    legacy = {"productId": product["_id"], "stock": 4, "holds": {"a" * 24: 5, "b" * 24: 1}, "restocked": ["c" * 24]}
+    engine.stage(str(object_id)).writes["state"] = codec.encode(legacy)
+    await engine.flush()
+    snapshot = await ns.get(object_id).snapshot(product["_id"])
+    assert snapshot == {"stock": 4, "holds": [{"o": "a" * 24, "q": 5}, {"o": "b" * 24, "q": 1}],
+                        "restocked": ["c" * 24]}
+    assert await ns.get(object_id).release(product["_id"], "a" * 24) is True
+    assert await stock_of(shop, product["_id"]) == (9, [{"o": "b" * 24, "q": 1}])
+    assert await ns.get(object_id).restock(product["_id"], "c" * 24, 2) is False  # still remembered
