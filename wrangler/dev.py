@@ -12,7 +12,7 @@ from durable.config import ConfigError, WorkerConfig
 from durable.env import read_dev_vars
 from durable.logs import setup_logging
 from durable.registry import RegistryEntry, register, unregister
-from durable.runtime import Runtime
+from durable.runtime import Runtime, settle_heap
 from durable.server import Server, bind, url_of
 from durable.tail_api import TailServer, create_tail_app
 
@@ -122,6 +122,7 @@ async def _serve(args: argparse.Namespace, configs: list[WorkerConfig], persist_
         tail_server = TailServer(create_tail_app(runtime.hub, set(runtime.workers)), bind(ip, 0))
         for server in (*servers, tail_server):
             await server.start()
+        settle_heap()
         for config, server in zip(runtime.configs, servers):
             register(RegistryEntry(name=config.name, url=server.url, tail_url=tail_server.url, pid=os.getpid(),
                                    internal_key=runtime.internal_key, durable_objects=config.hosted_classes,

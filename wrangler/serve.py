@@ -18,7 +18,7 @@ import sys
 from durable.config import ConfigError, WorkerConfig
 from durable.logs import setup_logging
 from durable.preflight import problems, refuse_if_any
-from durable.runtime import Runtime, start_order
+from durable.runtime import Runtime, settle_heap, start_order
 from durable.server import Server, bind, url_of
 from durable.tail import redactor
 from durable.tail_api import TailServer, create_tail_app
@@ -73,6 +73,7 @@ async def serve_one(args: argparse.Namespace, config: WorkerConfig) -> int:
     server = Server(runtime.workers[config.name], sock, graceful_timeout_s=args.grace)
     await server.start()
     tail_server = None
+    settle_heap()
     if tail_sock is not None:
         tail_token = os.environ["TAIL_TOKEN"]  # run_serve's preflight refused a missing or weak one
         redactor.add(tail_token)
