@@ -1,4 +1,5 @@
-"""wrangler.toml → pydantic models, with wrangler's `[env.<name>]` rules and migration checks.
+"""wrangler.toml, wrangler.json or wrangler.jsonc → pydantic models, with wrangler's `[env.<name>]`
+rules and migration checks. JSONC (comments, trailing commas) is read as JSON5, its superset.
 
 Every problem is a `ConfigError` naming the file, the key and what is wrong. Secrets are never
 read from the TOML: `[secrets] required = [...]` only names them (as in wrangler since 2026).
@@ -10,6 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import json5
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -86,6 +88,19 @@ class Secrets(_Strict):
     optional: list[str] = Field(default_factory=list)
 
 
+class Triggers(_Strict):
+    crons: list[str] = Field(default_factory=list)
+
+    @field_validator("crons")
+    @classmethod
+    def _valid_crons(cls, value: list[str]) -> list[str]:
+        from croniter import croniter
+        for expression in value:
+            if not croniter.is_valid(expression):
+                raise ValueError(f"{expression!r} is not a cron expression (minute hour day month weekday)")
+        return value
+
+
 class Dev(_Strict):
     ip: str | None = None
     port: int | None = Field(default=None, ge=0, le=65535)
@@ -108,12 +123,14 @@ class EnvOverride(_Strict):
     durable_objects: DurableObjects | None = None
     services: list[ServiceBinding] | None = None
     kv_namespaces: list[KVNamespace] | None = None
+    triggers: Triggers | None = None
     secrets: Secrets | None = None
 
     _check_name = field_validator("name")(_check_worker_name)
 
 
 class RawConfig(_Strict):
+    schema_: str | None = Field(default=None, alias="$schema")  # editors' schema hint (JSON configs)
     name: str
     main: str
     compatibility_date: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
@@ -124,6 +141,8 @@ class RawConfig(_Strict):
     migrations: list[Migration] = Field(default_factory=list)
     services: list[ServiceBinding] = Field(default_factory=list)
     kv_namespaces: list[KVNamespace] = Field(default_factory=list)
+    triggers: Triggers = Field(default_factory=Triggers)
+    observability: dict[str, Any] = Field(default_factory=dict)  # Cloudflare's log settings: no effect here
     secrets: Secrets | None = None
     dev: Dev = Field(default_factory=Dev)
     env: dict[str, EnvOverride] = Field(default_factory=dict)
@@ -145,6 +164,7 @@ class WorkerConfig(_Strict):
     migrations: list[Migration]
     services: list[ServiceBinding]
     kv_namespaces: list[KVNamespace]
+    triggers: Triggers
     secrets: Secrets | None
     dev: Dev
 
@@ -223,11 +243,17 @@ def load(path: str | Path, environment: str | None = None) -> WorkerConfig:
     """Read, validate and resolve one wrangler.toml for `environment` (wrangler's `--env`)."""
     path = Path(path).resolve()
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(path, "", "file not found") from None
+    try:
+        data = json5.loads(text) if path.suffix in (".json", ".jsonc") else tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, "", f"not valid TOML: {exc}") from None
+    except ValueError as exc:
+        raise ConfigError(path, "", f"not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(path, "", "the configuration must be an object")
     try:
         raw = RawConfig.model_validate(data)
     except ValidationError as exc:
@@ -237,7 +263,7 @@ def load(path: str | Path, environment: str | None = None) -> WorkerConfig:
         "name": raw.name, "main": raw.main, "compatibility_date": raw.compatibility_date,
         "compatibility_flags": raw.compatibility_flags, "vars": raw.vars,
         "durable_objects": raw.durable_objects.bindings, "services": raw.services,
-        "kv_namespaces": raw.kv_namespaces, "secrets": raw.secrets,
+        "kv_namespaces": raw.kv_namespaces, "triggers": raw.triggers, "secrets": raw.secrets,
     }
     if environment is not None:
         override = raw.env.get(environment)
@@ -253,6 +279,7 @@ def load(path: str | Path, environment: str | None = None) -> WorkerConfig:
         values["durable_objects"] = override.durable_objects.bindings if override.durable_objects else []
         values["services"] = override.services or []
         values["kv_namespaces"] = override.kv_namespaces or []
+        values["triggers"] = override.triggers or Triggers()
 
     config = WorkerConfig(path=path, environment=environment, migrations=raw.migrations, dev=raw.dev, **values)
     if not (path.parent / config.main).is_file():
@@ -265,10 +292,18 @@ def load(path: str | Path, environment: str | None = None) -> WorkerConfig:
     return config
 
 
+CONFIG_NAMES = ("wrangler.json", "wrangler.jsonc", "wrangler.toml")  # wrangler's order of preference
+
+
+def config_in(folder: Path) -> Path | None:
+    """The folder's wrangler configuration, JSON before TOML as wrangler prefers it."""
+    return next((folder / name for name in CONFIG_NAMES if (folder / name).is_file()), None)
+
+
 def discover(root: str | Path) -> list[Path]:
-    """The wrangler.toml of each direct sub-folder of `root` (or root's own, if it has one)."""
+    """Root's own configuration if it has one, else that of each direct sub-folder."""
     root = Path(root)
-    found = sorted(p for p in root.glob("*/wrangler.toml"))
-    if not found and (root / "wrangler.toml").is_file():
-        found = [root / "wrangler.toml"]
-    return found
+    own = config_in(root)
+    if own is not None:
+        return [own]
+    return sorted(found for folder in root.iterdir() if folder.is_dir() and (found := config_in(folder)))

@@ -51,6 +51,15 @@ class Request:
     async def text(self) -> str:
         return self.body.decode("utf-8")
 
+    async def bytes(self) -> bytes:
+        return self.body
+
+    @property
+    def js_object(self) -> Request:
+        """Cloudflare's Python handlers pass `request.js_object` on to JavaScript APIs; here the
+        request is already what those take."""
+        return self
+
     def to_wire(self) -> dict[str, Any]:
         return {"url": self.url, "method": self.method, "headers": list(self.headers.items()), "body": self.body}
 
@@ -62,29 +71,61 @@ class Request:
         return f"<Request {self.method} {self.url}>"
 
 
-class Response:
-    """An HTTP response with its whole body; `json()`/`text()` as in the fetch API."""
+class _JsonMember:
+    """`Response.json(data)` makes a JSON response (Cloudflare's Python API, the fetch API's
+    static `Response.json`); `await response.json()` reads one: one name, as in JavaScript."""
 
-    def __init__(self, body: bytes | str | None = None, *, status: int = 200, headers: Any = None) -> None:
-        self.status = status
+    def __get__(self, instance: Response | None, owner: type[Response]) -> Any:
+        if instance is None:
+            return owner.json_response
+        return instance._read_json
+
+
+class Response:
+    """An HTTP response with its whole body, as the fetch API has it: a text body defaults to
+    `text/plain;charset=UTF-8` (what workerd sends); `json()`/`text()` read it."""
+
+    def __init__(self, body: bytes | str | None = None, status: int = 200, headers: Any = None, *,
+                 status_text: str = "") -> None:
+        self.status = int(status)
+        self.status_text = status_text
         self.headers = _headers(headers)
-        self.body = body.encode("utf-8") if isinstance(body, str) else (body or b"")
+        if isinstance(body, str):
+            self.headers.setdefault("content-type", "text/plain;charset=UTF-8")
+            body = body.encode("utf-8")
+        self.body = body or b""
 
     @classmethod
-    def json_response(cls, data: Any, *, status: int = 200, headers: Any = None) -> Response:
+    def json_response(cls, data: Any, status: int = 200, headers: Any = None) -> Response:
         response = cls(jsonlib.dumps(data), status=status, headers=headers)
         response.headers["content-type"] = "application/json"
         return response
+
+    json = _JsonMember()
+
+    @classmethod
+    def new(cls, body: bytes | str | None = None, init: dict[str, Any] | None = None) -> Response:
+        """JavaScript's `new Response(body, {status, headers})`, as Pyodide spells it (`js.Response.new`)."""
+        init = dict(init or {})
+        return cls(body, status=init.get("status", 200), headers=init.get("headers"),
+                   status_text=init.get("statusText", ""))
+
+    @classmethod
+    def redirect(cls, url: str, status: int = 302) -> Response:
+        return cls(None, status=status, headers={"location": url})
 
     @property
     def ok(self) -> bool:
         return 200 <= self.status < 300
 
-    async def json(self) -> Any:
+    async def _read_json(self) -> Any:
         return jsonlib.loads(self.body)
 
     async def text(self) -> str:
         return self.body.decode("utf-8")
+
+    async def bytes(self) -> bytes:
+        return self.body
 
     def to_wire(self) -> dict[str, Any]:
         return {"status": self.status, "headers": list(self.headers.items()), "body": self.body}

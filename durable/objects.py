@@ -114,6 +114,10 @@ class DurableObjectState:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    # Cloudflare's spellings (JavaScript's names, as its Python Workers expose them)
+    blockConcurrencyWhile = block_concurrency_while
+    waitUntil = wait_until
+
 
 async def _await(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
@@ -464,6 +468,12 @@ class DurableObjectNamespace:
 
     def get_by_name(self, name: str) -> DurableObjectStub:
         return self.get(self.id_from_name(name))
+
+    # Cloudflare's spellings
+    idFromName = id_from_name
+    idFromString = id_from_string
+    newUniqueId = new_unique_id
+    getByName = get_by_name
 
     def __repr__(self) -> str:
         return f"<DurableObjectNamespace {self.script_name}.{self.class_name}>"

@@ -16,6 +16,7 @@ from .bindings import ASGIApp, HttpClient, HttpTransport, RemoteTarget, ServiceB
 from .cluster.node import ClusterNode, ClusterSettings
 from .cluster.transport import ClusterTransport
 from .config import ConfigError, WorkerConfig
+from .cron import run_crons
 from .env import Env, load_secrets
 from .objects import DurableObjectNamespace, LocalTransport, ObjectHost, Transport
 from .registry import lookup
@@ -72,6 +73,7 @@ class Runtime:
         self.hub = TailHub()
         self.http = HttpClient()
         self._evictor: asyncio.Task[None] | None = None
+        self._crons: list[asyncio.Task[None]] = []
         self.cluster = cluster  # its `urls` may be filled in until start()
         self.node: ClusterNode | None = None
         redactor.add(self.internal_key)
@@ -162,6 +164,19 @@ class Runtime:
         for worker in self.workers.values():
             await worker.startup()
         self._evictor = asyncio.get_running_loop().create_task(self._evict_idle())
+        for worker in self.workers.values():
+            if worker.config.triggers.crons:
+                if not worker.handles_scheduled:
+                    raise ConfigError(worker.config.path, "triggers.crons",
+                                      f"{worker.config.main} has no scheduled handler for its cron triggers")
+                self._crons.append(asyncio.get_running_loop().create_task(
+                    run_crons(worker, lambda w=worker.name: self._fires_crons_of(w))))
+
+    def _fires_crons_of(self, script: str) -> bool:
+        """One node of a cluster runs a worker's crons: the one its cron key is placed on."""
+        if self.node is None:
+            return True
+        return self.node._winner(script, f"{script}.cron", 0) == self.node.node_id
 
     def _publish(self, event: dict[str, Any]) -> None:
         """A trace event to the tail hub; in a cluster it says which node produced it."""
@@ -180,6 +195,8 @@ class Runtime:
         """Stop apps (reverse order), flush every object's storage, close clients."""
         if self._evictor is not None:
             self._evictor.cancel()
+        for task in self._crons:
+            task.cancel()
         for worker in reversed(list(self.workers.values())):
             try:
                 await worker.shutdown()

@@ -7,16 +7,19 @@ processes and never reaches the app.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import logging
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 from . import signing, tracing
 from .bindings import INTERNAL_PREFIX, INTERNAL_SIGNATURE_HEADER
+from .compat.entrypoint import EntrypointApp, ScheduledController
 from .config import ConfigError, WorkerConfig
 from .env import Env, use_env
 from .errors import NotOwner
@@ -25,22 +28,40 @@ from .objects import DurableObject, LocalTransport, ObjectHost
 from .tail import TraceCapture, redact_headers
 
 access_log = logging.getLogger("durable.access")
+log = logging.getLogger("durable.worker")
+SCHEDULED_TEST_PATH = "/__scheduled"
 
 
 def import_worker_module(config: WorkerConfig) -> Any:
-    """Import the `main` module; a worker folder with `__init__.py` is imported as a package."""
+    """Import the `main` module. A worker folder with `__init__.py` is imported as a package;
+    otherwise, as on Cloudflare, the main module's own folder is the import root (`src/entry.py`
+    imports its siblings by name). Two workers whose main modules share a name get their own."""
     directory = config.directory
-    relative = (directory / config.main).resolve().relative_to(directory.resolve()).with_suffix("")
+    main = (directory / config.main).resolve()
     if (directory / "__init__.py").is_file():
+        relative = main.relative_to(directory.resolve()).with_suffix("")
         root, module = directory.parent, ".".join((directory.name, *relative.parts))
     else:
-        root, module = directory, ".".join(relative.parts)
+        root, module = main.parent, main.stem
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     try:
+        loaded = sys.modules.get(module)
+        if loaded is not None and Path(getattr(loaded, "__file__", "") or "").resolve() != main:
+            return _import_as(f"{module}__{config.name.replace('-', '_')}", main)
         return importlib.import_module(module)
     except ImportError as exc:
         raise ConfigError(config.path, "main", f"cannot import {module!r}: {exc}") from exc
+
+
+def _import_as(name: str, path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def _request_info(scope: dict[str, Any], raw_headers: list[tuple[str, str]]) -> dict[str, Any]:
@@ -67,9 +88,12 @@ class Worker:
         self.config = config
         self.name = config.name
         self.module = import_worker_module(config)
-        self.app = getattr(self.module, "app", None)
+        self.entrypoint = EntrypointApp.find(self.module)  # Cloudflare's Python Workers style
+        self.app = getattr(self.module, "app", None) or self.entrypoint
         if self.app is None:
-            raise ConfigError(config.path, "main", f"{config.main} defines no `app` (the fetch handler)")
+            raise ConfigError(config.path, "main", f"{config.main} defines no fetch handler: an ASGI `app`, "
+                              f"a `Default(WorkerEntrypoint)` class or an `on_fetch` function")
+        self.test_scheduled = False  # `wrangler dev --test-scheduled`: GET /__scheduled?cron=… runs one
         self.env: Env | None = None
         self.hosts: dict[str, ObjectHost] = {}
         self._internal_key = internal_key
@@ -106,6 +130,8 @@ class Worker:
             await self._lifespan(receive, send)
         elif scope["type"] == "http" and scope["path"].startswith(INTERNAL_PREFIX):
             await self._internal(scope, receive, send)
+        elif scope["type"] == "http" and self.test_scheduled and scope["path"] == SCHEDULED_TEST_PATH:
+            await self._test_scheduled(scope, send)
         elif scope["type"] == "http":
             await self._traced(scope, receive, send)
         else:  # websockets pass through, with the env set
@@ -168,6 +194,39 @@ class Worker:
                             extra={"worker": self.name, "method": scope["method"], "path": scope["path"],
                                    "status": status, "duration_ms": duration_ms, "request_id": trace.request_id,
                                    "traceparent": trace.traceparent})
+
+    @property
+    def handles_scheduled(self) -> bool:
+        return self.entrypoint is not None and self.entrypoint.handles_scheduled
+
+    async def scheduled(self, cron: str, scheduled_ms: int | None = None) -> str:
+        """One scheduled event (a cron trigger fired, or a test run): a trace event of its own,
+        as on Cloudflare. Returns the outcome ("ok" or "exception")."""
+        if self.entrypoint is None:
+            raise ConfigError(self.config.path, "triggers.crons", f"{self.config.main} has no scheduled handler")
+        scheduled_ms = int(time.time() * 1000) if scheduled_ms is None else scheduled_ms
+        capture = TraceCapture(self.name, {"cron": cron, "scheduledTime": scheduled_ms},
+                               tracing.TraceContext.from_headers([]))
+        token = use_env(self.env)
+        try:
+            with capture:
+                await self.entrypoint.scheduled(ScheduledController(cron, scheduled_ms))
+        except Exception:
+            log.exception("%s: scheduled handler failed (cron %r)", self.name, cron)
+        finally:
+            token.var.reset(token)
+            if self._tracing_wanted(self.name):
+                self._on_trace(capture.event())
+        return capture.outcome
+
+    async def _test_scheduled(self, scope: dict[str, Any], send: Any) -> None:
+        """wrangler's `--test-scheduled`: `/__scheduled?cron=*+*+*+*+*` runs the handler now."""
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        outcome = await self.scheduled(query.get("cron", [""])[0])
+        body = b"Ran scheduled event" if outcome == "ok" else b"Scheduled event failed"
+        await send({"type": "http.response.start", "status": 200 if outcome == "ok" else 500,
+                    "headers": [(b"content-type", b"text/plain;charset=UTF-8")]})
+        await send({"type": "http.response.body", "body": body})
 
     async def _internal(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Durable Object RPC from another process: POST /cdn-cgi/durable/<Class>/<id>/<method>."""

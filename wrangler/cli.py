@@ -26,13 +26,15 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wrangler", description="Run and inspect rest-shop workers locally.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    dev = sub.add_parser("dev", help="run workers locally (all of ./*/wrangler.toml by default)")
+    dev = sub.add_parser("dev", help="run workers locally (./wrangler.jsonc|json|toml, else those of every sub-folder)")
     dev.add_argument("-c", "--config", action="append", type=Path,
-                     help="a wrangler.toml; repeat to run several (the first is served on --port)")
+                     help="a wrangler.toml, .json or .jsonc; repeat to run several (the first is served on --port)")
     dev.add_argument("--port", type=int, default=None, help="port of the primary worker (default 8787; 0 = any)")
     _run_options(dev)
     dev.add_argument("--nodes", type=int, default=1,
                      help="run every worker as this many node processes of one cluster (default 1: one process)")
+    dev.add_argument("--test-scheduled", action="store_true",
+                     help="serve /__scheduled?cron=… on each worker: runs its scheduled handler now (as wrangler)")
     dev.add_argument("--alarm-backoff", type=float, default=2.0, help=argparse.SUPPRESS)
     dev.add_argument("--cluster-member", action="store_true", help=argparse.SUPPRESS)  # a node of `dev --nodes`
     cluster_options(dev, hidden=True)

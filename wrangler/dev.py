@@ -26,7 +26,8 @@ DEFAULT_IP = "127.0.0.1"
 def load_configs(args: argparse.Namespace) -> list[WorkerConfig]:
     paths = list(args.config or wconfig.discover(Path.cwd()))
     if not paths:
-        raise ConfigError(Path.cwd(), "", "no wrangler.toml here or in any sub-folder; pass -c PATH")
+        raise ConfigError(Path.cwd(), "", "no wrangler.jsonc, wrangler.json or wrangler.toml here or in any "
+                                          "sub-folder; pass -c PATH")
     overrides: dict[str, str] = {}
     for item in args.var:
         name, sep, value = item.partition(":")
@@ -115,6 +116,8 @@ async def _serve(args: argparse.Namespace, configs: list[WorkerConfig], persist_
     if cluster is not None:
         cluster.urls = {c.name: url_of(sock) for c, sock in zip(runtime.configs, sockets)}
     await runtime.start()
+    for worker in runtime.workers.values():
+        worker.test_scheduled = bool(getattr(args, "test_scheduled", False))
     servers: list[Server] = []
     names: list[str] = []
     try:

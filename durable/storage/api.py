@@ -106,8 +106,12 @@ class DurableObjectStorage:
         self._cache.clear()
 
     # -- public API -----------------------------------------------------------------------
-    async def get(self, key: str | Iterable[str]) -> Any:
-        """One key → its value or None; a list of keys → dict of the keys that exist."""
+    async def get(self, key: str | Iterable[str], *, allow_concurrency: bool = False, no_cache: bool = False,
+                  **cloudflare: Any) -> Any:
+        """One key → its value or None; a list of keys → dict of the keys that exist.
+        `allow_concurrency` and `no_cache` (Cloudflare's allowConcurrency, noCache) are accepted:
+        reads never open the input gate here, and the cache is always coherent."""
+        _options(cloudflare, {"allowConcurrency", "noCache"})
         if isinstance(key, str):
             data = self._read(_check_key(key))
             return None if data is None else codec.decode(data)
@@ -119,9 +123,12 @@ class DurableObjectStorage:
         return found
 
     async def put(self, key: str | Mapping[str, Any], value: Any = _MISSING, *,
-                  allow_unconfirmed: bool = False) -> None:
+                  allow_unconfirmed: bool = False, allow_concurrency: bool = False, no_cache: bool = False,
+                  **cloudflare: Any) -> None:
         """`allow_unconfirmed` (Cloudflare's allowUnconfirmed): replies need not wait for this
         write to be durable — for state whose loss in a crash is harmless (rate-limit buckets)."""
+        allow_unconfirmed = _options(cloudflare, {"allowUnconfirmed", "allowConcurrency", "noCache"}).get(
+            "allowUnconfirmed", allow_unconfirmed)
         gate = self.last_seq
         if isinstance(key, Mapping):
             if value is not _MISSING:
@@ -153,7 +160,9 @@ class DurableObjectStorage:
 
     async def list(self, *, prefix: str | None = None, start: str | None = None,
                    start_after: str | None = None, end: str | None = None,
-                   limit: int | None = None, reverse: bool = False) -> dict[str, Any]:
+                   limit: int | None = None, reverse: bool = False, **cloudflare: Any) -> dict[str, Any]:
+        start_after = _options(cloudflare, {"startAfter", "allowConcurrency", "noCache"}).get("startAfter",
+                                                                                             start_after)
         if limit is not None and (not isinstance(limit, int) or limit < 1):
             raise ValueError("list(limit=) must be a positive int")
         rng = key_range(prefix, start, start_after, end)
@@ -187,6 +196,20 @@ class DurableObjectStorage:
 
     async def delete_alarm(self) -> None:
         self._set_alarm_ms(None)
+
+    # Cloudflare's spellings
+    getAlarm = get_alarm
+    setAlarm = set_alarm
+    deleteAlarm = delete_alarm
+    deleteAll = delete_all
+
+
+def _options(given: dict[str, Any], known: set[str]) -> dict[str, Any]:
+    """Cloudflare's camelCase options, checked: a misspelt one is an error, not a silent no-op."""
+    unknown = set(given) - known
+    if unknown:
+        raise TypeError(f"unknown storage option(s) {', '.join(sorted(unknown))}")
+    return given
 
 
 class Transaction:

@@ -1,0 +1,94 @@
+"""Workers written against Cloudflare's Python Workers API (`from workers import ...`, wrangler.jsonc)
+run unchanged on our `wrangler dev`, started from their own folder as Cloudflare's own tests start
+theirs (`dev --port P`, wait for `[wrangler:info] Ready on`). Our fixtures use the same API
+surface as Cloudflare's examples; the assertions are on the same behaviour: exact bodies,
+statuses and content types."""
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import FIXTURES
+
+pytestmark = pytest.mark.slow
+
+
+def get(url: str, method: str = "GET", body: bytes | None = None) -> tuple[int, str, dict[str, str]]:
+    request = urllib.request.Request(url, method=method, data=body)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return resp.status, resp.read().decode(), dict(resp.headers.items())
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(), dict(exc.headers.items())
+
+
+def start(dev_process: Any, tmp_path: Path, folder: str, *args: str) -> str:
+    dev = dev_process("--port", "0", "--persist-to", str(tmp_path / folder), *args, cwd=FIXTURES / folder)
+    return dev.ready_url.rstrip("/")
+
+
+def test_a_fetch_handler_module_with_a_jsonc_config(dev_process, tmp_path: Path) -> None:
+    url = start(dev_process, tmp_path, "cf_hello")
+    status, body, headers = get(url)
+    assert (status, body, headers["content-type"]) == (200, "Hello from a Python Worker", "text/plain;charset=UTF-8")
+    status, body, headers = get(url + "/json")
+    assert status == 200 and headers["content-type"] == "application/json"
+    assert json.loads(body) == {"greeting": "Hello from a Python Worker", "method": "GET"}
+    status, body, headers = get(url, "POST", b"quiet please")
+    assert (status, body, headers["x-echo"]) == (201, "QUIET PLEASE!", "yes")
+
+
+def test_a_worker_entrypoint_with_a_durable_object_and_cloudflare_names(dev_process, tmp_path: Path) -> None:
+    url = start(dev_process, tmp_path, "cf_objects")
+    assert get(url + "/room-1/show")[:2] == (200, "No notes")
+    assert get(url + "/room-1/add/hi")[:2] == (200, "1 notes")
+    assert get(url + "/room-1/add/there")[:2] == (200, "2 notes")
+    assert get(url + "/room-1/show")[:2] == (200, "hi\nthere")
+    assert get(url + "/room-2/show")[:2] == (200, "No notes")
+    assert json.loads(get(url + "/room-1/alarm")[1]) == {"alarm": 4102444800000}
+    assert json.loads(get(url + "/room-1/same")[1]) == {"same": True, "unique": 64}
+    assert get(url + "/room-1/forget")[:2] == (200, "forgotten")
+    assert get(url + "/room-1/show")[:2] == (200, "No notes")
+    assert json.loads(get(url + "/room-1/alarm")[1]) == {"alarm": None}  # deleteAll takes the alarm too
+    assert get(url + "/")[:2] == (400, "which list?")
+
+
+def test_cron_triggers_run_scheduled_on_demand_and_are_tail_events(dev_process, tmp_path: Path) -> None:
+    dev = dev_process("--port", "0", "--persist-to", str(tmp_path / "cron"), "--test-scheduled",
+                      cwd=FIXTURES / "cf_cron")
+    url = dev.ready_url.rstrip("/")
+    assert json.loads(get(url)[1]) == {"runs": []}
+    status, body, _ = get(url + "/__scheduled?cron=*/5+*+*+*+*")
+    assert (status, body) == (200, "Ran scheduled event")
+    runs = json.loads(get(url)[1])["runs"]
+    assert len(runs) == 1 and runs[0]["cron"] == "*/5 * * * *" and runs[0]["scheduledTime"] > 1.7e12
+    dev.wait_for_output("scheduled run for */5 * * * *")  # the handler's print reaches the console
+
+
+def test_without_test_scheduled_the_route_is_the_workers_own(dev_process, tmp_path: Path) -> None:
+    url = start(dev_process, tmp_path, "cf_cron")
+    status, body, _ = get(url + "/__scheduled?cron=*+*+*+*+*")
+    assert status == 200 and json.loads(body) == {"runs": []}  # fetch() answered: nothing ran
+
+
+async def test_each_scheduled_run_is_a_tail_event_with_its_logs(tmp_path: Path) -> None:
+    from durable import config as wconfig
+    from durable.runtime import Runtime
+    from durable.tail import TailFilters
+
+    runtime = Runtime([wconfig.load(FIXTURES / "cf_cron" / "wrangler.jsonc")], persist_to=tmp_path / "state")
+    await runtime.start()
+    try:
+        tail = runtime.hub.create("cf-cron", TailFilters())
+        assert await runtime.workers["cf-cron"].scheduled("*/5 * * * *", 1_795_000_000_000) == "ok"
+        event = tail.queue.get_nowait()
+        assert event["scriptName"] == "cf-cron" and event["outcome"] == "ok"
+        assert event["event"] == {"cron": "*/5 * * * *", "scheduledTime": 1_795_000_000_000}
+        assert [log["message"] for log in event["logs"]] == [["scheduled run for */5 * * * *"]]
+    finally:
+        await runtime.close()

@@ -1,0 +1,12 @@
+"""Cloudflare's Python Workers API, provided by this runtime: code written for Cloudflare
+(`from workers import Response, WorkerEntrypoint, DurableObject`) runs here unchanged.
+
+The implementation is the runtime's own (`durable/`); these are Cloudflare's names for it.
+"""
+from durable.compat.entrypoint import ExecutionContext, ScheduledController, WorkerEntrypoint, handler
+from durable.compat.fetch import fetch
+from durable.http import Request, Response
+from durable.objects import DurableObject
+
+__all__ = ["DurableObject", "ExecutionContext", "Request", "Response", "ScheduledController", "WorkerEntrypoint",
+           "fetch", "handler"]
