@@ -18,6 +18,7 @@ from .cluster.transport import ClusterTransport
 from .config import ConfigError, WorkerConfig
 from .cron import run_crons
 from .env import Env, load_secrets
+from .kv import KVNamespace
 from .objects import DurableObjectNamespace, LocalTransport, ObjectHost, Transport
 from .registry import lookup
 from .storage import Engine, StorageEngine
@@ -74,6 +75,7 @@ class Runtime:
         self.http = HttpClient()
         self._evictor: asyncio.Task[None] | None = None
         self._crons: list[asyncio.Task[None]] = []
+        self._kv: dict[str, KVNamespace] = {}
         self.cluster = cluster  # its `urls` may be filled in until start()
         self.node: ClusterNode | None = None
         redactor.add(self.internal_key)
@@ -151,8 +153,11 @@ class Runtime:
                 bindings[b.name] = DurableObjectNamespace(script, b.class_name, self._transport(config, script, b.class_name))
             for s in config.services:
                 bindings[s.binding] = ServiceBinding(s.service, lambda n=s.service: self.resolve_service(n), self.http)
-            if config.kv_namespaces:
-                raise ConfigError(config.path, "kv_namespaces", "KV namespaces are not supported by this runtime yet")
+            if config.kv_namespaces and self.node is not None:
+                raise ConfigError(config.path, "kv_namespaces", "KV namespaces are kept on this host's disk; "
+                                  "they are not shared between the hosts of a cluster yet")
+            for kv in config.kv_namespaces:
+                bindings[kv.binding] = self._kv_namespace(kv.id or kv.preview_id or f"{config.name}:{kv.binding}")
             worker.env = Env(vars=config.vars, secrets=found, bindings=bindings,
                              state_dir=self.persist_to / "v3" / "files" / config.name,
                              node=self.node.health if self.node is not None else None)
@@ -171,6 +176,12 @@ class Runtime:
                                       f"{worker.config.main} has no scheduled handler for its cron triggers")
                 self._crons.append(asyncio.get_running_loop().create_task(
                     run_crons(worker, lambda w=worker.name: self._fires_crons_of(w))))
+
+    def _kv_namespace(self, namespace_id: str) -> KVNamespace:
+        """One store per namespace id: two workers binding the same id share it, as on Cloudflare."""
+        if namespace_id not in self._kv:
+            self._kv[namespace_id] = KVNamespace.for_namespace(self.persist_to, namespace_id)
+        return self._kv[namespace_id]
 
     def _fires_crons_of(self, script: str) -> bool:
         """One node of a cluster runs a worker's crons: the one its cron key is placed on."""
@@ -205,6 +216,8 @@ class Runtime:
                     await host.close()
         if self.node is not None:
             await self.node.stop()  # after every commit landed: hand the shards off at once
+        for namespace in self._kv.values():
+            namespace.close()
         await self.http.close()
 
 

@@ -92,3 +92,14 @@ async def test_each_scheduled_run_is_a_tail_event_with_its_logs(tmp_path: Path) 
         assert [log["message"] for log in event["logs"]] == [["scheduled run for */5 * * * *"]]
     finally:
         await runtime.close()
+
+
+def test_a_kv_binding_and_javascript_style_responses_survive_a_restart(dev_process, tmp_path: Path) -> None:
+    url = start(dev_process, tmp_path, "cf_kv")
+    status, body, headers = get(url)
+    assert (status, body, headers["content-type"]) == (200, "baz", "text/plain;charset=UTF-8")
+    assert get(url + "/colour-sky", "PUT", b"blue")[:2] == (201, "stored")
+    assert get(url + "/colour-grass", "PUT", b"green")[:2] == (201, "stored")
+    assert get(url + "/all")[1] == "colour-grass,colour-sky"
+    again = start(dev_process, tmp_path, "cf_kv")  # a second session on the same state reads the same store
+    assert get(again + "/all")[1] == "colour-grass,colour-sky"
