@@ -35,8 +35,10 @@ class RemoteTarget:
     internal_key: str
 
 
-async def asgi_fetch(app: ASGIApp, request: Request, client: tuple[str, int] = ("127.0.0.1", 0)) -> Response:
-    """Run one request through an ASGI app in this process and collect its response."""
+async def asgi_fetch(app: ASGIApp, request: Request, client: tuple[str, int] = ("127.0.0.1", 0),
+                     extra_scope: dict[str, Any] | None = None) -> Response:
+    """Run one request through an ASGI app in this process and collect its response
+    (`extra_scope` adds keys to the ASGI scope, as Cloudflare's `asgi.fetch` adds `env`)."""
     parts = urlsplit(request.url)
     host = parts.hostname or "localhost"
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -51,7 +53,7 @@ async def asgi_fetch(app: ASGIApp, request: Request, client: tuple[str, int] = (
         "method": request.method, "scheme": parts.scheme or "http",
         "path": unquote(parts.path) or "/", "raw_path": (parts.path or "/").encode("latin-1"),
         "query_string": parts.query.encode("latin-1"), "root_path": "",
-        "headers": headers, "client": client, "server": (host, port),
+        "headers": headers, "client": client, "server": (host, port), **(extra_scope or {}),
     }
     sent_body = False
     finished = asyncio.Event()

@@ -89,7 +89,10 @@ class Worker:
         self.name = config.name
         self.module = import_worker_module(config)
         self.entrypoint = EntrypointApp.find(self.module)  # Cloudflare's Python Workers style
-        self.app = getattr(self.module, "app", None) or self.entrypoint
+        # a Cloudflare-style fetch handler is the entry even when the module also builds an ASGI
+        # `app` (FastAPI behind `asgi.fetch`); otherwise the module's `app` is
+        fetches = self.entrypoint is not None and self.entrypoint.handles_fetch
+        self.app = self.entrypoint if fetches else getattr(self.module, "app", None) or self.entrypoint
         if self.app is None:
             raise ConfigError(config.path, "main", f"{config.main} defines no fetch handler: an ASGI `app`, "
                               f"a `Default(WorkerEntrypoint)` class or an `on_fetch` function")

@@ -94,6 +94,10 @@ class EntrypointApp:
         return app if app.entry is not None or app.on_fetch is not None or app.on_scheduled is not None else None
 
     @property
+    def handles_fetch(self) -> bool:
+        return self.on_fetch is not None or (self.entry is not None and hasattr(self.entry, "fetch"))
+
+    @property
     def handles_scheduled(self) -> bool:
         return self.on_scheduled is not None or (self.entry is not None and hasattr(self.entry, "scheduled"))
 

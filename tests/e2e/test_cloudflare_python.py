@@ -103,3 +103,13 @@ def test_a_kv_binding_and_javascript_style_responses_survive_a_restart(dev_proce
     assert get(url + "/all")[1] == "colour-grass,colour-sky"
     again = start(dev_process, tmp_path, "cf_kv")  # a second session on the same state reads the same store
     assert get(again + "/all")[1] == "colour-grass,colour-sky"
+
+
+def test_a_fastapi_app_behind_asgi_fetch_sees_the_env(dev_process, tmp_path: Path) -> None:
+    url = start(dev_process, tmp_path, "cf_fastapi")
+    status, body, headers = get(url)
+    assert (status, body, headers["content-type"]) == (200, '{"message":"FastAPI behind asgi.fetch"}',
+                                                       "application/json")
+    assert get(url + "/hi/Ada")[1] == '{"message":"Hi Ada!"}'
+    assert get(url + "/env")[1] == '{"message":"MESSAGE is from the worker\'s vars"}'
+    assert get(url + "/nowhere")[0] == 404
