@@ -86,9 +86,10 @@ class Response:
     `text/plain;charset=UTF-8` (what workerd sends); `json()`/`text()` read it."""
 
     def __init__(self, body: bytes | str | None = None, status: int = 200, headers: Any = None, *,
-                 status_text: str = "") -> None:
+                 status_text: str = "", web_socket: Any = None) -> None:
         self.status = int(status)
         self.status_text = status_text
+        self.web_socket = web_socket  # a 101 answer's client end of a WebSocketPair
         self.headers = _headers(headers)
         if isinstance(body, str):
             self.headers.setdefault("content-type", "text/plain;charset=UTF-8")

@@ -114,9 +114,23 @@ class DurableObjectState:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    # -- WebSockets (hibernation API): the sockets are the host's, so they outlive instances
+    def accept_websocket(self, ws: Any, tags: list[str] | None = None) -> None:
+        """Events of `ws` (messages, close) become this object's `webSocketMessage`/`webSocketClose`."""
+        self._host.accept_websocket(self.id, ws, list(tags or []))
+
+    def get_websockets(self, tag: str | None = None) -> list[Any]:
+        return self._host.websockets(self.id, tag)
+
+    def get_tags(self, ws: Any) -> list[str]:
+        return list(ws.tags)
+
     # Cloudflare's spellings (JavaScript's names, as its Python Workers expose them)
     blockConcurrencyWhile = block_concurrency_while
     waitUntil = wait_until
+    acceptWebSocket = accept_websocket
+    getWebSockets = get_websockets
+    getTags = get_tags
 
 
 async def _await(awaitable: Awaitable[Any]) -> Any:
@@ -171,6 +185,7 @@ class ObjectHost:
         self._has_alarm = callable(getattr(cls, "alarm", None))
         engine.on_commit_failure = self._on_commit_failure
         self.resets = 0
+        self._sockets: dict[str, list[Any]] = {}  # accepted WebSockets per object: they outlive instances
         # In a cluster: awaited by the callers that route here (ClusterTransport, the internal RPC
         # route) before each call; raises NotOwner unless this node owns the id.
         self.guard: Callable[[DurableObjectId], Awaitable[None]] | None = None
@@ -288,6 +303,26 @@ class ObjectHost:
         return getattr(instance, method)
 
     # -- events ---------------------------------------------------------------------------
+    def accept_websocket(self, object_id: DurableObjectId, ws: Any, tags: list[str]) -> None:
+        ws.tags = tags
+        ws._owner = (self, object_id)
+        self._sockets.setdefault(str(object_id), []).append(ws)
+
+    def websockets(self, object_id: DurableObjectId, tag: str | None = None) -> list[Any]:
+        return [ws for ws in self._sockets.get(str(object_id), []) if tag is None or tag in ws.tags]
+
+    def forget_websocket(self, object_id: DurableObjectId, ws: Any) -> None:
+        held = self._sockets.get(str(object_id), [])
+        if ws in held:
+            held.remove(ws)
+        if not held:
+            self._sockets.pop(str(object_id), None)
+
+    async def deliver_event(self, object_id: DurableObjectId, method: str, args: list[Any]) -> Any:
+        """A runtime event (a WebSocket message or close) to the object, through its input gate."""
+        task = asyncio.get_running_loop().create_task(self._deliver(object_id, method, args, {}, reserved_ok=True))
+        return await asyncio.shield(task)
+
     async def invoke(self, object_id: DurableObjectId, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
         """Deliver one event; the caller's cancellation does not cancel the object's work. (In a
         cluster the entry points, ClusterTransport and the internal RPC route, pass the guard first.)"""
@@ -517,6 +552,9 @@ class DurableObjectStub:
 
     async def fetch(self, input: Request | str, **init: Any) -> Response:
         request = make_request(input, "http://durable-object/", **init)
+        transport = self._namespace._transport
+        if type(transport) is LocalTransport:  # one process: objects such as a WebSocket may cross
+            return await self._gated(lambda: self._fetch_in_process(transport, request))
         payload = codec.encode({"request": request.to_wire()})
         return Response.from_wire(await self._call(FETCH, payload))
 
@@ -536,6 +574,16 @@ class DurableObjectStub:
                 return result
             return codec.decode(codec.encode(result, what=f"result of {self._namespace.class_name}.{method}()"))
         except Exception as exc:
+            raise error_from_wire(error_to_wire(exc)) from None
+
+    async def _fetch_in_process(self, transport: LocalTransport, request: Request) -> Response:
+        try:
+            response = await transport._invoke(self.id, FETCH, [request], {})
+            if not isinstance(response, Response):
+                raise TypeError(f"{self._namespace.class_name}.fetch() must return a durable.Response, "
+                                f"got {type(response).__name__}")
+            return response
+        except Exception as exc:  # as it would arrive from another process
             raise error_from_wire(error_to_wire(exc)) from None
 
     async def _gated(self, call: Callable[[], Awaitable[Any]]) -> Any:

@@ -20,6 +20,8 @@ from urllib.parse import parse_qs, unquote
 from . import signing, tracing
 from .bindings import INTERNAL_PREFIX, INTERNAL_SIGNATURE_HEADER
 from .compat.entrypoint import EntrypointApp, ScheduledController
+from .compat.websocket import bridge
+from .http import Request
 from .config import ConfigError, WorkerConfig
 from .env import Env, use_env
 from .errors import NotOwner
@@ -137,12 +139,36 @@ class Worker:
             await self._test_scheduled(scope, send)
         elif scope["type"] == "http":
             await self._traced(scope, receive, send)
+        elif self.app is self.entrypoint:  # a Cloudflare-style worker answers the upgrade itself
+            await self._websocket(scope, receive, send)
         else:  # websockets pass through, with the env set
             token = use_env(self.env)
             try:
                 await self.app(scope, receive, send)
             finally:
                 token.var.reset(token)
+
+    async def _websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """The upgrade goes to the fetch handler as a request; a 101 answer with the client end of
+        a WebSocketPair is joined to this connection, anything else refuses it."""
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", [])]
+        host = next((v for k, v in headers if k.lower() == "host"), "localhost")
+        query = scope.get("query_string", b"").decode("latin-1")
+        url = f"http://{host}{scope['path']}" + (f"?{query}" if query else "")
+        if not any(k.lower() == "upgrade" for k, _ in headers):
+            headers.append(("upgrade", "websocket"))
+        token = use_env(self.env)
+        try:
+            response = await self.entrypoint.fetch(Request(url, headers=headers))  # type: ignore[union-attr]
+        except Exception:
+            log.exception("%s: the WebSocket upgrade failed", self.name)
+            response = None
+        finally:
+            token.var.reset(token)
+        if response is None or response.status != 101 or response.web_socket is None:
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await bridge(response.web_socket, receive, send)
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         """The runtime starts and stops apps itself; servers only hear 'done'."""

@@ -1,6 +1,8 @@
 """The JavaScript globals Cloudflare's Python Workers import from `js` (Pyodide's bridge),
-as far as this runtime provides them: `Response.new(body, init)`, `Request`, `fetch`."""
+as far as this runtime provides them: `Response.new(body, init)`, `Request`, `fetch`,
+`WebSocketPair.new()` and `Object.values(pair)`."""
 from durable.compat.fetch import fetch
+from durable.compat.websocket import Object, WebSocketPair
 from durable.http import Request, Response
 
-__all__ = ["Request", "Response", "fetch"]
+__all__ = ["Object", "Request", "Response", "WebSocketPair", "fetch"]

@@ -5,8 +5,9 @@ The implementation is the runtime's own (`durable/`); these are Cloudflare's nam
 """
 from durable.compat.entrypoint import ExecutionContext, ScheduledController, WorkerEntrypoint, handler
 from durable.compat.fetch import fetch
+from durable.compat.websocket import WebSocket, WebSocketPair
 from durable.http import Request, Response
 from durable.objects import DurableObject
 
 __all__ = ["DurableObject", "ExecutionContext", "Request", "Response", "ScheduledController", "WorkerEntrypoint",
-           "fetch", "handler"]
+           "WebSocket", "WebSocketPair", "fetch", "handler"]

@@ -113,3 +113,48 @@ def test_a_fastapi_app_behind_asgi_fetch_sees_the_env(dev_process, tmp_path: Pat
     assert get(url + "/hi/Ada")[1] == '{"message":"Hi Ada!"}'
     assert get(url + "/env")[1] == '{"message":"MESSAGE is from the worker\'s vars"}'
     assert get(url + "/nowhere")[0] == 404
+
+
+async def test_a_chat_room_on_hibernatable_websockets(tmp_path: Path) -> None:
+    """Two real WebSocket clients: history on join, broadcast to both, and after the object is
+    evicted (hibernation) a fresh instance gets the next message with both sockets still held."""
+    import aiohttp
+
+    from durable import config as wconfig
+    from durable.runtime import Runtime
+    from durable.server import Server, bind
+
+    runtime = Runtime([wconfig.load(FIXTURES / "cf_chat" / "wrangler.jsonc")], persist_to=tmp_path / "state")
+    await runtime.start()
+    server = Server(runtime.workers["cf-chat"], bind("127.0.0.1", 0))
+    await server.start()
+    ws_url = server.url.replace("http://", "ws://") + "/room/lobby"
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(server.url + "/room/lobby") as resp:
+                assert resp.status == 400 and await resp.text() == "Expected WebSocket upgrade"
+            ann = await http.ws_connect(ws_url)
+            assert (await ann.receive_json(timeout=10)) == {"type": "history", "messages": []}
+            await ann.send_json({"username": "ann", "text": "hello"})
+            first = await ann.receive_json(timeout=10)
+            assert first["text"] == "hello" and first["listeners"] == 1
+
+            bob = await http.ws_connect(ws_url)
+            history = await bob.receive_json(timeout=10)
+            assert [m["text"] for m in history["messages"]] == ["hello"]
+
+            host = runtime.workers["cf-chat"].hosts["Room"]
+            assert host.evict_idle(0) == 1  # hibernate: the instance goes, the sockets stay
+            await bob.send_json({"username": "bob", "text": "still there?"})
+            to_ann, to_bob = await ann.receive_json(timeout=10), await bob.receive_json(timeout=10)
+            assert to_ann == to_bob and to_ann["text"] == "still there?" and to_ann["listeners"] == 2
+            assert to_ann["instance"] != first["instance"]  # a new instance woke up for it
+
+            await bob.close()
+            assert (await ann.receive_json(timeout=10)) == {"type": "left", "listeners": 1}
+            await ann.send_json({"username": "ann", "text": "bye"})
+            assert (await ann.receive_json(timeout=10))["listeners"] == 1
+            await ann.close()
+    finally:
+        await server.stop()
+        await runtime.close()

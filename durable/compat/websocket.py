@@ -1,0 +1,149 @@
+"""WebSockets with Cloudflare's hibernation API: `WebSocketPair`, `ctx.acceptWebSocket(ws, tags)`,
+`ctx.getWebSockets(tag)`, and the object's `webSocketMessage`/`webSocketClose`/`webSocketError`.
+
+A fetch handler makes a pair, keeps the server end (accepting it on a Durable Object) and answers
+`Response(None, status=101, web_socket=client)`. The runtime then joins the client end to the
+real connection (`bridge`). Messages from the client become events of the object that accepted
+the server end, delivered through its input gate one at a time in order; `server.send()` goes to
+the client. The sockets belong to the object's host, not to the instance, so an object evicted
+while idle (hibernated) keeps them and a new instance receives the next message.
+This works where the fetch handler and the object share a process; a socket cannot cross to
+another process or node yet.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+log = logging.getLogger("durable.websocket")
+
+CONNECTING, OPEN, CLOSING, CLOSED = 0, 1, 2, 3
+
+
+class WebSocket:
+    """One end of a pair. `send` and `close` do not wait (as in Cloudflare's API)."""
+
+    def __init__(self) -> None:
+        self.peer: WebSocket | None = None
+        self.readyState = OPEN
+        self.tags: list[str] = []
+        self._attachment: Any = None
+        self._outbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()  # what this end's owner must deliver
+        self._owner: Any = None  # (host, object_id) once a Durable Object accepted this end
+        self._deliveries: asyncio.Task[None] | None = None
+
+    # -- Cloudflare's API -------------------------------------------------------------------
+    def accept(self) -> None:
+        """Accepted by code that handles the socket itself; events arrive on this end's queue."""
+
+    def send(self, message: str | bytes) -> None:
+        if self.readyState >= CLOSING or self.peer is None:
+            raise RuntimeError("WebSocket is closed")
+        self.peer._receive(("message", message))
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        if self.readyState >= CLOSING:
+            return
+        self.readyState = CLOSING
+        if self.peer is not None:
+            self.peer._receive(("close", (code, reason)))
+
+    def serializeAttachment(self, value: Any) -> None:
+        self._attachment = value
+
+    def deserializeAttachment(self) -> Any:
+        return self._attachment
+
+    serialize_attachment, deserialize_attachment = serializeAttachment, deserializeAttachment
+
+    # -- the runtime's side -----------------------------------------------------------------
+    def _receive(self, item: tuple[str, Any]) -> None:
+        """Something the peer sent (a message or its close) arrives at this end."""
+        if self.readyState == CLOSED:
+            return
+        if item[0] == "close":
+            self.readyState = CLOSED
+        self._outbox.put_nowait(item)
+        if self._owner is not None and (self._deliveries is None or self._deliveries.done()):
+            self._deliveries = asyncio.get_running_loop().create_task(self._deliver_to_owner())
+
+    async def _deliver_to_owner(self) -> None:
+        """One event at a time, in order, to the object that accepted this end."""
+        host, object_id = self._owner
+        while not self._outbox.empty():
+            kind, value = self._outbox.get_nowait()
+            if kind == "message":
+                method, args = "webSocketMessage", [self, value]
+            else:
+                code, reason = value
+                method, args = "webSocketClose", [self, code, reason, code != 1006]
+                host.forget_websocket(object_id, self)
+            if callable(getattr(host.cls, method, None)):
+                try:
+                    await host.deliver_event(object_id, method, args)
+                except Exception as exc:  # the object was reset; the socket stays with the host
+                    log.warning("%s.%s: %s failed: %s", host.script_name, host.class_name, method, exc)
+
+    async def next_outgoing(self) -> tuple[str, Any]:
+        return await self._outbox.get()
+
+
+class WebSocketPair:
+    """`WebSocketPair()` (or `.new()`, as Pyodide spells JavaScript's `new`): two joined ends;
+    `[0]` is the client's, `[1]` the server's; `Object.values(pair)` lists them."""
+
+    def __init__(self) -> None:
+        self.client, self.server = WebSocket(), WebSocket()
+        self.client.peer, self.server.peer = self.server, self.client
+
+    @classmethod
+    def new(cls) -> WebSocketPair:
+        return cls()
+
+    def __getitem__(self, index: int) -> WebSocket:
+        return (self.client, self.server)[index]
+
+    def values(self) -> list[WebSocket]:
+        return [self.client, self.server]
+
+
+class Object:
+    """The bit of JavaScript's `Object` Cloudflare's Python examples use: `Object.values(pair)`."""
+
+    @staticmethod
+    def values(value: Any) -> list[Any]:
+        if isinstance(value, WebSocketPair):
+            return value.values()
+        if isinstance(value, dict):
+            return list(value.values())
+        return list(vars(value).values())
+
+
+async def bridge(client: WebSocket, receive: Any, send: Any) -> None:
+    """Join the client end of a pair to a real (ASGI) WebSocket connection until either closes."""
+    await send({"type": "websocket.accept"})
+
+    async def outgoing() -> None:
+        while True:
+            kind, value = await client.next_outgoing()
+            if kind == "close":
+                code, reason = value
+                await send({"type": "websocket.close", "code": code, "reason": reason})
+                return
+            key = "text" if isinstance(value, str) else "bytes"
+            await send({"type": "websocket.send", key: value})
+
+    writer = asyncio.get_running_loop().create_task(outgoing())
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.receive":
+                client.send(message.get("text") if message.get("text") is not None else message.get("bytes", b""))
+            elif message["type"] == "websocket.disconnect":
+                client.readyState = CLOSED
+                if client.peer is not None:
+                    client.peer._receive(("close", (message.get("code", 1005), "")))
+                return
+    finally:
+        writer.cancel()
