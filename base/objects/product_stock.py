@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 from bson import ObjectId
-from pymongo.errors import ConnectionFailure
+from pymongo.errors import PyMongoError
 
 from durable import DurableObject
 from durable.mongo import pooled_database
@@ -60,7 +60,7 @@ class ProductStock(DurableObject):
         async def load() -> None:
             try:
                 doc = await (await self._collection()).find_one({"_id": ObjectId(product_id)}, LINE_FIELDS)
-            except ConnectionFailure:
+            except PyMongoError:  # down, or refusing: the caller gets a retryable 503, not a crash
                 raise DatabaseUnavailable("products") from None
             if doc is None:
                 return
@@ -104,7 +104,7 @@ class ProductStock(DurableObject):
             try:
                 collection = await self._collection()
                 await collection.update_one({"_id": ObjectId(product_id)}, {"$set": {"stock": stock}})
-            except ConnectionFailure as exc:  # the alarm tries again; the stock itself is safe here
+            except PyMongoError as exc:  # the alarm tries again; the stock itself is safe here
                 log.warning("product %s: stock read model not written (%s)", product_id, type(exc).__name__)
                 return False
             self._written = latest

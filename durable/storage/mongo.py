@@ -17,6 +17,8 @@ from pymongo import DeleteMany, DeleteOne, ReplaceOne, WriteConcern
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
+from pymongo.errors import PyMongoError
+
 from ..errors import ObjectUnavailable, register_error
 from .batch import UNSET, KeyRange, ObjectBatch
 from .engine import CommitFailed, Engine
@@ -28,6 +30,12 @@ MAJORITY = WriteConcern("majority")
 class Fenced(CommitFailed, ObjectUnavailable):
     """This node no longer holds the shard's lease at the epoch it committed under: nothing was
     written; the caller may retry (its call will reach the new owner)."""
+
+
+@register_error
+class StorageUnavailable(CommitFailed, ObjectUnavailable):
+    """The database refused the commit or its outcome is unknown (down, a conflict it would not
+    retry): the caller may retry; the objects are read afresh from the database first."""
 
 
 # object id → (lease document id, epoch this node holds it at); raises if the node holds none
@@ -175,10 +183,16 @@ class MongoEngine(Engine):
                 await self._alarms.bulk_write(alarm_ops, ordered=True, session=session)
             return refused
 
-        async with self._db.client.start_session() as session:
-            if self._before_transaction is not None:
-                await self._before_transaction(session.session_id)
-            refused = await session.with_transaction(transaction, write_concern=MAJORITY)
+        try:
+            async with self._db.client.start_session() as session:
+                if self._before_transaction is not None:
+                    await self._before_transaction(session.session_id)
+                refused = await session.with_transaction(transaction, write_concern=MAJORITY)
+        except PyMongoError as exc:  # a retryable refusal, not a crash; what landed is re-read
+            for object_ids in fences.values():
+                for object_id in object_ids:
+                    self.forget(object_id)
+            raise StorageUnavailable(f"{self.namespace}: the commit failed ({type(exc).__name__}: {exc})") from None
         if refused:
             self.refused_writes += len(refused)
             if self._on_fenced is not None:

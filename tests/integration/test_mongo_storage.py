@@ -97,3 +97,32 @@ async def test_a_dropped_object_s_cached_state_goes_even_with_writes_pending(wor
     lease.epoch = None  # and the shard is gone: the pending write fails its fence
     with pytest.raises(Fenced):
         await storage.sync()
+
+
+async def test_a_commit_the_database_refuses_is_a_retryable_refusal_and_reloads(world: Any,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database error in the commit reaches the caller as a retryable ObjectUnavailable (a 503,
+    never a 500), and the object's state is read afresh before it is used again."""
+    from pymongo.errors import OperationFailure
+
+    from durable.errors import ObjectUnavailable
+    from durable.storage.mongo import StorageUnavailable
+
+    db, lease, engine = world
+    await engine.load(OBJ)
+    storage = DurableObjectStorage(engine, OBJ)
+    await storage.put("n", 1)
+    await storage.sync()
+    real = engine._kv.bulk_write
+
+    async def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise OperationFailure("WriteConflict", code=112)
+
+    monkeypatch.setattr(engine._kv, "bulk_write", refuse)
+    await storage.put("n", 2)
+    with pytest.raises(StorageUnavailable) as caught:
+        await storage.sync()
+    assert isinstance(caught.value, ObjectUnavailable) and not engine.loaded(OBJ)
+    monkeypatch.setattr(engine._kv, "bulk_write", real)
+    await engine.load(OBJ)
+    assert await DurableObjectStorage(engine, OBJ).get("n") == 1
