@@ -15,7 +15,8 @@ from urllib.parse import quote, unquote, urlsplit
 
 import aiohttp
 
-from . import signing, tracing
+from . import signing
+from .observe import tracing
 from .errors import NotDelivered, NotOwner, ObjectUnavailable
 from .http import Request, Response, make_request
 from .ids import DurableObjectId

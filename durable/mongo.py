@@ -20,7 +20,7 @@ from pymongo.errors import PyMongoError
 from pymongo.monitoring import ConnectionPoolListener, ServerHeartbeatListener
 
 from .objects import DurableObject
-from .tail import redactor
+from .observe.tail import redactor
 
 log = logging.getLogger("durable.mongo")
 

@@ -19,13 +19,14 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from . import codec, ids, tracing
+from . import codec, ids
+from .observe import tracing
 from .errors import ObjectUnavailable, error_from_wire, error_to_wire
 from .gates import InputGate
 from .http import Request, Response, make_request
 from .ids import DurableObjectId
 from .storage import DurableObjectStorage, Engine, now_ms
-from .tail import TraceCapture
+from .observe.tail import TraceCapture
 
 log = logging.getLogger("durable.objects")
 

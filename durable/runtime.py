@@ -20,10 +20,10 @@ from .cron import run_crons
 from .env import Env, load_secrets
 from .kv import KVNamespace
 from .objects import DurableObjectNamespace, LocalTransport, ObjectHost, Transport
-from .registry import lookup
+from .dev.registry import lookup
 from .storage import Engine, StorageEngine
-from .tail import install_capture, redactor
-from .tail_api import TailHub
+from .observe.tail import install_capture, redactor
+from .observe.tail_api import TailHub
 from .worker import Worker
 
 

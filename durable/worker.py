@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from . import signing, tracing
+from . import signing
+from .observe import tracing
 from .bindings import INTERNAL_PREFIX, INTERNAL_SIGNATURE_HEADER
 from .compat.entrypoint import EntrypointApp, ScheduledController
 from .compat.websocket import bridge
@@ -27,7 +28,7 @@ from .env import Env, use_env
 from .errors import NotOwner
 from .ids import DurableObjectId
 from .objects import DurableObject, LocalTransport, ObjectHost
-from .tail import TraceCapture, redact_headers
+from .observe.tail import TraceCapture, redact_headers
 
 access_log = logging.getLogger("durable.access")
 log = logging.getLogger("durable.worker")

@@ -10,11 +10,11 @@ from pathlib import Path
 from durable import config as wconfig
 from durable.config import ConfigError, WorkerConfig
 from durable.env import read_dev_vars
-from durable.logs import setup_logging
-from durable.registry import RegistryEntry, register, unregister
+from durable.observe.logs import setup_logging
+from durable.dev.registry import RegistryEntry, register, unregister
 from durable.runtime import Runtime, settle_heap
 from durable.server import Server, bind, url_of
-from durable.tail_api import TailServer, create_tail_app
+from durable.observe.tail_api import TailServer, create_tail_app
 
 from .cluster import INTERNAL_KEY_ENV, cluster_settings, run_nodes
 from .embedded_mongo import EmbeddedMongo, start_for_dev

@@ -16,12 +16,12 @@ import signal
 import sys
 
 from durable.config import ConfigError, WorkerConfig
-from durable.logs import setup_logging
+from durable.observe.logs import setup_logging
 from durable.preflight import problems, refuse_if_any
 from durable.runtime import Runtime, settle_heap, start_order
 from durable.server import Server, bind, url_of
-from durable.tail import redactor
-from durable.tail_api import TailServer, create_tail_app
+from durable.observe.tail import redactor
+from durable.observe.tail_api import TailServer, create_tail_app
 
 from .cluster import cluster_settings
 from .dev import DEFAULT_IP, DEFAULT_PORT, load_configs, primary_worker, state_dir, stop_on_signals

@@ -13,8 +13,8 @@ from typing import Any
 import aiohttp
 
 from durable import config as wconfig
-from durable.registry import lookup_all, running
-from durable.tail import cli_filters_to_api
+from durable.dev.registry import lookup_all, running
+from durable.observe.tail import cli_filters_to_api
 
 ACCOUNT = "local"
 

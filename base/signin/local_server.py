@@ -26,7 +26,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
-from durable.local_servers import serve_locally
+from durable.dev.local_servers import serve_locally
 
 CODE_TTL_S = 60
 TAMPERS = frozenset({"signature", "expired", "audience", "issuer", "nonce", "algorithm"})

@@ -18,7 +18,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey
 
 from durable.errors import StartupRefused
-from durable.local_servers import claim
+from durable.dev.local_servers import claim
 
 log = logging.getLogger("rest_shop.signin")
 

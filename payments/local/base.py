@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from durable.local_servers import serve_locally
+from durable.dev.local_servers import serve_locally
 
 log = logging.getLogger("rest_shop.local_providers")
 

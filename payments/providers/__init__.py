@@ -11,7 +11,7 @@ import secrets
 from typing import Any
 
 from durable.errors import StartupRefused
-from durable.local_servers import claim
+from durable.dev.local_servers import claim
 
 from .base import Provider
 from .mpesa import MpesaProvider

@@ -79,7 +79,7 @@ def test_without_test_scheduled_the_route_is_the_workers_own(dev_process, tmp_pa
 async def test_each_scheduled_run_is_a_tail_event_with_its_logs(tmp_path: Path) -> None:
     from durable import config as wconfig
     from durable.runtime import Runtime
-    from durable.tail import TailFilters
+    from durable.observe.tail import TailFilters
 
     runtime = Runtime([wconfig.load(FIXTURES / "cf_cron" / "wrangler.jsonc")], persist_to=tmp_path / "state")
     await runtime.start()

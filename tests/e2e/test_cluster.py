@@ -26,7 +26,7 @@ from pymongo import MongoClient
 
 from durable.cluster.placement import DEFAULT_SHARDS, lease_id, owner_of, shard_of
 from durable.objects import DurableObjectNamespace
-from durable.registry import process_alive
+from durable.dev.registry import process_alive
 from tests.accounts import mint_token
 from tests.conftest import COUNTER_TOML, JWT_KEY, PEER_TOML, UNLIMITED
 from tests.e2e.test_wrangler_cli import Tail

@@ -82,7 +82,7 @@ async def test_internal_rpc_endpoint_needs_the_key(two_processes) -> None:
 
 
 async def test_trace_events_capture_logs_exceptions_and_redact(runtime: Runtime) -> None:
-    from durable.tail import TailFilters
+    from durable.observe.tail import TailFilters
     session = runtime.hub.create("fx-counter", TailFilters())
     worker = runtime.workers["fx-counter"]
     await asgi_fetch(worker, Request("http://test/log?marker=m1", headers={"Authorization": "Bearer t0ken",
@@ -108,7 +108,7 @@ async def test_trace_events_capture_logs_exceptions_and_redact(runtime: Runtime)
 
 
 async def test_alarm_runs_are_trace_events(runtime: Runtime) -> None:
-    from durable.tail import TailFilters
+    from durable.observe.tail import TailFilters
     session = runtime.hub.create("fx-counter", TailFilters())
     ns = runtime.workers["fx-counter"].env.ALARMED
     await ns.get(ns.id_from_name("traced")).schedule(5)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pymongo import monitoring
 
-from durable import tracing
+from durable.observe import tracing
 from tests.integration.test_payments_stripe import eventually, local_stripe, order_state
 
 BUDGETS = {"order": 3, "card_payment": 5, "webhook_settles": 4}

@@ -19,7 +19,7 @@ async def test_gateway_routes_and_passes_everything_through(tmp_path, mongo_uri,
     await rt.start()
     try:
         gateway = rt.workers["rest-shop-gateway"]
-        from durable.tail import TailFilters
+        from durable.observe.tail import TailFilters
         base_tail = rt.hub.create("rest-shop-api", TailFilters())
         pay_tail = rt.hub.create("rest-shop-payments", TailFilters())
 

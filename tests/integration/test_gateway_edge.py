@@ -14,7 +14,7 @@ from bson import ObjectId
 from durable import Request
 from durable.bindings import asgi_fetch
 from durable.signing import sign
-from durable.tail import TailFilters
+from durable.observe.tail import TailFilters
 from tests.conftest import SERVICE_AUTH_KEY
 from tests.integration.test_payments_stripe import initiate, setup_order
 

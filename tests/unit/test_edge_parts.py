@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from durable.signing import SignatureError, sign, verify
-from durable.tracing import TraceContext
+from durable.observe.tracing import TraceContext
 from gateway.breakers import CircuitBreaker
 from gateway.cache import ResponseCache, Stored, cache_key, etag_matches, is_cacheable_request, make_etag
 from gateway.cors import cors_headers

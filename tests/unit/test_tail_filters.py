@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from durable.tail import TailFilters, cli_filters_to_api
+from durable.observe.tail import TailFilters, cli_filters_to_api
 
 
 def event(outcome="ok", method="GET", headers=None, logs=(), ip="10.0.0.1"):

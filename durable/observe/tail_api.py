@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .server import url_of
+from ..server import url_of
 from .tail import TailFilters
 
 QUEUE_LIMIT = 1000
