@@ -39,6 +39,16 @@ class Client:
                 return order
             await asyncio.sleep(0.05)
 
+    async def until_payments_settle(self, token: str, count: int) -> dict[str, Any]:
+        deadline = time.monotonic() + 20
+        while True:
+            status, history = await self.call("GET", "/api/payments/history", token=token)
+            assert status == 200
+            settled = [p for p in history["payments"] if p["status"] not in ("pending", "requires_action")]
+            if len(settled) == count or time.monotonic() > deadline:
+                return history
+            await asyncio.sleep(0.05)
+
 
 async def test_signup_to_paid_orders_with_every_provider(dev_process, tmp_path: Path) -> None:
     state = tmp_path / "state"
@@ -99,7 +109,9 @@ async def test_signup_to_paid_orders_with_every_provider(dev_process, tmp_path: 
         for order_id in (card, paypal_order, mpesa_order):
             final = await shop.until_paid(order_id, buyer)
             assert (final["status"], final["paymentStatus"]) == ("confirmed", "paid"), final
-        status, history = await shop.call("GET", "/api/payments/history", token=buyer)
-        assert status == 200 and sorted(p["status"] for p in history["payments"]) == ["succeeded"] * 3
+        # the order is marked paid first, the payment record just after (a refusal there means a
+        # refund instead): the record follows within moments
+        history = await shop.until_payments_settle(buyer, 3)
+        assert sorted(p["status"] for p in history["payments"]) == ["succeeded"] * 3
         status, product = await shop.call("GET", f"/api/products/{usd['_id']}", token=admin)  # past the cache
         assert status == 200 and product["stock"] == 10 - 3
