@@ -240,3 +240,29 @@ async def test_a_failed_commit_fails_the_call_and_loses_nothing_committed(runtim
     monkeypatch.undo()
     assert await stub.count() == 1  # the instance forgot the write that never landed
     assert await stub.increment(1) == 2
+
+
+async def test_allow_unconfirmed_replies_before_the_write_is_durable(runtime: Runtime,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The output gate holds a reply until its writes are durable, except for allowUnconfirmed."""
+    stub = runtime.workers["fx-counter"].env.COUNTER.get_by_name("unconfirmed")
+    await stub.note(0)
+    engine = runtime.workers["fx-counter"].hosts["Counter"].engine
+    release, started = asyncio.Event(), asyncio.Event()
+    real_commit = engine._commit
+
+    async def held_commit(batch):
+        started.set()
+        await release.wait()
+        return await real_commit(batch)
+
+    monkeypatch.setattr(engine, "_commit", held_commit)
+    try:
+        assert await asyncio.wait_for(stub.note(2, unconfirmed=True), 10) == 2  # answered without the disk
+        await started.wait()  # ...whose commit is now running, and held
+        confirmed = asyncio.ensure_future(stub.note(1))
+        await asyncio.sleep(0)
+        assert not confirmed.done()  # a confirmed write's reply waits for the disk
+    finally:
+        release.set()
+    assert await asyncio.wait_for(confirmed, 10) == 1
