@@ -126,12 +126,25 @@ class DurableObjectState:
     def get_tags(self, ws: Any) -> list[str]:
         return list(ws.tags)
 
+    def set_websocket_auto_response(self, pair: Any = None) -> None:
+        """Answer `pair.request` with `pair.response` without waking the object (None: stop)."""
+        self._host.set_websocket_auto_response(self.id, pair)
+
+    def get_websocket_auto_response(self) -> Any:
+        return self._host.websocket_auto_response(self.id)
+
+    def get_websocket_auto_response_timestamp(self, ws: Any) -> float | None:
+        return ws.auto_response_at
+
     # Cloudflare's spellings (JavaScript's names, as its Python Workers expose them)
     blockConcurrencyWhile = block_concurrency_while
     waitUntil = wait_until
     acceptWebSocket = accept_websocket
     getWebSockets = get_websockets
     getTags = get_tags
+    setWebSocketAutoResponse = set_websocket_auto_response
+    getWebSocketAutoResponse = get_websocket_auto_response
+    getWebSocketAutoResponseTimestamp = get_websocket_auto_response_timestamp
 
 
 async def _await(awaitable: Awaitable[Any]) -> Any:
@@ -187,6 +200,7 @@ class ObjectHost:
         engine.on_commit_failure = self._on_commit_failure
         self.resets = 0
         self._sockets: dict[str, list[Any]] = {}  # accepted WebSockets per object: they outlive instances
+        self._auto_responses: dict[str, Any] = {}  # per object, like its sockets
         # In a cluster: awaited by the callers that route here (ClusterTransport, the internal RPC
         # route) before each call; raises NotOwner unless this node owns the id.
         self.guard: Callable[[DurableObjectId], Awaitable[None]] | None = None
@@ -311,6 +325,15 @@ class ObjectHost:
 
     def websockets(self, object_id: DurableObjectId, tag: str | None = None) -> list[Any]:
         return [ws for ws in self._sockets.get(str(object_id), []) if tag is None or tag in ws.tags]
+
+    def set_websocket_auto_response(self, object_id: DurableObjectId, pair: Any) -> None:
+        if pair is None:
+            self._auto_responses.pop(str(object_id), None)
+        else:
+            self._auto_responses[str(object_id)] = pair
+
+    def websocket_auto_response(self, object_id: DurableObjectId) -> Any:
+        return self._auto_responses.get(str(object_id))
 
     def forget_websocket(self, object_id: DurableObjectId, ws: Any) -> None:
         held = self._sockets.get(str(object_id), [])

@@ -5,9 +5,9 @@ The implementation is the runtime's own (`durable/`); these are Cloudflare's nam
 """
 from durable.compat.entrypoint import ExecutionContext, ScheduledController, WorkerEntrypoint, handler
 from durable.compat.fetch import fetch
-from durable.compat.websocket import WebSocket, WebSocketPair
+from durable.compat.websocket import WebSocket, WebSocketPair, WebSocketRequestResponsePair
 from durable.http import Request, Response
 from durable.objects import DurableObject
 
 __all__ = ["DurableObject", "ExecutionContext", "Request", "Response", "ScheduledController", "WorkerEntrypoint",
-           "WebSocket", "WebSocketPair", "fetch", "handler"]
+           "WebSocket", "WebSocketPair", "WebSocketRequestResponsePair", "fetch", "handler"]

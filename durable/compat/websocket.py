@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 log = logging.getLogger("durable.websocket")
@@ -32,6 +33,7 @@ class WebSocket:
         self._outbox: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()  # what this end's owner must deliver
         self._owner: Any = None  # (host, object_id) once a Durable Object accepted this end
         self._deliveries: asyncio.Task[None] | None = None
+        self.auto_response_at: float | None = None  # when the runtime last answered it (ms)
 
     # -- Cloudflare's API -------------------------------------------------------------------
     def accept(self) -> None:
@@ -64,6 +66,13 @@ class WebSocket:
             return
         if item[0] == "close":
             self.readyState = CLOSED
+        elif self._owner is not None:
+            host, object_id = self._owner
+            pair = host.websocket_auto_response(object_id)
+            if pair is not None and item[1] == pair.request:  # answered without waking the object
+                self.auto_response_at = time.time() * 1000
+                self.send(pair.response)
+                return
         self._outbox.put_nowait(item)
         if self._owner is not None and (self._deliveries is None or self._deliveries.done()):
             self._deliveries = asyncio.get_running_loop().create_task(self._deliver_to_owner())
@@ -87,6 +96,18 @@ class WebSocket:
 
     async def next_outgoing(self) -> tuple[str, Any]:
         return await self._outbox.get()
+
+
+class WebSocketRequestResponsePair:
+    """`setWebSocketAutoResponse(pair)`: a message equal to `request` is answered with `response`
+    by the runtime itself, without waking (or queueing behind) the object — for pings."""
+
+    def __init__(self, request: str, response: str) -> None:
+        self.request, self.response = request, response
+
+    @classmethod
+    def new(cls, request: str, response: str) -> WebSocketRequestResponsePair:
+        return cls(request, response)
 
 
 class WebSocketPair:

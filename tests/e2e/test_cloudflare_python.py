@@ -145,6 +145,9 @@ async def test_a_chat_room_on_hibernatable_websockets(tmp_path: Path) -> None:
 
             host = runtime.workers["cf-chat"].hosts["Room"]
             assert host.evict_idle(0) == 1  # hibernate: the instance goes, the sockets stay
+            await ann.send_str("ping")
+            assert await ann.receive_str(timeout=10) == "pong"
+            assert host.evict_idle(0) == 0  # the runtime answered the ping: nothing woke up
             await bob.send_json({"username": "bob", "text": "still there?"})
             to_ann, to_bob = await ann.receive_json(timeout=10), await bob.receive_json(timeout=10)
             assert to_ann == to_bob and to_ann["text"] == "still there?" and to_ann["listeners"] == 2
