@@ -54,6 +54,18 @@ class Request:
     async def bytes(self) -> bytes:
         return self.body
 
+    @classmethod
+    def from_scope(cls, scope: dict[str, Any], body: bytes = b"") -> Request:
+        """The request an ASGI scope (HTTP, or a WebSocket upgrade) describes, with its URL rebuilt
+        from the Host header and the path as the client sent it."""
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", [])]
+        host = next((v for k, v in headers if k.lower() == "host"), "localhost")
+        scheme = {"ws": "http", "wss": "https"}.get(scope.get("scheme", "http"), scope.get("scheme", "http"))
+        path = scope.get("raw_path", b"").decode("latin-1") or scope["path"]
+        query = scope.get("query_string", b"").decode("latin-1")
+        return cls(f"{scheme}://{host}{path}" + (f"?{query}" if query else ""), method=scope.get("method", "GET"),
+                   headers=headers, body=body)
+
     @property
     def js_object(self) -> Request:
         """Cloudflare's Python handlers pass `request.js_object` on to JavaScript APIs; here the

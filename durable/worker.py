@@ -152,15 +152,11 @@ class Worker:
     async def _websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """The upgrade goes to the fetch handler as a request; a 101 answer with the client end of
         a WebSocketPair is joined to this connection, anything else refuses it."""
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", [])]
-        host = next((v for k, v in headers if k.lower() == "host"), "localhost")
-        query = scope.get("query_string", b"").decode("latin-1")
-        url = f"http://{host}{scope['path']}" + (f"?{query}" if query else "")
-        if not any(k.lower() == "upgrade" for k, _ in headers):
-            headers.append(("upgrade", "websocket"))
+        request = Request.from_scope(scope)
+        request.headers.setdefault("upgrade", "websocket")
         token = use_env(self.env)
         try:
-            response = await self.entrypoint.fetch(Request(url, headers=headers))  # type: ignore[union-attr]
+            response = await self.entrypoint.fetch(request)  # type: ignore[union-attr]
         except Exception:
             log.exception("%s: the WebSocket upgrade failed", self.name)
             response = None

@@ -47,24 +47,20 @@ class TruthfulOpenAPI(OpenAPIProvider):
         paths, components = super().build_paths(rule)
         handler = self._app.view_functions[rule.endpoint]
         required = getattr(handler, "_idempotency_key", None)
-        if required is not None:
-            for operations in paths.values():
-                for operation in operations.values():
+        media_type = getattr(handler, "_documents_file", None)
+        target = getattr(handler, "_documents_redirect", None)
+        choices = getattr(handler, "_path_choices", {})
+        for operations in paths.values():
+            for operation in operations.values():
+                if required is not None:
                     operation.setdefault("parameters", []).append({
                         "name": "Idempotency-Key", "in": "header", "required": required,
                         "description": "the same key and body replay the first answer; a reused key with "
                                        "another body is refused",
                         "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN}})
-        media_type = getattr(handler, "_documents_file", None)
-        if media_type is not None:
-            for operations in paths.values():
-                for operation in operations.values():
+                if media_type is not None:
                     operation["responses"][200] = {"description": "The file", "content": {
                         media_type: {"schema": {"type": "string", "contentMediaType": media_type}}}}
-        target = getattr(handler, "_documents_redirect", None)
-        choices = getattr(handler, "_path_choices", {})
-        for operations in paths.values():
-            for operation in operations.values():
                 if target is not None:
                     operation["responses"].pop(200, None)
                     operation["responses"][302] = {"description": f"Redirect to {target}", "headers": {

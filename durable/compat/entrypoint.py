@@ -93,32 +93,36 @@ class EntrypointApp:
         app = cls(module)
         return app if app.entry is not None or app.on_fetch is not None or app.on_scheduled is not None else None
 
+    def _has(self, method: str, function: Callable[..., Any] | None) -> bool:
+        return function is not None or (self.entry is not None and hasattr(self.entry, method))
+
     @property
     def handles_fetch(self) -> bool:
-        return self.on_fetch is not None or (self.entry is not None and hasattr(self.entry, "fetch"))
+        return self._has("fetch", self.on_fetch)
 
     @property
     def handles_scheduled(self) -> bool:
-        return self.on_scheduled is not None or (self.entry is not None and hasattr(self.entry, "scheduled"))
+        return self._has("scheduled", self.on_scheduled)
+
+    async def _run(self, method: str, function: Callable[..., Any] | None, event: Any) -> Any:
+        """The entrypoint's `method` (made per event with ctx and env), else the module's function."""
+        env, ctx = current_env._target(), ExecutionContext()
+        if self.entry is not None and hasattr(self.entry, method):
+            return await _call(getattr(self.entry(ctx, env), method), event, env, ctx)
+        assert function is not None
+        return await _call(function, event, env, ctx)
 
     async def fetch(self, request: Request) -> Response:
-        env, ctx = current_env._target(), ExecutionContext()
-        if self.entry is not None and hasattr(self.entry, "fetch"):
-            result = await _call(self.entry(ctx, env).fetch, request, env, ctx)
-        elif self.on_fetch is not None:
-            result = await _call(self.on_fetch, request, env, ctx)
-        else:
+        if not self.handles_fetch:
             return Response("This worker has no fetch handler", status=500)
+        result = await self._run("fetch", self.on_fetch, request)
         if not isinstance(result, Response):
             raise TypeError(f"a fetch handler must return a Response, not {type(result).__name__}")
         return result
 
     async def scheduled(self, controller: ScheduledController) -> None:
-        env, ctx = current_env._target(), ExecutionContext()
-        if self.entry is not None and hasattr(self.entry, "scheduled"):
-            await _call(self.entry(ctx, env).scheduled, controller, env, ctx)
-        elif self.on_scheduled is not None:
-            await _call(self.on_scheduled, controller, env, ctx)
+        if self.handles_scheduled:
+            await self._run("scheduled", self.on_scheduled, controller)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -131,13 +135,7 @@ class EntrypointApp:
             chunks.append(message.get("body", b""))
             if not message.get("more_body"):
                 break
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", [])]
-        host = next((v for k, v in headers if k == "host"), "localhost")
-        query = scope.get("query_string", b"").decode("latin-1")
-        url = f"{scope.get('scheme', 'http')}://{host}{scope.get('raw_path', b'').decode('latin-1') or scope['path']}"
-        if query and "?" not in url:
-            url += f"?{query}"
-        request = Request(url, method=scope["method"], headers=headers, body=b"".join(chunks))
+        request = Request.from_scope(scope, b"".join(chunks))
         response = await self.fetch(request)
         out = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()
                if k.lower() != "content-length"]

@@ -111,7 +111,7 @@ class DurableObjectStorage:
         """One key → its value or None; a list of keys → dict of the keys that exist.
         `allow_concurrency` and `no_cache` (Cloudflare's allowConcurrency, noCache) are accepted:
         reads never open the input gate here, and the cache is always coherent."""
-        _options(cloudflare, {"allowConcurrency", "noCache"})
+        _options(cloudflare, _READ_OPTIONS)
         if isinstance(key, str):
             data = self._read(_check_key(key))
             return None if data is None else codec.decode(data)
@@ -127,8 +127,7 @@ class DurableObjectStorage:
                   **cloudflare: Any) -> None:
         """`allow_unconfirmed` (Cloudflare's allowUnconfirmed): replies need not wait for this
         write to be durable — for state whose loss in a crash is harmless (rate-limit buckets)."""
-        allow_unconfirmed = _options(cloudflare, {"allowUnconfirmed", "allowConcurrency", "noCache"}).get(
-            "allowUnconfirmed", allow_unconfirmed)
+        allow_unconfirmed = _options(cloudflare, _WRITE_OPTIONS).get("allowUnconfirmed", allow_unconfirmed)
         gate = self.last_seq
         if isinstance(key, Mapping):
             if value is not _MISSING:
@@ -161,8 +160,7 @@ class DurableObjectStorage:
     async def list(self, *, prefix: str | None = None, start: str | None = None,
                    start_after: str | None = None, end: str | None = None,
                    limit: int | None = None, reverse: bool = False, **cloudflare: Any) -> dict[str, Any]:
-        start_after = _options(cloudflare, {"startAfter", "allowConcurrency", "noCache"}).get("startAfter",
-                                                                                             start_after)
+        start_after = _options(cloudflare, _LIST_OPTIONS).get("startAfter", start_after)
         if limit is not None and (not isinstance(limit, int) or limit < 1):
             raise ValueError("list(limit=) must be a positive int")
         rng = key_range(prefix, start, start_after, end)
@@ -204,9 +202,14 @@ class DurableObjectStorage:
     deleteAll = delete_all
 
 
-def _options(given: dict[str, Any], known: set[str]) -> dict[str, Any]:
+_READ_OPTIONS = frozenset({"allowConcurrency", "noCache"})
+_WRITE_OPTIONS = _READ_OPTIONS | {"allowUnconfirmed"}
+_LIST_OPTIONS = _READ_OPTIONS | {"startAfter"}
+
+
+def _options(given: dict[str, Any], known: frozenset[str]) -> dict[str, Any]:
     """Cloudflare's camelCase options, checked: a misspelt one is an error, not a silent no-op."""
-    unknown = set(given) - known
+    unknown = given.keys() - known
     if unknown:
         raise TypeError(f"unknown storage option(s) {', '.join(sorted(unknown))}")
     return given
