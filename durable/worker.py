@@ -32,7 +32,8 @@ from .observe.tail import TraceCapture, redact_headers
 
 access_log = logging.getLogger("durable.access")
 log = logging.getLogger("durable.worker")
-SCHEDULED_TEST_PATH = "/__scheduled"
+SCHEDULED_HANDLER_PATH = "/cdn-cgi/handler/scheduled"  # wrangler dev answers it always
+SCHEDULED_TEST_PATH = "/__scheduled"  # and this one with `--test-scheduled`
 
 
 def import_worker_module(config: WorkerConfig) -> Any:
@@ -99,7 +100,7 @@ class Worker:
         if self.app is None:
             raise ConfigError(config.path, "main", f"{config.main} defines no fetch handler: an ASGI `app`, "
                               f"a `Default(WorkerEntrypoint)` class or an `on_fetch` function")
-        self.test_scheduled = False  # `wrangler dev --test-scheduled`: GET /__scheduled?cron=… runs one
+        self.scheduled_paths: frozenset[str] = frozenset()  # set by `wrangler dev`: GET <path>?cron=… runs one
         self.env: Env | None = None
         self.hosts: dict[str, ObjectHost] = {}
         self._internal_key = internal_key
@@ -136,7 +137,7 @@ class Worker:
             await self._lifespan(receive, send)
         elif scope["type"] == "http" and scope["path"].startswith(INTERNAL_PREFIX):
             await self._internal(scope, receive, send)
-        elif scope["type"] == "http" and self.test_scheduled and scope["path"] == SCHEDULED_TEST_PATH:
+        elif scope["type"] == "http" and scope["path"] in self.scheduled_paths:
             await self._test_scheduled(scope, send)
         elif scope["type"] == "http":
             await self._traced(scope, receive, send)
@@ -246,10 +247,15 @@ class Worker:
         return capture.outcome
 
     async def _test_scheduled(self, scope: dict[str, Any], send: Any) -> None:
-        """wrangler's `--test-scheduled`: `/__scheduled?cron=*+*+*+*+*` runs the handler now."""
+        """wrangler dev's `/cdn-cgi/handler/scheduled?cron=*+*+*+*+*` (and `/__scheduled` with
+        `--test-scheduled`) runs the handler now; `time=<ms>` sets its scheduledTime."""
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        outcome = await self.scheduled(query.get("cron", [""])[0])
-        body = b"Ran scheduled event" if outcome == "ok" else b"Scheduled event failed"
+        when = query.get("time", [""])[0]
+        outcome = await self.scheduled(query.get("cron", [""])[0], int(when) if when.isdigit() else None)
+        if scope["path"] == SCHEDULED_HANDLER_PATH:  # miniflare answers the outcome itself
+            body = outcome.encode()
+        else:
+            body = b"Ran scheduled event" if outcome == "ok" else b"Scheduled event failed"
         await send({"type": "http.response.start", "status": 200 if outcome == "ok" else 500,
                     "headers": [(b"content-type", b"text/plain;charset=UTF-8")]})
         await send({"type": "http.response.body", "body": body})

@@ -14,6 +14,7 @@ from durable.observe.logs import setup_logging
 from durable.dev.registry import RegistryEntry, register, unregister
 from durable.runtime import Runtime, settle_heap
 from durable.server import Server, bind, url_of
+from durable.worker import SCHEDULED_HANDLER_PATH, SCHEDULED_TEST_PATH
 from durable.observe.tail_api import TailServer, create_tail_app
 
 from .cluster import INTERNAL_KEY_ENV, cluster_settings, run_nodes
@@ -116,8 +117,11 @@ async def _serve(args: argparse.Namespace, configs: list[WorkerConfig], persist_
     if cluster is not None:
         cluster.urls = {c.name: url_of(sock) for c, sock in zip(runtime.configs, sockets)}
     await runtime.start()
+    scheduled_paths = {SCHEDULED_HANDLER_PATH} | ({SCHEDULED_TEST_PATH} if getattr(args, "test_scheduled", False)
+                                                  else set())
     for worker in runtime.workers.values():
-        worker.test_scheduled = bool(getattr(args, "test_scheduled", False))
+        if worker.handles_scheduled:
+            worker.scheduled_paths = frozenset(scheduled_paths)
     servers: list[Server] = []
     names: list[str] = []
     try:

@@ -70,10 +70,13 @@ def test_cron_triggers_run_scheduled_on_demand_and_are_tail_events(dev_process, 
     dev.wait_for_output("scheduled run for */5 * * * *")  # the handler's print reaches the console
 
 
-def test_without_test_scheduled_the_route_is_the_workers_own(dev_process, tmp_path: Path) -> None:
+def test_without_test_scheduled_only_the_cdn_cgi_route_runs_it(dev_process, tmp_path: Path) -> None:
     url = start(dev_process, tmp_path, "cf_cron")
     status, body, _ = get(url + "/__scheduled?cron=*+*+*+*+*")
     assert status == 200 and json.loads(body) == {"runs": []}  # fetch() answered: nothing ran
+    status, body, _ = get(url + "/cdn-cgi/handler/scheduled?cron=*+*+*+*+*&time=1795000000000")
+    assert (status, body) == (200, "ok")  # as wrangler dev answers it, with or without the flag
+    assert json.loads(get(url)[1])["runs"] == [{"cron": "* * * * *", "scheduledTime": 1795000000000}]
 
 
 async def test_each_scheduled_run_is_a_tail_event_with_its_logs(tmp_path: Path) -> None:
