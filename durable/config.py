@@ -181,6 +181,27 @@ class WorkerConfig(_Strict):
                 seen.append(b.class_name)
         return seen
 
+    def created_as(self, class_name: str) -> str:
+        """The name a class had when a migration created it (renames keep its objects and ids)."""
+        for migration in reversed(self.migrations):
+            for rename in migration.renamed_classes:
+                if rename["to"] == class_name:
+                    class_name = rename["from"]
+        return class_name
+
+    @property
+    def sqlite_classes(self) -> set[str]:
+        """Classes created with new_sqlite_classes (under their names after renames): they get SQL."""
+        classes: set[str] = set()
+        for migration in self.migrations:
+            classes |= set(migration.new_sqlite_classes)
+            for rename in migration.renamed_classes:
+                if rename["from"] in classes:
+                    classes.discard(rename["from"])
+                    classes.add(rename["to"])
+            classes -= set(migration.deleted_classes)
+        return classes
+
     @property
     def dependencies(self) -> set[str]:
         """Worker names this one binds to: services, and Durable Object classes of other scripts."""

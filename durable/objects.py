@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from . import codec, ids
@@ -183,8 +184,10 @@ class ObjectHost:
                  script_name: str, class_name: str,
                  on_trace: Callable[[dict[str, Any]], None] | None = None,
                  tracing_wanted: Callable[[str], bool] = lambda script: True,
-                 alarm_retries: int = 6, alarm_backoff_s: float = 2.0) -> None:
+                 alarm_retries: int = 6, alarm_backoff_s: float = 2.0,
+                 sql_dir: Path | str | None = None) -> None:
         self.cls = cls
+        self.sql_dir = sql_dir  # SQLite-backed class: each object's database is <sql_dir>/<id>.sqlite
         self.tracing_wanted = tracing_wanted  # is anyone tailing this script? (else skip building RPC events)
         self.env = env
         self.engine = engine
@@ -230,6 +233,8 @@ class ObjectHost:
                     await hook()
                 except Exception as exc:  # one object's failure must not stop the others' shutdown
                     log.warning("%s.%s on_shutdown failed: %s", self.script_name, self.class_name, exc)
+        for live in self._live.values():
+            live.state.storage.release()
         self._live.clear()
         await self.engine.close()
 
@@ -244,7 +249,7 @@ class ObjectHost:
         idle = [k for k, live in self._live.items()
                 if live.inflight == 0 and live.last_used < cutoff and not live.state._gate.closed]
         for key in idle:
-            del self._live[key]
+            self._live.pop(key).state.storage.release()
             self.engine.forget(key)
         return len(idle)
 
@@ -256,7 +261,7 @@ class ObjectHost:
         """This node no longer hosts these ids (their shard moved): forget instances and alarms."""
         keys = [key for key in self._live if which(key)]
         for key in keys:
-            del self._live[key]
+            self._live.pop(key).state.storage.release()
             self.engine.forget(key)
         for key in [key for key in self._timers if which(key)]:
             self._timers.pop(key).cancel()
@@ -279,7 +284,9 @@ class ObjectHost:
         if live is not None:
             return live
         gate = InputGate()
-        storage = DurableObjectStorage(self.engine, key, gate, on_alarm_change=lambda ms: self._schedule(key, ms))
+        sql = self.sql_dir / f"{key}.sqlite" if isinstance(self.sql_dir, Path) else self.sql_dir
+        storage = DurableObjectStorage(self.engine, key, gate, on_alarm_change=lambda ms: self._schedule(key, ms),
+                                       sql_path=sql)
         state = DurableObjectState(object_id, storage, gate, self)
         token = _current_state.set(state)
         try:
@@ -296,6 +303,7 @@ class ObjectHost:
         if live is not None and live.state is state:
             live.broken = isinstance(exc, BlockerTimedOut)
             del self._live[key]
+            state.storage.release()
             self.resets += 1
             log.warning("%s.%s %s reset after uncaught %s: %s", self.script_name, self.class_name,
                         key[:12], type(exc).__name__, exc)
@@ -305,6 +313,7 @@ class ObjectHost:
             live = self._live.pop(key, None)
             if live is not None:
                 live.state.storage.invalidate()
+                live.state.storage.release()
             self.engine.forget(key)
 
     def _resolve(self, instance: DurableObject, method: str) -> Callable[..., Any]:
@@ -505,11 +514,13 @@ class LocalTransport:
 class DurableObjectNamespace:
     """`env.MY_DO`: make ids, get stubs. The same id reaches the same object from any process."""
 
-    def __init__(self, script_name: str, class_name: str, transport: Transport) -> None:
+    def __init__(self, script_name: str, class_name: str, transport: Transport, *,
+                 created_as: str | None = None) -> None:
         self.script_name = script_name
         self.class_name = class_name
         self._transport = transport
-        self._key = hashlib.sha256(f"{script_name}\x00{class_name}".encode()).digest()
+        # ids derive from the name the class was created with: a renamed class keeps its objects
+        self._key = hashlib.sha256(f"{script_name}\x00{created_as or class_name}".encode()).digest()
 
     def id_from_name(self, name: str) -> DurableObjectId:
         return ids.id_from_name(self._key, name)

@@ -22,6 +22,7 @@ from .kv import KVNamespace
 from .objects import DurableObjectNamespace, LocalTransport, ObjectHost, Transport
 from .dev.registry import lookup
 from .storage import Engine, StorageEngine
+from .storage.migrations import apply_migrations, class_dir
 from .observe.tail import install_capture, redactor
 from .observe.tail_api import TailHub
 from .worker import Worker
@@ -81,9 +82,22 @@ class Runtime:
         redactor.add(self.internal_key)
 
     # -- wiring ---------------------------------------------------------------------------
+    @property
+    def objects_root(self) -> Path:
+        return self.persist_to / "v3" / "do"
+
     def storage_path(self, script: str, class_name: str) -> Path:
         name = "db.sqlite" if self.node is None else f"node-{self.node.node_id}.sqlite"
-        return self.persist_to / "v3" / "do" / f"{script}-{class_name}" / name
+        return class_dir(self.objects_root, script, class_name) / name
+
+    def _sql_dir(self, config: WorkerConfig, cls: type[Any]) -> Path | str | None:
+        """Where a SQLite-backed class keeps each object's database (or why it has none here)."""
+        if cls.__name__ not in config.sqlite_classes:
+            return None
+        if self.node is not None and not cls.node_local:
+            return ("SQL storage (ctx.storage.sql) is kept on one host's disk: cluster mode does not "
+                    "support it yet; use the key-value API")
+        return class_dir(self.objects_root, config.name, cls.__name__) / "sql"
 
     def _engine(self, script: str, cls: type[Any]) -> Engine:
         """SQLite on one node; in a cluster, MongoDB (so shards can move), except node-local classes."""
@@ -134,13 +148,15 @@ class Runtime:
             redactor.add(*found.values())
             worker = Worker(config, internal_key=self.internal_key, on_trace=self._publish,
                             tracing_wanted=self.hub.listening)
+            if self.node is None:  # on one host: renames move a class's stored objects, deletes drop them
+                apply_migrations(config, self.objects_root)
             for class_name in config.hosted_classes:
                 cls = worker.object_class(class_name)
                 engine = self._engine(worker.name, cls)
                 host = worker.hosts[class_name] = ObjectHost(
                     cls, None, engine, script_name=worker.name,
                     class_name=class_name, on_trace=self._publish, tracing_wanted=self.hub.listening,
-                    alarm_backoff_s=self.alarm_backoff_s)
+                    alarm_backoff_s=self.alarm_backoff_s, sql_dir=self._sql_dir(config, cls))
                 if self.node is not None and not cls.node_local:
                     self.node.attach(worker.name, host, engine)  # type: ignore[arg-type]
             self.workers[worker.name] = worker
@@ -150,7 +166,9 @@ class Runtime:
             bindings: dict[str, Any] = {}
             for b in config.durable_objects:
                 script = b.script_name or config.name
-                bindings[b.name] = DurableObjectNamespace(script, b.class_name, self._transport(config, script, b.class_name))
+                owner = next((c for c in self.configs if c.name == script), config)
+                bindings[b.name] = DurableObjectNamespace(script, b.class_name, self._transport(config, script, b.class_name),
+                                                          created_as=owner.created_as(b.class_name))
             for s in config.services:
                 bindings[s.binding] = ServiceBinding(s.service, lambda n=s.service: self.resolve_service(n), self.http)
             if config.kv_namespaces and self.node is not None:

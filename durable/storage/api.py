@@ -8,12 +8,14 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from .. import codec
 from ..gates import InputGate
 from .batch import UNSET, KeyRange, ObjectBatch, key_range, merge_listing
 from .engine import Engine
+from .sql import SqlStorage
 
 MAX_KEY_BYTES = 2048
 MAX_VALUE_BYTES = 2 * 1024 * 1024
@@ -57,11 +59,17 @@ class DurableObjectStorage:
     """`ctx.storage`: the key-value and alarm API of one object (Cloudflare's DurableObjectStorage)."""
 
     def __init__(self, engine: Engine, object_id: str, gate: InputGate | None = None,
-                 on_alarm_change: Callable[[int | None], None] | None = None) -> None:
+                 on_alarm_change: Callable[[int | None], None] | None = None,
+                 sql_path: Path | str | None = None) -> None:
         self._engine = engine
         self._object_id = object_id
         self._gate = gate or InputGate()
         self._on_alarm_change = on_alarm_change
+        # a SQLite-backed class's own database; otherwise why `sql` is refused
+        self._sql_path = sql_path if isinstance(sql_path, Path) else None
+        self._sql_refusal = sql_path if isinstance(sql_path, str) else (
+            "SQL storage is for classes created with new_sqlite_classes in a [[migrations]] entry")
+        self._sql: SqlStorage | None = None
         self._cache: dict[str, bytes | None] = {}
         self.last_seq = 0  # engine sequence of this object's newest write: its output gate
         self.running_alarm: int | None = None  # the scheduled time of the alarm() event running now
@@ -104,6 +112,25 @@ class DurableObjectStorage:
     def invalidate(self) -> None:
         """Forget cached values (after a failed commit the cache may hold what never landed)."""
         self._cache.clear()
+
+    def release(self) -> None:
+        """The instance is gone: commit and close its SQL database, if it opened one."""
+        if self._sql is not None:
+            self._sql.close()  # kept: sync() still waits for what it committed to reach the disk
+
+    # -- SQL (SQLite-backed classes) --------------------------------------------------------
+    @property
+    def sql(self) -> SqlStorage:
+        """`ctx.storage.sql`: this object's own SQLite database."""
+        if self._sql is None:
+            if self._sql_path is None:
+                raise TypeError(self._sql_refusal)
+            self._sql = SqlStorage(self._sql_path)
+        return self._sql
+
+    def transaction_sync(self, closure: Callable[[], Any]) -> Any:
+        """Run `closure()` (synchronous) so its SQL statements land together or not at all."""
+        return self.sql.transaction_sync(closure)
 
     # -- public API -----------------------------------------------------------------------
     async def get(self, key: str | Iterable[str], *, allow_concurrency: bool = False, no_cache: bool = False,
@@ -167,9 +194,11 @@ class DurableObjectStorage:
         return {k: codec.decode(v) for k, v in self._list_raw(rng, reverse, limit)}
 
     async def delete_all(self) -> None:
-        """Delete every key and the alarm (as with compatibility dates from 2026)."""
+        """Delete every key, every SQL table and the alarm (as with compatibility dates from 2026)."""
         self._clear()
         self._set_alarm_ms(None)
+        if self._sql is not None or (self._sql_path is not None and self._sql_path.exists()):
+            self.sql.delete_all()
 
     async def transaction(self, closure: Callable[[Transaction], Awaitable[Any]]) -> Any:
         """Run `closure(txn)` with the object to itself; its writes land all together or not at all."""
@@ -183,6 +212,8 @@ class DurableObjectStorage:
     async def sync(self) -> None:
         """Wait until every write this object made so far is durable."""
         await self._engine.flush(self.last_seq, self._object_id)
+        if self._sql is not None:
+            await self._sql.flush()
 
     async def get_alarm(self) -> int | None:
         """Inside `alarm()`, the alarm that is running is already spent: None unless re-set."""
@@ -200,6 +231,7 @@ class DurableObjectStorage:
     setAlarm = set_alarm
     deleteAlarm = delete_alarm
     deleteAll = delete_all
+    transactionSync = transaction_sync
 
 
 _READ_OPTIONS = frozenset({"allowConcurrency", "noCache"})

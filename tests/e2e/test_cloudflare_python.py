@@ -164,3 +164,15 @@ async def test_a_chat_room_on_hibernatable_websockets(tmp_path: Path) -> None:
     finally:
         await server.stop()
         await runtime.close()
+
+
+def test_sql_writes_answered_before_a_kill_9_are_there_after_it(dev_process, tmp_path: Path) -> None:
+    dev = dev_process("--port", "0", "--persist-to", str(tmp_path / "sql"), cwd=FIXTURES / "cf_sql")
+    url = dev.ready_url.rstrip("/")
+    answers = [json.loads(get(url + f"/books/add/alice/{n}")[1]) for n in range(1, 6)]
+    assert answers[-1] == {"balance": 15, "entries": 5}
+    dev.proc.kill()  # SIGKILL: no shutdown, no flush
+    dev.proc.wait(timeout=10)
+    again = dev_process("--port", "0", "--persist-to", str(tmp_path / "sql"), cwd=FIXTURES / "cf_sql")
+    status, body, _ = get(again.ready_url.rstrip("/") + "/books/balance/alice")
+    assert (status, json.loads(body)) == (200, {"balance": 15, "entries": 5})
