@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 
 from multidict import CIMultiDict
 
+from .compat.forms import Blob, FormData, encode_body, parse_form
+
 HeadersInit = "CIMultiDict[str] | dict[str, str] | list[tuple[str, str]] | None"
 
 
@@ -24,18 +26,51 @@ def _headers(init: Any) -> CIMultiDict[str]:
     return CIMultiDict((str(k), str(v)) for k, v in init)
 
 
-class Request:
+def _body(body: Any, headers: CIMultiDict[str], text_type: str | None) -> bytes:
+    """A body as bytes; a str, FormData or Blob also sets the content type it implies."""
+    implied = None
+    if isinstance(body, str):
+        body, implied = body.encode("utf-8"), text_type
+    elif isinstance(body, (FormData, Blob)):
+        body, implied = encode_body(body)
+    if implied is not None:
+        headers.setdefault("content-type", implied)
+    return body or b""
+
+
+class _Body:
+    """Reading a whole body the fetch API's ways (shared by Request and Response)."""
+
+    body: bytes
+    headers: CIMultiDict[str]
+
+    async def text(self) -> str:
+        return self.body.decode("utf-8")
+
+    async def bytes(self) -> bytes:
+        return self.body
+
+    async def form_data(self) -> FormData:
+        return parse_form(self.body, self.headers.get("content-type"))
+
+    async def blob(self) -> Blob:
+        return Blob([self.body], content_type=self.headers.get("content-type", ""))
+
+    formData = form_data
+
+
+class Request(_Body):
     """An HTTP request: method, absolute URL, headers, and the whole body as bytes."""
 
     def __init__(self, url: str, *, method: str = "GET", headers: Any = None,
-                 body: bytes | str | None = None, json: Any = None) -> None:
+                 body: bytes | str | FormData | Blob | None = None, json: Any = None) -> None:
         self.url = url
         self.method = method.upper()
         self.headers = _headers(headers)
         if json is not None:
             body = jsonlib.dumps(json)
             self.headers.setdefault("content-type", "application/json")
-        self.body = body.encode("utf-8") if isinstance(body, str) else (body or b"")
+        self.body = body if type(body) is bytes else _body(body, self.headers, None)
 
     @property
     def path(self) -> str:
@@ -47,12 +82,6 @@ class Request:
 
     async def json(self) -> Any:
         return jsonlib.loads(self.body)
-
-    async def text(self) -> str:
-        return self.body.decode("utf-8")
-
-    async def bytes(self) -> bytes:
-        return self.body
 
     @classmethod
     def from_scope(cls, scope: dict[str, Any], body: bytes = b"") -> Request:
@@ -93,20 +122,17 @@ class _JsonMember:
         return instance._read_json
 
 
-class Response:
+class Response(_Body):
     """An HTTP response with its whole body, as the fetch API has it: a text body defaults to
     `text/plain;charset=UTF-8` (what workerd sends); `json()`/`text()` read it."""
 
-    def __init__(self, body: bytes | str | None = None, status: int = 200, headers: Any = None, *,
-                 status_text: str = "", web_socket: Any = None) -> None:
+    def __init__(self, body: bytes | str | FormData | Blob | None = None, status: int = 200, headers: Any = None,
+                 *, status_text: str = "", web_socket: Any = None) -> None:
         self.status = int(status)
         self.status_text = status_text
         self.web_socket = web_socket  # a 101 answer's client end of a WebSocketPair
         self.headers = _headers(headers)
-        if isinstance(body, str):
-            self.headers.setdefault("content-type", "text/plain;charset=UTF-8")
-            body = body.encode("utf-8")
-        self.body = body or b""
+        self.body = body if type(body) is bytes else _body(body, self.headers, "text/plain;charset=UTF-8")
 
     @classmethod
     def json_response(cls, data: Any, status: int = 200, headers: Any = None) -> Response:
@@ -133,12 +159,6 @@ class Response:
 
     async def _read_json(self) -> Any:
         return jsonlib.loads(self.body)
-
-    async def text(self) -> str:
-        return self.body.decode("utf-8")
-
-    async def bytes(self) -> bytes:
-        return self.body
 
     def to_wire(self) -> dict[str, Any]:
         return {"status": self.status, "headers": list(self.headers.items()), "body": self.body}

@@ -5,9 +5,10 @@ The implementation is the runtime's own (`durable/`); these are Cloudflare's nam
 """
 from durable.compat.entrypoint import ExecutionContext, ScheduledController, WorkerEntrypoint, handler
 from durable.compat.fetch import fetch
+from durable.compat.forms import Blob, File, FormData
 from durable.compat.websocket import WebSocket, WebSocketPair, WebSocketRequestResponsePair
 from durable.http import Request, Response
 from durable.objects import DurableObject
 
-__all__ = ["DurableObject", "ExecutionContext", "Request", "Response", "ScheduledController", "WorkerEntrypoint",
+__all__ = ["Blob", "DurableObject", "File", "FormData", "ExecutionContext", "Request", "Response", "ScheduledController", "WorkerEntrypoint",
            "WebSocket", "WebSocketPair", "WebSocketRequestResponsePair", "fetch", "handler"]

@@ -20,6 +20,12 @@ from typing import Any
 log = logging.getLogger("durable.websocket")
 
 CONNECTING, OPEN, CLOSING, CLOSED = 0, 1, 2, 3
+MAX_MESSAGE_BYTES = 1024 * 1024  # Cloudflare's limit on a received message
+MESSAGE_TOO_BIG = 1009
+
+
+class WebSocketError(Exception):
+    """What `webSocketError(ws, error)` receives: the connection failed (not a clean close)."""
 
 
 class WebSocket:
@@ -64,7 +70,7 @@ class WebSocket:
         """Something the peer sent (a message or its close) arrives at this end."""
         if self.readyState == CLOSED:
             return
-        if item[0] == "close":
+        if item[0] in ("close", "error"):
             self.readyState = CLOSED
         elif self._owner is not None:
             host, object_id = self._owner
@@ -84,6 +90,9 @@ class WebSocket:
             kind, value = self._outbox.get_nowait()
             if kind == "message":
                 method, args = "webSocketMessage", [self, value]
+            elif kind == "error":
+                method, args = "webSocketError", [self, value]
+                host.forget_websocket(object_id, self)
             else:
                 code, reason = value
                 method, args = "webSocketClose", [self, code, reason, code != 1006]
@@ -155,12 +164,29 @@ async def bridge(client: WebSocket, receive: Any, send: Any) -> None:
             key = "text" if isinstance(value, str) else "bytes"
             await send({"type": "websocket.send", key: value})
 
-    writer = asyncio.get_running_loop().create_task(outgoing())
+    def fail(error: WebSocketError) -> None:
+        client.readyState = CLOSED
+        if client.peer is not None:
+            client.peer._receive(("error", error))
+
+    async def write() -> None:
+        try:
+            await outgoing()
+        except Exception as exc:  # the connection broke under us
+            fail(WebSocketError(f"the connection failed: {exc}"))
+
+    writer = asyncio.get_running_loop().create_task(write())
     try:
         while True:
             message = await receive()
             if message["type"] == "websocket.receive":
-                client.send(message.get("text") if message.get("text") is not None else message.get("bytes", b""))
+                data = message.get("text") if message.get("text") is not None else message.get("bytes", b"")
+                size = len(data.encode("utf-8")) if isinstance(data, str) else len(data)
+                if size > MAX_MESSAGE_BYTES:
+                    fail(WebSocketError(f"a message of {size} bytes is over the {MAX_MESSAGE_BYTES}-byte limit"))
+                    await send({"type": "websocket.close", "code": MESSAGE_TOO_BIG, "reason": "message too big"})
+                    return
+                client.send(data)
             elif message["type"] == "websocket.disconnect":
                 client.readyState = CLOSED
                 if client.peer is not None:

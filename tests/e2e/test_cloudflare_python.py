@@ -58,6 +58,34 @@ def test_a_worker_entrypoint_with_a_durable_object_and_cloudflare_names(dev_proc
     assert get(url + "/")[:2] == (400, "which list?")
 
 
+def test_form_data_and_blobs_in_both_directions(dev_process, tmp_path: Path) -> None:
+    import email.parser
+    import email.policy
+
+    import requests
+
+    url = start(dev_process, tmp_path, "cf_hello")
+    posted = requests.post(url + "/upload", data={"title": "lamp", "tag": ["a", "b"]},
+                           files={"photo": ("lamp.txt", b"a lamp", "text/plain")}, timeout=30)
+    assert posted.status_code == 200
+    assert posted.json() == {"fields": [["title", "lamp"], ["tag", "a"], ["tag", "b"],
+                                        ["photo", {"name": "lamp.txt", "type": "text/plain", "text": "a lamp"}]]}
+    urlencoded = requests.post(url + "/upload", data={"q": "a b&c"}, timeout=30)
+    assert urlencoded.json() == {"fields": [["q", "a b&c"]]}
+    not_a_form = requests.post(url + "/upload", data=b"plain", headers={"content-type": "text/plain"}, timeout=30)
+    assert not_a_form.status_code == 500  # form_data() raised in the handler: an uncaught error, as workerd
+
+    answer = requests.get(url + "/form", timeout=30)
+    assert answer.headers["content-type"].startswith("multipart/form-data; boundary=")
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + answer.headers["content-type"].encode() + b"\r\n\r\n" + answer.content)
+    parts = {part.get_param("name", header="content-disposition"): part for part in message.iter_parts()}
+    assert parts["field"].get_content() == "value"
+    report = parts["report"]
+    assert report.get_filename() == "report.csv" and report.get_content_type() == "text/csv"
+    assert report.get_payload(decode=True) == b"id,total\n1,9.99\n"
+
+
 def test_cron_triggers_run_scheduled_on_demand_and_are_tail_events(dev_process, tmp_path: Path) -> None:
     dev = dev_process("--port", "0", "--persist-to", str(tmp_path / "cron"), "--test-scheduled",
                       cwd=FIXTURES / "cf_cron")
@@ -155,6 +183,15 @@ async def test_a_chat_room_on_hibernatable_websockets(tmp_path: Path) -> None:
             to_ann, to_bob = await ann.receive_json(timeout=10), await bob.receive_json(timeout=10)
             assert to_ann == to_bob and to_ann["text"] == "still there?" and to_ann["listeners"] == 2
             assert to_ann["instance"] != first["instance"]  # a new instance woke up for it
+
+            carl = await http.ws_connect(ws_url, max_msg_size=0)
+            await carl.receive_json(timeout=10)
+            await carl.send_str("x" * (1024 * 1024 + 1))  # over Cloudflare's 1 MiB: webSocketError
+            closing = await carl.receive(timeout=10)
+            assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1009
+            error = await ann.receive_json(timeout=10)
+            assert error["type"] == "error" and "limit" in error["message"] and error["listeners"] == 2
+            assert await bob.receive_json(timeout=10) == error
 
             await bob.close()
             assert (await ann.receive_json(timeout=10)) == {"type": "left", "listeners": 1}
