@@ -2,16 +2,19 @@
 shared auth helpers re-exported)."""
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from durable import env
+from quart import websocket
+
+from durable import WebSocket, env
 from models.auth import issue_token
 from models.errors import ApiError
 from models.web import (auth, client_ip, documents_errors, documents_idempotency_key, idempotency_key,
                         optional_user, user_sessions)
 
 __all__ = ["auth", "client_ip", "documents_errors", "documents_idempotency_key", "idempotency_key", "optional_user",
-           "rate_limit", "token_for"]
+           "join_websocket", "rate_limit", "token_for"]
 
 
 def _limit(spec: str) -> tuple[int, float]:
@@ -34,3 +37,27 @@ async def token_for(doc: dict[str, Any]) -> str:
     user_id, gen = str(doc["_id"]), int(doc.get("tokenGen", 0))
     await user_sessions(user_id).logged_in(user_id, doc["role"], gen)
     return issue_token(env.JWT_KEY, email=doc["email"], user_id=user_id, role=doc["role"], gen=gen)
+
+
+async def join_websocket(peer: WebSocket) -> None:
+    """Join the accepted Quart WebSocket to `peer` (a pair's client end) until either side closes."""
+    async def outgoing() -> None:
+        while True:
+            kind, value = await peer.next_outgoing()
+            if kind == "close":
+                code, reason = value
+                await websocket.close(code, reason)
+                return
+            await websocket.send(value)
+
+    async def incoming() -> None:
+        while True:
+            peer.send(await websocket.receive())
+
+    tasks = [asyncio.ensure_future(outgoing()), asyncio.ensure_future(incoming())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        peer.close(1000, "")  # the client went away (or we closed): the far end hears it

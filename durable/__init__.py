@@ -1,8 +1,11 @@
 """A Workers-model runtime: wrangler configs, env and bindings, Durable Objects, tail.
 
-Public API for worker code: `DurableObject`, `env`, `Request`, `Response`, `register_error`.
+Public API for worker code: `DurableObject`, `env`, `Request`, `Response`, `register_error`, and
+WebSockets (`WebSocketPair`, `WebSocketRequestResponsePair`, `bridge` to join one to a connection).
 """
 from __future__ import annotations
+
+from .compat.websocket import WebSocket, WebSocketPair, WebSocketRequestResponsePair, is_upgrade
 
 from .env import env
 from .errors import DataCloneError, ObjectUnavailable, RpcError, register_error
@@ -13,5 +16,5 @@ from .objects import AlarmInvocationInfo, DurableObject, DurableObjectNamespace,
 __all__ = [
     "AlarmInvocationInfo", "DataCloneError", "DurableObject", "DurableObjectId", "DurableObjectNamespace",
     "DurableObjectState", "DurableObjectStub", "ObjectUnavailable", "Request", "Response", "RpcError",
-    "env", "register_error",
+    "WebSocket", "WebSocketPair", "WebSocketRequestResponsePair", "env", "is_upgrade", "register_error",
 ]

@@ -16,6 +16,7 @@ from urllib.parse import quote, unquote, urlsplit
 import aiohttp
 
 from . import signing
+from .compat.websocket import asgi_websocket, connect_remote, is_upgrade
 from .observe import tracing
 from .errors import NotDelivered, NotOwner, ObjectUnavailable
 from .http import Request, Response, make_request
@@ -152,6 +153,10 @@ class ServiceBinding:
         try:
             if isinstance(target, RemoteTarget):
                 target = [target]
+            if is_upgrade(request):  # a WebSocket: 101 with the client end, wherever the worker runs
+                if isinstance(target, list):
+                    return await self._connect_to_one_of(target, request)
+                return await asgi_websocket(target, request)
             if isinstance(target, list):
                 return await self._send_to_one_of(target, request)
             return await asgi_fetch(target, request)
@@ -180,6 +185,19 @@ class ServiceBinding:
             {"message": f"Service {self.service} is unreachable",
              "error": {"code": "upstream_unavailable", "message": f"{type(error).__name__}: {error}"}},
             status=502)
+
+    async def _connect_to_one_of(self, targets: list[RemoteTarget], request: Request) -> Response:
+        self._turn += 1
+        target = targets[self._turn % len(targets)]
+        parts = urlsplit(request.url)
+        url = target.url.replace("http", "ws", 1).rstrip("/") + (parts.path or "/") + (
+            f"?{parts.query}" if parts.query else "")
+        try:
+            return await connect_remote(self._http.session, url, list(request.headers.items()))
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            return Response.json_response(
+                {"message": f"Service {self.service} is unreachable",
+                 "error": {"code": "upstream_unavailable", "message": f"{type(exc).__name__}: {exc}"}}, status=502)
 
     def __repr__(self) -> str:
         return f"<ServiceBinding {self.service}>"

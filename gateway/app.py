@@ -44,6 +44,8 @@ class Gateway:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] not in OWN_PATHS:
             await proxy.handle(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await proxy.handle_websocket(scope, receive, send)
         else:
             await self.own(scope, receive, send)
 

@@ -19,6 +19,7 @@ from multidict import CIMultiDict
 
 from durable import Request, env
 from durable.bindings import HOP_BY_HOP
+from durable.compat.websocket import bridge
 from durable.signing import sign
 from models.errors import ApiError, error_body
 from models.service_auth import CLIENT_IP_HEADER, SIGNED_HEADERS
@@ -36,7 +37,8 @@ _HOP_BY_HOP = HOP_BY_HOP | {"content-length", "remote-addr"}
 _NOT_FROM_CLIENTS = frozenset({"host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded",
                                "x-real-ip", "true-client-ip", "cf-connecting-ip", "x-gateway-signature",
                                "x-durable-signature"})
-_DROP_INBOUND = _HOP_BY_HOP | _NOT_FROM_CLIENTS
+_DROP_INBOUND = _HOP_BY_HOP | _NOT_FROM_CLIENTS | {"sec-websocket-key", "sec-websocket-version",
+                                                   "sec-websocket-extensions"}
 _DROP_CACHED = _HOP_BY_HOP | {"x-request-id", "cache-control", "etag"}
 
 
@@ -82,22 +84,54 @@ class Outgoing:
     status: int
     headers: CIMultiDict[str]
     body: bytes
+    web_socket: Any = None  # an accepted WebSocket upgrade: the client end to join to the caller
+
+
+def _incoming(scope: dict[str, Any], method: str) -> Incoming:
+    scheme = {"ws": "http", "wss": "https"}.get(scope.get("scheme", "http"), scope.get("scheme", "http"))
+    return Incoming(method, scope["path"], scope.get("query_string", b"").decode("latin-1"),
+                    CIMultiDict((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]),
+                    (scope.get("client") or ("", 0))[0], scheme)
+
+
+def _error_reply(exc: ApiError) -> Outgoing:
+    return Outgoing(exc.status, CIMultiDict({"content-type": "application/json", **exc.headers}),
+                    json.dumps(error_body(exc.code, exc.message, exc.details)).encode())
 
 
 async def handle(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    incoming = Incoming(scope["method"], scope["path"], scope.get("query_string", b"").decode("latin-1"),
-                        CIMultiDict((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]),
-                        (scope.get("client") or ("", 0))[0], scope.get("scheme", "http"))
+    incoming = _incoming(scope, scope["method"])
     try:
         incoming.body = await read_body(receive)
         reply = await proxy(incoming)
     except ApiError as exc:
-        reply = Outgoing(exc.status, CIMultiDict({"content-type": "application/json", **exc.headers}),
-                         json.dumps(error_body(exc.code, exc.message, exc.details)).encode())
+        reply = _error_reply(exc)
     add_cors(incoming, reply)
     await send({"type": "http.response.start", "status": reply.status,
                 "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()]})
     await send({"type": "http.response.body", "body": b"" if incoming.method == "HEAD" else reply.body})
+
+
+async def handle_websocket(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A WebSocket upgrade goes the way of a GET (rate limit, breaker, signed forward); once the
+    service accepts it, the two connections are joined. A refusal reaches the client as the
+    service's (or our) HTTP error answer where the server can send one, else as a close."""
+    incoming = _incoming(scope, "GET")
+    try:
+        upstream, path = route(incoming.path)
+        limits = await rate_limit(incoming, upstream, path)
+        reply = await send_upstream(incoming, upstream, path, b"", websocket=True)
+        reply.headers.update(limits)
+    except ApiError as exc:
+        reply = _error_reply(exc)
+    if reply.web_socket is not None:
+        await bridge(reply.web_socket, receive, send)
+    elif "websocket.http.response" in scope.get("extensions", {}):
+        await send({"type": "websocket.http.response.start", "status": reply.status,
+                    "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()]})
+        await send({"type": "websocket.http.response.body", "body": reply.body})
+    else:
+        await send({"type": "websocket.close", "code": 1008})
 
 
 async def read_body(receive: Any) -> bytes:
@@ -170,7 +204,8 @@ async def rate_limit(incoming: Incoming, upstream: str, path: str) -> dict[str, 
     return headers
 
 
-async def send_upstream(incoming: Incoming, upstream: str, path: str, body: bytes | None = None) -> Outgoing:
+async def send_upstream(incoming: Incoming, upstream: str, path: str, body: bytes | None = None, *,
+                        websocket: bool = False) -> Outgoing:
     """Signed forward through the breaker; 503 at once while it is open, 504 on a timeout."""
     breaker = edge(env).breakers[upstream]
     wait = breaker.admit()
@@ -188,6 +223,8 @@ async def send_upstream(incoming: Incoming, upstream: str, path: str, body: byte
                 (CLIENT_IP_HEADER, incoming.client_ip)]
     if trusted and "x-forwarded-host" in incoming.headers:
         headers.append(("x-forwarded-host", incoming.headers["x-forwarded-host"]))
+    if websocket:
+        headers.append(("upgrade", "websocket"))
     sent = CIMultiDict(headers)  # the signature vouches for what the service will read
     vouched = [(name, sent.get(name, "")) for name in SIGNED_HEADERS]
     headers.append(("x-gateway-signature", sign(env.SERVICE_AUTH_KEY, incoming.method, target, body,
@@ -206,7 +243,7 @@ async def send_upstream(incoming: Incoming, upstream: str, path: str, body: byte
     out = CIMultiDict((k, v) for k, v in reply.headers.items() if k.lower() not in _HOP_BY_HOP)
     if reply.status < 500 or reply.status == 501:
         breaker.succeeded()
-        return Outgoing(reply.status, out, reply.body)
+        return Outgoing(reply.status, out, reply.body, reply.web_socket)
     breaker.failed()
     if not out.get("content-type", "").startswith("application/json"):  # not our error shape
         raise ApiError(502, "bad_gateway", f"The {upstream} service failed")

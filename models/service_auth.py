@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from quart import Quart, g, request
+from quart import Quart, g, request, websocket
 
 from durable import env
 from durable.errors import StartupRefused
@@ -68,24 +68,31 @@ def install_service_auth(app: Quart) -> None:
     signature used once) reach the handlers; others get 401 and do nothing. A verified request's
     `CF-Connecting-IP` is the client address (`g.client_ip`); otherwise (and always with
     REQUIRE_SERVICE_AUTH off, in local development) it is the socket peer."""
-    @app.before_request
-    async def _verify_gateway_signature() -> None:
+    async def verify_gateway_signature(incoming: Any, method: str, body: bytes) -> None:
         g.client_ip = None
         if not flag(env.get("REQUIRE_SERVICE_AUTH", False)):
             return  # local development: no signatures checked, so no forwarded address believed either
-        header = request.headers.get(SIGNATURE_HEADER)
-        if request.path in PROBE_PATHS and not header:
+        header = incoming.headers.get(SIGNATURE_HEADER)
+        if incoming.path in PROBE_PATHS and not header:
             return
-        query = request.query_string.decode("latin-1")
-        target = request.path + (f"?{query}" if query else "")
+        query = incoming.query_string.decode("latin-1")
+        target = incoming.path + (f"?{query}" if query else "")
         tolerance_s = float(env.get("SERVICE_AUTH_TOLERANCE_S", 60))
         try:
-            signed = verify(env.SERVICE_AUTH_KEY, header, request.method, target, await request.get_data(),
-                            header_value=request.headers.get, required=SIGNED_HEADERS, tolerance_s=tolerance_s)
+            signed = verify(env.SERVICE_AUTH_KEY, header, method, target, body,
+                            header_value=incoming.headers.get, required=SIGNED_HEADERS, tolerance_s=tolerance_s)
             _nonces(tolerance_s).check_and_remember(signed)
         except SignatureError as exc:
-            if request.path in PROBE_PATHS:
+            if incoming.path in PROBE_PATHS:
                 return
-            log.warning("refused %s %s: %s", request.method, request.path, exc)
+            log.warning("refused %s %s: %s", method, incoming.path, exc)
             raise ApiError(401, "service_auth_failed", f"Requests must come through the gateway ({exc})") from None
-        g.client_ip = request.headers.get(CLIENT_IP_HEADER) or None
+        g.client_ip = incoming.headers.get(CLIENT_IP_HEADER) or None
+
+    @app.before_request
+    async def _verify_request() -> None:
+        await verify_gateway_signature(request, request.method, await request.get_data())
+
+    @app.before_websocket
+    async def _verify_websocket() -> None:  # the gateway signs an upgrade as a GET without a body
+        await verify_gateway_signature(websocket, "GET", b"")

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from pymongo.errors import ConnectionFailure
-from quart import Quart, g, jsonify, request
+from quart import Quart, g, has_websocket_context, jsonify, request, websocket
 from quart_schema import QuartSchema, RequestSchemaValidationError, document_response
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
@@ -27,7 +27,10 @@ F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
 def _claims() -> Claims:
-    token = bearer_token(request.headers.get("Authorization"))
+    incoming = websocket if has_websocket_context() else request
+    token = bearer_token(incoming.headers.get("Authorization"))
+    if token is None and incoming is websocket:  # browsers cannot set headers on a WebSocket
+        token = incoming.args.get("access_token") or None
     if token is None:
         raise ApiError(401, "unauthorized", "Auth failed: missing bearer token")
     try:

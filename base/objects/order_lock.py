@@ -9,6 +9,7 @@ unpaid orders.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from datetime import datetime, timedelta, timezone
@@ -17,7 +18,8 @@ from typing import Any
 from bson import ObjectId
 from pymongo.errors import ConnectionFailure
 
-from durable import DurableObject
+from durable import DurableObject, Request, Response, WebSocketPair, WebSocketRequestResponsePair, is_upgrade
+from models.errors import error_body
 from models.errors_domain import Conflict, DatabaseUnavailable, InsufficientStock, NotFound, Unprocessable
 from models.orders import TRANSITIONS
 
@@ -28,6 +30,7 @@ from ..stores.orders import OrderStore, order_out
 log = logging.getLogger("rest_shop.order_lock")
 
 STATE = "state"
+LIVE = "live"  # the tag of the owner's sockets that follow this order (GET /orders/:id/live)
 
 
 def _ms(when: datetime) -> int:
@@ -123,13 +126,49 @@ class OrderLock(DurableObject):
         await self.ctx.storage.delete_alarm()
 
     async def _settle(self, state: dict[str, Any]) -> None:
-        """Store the settled state and arm the alarm it needs (expiry while pending)."""
+        """Store the settled state and arm the alarm it needs (expiry while pending); then tell
+        whoever follows the order, once the state is durable."""
         await self.ctx.storage.put(STATE, state)
         order = state["order"]
         if order["status"] == "pending":
             await self.ctx.storage.set_alarm(order["expiresAt"])
         else:
             await self.ctx.storage.delete_alarm()
+        sockets = self.ctx.get_websockets(LIVE)
+        if sockets:
+            await self.ctx.storage.sync()
+            for ws in sockets:
+                self._tell(ws, order)
+
+    # -- following an order live ----------------------------------------------------------
+    @staticmethod
+    def _tell(ws: Any, order: dict[str, Any]) -> None:
+        """One update: the order as the API shows it; a final order's socket is then closed."""
+        try:
+            ws.send(json.dumps({"type": "order", "version": order["version"], "order": order_out(order)}))
+            if not TRANSITIONS[order["status"]]:
+                ws.close(1000, f"the order is {order['status']}")
+        except RuntimeError:  # closed meanwhile: its close event is on its way
+            pass
+
+    async def fetch(self, request: Request) -> Response:
+        """The far end of `GET /orders/:id/live`: the owner's (or an admin's) socket gets the order
+        now and after every change. Sockets are held by the runtime while the object hibernates."""
+        if not is_upgrade(request):
+            return Response("Expected WebSocket upgrade", status=426)
+        state = await self.ctx.storage.get(STATE)
+        user, role = request.headers.get("x-user-id"), request.headers.get("x-user-role")
+        if state is None or state["phase"] != "created" or (state["order"]["userId"] != user and role != "admin"):
+            return Response(json.dumps(error_body("not_found", "Order not found")), status=404,
+                            headers={"content-type": "application/json"})
+        client, server = WebSocketPair().values()
+        self.ctx.accept_websocket(server, [LIVE])
+        self.ctx.set_websocket_auto_response(WebSocketRequestResponsePair("ping", "pong"))
+        self._tell(server, state["order"])
+        return Response(None, status=101, web_socket=client)
+
+    async def webSocketClose(self, ws: Any, code: int, reason: str, was_clean: bool) -> None:
+        ws.close(code, reason)
 
     # -- transitions ----------------------------------------------------------------------
     async def _recovered(self) -> dict[str, Any] | None:

@@ -6,10 +6,10 @@ import time
 from typing import Any
 
 from bson import ObjectId
-from quart import Blueprint, g
+from quart import Blueprint, Response as QuartResponse, g, websocket
 from quart_schema import document_response, validate_querystring, validate_request, validate_response
 
-from durable import env
+from durable import Request, env
 from models.errors import ApiError
 from models.errors_domain import Conflict, InsufficientStock, NotFound, Unprocessable
 from models.ids import is_object_id
@@ -19,7 +19,7 @@ from models.pagination import Pagination
 
 from durable.mongo import pooled_database as database
 from ..stores.orders import OrderStore, order_out
-from ..web import auth, documents_errors, documents_idempotency_key, idempotency_key
+from ..web import auth, documents_errors, documents_idempotency_key, idempotency_key, join_websocket
 
 bp = Blueprint("orders", __name__, url_prefix="/orders")
 
@@ -107,6 +107,23 @@ async def list_orders(query_args: OrderQuery) -> Any:
 @validate_response(OrderOut)
 async def get_order(order_id: str) -> Any:
     return order_out(await _visible(order_id))
+
+
+@bp.websocket("/<order_id>/live")
+@auth()
+async def follow_order(order_id: str) -> Any:
+    """A WebSocket that gets the order as JSON now and each time it changes (`{"type": "order",
+    "version", "order"}`), closed once the order is final. The token comes in the Authorization
+    header or, from a browser, as `?access_token=`. Only the owner or an admin may follow it."""
+    if not is_object_id(order_id):
+        raise ApiError(400, "invalid_id", f"{order_id!r} is not a valid order id")
+    answer = await lock(order_id).fetch(Request("http://order-lock/live", headers={
+        "upgrade": "websocket", "x-user-id": g.user.userId, "x-user-role": g.user.role}))
+    if answer.web_socket is None:
+        return QuartResponse(answer.body, status=answer.status, headers=list(answer.headers.items()))
+    await websocket.accept()
+    await join_websocket(answer.web_socket)
+    return None
 
 
 @bp.patch("/<order_id>/status")

@@ -7,15 +7,23 @@ real connection (`bridge`). Messages from the client become events of the object
 the server end, delivered through its input gate one at a time in order; `server.send()` goes to
 the client. The sockets belong to the object's host, not to the instance, so an object evicted
 while idle (hibernated) keeps them and a new instance receives the next message.
-This works where the fetch handler and the object share a process; a socket cannot cross to
-another process or node yet.
+Across processes (a service binding to a worker elsewhere, the gateway in front of a service),
+`fetch` with `Upgrade: websocket` returns the same 101 Response: `asgi_websocket` runs an ASGI app's
+WebSocket in this process, `connect_remote` opens a real one to another process, and either way
+the caller gets the client end of a pair to use or to `bridge` on.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+import aiohttp
+
+if TYPE_CHECKING:
+    from ..http import Request, Response
 
 log = logging.getLogger("durable.websocket")
 
@@ -40,6 +48,7 @@ class WebSocket:
         self._owner: Any = None  # (host, object_id) once a Durable Object accepted this end
         self._deliveries: asyncio.Task[None] | None = None
         self.auto_response_at: float | None = None  # when the runtime last answered it (ms)
+        self._keepalive: Any = None  # what serves the other side of this end (a task), kept referenced
 
     # -- Cloudflare's API -------------------------------------------------------------------
     def accept(self) -> None:
@@ -54,6 +63,9 @@ class WebSocket:
         if self.readyState >= CLOSING:
             return
         self.readyState = CLOSING
+        if self._owner is not None:  # the object closed it: no more events, the runtime lets go
+            host, object_id = self._owner
+            host.forget_websocket(object_id, self)
         if self.peer is not None:
             self.peer._receive(("close", (code, reason)))
 
@@ -194,3 +206,118 @@ async def bridge(client: WebSocket, receive: Any, send: Any) -> None:
                 return
     finally:
         writer.cancel()
+
+
+def is_upgrade(request: Request) -> bool:
+    return request.headers.get("upgrade", "").lower() == "websocket"
+
+
+def _to_asgi(kind: str, value: Any) -> dict[str, Any]:
+    if kind == "close":
+        return {"type": "websocket.disconnect", "code": value[0]}
+    return {"type": "websocket.receive", "text" if isinstance(value, str) else "bytes": value}
+
+
+async def asgi_websocket(app: Any, request: Request, client: tuple[str, int] = ("127.0.0.1", 0)) -> Response:
+    """Open a WebSocket on an ASGI app in this process: 101 with the client end of a pair once the
+    app accepts, or the app's refusal (its HTTP denial response, else 403)."""
+    from ..http import Response
+
+    parts = urlsplit(request.url)
+    headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()]
+    if not any(k == b"host" for k, _ in headers):
+        headers.append((b"host", parts.netloc.encode("latin-1") or b"localhost"))
+    protocols = [p.strip() for p in request.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+    scope = {"type": "websocket", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "scheme": {"https": "wss"}.get(parts.scheme, "ws"), "path": unquote(parts.path) or "/",
+             "raw_path": (parts.path or "/").encode("latin-1"), "query_string": parts.query.encode("latin-1"),
+             "root_path": "", "headers": headers, "client": client,
+             "server": (parts.hostname or "localhost", parts.port or 80), "subprotocols": protocols,
+             "extensions": {"websocket.http.response": {}}}
+    pair = WebSocketPair()
+    server = pair.server
+    answered: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+    denial: dict[str, Any] = {"status": 403, "headers": [], "body": []}
+    connected = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal connected
+        if not connected:
+            connected = True
+            return {"type": "websocket.connect"}
+        return _to_asgi(*await server.next_outgoing())
+
+    async def send(message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "websocket.accept":
+            answered.set_result(Response(None, status=101, web_socket=pair.client))
+        elif kind == "websocket.send":
+            server.send(message.get("text") if message.get("text") is not None else message.get("bytes", b""))
+        elif kind == "websocket.close":
+            if not answered.done():
+                answered.set_result(Response(b"", status=403))
+            server.close(message.get("code", 1000), message.get("reason") or "")
+        elif kind == "websocket.http.response.start":
+            denial.update(status=message["status"], headers=message.get("headers", []))
+        elif kind == "websocket.http.response.body":
+            denial["body"].append(message.get("body", b""))
+            if not message.get("more_body") and not answered.done():
+                answered.set_result(Response(b"".join(denial["body"]), status=denial["status"], headers=[
+                    (k.decode("latin-1"), v.decode("latin-1")) for k, v in denial["headers"]]))
+
+    async def run() -> None:
+        try:
+            await app(scope, receive, send)
+        except Exception as exc:
+            log.warning("WebSocket handler for %s failed: %s", parts.path, exc)
+        finally:
+            if not answered.done():
+                answered.set_result(Response(b"", status=500))
+            elif server.readyState < CLOSING:
+                server.close(1011, "the handler ended")
+
+    task = asyncio.get_running_loop().create_task(run())
+    pair.client._keepalive = task  # the app runs as long as the socket is used
+    return await answered
+
+
+async def connect_remote(session: aiohttp.ClientSession, url: str, headers: list[tuple[str, str]]) -> Response:
+    """Open a WebSocket to a worker in another process: 101 with the client end of a pair pumped
+    to it, or the HTTP answer it refused with."""
+    from ..http import Response
+
+    protocols = [p.strip() for k, v in headers if k.lower() == "sec-websocket-protocol" for p in v.split(",")]
+    sent = [(k, v) for k, v in headers if k.lower() not in _WS_HANDSHAKE]
+    try:
+        remote = await session.ws_connect(url, headers=sent, protocols=protocols, autoping=True, max_msg_size=0)
+    except aiohttp.WSServerHandshakeError as exc:
+        return Response(b"", status=exc.status or 502, headers=list((exc.headers or {}).items()))
+    pair = WebSocketPair()
+    server = pair.server
+
+    async def from_remote() -> None:
+        async for message in remote:
+            if message.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                if server.readyState < CLOSING:
+                    server.send(message.data)
+            elif message.type == aiohttp.WSMsgType.ERROR:
+                break
+        if server.readyState < CLOSING:
+            server.close(remote.close_code or 1006, "")
+
+    async def to_remote() -> None:
+        while True:
+            kind, value = await server.next_outgoing()
+            if kind == "close":
+                await remote.close(code=value[0], message=(value[1] or "").encode())
+                return
+            await (remote.send_str(value) if isinstance(value, str) else remote.send_bytes(value))
+
+    pumps = [asyncio.ensure_future(from_remote()), asyncio.ensure_future(to_remote())]
+    pumps[0].add_done_callback(lambda _: pumps[1].cancel())
+    pair.client._keepalive = pumps
+    return Response(None, status=101, web_socket=pair.client)
+
+
+_WS_HANDSHAKE = frozenset({"upgrade", "connection", "sec-websocket-key", "sec-websocket-version",
+                           "sec-websocket-extensions", "sec-websocket-protocol", "host", "content-length"})
