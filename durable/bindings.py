@@ -7,6 +7,7 @@ elsewhere; the caller gets the same `Response` either way.
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -15,8 +16,8 @@ from urllib.parse import quote, unquote, urlsplit
 
 import aiohttp
 
-from . import signing
-from .compat.websocket import asgi_websocket, connect_remote, is_upgrade
+from . import codec, signing
+from .compat.websocket import asgi_websocket, connect_remote, is_upgrade, joined
 from .observe import tracing
 from .errors import NotDelivered, NotOwner, ObjectUnavailable
 from .http import Request, Response, make_request
@@ -26,6 +27,7 @@ ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Cal
 
 INTERNAL_PREFIX = "/cdn-cgi/durable/"
 INTERNAL_SIGNATURE_HEADER = "x-durable-signature"  # signing.sign() with the runtime's internal key
+INTERNAL_REQUEST_HEADER = "x-durable-request"  # a WebSocket fetch's request (there is no body to carry it)
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer"})
 
 
@@ -213,12 +215,53 @@ class HttpTransport:
         self._resolve = resolve
         self._http = http
 
-    async def call(self, object_id: DurableObjectId, method: str, payload: bytes) -> bytes:
+    def _target(self) -> RemoteTarget:
         target = self._resolve()
         if target is None:
             raise ObjectUnavailable(f"{self.script_name} (host of {self.class_name}) is not running")
-        return await post_object_call(self._http, target, self.script_name, self.class_name, object_id, method,
-                                      payload)
+        return target
+
+    async def call(self, object_id: DurableObjectId, method: str, payload: bytes) -> bytes:
+        return await post_object_call(self._http, self._target(), self.script_name, self.class_name, object_id,
+                                      method, payload)
+
+    async def connect(self, object_id: DurableObjectId, request: Request) -> Response:
+        return await open_object_socket(self._http, self._target(), self.class_name, object_id, request)
+
+
+async def open_object_socket(http: HttpClient, target: RemoteTarget, class_name: str, object_id: DurableObjectId,
+                             request: Request) -> Response:
+    """`stub.fetch()` of a WebSocket upgrade on an object in another process: the object's answer,
+    and when it is a 101, the client end of a pair joined to the socket the object accepted there.
+
+    The internal route accepts, sends the answer's head (status, headers, body) as the first
+    message, and then carries the socket's traffic; 421 raises NotOwner, as for calls.
+    """
+    path = f"{INTERNAL_PREFIX}{quote(class_name)}/{object_id}/fetch"
+    payload = codec.encode({"request": request.to_wire()})
+    headers = {INTERNAL_SIGNATURE_HEADER: signing.sign(target.internal_key, "GET", path, payload),
+               INTERNAL_REQUEST_HEADER: base64.urlsafe_b64encode(payload).decode()}
+    if object_id.name is not None:
+        headers["x-durable-object-name"] = quote(object_id.name)
+    url = target.url.replace("http", "ws", 1).rstrip("/") + path
+    try:
+        remote = await http.session.ws_connect(url, headers=headers, max_msg_size=0)
+    except aiohttp.ClientConnectorError as exc:
+        raise NotDelivered(f"{class_name} at {target.url} is unreachable: {exc}") from None
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        raise ObjectUnavailable(f"{class_name} at {target.url} refused the WebSocket: {exc}") from None
+    head = await remote.receive()
+    if head.type != aiohttp.WSMsgType.BINARY:
+        await remote.close()
+        raise ObjectUnavailable(f"{class_name} at {target.url} closed the WebSocket before answering")
+    answer = codec.decode(head.data)
+    if answer["status"] == 421:
+        await remote.close()
+        raise NotOwner(f"{target.url} does not own this {class_name}")
+    if answer["status"] != 101:
+        await remote.close()
+        return Response.from_wire(answer)
+    return joined(remote)
 
 
 async def post_object_call(http: HttpClient, target: RemoteTarget, script_name: str, class_name: str,

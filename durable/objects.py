@@ -24,6 +24,7 @@ from . import codec, ids
 from .observe import tracing
 from .errors import ObjectUnavailable, error_from_wire, error_to_wire
 from .gates import InputGate
+from .compat.websocket import is_upgrade
 from .http import Request, Response, make_request
 from .ids import DurableObjectId
 from .storage import DurableObjectStorage, Engine, now_ms
@@ -258,7 +259,13 @@ class ObjectHost:
         return any(live.inflight or live.state._gate.closed for key, live in self._live.items() if which(key))
 
     def drop_objects(self, which: Callable[[str], bool]) -> int:
-        """This node no longer hosts these ids (their shard moved): forget instances and alarms."""
+        """This node no longer hosts these ids (their shard moved): forget instances and alarms,
+        and close their sockets (1012: reconnect, and the new owner takes them)."""
+        for key in [key for key in self._sockets if which(key)]:
+            for ws in list(self._sockets.get(key, [])):
+                ws.close(1012, "the object moved to another node; reconnect")
+            self._sockets.pop(key, None)
+            self._auto_responses.pop(key, None)
         keys = [key for key in self._live if which(key)]
         for key in keys:
             self._live.pop(key).state.storage.release()
@@ -590,6 +597,8 @@ class DurableObjectStub:
         transport = self._namespace._transport
         if type(transport) is LocalTransport:  # one process: objects such as a WebSocket may cross
             return await self._gated(lambda: self._fetch_in_process(transport, request))
+        if is_upgrade(request):  # a WebSocket to an object elsewhere: joined over the internal route
+            return await self._gated(lambda: transport.connect(self.id, request))
         payload = codec.encode({"request": request.to_wire()})
         return Response.from_wire(await self._call(FETCH, payload))
 

@@ -6,6 +6,7 @@ processes and never reaches the app.
 """
 from __future__ import annotations
 
+import base64
 import importlib
 import importlib.util
 import json
@@ -17,18 +18,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from . import signing
+from . import codec, signing
 from .observe import tracing
-from .bindings import INTERNAL_PREFIX, INTERNAL_SIGNATURE_HEADER
+from .bindings import INTERNAL_PREFIX, INTERNAL_REQUEST_HEADER, INTERNAL_SIGNATURE_HEADER
 from .compat.entrypoint import EntrypointApp, ScheduledController
 from .compat.websocket import bridge
-from .http import Request
+from .http import Request, Response
 from .config import ConfigError, WorkerConfig
 from .env import Env, use_env
 from .errors import NotOwner
 from .ids import DurableObjectId
 from .objects import DurableObject, LocalTransport, ObjectHost
-from .observe.tail import TraceCapture, redact_headers
+from .observe.tail import TraceCapture, redact_headers, redact_query
 
 access_log = logging.getLogger("durable.access")
 log = logging.getLogger("durable.worker")
@@ -74,7 +75,7 @@ def _request_info(scope: dict[str, Any], raw_headers: list[tuple[str, str]]) -> 
     client = scope.get("client") or ("", 0)
     headers.setdefault("cf-connecting-ip", client[0] or "")
     host = headers.get("host") or "%s:%s" % tuple(scope.get("server") or ("localhost", 80))
-    query = scope.get("query_string", b"").decode("latin-1")
+    query = redact_query(scope.get("query_string", b"").decode("latin-1"))
     url = f"{scope.get('scheme', 'http')}://{host}{scope['path']}" + (f"?{query}" if query else "")
     return {"url": url, "method": scope["method"], "headers": headers, "cf": {}}
 
@@ -141,6 +142,8 @@ class Worker:
             await self._test_scheduled(scope, send)
         elif scope["type"] == "http":
             await self._traced(scope, receive, send)
+        elif scope["path"].startswith(INTERNAL_PREFIX):
+            await self._internal_websocket(scope, receive, send)
         elif self.app is self.entrypoint:  # a Cloudflare-style worker answers the upgrade itself
             await self._websocket(scope, receive, send)
         else:  # websockets pass through, with the env set
@@ -259,6 +262,43 @@ class Worker:
         await send({"type": "http.response.start", "status": 200 if outcome == "ok" else 500,
                     "headers": [(b"content-type", b"text/plain;charset=UTF-8")]})
         await send({"type": "http.response.body", "body": body})
+
+    async def _internal_websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """A WebSocket `fetch` on one of our objects from another process (`open_object_socket`):
+        the object's answer head first, then, for a 101, the socket it accepted."""
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        raw_path = (scope.get("raw_path") or scope["path"].encode("latin-1")).decode("latin-1")
+        parts = scope["path"][len(INTERNAL_PREFIX):].split("/")
+        try:
+            payload = base64.urlsafe_b64decode(headers.get(INTERNAL_REQUEST_HEADER, ""))
+            signing.verify(self._internal_key, headers.get(INTERNAL_SIGNATURE_HEADER), "GET", raw_path, payload)
+            class_name, id_hex, method = (unquote(p) for p in parts)
+            host = self.hosts[class_name]
+            name = headers.get("x-durable-object-name")
+            object_id = DurableObjectId(id_hex, unquote(name) if name is not None else None)
+            request = Request.from_wire(codec.decode(payload)["request"])
+        except (ValueError, KeyError, signing.SignatureError) as exc:
+            log.warning("%s: refused an internal WebSocket to %s: %s", self.name, scope["path"], exc)
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        try:
+            if method != "fetch":
+                raise ValueError(f"only fetch() takes a WebSocket, not {method}()")
+            if host.guard is not None:
+                await host.guard(object_id)
+            response = await host.invoke(object_id, "fetch", [request], {})
+        except NotOwner as exc:
+            response = Response(_error_body("not_owner", str(exc)), status=421)
+        except Exception as exc:
+            response = Response(_error_body("object_failed", f"{type(exc).__name__}: {exc}"), status=500,
+                                headers={"content-type": "application/json"})
+        head = codec.encode(response.to_wire())
+        if response.status == 101 and response.web_socket is not None:
+            await bridge(response.web_socket, receive, send, first=head)
+            return
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "bytes": head})
+        await send({"type": "websocket.close", "code": 1000})
 
     async def _internal(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Durable Object RPC from another process: POST /cdn-cgi/durable/<Class>/<id>/<method>."""

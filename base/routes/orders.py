@@ -109,12 +109,22 @@ async def get_order(order_id: str) -> Any:
     return order_out(await _visible(order_id))
 
 
+@bp.get("/<order_id>/live")
+@documents_errors(400, 404, 426)
+@auth()
+async def follow_order_over_http(order_id: str) -> Any:
+    """Follow an order live: a WebSocket (send `Upgrade: websocket`). It gets the order as JSON now
+    and each time it changes (`{"type": "order", "version", "order"}`), and is closed (1000) once the
+    order is final. The token comes in the Authorization header or, from a browser, as
+    `?access_token=`. Only the owner or an admin may follow an order. Without the upgrade: 426."""
+    raise ApiError(426, "upgrade_required", "GET /orders/{id}/live is a WebSocket: connect with Upgrade: websocket",
+                   headers={"Upgrade": "websocket"})
+
+
 @bp.websocket("/<order_id>/live")
 @auth()
 async def follow_order(order_id: str) -> Any:
-    """A WebSocket that gets the order as JSON now and each time it changes (`{"type": "order",
-    "version", "order"}`), closed once the order is final. The token comes in the Authorization
-    header or, from a browser, as `?access_token=`. Only the owner or an admin may follow it."""
+    """The WebSocket `follow_order_over_http` documents."""
     if not is_object_id(order_id):
         raise ApiError(400, "invalid_id", f"{order_id!r} is not a valid order id")
     answer = await lock(order_id).fetch(Request("http://order-lock/live", headers={

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 
-from ..bindings import HttpClient, RemoteTarget, post_object_call
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..bindings import HttpClient, RemoteTarget, open_object_socket, post_object_call
+from ..http import Request, Response
 from ..errors import NotDelivered, NotOwner, ObjectUnavailable
 from ..ids import DurableObjectId
 from ..objects import LocalTransport, ObjectHost
@@ -32,6 +36,21 @@ class ClusterTransport:
         self._key = internal_key
 
     async def call(self, object_id: DurableObjectId, method: str, payload: bytes) -> bytes:
+        return await self._to_owner(
+            object_id,
+            lambda local: local.call(object_id, method, payload),
+            lambda target: post_object_call(self._http, target, self.script_name, self.class_name, object_id,
+                                            method, payload))
+
+    async def connect(self, object_id: DurableObjectId, request: Request) -> Response:
+        """A WebSocket fetch: on this node the object's own answer, elsewhere one joined to it."""
+        return await self._to_owner(
+            object_id,
+            lambda local: local._invoke(object_id, "fetch", [request], {}),
+            lambda target: open_object_socket(self._http, target, self.class_name, object_id, request))
+
+    async def _to_owner(self, object_id: DurableObjectId, here: Callable[[LocalTransport], Awaitable[Any]],
+                        there: Callable[[RemoteTarget], Awaitable[Any]]) -> Any:
         backoff = FIRST_BACKOFF_S
         last: Exception | None = None
         for _ in range(ATTEMPTS):
@@ -41,10 +60,8 @@ class ClusterTransport:
                     raise NotOwner(f"no live node serves {self.script_name}")
                 if owner.node_id == self.node.node_id and self._local is not None:
                     await self._local.host.guard(object_id)  # type: ignore[misc]
-                    return await self._local.call(object_id, method, payload)
-                target = RemoteTarget(owner.urls[self.script_name], self._key)
-                return await post_object_call(self._http, target, self.script_name, self.class_name, object_id,
-                                              method, payload)
+                    return await here(self._local)
+                return await there(RemoteTarget(owner.urls[self.script_name], self._key))
             except NotDelivered as exc:  # not the owner (any more), or no connection: it did not run
                 last = exc
             await asyncio.sleep(backoff)

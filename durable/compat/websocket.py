@@ -162,9 +162,12 @@ class Object:
         return list(vars(value).values())
 
 
-async def bridge(client: WebSocket, receive: Any, send: Any) -> None:
-    """Join the client end of a pair to a real (ASGI) WebSocket connection until either closes."""
+async def bridge(client: WebSocket, receive: Any, send: Any, first: bytes | None = None) -> None:
+    """Join the client end of a pair to a real (ASGI) WebSocket connection until either closes
+    (`first`: a message sent before any of the pair's, as the internal object route's answer head)."""
     await send({"type": "websocket.accept"})
+    if first is not None:
+        await send({"type": "websocket.send", "bytes": first})
 
     async def outgoing() -> None:
         while True:
@@ -292,6 +295,13 @@ async def connect_remote(session: aiohttp.ClientSession, url: str, headers: list
         remote = await session.ws_connect(url, headers=sent, protocols=protocols, autoping=True, max_msg_size=0)
     except aiohttp.WSServerHandshakeError as exc:
         return Response(b"", status=exc.status or 502, headers=list((exc.headers or {}).items()))
+    return joined(remote)
+
+
+def joined(remote: aiohttp.ClientWebSocketResponse) -> Response:
+    """101 with the client end of a pair whose traffic is pumped to and from `remote`."""
+    from ..http import Response
+
     pair = WebSocketPair()
     server = pair.server
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+import re
 import random
 import sys
 import time
@@ -52,6 +53,14 @@ def redact_headers(headers: Any) -> dict[str, str]:
         name = key.lower()
         out[name] = REDACTED if name in SENSITIVE_HEADERS else redactor(value)
     return out
+
+
+SENSITIVE_QUERY = re.compile(r"(?i)(^|&)(access_token|token|api_key|apikey)=[^&]*")
+
+
+def redact_query(query: str) -> str:
+    """A query string with its credential parameters (`?access_token=` from a browser) blanked."""
+    return SENSITIVE_QUERY.sub(lambda m: f"{m.group(1)}{m.group(2)}={REDACTED}", query) if "=" in query else query
 
 
 def now_ms() -> int:

@@ -459,3 +459,51 @@ async def test_a_node_stopped_gracefully_hands_its_shards_off_at_once(dev_proces
         await until(lambda: asyncio.sleep(0, not process_alive(info["pid"])), 30, "node-2 to stop")
         for name in names:
             assert (await incr(http, cluster.url(0), name)) == (200, {"n": 2})  # no 503: no lease wait
+
+
+async def test_an_order_followed_live_from_every_node_sees_each_change(dev_process: Any, tmp_path: Path,
+                                                                     mongo_uri: str) -> None:
+    """`/orders/:id/live` opened on all three nodes: each order's OrderLock lives on one of them,
+    so the other two join their sockets to it over the internal route; every socket gets the
+    order, then its cancellation, then the close."""
+    db_name = f"t_{uuid.uuid4().hex[:12]}"
+    db = MongoClient(mongo_uri)[db_name]
+    admin = mint_token(db, JWT_KEY, "admin", str(ObjectId()), "admin@x")
+    shopper = mint_token(db, JWT_KEY, "user", str(ObjectId()), "s@x")
+    process = dev_process("--nodes", "3", "--port", "0", "--persist-to", str(tmp_path / "state"),
+                          "--lease", str(LEASE_S), "--cluster-db", f"{db_name}_cluster",
+                          "--var", f"MONGODB_DB:{db_name}", "--var", f"RATE_LIMITS:{UNLIMITED}",
+                          extra_env={"MONGODB_URI": mongo_uri, "JWT_KEY": JWT_KEY})
+    gateways = [m.group(2) for line in process.banner
+                if (m := re.match(r"^\s+node-(\d+) rest-shop-gateway\s+(http://\S+)", line))]
+    assert len(gateways) == 3
+    auth = {"Authorization": f"Bearer {shopper}"}
+    async with aiohttp.ClientSession() as http:
+        async def members_seen() -> bool:
+            for url in gateways:
+                async with http.get(f"{url}/api/health") as resp:
+                    if sorted(m["nodeId"] for m in (await resp.json())["node"]["members"]) != NODES:
+                        return False
+            return True
+
+        await until(members_seen, 30, "every node to see all three")
+        async with http.post(f"{gateways[0]}/api/products", json={"name": "Lamp", "price": 10, "stock": 50},
+                             headers={"Authorization": f"Bearer {admin}"}) as resp:
+            product = await resp.json()
+        for attempt in range(3):  # three orders: their OrderLocks land on different nodes
+            async with http.post(f"{gateways[attempt]}/api/orders", json={"productId": product["_id"], "quantity": 1},
+                                 headers=auth) as resp:
+                assert resp.status == 201, await resp.text()
+                order_id = (await resp.json())["createdOrder"]["_id"]
+            sockets = [await http.ws_connect(url.replace("http", "ws", 1) + f"/api/orders/{order_id}/live",
+                                             headers=auth) for url in gateways]
+            for ws in sockets:
+                first = await ws.receive_json(timeout=10)
+                assert first["order"]["_id"] == order_id and first["order"]["status"] == "pending"
+            async with http.post(f"{gateways[(attempt + 1) % 3]}/api/orders/{order_id}/cancel", headers=auth) as resp:
+                assert resp.status == 200, await resp.text()
+            for ws in sockets:
+                assert (await ws.receive_json(timeout=10))["order"]["status"] == "cancelled"
+                closing = await ws.receive(timeout=10)
+                assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1000
+                await ws.close()

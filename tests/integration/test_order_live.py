@@ -76,3 +76,14 @@ async def test_refusals_are_the_api_s_http_errors(full_shop: Shop, who: str, que
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         await shop.http.ws_connect(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     assert refused.value.status == status
+
+
+async def test_without_the_upgrade_it_is_a_documented_426(full_shop: Shop) -> None:
+    shop = full_shop
+    owner = shop.token("user")
+    order_id = await order_for(shop, owner)
+    status, body, headers = await shop.call("GET", f"/api/orders/{order_id}/live", token=owner)
+    assert status == 426 and body["error"]["code"] == "upgrade_required"
+    status, document, _ = await shop.call("GET", "/api/openapi.json")
+    operation = document["paths"]["/orders/{order_id}/live"]["get"]
+    assert {"401", "404", "426"} <= set(operation["responses"]) and "WebSocket" in operation["summary"] + operation["description"]

@@ -44,3 +44,11 @@ def test_sampling_rate_keeps_about_that_fraction() -> None:
 def test_bad_filters_are_rejected(body) -> None:
     with pytest.raises(ValueError):
         TailFilters.from_api(body)
+
+
+def test_credentials_in_a_query_string_never_reach_a_trace_event() -> None:
+    from durable.observe.tail import redact_query
+
+    assert redact_query("access_token=eyJ.abc&page=2") == "access_token=REDACTED&page=2"
+    assert redact_query("page=1&Token=x") == "page=1&Token=REDACTED"
+    assert redact_query("mytoken=1&q=access_token") == "mytoken=1&q=access_token"  # only whole parameter names
