@@ -1,6 +1,12 @@
-"""Durable Object ids: 64 hex characters, deterministic for names, random otherwise."""
+"""Durable Object ids: 64 hex characters, deterministic for names, random otherwise.
+
+The first 56 are the id proper (an HMAC of the name, or random); the last 8 are a MAC of those
+with the namespace's key, so `id_from_string` knows an id of another namespace and refuses it,
+as Cloudflare does.
+"""
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 import secrets
@@ -39,19 +45,45 @@ class DurableObjectId:
         return self == other
 
 
-def id_from_name(namespace_key: bytes, name: str) -> DurableObjectId:
-    """Same name, same namespace → same id, in every process (HMAC keyed by the namespace)."""
-    if not isinstance(name, str):
-        raise TypeError(f"id_from_name() takes a str, got {type(name).__name__}")
-    made = DurableObjectId.__new__(DurableObjectId)  # a digest is well formed: no need to check it
-    made._hex = hmac.digest(namespace_key, name.encode("utf-8"), "sha256").hex()
+BODY_HEX = 56  # the id proper; the remaining 8 hex characters mark its namespace
+
+
+def namespace_key(script_name: str, class_name: str) -> bytes:
+    """The key a namespace's ids derive from (`class_name`: the name the class was created with)."""
+    return hashlib.sha256(f"{script_name}\x00{class_name}".encode()).digest()
+
+
+def _mark(namespace_key: bytes, body: str) -> str:
+    return hmac.digest(namespace_key, body.encode("ascii"), "sha256")[:4].hex()
+
+
+def _made(namespace_key: bytes, body: str, name: str | None = None) -> DurableObjectId:
+    made = DurableObjectId.__new__(DurableObjectId)  # well formed by construction: no need to check it
+    made._hex = body + _mark(namespace_key, body)
     made.name = name
     return made
 
 
-def new_unique_id() -> DurableObjectId:
-    return DurableObjectId(secrets.token_hex(32))
+def id_from_name(namespace_key: bytes, name: str) -> DurableObjectId:
+    """Same name, same namespace → same id, in every process (HMAC keyed by the namespace)."""
+    if not isinstance(name, str):
+        raise TypeError(f"id_from_name() takes a str, got {type(name).__name__}")
+    return _made(namespace_key, hmac.digest(namespace_key, name.encode("utf-8"), "sha256").hex()[:BODY_HEX], name)
 
 
-def id_from_string(value: str) -> DurableObjectId:
-    return DurableObjectId(value.lower() if isinstance(value, str) else value)
+def new_unique_id(namespace_key: bytes) -> DurableObjectId:
+    return _made(namespace_key, secrets.token_hex(BODY_HEX // 2))
+
+
+def id_from_string(namespace_key: bytes, value: str) -> DurableObjectId:
+    """An id from its string; one made by another namespace (or mistyped) is refused."""
+    parsed = DurableObjectId(value.lower() if isinstance(value, str) else value)
+    if not hmac.compare_digest(parsed._hex[BODY_HEX:], _mark(namespace_key, parsed._hex[:BODY_HEX])):
+        raise ValueError("Durable Object ID is not valid for this namespace")
+    return parsed
+
+
+def remark(namespace_key: bytes, stored: str) -> str:
+    """An id stored before ids carried their namespace's mark, as it is now (the same body, so
+    the same shard); an id that already has it comes back unchanged."""
+    return stored[:BODY_HEX] + _mark(namespace_key, stored[:BODY_HEX])

@@ -10,7 +10,6 @@ carry the same serialized call, so an object behaves the same wherever it lives.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import inspect
 import logging
 import time
@@ -527,16 +526,16 @@ class DurableObjectNamespace:
         self.class_name = class_name
         self._transport = transport
         # ids derive from the name the class was created with: a renamed class keeps its objects
-        self._key = hashlib.sha256(f"{script_name}\x00{created_as or class_name}".encode()).digest()
+        self._key = ids.namespace_key(script_name, created_as or class_name)
 
     def id_from_name(self, name: str) -> DurableObjectId:
         return ids.id_from_name(self._key, name)
 
     def new_unique_id(self) -> DurableObjectId:
-        return ids.new_unique_id()
+        return ids.new_unique_id(self._key)
 
     def id_from_string(self, value: str) -> DurableObjectId:
-        return ids.id_from_string(value)
+        return ids.id_from_string(self._key, value)
 
     def get(self, object_id: DurableObjectId) -> DurableObjectStub:
         if not isinstance(object_id, DurableObjectId):

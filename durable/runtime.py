@@ -7,11 +7,13 @@ its stubs.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import secrets
 from pathlib import Path
 from typing import Any
 
+from . import ids
 from .bindings import ASGIApp, HttpClient, HttpTransport, RemoteTarget, ServiceBinding
 from .cluster.node import ClusterNode, ClusterSettings
 from .cluster.transport import ClusterTransport
@@ -153,6 +155,8 @@ class Runtime:
             for class_name in config.hosted_classes:
                 cls = worker.object_class(class_name)
                 engine = self._engine(worker.name, cls)
+                key = ids.namespace_key(worker.name, config.created_as(class_name))
+                await engine.remark_ids(functools.partial(ids.remark, key))
                 host = worker.hosts[class_name] = ObjectHost(
                     cls, None, engine, script_name=worker.name,
                     class_name=class_name, on_trace=self._publish, tracing_wanted=self.hub.listening,

@@ -53,6 +53,11 @@ class Engine:
     async def _close_backend(self) -> None:
         raise NotImplementedError
 
+    async def remark_ids(self, convert: Callable[[str], str]) -> int:
+        """Once per store: rewrite object ids stored before ids carried their namespace's mark
+        (`convert` is idempotent, so a repeated or concurrent run changes nothing)."""
+        return 0
+
     # -- writes -------------------------------------------------------------------------
     @property
     def seq(self) -> int:

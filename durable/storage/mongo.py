@@ -73,6 +73,28 @@ class MongoEngine(Engine):
         await self._kv.create_index("o")
         await self._alarms.create_index("s")
 
+    async def remark_ids(self, convert: Callable[[str], str]) -> int:
+        """Rewrites each stored document under its object's new id (new first, then the old one
+        goes: a run cut short is finished by the next node to start)."""
+        meta = self._db.get_collection("do.meta", write_concern=MAJORITY)
+        if await meta.find_one({"_id": self.namespace, "idFormat": {"$gte": 1}}) is not None:
+            return 0
+        moved: set[str] = set()
+        async for doc in self._kv.find({}):
+            new = convert(doc["o"])
+            if new != doc["o"]:
+                await self._kv.replace_one({"_id": f"{new}/{doc['k']}"}, {"o": new, "k": doc["k"], "v": doc["v"]},
+                                           upsert=True)
+                await self._kv.delete_one({"_id": doc["_id"]})
+                moved.add(new)
+        async for doc in self._alarms.find({}):
+            new = convert(doc["_id"])
+            if new != doc["_id"]:
+                await self._alarms.replace_one({"_id": new}, {"s": doc["s"], "at": doc["at"]}, upsert=True)
+                await self._alarms.delete_one({"_id": doc["_id"]})
+        await meta.update_one({"_id": self.namespace}, {"$set": {"idFormat": 1}}, upsert=True)
+        return len(moved)
+
     # -- objects coming and going --------------------------------------------------------
     async def load(self, object_id: str) -> None:
         if object_id in self._objects:

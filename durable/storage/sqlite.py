@@ -11,10 +11,14 @@ import asyncio
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from .batch import UNSET, KeyRange, ObjectBatch
 from .engine import Engine
+
+
+ID_FORMAT = 1  # PRAGMA user_version: 1 = object ids carry their namespace's mark
 
 
 class StorageEngine(Engine):
@@ -36,12 +40,39 @@ class StorageEngine(Engine):
                 object_id TEXT PRIMARY KEY, scheduled_ms INTEGER NOT NULL) WITHOUT ROWID;
             """
         )
+        self._id_format = self._wconn.execute("PRAGMA user_version").fetchone()[0]
+        if self._id_format < ID_FORMAT and not self._wconn.execute(
+                "SELECT 1 FROM kv UNION ALL SELECT 1 FROM alarms LIMIT 1").fetchone():
+            self._wconn.execute(f"PRAGMA user_version={ID_FORMAT}")  # a new store: nothing to convert
+            self._id_format = ID_FORMAT
         self._rconn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._rconn.execute("PRAGMA query_only=1")
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"do-writer-{self.path.parent.name}")
 
     def __repr__(self) -> str:
         return f"<StorageEngine {self.path}>"
+
+    async def remark_ids(self, convert: Callable[[str], str]) -> int:
+        if self._id_format >= ID_FORMAT:
+            return 0
+        count = await asyncio.get_running_loop().run_in_executor(self._executor, self._remark_sync, convert)
+        self._id_format = ID_FORMAT
+        return count
+
+    def _remark_sync(self, convert: Callable[[str], str]) -> int:
+        conn = self._wconn
+        conn.create_function("remark", 1, convert, deterministic=True)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            count = conn.execute("SELECT COUNT(DISTINCT object_id) FROM kv").fetchone()[0]
+            conn.execute("UPDATE kv SET object_id = remark(object_id)")
+            conn.execute("UPDATE alarms SET object_id = remark(object_id)")
+            conn.execute(f"PRAGMA user_version={ID_FORMAT}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return count
 
     async def _commit(self, batch: dict[str, ObjectBatch]) -> dict[str, BaseException]:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._commit_sync, batch)

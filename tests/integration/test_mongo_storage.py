@@ -126,3 +126,26 @@ async def test_a_commit_the_database_refuses_is_a_retryable_refusal_and_reloads(
     monkeypatch.setattr(engine._kv, "bulk_write", real)
     await engine.load(OBJ)
     assert await DurableObjectStorage(engine, OBJ).get("n") == 1
+
+
+async def test_ids_stored_before_the_namespace_mark_are_moved_once(world: Any) -> None:
+    from functools import partial
+
+    from bson import Binary
+
+    from durable import codec, ids
+
+    db, _lease, engine = world
+    key = ids.namespace_key("script", "Class")
+    old = "b" * 64
+    await db["do.ns.kv"].insert_one({"_id": f"{old}/n", "o": old, "k": "n", "v": Binary(codec.encode(7))})
+    await db["do.ns.alarms"].insert_one({"_id": old, "s": 0, "at": 4102444800000})
+    convert = partial(ids.remark, key)
+    assert await engine.remark_ids(convert) == 1
+    new = convert(old)
+    assert new != old and new[:56] == old[:56] and convert(new) == new  # same body (same shard); idempotent
+    await engine.load(new)
+    assert await DurableObjectStorage(engine, new).get("n") == 7
+    assert await db["do.ns.kv"].count_documents({"o": old}) == 0
+    assert [doc["_id"] for doc in await db["do.ns.alarms"].find({}).to_list()] == [new]
+    assert await engine.remark_ids(convert) == 0  # marked done: a later start converts nothing

@@ -122,8 +122,50 @@ async def test_ids_are_deterministic_per_namespace_and_validated(runtime: Runtim
     assert ns.id_from_name("a") != other.id_from_name("a")
     assert ns.id_from_string(str(ns.id_from_name("a"))) == ns.id_from_name("a")
     assert ns.new_unique_id() != ns.new_unique_id()
+    unique = ns.new_unique_id()
+    assert ns.id_from_string(str(unique).upper()) == unique
     with pytest.raises(ValueError, match="Invalid Durable Object ID"):
         ns.id_from_string("not-an-id")
+    for foreign in (other.id_from_name("a"), other.new_unique_id()):  # another namespace's ids are refused
+        with pytest.raises(ValueError, match="not valid for this namespace"):
+            ns.id_from_string(str(foreign))
+    mistyped = str(ns.id_from_name("a"))
+    with pytest.raises(ValueError, match="not valid for this namespace"):
+        ns.id_from_string(mistyped[:10] + ("0" if mistyped[10] != "0" else "1") + mistyped[11:])
+
+
+async def test_objects_stored_before_ids_carried_a_namespace_mark_are_found_under_their_new_ids(
+        tmp_path) -> None:
+    """A state written by the old id scheme (a bare 64-hex HMAC of the name) is converted once at
+    start: the data and the alarm come back under the new id."""
+    import hmac
+    import sqlite3
+
+    from durable import codec, config as wconfig, ids
+    from tests.conftest import FIXTURES
+
+    key = ids.namespace_key("cf-objects", "Notes")
+    old = hmac.digest(key, b"room", "sha256").hex()
+    store = tmp_path / "state" / "v3" / "do" / "cf-objects-Notes" / "db.sqlite"
+    store.parent.mkdir(parents=True)
+    db = sqlite3.connect(store)
+    db.executescript("CREATE TABLE kv (object_id TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, "
+                     "PRIMARY KEY (object_id, key)) WITHOUT ROWID; CREATE TABLE alarms (object_id TEXT PRIMARY KEY, "
+                     "scheduled_ms INTEGER NOT NULL) WITHOUT ROWID;")
+    db.execute("INSERT INTO kv VALUES (?, 'notes', ?)", (old, codec.encode('["kept"]')))
+    db.execute("INSERT INTO alarms VALUES (?, 4102444800000)", (old,))
+    db.commit()
+    db.close()
+    for _ in range(2):  # the second start finds nothing to convert and changes nothing
+        rt = Runtime([wconfig.load(FIXTURES / "cf_objects" / "wrangler.jsonc")], persist_to=tmp_path / "state")
+        await rt.start()
+        try:
+            notes = rt.workers["cf-objects"].env.NOTES
+            stub = notes.getByName("room")
+            assert str(stub.id) != old and str(stub.id)[:56] == old[:56]
+            assert await stub.read() == ["kept"] and await stub.alarm_at() == 4102444800000
+        finally:
+            await rt.close()
 
 
 async def test_alarm_fires_at_its_time(runtime: Runtime) -> None:
