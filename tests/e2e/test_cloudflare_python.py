@@ -213,3 +213,30 @@ def test_sql_writes_answered_before_a_kill_9_are_there_after_it(dev_process, tmp
     again = dev_process("--port", "0", "--persist-to", str(tmp_path / "sql"), cwd=FIXTURES / "cf_sql")
     status, body, _ = get(again.ready_url.rstrip("/") + "/books/balance/alice")
     assert (status, json.loads(body)) == (200, {"balance": 15, "entries": 5})
+
+
+def test_pywrangler_dev_as_cloudflare_s_example_tests_start_it(tmp_path: Path) -> None:
+    """Cloudflare's examples' own tests run `pywrangler dev --port P` in the example's folder and
+    wait for `[wrangler:info] Ready on`; the same command starts our runtime."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = Path(sys.executable).parent / "pywrangler"
+    process = subprocess.Popen([str(command), "dev", "--port", str(port), "--persist-to", str(tmp_path / "s")],
+                               cwd=FIXTURES / "cf_hello", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if "[wrangler:info] Ready on" in line:
+                break
+        else:
+            raise AssertionError("pywrangler dev ended without 'Ready on'")
+        status, body, headers = get(f"http://localhost:{port}")
+        assert (status, body, headers["content-type"]) == (200, "Hello from a Python Worker", "text/plain;charset=UTF-8")
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
