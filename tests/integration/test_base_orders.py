@@ -290,3 +290,21 @@ async def test_stock_kept_in_one_value_by_older_versions_moves_to_keys_unchanged
     assert await ns.get(object_id).release(product["_id"], "a" * 24) is True
     assert await stock_of(shop, product["_id"]) == (9, [{"o": "b" * 24, "q": 1}])
     assert await ns.get(object_id).restock(product["_id"], "c" * 24, 2) is False  # still remembered
+
+
+async def test_a_shopper_s_claims_lapse_on_their_own_and_count_exactly(shop) -> None:
+    """ShopperHolds keeps its claims in memory after the first read: a lapsed claim frees its place,
+    a released one too, and a fresh instance (after eviction) reads the same from storage."""
+    import time as clock
+
+    holds = shop.worker.env.SHOPPER_HOLDS.get_by_name("shopper-1")
+    now_ms = int(clock.time() * 1000)
+    assert (await holds.claim("o1", 3, now_ms - 1, 2, 10))["ok"]  # already past its time
+    assert await holds.claim("o2", 3, now_ms + 60_000, 2, 10) == {"ok": True, "orders": 1, "units": 3}
+    assert await holds.claim("o3", 3, now_ms + 60_000, 2, 10) == {"ok": True, "orders": 2, "units": 6}
+    assert await holds.claim("o4", 1, now_ms + 60_000, 2, 10) == {"ok": False, "orders": 2, "units": 6}
+    assert await holds.claim("o2", 3, now_ms + 60_000, 2, 10) == {"ok": True, "orders": 2, "units": 6}  # a retry
+    await holds.release("o2")
+    shop.worker.hosts["ShopperHolds"].evict_idle(0)  # the next call reads storage afresh
+    assert await holds.claim("o4", 5, now_ms + 60_000, 2, 10) == {"ok": True, "orders": 2, "units": 8}
+    assert await holds.claim("o5", 1, now_ms + 60_000, 3, 10) == {"ok": True, "orders": 3, "units": 9}
