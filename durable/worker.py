@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, unquote
 
 from . import codec, signing
 from .observe import tracing
+from .observe.logs import access_log
 from .bindings import INTERNAL_PREFIX, INTERNAL_REQUEST_HEADER, INTERNAL_SIGNATURE_HEADER
 from .compat.entrypoint import EntrypointApp, ScheduledController
 from .compat.websocket import bridge
@@ -31,7 +32,6 @@ from .ids import DurableObjectId
 from .objects import DurableObject, LocalTransport, ObjectHost
 from .observe.tail import TraceCapture, redact_headers, redact_query
 
-access_log = logging.getLogger("durable.access")
 log = logging.getLogger("durable.worker")
 SCHEDULED_HANDLER_PATH = "/cdn-cgi/handler/scheduled"  # wrangler dev answers it always
 SCHEDULED_TEST_PATH = "/__scheduled"  # and this one with `--test-scheduled`
@@ -218,12 +218,8 @@ class Worker:
                 if status is not None:
                     capture.event_info["response"] = {"status": status}
                 self._on_trace(capture.event())
-            duration_ms = round((time.perf_counter() - started) * 1000, 2)
-            access_log.info("%s %s %s %s (%.1f ms) request_id=%s", self.name, scope["method"], scope["path"],
-                            status if status is not None else "-", duration_ms, trace.request_id,
-                            extra={"worker": self.name, "method": scope["method"], "path": scope["path"],
-                                   "status": status, "duration_ms": duration_ms, "request_id": trace.request_id,
-                                   "traceparent": trace.traceparent})
+            access_log.write(self.name, scope["method"], scope["path"], status,
+                             round((time.perf_counter() - started) * 1000, 2), trace.request_id, trace.traceparent)
 
     @property
     def handles_scheduled(self) -> bool:

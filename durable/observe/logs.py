@@ -29,7 +29,7 @@ class TraceFields(logging.Filter):
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "time": _utc_stamp(record.created),
             "level": record.levelname.lower(), "logger": record.name, "message": redactor(record.getMessage())}
         line.update({k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")})
         if record.exc_info and record.exc_info[1] is not None:
@@ -50,10 +50,14 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format(record) + self.terminator
+            line = self.format(record)
         except Exception:
             self.handleError(record)
             return
+        self.write_line(line)
+
+    def write_line(self, line: str) -> None:
+        line += self.terminator
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -82,8 +86,45 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             pass
 
 
+def _utc_stamp(created: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created * 1000) % 1000:03d}Z"
+
+
+class AccessLog:
+    """The line every request leaves, written straight to the process's log handler: the same
+    text or JSON the logging module would write, without a LogRecord, filters and two handlers
+    per line (measured: ~45 µs a line, more than the gateway's own work for a request). Before
+    `setup_logging` (tests, embedding) it goes through `logging` as any other line."""
+
+    logger = logging.getLogger("durable.access")
+
+    def __init__(self) -> None:
+        self.handler: BatchingStreamHandler | None = None
+        self.json = False
+
+    def write(self, worker: str, method: str, path: str, status: int | None, duration_ms: float,
+              request_id: str, traceparent: str) -> None:
+        if not self.logger.isEnabledFor(logging.INFO):
+            return
+        message = "%s %s %s %s (%.1f ms) request_id=%s" % (worker, method, path, "-" if status is None else status,
+                                                         duration_ms, request_id)
+        fields = {"worker": worker, "method": method, "path": path, "status": status, "duration_ms": duration_ms,
+                  "request_id": request_id, "traceparent": traceparent}
+        if self.handler is None:
+            self.logger.info(message, extra=fields)
+        elif self.json:
+            self.handler.write_line(json.dumps({"time": _utc_stamp(time.time()), "level": "info",
+                                                "logger": self.logger.name, "message": redactor(message), **fields}))
+        else:
+            self.handler.write_line(f"[{self.logger.name}:INFO] {message}")
+
+
+access_log = AccessLog()
+
+
 def setup_logging(fmt: str = "text", stream: TextIO | None = None) -> None:
     handler = BatchingStreamHandler(stream or (sys.stdout if fmt == "json" else sys.stderr))
+    access_log.handler, access_log.json = handler, fmt == "json"
     handler.addFilter(TraceFields())
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter("[%(name)s:%(levelname)s] %(message)s"))
     root = logging.getLogger()
