@@ -10,6 +10,7 @@ carry the same serialized call, so an object behaves the same wherever it lives.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import time
@@ -527,9 +528,11 @@ class DurableObjectNamespace:
         self._transport = transport
         # ids derive from the name the class was created with: a renamed class keeps its objects
         self._key = ids.namespace_key(script_name, created_as or class_name)
+        # names repeat (a product, a user, a rate-limit bucket): derive each id once
+        self._named = functools.lru_cache(maxsize=16384)(functools.partial(ids.id_from_name, self._key))
 
     def id_from_name(self, name: str) -> DurableObjectId:
-        return ids.id_from_name(self._key, name)
+        return self._named(name)
 
     def new_unique_id(self) -> DurableObjectId:
         return ids.new_unique_id(self._key)
@@ -615,6 +618,9 @@ class DurableObjectStub:
             result = await transport._invoke(self.id, method, list(args), kwargs)
             if _immutable((result,)):
                 return result
+            if type(result) is dict and _immutable(result.values()) and all(
+                    type(k) is str and "\x00" not in k for k in result):
+                return dict(result)  # a flat record: a shallow copy is a whole copy
             return codec.decode(codec.encode(result, what=f"result of {self._namespace.class_name}.{method}()"))
         except Exception as exc:
             raise error_from_wire(error_to_wire(exc)) from None

@@ -104,6 +104,9 @@ async def test_in_process_rpc_copies_results_and_refuses_what_could_not_cross(ru
     with pytest.raises(DataCloneError, match=r"arguments of Counter\.echo\(\)"):
         await stub.echo(2**70)  # BSON has no integer that large: refused here as it would be remotely
     assert await stub.echo(2**62) == 2**62 and await stub.echo(b"raw") == b"raw"
+    record = await stub.profile(a=1, b="x")  # a flat record: copied without a serialization round trip
+    record["a"] = 99
+    assert await stub.profile() == {"a": 1, "b": "x"}
 
 
 async def test_stub_fetch_reaches_the_objects_fetch_handler(runtime: Runtime) -> None:
