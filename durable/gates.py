@@ -25,8 +25,7 @@ class InputGate:
 
     def __init__(self) -> None:
         self._closed = False
-        self._opened = asyncio.Event()
-        self._opened.set()
+        self._opened: asyncio.Event | None = None  # made the first time the gate closes (most never do)
 
     @property
     def closed(self) -> bool:
@@ -38,16 +37,21 @@ class InputGate:
     async def enter(self) -> None:
         """Wait until an event may be delivered (or resumed) in this object."""
         while self._closed and not self.held_here():
+            assert self._opened is not None
             await self._opened.wait()
 
     def close_now(self) -> None:
         """Close synchronously; the caller must `reopen()` (used from constructors)."""
         self._closed = True
-        self._opened.clear()
+        if self._opened is None:
+            self._opened = asyncio.Event()
+        else:
+            self._opened.clear()
 
     def reopen(self) -> None:
         self._closed = False
-        self._opened.set()
+        if self._opened is not None:
+            self._opened.set()
 
     def mark_held(self) -> None:
         """Mark the current context as the holder (call inside the holding task)."""

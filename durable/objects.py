@@ -15,7 +15,7 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from contextvars import ContextVar
+from contextvars import Context, ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -189,6 +189,9 @@ class ObjectHost:
                  sql_dir: Path | str | None = None) -> None:
         self.cls = cls
         self.sql_dir = sql_dir  # SQLite-backed class: each object's database is <sql_dir>/<id>.sqlite
+        # the context alarms start in (the runtime puts the worker's env in it): never the context
+        # of the request that set the alarm, which a timer would otherwise keep alive until it fires
+        self.event_context = Context()
         self.tracing_wanted = tracing_wanted  # is anyone tailing this script? (else skip building RPC events)
         self.env = env
         self.engine = engine
@@ -291,9 +294,8 @@ class ObjectHost:
         if live is not None:
             return live
         gate = InputGate()
-        sql = self.sql_dir / f"{key}.sqlite" if isinstance(self.sql_dir, Path) else self.sql_dir
         storage = DurableObjectStorage(self.engine, key, gate, on_alarm_change=lambda ms: self._schedule(key, ms),
-                                       sql_path=sql)
+                                       sql_dir=self.sql_dir)
         state = DurableObjectState(object_id, storage, gate, self)
         token = _current_state.set(state)
         try:
@@ -416,7 +418,7 @@ class ObjectHost:
             raise TypeError(f"{self.class_name} must define alarm() to use set_alarm()")
         delay = max(0.0, (scheduled_ms - now_ms()) / 1000)
         loop = asyncio.get_running_loop()
-        self._timers[key] = loop.call_later(delay, self._spawn_alarm, key, scheduled_ms, 0)
+        self._timers[key] = loop.call_later(delay, self._spawn_alarm, key, scheduled_ms, 0, context=self.event_context)
 
     def _spawn_alarm(self, key: str, scheduled_ms: int, retry: int) -> None:
         self._timers.pop(key, None)
@@ -438,7 +440,7 @@ class ObjectHost:
                 if key not in self._timers and self.engine.read_alarm(key) == scheduled_ms:
                     delay = self.alarm_backoff_s * (2 ** retry)
                     self._timers[key] = asyncio.get_running_loop().call_later(
-                        delay, self._spawn_alarm, key, scheduled_ms, retry + 1)
+                        delay, self._spawn_alarm, key, scheduled_ms, retry + 1, context=self.event_context)
             else:
                 log.error("%s.%s %s alarm failed %d times; giving up", self.script_name, self.class_name,
                           key[:12], retry + 1)

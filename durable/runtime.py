@@ -7,6 +7,7 @@ its stubs.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import gc
 import secrets
@@ -19,7 +20,7 @@ from .cluster.node import ClusterNode, ClusterSettings
 from .cluster.transport import ClusterTransport
 from .config import ConfigError, WorkerConfig
 from .cron import run_crons
-from .env import Env, load_secrets
+from .env import Env, load_secrets, use_env
 from .kv import KVNamespace
 from .objects import DurableObjectNamespace, LocalTransport, ObjectHost, Transport
 from .dev.registry import lookup
@@ -185,6 +186,7 @@ class Runtime:
                              node=self.node.health if self.node is not None else None)
             for host in worker.hosts.values():
                 host.env = worker.env
+                host.event_context = _context_with(worker.env)
                 host.start()
         if self.node is not None:
             await self.node.start()
@@ -241,6 +243,14 @@ class Runtime:
         for namespace in self._kv.values():
             namespace.close()
         await self.http.close()
+
+
+def _context_with(worker_env: Env) -> contextvars.Context:
+    """A context holding only the worker's env: what its objects' alarms run in."""
+    def made() -> contextvars.Context:
+        use_env(worker_env)
+        return contextvars.copy_context()
+    return contextvars.Context().run(made)
 
 
 def settle_heap() -> None:

@@ -60,14 +60,14 @@ class DurableObjectStorage:
 
     def __init__(self, engine: Engine, object_id: str, gate: InputGate | None = None,
                  on_alarm_change: Callable[[int | None], None] | None = None,
-                 sql_path: Path | str | None = None) -> None:
+                 sql_dir: Path | str | None = None) -> None:
         self._engine = engine
         self._object_id = object_id
         self._gate = gate or InputGate()
         self._on_alarm_change = on_alarm_change
-        # a SQLite-backed class's own database; otherwise why `sql` is refused
-        self._sql_path = sql_path if isinstance(sql_path, Path) else None
-        self._sql_refusal = sql_path if isinstance(sql_path, str) else (
+        # a SQLite-backed class's folder of per-object databases; otherwise why `sql` is refused
+        self._sql_dir = sql_dir if isinstance(sql_dir, Path) else None
+        self._sql_refusal = sql_dir if isinstance(sql_dir, str) else (
             "SQL storage is for classes created with new_sqlite_classes in a [[migrations]] entry")
         self._sql: SqlStorage | None = None
         self._cache: dict[str, bytes | None] = {}
@@ -123,10 +123,14 @@ class DurableObjectStorage:
     def sql(self) -> SqlStorage:
         """`ctx.storage.sql`: this object's own SQLite database."""
         if self._sql is None:
-            if self._sql_path is None:
+            if self._sql_dir is None:
                 raise TypeError(self._sql_refusal)
-            self._sql = SqlStorage(self._sql_path)
+            self._sql = SqlStorage(self._sql_path())
         return self._sql
+
+    def _sql_path(self) -> Path:
+        assert self._sql_dir is not None
+        return self._sql_dir / f"{self._object_id}.sqlite"
 
     def transaction_sync(self, closure: Callable[[], Any]) -> Any:
         """Run `closure()` (synchronous) so its SQL statements land together or not at all."""
@@ -197,7 +201,7 @@ class DurableObjectStorage:
         """Delete every key, every SQL table and the alarm (as with compatibility dates from 2026)."""
         self._clear()
         self._set_alarm_ms(None)
-        if self._sql is not None or (self._sql_path is not None and self._sql_path.exists()):
+        if self._sql is not None or (self._sql_dir is not None and self._sql_path().exists()):
             self.sql.delete_all()
 
     async def transaction(self, closure: Callable[[Transaction], Awaitable[Any]]) -> Any:

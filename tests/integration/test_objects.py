@@ -311,3 +311,32 @@ async def test_allow_unconfirmed_replies_before_the_write_is_durable(runtime: Ru
     finally:
         release.set()
     assert await asyncio.wait_for(confirmed, 10) == 1
+
+
+async def test_a_pending_alarm_does_not_keep_the_request_that_set_it_alive(runtime: Runtime) -> None:
+    """A timer runs its callback in a context; an alarm's must not be the context of the request
+    that set it (its trace, its Quart request, everything they hold), or every armed alarm keeps
+    one whole request in memory until it fires (30 minutes for an unpaid order)."""
+    import contextvars
+    import gc
+    import weakref
+
+    class Held:
+        pass
+
+    request_state: contextvars.ContextVar[Held] = contextvars.ContextVar("request_state")
+    held = Held()
+    watch = weakref.ref(held)
+    ns = runtime.workers["fx-counter"].env.ALARMED
+
+    async def a_request() -> None:
+        request_state.set(held)
+        await ns.get_by_name("far-away").schedule(3_600_000)
+
+    request = asyncio.get_running_loop().create_task(a_request(), context=contextvars.Context())
+    await request
+    del request, held
+    await asyncio.sleep(0)  # the loop lets go of the finished task
+    gc.collect()
+    assert watch() is None  # nothing but the finished request referred to it
+    assert (await ns.get_by_name("far-away").status())["alarm"] is not None  # and the alarm is armed
