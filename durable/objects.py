@@ -74,7 +74,7 @@ class DurableObjectState:
         self.storage = storage
         self._gate = gate
         self._host = host
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background: set[asyncio.Task[Any]] | None = None  # wait_until tasks, kept referenced
 
     def block_concurrency_while(self, callback: Callable[[], Awaitable[Any]] | Awaitable[Any]) -> asyncio.Task[Any]:
         """Deliver no other event to this object until `callback` finishes.
@@ -114,6 +114,8 @@ class DurableObjectState:
     def wait_until(self, awaitable: Awaitable[Any]) -> None:
         """Keep a background task alive past the current event (errors are logged)."""
         task = asyncio.ensure_future(awaitable)
+        if self._background is None:
+            self._background = set()
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -294,7 +296,7 @@ class ObjectHost:
         if live is not None:
             return live
         gate = InputGate()
-        storage = DurableObjectStorage(self.engine, key, gate, on_alarm_change=lambda ms: self._schedule(key, ms),
+        storage = DurableObjectStorage(self.engine, key, gate, on_alarm_change=functools.partial(self._schedule, key),
                                        sql_dir=self.sql_dir)
         state = DurableObjectState(object_id, storage, gate, self)
         token = _current_state.set(state)
@@ -531,7 +533,7 @@ class DurableObjectNamespace:
         # ids derive from the name the class was created with: a renamed class keeps its objects
         self._key = ids.namespace_key(script_name, created_as or class_name)
         # names repeat (a product, a user, a rate-limit bucket): derive each id once
-        self._named = functools.lru_cache(maxsize=16384)(functools.partial(ids.id_from_name, self._key))
+        self._named = functools.lru_cache(maxsize=4096)(functools.partial(ids.id_from_name, self._key))
 
     def id_from_name(self, name: str) -> DurableObjectId:
         return self._named(name)
