@@ -11,6 +11,9 @@ Each answer carries the error envelope (DESIGN §4).
 """
 from __future__ import annotations
 
+import inspect
+import re
+
 from typing import Any
 
 from quart_schema.openapi import OpenAPIProvider
@@ -84,7 +87,23 @@ class TruthfulOpenAPI(OpenAPIProvider):
                 hoist(operation, components)
                 by_id[operation.get("operationId", "")] = operation
         link(by_id)
+        sockets = websockets(self._app)
+        if sockets:
+            document["x-websockets"] = sockets
         return document
+
+
+def websockets(app: Any) -> dict[str, dict[str, str]]:
+    """OpenAPI cannot describe a WebSocket, so the document lists them under `x-websockets`:
+    path → summary and description (from the handler's docstring)."""
+    found: dict[str, dict[str, str]] = {}
+    for rule in app.url_map.iter_rules():
+        if getattr(rule, "websocket", False):
+            doc = inspect.getdoc(app.view_functions[rule.endpoint]) or ""
+            summary, _, description = doc.partition("\n\n")
+            found[re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)] = {"summary": summary.strip(),
+                                                                            "description": description.strip()}
+    return found
 
 
 # What one answer lets a client do next (OpenAPI links): the way through the API for generated

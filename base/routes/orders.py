@@ -7,7 +7,7 @@ from typing import Any
 
 from bson import ObjectId
 from quart import Blueprint, Response as QuartResponse, g, websocket
-from quart_schema import document_response, validate_querystring, validate_request, validate_response
+from quart_schema import document_response, hide, validate_querystring, validate_request, validate_response
 
 from durable import Request, env
 from models.errors import ApiError
@@ -110,13 +110,9 @@ async def get_order(order_id: str) -> Any:
 
 
 @bp.get("/<order_id>/live")
-@documents_errors(400, 404, 426)
-@auth()
+@hide  # not an HTTP operation: the WebSocket is listed under the document's `x-websockets`
 async def follow_order_over_http(order_id: str) -> Any:
-    """Follow an order live: a WebSocket (send `Upgrade: websocket`). It gets the order as JSON now
-    and each time it changes (`{"type": "order", "version", "order"}`), and is closed (1000) once the
-    order is final. The token comes in the Authorization header or, from a browser, as
-    `?access_token=`. Only the owner or an admin may follow an order. Without the upgrade: 426."""
+    """A plain GET of the WebSocket's URL: 426 says how to connect."""
     raise ApiError(426, "upgrade_required", "GET /orders/{id}/live is a WebSocket: connect with Upgrade: websocket",
                    headers={"Upgrade": "websocket"})
 
@@ -124,7 +120,13 @@ async def follow_order_over_http(order_id: str) -> Any:
 @bp.websocket("/<order_id>/live")
 @auth()
 async def follow_order(order_id: str) -> Any:
-    """The WebSocket `follow_order_over_http` documents."""
+    """Follow an order live (WebSocket).
+
+    It gets the order as JSON now and each time it changes (`{"type": "order", "version",
+    "order"}`), and is closed (1000) once the order is final; `ping` is answered `pong`. The token
+    comes in the Authorization header or, from a browser, as `?access_token=`. Only the owner or an
+    admin may follow an order. Refusals are HTTP answers in the error envelope: 400 (not an order
+    id), 401, 404; a plain GET without the upgrade is 426."""
     if not is_object_id(order_id):
         raise ApiError(400, "invalid_id", f"{order_id!r} is not a valid order id")
     answer = await lock(order_id).fetch(Request("http://order-lock/live", headers={
