@@ -3,6 +3,8 @@ each worker in its own process with signed HTTP bindings and JSON logs; SIGTERM 
 in flight finish, then every process stops cleanly."""
 from __future__ import annotations
 
+import asyncio
+
 import json
 import os
 import signal
@@ -116,6 +118,23 @@ def test_three_processes_signed_bindings_json_logs_and_graceful_sigterm(tmp_path
                          headers={"X-Request-Id": "prod-req-1"})
     assert status == 201
     order_id = order["createdOrder"]["_id"]
+
+    async def follow() -> tuple[dict[str, Any], int]:  # gateway → base in another process: a real WebSocket hop
+        import aiohttp
+        live = f"ws://127.0.0.1:{port}/api/orders/{order_id}/live"
+        async with aiohttp.ClientSession() as http:
+            async with http.ws_connect(live, headers={"Authorization": f"Bearer {user}"}) as ws:
+                first = await ws.receive_json(timeout=30)
+            try:
+                await http.ws_connect(live, headers={"Authorization": f"Bearer {stranger}"})
+                refused = 0
+            except aiohttp.WSServerHandshakeError as exc:
+                refused = exc.status
+        return first, refused
+
+    stranger = mint_token(MongoClient(mongo_uri)[db_name], STRONG_JWT, "user", str(ObjectId()), "o@x.io")
+    first, refused = asyncio.run(follow())
+    assert first["order"]["_id"] == order_id and first["order"]["status"] == "pending" and refused == 404
     def access_lines() -> list[dict[str, Any]]:  # written as each worker finishes the request
         return [l for l in list(lines) if l.get("request_id") == "prod-req-1" and l.get("logger") == "durable.access"]
     while {l["worker"] for l in access_lines()} < {"rest-shop-gateway", "rest-shop-api"}:
