@@ -6,7 +6,7 @@ next group commit; `sync()` is the output gate the runtime awaits before a reply
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -132,6 +132,13 @@ class DurableObjectStorage:
         assert self._sql_dir is not None
         return self._sql_dir / f"{self._object_id}.sqlite"
 
+    @property
+    def kv(self) -> SyncKvStorage:
+        """`ctx.storage.kv`: the key-value API, synchronously (SQLite-backed classes, as on Cloudflare)."""
+        if self._sql_dir is None:
+            raise TypeError(self._sql_refusal.replace("SQL storage", "ctx.storage.kv"))
+        return SyncKvStorage(self)
+
     def transaction_sync(self, closure: Callable[[], Any]) -> Any:
         """Run `closure()` (synchronous) so its SQL statements land together or not at all."""
         return self.sql.transaction_sync(closure)
@@ -249,6 +256,38 @@ def _options(given: dict[str, Any], known: frozenset[str]) -> dict[str, Any]:
     if unknown:
         raise TypeError(f"unknown storage option(s) {', '.join(sorted(unknown))}")
     return given
+
+
+class SyncKvStorage:
+    """Cloudflare's `ctx.storage.kv`: the same keys and values as the async API, without awaiting
+    (reads and writes here never wait anyway); writes reach the disk with the next group commit."""
+
+    def __init__(self, storage: DurableObjectStorage) -> None:
+        self._storage = storage
+
+    def get(self, key: str) -> Any:
+        data = self._storage._read(_check_key(key))
+        return None if data is None else codec.decode(data)
+
+    def put(self, key: str, value: Any) -> None:
+        k = _check_key(key)
+        self._storage._write(k, _encode_value(k, value))
+
+    def delete(self, key: str) -> bool:
+        k = _check_key(key)
+        existed = self._storage._read(k) is not None
+        self._storage._write(k, None)
+        return existed
+
+    def list(self, *, prefix: str | None = None, start: str | None = None, start_after: str | None = None,
+             end: str | None = None, limit: int | None = None, reverse: bool = False,
+             **cloudflare: Any) -> Iterator[tuple[str, Any]]:
+        """(key, value) pairs in key order, as Cloudflare's iterable of entries."""
+        start_after = _options(cloudflare, _LIST_OPTIONS).get("startAfter", start_after)
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            raise ValueError("list(limit=) must be a positive int")
+        rows = self._storage._list_raw(key_range(prefix, start, start_after, end), reverse, limit)
+        return ((k, codec.decode(v)) for k, v in rows)
 
 
 class Transaction:

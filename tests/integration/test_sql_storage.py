@@ -74,7 +74,23 @@ async def test_what_user_sql_may_not_do_is_a_clear_error(runtime: Runtime, query
 
 async def test_classes_without_new_sqlite_classes_have_no_sql(runtime: Runtime) -> None:
     plain = runtime.workers["cf-sql"].env.PLAIN.getByName("p")
-    assert "new_sqlite_classes" in await plain.sql_refusal()
+    sql, kv = await plain.sql_refusal()
+    assert "new_sqlite_classes" in sql and "ctx.storage.kv" in kv and "new_sqlite_classes" in kv
+
+
+async def test_the_synchronous_kv_api_of_sqlite_backed_objects(tmp_path: Path) -> None:
+    rt = await started(tmp_path / "state")
+    try:
+        assert await ledger(rt).notes() == {"a": {"text": "first"}, "missing": None, "existed": True,
+                                            "listed": [["note:a", "first"], ["note:b", "second"]],
+                                            "reversed": ["note:b"]}
+    finally:
+        await rt.close()
+    rt = await started(tmp_path / "state")  # what kv.put wrote is durable like any storage write
+    try:
+        assert await ledger(rt).note_keys() == ["note:a", "note:b"]
+    finally:
+        await rt.close()
 
 
 async def test_delete_all_drops_every_table(runtime: Runtime) -> None:
