@@ -100,10 +100,10 @@ def split_statements(query: str) -> list[str]:
 class SqlStorage:
     """The database of one object. Opened on first use; `close()` commits and lets go of the file."""
 
-    def __init__(self, path: Path, on_write: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self._on_write = on_write  # the object's output gate must now also wait for us
         self._conn: sqlite3.Connection | None = None
+        self._opened_at = (0, 0)  # (rows changed, schema version) when the open transaction began
         self._internal = False
         self._commits = 0
         self._durable = 0
@@ -146,8 +146,17 @@ class SqlStorage:
         """Open the implicit transaction; it commits when the handler next yields."""
         if not self._connection().in_transaction:
             self._run_internal("BEGIN")
+            self._opened_at = self._state()
             asyncio.get_running_loop().call_soon(self.commit)
-            self._on_write()
+
+    def _state(self) -> tuple[int, int]:
+        """What a transaction that wrote changes: rows changed, and the schema's version (DDL)."""
+        conn = self._connection()
+        self._internal = True
+        try:
+            return conn.total_changes, conn.execute("PRAGMA schema_version").fetchone()[0]
+        finally:
+            self._internal = False
 
     # -- Cloudflare's API -----------------------------------------------------------------
     def exec(self, query: str, *bindings: Any) -> SqlStorageCursor:
@@ -202,8 +211,10 @@ class SqlStorage:
         if conn is None or not conn.in_transaction:
             return
         try:
+            wrote = self._state() != self._opened_at
             self._run_internal("COMMIT")
-            self._commits += 1
+            if wrote:  # only a transaction that wrote has anything for the output gate to wait for
+                self._commits += 1
         except sqlite3.Error as exc:
             self._failure = exc
             try:

@@ -145,3 +145,18 @@ async def test_a_rename_migration_moves_the_data_and_a_delete_drops_it(tmp_path:
         assert await rt.workers["cf-sql"].env.BOOKS.getByName("books").total("alice") == 9
     finally:
         await rt.close()
+
+
+async def test_a_read_does_not_wait_for_the_disk(runtime: Runtime) -> None:
+    """Only a transaction that wrote (rows, or the schema) is waited for by the output gate."""
+    books = ledger(runtime)
+    await books.add("alice", 3)
+    release = threading.Event()
+    blocker = sql_storage._FSYNC.submit(release.wait)  # no fsync can run meanwhile
+    try:
+        reading = asyncio.ensure_future(books.balance("alice"))
+        done, _ = await asyncio.wait([reading], timeout=5)
+        assert done and reading.result() == {"balance": 3, "entries": 1}
+    finally:
+        release.set()
+        await asyncio.wrap_future(blocker)
