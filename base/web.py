@@ -8,6 +8,7 @@ from typing import Any
 from quart import websocket
 
 from durable import WebSocket, env
+from durable.compat.websocket import forward
 from models.auth import issue_token
 from models.errors import ApiError
 from models.web import (auth, client_ip, documents_errors, documents_idempotency_key, idempotency_key,
@@ -41,20 +42,11 @@ async def token_for(doc: dict[str, Any]) -> str:
 
 async def join_websocket(peer: WebSocket) -> None:
     """Join the accepted Quart WebSocket to `peer` (a pair's client end) until either side closes."""
-    async def outgoing() -> None:
-        while True:
-            kind, value = await peer.next_outgoing()
-            if kind == "close":
-                code, reason = value
-                await websocket.close(code, reason)
-                return
-            await websocket.send(value)
-
     async def incoming() -> None:
         while True:
             peer.send(await websocket.receive())
 
-    tasks = [asyncio.ensure_future(outgoing()), asyncio.ensure_future(incoming())]
+    tasks = [asyncio.ensure_future(forward(peer, websocket.send, websocket.close)), asyncio.ensure_future(incoming())]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:

@@ -192,8 +192,7 @@ class ServiceBinding:
         self._turn += 1
         target = targets[self._turn % len(targets)]
         parts = urlsplit(request.url)
-        url = target.url.replace("http", "ws", 1).rstrip("/") + (parts.path or "/") + (
-            f"?{parts.query}" if parts.query else "")
+        url = _ws_url(target, (parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
         try:
             return await connect_remote(self._http.session, url, list(request.headers.items()))
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
@@ -229,6 +228,11 @@ class HttpTransport:
         return await open_object_socket(self._http, self._target(), self.class_name, object_id, request)
 
 
+def _ws_url(target: RemoteTarget, path: str) -> str:
+    """`path` on `target` as a WebSocket URL (ws:// for http://, wss:// for https://)."""
+    return target.url.replace("http", "ws", 1).rstrip("/") + path
+
+
 async def open_object_socket(http: HttpClient, target: RemoteTarget, class_name: str, object_id: DurableObjectId,
                              request: Request) -> Response:
     """`stub.fetch()` of a WebSocket upgrade on an object in another process: the object's answer,
@@ -243,7 +247,7 @@ async def open_object_socket(http: HttpClient, target: RemoteTarget, class_name:
                INTERNAL_REQUEST_HEADER: base64.urlsafe_b64encode(payload).decode()}
     if object_id.name is not None:
         headers["x-durable-object-name"] = quote(object_id.name)
-    url = target.url.replace("http", "ws", 1).rstrip("/") + path
+    url = _ws_url(target, path)
     try:
         remote = await http.session.ws_connect(url, headers=headers, max_msg_size=0)
     except aiohttp.ClientConnectorError as exc:

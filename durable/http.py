@@ -38,6 +38,12 @@ def _body(body: Any, headers: CIMultiDict[str], text_type: str | None) -> bytes:
     return body or b""
 
 
+def http_scheme(scope: dict[str, Any]) -> str:
+    """The HTTP scheme of an ASGI scope (a WebSocket's `ws`/`wss` is its upgrade's http/https)."""
+    scheme = scope.get("scheme", "http")
+    return {"ws": "http", "wss": "https"}.get(scheme, scheme)
+
+
 class _Body:
     """Reading a whole body the fetch API's ways (shared by Request and Response)."""
 
@@ -89,7 +95,7 @@ class Request(_Body):
         from the Host header and the path as the client sent it."""
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", [])]
         host = next((v for k, v in headers if k.lower() == "host"), "localhost")
-        scheme = {"ws": "http", "wss": "https"}.get(scope.get("scheme", "http"), scope.get("scheme", "http"))
+        scheme = http_scheme(scope)
         path = scope.get("raw_path", b"").decode("latin-1") or scope["path"]
         query = scope.get("query_string", b"").decode("latin-1")
         return cls(f"{scheme}://{host}{path}" + (f"?{query}" if query else ""), method=scope.get("method", "GET"),

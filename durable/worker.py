@@ -29,7 +29,7 @@ from .config import ConfigError, WorkerConfig
 from .env import Env, use_env
 from .errors import NotOwner
 from .ids import DurableObjectId
-from .objects import DurableObject, LocalTransport, ObjectHost
+from .objects import FETCH, DurableObject, LocalTransport, ObjectHost
 from .observe.tail import TraceCapture, redact_headers, redact_query
 
 log = logging.getLogger("durable.worker")
@@ -278,11 +278,11 @@ class Worker:
             await send({"type": "websocket.close", "code": 1008})
             return
         try:
-            if method != "fetch":
+            if method != FETCH:
                 raise ValueError(f"only fetch() takes a WebSocket, not {method}()")
             if host.guard is not None:
                 await host.guard(object_id)
-            response = await host.invoke(object_id, "fetch", [request], {})
+            response = await host.invoke(object_id, FETCH, [request], {})
         except NotOwner as exc:
             response = Response(_error_body("not_owner", str(exc)), status=421)
         except Exception as exc:

@@ -20,6 +20,7 @@ from multidict import CIMultiDict
 from durable import Request, env
 from durable.bindings import HOP_BY_HOP
 from durable.compat.websocket import bridge
+from durable.http import http_scheme
 from durable.signing import sign
 from models.errors import ApiError, error_body
 from models.service_auth import CLIENT_IP_HEADER, SIGNED_HEADERS
@@ -88,10 +89,9 @@ class Outgoing:
 
 
 def _incoming(scope: dict[str, Any], method: str) -> Incoming:
-    scheme = {"ws": "http", "wss": "https"}.get(scope.get("scheme", "http"), scope.get("scheme", "http"))
     return Incoming(method, scope["path"], scope.get("query_string", b"").decode("latin-1"),
                     CIMultiDict((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]),
-                    (scope.get("client") or ("", 0))[0], scheme)
+                    (scope.get("client") or ("", 0))[0], http_scheme(scope))
 
 
 def _error_reply(exc: ApiError) -> Outgoing:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -162,22 +163,29 @@ class Object:
         return list(vars(value).values())
 
 
+async def forward(end: WebSocket, send: Callable[[str | bytes], Awaitable[Any]],
+                  close: Callable[[int, str], Awaitable[Any]]) -> None:
+    """Carry what arrives at `end` (what its peer sends) out through `send`, until the peer closes
+    it (then `close(code, reason)`): the one loop that joins a pair to any real connection."""
+    while True:
+        kind, value = await end.next_outgoing()
+        if kind == "close":
+            await close(*value)
+            return
+        await send(value)
+
+
+def _payload(message: dict[str, Any]) -> str | bytes:
+    """The data of an ASGI `websocket.receive` or `websocket.send` message."""
+    return message["text"] if message.get("text") is not None else message.get("bytes", b"")
+
+
 async def bridge(client: WebSocket, receive: Any, send: Any, first: bytes | None = None) -> None:
     """Join the client end of a pair to a real (ASGI) WebSocket connection until either closes
     (`first`: a message sent before any of the pair's, as the internal object route's answer head)."""
     await send({"type": "websocket.accept"})
     if first is not None:
         await send({"type": "websocket.send", "bytes": first})
-
-    async def outgoing() -> None:
-        while True:
-            kind, value = await client.next_outgoing()
-            if kind == "close":
-                code, reason = value
-                await send({"type": "websocket.close", "code": code, "reason": reason})
-                return
-            key = "text" if isinstance(value, str) else "bytes"
-            await send({"type": "websocket.send", key: value})
 
     def fail(error: WebSocketError) -> None:
         client.readyState = CLOSED
@@ -186,7 +194,9 @@ async def bridge(client: WebSocket, receive: Any, send: Any, first: bytes | None
 
     async def write() -> None:
         try:
-            await outgoing()
+            await forward(client, lambda data: send({"type": "websocket.send",
+                                                     "text" if isinstance(data, str) else "bytes": data}),
+                          lambda code, reason: send({"type": "websocket.close", "code": code, "reason": reason}))
         except Exception as exc:  # the connection broke under us
             fail(WebSocketError(f"the connection failed: {exc}"))
 
@@ -195,7 +205,7 @@ async def bridge(client: WebSocket, receive: Any, send: Any, first: bytes | None
         while True:
             message = await receive()
             if message["type"] == "websocket.receive":
-                data = message.get("text") if message.get("text") is not None else message.get("bytes", b"")
+                data = _payload(message)
                 size = len(data.encode("utf-8")) if isinstance(data, str) else len(data)
                 if size > MAX_MESSAGE_BYTES:
                     fail(WebSocketError(f"a message of {size} bytes is over the {MAX_MESSAGE_BYTES}-byte limit"))
@@ -255,7 +265,7 @@ async def asgi_websocket(app: Any, request: Request, client: tuple[str, int] = (
         if kind == "websocket.accept":
             answered.set_result(Response(None, status=101, web_socket=pair.client))
         elif kind == "websocket.send":
-            server.send(message.get("text") if message.get("text") is not None else message.get("bytes", b""))
+            server.send(_payload(message))
         elif kind == "websocket.close":
             if not answered.done():
                 answered.set_result(Response(b"", status=403))
@@ -316,12 +326,8 @@ def joined(remote: aiohttp.ClientWebSocketResponse) -> Response:
             server.close(remote.close_code or 1006, "")
 
     async def to_remote() -> None:
-        while True:
-            kind, value = await server.next_outgoing()
-            if kind == "close":
-                await remote.close(code=value[0], message=(value[1] or "").encode())
-                return
-            await (remote.send_str(value) if isinstance(value, str) else remote.send_bytes(value))
+        await forward(server, lambda data: remote.send_str(data) if isinstance(data, str) else remote.send_bytes(data),
+                      lambda code, reason: remote.close(code=code, message=(reason or "").encode()))
 
     pumps = [asyncio.ensure_future(from_remote()), asyncio.ensure_future(to_remote())]
     pumps[0].add_done_callback(lambda _: pumps[1].cancel())

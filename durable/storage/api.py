@@ -98,6 +98,29 @@ class DurableObjectStorage:
     def _list_raw(self, rng: KeyRange, reverse: bool, limit: int | None) -> list[tuple[str, bytes]]:
         return self._engine.list(self._object_id, rng, reverse, limit)
 
+    # one key at a time, synchronously: the async API and `ctx.storage.kv` are both these
+    def _get_value(self, key: str) -> Any:
+        data = self._read(_check_key(key))
+        return None if data is None else codec.decode(data)
+
+    def _put_value(self, key: str, value: Any) -> None:
+        k = _check_key(key)
+        self._write(k, _encode_value(k, value))
+
+    def _delete_key(self, key: str) -> bool:
+        k = _check_key(key)
+        existed = self._read(k) is not None
+        self._write(k, None)
+        return existed
+
+    def _entries(self, prefix: str | None, start: str | None, start_after: str | None, end: str | None,
+                 limit: int | None, reverse: bool, cloudflare: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+        start_after = _options(cloudflare, _LIST_OPTIONS).get("startAfter", start_after)
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            raise ValueError("list(limit=) must be a positive int")
+        rows = self._list_raw(key_range(prefix, start, start_after, end), reverse, limit)
+        return ((k, codec.decode(v)) for k, v in rows)
+
     def _clear(self) -> None:
         batch = self._stage()
         batch.clear = True
@@ -151,8 +174,7 @@ class DurableObjectStorage:
         reads never open the input gate here, and the cache is always coherent."""
         _options(cloudflare, _READ_OPTIONS)
         if isinstance(key, str):
-            data = self._read(_check_key(key))
-            return None if data is None else codec.decode(data)
+            return self._get_value(key)
         found: dict[str, Any] = {}
         for k in _check_many(key):
             data = self._read(k)
@@ -177,32 +199,20 @@ class DurableObjectStorage:
         else:
             if value is _MISSING:
                 raise TypeError("put(key, value) needs a value")
-            k = _check_key(key)
-            self._write(k, _encode_value(k, value))
+            self._put_value(key, value)
         if allow_unconfirmed:
             self.last_seq = gate
 
     async def delete(self, key: str | Iterable[str]) -> bool | int:
         """One key → whether it existed; a list → how many existed."""
         if isinstance(key, str):
-            k = _check_key(key)
-            existed = self._read(k) is not None
-            self._write(k, None)
-            return existed
-        count = 0
-        for k in _check_many(key):
-            count += self._read(k) is not None
-            self._write(k, None)
-        return count
+            return self._delete_key(key)
+        return sum(self._delete_key(k) for k in _check_many(key))
 
     async def list(self, *, prefix: str | None = None, start: str | None = None,
                    start_after: str | None = None, end: str | None = None,
                    limit: int | None = None, reverse: bool = False, **cloudflare: Any) -> dict[str, Any]:
-        start_after = _options(cloudflare, _LIST_OPTIONS).get("startAfter", start_after)
-        if limit is not None and (not isinstance(limit, int) or limit < 1):
-            raise ValueError("list(limit=) must be a positive int")
-        rng = key_range(prefix, start, start_after, end)
-        return {k: codec.decode(v) for k, v in self._list_raw(rng, reverse, limit)}
+        return dict(self._entries(prefix, start, start_after, end, limit, reverse, cloudflare))
 
     async def delete_all(self) -> None:
         """Delete every key, every SQL table and the alarm (as with compatibility dates from 2026)."""
@@ -266,28 +276,19 @@ class SyncKvStorage:
         self._storage = storage
 
     def get(self, key: str) -> Any:
-        data = self._storage._read(_check_key(key))
-        return None if data is None else codec.decode(data)
+        return self._storage._get_value(key)
 
     def put(self, key: str, value: Any) -> None:
-        k = _check_key(key)
-        self._storage._write(k, _encode_value(k, value))
+        self._storage._put_value(key, value)
 
     def delete(self, key: str) -> bool:
-        k = _check_key(key)
-        existed = self._storage._read(k) is not None
-        self._storage._write(k, None)
-        return existed
+        return self._storage._delete_key(key)
 
     def list(self, *, prefix: str | None = None, start: str | None = None, start_after: str | None = None,
              end: str | None = None, limit: int | None = None, reverse: bool = False,
              **cloudflare: Any) -> Iterator[tuple[str, Any]]:
         """(key, value) pairs in key order, as Cloudflare's iterable of entries."""
-        start_after = _options(cloudflare, _LIST_OPTIONS).get("startAfter", start_after)
-        if limit is not None and (not isinstance(limit, int) or limit < 1):
-            raise ValueError("list(limit=) must be a positive int")
-        rows = self._storage._list_raw(key_range(prefix, start, start_after, end), reverse, limit)
-        return ((k, codec.decode(v)) for k, v in rows)
+        return self._storage._entries(prefix, start, start_after, end, limit, reverse, cloudflare)
 
 
 class Transaction:

@@ -12,6 +12,7 @@ import os
 import re
 import sqlite3
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -134,13 +135,19 @@ class SqlStorage:
             return sqlite3.SQLITE_DENY
         return sqlite3.SQLITE_OK
 
-    def _run_internal(self, sql: str) -> None:
+    @contextmanager
+    def _as_runtime(self) -> Iterator[sqlite3.Connection]:
+        """The runtime's own statements (transactions, pragmas, deleteAll) pass the authorizer."""
         conn = self._connection()
         self._internal = True
         try:
-            conn.execute(sql)
+            yield conn
         finally:
             self._internal = False
+
+    def _run_internal(self, sql: str) -> None:
+        with self._as_runtime() as conn:
+            conn.execute(sql)
 
     def _begin(self) -> None:
         """Open the implicit transaction; it commits when the handler next yields."""
@@ -151,12 +158,8 @@ class SqlStorage:
 
     def _state(self) -> tuple[int, int]:
         """What a transaction that wrote changes: rows changed, and the schema's version (DDL)."""
-        conn = self._connection()
-        self._internal = True
-        try:
+        with self._as_runtime() as conn:
             return conn.total_changes, conn.execute("PRAGMA schema_version").fetchone()[0]
-        finally:
-            self._internal = False
 
     # -- Cloudflare's API -----------------------------------------------------------------
     def exec(self, query: str, *bindings: Any) -> SqlStorageCursor:
@@ -197,12 +200,8 @@ class SqlStorage:
     @property
     def databaseSize(self) -> int:
         """Bytes the database takes (pages × page size)."""
-        conn = self._connection()
-        self._internal = True
-        try:
+        with self._as_runtime() as conn:
             return conn.execute("PRAGMA page_count").fetchone()[0] * conn.execute("PRAGMA page_size").fetchone()[0]
-        finally:
-            self._internal = False
 
     # -- the runtime's side ---------------------------------------------------------------
     def commit(self) -> None:
@@ -241,22 +240,16 @@ class SqlStorage:
             self._syncing = None
 
     def delete_all(self) -> None:
-        """deleteAll(): every table goes (in the implicit transaction, so with the KV wipe)."""
-        conn = self._connection()
+        """deleteAll(): every table and view goes, in the implicit transaction."""
         self._begin()
-        self._internal = True
-        try:
-            names = [r[0] for r in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%'")]
+        with self._as_runtime() as conn:
+            found = conn.execute("SELECT type, name FROM sqlite_master WHERE type IN ('table', 'view') "
+                                 "AND name NOT LIKE 'sqlite_%'").fetchall()
             conn.execute("PRAGMA defer_foreign_keys=ON")
-            for name in names:
-                kind = conn.execute("SELECT type FROM sqlite_master WHERE name = ?", (name,)).fetchone()
-                if kind is not None:
-                    conn.execute(f'DROP {kind[0].upper()} IF EXISTS "{name.replace(chr(34), chr(34) * 2)}"')
+            for kind, name in found:
+                conn.execute(f'DROP {kind.upper()} IF EXISTS "{name.replace(chr(34), chr(34) * 2)}"')
             if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone():
                 conn.execute("DELETE FROM sqlite_sequence")  # AUTOINCREMENT counters start over
-        finally:
-            self._internal = False
 
     def close(self) -> None:
         if self._conn is not None:
