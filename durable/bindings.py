@@ -39,55 +39,82 @@ class RemoteTarget:
     internal_key: str
 
 
-async def asgi_fetch(app: ASGIApp, request: Request, client: tuple[str, int] = ("127.0.0.1", 0),
-                     extra_scope: dict[str, Any] | None = None) -> Response:
-    """Run one request through an ASGI app in this process and collect its response
-    (`extra_scope` adds keys to the ASGI scope, as Cloudflare's `asgi.fetch` adds `env`)."""
-    parts = urlsplit(request.url)
+ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def http_scope(method: str, url: str, headers: list[tuple[bytes, bytes]], body: bytes, *,
+               client: tuple[str, int] = ("127.0.0.1", 0), extra_scope: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ASGI scope of a request to `url` with `headers` (lowercase names, as bytes): what a
+    server would hand the app, Host and Content-Length included."""
+    parts = urlsplit(url)
     host = parts.hostname or "localhost"
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()]
     names = {k for k, _ in headers}
     if b"host" not in names:
         headers.append((b"host", (parts.netloc or host).encode("latin-1")))
-    if request.body and b"content-length" not in names:
-        headers.append((b"content-length", str(len(request.body)).encode()))
-    scope = {
+    if body and b"content-length" not in names:
+        headers.append((b"content-length", str(len(body)).encode()))
+    return {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-        "method": request.method, "scheme": parts.scheme or "http",
+        "method": method, "scheme": parts.scheme or "http",
         "path": unquote(parts.path) or "/", "raw_path": (parts.path or "/").encode("latin-1"),
         "query_string": parts.query.encode("latin-1"), "root_path": "",
         "headers": headers, "client": client, "server": (host, port), **(extra_scope or {}),
     }
+
+
+async def call_app(app: ASGIApp, scope: dict[str, Any], body: bytes, send: ASGISend) -> None:
+    """Run `app` on one request whose whole body is `body`; it hears of a disconnect once it
+    has answered (or failed)."""
     sent_body = False
     finished = asyncio.Event()
-    status = 500
-    response_headers: list[tuple[str, str]] = []
-    chunks: list[bytes] = []
 
     async def receive() -> dict[str, Any]:
         nonlocal sent_body
         if not sent_body:
             sent_body = True
-            return {"type": "http.request", "body": request.body, "more_body": False}
+            return {"type": "http.request", "body": body, "more_body": False}
         await finished.wait()
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send_then_finish(message: dict[str, Any]) -> None:
+        await send(message)
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            finished.set()
+
+    try:
+        await app(scope, receive, send_then_finish)
+    finally:
+        finished.set()
+
+
+async def asgi_fetch(app: ASGIApp, request: Request, client: tuple[str, int] = ("127.0.0.1", 0),
+                     extra_scope: dict[str, Any] | None = None) -> Response:
+    """Run one request through an ASGI app in this process and collect its response
+    (`extra_scope` adds keys to the ASGI scope, as Cloudflare's `asgi.fetch` adds `env`)."""
+    headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()]
+    scope = http_scope(request.method, request.url, headers, request.body, client=client, extra_scope=extra_scope)
+    status = 500
+    response_headers: list[tuple[str, str]] = []
+    chunks: list[bytes] = []
+
+    async def collect(message: dict[str, Any]) -> None:
         nonlocal status
         if message["type"] == "http.response.start":
             status = message["status"]
             response_headers.extend((k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", []))
         elif message["type"] == "http.response.body":
             chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                finished.set()
 
-    try:
-        await app(scope, receive, send)
-    finally:
-        finished.set()
+    await call_app(app, scope, request.body, collect)
     return Response(b"".join(chunks), status=status, headers=response_headers)
+
+
+async def send_response(response: Response, send: ASGISend) -> None:
+    """A whole Response as ASGI messages."""
+    await send({"type": "http.response.start", "status": response.status,
+                "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()]})
+    await send({"type": "http.response.body", "body": response.body})
 
 
 class HttpClient:
@@ -148,8 +175,7 @@ class ServiceBinding:
                  "error": {"code": "service_unavailable",
                            "message": f"No local dev session for the {self.service!r} service was found; "
                                       f"start it with `wrangler dev` in its folder"}}, status=503)
-        from .objects import current_object  # avoid an import cycle at module load
-        caller = current_object()
+        caller = _current_object()
         if caller is not None:
             await caller.storage.sync()
         try:
@@ -200,8 +226,29 @@ class ServiceBinding:
                 {"message": f"Service {self.service} is unreachable",
                  "error": {"code": "upstream_unavailable", "message": f"{type(exc).__name__}: {exc}"}}, status=502)
 
+    async def forward(self, method: str, url: str, headers: list[tuple[bytes, bytes]], body: bytes,
+                      send: ASGISend) -> None:
+        """fetch() for a proxy: the answer goes to `send` as ASGI messages. To a worker in this
+        process nothing is built in between (no Request, no Response: a fifth of a forwarded
+        read's cost); `headers` are (lowercase name, value) bytes."""
+        target = self._resolve()
+        if not callable(target) or _current_object() is not None:  # elsewhere, absent, or from an object
+            request = Request(url, method=method, headers=[(k.decode("latin-1"), v.decode("latin-1"))
+                                                           for k, v in headers], body=body)
+            await send_response(await self.fetch(request), send)
+            return
+        trace = tracing.current()
+        if trace is not None:
+            headers = headers + [(k.encode("latin-1"), v.encode("latin-1")) for k, v in trace.outgoing().items()]
+        await call_app(target, http_scope(method, url, headers, body), body, send)
+
     def __repr__(self) -> str:
         return f"<ServiceBinding {self.service}>"
+
+
+def _current_object() -> Any:
+    from .objects import current_object  # avoid an import cycle at module load
+    return current_object()
 
 
 class HttpTransport:

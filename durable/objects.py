@@ -10,12 +10,13 @@ carry the same serialized call, so an object behaves the same wherever it lives.
 from __future__ import annotations
 
 import asyncio
+import collections.abc
 import functools
 import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from contextvars import Context, ContextVar
+from contextvars import Context, ContextVar, copy_context
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -364,14 +365,12 @@ class ObjectHost:
 
     async def deliver_event(self, object_id: DurableObjectId, method: str, args: list[Any]) -> Any:
         """A runtime event (a WebSocket message or close) to the object, through its input gate."""
-        task = asyncio.get_running_loop().create_task(self._deliver(object_id, method, args, {}, reserved_ok=True))
-        return await asyncio.shield(task)
+        return await detached(self._deliver(object_id, method, args, {}, reserved_ok=True))
 
     async def invoke(self, object_id: DurableObjectId, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
         """Deliver one event; the caller's cancellation does not cancel the object's work. (In a
         cluster the entry points, ClusterTransport and the internal RPC route, pass the guard first.)"""
-        task = asyncio.get_running_loop().create_task(self._deliver(object_id, method, args, kwargs))
-        return await asyncio.shield(task)
+        return await detached(self._deliver(object_id, method, args, kwargs))
 
     async def _deliver(self, object_id: DurableObjectId, method: str, args: list[Any], kwargs: dict[str, Any],
                        *, reserved_ok: bool = False, on_success: Callable[[DurableObjectState], None] | None = None,
@@ -652,6 +651,52 @@ class DurableObjectStub:
 
     def __repr__(self) -> str:
         return f"<DurableObjectStub {self._namespace.class_name} {self.id!r}>"
+
+
+async def detached(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run `coro` as a task of its own would (its own copy of the context; the caller's
+    cancellation stops the waiting, not the work), but start it at once: most object events
+    never wait, and then they finish without a task, a shield or two turns of the loop."""
+    context = copy_context()
+    try:
+        first = context.run(coro.send, None)
+    except StopIteration as done:
+        return done.value
+    task = asyncio.get_running_loop().create_task(_Resumed(coro, first), context=context)
+    return await asyncio.shield(task)
+
+
+class _Resumed(collections.abc.Coroutine):  # type: ignore[type-arg]
+    """A coroutine that was started by hand and yielded `first` (what an asyncio future yields
+    to the task driving it), handed to a task to drive from there. Anything thrown in, even
+    before the task's first step (a cancellation), reaches the coroutine where it waits."""
+
+    __slots__ = ("coro", "first")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
+        self.coro, self.first = coro, first
+
+    def send(self, value: Any) -> Any:
+        if self.first is not _TAKEN:
+            first, self.first = self.first, _TAKEN
+            return first
+        return self.coro.send(value)
+
+    def throw(self, *exc: Any) -> Any:
+        self.first = _TAKEN
+        return self.coro.throw(*exc)
+
+    def close(self) -> None:
+        self.coro.close()
+
+    def __await__(self) -> Any:
+        return self
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+
+_TAKEN = object()
 
 
 _SCALARS = frozenset({str, bytes, bool, float, int, type(None)})

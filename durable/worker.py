@@ -69,9 +69,9 @@ def _import_as(name: str, path: Path) -> Any:
     return module
 
 
-def _request_info(scope: dict[str, Any], raw_headers: list[tuple[str, str]]) -> dict[str, Any]:
+def _request_info(scope: dict[str, Any]) -> dict[str, Any]:
     """The `event.request` of a trace event, sensitive headers redacted."""
-    headers = redact_headers(raw_headers)
+    headers = redact_headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", [])])
     client = scope.get("client") or ("", 0)
     headers.setdefault("cf-connecting-ip", client[0] or "")
     host = headers.get("host") or "%s:%s" % tuple(scope.get("server") or ("localhost", 80))
@@ -182,8 +182,7 @@ class Worker:
                 return
 
     async def _traced(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", [])]
-        trace = tracing.TraceContext.from_headers(raw_headers)
+        trace = tracing.TraceContext.from_scope(scope)
         capture = TraceCapture(self.name, {}, trace)
         status: int | None = None
         started = time.perf_counter()
@@ -214,7 +213,7 @@ class Worker:
             token.var.reset(token)
             tracing.reset(trace_token)
             if self._tracing_wanted(self.name):  # the event is built only for someone to read it
-                capture.event_info["request"] = _request_info(scope, raw_headers)
+                capture.event_info["request"] = _request_info(scope)
                 if status is not None:
                     capture.event_info["response"] = {"status": status}
                 self._on_trace(capture.event())

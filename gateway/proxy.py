@@ -27,6 +27,7 @@ from models.service_auth import CLIENT_IP_HEADER, SIGNED_HEADERS
 
 from . import cache as edge_cache
 from .cors import add_vary, cors_headers
+from .breakers import CircuitBreaker
 from .edge import edge
 from .limits import client_key, limit_for, route_class
 from .routing import UPSTREAMS, route
@@ -40,6 +41,8 @@ _NOT_FROM_CLIENTS = frozenset({"host", "x-forwarded-for", "x-forwarded-proto", "
                                "x-durable-signature"})
 _DROP_INBOUND = _HOP_BY_HOP | _NOT_FROM_CLIENTS | {"sec-websocket-key", "sec-websocket-version",
                                                    "sec-websocket-extensions"}
+# a relayed answer keeps its Content-Length: its body reaches the client as the service sent it
+_HOP_BY_HOP_RELAYED = frozenset(h.encode() for h in HOP_BY_HOP | {"remote-addr"})
 _DROP_CACHED = _HOP_BY_HOP | {"x-request-id", "cache-control", "etag"}
 
 
@@ -103,10 +106,12 @@ async def handle(scope: dict[str, Any], receive: Any, send: Any) -> None:
     incoming = _incoming(scope, scope["method"])
     try:
         incoming.body = await read_body(receive)
-        reply = await proxy(incoming)
+        reply = await proxy(incoming, send)
     except ApiError as exc:
         reply = _error_reply(exc)
-    add_cors(incoming, reply)
+    if reply is None:  # the service's answer went to the client as it came
+        return
+    add_cors(incoming, reply.headers)
     await send({"type": "http.response.start", "status": reply.status,
                 "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()]})
     await send({"type": "http.response.body", "body": b"" if incoming.method == "HEAD" else reply.body})
@@ -150,7 +155,8 @@ async def read_body(receive: Any) -> bytes:
             return b"".join(chunks)
 
 
-async def proxy(incoming: Incoming) -> Outgoing:
+async def proxy(incoming: Incoming, send: Any) -> Outgoing | None:
+    """The answer to send, or None when the service's answer was relayed to `send` itself."""
     if incoming.method == "OPTIONS" and "access-control-request-method" in incoming.headers:
         return preflight(incoming)
     upstream, path = route(incoming.path)
@@ -161,9 +167,10 @@ async def proxy(incoming: Incoming) -> Outgoing:
                                                   lambda: cacheable_forward(incoming, upstream, path))
         reply = from_cache(incoming, stored, outcome)
     else:
-        reply = await send_upstream(incoming, upstream, path)
-        if edge_cache.is_catalogue_write(incoming.method, path) and reply.status < 400:
+        status = await relay_upstream(incoming, upstream, path, limits, send)
+        if edge_cache.is_catalogue_write(incoming.method, path) and status < 400:
             state.cache.purge("/products")
+        return None
     reply.headers.update(limits)
     return reply
 
@@ -176,15 +183,15 @@ def preflight(incoming: Incoming) -> Outgoing:
     return Outgoing(204, CIMultiDict(allowed), b"")
 
 
-def add_cors(incoming: Incoming, reply: Outgoing) -> None:
+def add_cors(incoming: Incoming, headers: CIMultiDict[str]) -> None:
     spec = str(env.get("ALLOWED_ORIGINS", ""))
     if not spec:
         return
-    if "access-control-allow-origin" not in reply.headers:
+    if "access-control-allow-origin" not in headers:
         allowed = cors_headers(incoming.headers.get("origin"), spec)
         if allowed is not None:
-            reply.headers.update(allowed)
-    add_vary(reply.headers, "Origin")
+            headers.update(allowed)
+    add_vary(headers, "Origin")
 
 
 async def rate_limit(incoming: Incoming, upstream: str, path: str) -> dict[str, str]:
@@ -204,15 +211,20 @@ async def rate_limit(incoming: Incoming, upstream: str, path: str) -> dict[str, 
     return headers
 
 
-async def send_upstream(incoming: Incoming, upstream: str, path: str, body: bytes | None = None, *,
-                        websocket: bool = False) -> Outgoing:
-    """Signed forward through the breaker; 503 at once while it is open, 504 on a timeout."""
+def _admit(upstream: str) -> CircuitBreaker:
+    """The upstream's breaker, when it lets a request through; 503 at once while it is open."""
     breaker = edge(env).breakers[upstream]
     wait = breaker.admit()
     if wait is not None:
         raise ApiError(503, "upstream_unavailable", f"The {upstream} service is unavailable; retry later",
                        headers={"Retry-After": str(max(1, math.ceil(wait)))})
-    body = incoming.body if body is None else body
+    return breaker
+
+
+def _signed_forward(incoming: Incoming, upstream: str, path: str, body: bytes,
+                    websocket: bool = False) -> tuple[str, list[tuple[str, str]]]:
+    """The URL and headers of the forward: the client's own minus what only we may set, the
+    client's address and scheme as we saw them, and our signature over what the service reads."""
     target = path + (f"?{incoming.query}" if incoming.query else "")
     headers = [(k, v) for k, v in incoming.headers.items() if k.lower() not in _DROP_INBOUND]
     trusted = incoming.from_trusted_proxy
@@ -225,29 +237,106 @@ async def send_upstream(incoming: Incoming, upstream: str, path: str, body: byte
         headers.append(("x-forwarded-host", incoming.headers["x-forwarded-host"]))
     if websocket:
         headers.append(("upgrade", "websocket"))
-    sent = CIMultiDict(headers)  # the signature vouches for what the service will read
+    sent: dict[str, str] = {}  # the signature vouches for what the service will read (a name's first value)
+    for name, value in headers:
+        sent.setdefault(name.lower(), value)
     vouched = [(name, sent.get(name, "")) for name in SIGNED_HEADERS]
     headers.append(("x-gateway-signature", sign(env.SERVICE_AUTH_KEY, incoming.method, target, body,
                                                 headers=vouched)))
-    binding = getattr(env, UPSTREAMS[upstream])
     url = f"http://{upstream}{quote(path, safe=PATH_SAFE)}" + (f"?{incoming.query}" if incoming.query else "")
+    return url, headers
+
+
+def _judge(breaker: CircuitBreaker, upstream: str, status: int, content_type: str) -> None:
+    """Tell the breaker how the service did; a 5xx that is not our error shape becomes a 502."""
+    if status < 500 or status == 501:
+        breaker.succeeded()
+        return
+    breaker.failed()
+    if not content_type.startswith("application/json"):
+        raise ApiError(502, "bad_gateway", f"The {upstream} service failed")
+
+
+def _timed_out(breaker: CircuitBreaker, upstream: str, timeout_s: float) -> ApiError:
+    breaker.failed()
+    return ApiError(504, "upstream_timeout", f"The {upstream} service did not answer within {timeout_s:g} s",
+                    headers={"Retry-After": "1"})
+
+
+async def send_upstream(incoming: Incoming, upstream: str, path: str, body: bytes | None = None, *,
+                        websocket: bool = False) -> Outgoing:
+    """Signed forward through the breaker, its answer whole (for the cache and WebSockets)."""
+    breaker = _admit(upstream)
+    body = incoming.body if body is None else body
+    url, headers = _signed_forward(incoming, upstream, path, body, websocket)
     request = Request(url, method=incoming.method, headers=headers, body=body)
     timeout_s = float(env.get("UPSTREAM_TIMEOUT_S", 30))
     try:
         async with asyncio.timeout(timeout_s):  # no extra task per request, unlike wait_for
-            reply = await binding.fetch(request)
+            reply = await getattr(env, UPSTREAMS[upstream]).fetch(request)
     except TimeoutError:
-        breaker.failed()
-        raise ApiError(504, "upstream_timeout", f"The {upstream} service did not answer within {timeout_s:g} s",
-                       headers={"Retry-After": "1"}) from None
+        raise _timed_out(breaker, upstream, timeout_s) from None
     out = CIMultiDict((k, v) for k, v in reply.headers.items() if k.lower() not in _HOP_BY_HOP)
-    if reply.status < 500 or reply.status == 501:
-        breaker.succeeded()
-        return Outgoing(reply.status, out, reply.body, reply.web_socket)
-    breaker.failed()
-    if not out.get("content-type", "").startswith("application/json"):  # not our error shape
+    _judge(breaker, upstream, reply.status, out.get("content-type", ""))
+    return Outgoing(reply.status, out, reply.body, reply.web_socket)
+
+
+class _Relay:
+    """The service's answer on its way to the client: hop-by-hop headers out, ours (rate limits,
+    CORS) in; the breaker hears the status. A refused answer (a 5xx not in our error shape) is
+    held back whole, for the caller to answer 502 instead."""
+
+    def __init__(self, incoming: Incoming, breaker: CircuitBreaker, upstream: str, extra: dict[str, str],
+                 send: Any) -> None:
+        self.incoming, self.breaker, self.upstream, self.extra, self.send = incoming, breaker, upstream, extra, send
+        self.status: int | None = None
+        self.finished = False
+        self.refused: ApiError | None = None
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers = CIMultiDict((k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", ())
+                                  if k.lower() not in _HOP_BY_HOP_RELAYED)
+            try:
+                _judge(self.breaker, self.upstream, message["status"], headers.get("content-type", ""))
+            except ApiError as exc:
+                self.refused = exc
+                return
+            headers.update(self.extra)
+            add_cors(self.incoming, headers)
+            self.status = message["status"]
+            await self.send({"type": "http.response.start", "status": self.status,
+                             "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]})
+        elif message["type"] == "http.response.body" and self.status is not None and not self.finished:
+            self.finished = not message.get("more_body", False)
+            await self.send(message if self.incoming.method != "HEAD" else {**message, "body": b""})
+
+
+async def relay_upstream(incoming: Incoming, upstream: str, path: str, extra: dict[str, str], send: Any) -> int:
+    """Signed forward through the breaker, its answer relayed to the client as it comes (with
+    `extra` headers); the status sent."""
+    breaker = _admit(upstream)
+    url, headers = _signed_forward(incoming, upstream, path, incoming.body)
+    relay = _Relay(incoming, breaker, upstream, extra, send)
+    timeout_s = float(env.get("UPSTREAM_TIMEOUT_S", 30))
+    try:
+        async with asyncio.timeout(timeout_s):
+            await getattr(env, UPSTREAMS[upstream]).forward(
+                incoming.method, url, [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers],
+                incoming.body, relay)
+    except TimeoutError:
+        if relay.status is None:
+            raise _timed_out(breaker, upstream, timeout_s) from None
+        if not relay.finished:  # a whole answer and a slow clean-up after it is no failure
+            breaker.failed()
+    if relay.refused is not None:
+        raise relay.refused
+    if relay.status is None:  # the service ended without answering
+        breaker.failed()
         raise ApiError(502, "bad_gateway", f"The {upstream} service failed")
-    return Outgoing(reply.status, out, reply.body)
+    if not relay.finished:  # cut short (timed out mid-body): end what the client has
+        await send({"type": "http.response.body", "body": b""})
+    return relay.status
 
 
 async def cacheable_forward(incoming: Incoming, upstream: str, path: str) -> edge_cache.Stored:

@@ -3,6 +3,7 @@ outside local development the signing keys must be real."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from quart import Quart, g, request, websocket
@@ -61,6 +62,10 @@ def _nonces(tolerance_s: float) -> NonceCache:
     return env.isolate_state("gateway_nonces", lambda: NonceCache(tolerance_s))
 
 
+async def _no_body() -> bytes:
+    return b""
+
+
 def install_service_auth(app: Quart) -> None:
     """With REQUIRE_SERVICE_AUTH on, only requests the gateway signed (HMAC with SERVICE_AUTH_KEY
     over method, target, body and SIGNED_HEADERS (the caller's credentials and address, how to read
@@ -68,10 +73,11 @@ def install_service_auth(app: Quart) -> None:
     signature used once) reach the handlers; others get 401 and do nothing. A verified request's
     `CF-Connecting-IP` is the client address (`g.client_ip`); otherwise (and always with
     REQUIRE_SERVICE_AUTH off, in local development) it is the socket peer."""
-    async def verify_gateway_signature(incoming: Any, method: str, body: bytes) -> None:
+    async def verify_gateway_signature(incoming: Any, method: str, read_body: Callable[[], Awaitable[bytes]]) -> None:
         g.client_ip = None
         if not flag(env.get("REQUIRE_SERVICE_AUTH", False)):
             return  # local development: no signatures checked, so no forwarded address believed either
+        body = await read_body()
         header = incoming.headers.get(SIGNATURE_HEADER)
         if incoming.path in PROBE_PATHS and not header:
             return
@@ -91,8 +97,8 @@ def install_service_auth(app: Quart) -> None:
 
     @app.before_request
     async def _verify_request() -> None:
-        await verify_gateway_signature(request, request.method, await request.get_data())
+        await verify_gateway_signature(request, request.method, request.get_data)
 
     @app.before_websocket
     async def _verify_websocket() -> None:  # the gateway signs an upgrade as a GET without a body
-        await verify_gateway_signature(websocket, "GET", b"")
+        await verify_gateway_signature(websocket, "GET", _no_body)

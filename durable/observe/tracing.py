@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
@@ -20,6 +21,7 @@ _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 # Trace, span and request ids must be unique, not secret: a PRNG seeded from the OS per process
 # costs a tenth of os.urandom per id, and ids are made several times per request.
 _ids = random.Random(os.urandom(32))
+os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(32)))
 
 
 def _hex_id(digits: int) -> str:
@@ -51,8 +53,24 @@ class TraceContext:
         """Continue the caller's trace (a new span of it), or start one; keep a sane request id."""
         items = headers.items() if isinstance(headers, Mapping) else headers
         found = {k.lower(): v for k, v in items if k.lower() in ("traceparent", "x-request-id")}
-        match = _TRACEPARENT.match(found.get("traceparent", "").strip().lower())
-        request_id = found.get("x-request-id", "").strip()
+        return cls._continue(found.get("traceparent", ""), found.get("x-request-id", ""))
+
+    @classmethod
+    def from_scope(cls, scope: Mapping[str, Any]) -> TraceContext:
+        """`from_headers` of an ASGI request, read straight from its (lowercase, bytes) headers:
+        it runs once per request per hop."""
+        parent = request_id = b""
+        for name, value in scope.get("headers", ()):
+            if name == b"traceparent":
+                parent = value
+            elif name == b"x-request-id":
+                request_id = value
+        return cls._continue(parent.decode("latin-1"), request_id.decode("latin-1"))
+
+    @classmethod
+    def _continue(cls, parent: str, request_id: str) -> TraceContext:
+        match = _TRACEPARENT.match(parent.strip().lower()) if parent else None
+        request_id = request_id.strip()
         if not _REQUEST_ID.match(request_id):
             request_id = _hex_id(32)
         if match and match.group(1) != _ZERO_TRACE and match.group(2) != _ZERO_SPAN:

@@ -40,6 +40,12 @@ def drain(session: Any) -> list[dict[str, Any]]:
     return events
 
 
+def reads(session: Any) -> list[dict[str, Any]]:
+    """The GET requests among the events so far. (A relayed write's answer reaches the client
+    before its hop's event is published, so a write's event may still be on its way.)"""
+    return [e for e in drain(session) if e["event"].get("request", {}).get("method") == "GET"]
+
+
 async def test_one_request_id_and_trace_across_gateway_payments_and_base(edge_shop) -> None:
     shop = await edge_shop()
     user, order_id, _ = await setup_order(shop)
@@ -150,7 +156,7 @@ async def test_public_catalogue_reads_are_cached_validated_and_purged_by_writes(
     assert "Authorization" in headers["Vary"]
     status, body, headers = await shop.call("GET", path, headers={"If-None-Match": etag})
     assert status == 304 and not body and headers["ETag"] == etag
-    assert len(drain(base_tail)) == 1  # one upstream request for three reads
+    assert len(reads(base_tail)) == 1  # one upstream request for three reads
 
     admin = shop.token("admin")
     assert (await shop.call("GET", path, token=admin))[2].get("X-Cache") is None  # authenticated: never cached
@@ -161,7 +167,7 @@ async def test_public_catalogue_reads_are_cached_validated_and_purged_by_writes(
 
     drain(base_tail)
     replies = await asyncio.gather(*(shop.call("GET", "/api/products?limit=3&sort=newest") for _ in range(50)))
-    assert {r[0] for r in replies} == {200} and len(drain(base_tail)) == 1  # concurrent misses share one fetch
+    assert {r[0] for r in replies} == {200} and len(reads(base_tail)) == 1  # concurrent misses share one fetch
     assert (await shop.call("GET", "/api/products?sort=newest&limit=3"))[2]["X-Cache"] == "HIT"  # same query
 
 
@@ -219,6 +225,36 @@ async def test_a_failing_upstream_opens_its_circuit_and_base_keeps_serving(edge_
     await asyncio.sleep(0.6)  # the cool-down passes: one probe goes through and closes the circuit
     assert (await shop.call("GET", "/api/payments/history", token=shop.token()))[0] == 200
     assert (await shop.call("GET", "/health"))[1]["circuits"]["payments"]["state"] == "closed"
+
+
+async def test_a_silent_upstream_times_out_and_a_slow_clean_up_after_an_answer_does_not(edge_shop) -> None:
+    shop = await edge_shop(UPSTREAM_TIMEOUT_S=0.3, BREAKER_FAILURES=2, HEALTH_PROBE_TIMEOUT_S=0.2)
+    payments = shop.runtime.workers["rest-shop-payments"]
+    healthy_app = payments.app
+    release = asyncio.Event()
+
+    async def silent(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await release.wait()
+
+    async def answers_then_lingers(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json"),
+                                                                              (b"content-length", b"11")]})
+        await send({"type": "http.response.body", "body": b'{"ok":true}'})
+        await release.wait()  # e.g. a slow teardown: the client has its whole answer already
+
+    try:
+        payments.app = answers_then_lingers
+        for _ in range(3):
+            status, body, _ = await shop.call("GET", "/api/payments/history")
+            assert (status, body) == (200, {"ok": True})
+        assert (await shop.call("GET", "/health"))[1]["circuits"]["payments"]["recent_failures"] == 0
+        payments.app = silent
+        status, body, headers = await shop.call("GET", "/api/payments/history")
+        assert status == 504 and body["error"]["code"] == "upstream_timeout" and headers["Retry-After"] == "1"
+        assert (await shop.call("GET", "/health"))[1]["circuits"]["payments"]["recent_failures"] == 1
+    finally:
+        release.set()
+        payments.app = healthy_app
 
 
 async def test_every_method_path_query_and_body_passes_through_both_prefixes(edge_shop) -> None:
