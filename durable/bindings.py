@@ -28,6 +28,8 @@ ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Cal
 INTERNAL_PREFIX = "/cdn-cgi/durable/"
 INTERNAL_SIGNATURE_HEADER = "x-durable-signature"  # signing.sign() with the runtime's internal key
 INTERNAL_REQUEST_HEADER = "x-durable-request"  # a WebSocket fetch's request (there is no body to carry it)
+BINDING_SCOPE_KEY = "durable.service_binding"  # set on the ASGI scope of a call through a binding in process
+_THROUGH_BINDING = {BINDING_SCOPE_KEY: True}
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer"})
 
 
@@ -117,6 +119,12 @@ async def send_response(response: Response, send: ASGISend) -> None:
     await send({"type": "http.response.body", "body": response.body})
 
 
+def through_binding(scope: dict[str, Any]) -> bool:
+    """Did this request come through a service binding within this process? No client can send
+    one: the mark is a key of the ASGI scope, which only the runtime sets, never a header."""
+    return scope.get(BINDING_SCOPE_KEY) is True
+
+
 class HttpClient:
     """One aiohttp session per runtime, created on first use."""
 
@@ -187,7 +195,7 @@ class ServiceBinding:
                 return await asgi_websocket(target, request)
             if isinstance(target, list):
                 return await self._send_to_one_of(target, request)
-            return await asgi_fetch(target, request)
+            return await asgi_fetch(target, request, extra_scope=_THROUGH_BINDING)
         finally:
             if caller is not None:
                 await caller._gate.enter()
@@ -227,12 +235,16 @@ class ServiceBinding:
                  "error": {"code": "upstream_unavailable", "message": f"{type(exc).__name__}: {exc}"}}, status=502)
 
     async def forward(self, method: str, url: str, headers: list[tuple[bytes, bytes]], body: bytes,
-                      send: ASGISend) -> None:
+                      send: ASGISend, *, credentials: Callable[[], list[tuple[bytes, bytes]]] | None = None
+                      ) -> None:
         """fetch() for a proxy: the answer goes to `send` as ASGI messages. To a worker in this
-        process nothing is built in between (no Request, no Response: a fifth of a forwarded
-        read's cost); `headers` are (lowercase name, value) bytes."""
+        process nothing is built in between (no Request, no Response); `headers` are (lowercase
+        name, value) bytes. `credentials()` adds what only a request that leaves this process
+        needs (a signature): a call within it cannot be forged, and says so in its scope."""
         target = self._resolve()
         if not callable(target) or _current_object() is not None:  # elsewhere, absent, or from an object
+            if credentials is not None:
+                headers = headers + credentials()
             request = Request(url, method=method, headers=[(k.decode("latin-1"), v.decode("latin-1"))
                                                            for k, v in headers], body=body)
             await send_response(await self.fetch(request), send)
@@ -240,7 +252,7 @@ class ServiceBinding:
         trace = tracing.current()
         if trace is not None:
             headers = headers + [(k.encode("latin-1"), v.encode("latin-1")) for k, v in trace.outgoing().items()]
-        await call_app(target, http_scope(method, url, headers, body), body, send)
+        await call_app(target, http_scope(method, url, headers, body, extra_scope=_THROUGH_BINDING), body, send)
 
     def __repr__(self) -> str:
         return f"<ServiceBinding {self.service}>"

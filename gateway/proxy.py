@@ -221,11 +221,9 @@ def _admit(upstream: str) -> CircuitBreaker:
     return breaker
 
 
-def _signed_forward(incoming: Incoming, upstream: str, path: str, body: bytes,
-                    websocket: bool = False) -> tuple[str, list[tuple[str, str]]]:
-    """The URL and headers of the forward: the client's own minus what only we may set, the
-    client's address and scheme as we saw them, and our signature over what the service reads."""
-    target = path + (f"?{incoming.query}" if incoming.query else "")
+def _forward(incoming: Incoming, upstream: str, path: str, websocket: bool = False) -> tuple[str, list[tuple[str, str]]]:
+    """The URL and headers of the forward: the client's own minus what only we may set, and the
+    client's address and scheme as we saw them."""
     headers = [(k, v) for k, v in incoming.headers.items() if k.lower() not in _DROP_INBOUND]
     trusted = incoming.from_trusted_proxy
     chain = [incoming.headers.get("x-forwarded-for", "") if trusted else "", incoming.peer]
@@ -237,14 +235,19 @@ def _signed_forward(incoming: Incoming, upstream: str, path: str, body: bytes,
         headers.append(("x-forwarded-host", incoming.headers["x-forwarded-host"]))
     if websocket:
         headers.append(("upgrade", "websocket"))
-    sent: dict[str, str] = {}  # the signature vouches for what the service will read (a name's first value)
+    url = f"http://{upstream}{quote(path, safe=PATH_SAFE)}" + (f"?{incoming.query}" if incoming.query else "")
+    return url, headers
+
+
+def _signature(incoming: Incoming, path: str, body: bytes, headers: list[tuple[str, str]]) -> tuple[str, str]:
+    """Our signature over what the service will read (a header's first value), for a forward
+    that leaves this process."""
+    target = path + (f"?{incoming.query}" if incoming.query else "")
+    sent: dict[str, str] = {}
     for name, value in headers:
         sent.setdefault(name.lower(), value)
     vouched = [(name, sent.get(name, "")) for name in SIGNED_HEADERS]
-    headers.append(("x-gateway-signature", sign(env.SERVICE_AUTH_KEY, incoming.method, target, body,
-                                                headers=vouched)))
-    url = f"http://{upstream}{quote(path, safe=PATH_SAFE)}" + (f"?{incoming.query}" if incoming.query else "")
-    return url, headers
+    return "x-gateway-signature", sign(env.SERVICE_AUTH_KEY, incoming.method, target, body, headers=vouched)
 
 
 def _judge(breaker: CircuitBreaker, upstream: str, status: int, content_type: str) -> None:
@@ -268,7 +271,8 @@ async def send_upstream(incoming: Incoming, upstream: str, path: str, body: byte
     """Signed forward through the breaker, its answer whole (for the cache and WebSockets)."""
     breaker = _admit(upstream)
     body = incoming.body if body is None else body
-    url, headers = _signed_forward(incoming, upstream, path, body, websocket)
+    url, headers = _forward(incoming, upstream, path, websocket)
+    headers.append(_signature(incoming, path, body, headers))
     request = Request(url, method=incoming.method, headers=headers, body=body)
     timeout_s = float(env.get("UPSTREAM_TIMEOUT_S", 30))
     try:
@@ -316,14 +320,19 @@ async def relay_upstream(incoming: Incoming, upstream: str, path: str, extra: di
     """Signed forward through the breaker, its answer relayed to the client as it comes (with
     `extra` headers); the status sent."""
     breaker = _admit(upstream)
-    url, headers = _signed_forward(incoming, upstream, path, incoming.body)
+    url, headers = _forward(incoming, upstream, path)
+
+    def credentials() -> list[tuple[bytes, bytes]]:  # only a forward that leaves this process is signed
+        name, value = _signature(incoming, path, incoming.body, headers)
+        return [(name.encode("latin-1"), value.encode("latin-1"))]
+
     relay = _Relay(incoming, breaker, upstream, extra, send)
     timeout_s = float(env.get("UPSTREAM_TIMEOUT_S", 30))
     try:
         async with asyncio.timeout(timeout_s):
             await getattr(env, UPSTREAMS[upstream]).forward(
                 incoming.method, url, [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers],
-                incoming.body, relay)
+                incoming.body, relay, credentials=credentials)
     except TimeoutError:
         if relay.status is None:
             raise _timed_out(breaker, upstream, timeout_s) from None

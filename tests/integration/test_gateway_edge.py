@@ -12,7 +12,7 @@ import pytest
 from bson import ObjectId
 
 from durable import Request
-from durable.bindings import asgi_fetch
+from durable.bindings import BINDING_SCOPE_KEY, asgi_fetch
 from durable.signing import sign
 from durable.observe.tail import TailFilters
 from tests.conftest import SERVICE_AUTH_KEY
@@ -124,6 +124,27 @@ async def test_services_accept_only_what_the_gateway_signed(edge_shop) -> None:
                                                                "password": "password123"},
                                    headers={"X-Gateway-Signature": "t=1,v1=forged-by-client"})
     assert status == 201  # a client's own signature header is dropped; the gateway signs
+
+
+async def test_a_forward_within_the_process_needs_no_signature_and_no_client_can_claim_one(edge_shop) -> None:
+    """A service binding in this process cannot be reached from outside (as on Cloudflare), so the
+    gateway signs only what leaves the process; the mark is in the ASGI scope, not a header."""
+    shop = await edge_shop()
+    tail = shop.runtime.hub.create("rest-shop-api", TailFilters())
+    status, _, headers = await shop.call("POST", "/api/user/signup", {"email": "bound@example.com",
+                                                                     "password": "password123"})
+    assert status == 201
+    event = (await next_event(tail, headers["X-Request-Id"]))["event"]
+    while "request" not in event:  # its object calls end before the request does
+        event = (await next_event(tail, headers["X-Request-Id"]))["event"]
+    seen = event["request"]["headers"]
+    assert "x-gateway-signature" not in seen and seen["cf-connecting-ip"] == "127.0.0.1"
+    base = shop.runtime.workers["rest-shop-api"]
+    claimed = await asgi_fetch(base, Request("http://base/user/signup", method="POST", headers={
+        "content-type": "application/json", BINDING_SCOPE_KEY: "True", "CF-Connecting-IP": "198.51.100.30"},
+        body=b'{"email": "claimed@example.com", "password": "password123"}'))
+    assert claimed.status == 401  # a header of that name is only a header
+    assert shop.db()["users"].count_documents({"email": "claimed@example.com"}) == 0
 
 
 async def test_exactly_the_limit_passes_under_1000_concurrent_requests(edge_shop) -> None:
