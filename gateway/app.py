@@ -56,6 +56,7 @@ class Gateway:
 
     async def shutdown(self) -> None:
         await edge(env).cache.close()
+        await edge(env).deadlines.close()
         await self.own.shutdown()
 
 

@@ -35,9 +35,14 @@ def cors_headers(origin: str | None, spec: str, *, preflight: bool = False,
     return headers
 
 
-def add_vary(headers: MutableMapping[str, str], *names: str) -> None:
-    present = [v.strip() for v in headers.get("Vary", "").split(",") if v.strip()]
+def vary_with(current: str, *names: str) -> str:
+    """A Vary value that also names `names` (each once, whatever its case)."""
+    present = [v.strip() for v in current.split(",") if v.strip()]
     for name in names:
         if name.lower() not in (p.lower() for p in present):
             present.append(name)
-    headers["Vary"] = ", ".join(present)
+    return ", ".join(present)
+
+
+def add_vary(headers: MutableMapping[str, str], *names: str) -> None:
+    headers["Vary"] = vary_with(headers.get("Vary", ""), *names)

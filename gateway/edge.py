@@ -1,5 +1,5 @@
-"""The gateway's in-memory state, one per running gateway: a circuit breaker per upstream and
-the response cache, configured from vars."""
+"""The gateway's in-memory state, one per running gateway: a circuit breaker per upstream, the
+response cache and the forwards' deadlines, configured from vars."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -7,6 +7,7 @@ from typing import Any
 
 from .breakers import CircuitBreaker
 from .cache import ResponseCache
+from .deadlines import Deadlines
 from .routing import UPSTREAMS
 
 
@@ -14,6 +15,11 @@ from .routing import UPSTREAMS
 class Edge:
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
     cache: ResponseCache = field(default_factory=ResponseCache)
+    deadlines: Deadlines = field(default_factory=lambda: Deadlines(30.0))  # of relayed forwards
+    # the vars every request reads, read once (they do not change while the worker runs)
+    allowed_origins: str = ""
+    rate_limits: str = ""
+    trusted_proxies: frozenset[str] = frozenset()
 
 
 def build_edge(env: Any) -> Edge:
@@ -24,7 +30,11 @@ def build_edge(env: Any) -> Edge:
     cache = ResponseCache(max_bytes=int(env.get("CACHE_MAX_BYTES", 32 * 1024 * 1024)),
                           max_age_s=float(env.get("CACHE_MAX_AGE_S", 30)),
                           stale_s=float(env.get("CACHE_STALE_S", 60)))
-    return Edge(breakers={name: breaker() for name in UPSTREAMS}, cache=cache)
+    return Edge(breakers={name: breaker() for name in UPSTREAMS}, cache=cache,
+                deadlines=Deadlines(float(env.get("UPSTREAM_TIMEOUT_S", 30))),
+                allowed_origins=str(env.get("ALLOWED_ORIGINS", "")), rate_limits=str(env.get("RATE_LIMITS", "")),
+                trusted_proxies=frozenset(t.strip() for t in str(env.get("TRUSTED_PROXIES", "")).split(",")
+                                          if t.strip()))
 
 
 def edge(env: Any) -> Edge:

@@ -26,9 +26,9 @@ from models.errors import ApiError, error_body
 from models.service_auth import CLIENT_IP_HEADER, SIGNED_HEADERS
 
 from . import cache as edge_cache
-from .cors import add_vary, cors_headers
+from .cors import add_vary, cors_headers, vary_with
 from .breakers import CircuitBreaker
-from .edge import edge
+from .edge import Edge, edge
 from .limits import client_key, limit_for, route_class
 from .routing import UPSTREAMS, route
 
@@ -39,16 +39,11 @@ _HOP_BY_HOP = HOP_BY_HOP | {"content-length", "remote-addr"}
 _NOT_FROM_CLIENTS = frozenset({"host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded",
                                "x-real-ip", "true-client-ip", "cf-connecting-ip", "x-gateway-signature",
                                "x-durable-signature"})
-_DROP_INBOUND = _HOP_BY_HOP | _NOT_FROM_CLIENTS | {"sec-websocket-key", "sec-websocket-version",
-                                                   "sec-websocket-extensions"}
+_DROP_INBOUND = frozenset(name.encode() for name in _HOP_BY_HOP | _NOT_FROM_CLIENTS | {
+    "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions"})
 # a relayed answer keeps its Content-Length: its body reaches the client as the service sent it
 _HOP_BY_HOP_RELAYED = frozenset(h.encode() for h in HOP_BY_HOP | {"remote-addr"})
 _DROP_CACHED = _HOP_BY_HOP | {"x-request-id", "cache-control", "etag"}
-
-
-@functools.lru_cache(maxsize=4)
-def _trusted_proxies(spec: str) -> frozenset[str]:
-    return frozenset(t.strip() for t in spec.split(",") if t.strip())
 
 
 @dataclass
@@ -59,6 +54,8 @@ class Incoming:
     headers: CIMultiDict[str]
     peer: str
     scheme: str
+    raw_headers: list[tuple[bytes, bytes]]  # as the server gave them: lowercase names, bytes
+    edge: Edge
     body: bytes = b""
 
     @property
@@ -68,7 +65,7 @@ class Incoming:
     @functools.cached_property
     def from_trusted_proxy(self) -> bool:
         """The peer is a proxy named in TRUSTED_PROXIES (none by default: clients reach us directly)."""
-        return self.peer in _trusted_proxies(str(env.get("TRUSTED_PROXIES", "")))
+        return self.peer in self.edge.trusted_proxies
 
     @functools.cached_property
     def client_ip(self) -> str:
@@ -92,9 +89,10 @@ class Outgoing:
 
 
 def _incoming(scope: dict[str, Any], method: str) -> Incoming:
+    raw = scope["headers"]
     return Incoming(method, scope["path"], scope.get("query_string", b"").decode("latin-1"),
-                    CIMultiDict((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]),
-                    (scope.get("client") or ("", 0))[0], http_scheme(scope))
+                    CIMultiDict((k.decode("latin-1"), v.decode("latin-1")) for k, v in raw),
+                    (scope.get("client") or ("", 0))[0], http_scheme(scope), raw, edge(env))
 
 
 def _error_reply(exc: ApiError) -> Outgoing:
@@ -161,7 +159,7 @@ async def proxy(incoming: Incoming, send: Any) -> Outgoing | None:
         return preflight(incoming)
     upstream, path = route(incoming.path)
     limits = await rate_limit(incoming, upstream, path)
-    state = edge(env)
+    state = incoming.edge
     if edge_cache.is_cacheable_request(incoming.method, path, incoming.headers):
         stored, outcome = await state.cache.fetch(edge_cache.cache_key(path, incoming.query),
                                                   lambda: cacheable_forward(incoming, upstream, path))
@@ -176,7 +174,7 @@ async def proxy(incoming: Incoming, send: Any) -> Outgoing | None:
 
 
 def preflight(incoming: Incoming) -> Outgoing:
-    allowed = cors_headers(incoming.headers.get("origin"), str(env.get("ALLOWED_ORIGINS", "")), preflight=True,
+    allowed = cors_headers(incoming.headers.get("origin"), incoming.edge.allowed_origins, preflight=True,
                            requested_headers=incoming.headers.get("access-control-request-headers"))
     if allowed is None:
         raise ApiError(403, "cors_forbidden", "This origin may not call the API")
@@ -184,7 +182,7 @@ def preflight(incoming: Incoming) -> Outgoing:
 
 
 def add_cors(incoming: Incoming, headers: CIMultiDict[str]) -> None:
-    spec = str(env.get("ALLOWED_ORIGINS", ""))
+    spec = incoming.edge.allowed_origins
     if not spec:
         return
     if "access-control-allow-origin" not in headers:
@@ -197,7 +195,7 @@ def add_cors(incoming: Incoming, headers: CIMultiDict[str]) -> None:
 async def rate_limit(incoming: Incoming, upstream: str, path: str) -> dict[str, str]:
     """Spend one token from the caller's bucket for this service and route class, or 429."""
     kind = route_class(incoming.method, path)
-    limit = limit_for(str(env.get("RATE_LIMITS", "")), upstream, kind)
+    limit = limit_for(incoming.edge.rate_limits, upstream, kind)
     if limit is None:
         return {}
     who = client_key(incoming.headers.get("authorization"), incoming.client_ip, env.get("JWT_KEY"))
@@ -211,9 +209,9 @@ async def rate_limit(incoming: Incoming, upstream: str, path: str) -> dict[str, 
     return headers
 
 
-def _admit(upstream: str) -> CircuitBreaker:
+def _admit(incoming: Incoming, upstream: str) -> CircuitBreaker:
     """The upstream's breaker, when it lets a request through; 503 at once while it is open."""
-    breaker = edge(env).breakers[upstream]
+    breaker = incoming.edge.breakers[upstream]
     wait = breaker.admit()
     if wait is not None:
         raise ApiError(503, "upstream_unavailable", f"The {upstream} service is unavailable; retry later",
@@ -221,33 +219,37 @@ def _admit(upstream: str) -> CircuitBreaker:
     return breaker
 
 
-def _forward(incoming: Incoming, upstream: str, path: str, websocket: bool = False) -> tuple[str, list[tuple[str, str]]]:
-    """The URL and headers of the forward: the client's own minus what only we may set, and the
-    client's address and scheme as we saw them."""
-    headers = [(k, v) for k, v in incoming.headers.items() if k.lower() not in _DROP_INBOUND]
+def _forward(incoming: Incoming, upstream: str, path: str, websocket: bool = False
+             ) -> tuple[str, list[tuple[bytes, bytes]]]:
+    """The URL and headers (as bytes) of the forward: the client's own minus what only we may
+    set, and the client's address and scheme as we saw them."""
+    headers = [(k, v) for k, v in incoming.raw_headers if k.lower() not in _DROP_INBOUND]
     trusted = incoming.from_trusted_proxy
     chain = [incoming.headers.get("x-forwarded-for", "") if trusted else "", incoming.peer]
-    headers += [("x-forwarded-for", ", ".join(part for part in chain if part)),
-                ("x-forwarded-proto", incoming.headers.get("x-forwarded-proto", incoming.scheme) if trusted
-                 else incoming.scheme),
-                (CLIENT_IP_HEADER, incoming.client_ip)]
+    ours = [("x-forwarded-for", ", ".join(part for part in chain if part)),
+            ("x-forwarded-proto", incoming.headers.get("x-forwarded-proto", incoming.scheme) if trusted
+             else incoming.scheme),
+            (CLIENT_IP_HEADER.lower(), incoming.client_ip)]
     if trusted and "x-forwarded-host" in incoming.headers:
-        headers.append(("x-forwarded-host", incoming.headers["x-forwarded-host"]))
+        ours.append(("x-forwarded-host", incoming.headers["x-forwarded-host"]))
     if websocket:
-        headers.append(("upgrade", "websocket"))
+        ours.append(("upgrade", "websocket"))
+    headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in ours]
     url = f"http://{upstream}{quote(path, safe=PATH_SAFE)}" + (f"?{incoming.query}" if incoming.query else "")
     return url, headers
 
 
-def _signature(incoming: Incoming, path: str, body: bytes, headers: list[tuple[str, str]]) -> tuple[str, str]:
+def _signature(incoming: Incoming, path: str, body: bytes, headers: list[tuple[bytes, bytes]]
+               ) -> tuple[bytes, bytes]:
     """Our signature over what the service will read (a header's first value), for a forward
     that leaves this process."""
     target = path + (f"?{incoming.query}" if incoming.query else "")
-    sent: dict[str, str] = {}
+    sent: dict[bytes, bytes] = {}
     for name, value in headers:
         sent.setdefault(name.lower(), value)
-    vouched = [(name, sent.get(name, "")) for name in SIGNED_HEADERS]
-    return "x-gateway-signature", sign(env.SERVICE_AUTH_KEY, incoming.method, target, body, headers=vouched)
+    vouched = [(name, sent.get(name.encode(), b"").decode("latin-1")) for name in SIGNED_HEADERS]
+    return b"x-gateway-signature", sign(env.SERVICE_AUTH_KEY, incoming.method, target, body,
+                                        headers=vouched).encode("latin-1")
 
 
 def _judge(breaker: CircuitBreaker, upstream: str, status: int, content_type: str) -> None:
@@ -269,11 +271,12 @@ def _timed_out(breaker: CircuitBreaker, upstream: str, timeout_s: float) -> ApiE
 async def send_upstream(incoming: Incoming, upstream: str, path: str, body: bytes | None = None, *,
                         websocket: bool = False) -> Outgoing:
     """Signed forward through the breaker, its answer whole (for the cache and WebSockets)."""
-    breaker = _admit(upstream)
+    breaker = _admit(incoming, upstream)
     body = incoming.body if body is None else body
     url, headers = _forward(incoming, upstream, path, websocket)
     headers.append(_signature(incoming, path, body, headers))
-    request = Request(url, method=incoming.method, headers=headers, body=body)
+    request = Request(url, method=incoming.method, headers=[(k.decode("latin-1"), v.decode("latin-1"))
+                                                            for k, v in headers], body=body)
     timeout_s = float(env.get("UPSTREAM_TIMEOUT_S", 30))
     try:
         async with asyncio.timeout(timeout_s):  # no extra task per request, unlike wait_for
@@ -288,54 +291,66 @@ async def send_upstream(incoming: Incoming, upstream: str, path: str, body: byte
 class _Relay:
     """The service's answer on its way to the client: hop-by-hop headers out, ours (rate limits,
     CORS) in; the breaker hears the status. A refused answer (a 5xx not in our error shape) is
-    held back whole, for the caller to answer 502 instead."""
+    held back whole, for the caller to answer 502 instead. Headers stay bytes all the way."""
 
     def __init__(self, incoming: Incoming, breaker: CircuitBreaker, upstream: str, extra: dict[str, str],
                  send: Any) -> None:
-        self.incoming, self.breaker, self.upstream, self.extra, self.send = incoming, breaker, upstream, extra, send
+        self.incoming, self.breaker, self.upstream, self.send = incoming, breaker, upstream, send
+        self.extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
+        self.replaced = _HOP_BY_HOP_RELAYED | {k.lower() for k, _ in self.extra}  # ours win, as update() did
         self.status: int | None = None
         self.finished = False
         self.refused: ApiError | None = None
 
     async def __call__(self, message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
-            headers = CIMultiDict((k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", ())
-                                  if k.lower() not in _HOP_BY_HOP_RELAYED)
+            headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() not in self.replaced]
+            content_type = next((v for k, v in headers if k.lower() == b"content-type"), b"")
             try:
-                _judge(self.breaker, self.upstream, message["status"], headers.get("content-type", ""))
+                _judge(self.breaker, self.upstream, message["status"], content_type.decode("latin-1"))
             except ApiError as exc:
                 self.refused = exc
                 return
-            headers.update(self.extra)
-            add_cors(self.incoming, headers)
             self.status = message["status"]
             await self.send({"type": "http.response.start", "status": self.status,
-                             "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]})
+                             "headers": relayed_cors(self.incoming, headers + self.extra)})
         elif message["type"] == "http.response.body" and self.status is not None and not self.finished:
             self.finished = not message.get("more_body", False)
             await self.send(message if self.incoming.method != "HEAD" else {**message, "body": b""})
 
 
+def relayed_cors(incoming: Incoming, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """`add_cors` for a relayed answer's (bytes) headers."""
+    spec = incoming.edge.allowed_origins
+    if not spec:
+        return headers
+    names = {k.lower() for k, _ in headers}
+    if b"access-control-allow-origin" not in names:
+        allowed = cors_headers(incoming.headers.get("origin"), spec)
+        if allowed is not None:
+            headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in allowed.items()]
+    vary = ", ".join(v.decode("latin-1") for k, v in headers if k.lower() == b"vary")
+    return [(k, v) for k, v in headers if k.lower() != b"vary"] + [(b"vary", vary_with(vary, "Origin").encode())]
+
+
 async def relay_upstream(incoming: Incoming, upstream: str, path: str, extra: dict[str, str], send: Any) -> int:
     """Signed forward through the breaker, its answer relayed to the client as it comes (with
     `extra` headers); the status sent."""
-    breaker = _admit(upstream)
+    breaker = _admit(incoming, upstream)
     url, headers = _forward(incoming, upstream, path)
 
     def credentials() -> list[tuple[bytes, bytes]]:  # only a forward that leaves this process is signed
-        name, value = _signature(incoming, path, incoming.body, headers)
-        return [(name.encode("latin-1"), value.encode("latin-1"))]
+        return [_signature(incoming, path, incoming.body, headers)]
 
     relay = _Relay(incoming, breaker, upstream, extra, send)
-    timeout_s = float(env.get("UPSTREAM_TIMEOUT_S", 30))
+    deadlines = incoming.edge.deadlines
     try:
-        async with asyncio.timeout(timeout_s):
-            await getattr(env, UPSTREAMS[upstream]).forward(
-                incoming.method, url, [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers],
-                incoming.body, relay, credentials=credentials)
+        with deadlines.watch():
+            await getattr(env, UPSTREAMS[upstream]).forward(incoming.method, url, headers, incoming.body, relay,
+                                                            credentials=credentials)
     except TimeoutError:
         if relay.status is None:
-            raise _timed_out(breaker, upstream, timeout_s) from None
+            raise _timed_out(breaker, upstream, deadlines.timeout_s) from None
         if not relay.finished:  # a whole answer and a slow clean-up after it is no failure
             breaker.failed()
     if relay.refused is not None:
@@ -360,7 +375,7 @@ def from_cache(incoming: Incoming, stored: edge_cache.Stored, outcome: str) -> O
     """Shape a cached (or shared) upstream answer: validators, freshness, 304 when it matches."""
     if not stored.cacheable:
         return Outgoing(stored.status, CIMultiDict(stored.headers), stored.body)
-    cache = edge(env).cache
+    cache = incoming.edge.cache
     extra = {"ETag": stored.etag, "X-Cache": outcome, "Age": str(cache.age(stored)),
              "Cache-Control": f"public, max-age={cache.max_age_s:g}, stale-while-revalidate={cache.stale_s:g}"}
     if edge_cache.etag_matches(incoming.headers.get("if-none-match"), stored.etag):
