@@ -379,7 +379,8 @@ class ObjectHost:
             await self.engine.load(str(object_id))  # a cluster engine reads the object's state once
         live = self._instance(object_id)
         state = live.state
-        await state._gate.enter()
+        if state._gate.closed:
+            await state._gate.enter()
         if live.broken:  # its blocker timed out while we waited: the instance never became usable
             raise ObjectUnavailable(f"{self.class_name} {str(object_id)[:12]} was reset (a blocker ran over "
                                     f"{state.block_timeout_s:g} s) while this call waited; nothing ran, retry")
@@ -405,7 +406,8 @@ class ObjectHost:
             live.inflight -= 1
             if running_alarm is not None:
                 state.storage.running_alarm = None
-        await state.storage.sync()  # output gate: nothing leaves before this object's writes are durable
+        if not state.storage.synced:
+            await state.storage.sync()  # output gate: nothing leaves before this object's writes are durable
         return result
 
     # -- alarms ---------------------------------------------------------------------------
@@ -488,7 +490,7 @@ class LocalTransport:
         from this worker's own code or another's, with the caller's request id (a child span), as
         a Durable Object invocation is on Cloudflare."""
         if self.host.on_trace is None or not self.host.tracing_wanted(self.host.script_name):
-            return await self.host.invoke(object_id, method, args, kwargs)
+            return await detached(self.host._deliver(object_id, method, args, kwargs))  # = host.invoke
         trace = tracing.current()
         if trace is not None:
             trace = trace.child()

@@ -7,6 +7,7 @@ processes and never reaches the app.
 from __future__ import annotations
 
 import base64
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -33,6 +34,7 @@ from .objects import FETCH, DurableObject, LocalTransport, ObjectHost
 from .observe.tail import TraceCapture, redact_headers, redact_query
 
 log = logging.getLogger("durable.worker")
+_UNTRACED = contextlib.nullcontext()
 SCHEDULED_HANDLER_PATH = "/cdn-cgi/handler/scheduled"  # wrangler dev answers it always
 SCHEDULED_TEST_PATH = "/__scheduled"  # and this one with `--test-scheduled`
 
@@ -183,7 +185,8 @@ class Worker:
 
     async def _traced(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         trace = tracing.TraceContext.from_scope(scope)
-        capture = TraceCapture(self.name, {}, trace)
+        # an event is built only for someone to read it: a tail open when the request came in
+        capture = TraceCapture(self.name, {}, trace) if self._tracing_wanted(self.name) else None
         status: int | None = None
         started = time.perf_counter()
         request_id = trace.request_id.encode("latin-1")
@@ -200,7 +203,7 @@ class Worker:
         trace_token = tracing.use(trace)
         token = use_env(self.env)
         try:
-            with capture:
+            with capture or _UNTRACED:
                 await self.app(scope, receive, send_traced)
         except Exception:
             if status is None:  # never a stack trace to the client
@@ -212,7 +215,7 @@ class Worker:
         finally:
             token.var.reset(token)
             tracing.reset(trace_token)
-            if self._tracing_wanted(self.name):  # the event is built only for someone to read it
+            if capture is not None:
                 capture.event_info["request"] = _request_info(scope)
                 if status is not None:
                     capture.event_info["response"] = {"status": status}

@@ -78,6 +78,10 @@ class Engine:
     def has_uncommitted(self, object_id: str) -> bool:
         return object_id in self._pending or object_id in self._inflight
 
+    def durable_up_to(self, seq: int) -> bool:
+        """Are writes up to `seq` durable already? (Then `flush(seq)` would not wait.)"""
+        return self._committed >= seq
+
     async def flush(self, seq: int | None = None, object_id: str | None = None) -> None:
         """Wait until writes up to `seq` are durable; with `object_id`, fail only if that
         object's writes could not be committed."""
