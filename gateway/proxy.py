@@ -1,12 +1,12 @@
 """The forwarding path, at the ASGI level: a proxy pays for no web framework of its own.
 
 Per request: CORS preflight → rate limit (a RateLimiter object per service, route class and
-client) → edge cache for public catalogue reads → circuit breaker → signed forward through
-the service binding. Errors have the shape of DESIGN §4.
+client) → edge cache for public catalogue reads → circuit breaker → forward through the service
+binding (signed when it leaves the process), its answer relayed as it comes unless the cache
+keeps it. Errors have the shape of DESIGN §4.
 """
 from __future__ import annotations
 
-import asyncio
 import functools
 import ipaddress
 import json
@@ -277,12 +277,12 @@ async def send_upstream(incoming: Incoming, upstream: str, path: str, body: byte
     headers.append(_signature(incoming, path, body, headers))
     request = Request(url, method=incoming.method, headers=[(k.decode("latin-1"), v.decode("latin-1"))
                                                             for k, v in headers], body=body)
-    timeout_s = float(env.get("UPSTREAM_TIMEOUT_S", 30))
+    deadlines = incoming.edge.deadlines
     try:
-        async with asyncio.timeout(timeout_s):  # no extra task per request, unlike wait_for
+        with deadlines.watch():
             reply = await getattr(env, UPSTREAMS[upstream]).fetch(request)
     except TimeoutError:
-        raise _timed_out(breaker, upstream, timeout_s) from None
+        raise _timed_out(breaker, upstream, deadlines.timeout_s) from None
     out = CIMultiDict((k, v) for k, v in reply.headers.items() if k.lower() not in _HOP_BY_HOP)
     _judge(breaker, upstream, reply.status, out.get("content-type", ""))
     return Outgoing(reply.status, out, reply.body, reply.web_socket)
