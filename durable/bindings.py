@@ -22,6 +22,7 @@ from .observe import tracing
 from .errors import NotDelivered, NotOwner, ObjectUnavailable
 from .http import Request, Response, make_request
 from .ids import DurableObjectId
+from .objects import current_object
 
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
 
@@ -183,7 +184,7 @@ class ServiceBinding:
                  "error": {"code": "service_unavailable",
                            "message": f"No local dev session for the {self.service!r} service was found; "
                                       f"start it with `wrangler dev` in its folder"}}, status=503)
-        caller = _current_object()
+        caller = current_object()
         if caller is not None:
             await caller.storage.sync()
         try:
@@ -242,7 +243,7 @@ class ServiceBinding:
         name, value) bytes. `credentials()` adds what only a request that leaves this process
         needs (a signature): a call within it cannot be forged, and says so in its scope."""
         target = self._resolve()
-        if not callable(target) or _current_object() is not None:  # elsewhere, absent, or from an object
+        if not callable(target) or current_object() is not None:  # elsewhere, absent, or from an object
             if credentials is not None:
                 headers = headers + credentials()
             request = Request(url, method=method, headers=[(k.decode("latin-1"), v.decode("latin-1"))
@@ -256,11 +257,6 @@ class ServiceBinding:
 
     def __repr__(self) -> str:
         return f"<ServiceBinding {self.service}>"
-
-
-def _current_object() -> Any:
-    from .objects import current_object  # avoid an import cycle at module load
-    return current_object()
 
 
 class HttpTransport:
