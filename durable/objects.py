@@ -490,7 +490,7 @@ class LocalTransport:
         from this worker's own code or another's, with the caller's request id (a child span), as
         a Durable Object invocation is on Cloudflare."""
         if self.host.on_trace is None or not self.host.tracing_wanted(self.host.script_name):
-            return await detached(self.host._deliver(object_id, method, args, kwargs))  # = host.invoke
+            return await self.host.invoke(object_id, method, args, kwargs)
         trace = tracing.current()
         if trace is not None:
             trace = trace.child()

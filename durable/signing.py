@@ -10,18 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
-import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-
-# A nonce must be unique within the tolerance window, not secret (the key is): 96 bits from a
-# PRNG seeded by the OS, reseeded in a forked child, cost a fifth of `secrets` per request.
-_nonces = random.Random(os.urandom(32))
-os.register_at_fork(after_in_child=lambda: _nonces.seed(os.urandom(32)))
+from .observe.tracing import random_id
 
 
 class SignatureError(Exception):
@@ -41,7 +35,7 @@ def sign(key: str, method: str, target: str, body: bytes = b"", *,
     """The header value for a request to `target` (path plus `?query`, as sent), covering
     `headers` (name, value) too: the receiver reads those names' values from the request."""
     stamp = int(time.time()) if timestamp is None else timestamp
-    once = nonce or f"{_nonces.getrandbits(96):024x}"
+    once = nonce or random_id(24)  # unique within the tolerance window, not secret (the key is)
     covered = sorted((name.lower(), value) for name, value in headers)
     names = ";".join(name for name, _ in covered)
     return f"t={stamp},n={once},h={names},v1={_mac(key, method, target, stamp, once, body, covered)}"

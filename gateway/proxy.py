@@ -109,9 +109,8 @@ async def handle(scope: dict[str, Any], receive: Any, send: Any) -> None:
         reply = _error_reply(exc)
     if reply is None:  # the service's answer went to the client as it came
         return
-    add_cors(incoming, reply.headers)
-    await send({"type": "http.response.start", "status": reply.status,
-                "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()]})
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()]
+    await send({"type": "http.response.start", "status": reply.status, "headers": with_cors(incoming, headers)})
     await send({"type": "http.response.body", "body": b"" if incoming.method == "HEAD" else reply.body})
 
 
@@ -179,17 +178,6 @@ def preflight(incoming: Incoming) -> Outgoing:
     if allowed is None:
         raise ApiError(403, "cors_forbidden", "This origin may not call the API")
     return Outgoing(204, CIMultiDict(allowed), b"")
-
-
-def add_cors(incoming: Incoming, headers: CIMultiDict[str]) -> None:
-    spec = incoming.edge.allowed_origins
-    if not spec:
-        return
-    if "access-control-allow-origin" not in headers:
-        allowed = cors_headers(incoming.headers.get("origin"), spec)
-        if allowed is not None:
-            headers.update(allowed)
-    add_vary(headers, "Origin")
 
 
 async def rate_limit(incoming: Incoming, upstream: str, path: str) -> dict[str, str]:
@@ -313,14 +301,15 @@ class _Relay:
                 return
             self.status = message["status"]
             await self.send({"type": "http.response.start", "status": self.status,
-                             "headers": relayed_cors(self.incoming, headers + self.extra)})
+                             "headers": with_cors(self.incoming, headers + self.extra)})
         elif message["type"] == "http.response.body" and self.status is not None and not self.finished:
             self.finished = not message.get("more_body", False)
             await self.send(message if self.incoming.method != "HEAD" else {**message, "body": b""})
 
 
-def relayed_cors(incoming: Incoming, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """`add_cors` for a relayed answer's (bytes) headers."""
+def with_cors(incoming: Incoming, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """An answer's (bytes) headers with CORS for the caller's origin, when ALLOWED_ORIGINS is set
+    (a service's own Access-Control-Allow-Origin stands) and `Vary: Origin`."""
     spec = incoming.edge.allowed_origins
     if not spec:
         return headers
@@ -330,7 +319,7 @@ def relayed_cors(incoming: Incoming, headers: list[tuple[bytes, bytes]]) -> list
         if allowed is not None:
             headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in allowed.items()]
     vary = ", ".join(v.decode("latin-1") for k, v in headers if k.lower() == b"vary")
-    return [(k, v) for k, v in headers if k.lower() != b"vary"] + [(b"vary", vary_with(vary, "Origin").encode())]
+    return [(k, v) for k, v in headers if k.lower() != b"vary"] + [(b"Vary", vary_with(vary, "Origin").encode())]
 
 
 async def relay_upstream(incoming: Incoming, upstream: str, path: str, extra: dict[str, str], send: Any) -> int:

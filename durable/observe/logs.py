@@ -108,15 +108,16 @@ class AccessLog:
             return
         message = "%s %s %s %s (%.1f ms) request_id=%s" % (worker, method, path, "-" if status is None else status,
                                                          duration_ms, request_id)
+        if self.handler is not None and not self.json:  # the usual case: a text line, no fields
+            self.handler.write_line(f"[{self.logger.name}:INFO] {message}")
+            return
         fields = {"worker": worker, "method": method, "path": path, "status": status, "duration_ms": duration_ms,
                   "request_id": request_id, "traceparent": traceparent}
         if self.handler is None:
             self.logger.info(message, extra=fields)
-        elif self.json:
+        else:
             self.handler.write_line(json.dumps({"time": _utc_stamp(time.time()), "level": "info",
                                                 "logger": self.logger.name, "message": redactor(message), **fields}))
-        else:
-            self.handler.write_line(f"[{self.logger.name}:INFO] {message}")
 
 
 access_log = AccessLog()

@@ -18,13 +18,15 @@ from typing import Any
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
-# Trace, span and request ids must be unique, not secret: a PRNG seeded from the OS per process
-# costs a tenth of os.urandom per id, and ids are made several times per request.
+# Trace, span and request ids (and signature nonces) must be unique, not secret: a PRNG seeded
+# from the OS per process, reseeded in a forked child, costs a tenth of os.urandom per id, and
+# ids are made several times per request.
 _ids = random.Random(os.urandom(32))
 os.register_at_fork(after_in_child=lambda: _ids.seed(os.urandom(32)))
 
 
-def _hex_id(digits: int) -> str:
+def random_id(digits: int) -> str:
+    """`digits` random hex digits, never all zeros."""
     value = _ids.getrandbits(digits * 4)
     return f"{value or 1:0{digits}x}"  # all zeros is the invalid id of W3C trace context
 
@@ -46,7 +48,7 @@ class TraceContext:
 
     def child(self) -> TraceContext:
         """The context of a hop called from this one: same trace and request id, its own span."""
-        return TraceContext(self.trace_id, _hex_id(16), self.flags, self.request_id)
+        return TraceContext(self.trace_id, random_id(16), self.flags, self.request_id)
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> TraceContext:
@@ -72,10 +74,10 @@ class TraceContext:
         match = _TRACEPARENT.match(parent.strip().lower()) if parent else None
         request_id = request_id.strip()
         if not _REQUEST_ID.match(request_id):
-            request_id = _hex_id(32)
+            request_id = random_id(32)
         if match and match.group(1) != _ZERO_TRACE and match.group(2) != _ZERO_SPAN:
-            return cls(match.group(1), _hex_id(16), match.group(3), request_id)
-        return cls(_hex_id(32), _hex_id(16), "01", request_id)
+            return cls(match.group(1), random_id(16), match.group(3), request_id)
+        return cls(random_id(32), random_id(16), "01", request_id)
 
 
 _current: ContextVar[TraceContext | None] = ContextVar("durable_trace_context", default=None)

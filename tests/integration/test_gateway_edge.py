@@ -221,6 +221,10 @@ async def test_cors_preflight_and_responses(edge_shop) -> None:
     assert "X-Request-Id" in headers["Access-Control-Expose-Headers"] and "Origin" in headers["Vary"]
     status, _, headers = await shop.call("GET", "/api/products", headers={"Origin": "https://evil.example"})
     assert status == 200 and "Access-Control-Allow-Origin" not in headers
+    relayed = {"Origin": "https://shop.example", "Cache-Control": "no-cache"}  # not from the cache: relayed
+    status, _, headers = await shop.call("GET", "/api/products", headers=relayed)
+    assert status == 200 and headers["Access-Control-Allow-Origin"] == "https://shop.example"
+    assert "X-Cache" not in headers and headers.getall("Vary") == ["Origin"]
 
 
 async def test_a_failing_upstream_opens_its_circuit_and_base_keeps_serving(edge_shop) -> None:
