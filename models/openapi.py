@@ -3,8 +3,9 @@ the route decorators: the answers no single handler raises but every request can
 
 - 400 `validation_error` / `invalid_id` wherever the request has a body, a query or a path id;
   404 wherever the path names a resource; 413 for bodies over the size limit;
-- 429 (the gateway's rate limits) and 503 (database, a Durable Object's node, the gateway's
-  breaker) everywhere;
+- 429 (the gateway's rate limits), 503 (database, a Durable Object's node, the gateway's
+  breaker), and the gateway's 502 (a service failed without our error shape) and 504 (a
+  service did not answer in time) everywhere;
 - path ids constrained as the server checks them (24 hex characters), so a document-valid id is
   never refused as malformed.
 Each answer carries the error envelope (DESIGN §4).
@@ -27,7 +28,9 @@ IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e](?:[\x20-\x7e]{0,253}[\x21-\x7e])?$"
 OBJECT_ID = {"type": "string", "pattern": f"^{PATH_OBJECT_ID}$", "examples": ["65f1c0ffee0ddba11b0a7c11"]}
 ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 REASONS = {400: "Invalid request", 404: "Not found", 413: "Body too large", 429: "Rate limited (retry after "
-           "the Retry-After header)", 503: "A dependency is unavailable (retry after the Retry-After header)"}
+           "the Retry-After header)", 502: "The service behind the gateway failed",
+           503: "A dependency is unavailable (retry after the Retry-After header)",
+           504: "The service behind the gateway did not answer in time (retry after the Retry-After header)"}
 
 
 def _error(status: int) -> dict[str, Any]:
@@ -157,7 +160,7 @@ def complete(operation: dict[str, Any]) -> None:
     for parameter in path_params:
         if parameter["name"].endswith("_id"):
             parameter["schema"] = dict(OBJECT_ID)
-    statuses = [429, 503]
+    statuses = [429, 502, 503, 504]
     if operation.get("requestBody") or path_params or any(p.get("in") == "query" for p in parameters):
         statuses.append(400)
     if path_params:
