@@ -69,26 +69,35 @@ def http_scope(method: str, url: str, headers: list[tuple[bytes, bytes]], body: 
 async def call_app(app: ASGIApp, scope: dict[str, Any], body: bytes, send: ASGISend) -> None:
     """Run `app` on one request whose whole body is `body`; it hears of a disconnect once it
     has answered (or failed)."""
-    sent_body = False
-    finished = asyncio.Event()
+    sent_body = finished = False
+    waiter: asyncio.Future[None] | None = None  # made only if the app listens past the body (most do)
+
+    def finish() -> None:
+        nonlocal finished
+        finished = True
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def receive() -> dict[str, Any]:
-        nonlocal sent_body
+        nonlocal sent_body, waiter
         if not sent_body:
             sent_body = True
             return {"type": "http.request", "body": body, "more_body": False}
-        await finished.wait()
+        if not finished:
+            if waiter is None or waiter.done():  # (done: a listener before was cancelled)
+                waiter = asyncio.get_running_loop().create_future()
+            await waiter
         return {"type": "http.disconnect"}
 
     async def send_then_finish(message: dict[str, Any]) -> None:
         await send(message)
         if message["type"] == "http.response.body" and not message.get("more_body", False):
-            finished.set()
+            finish()
 
     try:
         await app(scope, receive, send_then_finish)
     finally:
-        finished.set()
+        finish()
 
 
 async def asgi_fetch(app: ASGIApp, request: Request, client: tuple[str, int] = ("127.0.0.1", 0),
@@ -250,10 +259,9 @@ class ServiceBinding:
                                                            for k, v in headers], body=body)
             await send_response(await self.fetch(request), send)
             return
-        trace = tracing.current()
-        if trace is not None:
-            headers = headers + [(k.encode("latin-1"), v.encode("latin-1")) for k, v in trace.outgoing().items()]
-        await call_app(target, http_scope(method, url, headers, body, extra_scope=_THROUGH_BINDING), body, send)
+        trace = tracing.current()  # handed over as it is: no headers to format here and parse there
+        extra = _THROUGH_BINDING if trace is None else {**_THROUGH_BINDING, tracing.SCOPE_KEY: trace}
+        await call_app(target, http_scope(method, url, headers, body, extra_scope=extra), body, send)
 
     def __repr__(self) -> str:
         return f"<ServiceBinding {self.service}>"

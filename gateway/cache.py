@@ -13,7 +13,7 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -42,9 +42,10 @@ def cache_key(path: str, query: str) -> str:
     return path.rstrip("/") + ("?" + urlencode(params) if params else "")
 
 
-def is_cacheable_request(method: str, path: str, headers: Any) -> bool:
+def is_cacheable_request(method: str, path: str, headers: Mapping[str, str]) -> bool:
+    """`headers` by lowercase name."""
     return (method == "GET" and CACHEABLE_PATH.match(path) is not None
-            and not headers.get("Authorization") and "no-cache" not in headers.get("Cache-Control", ""))
+            and not headers.get("authorization") and "no-cache" not in headers.get("cache-control", ""))
 
 
 def is_catalogue_write(method: str, path: str) -> bool:

@@ -1,5 +1,5 @@
 """The gateway's in-memory state, one per running gateway: a circuit breaker per upstream, the
-response cache and the forwards' deadlines, configured from vars."""
+response cache, the forwards' deadlines and the rate-limit leases, configured from vars."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -8,6 +8,7 @@ from typing import Any
 from .breakers import CircuitBreaker
 from .cache import ResponseCache
 from .deadlines import Deadlines
+from .leases import TokenLeases
 from .routing import UPSTREAMS
 
 
@@ -16,10 +17,12 @@ class Edge:
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
     cache: ResponseCache = field(default_factory=ResponseCache)
     deadlines: Deadlines = field(default_factory=lambda: Deadlines(30.0))  # of relayed forwards
+    leases: TokenLeases = field(default_factory=TokenLeases)  # rate-limit tokens held by this node
     # the vars every request reads, read once (they do not change while the worker runs)
     allowed_origins: str = ""
     rate_limits: str = ""
     trusted_proxies: frozenset[str] = frozenset()
+    jwt_key: str | None = field(default=None, repr=False)  # a secret: verifies the tokens that key limits
 
 
 def build_edge(env: Any) -> Edge:
@@ -33,6 +36,7 @@ def build_edge(env: Any) -> Edge:
     return Edge(breakers={name: breaker() for name in UPSTREAMS}, cache=cache,
                 deadlines=Deadlines(float(env.get("UPSTREAM_TIMEOUT_S", 30))),
                 allowed_origins=str(env.get("ALLOWED_ORIGINS", "")), rate_limits=str(env.get("RATE_LIMITS", "")),
+                jwt_key=env.get("JWT_KEY"),
                 trusted_proxies=frozenset(t.strip() for t in str(env.get("TRUSTED_PROXIES", "")).split(",")
                                           if t.strip()))
 

@@ -29,6 +29,7 @@ from . import cache as edge_cache
 from .cors import add_vary, cors_headers, vary_with
 from .breakers import CircuitBreaker
 from .edge import Edge, edge
+from .leases import QUOTA_HEADERS, Quota, Refused
 from .limits import client_key, limit_for, route_class
 from .routing import UPSTREAMS, route
 
@@ -43,6 +44,7 @@ _DROP_INBOUND = frozenset(name.encode() for name in _HOP_BY_HOP | _NOT_FROM_CLIE
     "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions"})
 # a relayed answer keeps its Content-Length: its body reaches the client as the service sent it
 _HOP_BY_HOP_RELAYED = frozenset(h.encode() for h in HOP_BY_HOP | {"remote-addr"})
+_REPLACED_BY_QUOTA = _HOP_BY_HOP_RELAYED | QUOTA_HEADERS
 _DROP_CACHED = _HOP_BY_HOP | {"x-request-id", "cache-control", "etag"}
 
 
@@ -51,7 +53,7 @@ class Incoming:
     method: str
     path: str
     query: str
-    headers: CIMultiDict[str]
+    headers: dict[str, str]  # lowercase names; a repeated header's first value, as a proxy reads it
     peer: str
     scheme: str
     raw_headers: list[tuple[bytes, bytes]]  # as the server gave them: lowercase names, bytes
@@ -90,8 +92,10 @@ class Outgoing:
 
 def _incoming(scope: dict[str, Any], method: str) -> Incoming:
     raw = scope["headers"]
-    return Incoming(method, scope["path"], scope.get("query_string", b"").decode("latin-1"),
-                    CIMultiDict((k.decode("latin-1"), v.decode("latin-1")) for k, v in raw),
+    headers: dict[str, str] = {}
+    for name, value in raw:  # ASGI names are lowercase already
+        headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+    return Incoming(method, scope["path"], scope.get("query_string", b"").decode("latin-1"), headers,
                     (scope.get("client") or ("", 0))[0], http_scheme(scope), raw, edge(env))
 
 
@@ -121,9 +125,10 @@ async def handle_websocket(scope: dict[str, Any], receive: Any, send: Any) -> No
     incoming = _incoming(scope, "GET")
     try:
         upstream, path = route(incoming.path)
-        limits = await rate_limit(incoming, upstream, path)
+        quota = await rate_limit(incoming, upstream, path)
         reply = await send_upstream(incoming, upstream, path, b"", websocket=True)
-        reply.headers.update(limits)
+        if quota is not None:
+            reply.headers.update(quota.headers())
     except ApiError as exc:
         reply = _error_reply(exc)
     if reply.web_socket is not None:
@@ -157,18 +162,19 @@ async def proxy(incoming: Incoming, send: Any) -> Outgoing | None:
     if incoming.method == "OPTIONS" and "access-control-request-method" in incoming.headers:
         return preflight(incoming)
     upstream, path = route(incoming.path)
-    limits = await rate_limit(incoming, upstream, path)
+    quota = await rate_limit(incoming, upstream, path)
     state = incoming.edge
     if edge_cache.is_cacheable_request(incoming.method, path, incoming.headers):
         stored, outcome = await state.cache.fetch(edge_cache.cache_key(path, incoming.query),
                                                   lambda: cacheable_forward(incoming, upstream, path))
         reply = from_cache(incoming, stored, outcome)
     else:
-        status = await relay_upstream(incoming, upstream, path, limits, send)
+        status = await relay_upstream(incoming, upstream, path, quota, send)
         if edge_cache.is_catalogue_write(incoming.method, path) and status < 400:
             state.cache.purge("/products")
         return None
-    reply.headers.update(limits)
+    if quota is not None:
+        reply.headers.update(quota.headers())
     return reply
 
 
@@ -180,21 +186,29 @@ def preflight(incoming: Incoming) -> Outgoing:
     return Outgoing(204, CIMultiDict(allowed), b"")
 
 
-async def rate_limit(incoming: Incoming, upstream: str, path: str) -> dict[str, str]:
-    """Spend one token from the caller's bucket for this service and route class, or 429."""
+async def rate_limit(incoming: Incoming, upstream: str, path: str) -> Quota | None:
+    """Spend one token from the caller's bucket for this service and route class (from this
+    node's lease of it when it holds one), or 429."""
     kind = route_class(incoming.method, path)
     limit = limit_for(incoming.edge.rate_limits, upstream, kind)
     if limit is None:
-        return {}
-    who = client_key(incoming.headers.get("authorization"), incoming.client_ip, env.get("JWT_KEY"))
-    ns = env.RATE_LIMITER
-    result = await ns.get(ns.id_from_name(f"{upstream}:{kind}:{who}")).take(limit.limit, limit.period_s)
-    headers = {"RateLimit-Limit": str(result["limit"]), "RateLimit-Remaining": str(result["remaining"]),
-               "RateLimit-Reset": str(result["reset"])}
-    if not result["allowed"]:
-        raise ApiError(429, "rate_limited", "Too many requests; slow down",
-                       headers={**headers, "Retry-After": str(result["retry_after"])})
-    return headers
+        return None
+    who = client_key(incoming.headers.get("authorization"), incoming.client_ip, incoming.edge.jwt_key)
+    key = f"{upstream}:{kind}:{who}"
+    leases = incoming.edge.leases
+    quota = leases.spend(key, limit)
+    if quota is None:
+        ns = env.RATE_LIMITER
+        try:
+            quota = await leases.take(key, limit, ns.get(ns.id_from_name(key)).take)
+        except Refused as refused:
+            result = refused.result
+            raise ApiError(429, "rate_limited", "Too many requests; slow down",
+                           headers={"RateLimit-Limit": str(result["limit"]),
+                                    "RateLimit-Remaining": str(result["remaining"]),
+                                    "RateLimit-Reset": str(result["reset"]),
+                                    "Retry-After": str(result["retry_after"])}) from None
+    return quota
 
 
 def _admit(incoming: Incoming, upstream: str) -> CircuitBreaker:
@@ -281,11 +295,11 @@ class _Relay:
     CORS) in; the breaker hears the status. A refused answer (a 5xx not in our error shape) is
     held back whole, for the caller to answer 502 instead. Headers stay bytes all the way."""
 
-    def __init__(self, incoming: Incoming, breaker: CircuitBreaker, upstream: str, extra: dict[str, str],
+    def __init__(self, incoming: Incoming, breaker: CircuitBreaker, upstream: str, quota: Quota | None,
                  send: Any) -> None:
         self.incoming, self.breaker, self.upstream, self.send = incoming, breaker, upstream, send
-        self.extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
-        self.replaced = _HOP_BY_HOP_RELAYED | {k.lower() for k, _ in self.extra}  # ours win, as update() did
+        self.extra = quota.raw_headers() if quota is not None else []
+        self.replaced = _HOP_BY_HOP_RELAYED if quota is None else _REPLACED_BY_QUOTA  # ours win
         self.status: int | None = None
         self.finished = False
         self.refused: ApiError | None = None
@@ -313,25 +327,35 @@ def with_cors(incoming: Incoming, headers: list[tuple[bytes, bytes]]) -> list[tu
     spec = incoming.edge.allowed_origins
     if not spec:
         return headers
-    names = {k.lower() for k, _ in headers}
-    if b"access-control-allow-origin" not in names:
-        allowed = cors_headers(incoming.headers.get("origin"), spec)
+    out: list[tuple[bytes, bytes]] = []
+    vary: list[str] = []
+    own_cors = False
+    for name, value in headers:
+        lower = name.lower()
+        if lower == b"vary":
+            vary.append(value.decode("latin-1"))
+            continue
+        own_cors = own_cors or lower == b"access-control-allow-origin"
+        out.append((name, value))
+    origin = incoming.headers.get("origin")
+    if origin and not own_cors:
+        allowed = cors_headers(origin, spec)
         if allowed is not None:
-            headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in allowed.items()]
-    vary = ", ".join(v.decode("latin-1") for k, v in headers if k.lower() == b"vary")
-    return [(k, v) for k, v in headers if k.lower() != b"vary"] + [(b"Vary", vary_with(vary, "Origin").encode())]
+            out += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in allowed.items()]
+    out.append((b"Vary", vary_with(", ".join(vary), "Origin").encode("latin-1") if vary else b"Origin"))
+    return out
 
 
-async def relay_upstream(incoming: Incoming, upstream: str, path: str, extra: dict[str, str], send: Any) -> int:
+async def relay_upstream(incoming: Incoming, upstream: str, path: str, quota: Quota | None, send: Any) -> int:
     """Signed forward through the breaker, its answer relayed to the client as it comes (with
-    `extra` headers); the status sent."""
+    the `quota`'s headers); the status sent."""
     breaker = _admit(incoming, upstream)
     url, headers = _forward(incoming, upstream, path)
 
     def credentials() -> list[tuple[bytes, bytes]]:  # only a forward that leaves this process is signed
         return [_signature(incoming, path, incoming.body, headers)]
 
-    relay = _Relay(incoming, breaker, upstream, extra, send)
+    relay = _Relay(incoming, breaker, upstream, quota, send)
     deadlines = incoming.edge.deadlines
     try:
         with deadlines.watch():

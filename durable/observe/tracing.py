@@ -18,6 +18,7 @@ from typing import Any
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
+SCOPE_KEY = "durable.trace"  # the caller's context, on the ASGI scope of a call within the process
 # Trace, span and request ids (and signature nonces) must be unique, not secret: a PRNG seeded
 # from the OS per process, reseeded in a forked child, costs a tenth of os.urandom per id, and
 # ids are made several times per request.
@@ -60,7 +61,10 @@ class TraceContext:
     @classmethod
     def from_scope(cls, scope: Mapping[str, Any]) -> TraceContext:
         """`from_headers` of an ASGI request, read straight from its (lowercase, bytes) headers:
-        it runs once per request per hop."""
+        it runs once per request per hop. A call within the process hands over its context itself."""
+        caller = scope.get(SCOPE_KEY)
+        if caller is not None:
+            return caller.child()
         parent = request_id = b""
         for name, value in scope.get("headers", ()):
             if name == b"traceparent":

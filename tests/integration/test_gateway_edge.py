@@ -164,6 +164,19 @@ async def test_exactly_the_limit_passes_under_1000_concurrent_requests(edge_shop
     assert [s for s, _, _ in writes] == [401] * 5 + [429]  # writes: their own, smaller budget
 
 
+async def test_a_busy_client_spends_from_a_lease_and_its_remaining_still_counts_down_by_one(edge_shop) -> None:
+    shop = await edge_shop(RATE_LIMITS="base.read=1000/3600")
+    gateway_tail = shop.runtime.hub.create("rest-shop-gateway", TailFilters())
+    remaining = []
+    for _ in range(60):
+        status, _, headers = await shop.call("GET", "/api/products?limit=1")
+        assert status == 200
+        remaining.append(int(headers["RateLimit-Remaining"]))
+    assert remaining == list(range(999, 939, -1))  # what the bucket alone would say
+    takes = [e for e in drain(gateway_tail) if e["event"].get("rpc") == {"class": "RateLimiter", "method": "take"}]
+    assert 1 <= len(takes) < 15  # leases of 1, 2, 4, 8, ... tokens: not one object call per request
+
+
 async def test_public_catalogue_reads_are_cached_validated_and_purged_by_writes(edge_shop) -> None:
     shop = await edge_shop()
     product = await shop.product(name="Lamp", price=20)

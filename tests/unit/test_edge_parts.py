@@ -59,7 +59,8 @@ def test_a_probe_that_never_reports_does_not_block_forever() -> None:
 def test_cache_rules() -> None:
     assert cache_key("/products", "b=2&a=1") == cache_key("/products/", "a=1&b=2") == "/products?a=1&b=2"
     assert is_cacheable_request("GET", "/products/abc", {})
-    assert not is_cacheable_request("GET", "/products/abc", {"Authorization": "Bearer x"})
+    assert not is_cacheable_request("GET", "/products/abc", {"authorization": "Bearer x"})
+    assert not is_cacheable_request("GET", "/products/abc", {"cache-control": "no-cache"})
     assert not is_cacheable_request("POST", "/products", {})
     assert not is_cacheable_request("GET", "/orders", {})
     assert not is_cacheable_request("GET", "/products/a/b", {})

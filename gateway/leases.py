@@ -1,0 +1,122 @@
+"""Token leases: a busy client's rate-limit tokens are spent from a small lease held here, so
+most of its requests skip the call to its RateLimiter object (the larger part of the gateway's
+own cost per request).
+
+The object stays the only source of tokens: no more requests pass than its bucket holds, on
+one node or many. A client's first request in a while asks for one token, as before; one who
+comes back while its lease lives asks for twice what the last lease served, up to
+`LEASE_SHARE` of the limit and `MAX_LEASE`. A lease is spent for `LEASE_S` at most, and its
+unspent tokens go back with the next ask. What this costs: the client's requests through
+another node can find up to a lease's worth of its tokens held here for that long, so they may
+be refused a little early, never let through late. (Cloudflare's own rate-limiting binding
+counts locally and settles with its store in the same spirit.)
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .limits import Limit
+
+LEASE_S = 1.0
+MAX_LEASE = 64
+LEASE_SHARE = 0.05
+MAX_CLIENTS = 10_000  # leases kept; the oldest goes first (its unspent tokens with it)
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """What the RateLimit-* headers say after a request spent its token."""
+
+    limit: int
+    remaining: int
+    reset: int
+
+    def headers(self) -> dict[str, str]:
+        return {"RateLimit-Limit": str(self.limit), "RateLimit-Remaining": str(self.remaining),
+                "RateLimit-Reset": str(self.reset)}
+
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        """`headers()` as an ASGI server takes them."""
+        return [(b"RateLimit-Limit", b"%d" % self.limit), (b"RateLimit-Remaining", b"%d" % self.remaining),
+                (b"RateLimit-Reset", b"%d" % self.reset)]
+
+
+QUOTA_HEADERS = frozenset({b"ratelimit-limit", b"ratelimit-remaining", b"ratelimit-reset"})  # by lowercase name
+
+
+class Refused(Exception):
+    """The bucket holds no token: `result` is the object's answer (limit, reset, retry_after)."""
+
+    def __init__(self, result: dict[str, Any]) -> None:
+        super().__init__("rate limited")
+        self.result = result
+
+
+TakeFromBucket = Callable[[int, float, int, int], Awaitable[dict[str, Any]]]  # RateLimiter.take
+
+
+@dataclass(slots=True)
+class Lease:
+    tokens: int = 0  # granted to this node, not spent yet
+    until: float = 0.0  # when they may no longer be spent (monotonic)
+    remaining: int = 0  # what the bucket held after the last grant
+    served: int = 0  # requests spent from what the last grant brought
+
+
+class TokenLeases:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._leases: dict[str, Lease] = {}
+
+    def spend(self, key: str, limit: Limit) -> Quota | None:
+        """One token from the lease of `key`, if it holds one still valid; else None: ask()."""
+        lease = self._leases.get(key)
+        if lease is None or lease.tokens < 1 or self._clock() >= lease.until:
+            return None
+        lease.tokens -= 1
+        lease.served += 1
+        return _quota(limit, lease)
+
+    async def take(self, key: str, limit: Limit, take_from_bucket: TakeFromBucket) -> Quota:
+        """When spend() found nothing: one token (and maybe a lease) from the bucket itself, or Refused."""
+        want, returning = self.ask(key, limit)
+        result = await take_from_bucket(limit.limit, limit.period_s, want, returning)
+        quota = self.settle(key, limit, result) or self.spend(key, limit)  # (another's grant may have come)
+        if quota is None:
+            raise Refused(result)
+        return quota
+
+    def ask(self, key: str, limit: Limit) -> tuple[int, int]:
+        """(want, returning) for the object's `take`: the lease's unspent tokens go back with it."""
+        lease = self._leases.get(key)
+        if lease is None:
+            return 1, 0
+        returning, lease.tokens = lease.tokens, 0
+        if self._clock() >= lease.until + LEASE_S:  # quiet for a while: start small again
+            return 1, returning
+        cap = max(1, min(MAX_LEASE, int(limit.limit * LEASE_SHARE)))
+        return min(cap, 2 * max(1, lease.served)), returning
+
+    def settle(self, key: str, limit: Limit, result: dict[str, Any]) -> Quota | None:
+        """Keep what `take` granted beyond this request's token; None when it granted nothing."""
+        lease = self._leases.pop(key, None) or Lease()
+        self._leases[key] = lease  # (re)inserted last: the dict's order is the leases' age
+        if len(self._leases) > MAX_CLIENTS:
+            del self._leases[next(iter(self._leases))]
+        granted = int(result.get("granted", 1 if result["allowed"] else 0))
+        lease.remaining = int(result["remaining"])
+        if granted < 1:
+            return None
+        lease.tokens += granted - 1
+        lease.served = 1
+        lease.until = self._clock() + LEASE_S
+        return _quota(limit, lease)
+
+
+def _quota(limit: Limit, lease: Lease) -> Quota:
+    remaining = min(limit.limit, lease.remaining + lease.tokens)
+    return Quota(limit.limit, remaining, math.ceil((limit.limit - remaining) * limit.period_s / limit.limit))

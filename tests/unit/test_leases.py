@@ -1,0 +1,137 @@
+"""Rate-limit token leases against the real RateLimiter object's bucket: no node lets through
+more than the bucket holds, one node lets through exactly what it holds, and every token is
+accounted for (in the bucket, in a lease, or spent)."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.leases import LEASE_S, MAX_CLIENTS, MAX_LEASE, Refused, TokenLeases
+from gateway.limits import Limit
+from gateway.objects.rate_limiter import RateLimiter
+
+KEY = "base:read:ip:198.51.100.7"
+# refill is time.time()-driven in the object; at this rate a test run refills well under 0.01 token
+SLOW = 86_400.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class MemoryStorage:
+    """The two storage calls the bucket makes, in memory (the object's own code is under test)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    async def get(self, key: str) -> Any:
+        return self.data.get(key)
+
+    async def put(self, key: str, value: Any, **_: Any) -> None:
+        self.data[key] = dict(value)
+
+
+class Ctx:
+    def __init__(self) -> None:
+        self.storage = MemoryStorage()
+
+
+def bucket() -> RateLimiter:
+    return RateLimiter(Ctx(), None)
+
+
+def tokens_in(limiter: RateLimiter) -> float:
+    assert limiter._bucket is not None
+    return limiter._bucket["tokens"]
+
+
+async def request(leases: TokenLeases, limiter: RateLimiter, limit: Limit) -> int | None:
+    """One request as the gateway makes it: its RateLimit-Remaining, or None when refused."""
+    quota = leases.spend(KEY, limit)
+    if quota is None:
+        try:
+            quota = await leases.take(KEY, limit, limiter.take)
+        except Refused as refused:
+            assert refused.result["retry_after"] >= 1 and refused.result["granted"] == 0
+            return None
+    return quota.remaining
+
+
+async def test_a_busy_client_spends_from_a_lease_that_grows_with_its_pace_and_reports_exactly() -> None:
+    clock, limiter = Clock(), bucket()
+    leases, limit = TokenLeases(clock), Limit(1000, SLOW)
+    asks: list[tuple[int, int]] = []
+    real_take = limiter.take
+
+    async def counted(*args: Any) -> dict[str, Any]:
+        asks.append((args[2], args[3]))
+        return await real_take(*args)
+
+    remaining = []
+    for _ in range(200):
+        quota = leases.spend(KEY, limit) or await leases.take(KEY, limit, counted)
+        remaining.append(quota.remaining)
+    assert remaining == list(range(999, 799, -1))  # what the bucket alone would have said
+    wants = [want for want, _ in asks]
+    assert wants[:5] == [1, 2, 4, 8, 16] and max(wants) == min(MAX_LEASE, 1000 // 20) == 50
+    assert len(asks) < 12  # 200 requests, a handful of calls to the object
+
+
+async def test_one_node_lets_through_exactly_the_limit_and_refuses_the_rest() -> None:
+    leases, limiter, limit = TokenLeases(Clock()), bucket(), Limit(100, SLOW)
+    outcomes = [await request(leases, limiter, limit) for _ in range(130)]
+    assert outcomes[:100] == list(range(99, -1, -1)) and outcomes[100:] == [None] * 30
+
+
+async def test_an_expired_lease_is_not_spent_and_goes_back_with_the_next_ask() -> None:
+    clock, limiter = Clock(), bucket()
+    leases, limit = TokenLeases(clock), Limit(1000, SLOW)
+    for _ in range(4):  # leases of 1, 2 and 4: 3 tokens left here
+        await request(leases, limiter, limit)
+    assert leases._leases[KEY].tokens == 3 and tokens_in(limiter) == pytest.approx(993, abs=0.01)
+    clock.now += LEASE_S
+    assert leases.spend(KEY, limit) is None  # not spendable once its time is up
+    assert await request(leases, limiter, limit) == 995  # the 3 went back, then this one was spent
+    assert tokens_in(limiter) + leases._leases[KEY].tokens == pytest.approx(995, abs=0.01)
+    clock.now += 3 * LEASE_S  # quiet: the next ask starts small again
+    assert leases.ask(KEY, limit)[0] == 1
+
+
+def test_low_limits_are_never_leased() -> None:
+    leases, limit = TokenLeases(Clock()), Limit(5, 3600)
+    leases.settle(KEY, limit, {"allowed": True, "granted": 1, "remaining": 4})
+    leases._leases[KEY].served = 10
+    assert leases.ask(KEY, limit) == (1, 0)  # 5% of 5 is under one token
+
+
+def test_leases_are_bounded_in_number() -> None:
+    leases, limit = TokenLeases(Clock()), Limit(1000, 60)
+    for i in range(MAX_CLIENTS + 5):
+        leases.settle(f"k{i}", limit, {"allowed": True, "granted": 2, "remaining": 900})
+    assert len(leases._leases) == MAX_CLIENTS and "k0" not in leases._leases
+
+
+@settings(max_examples=60, deadline=None)
+@given(steps=st.lists(st.tuples(st.sampled_from("AB"), st.sampled_from([0.0, 0.0, 0.0, 0.3, 1.1])),
+                      min_size=1, max_size=150),
+       limit_count=st.integers(1, 120))
+async def test_two_nodes_never_let_through_more_than_the_bucket_and_lose_no_token(
+        steps: list[tuple[str, float]], limit_count: int) -> None:
+    clock, limiter, limit = Clock(), bucket(), Limit(limit_count, SLOW)
+    nodes = {"A": TokenLeases(clock), "B": TokenLeases(clock)}
+    admitted = 0
+    for node, pause in steps:
+        clock.now += pause
+        if await request(nodes[node], limiter, limit) is not None:
+            admitted += 1
+        held = sum(n._leases[KEY].tokens for n in nodes.values() if KEY in n._leases)
+        assert admitted <= limit_count
+        assert tokens_in(limiter) + held + admitted == pytest.approx(limit_count, abs=0.01)
