@@ -70,7 +70,7 @@ async def call_app(app: ASGIApp, scope: dict[str, Any], body: bytes, send: ASGIS
     """Run `app` on one request whose whole body is `body`; it hears of a disconnect once it
     has answered (or failed)."""
     sent_body = finished = False
-    waiter: asyncio.Future[None] | None = None  # made only if the app listens past the body (most do)
+    waiter: asyncio.Future[None] | None = None  # a bare future, made when the app listens past the body
 
     def finish() -> None:
         nonlocal finished
