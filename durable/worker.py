@@ -206,6 +206,9 @@ class Worker:
             with capture or _UNTRACED:
                 await self.app(scope, receive, send_traced)
         except Exception:
+            # a framework logs its handlers' errors itself; what reaches here (a raw ASGI app's) would
+            # otherwise be seen only by someone tailing
+            log.exception("%s: %s %s failed", self.name, scope["method"], scope["path"])
             if status is None:  # never a stack trace to the client
                 status = 500
                 await send({"type": "http.response.start", "status": 500,

@@ -3,6 +3,7 @@ signatures, exact rate limits, the cache (hit, miss, 304, purge), health, CORS."
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from typing import Any
@@ -330,3 +331,22 @@ async def test_provider_callbacks_are_limited_per_source_by_default(edge_shop) -
     assert replies[-1][1]["error"]["code"] == "rate_limited"
     user = shop.token()
     assert (await shop.call("GET", "/api/payments/history", token=user))[0] == 200  # shoppers are unaffected
+
+
+async def test_a_failure_in_the_gateway_itself_is_a_500_in_our_shape_and_logged_with_its_traceback(
+        edge_shop, monkeypatch, caplog) -> None:
+    """Fault injection: the proxy raises (as a bug of ours would). The client gets our error
+    shape, never a trace; the operator's log gets the traceback, with nobody tailing."""
+    import gateway.proxy
+
+    async def broken(incoming: Any, send: Any) -> None:
+        raise RuntimeError("the proxy broke: 1f3a")
+
+    shop = await edge_shop()
+    monkeypatch.setattr(gateway.proxy, "proxy", broken)
+    with caplog.at_level(logging.ERROR, logger="durable.worker"):
+        status, body, _ = await shop.call("GET", "/api/products/abc", headers={"Cache-Control": "no-cache"})
+    assert status == 500 and body["error"]["code"] == "internal_error" and "1f3a" not in str(body)
+    failed = [r for r in caplog.records if r.name == "durable.worker" and r.levelno == logging.ERROR]
+    assert len(failed) == 1 and "GET /api/products/abc failed" in failed[0].getMessage()
+    assert failed[0].exc_info is not None and "the proxy broke: 1f3a" in str(failed[0].exc_info[1])
