@@ -6,9 +6,12 @@ The object stays the only source of tokens: no more requests pass than its bucke
 one node or many. A client's first request in a while asks for one token, as before; one who
 comes back while its lease lives asks for twice what the last lease served, up to
 `LEASE_SHARE` of the limit and `MAX_LEASE`. A lease is spent for `LEASE_S` at most, and its
-unspent tokens go back with the next ask. What this costs: the client's requests through
-another node can find up to a lease's worth of its tokens held here for that long, so they may
-be refused a little early, never let through late. (Cloudflare's own rate-limiting binding
+unspent tokens go back with the next ask. A refusal is remembered for as long as the bucket
+said it would take to hold a token again, so a client hammering past its limit is answered 429
+here without a call per request. What this costs: the client's requests through another node
+can find up to a lease's worth of its tokens held here for that long (and this node keeps
+refusing while another gives tokens back), so they may be refused a little early, never let
+through late. (Cloudflare's own rate-limiting binding
 counts locally and settles with its store in the same spirit.)
 """
 from __future__ import annotations
@@ -49,11 +52,15 @@ QUOTA_HEADERS = frozenset({b"ratelimit-limit", b"ratelimit-remaining", b"ratelim
 
 
 class Refused(Exception):
-    """The bucket holds no token: `result` is the object's answer (limit, reset, retry_after)."""
+    """The bucket holds no token: what the 429's headers say (seconds, rounded up)."""
 
-    def __init__(self, result: dict[str, Any]) -> None:
+    def __init__(self, limit: int, reset: int, retry_after: int) -> None:
         super().__init__("rate limited")
-        self.result = result
+        self.limit, self.reset, self.retry_after = limit, reset, retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"RateLimit-Limit": str(self.limit), "RateLimit-Remaining": "0", "RateLimit-Reset": str(self.reset),
+                "Retry-After": str(self.retry_after)}
 
 
 TakeFromBucket = Callable[[int, float, int, int], Awaitable[dict[str, Any]]]  # RateLimiter.take
@@ -65,6 +72,8 @@ class Lease:
     until: float = 0.0  # when they may no longer be spent (monotonic)
     remaining: int = 0  # what the bucket held after the last grant
     served: int = 0  # requests spent from what the last grant brought
+    refused_until: float = 0.0  # the bucket held no token; none before this (monotonic)
+    full_at: float = 0.0  # ... and would be full again then
 
 
 class TokenLeases:
@@ -83,11 +92,14 @@ class TokenLeases:
 
     async def take(self, key: str, limit: Limit, take_from_bucket: TakeFromBucket) -> Quota:
         """When spend() found nothing: one token (and maybe a lease) from the bucket itself, or Refused."""
+        lease = self._leases.get(key)
+        if lease is not None and self._clock() < lease.refused_until:
+            raise _refused(limit, lease, self._clock())
         want, returning = self.ask(key, limit)
         result = await take_from_bucket(limit.limit, limit.period_s, want, returning)
         quota = self.settle(key, limit, result) or self.spend(key, limit)  # (another's grant may have come)
         if quota is None:
-            raise Refused(result)
+            raise _refused(limit, self._leases[key], self._clock())
         return quota
 
     def ask(self, key: str, limit: Limit) -> tuple[int, int]:
@@ -110,11 +122,18 @@ class TokenLeases:
         granted = int(result.get("granted", 1 if result["allowed"] else 0))
         lease.remaining = int(result["remaining"])
         if granted < 1:
+            now = self._clock()  # (the answer's trip here only shortens what is remembered)
+            lease.refused_until = now + float(result.get("next_token_s", 0.0))
+            lease.full_at = now + float(result["reset"])
             return None
         lease.tokens += granted - 1
         lease.served = 1
         lease.until = self._clock() + LEASE_S
         return _quota(limit, lease)
+
+
+def _refused(limit: Limit, lease: Lease, now: float) -> Refused:
+    return Refused(limit.limit, max(1, math.ceil(lease.full_at - now)), max(1, math.ceil(lease.refused_until - now)))
 
 
 def _quota(limit: Limit, lease: Lease) -> Quota:

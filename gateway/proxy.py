@@ -201,12 +201,7 @@ async def rate_limit(incoming: Incoming, upstream: str, path: str) -> Quota | No
         try:
             quota = await leases.take(key, limit, ns.get(ns.id_from_name(key)).take)
         except Refused as refused:
-            result = refused.result
-            raise ApiError(429, "rate_limited", "Too many requests; slow down",
-                           headers={"RateLimit-Limit": str(result["limit"]),
-                                    "RateLimit-Remaining": str(result["remaining"]),
-                                    "RateLimit-Reset": str(result["reset"]),
-                                    "Retry-After": str(result["retry_after"])}) from None
+            raise ApiError(429, "rate_limited", "Too many requests; slow down", headers=refused.headers()) from None
     return quota
 
 

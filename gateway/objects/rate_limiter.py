@@ -28,8 +28,9 @@ class RateLimiter(DurableObject):
 
     async def take(self, limit: int, period_s: float, want: int = 1, returning: int = 0) -> dict[str, Any]:
         """Up to `want` tokens, after `returning` unspent ones are put back (`granted` says how
-        many; none when the bucket holds less than one). `reset` is the seconds until the bucket
-        is full again; `remaining` is what it holds after this grant."""
+        many; none when the bucket holds less than one, and then `next_token_s` says for how
+        long it will). `reset` is the seconds until the bucket is full again; `remaining` is
+        what it holds after this grant."""
         now = time.time()
         bucket = self._bucket or await self.ctx.storage.get("bucket") or {"tokens": float(limit), "at": now}
         rate = limit / period_s
@@ -40,6 +41,7 @@ class RateLimiter(DurableObject):
         if now - self._saved_at >= SAVE_EVERY_S:
             self._saved_at = now
             await self.ctx.storage.put("bucket", self._bucket, allow_unconfirmed=True)
+        next_token_s = 0.0 if granted else (1.0 - tokens) / rate
         return {"allowed": granted > 0, "granted": granted, "limit": limit, "remaining": int(tokens),
-                "reset": math.ceil((limit - tokens) / rate),
-                "retry_after": 0 if granted else max(1, math.ceil((1.0 - tokens) / rate))}
+                "reset": math.ceil((limit - tokens) / rate), "next_token_s": next_token_s,
+                "retry_after": 0 if granted else max(1, math.ceil(next_token_s))}

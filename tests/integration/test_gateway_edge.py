@@ -150,9 +150,12 @@ async def test_a_forward_within_the_process_needs_no_signature_and_no_client_can
 
 async def test_exactly_the_limit_passes_under_1000_concurrent_requests(edge_shop) -> None:
     shop = await edge_shop(RATE_LIMITS="base.read=100/3600, base.write=5/3600")
+    gateway_tail = shop.runtime.hub.create("rest-shop-gateway", TailFilters())
     replies = await asyncio.gather(*(shop.call("GET", "/api/products?limit=1") for _ in range(1000)))
     statuses = Counter(status for status, _, _ in replies)
     assert statuses == {200: 100, 429: 900}
+    takes = [e for e in drain(gateway_tail) if e["event"].get("rpc") == {"class": "RateLimiter", "method": "take"}]
+    assert len(takes) < 100  # leases for the 100, and the refusals remembered: not 1,000 object calls
     limited = next(r for r in replies if r[0] == 429)
     assert limited[1]["error"]["code"] == "rate_limited" and int(limited[2]["Retry-After"]) >= 1
     assert limited[2]["RateLimit-Limit"] == "100" and limited[2]["RateLimit-Remaining"] == "0"

@@ -60,7 +60,7 @@ async def request(leases: TokenLeases, limiter: RateLimiter, limit: Limit) -> in
         try:
             quota = await leases.take(KEY, limit, limiter.take)
         except Refused as refused:
-            assert refused.result["retry_after"] >= 1 and refused.result["granted"] == 0
+            assert refused.retry_after >= 1 and refused.headers()["RateLimit-Remaining"] == "0"
             return None
     return quota.remaining
 
@@ -89,6 +89,36 @@ async def test_one_node_lets_through_exactly_the_limit_and_refuses_the_rest() ->
     leases, limiter, limit = TokenLeases(Clock()), bucket(), Limit(100, SLOW)
     outcomes = [await request(leases, limiter, limit) for _ in range(130)]
     assert outcomes[:100] == list(range(99, -1, -1)) and outcomes[100:] == [None] * 30
+
+
+async def test_a_client_past_its_limit_is_refused_here_until_the_bucket_could_hold_a_token() -> None:
+    clock, limiter = Clock(), bucket()
+    leases, limit = TokenLeases(clock), Limit(5, 3600.0)  # a token every 720 s
+    calls = 0
+    real_take = limiter.take
+
+    async def counted(*args: Any) -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        return await real_take(*args)
+
+    async def one() -> Refused | None:
+        try:
+            leases.spend(KEY, limit) or await leases.take(KEY, limit, counted)
+        except Refused as refused:
+            return refused
+        return None
+
+    assert [await one() for _ in range(5)] == [None] * 5 and calls == 5  # a limit of 5 is never leased
+    refusals = [await one() for _ in range(50)]
+    assert all(r is not None for r in refusals) and calls == 6  # the first refusal asked; 49 did not
+    first = refusals[0]
+    assert first is not None and 715 <= first.retry_after <= 720 and 3595 <= first.reset <= 3600
+    clock.now += 700
+    later = await one()
+    assert later is not None and later.retry_after == first.retry_after - 700 and calls == 6
+    clock.now += 30  # past the time the bucket gave: ask again (it has refilled by real time only)
+    assert await one() is not None and calls == 7
 
 
 async def test_an_expired_lease_is_not_spent_and_goes_back_with_the_next_ask() -> None:
