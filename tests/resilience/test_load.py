@@ -103,10 +103,12 @@ async def test_mixed_load_through_the_gateway_keeps_the_invariants(dev_process, 
     window = min(30.0, elapsed / 4)  # does the shop hold its pace? first vs last window
     first = sum(1 for t in finished if t <= started + window) / window
     last = sum(1 for t in finished if t >= started + elapsed - window) / window
+    per_10s = Counter(int((t - started) // 10) for t in finished if t >= started)
     print(f"load: {len(latencies)} requests in {elapsed:.1f} s = {len(latencies) / elapsed:.0f} rps, "
           f"p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms, 5xx {server_errors}, "
           f"first {window:.0f} s {first:.0f} rps, last {window:.0f} s {last:.0f} rps ({last / first:.2f}x), "
-          f"mix {dict(kinds)}, statuses {dict(statuses)}")
+          f"mix {dict(kinds)}, statuses {dict(statuses)}, "
+          f"rps per 10 s {[round(per_10s[i] / 10) for i in range(int(elapsed // 10))]}")
     assert server_errors == 0, "\n".join(failures + ["server log tail:", *dev.stderr_lines[-40:]])
     base_db, pay_db = MongoClient(mongo_uri)[db], MongoClient(mongo_uri)[f"{db}"]
     for product_id in products:
