@@ -59,8 +59,7 @@ class Refused(Exception):
         self.limit, self.reset, self.retry_after = limit, reset, retry_after
 
     def headers(self) -> dict[str, str]:
-        return {"RateLimit-Limit": str(self.limit), "RateLimit-Remaining": "0", "RateLimit-Reset": str(self.reset),
-                "Retry-After": str(self.retry_after)}
+        return {**Quota(self.limit, 0, self.reset).headers(), "Retry-After": str(self.retry_after)}
 
 
 TakeFromBucket = Callable[[int, float, int, int], Awaitable[dict[str, Any]]]  # RateLimiter.take
@@ -119,11 +118,11 @@ class TokenLeases:
         self._leases[key] = lease  # (re)inserted last: the dict's order is the leases' age
         if len(self._leases) > MAX_CLIENTS:
             del self._leases[next(iter(self._leases))]
-        granted = int(result.get("granted", 1 if result["allowed"] else 0))
+        granted = int(result["granted"])
         lease.remaining = int(result["remaining"])
         if granted < 1:
             now = self._clock()  # (the answer's trip here only shortens what is remembered)
-            lease.refused_until = now + float(result.get("next_token_s", 0.0))
+            lease.refused_until = now + float(result["next_token_s"])
             lease.full_at = now + float(result["reset"])
             return None
         lease.tokens += granted - 1

@@ -41,7 +41,5 @@ class RateLimiter(DurableObject):
         if now - self._saved_at >= SAVE_EVERY_S:
             self._saved_at = now
             await self.ctx.storage.put("bucket", self._bucket, allow_unconfirmed=True)
-        next_token_s = 0.0 if granted else (1.0 - tokens) / rate
-        return {"allowed": granted > 0, "granted": granted, "limit": limit, "remaining": int(tokens),
-                "reset": math.ceil((limit - tokens) / rate), "next_token_s": next_token_s,
-                "retry_after": 0 if granted else max(1, math.ceil(next_token_s))}
+        return {"granted": granted, "remaining": int(tokens), "reset": math.ceil((limit - tokens) / rate),
+                "next_token_s": 0.0 if granted else (1.0 - tokens) / rate}

@@ -61,6 +61,7 @@ async def request(leases: TokenLeases, limiter: RateLimiter, limit: Limit) -> in
             quota = await leases.take(KEY, limit, limiter.take)
         except Refused as refused:
             assert refused.retry_after >= 1 and refused.headers()["RateLimit-Remaining"] == "0"
+            assert refused.headers()["Retry-After"] == str(refused.retry_after)
             return None
     return quota.remaining
 
@@ -137,7 +138,7 @@ async def test_an_expired_lease_is_not_spent_and_goes_back_with_the_next_ask() -
 
 def test_low_limits_are_never_leased() -> None:
     leases, limit = TokenLeases(Clock()), Limit(5, 3600)
-    leases.settle(KEY, limit, {"allowed": True, "granted": 1, "remaining": 4})
+    leases.settle(KEY, limit, {"granted": 1, "remaining": 4})
     leases._leases[KEY].served = 10
     assert leases.ask(KEY, limit) == (1, 0)  # 5% of 5 is under one token
 
@@ -145,7 +146,7 @@ def test_low_limits_are_never_leased() -> None:
 def test_leases_are_bounded_in_number() -> None:
     leases, limit = TokenLeases(Clock()), Limit(1000, 60)
     for i in range(MAX_CLIENTS + 5):
-        leases.settle(f"k{i}", limit, {"allowed": True, "granted": 2, "remaining": 900})
+        leases.settle(f"k{i}", limit, {"granted": 2, "remaining": 900})
     assert len(leases._leases) == MAX_CLIENTS and "k0" not in leases._leases
 
 
