@@ -23,10 +23,12 @@ from .objects.rate_limiter import RateLimiter
 from .objects.shopper_holds import ShopperHolds
 from .objects.signin_state import SignInState
 from .objects.user_sessions import UserSessions
+from .mail import sender as mail_sender
 from .routes import health, orders, products, signin, uploads, users
 from .signin import providers as signin_providers
 from .signin import service as signin_service
 from durable.mongo import pooled_database as database
+from .stores.account_tokens import AccountTokens
 from .stores.orders import OrderStore
 from .stores.products import ProductStore
 from .stores.users import UserStore
@@ -47,10 +49,9 @@ for module in (health, users, signin, products, orders, uploads):
 
 def startup_problems(worker_env: Any) -> list[str]:
     """What would stop this worker in production (`wrangler serve` lists them all before starting)."""
-    problems = [*key_problems(worker_env), *signin_providers.settings_problems(worker_env)]
-    if not problems and signin_providers.enabled(worker_env):
-        problems += url_problems(worker_env)  # sign-in callbacks are built from PUBLIC_BASE_URL
-    return problems
+    problems = [*key_problems(worker_env), *signin_providers.settings_problems(worker_env),
+                *mail_sender.settings_problems(worker_env)]
+    return problems + url_problems(worker_env)  # sign-in callbacks and mailed links are built from PUBLIC_BASE_URL
 
 
 @app.before_serving
@@ -58,12 +59,12 @@ async def start() -> None:
     """Keys and sign-in settings are checked (fatal); indexes are made (idempotent; a database that
     is down now is reported by /health, not fatal)."""
     require_strong_keys()
-    if signin_providers.enabled(env):
-        public_base_url(env)  # refuse to start without it: no provider could send anyone back
+    public_base_url(env)  # refuse to start without it: no provider could send anyone back, no link be mailed
+    await mail_sender.install(env)
     await signin_service.install(env)
     try:
         db = await database(env)
-        for store in (UserStore(db), ProductStore(db), OrderStore(db)):
+        for store in (UserStore(db), ProductStore(db), OrderStore(db), AccountTokens(db)):
             await store.ensure_indexes()
         for provider in signin_providers.ISSUERS:
             await UserStore(db).ensure_identity_index(provider)
@@ -74,3 +75,4 @@ async def start() -> None:
 @app.after_serving
 async def stop() -> None:
     await signin_service.uninstall(env)
+    await mail_sender.uninstall(env)

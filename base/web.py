@@ -23,10 +23,11 @@ def _limit(spec: str) -> tuple[int, float]:
     return int(count), float(window)
 
 
-async def rate_limit(name: str, spec_var: str) -> None:
-    """429 with Retry-After when this client used up `name`'s budget (e.g. LOGIN_RATE_LIMIT="5/900")."""
+async def rate_limit(name: str, spec_var: str, key: str | None = None) -> None:
+    """429 with Retry-After when this client (or `key`: an account, an address) used up `name`'s
+    budget (e.g. LOGIN_RATE_LIMIT="5/900")."""
     limit, window = _limit(env.get(spec_var, "5/900"))
-    result = await env.RATE_LIMITER.get_by_name(f"{name}:{client_ip()}").hit(limit, window)
+    result = await env.RATE_LIMITER.get_by_name(f"{name}:{key or client_ip()}").hit(limit, window)
     if not result["allowed"]:
         raise ApiError(429, "rate_limited", f"Too many {name} attempts; try again in {result['retry_after']} s",
                        headers={"Retry-After": str(result["retry_after"]), "RateLimit-Limit": str(limit),

@@ -29,6 +29,8 @@ ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Cal
 INTERNAL_PREFIX = "/cdn-cgi/durable/"
 INTERNAL_SIGNATURE_HEADER = "x-durable-signature"  # signing.sign() with the runtime's internal key
 INTERNAL_REQUEST_HEADER = "x-durable-request"  # a WebSocket fetch's request (there is no body to carry it)
+INTERNAL_AUDIENCE_HEADER = "x-durable-audience"  # signed: the node (or, outside a cluster, the worker) it is for
+OBJECT_NAME_HEADER = "x-durable-object-name"  # signed: the name an id was made from
 BINDING_SCOPE_KEY = "durable.service_binding"  # set on the ASGI scope of a call through a binding in process
 _THROUGH_BINDING = {BINDING_SCOPE_KEY: True}
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer"})
@@ -36,10 +38,25 @@ HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfe
 
 @dataclass(frozen=True)
 class RemoteTarget:
-    """A worker running in another process: its base URL and the key for internal calls."""
+    """A worker running in another process: its base URL, the key for internal calls, and who the
+    calls are for (its node id in a cluster, else its worker name), signed into each one so a
+    captured call replayed to another node is refused there."""
 
     url: str
     internal_key: str
+    audience: str = ""
+
+
+def internal_headers(target: RemoteTarget, method: str, path: str, payload: bytes, object_id: DurableObjectId,
+                     extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The signed headers of an object call to `target`: the signature covers the audience, the
+    object's name and every `extra` header (the trace context), as well as the method, path and body."""
+    headers = {INTERNAL_AUDIENCE_HEADER: target.audience, **(extra or {})}
+    if object_id.name is not None:
+        headers[OBJECT_NAME_HEADER] = quote(object_id.name)
+    headers[INTERNAL_SIGNATURE_HEADER] = signing.sign(target.internal_key, method, path, payload,
+                                                      headers=headers.items())
+    return headers
 
 
 ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
@@ -306,10 +323,8 @@ async def open_object_socket(http: HttpClient, target: RemoteTarget, class_name:
     """
     path = f"{INTERNAL_PREFIX}{quote(class_name)}/{object_id}/fetch"
     payload = codec.encode({"request": request.to_wire()})
-    headers = {INTERNAL_SIGNATURE_HEADER: signing.sign(target.internal_key, "GET", path, payload),
+    headers = {**internal_headers(target, "GET", path, payload, object_id),
                INTERNAL_REQUEST_HEADER: base64.urlsafe_b64encode(payload).decode()}
-    if object_id.name is not None:
-        headers["x-durable-object-name"] = quote(object_id.name)
     url = _ws_url(target, path)
     try:
         remote = await http.session.ws_connect(url, headers=headers, max_msg_size=0)
@@ -339,13 +354,10 @@ async def post_object_call(http: HttpClient, target: RemoteTarget, script_name: 
     """
     path = f"{INTERNAL_PREFIX}{quote(class_name)}/{object_id}/{quote(method)}"
     url = target.url.rstrip("/") + path
-    headers = {INTERNAL_SIGNATURE_HEADER: signing.sign(target.internal_key, "POST", path, payload),
-               "content-type": "application/bson"}
     trace = tracing.current()
-    if trace is not None:
-        headers.update(trace.outgoing())
-    if object_id.name is not None:
-        headers["x-durable-object-name"] = quote(object_id.name)
+    headers = {**internal_headers(target, "POST", path, payload, object_id,
+                                  dict(trace.outgoing()) if trace is not None else None),
+               "content-type": "application/bson"}
     try:
         async with http.session.post(url, data=payload, headers=headers) as resp:
             body = await resp.read()

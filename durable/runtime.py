@@ -110,9 +110,9 @@ class Runtime:
 
     def remote_target(self, name: str) -> RemoteTarget | None:
         if name in self.remote:
-            return RemoteTarget(self.remote[name], self.internal_key)
+            return RemoteTarget(self.remote[name], self.internal_key, name)
         entry = lookup(name) if self.use_registry else None
-        return RemoteTarget(entry.url, entry.internal_key) if entry is not None else None
+        return RemoteTarget(entry.url, entry.internal_key, name) if entry is not None else None
 
     def resolve_service(self, name: str) -> ASGIApp | RemoteTarget | list[RemoteTarget] | None:
         """In this process if it runs the worker; in a cluster, every live node serving it (the
@@ -122,7 +122,8 @@ class Runtime:
             return worker
         if self.node is not None:
             members = self.node.membership.members.values()
-            nodes = [RemoteTarget(m.urls[name], self.internal_key) for m in sorted(members, key=lambda m: m.node_id)
+            nodes = [RemoteTarget(m.urls[name], self.internal_key, m.node_id)
+                     for m in sorted(members, key=lambda m: m.node_id)
                      if m.serves(name)]
             if nodes:
                 return nodes
@@ -151,6 +152,8 @@ class Runtime:
             redactor.add(*found.values())
             worker = Worker(config, internal_key=self.internal_key, on_trace=self._publish,
                             tracing_wanted=self.hub.listening)
+            if self.node is not None:  # object calls to this process name its node, so none is good on another
+                worker.audience = self.node.node_id
             if self.node is None:  # on one host: renames move a class's stored objects, deletes drop them
                 apply_migrations(config, self.objects_root)
             for class_name in config.hosted_classes:

@@ -22,7 +22,8 @@ from urllib.parse import parse_qs, unquote
 from . import codec, signing
 from .observe import tracing
 from .observe.logs import access_log
-from .bindings import INTERNAL_PREFIX, INTERNAL_REQUEST_HEADER, INTERNAL_SIGNATURE_HEADER
+from .bindings import (INTERNAL_AUDIENCE_HEADER, INTERNAL_PREFIX, INTERNAL_REQUEST_HEADER, INTERNAL_SIGNATURE_HEADER,
+                       OBJECT_NAME_HEADER)
 from .compat.entrypoint import EntrypointApp, ScheduledController
 from .compat.websocket import bridge
 from .http import Request, Response
@@ -37,6 +38,9 @@ log = logging.getLogger("durable.worker")
 _UNTRACED = contextlib.nullcontext()
 SCHEDULED_HANDLER_PATH = "/cdn-cgi/handler/scheduled"  # wrangler dev answers it always
 SCHEDULED_TEST_PATH = "/__scheduled"  # and this one with `--test-scheduled`
+INTERNAL_TOLERANCE_S = 60.0
+# what the internal routes act on besides the path and body: each must be signed when it is sent
+ACTED_ON = (OBJECT_NAME_HEADER, "traceparent", "x-request-id")
 
 
 def import_worker_module(config: WorkerConfig) -> Any:
@@ -107,6 +111,8 @@ class Worker:
         self.env: Env | None = None
         self.hosts: dict[str, ObjectHost] = {}
         self._internal_key = internal_key
+        self.audience = self.name  # who internal calls must be addressed to (the node id, in a cluster)
+        self._nonces = signing.NonceCache(INTERNAL_TOLERANCE_S)  # a signed call is good once here
         self._on_trace = on_trace
         self._tracing_wanted = tracing_wanted  # anyone tailing? (else the event is not built)
 
@@ -264,6 +270,17 @@ class Worker:
                     "headers": [(b"content-type", b"text/plain;charset=UTF-8")]})
         await send({"type": "http.response.body", "body": body})
 
+    def _verify_internal(self, method: str, target: str, body: bytes, headers: dict[str, str]) -> None:
+        """A signed internal call, once, addressed to this node: the signature covers the audience
+        and every header acted on; a replay here is caught by the nonce cache, one to another node
+        by the audience (SignatureError otherwise)."""
+        required = [INTERNAL_AUDIENCE_HEADER, *(name for name in ACTED_ON if name in headers)]
+        signed = signing.verify(self._internal_key, headers.get(INTERNAL_SIGNATURE_HEADER), method, target, body,
+                                header_value=headers.get, required=required, tolerance_s=INTERNAL_TOLERANCE_S)
+        if headers.get(INTERNAL_AUDIENCE_HEADER) != self.audience:
+            raise signing.SignatureError("addressed to another node")
+        self._nonces.check_and_remember(signed)
+
     async def _internal_websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """A WebSocket `fetch` on one of our objects from another process (`open_object_socket`):
         the object's answer head first, then, for a 101, the socket it accepted."""
@@ -272,10 +289,10 @@ class Worker:
         parts = scope["path"][len(INTERNAL_PREFIX):].split("/")
         try:
             payload = base64.urlsafe_b64decode(headers.get(INTERNAL_REQUEST_HEADER, ""))
-            signing.verify(self._internal_key, headers.get(INTERNAL_SIGNATURE_HEADER), "GET", raw_path, payload)
+            self._verify_internal("GET", raw_path, payload, headers)
             class_name, id_hex, method = (unquote(p) for p in parts)
             host = self.hosts[class_name]
-            name = headers.get("x-durable-object-name")
+            name = headers.get(OBJECT_NAME_HEADER)
             object_id = DurableObjectId(id_hex, unquote(name) if name is not None else None)
             request = Request.from_wire(codec.decode(payload)["request"])
         except (ValueError, KeyError, signing.SignatureError) as exc:
@@ -316,8 +333,7 @@ class Worker:
                 break
         raw_path = scope.get("raw_path") or scope["path"].encode("latin-1")
         try:
-            signing.verify(self._internal_key, headers.get(INTERNAL_SIGNATURE_HEADER), scope["method"],
-                           raw_path.decode("latin-1"), body)
+            self._verify_internal(scope["method"], raw_path.decode("latin-1"), body, headers)
         except signing.SignatureError as exc:
             await reply(401, _error_body("unauthorized", f"internal calls are signed with the runtime's key: {exc}"))
             return
@@ -331,7 +347,7 @@ class Worker:
             await reply(404, _error_body("not_found", f"{self.name} hosts no Durable Object class {class_name!r}"))
             return
         try:
-            name = headers.get("x-durable-object-name")
+            name = headers.get(OBJECT_NAME_HEADER)
             object_id = DurableObjectId(id_hex, unquote(name) if name is not None else None)
         except ValueError as exc:
             await reply(400, _error_body("invalid_id", str(exc)))

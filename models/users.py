@@ -35,6 +35,8 @@ class LoginIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
     email: str = Field(min_length=1, max_length=254)
     password: str = Field(min_length=1, max_length=1024)
+    unlockToken: str | None = Field(None, min_length=1, max_length=128,
+                                    description="from the unlock mail: this login is not held back")
 
 
 class PasswordChange(BaseModel):
@@ -62,6 +64,36 @@ class UserOut(BaseModel):
     email: str
     role: Role
     createdAt: str | None = None
+    emailVerified: bool = Field(False, description="the owner followed the mailed link (or a provider vouched)")
+    hasPassword: bool = True
+    identities: list[str] = Field(default_factory=list, description="sign-in providers linked to the account")
+
+
+class UserChanged(BaseModel):
+    message: str
+    user: UserOut
+
+
+class AccountToken(BaseModel):
+    """A token from an account mail's link."""
+    model_config = ConfigDict(extra="forbid")
+    token: str = Field(min_length=1, max_length=128)
+
+
+class ForgotPassword(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: str = Field(min_length=1, max_length=254)
+
+
+class PasswordReset(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+    token: str = Field(min_length=1, max_length=128)
+    newPassword: str = Field(min_length=8, max_length=128)
+
+
+class LinkStarted(BaseModel):
+    message: str
+    authorizationUrl: str = Field(description="send the browser here; the provider returns it to the callback")
 
 
 class SignupOut(BaseModel):

@@ -25,3 +25,17 @@ def mint_token(db: Any, key: str, role: str = "user", user_id: str | None = None
 
 def base_database(mongo_uri: str, db_name: str = "rest_shop_api") -> Any:
     return MongoClient(mongo_uri)[db_name]
+
+
+async def account(shop: Any, email: str, password: str = "correct horse", api: str = "/api") -> tuple[str, str]:
+    """Sign up and log in over HTTP (through the gateway's `/api`, or `api=""` on base): (user id, token)."""
+    status, body, _ = await shop.call("POST", f"{api}/user/signup", {"email": email, "password": password})
+    assert status == 201, body
+    return body["user"]["_id"], await login(shop, email, password, api=api)
+
+
+async def login(shop: Any, email: str, password: str = "correct horse", api: str = "/api", **headers: str) -> str:
+    status, body, _ = await shop.call("POST", f"{api}/user/login", {"email": email, "password": password},
+                                      headers=headers)
+    assert status == 200, body
+    return body["token"]

@@ -88,7 +88,8 @@ async def _relay(index: int, stream: asyncio.StreamReader, ready: asyncio.Future
 
 async def run_nodes(args: argparse.Namespace, configs: list[WorkerConfig], persist_to: Path, needs_mongo: bool) -> int:
     """`wrangler dev --nodes N`: N node processes on this machine, one embedded database."""
-    env = {**os.environ, INTERNAL_KEY_ENV: secrets.token_urlsafe(32), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, INTERNAL_KEY_ENV: os.environ.get(INTERNAL_KEY_ENV) or secrets.token_urlsafe(32),
+           "PYTHONUNBUFFERED": "1"}
     mongo: EmbeddedMongo | None = None
     if needs_mongo or not (env.get(URI_ENV) or env.get("MONGODB_URI")):  # the workers' or the cluster's own
         mongo = await start_for_dev(persist_to)

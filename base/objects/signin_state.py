@@ -16,10 +16,11 @@ ATTEMPT = "attempt"
 
 
 class SignInState(DurableObject):
-    async def begin(self, provider: str, nonce: str, verifier: str, ttl_s: float) -> None:
+    async def begin(self, provider: str, nonce: str, verifier: str, ttl_s: float, link: str | None = None) -> None:
+        """`link`: the signed-in account this flow adds the provider to (None: a sign-in)."""
         expires = time.time() + ttl_s
         await self.ctx.storage.put(ATTEMPT, {"provider": provider, "nonce": nonce, "verifier": verifier,
-                                             "expires": expires})
+                                             "expires": expires, "link": link})
         await self.ctx.storage.set_alarm(int(expires * 1000))
 
     async def take(self, provider: str) -> dict[str, Any] | None:

@@ -96,8 +96,10 @@ class UserSessions(DurableObject):
         """Logout everywhere: every token issued so far is void. Returns the new generation."""
         return int((await self._change(user_id))["gen"])
 
-    async def set_password(self, user_id: str, password_hash: str) -> int:
-        return int((await self._change(user_id, password=password_hash))["gen"])
+    async def set_password(self, user_id: str, password_hash: str, proven: bool = False) -> int:
+        """`proven`: set through a mailed reset link, so the address is the account's owner's too."""
+        fields: dict[str, Any] = {"password": password_hash, **({"emailVerified": True} if proven else {})}
+        return int((await self._change(user_id, **fields))["gen"])
 
     async def set_role(self, user_id: str, role: str) -> bool:
         return bool((await self._change(user_id, role=role))["exists"])

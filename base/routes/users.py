@@ -1,4 +1,5 @@
-"""/user: signup, login, logout, me, password, role, delete (sign-in with providers: signin.py)."""
+"""/user: signup, email verification, login, logout, me, password (change, forgot, reset), role,
+delete (sign-in with providers and linking them: signin.py)."""
 from __future__ import annotations
 
 from typing import Any
@@ -9,10 +10,11 @@ from quart_schema import document_response, validate_querystring, validate_reque
 from durable import env
 from models.errors import ApiError
 from models.ids import is_object_id
-from models.users import (Credentials, LoginIn, LoginOut, LogoutQuery, MessageOut, PasswordChange, PasswordChanged,
-                          RoleChange, SignupOut, UserOut)
+from models.users import (AccountToken, Credentials, ForgotPassword, LoginIn, LoginOut, LogoutQuery, MessageOut,
+                          PasswordChange, PasswordChanged, PasswordReset, RoleChange, SignupOut, UserChanged, UserOut)
 from models.web import documents_errors, user_sessions
 
+from .. import accounts
 from ..passwords import hash_password, verify_password
 from durable.mongo import pooled_database as database
 from ..stores.users import UserStore, user_out
@@ -30,9 +32,63 @@ async def users() -> UserStore:
 @validate_request(Credentials)
 @validate_response(SignupOut, 201)
 async def signup(data: Credentials) -> Any:
+    """The account is made at once and may sign in and shop; its address counts as the owner's
+    (so a provider sign-in can link to it) only once the mailed link is followed."""
     await rate_limit("signup", "SIGNUP_RATE_LIMIT")
-    doc = await (await users()).create(data.email, await hash_password(data.password))
-    return {"message": "User created", "user": user_out(doc)}, 201
+    db = await database(env)
+    doc = await UserStore(db).create(data.email, await hash_password(data.password))
+    await accounts.send_verification(env, db, doc)
+    return {"message": "User created", "user": user_out(doc)}, 201  # and a link to confirm the address is mailed
+
+
+@bp.post("/verify-email")
+@documents_errors(400)
+@validate_request(AccountToken)
+@validate_response(UserChanged)
+async def verify_email(data: AccountToken) -> Any:
+    """The token from the verification mail, once."""
+    doc = await accounts.verify_email(await database(env), data.token)
+    return {"message": "Email address confirmed", "user": user_out(doc)}
+
+
+@bp.post("/verify-email/resend")
+@documents_errors(409, 429)
+@auth()
+@validate_response(MessageOut, 202)
+async def resend_verification() -> Any:
+    """A new link (the older ones stop working); VERIFY_RESEND_RATE_LIMIT per account."""
+    db = await database(env)
+    doc = await UserStore(db).get(g.user.userId)
+    if doc is None:
+        raise ApiError(404, "not_found", "User not found")
+    if doc.get("emailVerified"):
+        raise ApiError(409, "already_verified", "This address is already confirmed")
+    await rate_limit("verify-resend", "VERIFY_RESEND_RATE_LIMIT", key=g.user.userId)
+    await accounts.send_verification(env, db, doc)
+    return {"message": "We have mailed you a new link"}, 202
+
+
+@bp.post("/password/forgot")
+@documents_errors(429)
+@validate_request(ForgotPassword)
+@validate_response(MessageOut, 202)
+async def forgot_password(data: ForgotPassword) -> Any:
+    """Mail a reset link (valid 30 min, once) if an account has this address; the answer is the
+    same either way. Limited per client and per address (no mail bombing)."""
+    await rate_limit("password-forgot", "PASSWORD_RESET_RATE_LIMIT")
+    await rate_limit("password-forgot-address", "PASSWORD_RESET_ADDRESS_LIMIT", key=data.email.strip().lower())
+    await accounts.send_reset(env, await database(env), data.email.strip())
+    return {"message": "If an account has this address, we have mailed it a link to set a new password"}, 202
+
+
+@bp.post("/password/reset")
+@documents_errors(400)
+@validate_request(PasswordReset)
+@validate_response(MessageOut)
+async def reset_password(data: PasswordReset) -> Any:
+    """Set the password from a reset link; every session of the account ends."""
+    await accounts.reset_password(await database(env), data.token, await hash_password(data.newPassword))
+    return {"message": "Password set; sign in with it"}
 
 
 @bp.post("/login")
@@ -40,16 +96,25 @@ async def signup(data: Credentials) -> Any:
 @validate_request(LoginIn)
 @validate_response(LoginOut)
 async def login(data: LoginIn) -> Any:
+    """A login the guard holds back mails the owner an unlock link (once an hour at most); a login
+    carrying a live one is never held back (see LoginGuard)."""
     await rate_limit("login", "LOGIN_RATE_LIMIT")
+    db = await database(env)
     guard = login_guard(data.email)
     ip = client_ip()
-    verdict = await guard.admit(ip)
+    doc = await UserStore(db).by_email(data.email)
+    unlocked = await accounts.unlock_holds(db, data.unlockToken, doc)
+    verdict = await guard.admit(ip, unlocked)
     if not verdict["allowed"]:  # the same answer whether or not the account exists
+        if verdict.get("notify"):
+            await accounts.send_unlock(env, db, data.email, verdict["retry_after"])
         raise ApiError(429, "login_locked", f"Too many failed logins for this account; try again in "
-                       f"{verdict['retry_after']} s", headers={"Retry-After": str(verdict["retry_after"])})
-    doc = await (await users()).by_email(data.email)
+                       f"{verdict['retry_after']} s, or follow the link we mailed to the account's owner",
+                       headers={"Retry-After": str(verdict["retry_after"])})
     if not await verify_password(doc["password"] if doc else None, data.password) or doc is None:
         raise ApiError(401, "unauthorized", "Auth failed")
+    if unlocked:
+        await accounts.spend_unlock(db, str(data.unlockToken))
     await guard.succeeded(ip)
     return {"message": "Auth successful", "token": await token_for(doc)}
 

@@ -3,11 +3,19 @@ callback: state → code exchange → verified ID token → our account), with n
 our own beyond choosing the values and checking them once.
 
 Accounts: found by the provider's subject; else the account with the token's email is linked,
-or a new one created, but only when the provider says the email is verified. An account never
+or a new one created, but only when the provider says the email is verified, and an existing
+account is linked only when its owner proved that address too (else 409 `account_exists`: a
+signup nobody confirmed must not become a way into the provider user's account). A signed-in
+user links a provider from the session instead (`start(..., link_user=...)`). An account never
 gets a second subject of the same provider.
+
+Each flow is bound to the browser that started it: the start sets a cookie holding an HMAC of
+the state, and the callback must bring it back (login CSRF).
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 from typing import Any
 
@@ -21,6 +29,7 @@ from .providers import ISSUERS, configure, stop_local
 
 STATE_TTL_S = 600.0
 MAX_STATE_CHARS = 128
+BINDING_COOKIE = "shop_signin"
 
 
 class SignIn:
@@ -58,16 +67,34 @@ def callback_url(env: Any, provider: str) -> str:
     return f"{public_base_url(env)}/user/auth/{provider}/callback"
 
 
-async def start(env: Any, provider: str) -> str:
-    """A fresh state, nonce and PKCE verifier, kept server-side for ten minutes; the provider's URL."""
+def browser_binding(env: Any, state: str) -> str:
+    """The cookie value that ties `state` to the browser it was given to (an HMAC under JWT_KEY)."""
+    return hmac.new(str(env.JWT_KEY).encode(), b"signin-state:" + state.encode(), hashlib.sha256).hexdigest()
+
+
+def binding_cookie(env: Any, provider: str, binding: str) -> dict[str, Any]:
+    """`Response.set_cookie` arguments. Apple answers by a cross-site form POST, which a
+    `SameSite=Lax` cookie does not ride on, so its flow's cookie is `SameSite=None; Secure`."""
+    cross_site = flows(env).client(provider).settings.form_post
+    secure = cross_site or public_base_url(env).startswith("https://")
+    return {"key": BINDING_COOKIE, "value": binding, "max_age": int(STATE_TTL_S), "path": "/", "httponly": True,
+            "secure": secure, "samesite": "None" if cross_site else "Lax"}
+
+
+async def start(env: Any, provider: str, link_user: str | None = None) -> tuple[str, str]:
+    """A fresh state, nonce and PKCE verifier, kept server-side for ten minutes: the provider's URL
+    and the browser binding for the cookie. `link_user`: the flow links that signed-in account."""
     client = flows(env).client(provider)
     state, nonce, verifier = secrets.token_urlsafe(32), secrets.token_urlsafe(24), secrets.token_urlsafe(64)
-    await env.SIGNIN_STATE.get_by_name(state).begin(provider, nonce, verifier, STATE_TTL_S)
-    return await client.authorization_url(callback_url(env, provider), state, nonce, verifier)
+    await env.SIGNIN_STATE.get_by_name(state).begin(provider, nonce, verifier, STATE_TTL_S, link_user)
+    url = await client.authorization_url(callback_url(env, provider), state, nonce, verifier)
+    return url, browser_binding(env, state)
 
 
-async def finish(env: Any, provider: str, params: dict[str, str | None], store: UserStore) -> dict[str, Any]:
-    """The account the provider vouches for, after every check; raises ApiError otherwise."""
+async def finish(env: Any, provider: str, params: dict[str, str | None], store: UserStore,
+                 cookie: str | None) -> dict[str, Any]:
+    """The account the provider vouches for (or the signed-in account it was linked to), after
+    every check; raises ApiError otherwise."""
     client = flows(env).client(provider)
     if params.get("error"):
         raise ApiError(401, "provider_denied", f"{provider} did not sign you in: {params['error']}",
@@ -78,12 +105,34 @@ async def finish(env: Any, provider: str, params: dict[str, str | None], store: 
         raise ApiError(401, "code_rejected", "The callback carries no authorization code; start the sign-in again")
     attempt = None
     if state and len(state) <= MAX_STATE_CHARS:
+        if not cookie or not hmac.compare_digest(cookie.encode(), browser_binding(env, state).encode()):
+            raise ApiError(401, "invalid_state", "This sign-in was not started in this browser; start it again")
         attempt = await env.SIGNIN_STATE.get_by_name(state).take(provider)
     if attempt is None:
         raise ApiError(401, "invalid_state", "This sign-in is unknown, already used or expired; start it again")
     id_token = await client.exchange(code, callback_url(env, provider), attempt["verifier"])
     identity = await client.verify(id_token, attempt["nonce"])
+    if attempt.get("link"):
+        return await link_for(store, str(attempt["link"]), identity)
     return await account_for(store, identity)
+
+
+async def link_for(store: UserStore, user_id: str, identity: Identity) -> dict[str, Any]:
+    """Link the identity to the signed-in account that started the flow (its sessions from before end)."""
+    found = await store.by_identity(identity.provider, identity.subject)
+    if found is not None and str(found["_id"]) != user_id:
+        raise ApiError(409, "identity_conflict", f"This {identity.provider} account is linked to another account")
+    try:
+        linked = await store.link_to(user_id, identity.provider, identity.subject)
+    except Conflict:
+        raise ApiError(409, "identity_conflict",
+                       f"This {identity.provider} account is linked to another account") from None
+    if linked is None:
+        if await store.get(user_id) is None:
+            raise ApiError(401, "unauthorized", "The account that started this link no longer exists")
+        raise ApiError(409, "identity_conflict", f"Your account is linked to another {identity.provider} account; "
+                       f"unlink it first")
+    return linked
 
 
 async def account_for(store: UserStore, identity: Identity) -> dict[str, Any]:
@@ -101,6 +150,10 @@ async def account_for(store: UserStore, identity: Identity) -> dict[str, Any]:
         if existing is not None:
             if existing.get("identities", {}).get(identity.provider) == identity.subject:
                 return existing  # a concurrent sign-in of the same person linked it first
+            if not existing.get("emailVerified"):
+                raise ApiError(409, "account_exists", f"An account with this email exists and has not confirmed "
+                               f"the address: sign in with its password, then link {identity.provider} from the "
+                               f"account (POST /user/me/identities/{identity.provider}), or reset the password")
             break  # the account has another subject of this provider
         try:
             return await store.create_federated(identity.email, identity.provider, identity.subject)

@@ -1,6 +1,7 @@
 """The users collection: unique, case-insensitive emails."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -15,7 +16,9 @@ CASE_INSENSITIVE = {"locale": "en", "strength": 2}
 
 
 def user_out(doc: dict[str, Any]) -> dict[str, Any]:
-    return {"_id": str(doc["_id"]), "email": doc["email"], "role": doc["role"], "createdAt": iso(doc.get("createdAt"))}
+    return {"_id": str(doc["_id"]), "email": doc["email"], "role": doc["role"], "createdAt": iso(doc.get("createdAt")),
+            "emailVerified": bool(doc.get("emailVerified")), "hasPassword": doc.get("password") is not None,
+            "identities": sorted(doc.get("identities") or {})}
 
 
 class UserStore:
@@ -26,7 +29,9 @@ class UserStore:
         await self.col.create_index("email", unique=True, collation=CASE_INSENSITIVE, name="email_unique_ci")
 
     async def create(self, email: str, password_hash: str, role: str = "user") -> dict[str, Any]:
-        return await self._insert({"email": email, "password": password_hash, "role": role, "createdAt": now()})
+        """A signup: the address is unproven until its owner follows the mailed link."""
+        return await self._insert({"email": email, "password": password_hash, "role": role, "createdAt": now(),
+                                   "emailVerified": False})
 
     async def _insert(self, doc: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -47,14 +52,42 @@ class UserStore:
     async def create_federated(self, email: str, provider: str, subject: str) -> dict[str, Any]:
         """A new account signed in through a provider: no password (login with one always fails)."""
         return await self._insert({"email": email, "password": None, "role": "user", "createdAt": now(),
-                                   "identities": {provider: subject}})
+                                   "emailVerified": True, "identities": {provider: subject}})
 
     async def link(self, email: str, provider: str, subject: str) -> dict[str, Any] | None:
-        """Add the provider's subject to the account with this email, unless it has another one
-        of that provider already; the account as it is now, or None if there is none to link."""
+        """Add the provider's subject to the account with this email, only if that account proved
+        the address and has no subject of that provider yet; the account as it is now (its token
+        generation bumped, so sessions from before the link end), or None."""
         return await self.col.find_one_and_update(
-            {"email": email, f"identities.{provider}": {"$exists": False}},
-            {"$set": {f"identities.{provider}": subject}}, collation=CASE_INSENSITIVE, return_document=True)
+            {"email": email, "emailVerified": True, f"identities.{provider}": {"$exists": False}},
+            {"$set": {f"identities.{provider}": subject}, "$inc": {"tokenGen": 1}}, collation=CASE_INSENSITIVE,
+            return_document=True)
+
+    async def link_to(self, user_id: str, provider: str, subject: str) -> dict[str, Any] | None:
+        """Link from a signed-in session: this account gets the subject (None if it has another
+        subject of that provider; DuplicateKeyError → Conflict if another account has this one)."""
+        try:
+            return await self.col.find_one_and_update(
+                {"_id": oid(user_id), "$or": [{f"identities.{provider}": {"$exists": False}},
+                                              {f"identities.{provider}": subject}]},
+                {"$set": {f"identities.{provider}": subject}, "$inc": {"tokenGen": 1}}, return_document=True)
+        except DuplicateKeyError:
+            raise Conflict(f"This {provider} account is linked to another account") from None
+
+    async def unlink(self, user_id: str, provider: str, all_providers: Iterable[str]) -> dict[str, Any] | None:
+        """Remove the provider, never the last way in (a password or another provider must remain);
+        None when it is not linked or is the last way in."""
+        return await self.col.find_one_and_update(
+            {"_id": oid(user_id), f"identities.{provider}": {"$exists": True},
+             "$or": [{"password": {"$ne": None}},
+                     *({f"identities.{other}": {"$exists": True}} for other in all_providers if other != provider)]},
+            {"$unset": {f"identities.{provider}": ""}}, return_document=True)
+
+    async def mark_verified(self, user_id: str, email: str) -> dict[str, Any] | None:
+        """The owner of `email` followed the link; None if the account is gone or its email changed."""
+        return await self.col.find_one_and_update({"_id": oid(user_id), "email": email},
+                                                  {"$set": {"emailVerified": True}}, collation=CASE_INSENSITIVE,
+                                                  return_document=True)
 
     async def by_email(self, email: str) -> dict[str, Any] | None:
         return await self.col.find_one({"email": email}, collation=CASE_INSENSITIVE)

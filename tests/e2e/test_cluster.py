@@ -24,6 +24,8 @@ import pytest
 from bson import ObjectId
 from pymongo import MongoClient
 
+from durable import codec
+from durable.bindings import INTERNAL_PREFIX, OBJECT_NAME_HEADER, RemoteTarget, internal_headers
 from durable.cluster.placement import DEFAULT_SHARDS, lease_id, owner_of, shard_of
 from durable.objects import DurableObjectNamespace
 from durable.dev.registry import process_alive
@@ -38,6 +40,7 @@ NODES = ["node-0", "node-1", "node-2"]
 COUNTERS = DurableObjectNamespace("fx-counter", "Counter", None)  # type: ignore[arg-type]
 REGISTERS = DurableObjectNamespace("fx-counter", "Register", None)  # type: ignore[arg-type]
 NAMESPACE = "fx-counter.Counter"
+CLUSTER_KEY = "cluster-test-key-" + "k" * 32  # the nodes' key for object calls (an attacker does not have it)
 
 
 class Cluster:
@@ -60,7 +63,8 @@ class Cluster:
 @pytest.fixture
 async def cluster(dev_process: Any, tmp_path: Path) -> Cluster:
     process = dev_process("--nodes", "3", "-c", str(COUNTER_TOML), "-c", str(PEER_TOML), "--port", "0",
-                          "--lease", str(LEASE_S), "--persist-to", str(tmp_path / "state"), "--alarm-backoff", "0.2")
+                          "--lease", str(LEASE_S), "--persist-to", str(tmp_path / "state"), "--alarm-backoff", "0.2",
+                          extra_env={"DURABLE_INTERNAL_KEY": CLUSTER_KEY})
     started = Cluster(process)
     async with aiohttp.ClientSession() as http:
         async def all_see_all() -> bool:  # a node learns of the others at its next beat
@@ -106,6 +110,30 @@ async def incr(http: aiohttp.ClientSession, url: str, name: str) -> tuple[int, A
             return resp.status, await resp.json(content_type=None)
     except aiohttp.ClientConnectionError as exc:  # the node we asked died under us
         return 0, str(exc)
+
+
+async def test_a_captured_object_call_is_good_once_and_only_on_the_node_it_was_for(cluster: Cluster) -> None:
+    """The reproduction: one signed internal call, sent twice, ran twice; in a cluster it could be
+    replayed once to every other node within 60 s; the object's name was not signed."""
+    name = owned_by("node-1", "replayed")[0]
+    object_id = COUNTERS.id_from_name(name)
+    path = f"{INTERNAL_PREFIX}Counter/{object_id}/increment"
+    payload = codec.encode({"args": [5], "kwargs": {}})
+    captured = internal_headers(RemoteTarget(cluster.url(1), CLUSTER_KEY, "node-1"), "POST", path, payload, object_id)
+    async with aiohttp.ClientSession() as http:
+        async def send(node: int, headers: dict[str, str]) -> int:
+            async with http.post(cluster.url(node) + path, data=payload,
+                                 headers={**headers, "content-type": "application/bson"}) as resp:
+                return resp.status
+        assert await send(2, captured) == 401  # to another node (which would forward it to the owner)
+        assert await send(0, captured) == 401
+        assert await send(1, captured) == 200  # the node it was signed for, once
+        assert await send(1, captured) == 401  # the same call again
+        tampered = internal_headers(RemoteTarget(cluster.url(1), CLUSTER_KEY, "node-1"), "POST", path, payload,
+                                    object_id)
+        assert await send(1, {**tampered, OBJECT_NAME_HEADER: "someone-else"}) == 401
+        status, body = await incr(http, cluster.url(0), name)
+        assert status == 200 and body["n"] == 6, body  # the object ran the captured call exactly once
 
 
 async def test_every_node_increments_the_same_objects_exactly(cluster: Cluster) -> None:

@@ -53,6 +53,11 @@ def serve(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
     (BASE_TOML, {"JWT_KEY": STRONG_JWT, "SERVICE_AUTH_KEY": STRONG_SERVICE, "MONGODB_URI": "mongodb://x",
                  "GOOGLE_CLIENT_ID": "id", "GOOGLE_CLIENT_SECRET": "secret"},
      "PUBLIC_BASE_URL is not set", ["--var", "SIGNIN_PROVIDERS:google"]),
+    (BASE_TOML, {"JWT_KEY": STRONG_JWT, "SERVICE_AUTH_KEY": STRONG_SERVICE, "MONGODB_URI": "mongodb://x"},
+     "SMTP_URL is not set", ["--var", "PUBLIC_BASE_URL:https://shop.example"]),
+    (BASE_TOML, {"JWT_KEY": STRONG_JWT, "SERVICE_AUTH_KEY": STRONG_SERVICE, "MONGODB_URI": "mongodb://x",
+                 "SMTP_URL": "smtp://relay.example:587"},
+     "MAIL_FROM is not set", ["--var", "PUBLIC_BASE_URL:https://shop.example"]),
     (PAYMENTS_TOML, {"JWT_KEY": STRONG_JWT, "SERVICE_AUTH_KEY": STRONG_SERVICE, "MONGODB_URI": "mongodb://x"},
      "stripe needs STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET", ["--var", "PUBLIC_BASE_URL:https://shop.example"]),
     (PAYMENTS_TOML, {"JWT_KEY": STRONG_JWT, "SERVICE_AUTH_KEY": STRONG_SERVICE, "MONGODB_URI": "mongodb://x"},
@@ -94,7 +99,9 @@ def test_three_processes_signed_bindings_json_logs_and_graceful_sigterm(tmp_path
     proc = serve("--port", str(port), "--persist-to", str(tmp_path), "--grace", "10",
                  "--var", f"MONGODB_DB:{db_name}", "--var", "PAYMENT_PROVIDERS:stripe",
                  "--var", f"STRIPE_API_BASE:{stripe_url}", "--var", "PUBLIC_BASE_URL:https://shop.example",
+                 "--var", "MAIL_FROM:Shop <no-reply@shop.example>",
                  env={"JWT_KEY": STRONG_JWT, "SERVICE_AUTH_KEY": STRONG_SERVICE, "MONGODB_URI": mongo_uri,
+                      "SMTP_URL": "smtp://127.0.0.1:25",
                       "STRIPE_SECRET_KEY": stripe_key, "STRIPE_WEBHOOK_SECRET": "whsec_" + "w" * 32})
     lines: list[dict[str, Any]] = []
     errors: list[str] = []
@@ -176,6 +183,7 @@ def test_production_names_every_problem_at_once(tmp_path: Path) -> None:
     assert proc.returncode == 1 and "Traceback" not in err
     lines = [line.strip() for line in err.splitlines() if line.strip().startswith("✘ rest-shop") or "TAIL_TOKEN" in line]
     for expected in ("rest-shop-api: missing secret(s) MONGODB_URI, SERVICE_AUTH_KEY",
+                     "rest-shop-api: SMTP_URL is not set",
                      "rest-shop-api: JWT_KEY is shorter than 32 bytes",
                      "rest-shop-gateway: missing secret(s) SERVICE_AUTH_KEY",
                      "rest-shop-payments: PUBLIC_BASE_URL is not set",

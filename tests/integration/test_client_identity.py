@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.integration.test_sessions import account
+from tests.accounts import account
 
 PROXY = {"TRUSTED_PROXIES": "127.0.0.1"}  # as behind the README's nginx: the gateway believes its X-Forwarded-For
 

@@ -7,22 +7,11 @@ from typing import Any
 from pymongo import AsyncMongoClient
 
 from base.stores.users import UserStore
+from tests.accounts import account, login
 from tests.integration.test_payments_stripe import eventually, initiate
 
 
 
-async def account(shop: Any, email: str, password: str = "correct horse") -> tuple[str, str]:
-    """Sign up and log in through the gateway: (user id, token)."""
-    status, body, _ = await shop.call("POST", "/api/user/signup", {"email": email, "password": password})
-    assert status == 201, body
-    return body["user"]["_id"], await login(shop, email, password)
-
-
-async def login(shop: Any, email: str, password: str = "correct horse", **headers: str) -> str:
-    status, body, _ = await shop.call("POST", "/api/user/login", {"email": email, "password": password},
-                                      headers=headers)
-    assert status == 200, body
-    return body["token"]
 
 
 async def works_everywhere(shop: Any, token: str) -> tuple[int, int]:

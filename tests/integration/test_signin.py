@@ -15,6 +15,7 @@ import pytest
 from joserfc.jwk import ECKey
 
 from tests.conftest import JWT_KEY
+from tests.mailbox import wait_for_link
 
 PROVIDERS = ["google", "microsoft", "apple"]
 
@@ -26,6 +27,7 @@ class Flow:
         self.shop, self.provider, self.http = shop, provider, shop.http
         self.authorize_url = ""
         self.callback: tuple[str, str, dict[str, str]] = ("", "", {})  # method, url, params
+        self.cookie: Any = None  # the browser binding our start set (a Morsel)
 
     @property
     def provider_origin(self) -> str:
@@ -36,7 +38,24 @@ class Flow:
         async with self.http.get(f"{self.shop.url}/user/auth/{self.provider}", allow_redirects=False) as resp:
             assert resp.status == 302, await resp.text()
             self.authorize_url = resp.headers["Location"]
+            self.cookie = resp.cookies.get("shop_signin")
         return self
+
+    async def link(self, token: str) -> Flow:
+        """Start linking this provider to the signed-in account instead of signing in."""
+        async with self.http.post(f"{self.shop.url}/user/me/identities/{self.provider}",
+                                  headers={"Authorization": f"Bearer {token}"}) as resp:
+            body = await resp.json()
+            assert resp.status == 200, body
+            self.authorize_url = body["authorizationUrl"]
+            self.cookie = resp.cookies.get("shop_signin")
+        return self
+
+    @property
+    def cookie_header(self) -> dict[str, str]:
+        """What the browser sends back (aiohttp's jar keeps no cookies for an IP address, so the
+        flow carries it as a browser would)."""
+        return {"Cookie": f"shop_signin={self.cookie.value}"} if self.cookie is not None else {}
 
     async def as_identity(self, **identity: Any) -> Flow:
         async with self.http.post(f"{self.provider_origin}/_local/{self.provider}/identity", json=identity) as resp:
@@ -58,13 +77,15 @@ class Flow:
                 self.callback = ("POST", action, fields)
         return self
 
-    async def finish(self, **override: str) -> tuple[int, dict[str, Any]]:
+    async def finish(self, browser: bool = True, **override: str) -> tuple[int, dict[str, Any]]:
+        """`browser=False`: the callback arrives without our cookie (another browser: login CSRF)."""
         method, url, params = self.callback
         params = {**params, **override}
+        headers = self.cookie_header if browser else {}
         if method == "GET":
-            request = self.http.get(url, params=params)
+            request = self.http.get(url, params=params, headers=headers)
         else:
-            request = self.http.post(url, data={**params, "user": '{"name":{"firstName":"Ann"}}'})
+            request = self.http.post(url, data={**params, "user": '{"name":{"firstName":"Ann"}}'}, headers=headers)
         async with request as resp:
             return resp.status, await resp.json()
 
@@ -107,19 +128,27 @@ async def test_each_provider_signs_in_end_to_end(shop, provider: str) -> None:
     assert login == 401  # an account made by a provider has no password to guess
 
 
-async def test_a_password_account_is_linked_only_through_a_verified_email(shop) -> None:
+async def test_a_password_account_is_linked_only_once_both_sides_proved_the_email(shop) -> None:
     status, signed_up, _ = await shop.call("POST", "/user/signup", {"email": "ann@mail.example",
                                                                     "password": "correct horse"})
-    assert status == 201
+    assert status == 201 and signed_up["user"]["emailVerified"] is False
     unverified = person("google", email="ANN@mail.example", email_verified=False)
     status, body = await Flow(shop, "google").run(**unverified)
     assert status == 401 and body["error"]["code"] == "email_not_verified"
+    status, body = await Flow(shop, "google").run(**{**unverified, "email_verified": True})
+    assert status == 409 and body["error"]["code"] == "account_exists"  # the signup never proved the address
     assert "identities" not in shop.db()["users"].find_one({"email": "ann@mail.example"})
 
+    token, _ = await wait_for_link(shop, "ann@mail.example", "verify-email")
+    assert (await shop.call("POST", "/user/verify-email", {"token": token}))[0] == 200
+    _, login, _ = await shop.call("POST", "/user/login", {"email": "ann@mail.example", "password": "correct horse"})
     status, body = await Flow(shop, "google").run(**{**unverified, "email_verified": True})
     assert status == 200
     assert jwt.decode(body["token"], JWT_KEY, algorithms=["HS256"])["userId"] == signed_up["user"]["_id"]
     assert shop.db()["users"].count_documents({}) == 1
+    assert (await shop.call("GET", "/user/me", token=login["token"]))[0] == 401  # linking ended older sessions
+    status, me, _ = await shop.call("GET", "/user/me", token=body["token"])
+    assert status == 200 and me["identities"] == ["google"] and me["emailVerified"] is True
 
     other = person("google", email="ann@mail.example")  # a second Google account claiming the email
     status, body = await Flow(shop, "google").run(**other)
@@ -143,7 +172,8 @@ async def test_state_is_ours_single_use_and_bound_to_its_provider(shop) -> None:
 
     google = await (await Flow(shop, "google").start()).approve()
     _, _, params = google.callback
-    async with shop.http.get(f"{shop.url}/user/auth/microsoft/callback", params=params) as resp:
+    async with shop.http.get(f"{shop.url}/user/auth/microsoft/callback", params=params,
+                             headers=google.cookie_header) as resp:
         assert resp.status == 401 and (await resp.json())["error"]["code"] == "invalid_state"
     assert (await google.finish())[0] == 401  # spent by the wrong provider's callback: start again
     assert shop.db()["users"].count_documents({}) == 1
@@ -160,6 +190,7 @@ async def test_a_replayed_code_is_refused(shop) -> None:
     assert (await first.finish())[0] == 200
     second = await Flow(shop, "google").start()  # a fresh, valid state, with the old code
     state = parse_qs(urlsplit(second.authorize_url).query)["state"][0]
+    first.cookie = second.cookie  # the same browser started both
     status, body = await first.finish(state=state)
     assert status == 401 and body["error"]["code"] == "code_rejected"
 
