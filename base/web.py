@@ -3,6 +3,8 @@ shared auth helpers re-exported)."""
 from __future__ import annotations
 
 import asyncio
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from quart import websocket
@@ -15,7 +17,7 @@ from models.web import (auth, client_ip, documents_errors, documents_idempotency
                         optional_user, user_sessions)
 
 __all__ = ["auth", "client_ip", "documents_errors", "documents_idempotency_key", "idempotency_key", "optional_user",
-           "join_websocket", "rate_limit", "token_for"]
+           "join_websocket", "rate_limit", "token_for", "SocketLimits"]
 
 
 def _limit(spec: str) -> tuple[int, float]:
@@ -41,11 +43,42 @@ async def token_for(doc: dict[str, Any]) -> str:
     return issue_token(env.JWT_KEY, email=doc["email"], user_id=user_id, role=doc["role"], gen=gen)
 
 
-async def join_websocket(peer: WebSocket) -> None:
-    """Join the accepted Quart WebSocket to `peer` (a pair's client end) until either side closes."""
+@dataclass(frozen=True)
+class SocketLimits:
+    """What one client socket may send: frames of at most `max_frame_bytes`, at most
+    `max_frames_per_min` of them, and at least one every `idle_timeout_s` (a ping will do)."""
+    max_frame_bytes: int = 1024
+    max_frames_per_min: int = 60
+    idle_timeout_s: float = 120.0
+
+    @classmethod
+    def from_env(cls, worker_env: Any) -> SocketLimits:
+        return cls(int(worker_env.get("LIVE_MAX_FRAME_BYTES", 1024)), int(worker_env.get("LIVE_MAX_FRAMES_PER_MIN", 60)),
+                   float(worker_env.get("LIVE_IDLE_TIMEOUT_S", 120)))
+
+
+async def join_websocket(peer: WebSocket, limits: SocketLimits = SocketLimits()) -> None:
+    """Join the accepted Quart WebSocket to `peer` (a pair's client end) until either side closes;
+    a client past `limits` is closed (1009 too big, 1008 too many, 1001 idle)."""
     async def incoming() -> None:
+        window_start, frames = time.monotonic(), 0
         while True:
-            peer.send(await websocket.receive())
+            try:
+                message = await asyncio.wait_for(websocket.receive(), limits.idle_timeout_s)
+            except asyncio.TimeoutError:
+                await websocket.close(1001, "idle: send a ping at least every %g s" % limits.idle_timeout_s)
+                return
+            if len(message) > limits.max_frame_bytes:
+                await websocket.close(1009, f"messages are at most {limits.max_frame_bytes} bytes")
+                return
+            now = time.monotonic()
+            if now - window_start >= 60:
+                window_start, frames = now, 0
+            frames += 1
+            if frames > limits.max_frames_per_min:
+                await websocket.close(1008, f"at most {limits.max_frames_per_min} messages a minute")
+                return
+            peer.send(message)
 
     tasks = [asyncio.ensure_future(forward(peer, websocket.send, websocket.close)), asyncio.ensure_future(incoming())]
     try:

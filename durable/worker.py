@@ -153,13 +153,59 @@ class Worker:
         elif scope["path"].startswith(INTERNAL_PREFIX):
             await self._internal_websocket(scope, receive, send)
         elif self.app is self.entrypoint:  # a Cloudflare-style worker answers the upgrade itself
-            await self._websocket(scope, receive, send)
+            await self._traced_websocket(scope, receive, send, self._websocket)
         else:  # websockets pass through, with the env set
-            token = use_env(self.env)
-            try:
-                await self.app(scope, receive, send)
-            finally:
-                token.var.reset(token)
+            await self._traced_websocket(scope, receive, send, self.app)
+
+    async def _traced_websocket(self, scope: dict[str, Any], receive: Any, send: Any, handler: Any) -> None:
+        """A WebSocket is one trace event and one access-log line, written when it closes: its
+        answer (101, or the HTTP refusal), who closed it with which code, and how long it lived."""
+        trace = tracing.TraceContext.from_scope(scope)
+        capture = TraceCapture(self.name, {}, trace) if self._tracing_wanted(self.name) else None
+        started = time.perf_counter()
+        status: int | None = None
+        closed: dict[str, Any] = {}
+
+        async def send_traced(message: dict[str, Any]) -> None:
+            nonlocal status
+            kind = message["type"]
+            if kind == "websocket.accept":
+                status = 101
+            elif kind == "websocket.http.response.start":
+                status = message["status"]
+            elif kind == "websocket.close" and not closed:
+                status = status or 403  # refused before the upgrade, as servers answer it
+                closed.update(code=message.get("code", 1000), by="server")
+            await send(message)
+
+        async def receive_traced() -> dict[str, Any]:
+            message = await receive()
+            if message["type"] == "websocket.disconnect" and not closed:
+                closed.update(code=message.get("code", 1005), by="client")
+            return message
+
+        trace_token = tracing.use(trace)
+        token = use_env(self.env)
+        try:
+            with capture or _UNTRACED:
+                await handler(scope, receive_traced, send_traced)
+        except Exception:
+            log.exception("%s: WebSocket %s failed", self.name, scope["path"])
+            if status is None:
+                status = 500
+                await send({"type": "websocket.close", "code": 1011})
+        finally:
+            token.var.reset(token)
+            tracing.reset(trace_token)
+            duration_ms = round((time.perf_counter() - started) * 1000, 2)
+            if capture is not None:
+                capture.event_info["request"] = _request_info({**scope, "method": "GET"})
+                capture.event_info["response"] = {"status": status}
+                capture.event_info["webSocket"] = {"closeCode": closed.get("code"), "closedBy": closed.get("by"),
+                                                   "durationMs": duration_ms}
+                self._on_trace(capture.event())
+            access_log.write(self.name, "WS", scope["path"], status, duration_ms, trace.request_id,
+                             trace.traceparent, close_code=closed.get("code"))
 
     async def _websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """The upgrade goes to the fetch handler as a request; a 101 answer with the client end of

@@ -1,7 +1,8 @@
 """Rate-limit configuration and whose bucket a request spends from.
 
 `RATE_LIMITS = "base.read=600/60, base.write=120/60, ..."`: per upstream and route class (read =
-GET/HEAD, write = the rest, webhook = provider callbacks), requests per period in seconds.
+GET/HEAD, write = the rest, webhook = provider callbacks, upgrade = WebSocket upgrades), requests
+per period in seconds.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 from models.auth import TokenError, bearer_token, verify_token
 
-_ENTRY = re.compile(r"^\s*(\w+)\.(read|write|webhook)\s*=\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*$")
+_ENTRY = re.compile(r"^\s*(\w+)\.(read|write|webhook|upgrade)\s*=\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*$")
 _USER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -24,6 +25,10 @@ class Limit:
 # Provider callbacks are limited per source even when RATE_LIMITS names no webhook class: a flood
 # of PayPal-shaped POSTs would otherwise buy unlimited outbound verification calls.
 DEFAULT_WEBHOOK_LIMIT = Limit(600, 60.0)
+# WebSocket upgrades are their own small class: each one holds a connection open for long, so a
+# client's budget of reads must not buy hundreds of sockets.
+DEFAULT_UPGRADE_LIMIT = Limit(30, 60.0)
+DEFAULTS = {"webhook": DEFAULT_WEBHOOK_LIMIT, "upgrade": DEFAULT_UPGRADE_LIMIT}
 
 
 @functools.lru_cache(maxsize=8)
@@ -33,24 +38,26 @@ def parse_limits(spec: str) -> dict[str, Limit]:
         match = _ENTRY.match(part)
         if match is None or int(match.group(3)) < 1 or float(match.group(4)) <= 0:
             raise ValueError(f"RATE_LIMITS entry {part.strip()!r} is not "
-                             f"<service>.<read|write|webhook>=<count>/<seconds>")
+                             f"<service>.<read|write|webhook|upgrade>=<count>/<seconds>")
         limits[f"{match.group(1)}.{match.group(2)}"] = Limit(int(match.group(3)), float(match.group(4)))
     return limits
 
 
 def limit_for(spec: str, upstream: str, kind: str) -> Limit | None:
-    """The configured limit of `<upstream>.<kind>`; webhooks fall back to DEFAULT_WEBHOOK_LIMIT."""
+    """The configured limit of `<upstream>.<kind>`; webhooks and upgrades fall back to DEFAULTS."""
     limit = parse_limits(spec).get(f"{upstream}.{kind}")
-    return DEFAULT_WEBHOOK_LIMIT if limit is None and kind == "webhook" else limit
+    return DEFAULTS.get(kind) if limit is None else limit
 
 
 PROVIDER_CALLBACKS = ("/payments/webhooks/", "/payments/mpesa/callback")
 
 
-def route_class(method: str, path: str = "") -> str:
-    """read (GET/HEAD), write, or webhook: providers call from a few addresses in bursts and
+def route_class(method: str, path: str = "", websocket: bool = False) -> str:
+    """read (GET/HEAD), write, webhook or upgrade: providers call from a few addresses in bursts and
     authenticate themselves, so they get their own budget (per source; DEFAULT_WEBHOOK_LIMIT
-    unless RATE_LIMITS names one)."""
+    unless RATE_LIMITS names one); so do WebSocket upgrades (DEFAULT_UPGRADE_LIMIT)."""
+    if websocket:
+        return "upgrade"
     if path.startswith(PROVIDER_CALLBACKS):
         return "webhook"
     return "read" if method in ("GET", "HEAD") else "write"

@@ -124,7 +124,7 @@ async def handle_websocket(scope: dict[str, Any], receive: Any, send: Any) -> No
     incoming = _incoming(scope, "GET")
     try:
         upstream, path = route(incoming.path)
-        quota = await rate_limit(incoming, upstream, path)
+        quota = await rate_limit(incoming, upstream, path, websocket=True)
         reply = await send_upstream(incoming, upstream, path, b"", websocket=True)
         if quota is not None:
             reply.headers.update(quota.headers())
@@ -185,10 +185,10 @@ def preflight(incoming: Incoming) -> Outgoing:
     return Outgoing(204, CIMultiDict(allowed), b"")
 
 
-async def rate_limit(incoming: Incoming, upstream: str, path: str) -> Quota | None:
+async def rate_limit(incoming: Incoming, upstream: str, path: str, websocket: bool = False) -> Quota | None:
     """Spend one token from the caller's bucket for this service and route class (from this
     node's lease of it when it holds one), or 429."""
-    kind = route_class(incoming.method, path)
+    kind = route_class(incoming.method, path, websocket)
     limit = limit_for(incoming.edge.rate_limits, upstream, kind)
     if limit is None:
         return None

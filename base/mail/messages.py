@@ -13,8 +13,14 @@ RESET_TTL_S = 30 * 60
 UNLOCK_TTL_S = 60 * 60
 
 
+DEV_FALLBACK_URL = "http://127.0.0.1:8787"  # a bare dev runtime with no public URL (wrangler dev sets one)
+
+
 def _link(env: Any, page: str, token: str) -> str:
-    base = str(env.get("ACCOUNT_PAGES_URL") or "").rstrip("/") or public_base_url(env)
+    base = str(env.get("ACCOUNT_PAGES_URL") or "").rstrip("/")
+    if not base:
+        development = str(env.get("ENVIRONMENT", "development")) == "development"
+        base = DEV_FALLBACK_URL if development and not env.get("PUBLIC_BASE_URL") else public_base_url(env)
     return f"{base}/account/{page}?{urlencode({'token': token})}"
 
 

@@ -161,6 +161,11 @@ class OrderLock(DurableObject):
         if state is None or state["phase"] != "created" or (state["order"]["userId"] != user and role != "admin"):
             return Response(json.dumps(error_body("not_found", "Order not found")), status=404,
                             headers={"content-type": "application/json"})
+        cap = int(self.env.get("LIVE_SOCKETS_PER_ORDER", 5))
+        if len(self.ctx.get_websockets(LIVE)) >= cap:  # exact on every node: the order has one object
+            return Response(json.dumps(error_body("too_many_sockets", f"This order is followed by {cap} sockets "
+                                                  f"already; close one first")), status=429,
+                            headers={"content-type": "application/json", "retry-after": "60"})
         client, server = WebSocketPair().values()
         self.ctx.accept_websocket(server, [LIVE])
         self.ctx.set_websocket_auto_response(WebSocketRequestResponsePair("ping", "pong"))

@@ -19,7 +19,7 @@ from models.pagination import Pagination
 
 from durable.mongo import pooled_database as database
 from ..stores.orders import OrderStore, order_out
-from ..web import auth, documents_errors, documents_idempotency_key, idempotency_key, join_websocket
+from ..web import SocketLimits, auth, documents_errors, documents_idempotency_key, idempotency_key, join_websocket
 
 bp = Blueprint("orders", __name__, url_prefix="/orders")
 
@@ -126,16 +126,33 @@ async def follow_order(order_id: str) -> Any:
     "order"}`), and is closed (1000) once the order is final; `ping` is answered `pong`. The token
     comes in the Authorization header or, from a browser, as `?access_token=`. Only the owner or an
     admin may follow an order. Refusals are HTTP answers in the error envelope: 400 (not an order
-    id), 401, 404; a plain GET without the upgrade is 426."""
+    id), 401, 404, 429 (LIVE_SOCKETS_PER_ORDER sockets on this order, or LIVE_SOCKETS_PER_USER of
+    this user's on this server); a plain GET without the upgrade is 426. A client sends at most
+    LIVE_MAX_FRAMES_PER_MIN messages of LIVE_MAX_FRAME_BYTES, and a ping at least every
+    LIVE_IDLE_TIMEOUT_S, or is closed."""
     if not is_object_id(order_id):
         raise ApiError(400, "invalid_id", f"{order_id!r} is not a valid order id")
-    answer = await lock(order_id).fetch(Request("http://order-lock/live", headers={
-        "upgrade": "websocket", "x-user-id": g.user.userId, "x-user-role": g.user.role}))
-    if answer.web_socket is None:
-        return QuartResponse(answer.body, status=answer.status, headers=list(answer.headers.items()))
-    await websocket.accept()
-    await join_websocket(answer.web_socket)
-    return None
+    # per server process: what a user's sockets cost is this process's file descriptors
+    open_sockets: dict[str, int] = env.isolate_state("live_sockets_per_user", dict)
+    user_cap = int(env.get("LIVE_SOCKETS_PER_USER", 20))
+    if open_sockets.get(g.user.userId, 0) >= user_cap:
+        raise ApiError(429, "too_many_sockets", f"You follow {user_cap} orders live already; close one first",
+                       headers={"Retry-After": "60"})
+    open_sockets[g.user.userId] = open_sockets.get(g.user.userId, 0) + 1
+    try:
+        answer = await lock(order_id).fetch(Request("http://order-lock/live", headers={
+            "upgrade": "websocket", "x-user-id": g.user.userId, "x-user-role": g.user.role}))
+        if answer.web_socket is None:
+            return QuartResponse(answer.body, status=answer.status, headers=list(answer.headers.items()))
+        await websocket.accept()
+        await join_websocket(answer.web_socket, SocketLimits.from_env(env))
+        return None
+    finally:
+        left = open_sockets.get(g.user.userId, 1) - 1
+        if left > 0:
+            open_sockets[g.user.userId] = left
+        else:
+            open_sockets.pop(g.user.userId, None)
 
 
 @bp.patch("/<order_id>/status")

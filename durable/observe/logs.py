@@ -103,16 +103,20 @@ class AccessLog:
         self.json = False
 
     def write(self, worker: str, method: str, path: str, status: int | None, duration_ms: float,
-              request_id: str, traceparent: str) -> None:
+              request_id: str, traceparent: str, close_code: int | None = None) -> None:
+        """One line per request; a WebSocket's (method `WS`) when it closes, with its close code."""
         if not self.logger.isEnabledFor(logging.INFO):
             return
         message = "%s %s %s %s (%.1f ms) request_id=%s" % (worker, method, path, "-" if status is None else status,
                                                          duration_ms, request_id)
+        if close_code is not None:
+            message += f" close={close_code}"
         if self.handler is not None and not self.json:  # the usual case: a text line, no fields
             self.handler.write_line(f"[{self.logger.name}:INFO] {message}")
             return
         fields = {"worker": worker, "method": method, "path": path, "status": status, "duration_ms": duration_ms,
-                  "request_id": request_id, "traceparent": traceparent}
+                  "request_id": request_id, "traceparent": traceparent,
+                  **({"close_code": close_code} if close_code is not None else {})}
         if self.handler is None:
             self.logger.info(message, extra=fields)
         else:

@@ -16,6 +16,7 @@ import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote_plus
 
 from .tracing import TraceContext
 
@@ -55,12 +56,26 @@ def redact_headers(headers: Any) -> dict[str, str]:
     return out
 
 
-SENSITIVE_QUERY = re.compile(r"(?i)(^|&)(access_token|token|api_key|apikey)=[^&]*")
+# parameters that carry a credential: a browser's WebSocket token, API keys, a provider callback's
+# signature (M-Pesa's `sig`), OAuth codes and tokens
+SENSITIVE_PARAMS = frozenset({"access_token", "token", "api_key", "apikey", "key", "sig", "signature", "secret",
+                              "client_secret", "password", "code", "id_token", "refresh_token"})
+_QUERY_PART = re.compile(r"([^&;]*)([&;]?)")
 
 
 def redact_query(query: str) -> str:
-    """A query string with its credential parameters (`?access_token=` from a browser) blanked."""
-    return SENSITIVE_QUERY.sub(lambda m: f"{m.group(1)}{m.group(2)}={REDACTED}", query) if "=" in query else query
+    """A query string with its credential parameters blanked. Each parameter's name is decoded as a
+    server would (`access%5Ftoken`, `+`, any case) and `;` counts as a separator too, so no
+    spelling of a name slips through; everything else stays as it was sent."""
+    if "=" not in query:
+        return query
+    out: list[str] = []
+    for part, separator in _QUERY_PART.findall(query):
+        name, equals, _ = part.partition("=")
+        if equals and unquote_plus(name).strip().lower() in SENSITIVE_PARAMS:
+            part = f"{name}={REDACTED}"
+        out.append(part + separator)
+    return "".join(out)
 
 
 def now_ms() -> int:

@@ -3,10 +3,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import logging
+
 import aiohttp
 import pytest
 
+from durable.observe.tail import TailFilters
 from tests.conftest import Shop
+from tests.polling import eventually
 
 
 async def order_for(shop: Shop, token: str) -> str:
@@ -88,3 +92,111 @@ async def test_without_the_upgrade_it_is_426_and_the_document_lists_the_websocke
     assert "/orders/{order_id}/live" not in document["paths"]  # not an HTTP operation for generated clients
     socket = document["x-websockets"]["/orders/{order_id}/live"]
     assert "WebSocket" in socket["summary"] and "access_token" in socket["description"]
+
+
+async def refusal(shop: Shop, url: str, token: str) -> tuple[int, Any]:
+    """A refused upgrade: its HTTP status and error envelope."""
+    async with shop.http.get(url.replace("ws://", "http://"), headers={
+            "Authorization": f"Bearer {token}", "Connection": "Upgrade", "Upgrade": "websocket",
+            "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+async def test_sockets_are_capped_per_order_and_per_user_before_the_upgrade(custom_shop) -> None:
+    """The reproduction: one user opened 1,310 sockets to one order in 5.5 s."""
+    shop = await custom_shop(base_vars={"LIVE_SOCKETS_PER_ORDER": 3, "LIVE_SOCKETS_PER_USER": 4})
+    owner = shop.token("user")
+    first, second = await order_for(shop, owner), await order_for(shop, owner)
+    opened = []
+    try:
+        for _ in range(3):
+            ws = await shop.http.ws_connect(live_url(shop, first), headers={"Authorization": f"Bearer {owner}"})
+            opened.append(ws)
+            await next_update(ws)
+        status, body = await refusal(shop, live_url(shop, first), owner)
+        assert status == 429 and body["error"]["code"] == "too_many_sockets", body  # per order
+        ws = await shop.http.ws_connect(live_url(shop, second), headers={"Authorization": f"Bearer {owner}"})
+        opened.append(ws)
+        await next_update(ws)
+        status, body = await refusal(shop, live_url(shop, second), owner)
+        assert status == 429 and body["error"]["code"] == "too_many_sockets", body  # per user
+        await opened.pop().close()
+        await opened.pop().close()  # places come back as sockets close
+        async def reopened() -> bool:
+            try:
+                ws = await shop.http.ws_connect(live_url(shop, second), headers={"Authorization": f"Bearer {owner}"})
+            except aiohttp.WSServerHandshakeError:
+                return False
+            opened.append(ws)
+            return True
+        assert await eventually(reopened)
+    finally:
+        for ws in opened:
+            await ws.close()
+
+
+async def test_upgrades_have_their_own_small_rate_class(custom_shop) -> None:
+    shop = await custom_shop(gateway_vars={"RATE_LIMITS": "base.read=1000/60, base.write=1000/60, base.upgrade=2/60"})
+    owner = shop.token("user")
+    order_id = await order_for(shop, owner)
+    statuses = [(await refusal(shop, live_url(shop, "0" * 24), owner))[0] for _ in range(3)]
+    assert statuses == [404, 404, 429]  # refused upgrades spend the budget too
+    assert (await shop.call("GET", f"/api/orders/{order_id}", token=owner))[0] == 200  # reads are apart
+
+
+async def test_a_socket_that_floods_sends_too_much_or_idles_is_closed(custom_shop) -> None:
+    shop = await custom_shop(base_vars={"LIVE_MAX_FRAMES_PER_MIN": 5, "LIVE_MAX_FRAME_BYTES": 64,
+                                        "LIVE_IDLE_TIMEOUT_S": 0.5})
+    owner = shop.token("user")
+    order_id = await order_for(shop, owner)
+    headers = {"Authorization": f"Bearer {owner}"}
+    async with shop.http.ws_connect(live_url(shop, order_id), headers=headers) as ws:
+        await next_update(ws)
+        for _ in range(5):
+            await ws.send_str("ping")
+            assert await ws.receive_str(timeout=10) == "pong"
+        await ws.send_str("ping")  # the sixth within a minute
+        closing = await ws.receive(timeout=10)
+        assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1008
+    async with shop.http.ws_connect(live_url(shop, order_id), headers=headers) as ws:
+        await next_update(ws)
+        await ws.send_str("x" * 65)
+        closing = await ws.receive(timeout=10)
+        assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1009
+    async with shop.http.ws_connect(live_url(shop, order_id), headers=headers) as ws:
+        await next_update(ws)
+        closing = await ws.receive(timeout=10)  # silent for longer than the idle timeout
+        assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1001
+
+
+async def test_every_socket_gets_an_access_log_line_and_a_trace_event(full_shop: Shop, caplog) -> None:
+    shop = full_shop
+    tails = {name: shop.runtime.hub.create(name, TailFilters.from_api({}))
+             for name in ("rest-shop-gateway", "rest-shop-api")}
+    owner = shop.token("user")
+    order_id = await order_for(shop, owner)
+    with caplog.at_level(logging.INFO, logger="durable.access"):
+        async with shop.http.ws_connect(live_url(shop, order_id), headers={"Authorization": f"Bearer {owner}",
+                                                                          "X-Request-Id": "live-1"}) as ws:
+            await next_update(ws)
+            await ws.close(code=4000)
+
+        async def logged() -> dict[str, Any]:
+            found = {r.worker: r for r in caplog.records if getattr(r, "method", "") == "WS"
+                     and r.request_id == "live-1"}
+            return found if len(found) == 2 else {}
+        lines = await eventually(logged)
+    assert set(lines) == {"rest-shop-gateway", "rest-shop-api"}, [r.getMessage() for r in caplog.records]
+    # (hypercorn hands the app 1006 for any close the client starts, whatever code it sent)
+    assert lines["rest-shop-gateway"].status == 101 and lines["rest-shop-gateway"].close_code is not None
+    assert lines["rest-shop-api"].status == 101 and lines["rest-shop-api"].close_code is not None
+    assert lines["rest-shop-gateway"].duration_ms > 0
+    for name, tail in tails.items():
+        events = [tail.queue.get_nowait() for _ in range(tail.queue.qsize())]
+        sockets = [e for e in events if "webSocket" in e["event"] and e.get("requestId") == "live-1"]
+        assert len(sockets) == 1, (name, events)
+        assert sockets[0]["event"]["response"]["status"] == 101
+        assert sockets[0]["event"]["webSocket"]["closeCode"] is not None
+        assert sockets[0]["event"]["webSocket"]["closedBy"] == "client"
+        assert "access_token" not in sockets[0]["event"]["request"]["url"]
+        shop.runtime.hub.delete(tail.id)
