@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -158,6 +159,11 @@ class HttpClient:
     def __init__(self, timeout_s: float = 30.0) -> None:
         self._session: aiohttp.ClientSession | None = None
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.internal_ssl: ssl.SSLContext | None = None  # our certificate for object calls, with mutual TLS
+
+    def internal_options(self) -> dict[str, Any]:
+        """aiohttp options for a call to another node's internal listener."""
+        return {"ssl": self.internal_ssl} if self.internal_ssl is not None else {}
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -327,7 +333,7 @@ async def open_object_socket(http: HttpClient, target: RemoteTarget, class_name:
                INTERNAL_REQUEST_HEADER: base64.urlsafe_b64encode(payload).decode()}
     url = _ws_url(target, path)
     try:
-        remote = await http.session.ws_connect(url, headers=headers, max_msg_size=0)
+        remote = await http.session.ws_connect(url, headers=headers, max_msg_size=0, **http.internal_options())
     except aiohttp.ClientConnectorError as exc:
         raise NotDelivered(f"{class_name} at {target.url} is unreachable: {exc}") from None
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
@@ -359,7 +365,7 @@ async def post_object_call(http: HttpClient, target: RemoteTarget, script_name: 
                                   dict(trace.outgoing()) if trace is not None else None),
                "content-type": "application/bson"}
     try:
-        async with http.session.post(url, data=payload, headers=headers) as resp:
+        async with http.session.post(url, data=payload, headers=headers, **http.internal_options()) as resp:
             body = await resp.read()
             if resp.status == 421:
                 raise NotOwner(f"{target.url} does not own this {class_name}")

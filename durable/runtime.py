@@ -23,6 +23,7 @@ from .cron import run_crons
 from .env import Env, load_secrets, use_env
 from .kv import KVNamespace
 from .objects import DurableObjectNamespace, LocalTransport, ObjectHost, Transport
+from .server import MutualTls
 from .dev.registry import lookup
 from .storage import Engine, StorageEngine
 from .storage.migrations import apply_migrations, class_dir
@@ -64,12 +65,14 @@ class Runtime:
     def __init__(self, configs: list[WorkerConfig], *, persist_to: str | Path, local_dev: bool = True,
                  internal_key: str | None = None, remote: dict[str, str] | None = None,
                  alarm_backoff_s: float = 2.0, idle_evict_s: float = 120.0, synchronous: str = "FULL",
-                 use_registry: bool = True, cluster: ClusterSettings | None = None) -> None:
+                 use_registry: bool = True, cluster: ClusterSettings | None = None,
+                 remote_internal: dict[str, str] | None = None, internal_tls: MutualTls | None = None) -> None:
         self.configs = start_order(configs)
         self.persist_to = Path(persist_to)
         self.local_dev = local_dev
         self.internal_key = internal_key or secrets.token_urlsafe(32)
         self.remote = dict(remote or {})
+        self.remote_internal = dict(remote_internal or {})  # where their objects are called (internal listeners)
         self.use_registry = use_registry  # dev sessions find each other; production is told (`remote`)
         self.alarm_backoff_s = alarm_backoff_s
         self.idle_evict_s = idle_evict_s
@@ -77,6 +80,8 @@ class Runtime:
         self.workers: dict[str, Worker] = {}
         self.hub = TailHub()
         self.http = HttpClient()
+        if internal_tls is not None:
+            self.http.internal_ssl = internal_tls.client_context()
         self._evictor: asyncio.Task[None] | None = None
         self._crons: list[asyncio.Task[None]] = []
         self._kv: dict[str, KVNamespace] = {}
@@ -114,6 +119,12 @@ class Runtime:
         entry = lookup(name) if self.use_registry else None
         return RemoteTarget(entry.url, entry.internal_key, name) if entry is not None else None
 
+    def object_target(self, name: str) -> RemoteTarget | None:
+        """Where another process's objects are called: its internal listener when it has one."""
+        if name in self.remote_internal:
+            return RemoteTarget(self.remote_internal[name], self.internal_key, name)
+        return self.remote_target(name)
+
     def resolve_service(self, name: str) -> ASGIApp | RemoteTarget | list[RemoteTarget] | None:
         """In this process if it runs the worker; in a cluster, every live node serving it (the
         binding spreads requests over them); else where `--remote` or the dev registry says."""
@@ -140,7 +151,7 @@ class Runtime:
             return ClusterTransport(self.node, script, class_name, host, self.http, self.internal_key)
         if host is not None:
             return LocalTransport(host)
-        return HttpTransport(script, class_name, lambda: self.remote_target(script), self.http)
+        return HttpTransport(script, class_name, lambda: self.object_target(script), self.http)
 
     async def start(self) -> None:
         install_capture()

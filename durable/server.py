@@ -9,6 +9,8 @@ import asyncio
 import logging
 import os
 import socket
+import ssl
+from dataclasses import dataclass
 from typing import Any
 
 from hypercorn.asyncio import serve
@@ -34,18 +36,34 @@ def bind(host: str, port: int, *, fallback_to_any: bool = False) -> socket.socke
     return sock
 
 
-def url_of(sock: socket.socket) -> str:
+def url_of(sock: socket.socket, scheme: str = "http") -> str:
     host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+@dataclass(frozen=True)
+class MutualTls:
+    """TLS where both ends show a certificate signed by `ca` (the internal listener between nodes)."""
+
+    cert: str
+    key: str
+    ca: str
+
+    def client_context(self) -> ssl.SSLContext:
+        """What a caller presents and trusts: its own certificate, and only peers signed by `ca`."""
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ca)
+        context.load_cert_chain(self.cert, self.key)
+        return context
 
 
 class Server:
     """One ASGI app on one bound socket, started and stopped from our loop."""
 
-    def __init__(self, app: Any, sock: socket.socket, *, graceful_timeout_s: float = 5.0) -> None:
+    def __init__(self, app: Any, sock: socket.socket, *, graceful_timeout_s: float = 5.0,
+                 tls: MutualTls | None = None) -> None:
         self.app = app
         self.sock = sock
-        self.url = url_of(sock)
+        self.url = url_of(sock, "https" if tls is not None else "http")
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._config = Config()
@@ -56,6 +74,9 @@ class Server:
         self._config.loglevel = "WARNING"
         self._config.graceful_timeout = graceful_timeout_s
         self._config.keep_alive_timeout = 75
+        if tls is not None:  # a client without a certificate signed by the CA is refused in the handshake
+            self._config.certfile, self._config.keyfile, self._config.ca_certs = tls.cert, tls.key, tls.ca
+            self._config.verify_mode = ssl.CERT_REQUIRED
 
     async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(

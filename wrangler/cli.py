@@ -47,6 +47,19 @@ def _parser() -> argparse.ArgumentParser:
     _run_options(serve)
     serve.add_argument("--remote", action="append", default=[], metavar="NAME=URL",
                        help="where another worker this one binds to is served (repeatable)")
+    serve.add_argument("--internal-ip", default=None, metavar="IP",
+                       help="address of the internal listener, which alone takes Durable Object calls from other "
+                            "processes and nodes (default 127.0.0.1; with --cluster, --ip)")
+    serve.add_argument("--internal-port", type=int, default=0, help="port of the internal listener (default: any)")
+    serve.add_argument("--internal-advertise", default=None, metavar="URL",
+                       help="the URL other nodes reach the internal listener at (default: the address it listens on)")
+    serve.add_argument("--remote-internal", action="append", default=[], metavar="NAME=URL",
+                       help="the internal listener of another worker whose objects this one calls (repeatable)")
+    serve.add_argument("--internal-tls-cert", default=None, metavar="PEM",
+                       help="this node's certificate: object calls between nodes use TLS, both ends showing one")
+    serve.add_argument("--internal-tls-key", default=None, metavar="PEM", help="the key of --internal-tls-cert")
+    serve.add_argument("--internal-tls-ca", default=None, metavar="PEM",
+                       help="the CA that signs every node's certificate (the only one trusted between nodes)")
     serve.add_argument("--log-format", choices=["json", "text"], default="json")
     serve.add_argument("--grace", type=float, default=20.0,
                        help="seconds in-flight requests get to finish after SIGTERM")

@@ -16,10 +16,11 @@ import signal
 import sys
 
 from durable.config import ConfigError, WorkerConfig
+from durable.listeners import internal_only, public_only
 from durable.observe.logs import setup_logging
 from durable.preflight import problems, refuse_if_any
 from durable.runtime import Runtime, settle_heap, start_order
-from durable.server import Server, bind, url_of
+from durable.server import MutualTls, Server, bind, url_of
 from durable.observe.tail import redactor
 from durable.observe.tail_api import TailServer, create_tail_app
 
@@ -30,14 +31,33 @@ log = logging.getLogger("wrangler.serve")
 MIN_TAIL_TOKEN_BYTES = 32
 
 
-def parse_remotes(items: list[str]) -> dict[str, str]:
+def parse_remotes(items: list[str], flag: str = "--remote") -> dict[str, str]:
     remotes: dict[str, str] = {}
     for item in items:
         name, sep, url = item.partition("=")
         if not sep or not name or not url.startswith(("http://", "https://")):
-            raise ConfigError("--remote", item, "expected NAME=http(s)://HOST:PORT")
+            raise ConfigError(flag, item, "expected NAME=http(s)://HOST:PORT")
         remotes[name] = url.rstrip("/")
     return remotes
+
+
+def internal_tls(args: argparse.Namespace) -> MutualTls | None:
+    """Mutual TLS between nodes, when all three of its files are given."""
+    given = [args.internal_tls_cert, args.internal_tls_key, args.internal_tls_ca]
+    if not any(given):
+        return None
+    if not all(given):
+        raise ConfigError("--internal-tls-cert", "", "mutual TLS between nodes needs --internal-tls-cert, "
+                                                     "--internal-tls-key and --internal-tls-ca together")
+    for path in given:
+        if not os.path.isfile(path):
+            raise ConfigError("--internal-tls-*", path, "no such file")
+    return MutualTls(args.internal_tls_cert, args.internal_tls_key, args.internal_tls_ca)
+
+
+def internal_ip(args: argparse.Namespace, public_ip: str) -> str:
+    """Not the public listener: loopback by default, the node's address when nodes must reach it."""
+    return args.internal_ip or (public_ip if args.cluster else DEFAULT_IP)
 
 
 async def run_serve(args: argparse.Namespace) -> int:
@@ -63,15 +83,24 @@ async def serve_one(args: argparse.Namespace, config: WorkerConfig) -> int:
     ip = args.ip or config.dev.ip or DEFAULT_IP
     port = args.port if args.port is not None else (config.dev.port or DEFAULT_PORT)
     sock = bind(ip, port)  # before start-up: a busy port fails fast, before any state is opened
+    tls = internal_tls(args)
+    internal_sock = bind(internal_ip(args, ip), args.internal_port)
+    internal_url = (args.internal_advertise or url_of(internal_sock, "https" if tls else "http")).rstrip("/")
     cluster = None
-    if args.cluster:  # other nodes reach this one's objects at the advertised (or bound) address
+    if args.cluster:  # other nodes reach this one's services and objects at the advertised (or bound) addresses
         cluster = cluster_settings(args, {config.name: (args.advertise or url_of(sock)).rstrip("/")})
+        cluster.internal_urls = {config.name: internal_url}
     runtime = Runtime([config], persist_to=persist_to, local_dev=False, internal_key=key,
-                      remote=parse_remotes(args.remote), use_registry=False, cluster=cluster)
+                      remote=parse_remotes(args.remote),
+                      remote_internal=parse_remotes(args.remote_internal, "--remote-internal"),
+                      use_registry=False, cluster=cluster, internal_tls=tls)
     tail_sock = bind(ip, args.tail_port) if args.tail_port is not None else None
     await runtime.start()
-    server = Server(runtime.workers[config.name], sock, graceful_timeout_s=args.grace)
+    worker = runtime.workers[config.name]
+    server = Server(public_only(worker), sock, graceful_timeout_s=args.grace)
+    internal = Server(internal_only(worker), internal_sock, graceful_timeout_s=args.grace, tls=tls)
     await server.start()
+    await internal.start()
     tail_server = None
     settle_heap()
     if tail_sock is not None:
@@ -81,8 +110,8 @@ async def serve_one(args: argparse.Namespace, config: WorkerConfig) -> int:
         await tail_server.start()
         log.info("%s tail API on %s", config.name, tail_server.url,
                  extra={"worker": config.name, "tail_url": tail_server.url, "event": "tail_ready"})
-    log.info("%s ready on %s", config.name, server.url, extra={"worker": config.name, "url": server.url,
-                                                                  "event": "ready"})
+    log.info("%s ready on %s (internal listener %s)", config.name, server.url, internal.url,
+             extra={"worker": config.name, "url": server.url, "internal_url": internal.url, "event": "ready"})
     print(f"[wrangler:info] Ready on {server.url}", file=sys.stderr, flush=True)
     stop = stop_on_signals()
     try:
@@ -93,6 +122,7 @@ async def serve_one(args: argparse.Namespace, config: WorkerConfig) -> int:
         if tail_server is not None:
             await tail_server.stop()
         await server.stop()      # stop accepting; in-flight requests finish within the grace period
+        await internal.stop()    # (other processes' calls to our objects, too)
         await runtime.close()    # then flush object storage and close database clients
     log.info("%s stopped", config.name, extra={"worker": config.name, "event": "stopped"})
     return 0
@@ -105,11 +135,14 @@ def free_port(ip: str, wanted: int) -> int:
 
 
 def child_command(args: argparse.Namespace, config: WorkerConfig, port: int, remotes: dict[str, str],
-                  tail_port: int | None = None) -> list[str]:
+                  tail_port: int | None = None, internal_port: int = 0,
+                  remote_internals: dict[str, str] | None = None) -> list[str]:
     command = [sys.executable, "-m", "wrangler", "serve", "-c", str(config.path), "--port", str(port),
-               "--log-format", args.log_format, "--grace", str(args.grace)]
+               "--log-format", args.log_format, "--grace", str(args.grace), "--internal-port", str(internal_port)]
     for flag, value in (("--env", args.env), ("--ip", args.ip), ("--persist-to", args.persist_to),
-                        ("--tail-port", tail_port)):
+                        ("--tail-port", tail_port), ("--internal-ip", args.internal_ip),
+                        ("--internal-tls-cert", args.internal_tls_cert), ("--internal-tls-key", args.internal_tls_key),
+                        ("--internal-tls-ca", args.internal_tls_ca)):
         if value is not None:
             command += [flag, str(value)]
     for item in args.var:
@@ -120,6 +153,9 @@ def child_command(args: argparse.Namespace, config: WorkerConfig, port: int, rem
     for name, url in remotes.items():
         if name != config.name:
             command += ["--remote", f"{name}={url}"]
+    for name, url in (remote_internals or {}).items():
+        if name != config.name:
+            command += ["--remote-internal", f"{name}={url}"]
     return command
 
 
@@ -131,11 +167,16 @@ async def supervise(args: argparse.Namespace, configs: list[WorkerConfig]) -> in
     ports[primary.name] = args.port if args.port is not None else (primary.dev.port or DEFAULT_PORT)
     host = f"[{ip}]" if ":" in ip else ip
     remotes = {name: f"http://{host}:{port}" for name, port in ports.items()}
+    inner_ip = internal_ip(args, ip)
+    inner_host = f"[{inner_ip}]" if ":" in inner_ip else inner_ip
+    scheme = "https" if internal_tls(args) is not None else "http"
+    internal_ports = {c.name: free_port(inner_ip, 0) for c in ordered}
+    remote_internals = {name: f"{scheme}://{inner_host}:{port}" for name, port in internal_ports.items()}
     children: list[asyncio.subprocess.Process] = []
     for index, config in enumerate(ordered):  # dependencies first, as their bindings resolve over HTTP
         tail_port = None if args.tail_port is None else (0 if args.tail_port == 0 else args.tail_port + index)
-        children.append(await asyncio.create_subprocess_exec(*child_command(args, config, ports[config.name],
-                                                                            remotes, tail_port)))
+        children.append(await asyncio.create_subprocess_exec(*child_command(
+            args, config, ports[config.name], remotes, tail_port, internal_ports[config.name], remote_internals)))
     stop = stop_on_signals()
     waits = {asyncio.ensure_future(child.wait()): child for child in children}
     stopper = asyncio.ensure_future(stop.wait())

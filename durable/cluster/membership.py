@@ -29,6 +29,7 @@ FORGET_EVERY_BEATS = 40
 class Member:
     node_id: str
     urls: dict[str, str]      # worker name → base URL this node serves it on
+    internal: dict[str, str] = field(default_factory=dict)  # worker → its internal listener (object calls)
     pid: int = 0
     host: str = ""
     boot: str = ""
@@ -38,9 +39,13 @@ class Member:
     def serves(self, script: str) -> bool:
         return script in self.urls
 
+    def objects_url(self, script: str) -> str:
+        """Where this node takes calls to `script`'s objects: its internal listener, if it has one."""
+        return self.internal.get(script) or self.urls[script]
+
     def view(self) -> dict[str, Any]:
         return {"nodeId": self.node_id, "pid": self.pid, "host": self.host, "boot": self.boot,
-                "urls": self.urls, "beat": self.beat, "lastBeatAgeS": round(self.age_s, 2)}
+                "urls": self.urls, "internal": self.internal, "beat": self.beat, "lastBeatAgeS": round(self.age_s, 2)}
 
 
 @dataclass
@@ -49,6 +54,7 @@ class Membership:
     node_id: str
     urls: dict[str, str]
     lease_s: float
+    internal: dict[str, str] = field(default_factory=dict)
     boot: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     members: dict[str, Member] = field(default_factory=dict)
     _valid_until: float = 0.0
@@ -65,7 +71,7 @@ class Membership:
         sent = time.monotonic()
         mine = await self.collection.find_one_and_update(
             {"_id": self.node_id},
-            {"$set": {"urls": self.urls, "pid": os.getpid(), "host": socket.gethostname(), "boot": self.boot,
+            {"$set": {"urls": self.urls, "internal": self.internal, "pid": os.getpid(), "host": socket.gethostname(), "boot": self.boot,
                       "left": False},
              "$inc": {"beat": 1}, "$currentDate": {"at": True}},
             upsert=True, return_document=ReturnDocument.AFTER)
@@ -88,8 +94,9 @@ class Membership:
         async for doc in self.collection.find({"left": False, "at": {"$gte": recent}}):
             age = (db_now - doc["at"]).total_seconds()
             if age < self.lease_s:
-                live[doc["_id"]] = Member(doc["_id"], dict(doc.get("urls") or {}), doc.get("pid", 0),
-                                          doc.get("host", ""), doc.get("boot", ""), doc.get("beat", 0), max(age, 0.0))
+                live[doc["_id"]] = Member(doc["_id"], dict(doc.get("urls") or {}), dict(doc.get("internal") or {}),
+                                          doc.get("pid", 0), doc.get("host", ""), doc.get("boot", ""),
+                                          doc.get("beat", 0), max(age, 0.0))
         if set(live) != set(self.members):
             self.version += 1
         self.members = live

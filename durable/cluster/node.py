@@ -44,6 +44,7 @@ class ClusterSettings:
     lease_s: float = 6.0
     shards: int = DEFAULT_SHARDS
     urls: dict[str, str] = field(default_factory=dict)  # worker → URL this node serves it on
+    internal_urls: dict[str, str] = field(default_factory=dict)  # worker → its internal listener, if apart
 
     @property
     def beat_s(self) -> float:
@@ -65,7 +66,8 @@ class ClusterNode:
         self.client: AsyncMongoClient = AsyncMongoClient(settings.uri, serverSelectionTimeoutMS=3000,
                                                          connectTimeoutMS=3000)
         self.db = self.client[settings.database]
-        self.membership = Membership(self.db["nodes"], self.node_id, settings.urls, settings.lease_s)
+        self.membership = Membership(self.db["nodes"], self.node_id, settings.urls, settings.lease_s,
+                                     settings.internal_urls)
         self.leases = ShardLeases(self.db["leases"], self.node_id, before_takeover=self.membership.end_sessions_of)
         self.namespaces: dict[str, _Namespace] = {}
         self.owned: dict[tuple[str, int], int] = {}  # (namespace, shard) → epoch held

@@ -61,7 +61,7 @@ class ClusterTransport:
                 if owner.node_id == self.node.node_id and self._local is not None:
                     await self._local.host.guard(object_id)  # type: ignore[misc]
                     return await here(self._local)
-                return await there(RemoteTarget(owner.urls[self.script_name], self._key, owner.node_id))
+                return await there(RemoteTarget(owner.objects_url(self.script_name), self._key, owner.node_id))
             except NotDelivered as exc:  # not the owner (any more), or no connection: it did not run
                 last = exc
             await asyncio.sleep(backoff)

@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from bson import ObjectId
 from pymongo import MongoClient
 
@@ -96,7 +98,17 @@ def test_three_processes_signed_bindings_json_logs_and_graceful_sigterm(tmp_path
     stripe_url, stripe_key = stripe_server
     port = free_port()
     db_name = f"t_{uuid.uuid4().hex[:16]}"
+    ca = trustme.CA()  # object calls between the processes: mutual TLS on their internal listeners
+    node_cert = ca.issue_cert("127.0.0.1", "localhost")
+    stranger_cert = trustme.CA().issue_cert("127.0.0.1")  # signed by a CA the nodes do not trust
+    paths = {}
+    for name, blob in (("ca.pem", ca.cert_pem), ("node.pem", node_cert.cert_chain_pems[0]),
+                       ("node.key", node_cert.private_key_pem)):
+        paths[name] = str(tmp_path / name)
+        blob.write_to_path(paths[name])
     proc = serve("--port", str(port), "--persist-to", str(tmp_path), "--grace", "10",
+                 "--internal-tls-cert", paths["node.pem"], "--internal-tls-key", paths["node.key"],
+                 "--internal-tls-ca", paths["ca.pem"],
                  "--var", f"MONGODB_DB:{db_name}", "--var", "PAYMENT_PROVIDERS:stripe",
                  "--var", f"STRIPE_API_BASE:{stripe_url}", "--var", "PUBLIC_BASE_URL:https://shop.example",
                  "--var", "MAIL_FROM:Shop <no-reply@shop.example>",
@@ -113,7 +125,28 @@ def test_three_processes_signed_bindings_json_logs_and_graceful_sigterm(tmp_path
         assert proc.poll() is None and time.monotonic() < deadline, "".join(errors)
         time.sleep(0.05)
     ready = {l["worker"]: l["url"] for l in lines if l.get("event") == "ready"}
+    internal = {l["worker"]: l["internal_url"] for l in lines if l.get("event") == "ready"}
     assert set(ready) == {"rest-shop-api", "rest-shop-payments", "rest-shop-gateway"}
+    assert all(url.startswith("https://127.0.0.1:") for url in internal.values()), internal
+
+    # the internal routes are on the internal listeners only, and those speak only to our nodes
+    probe = "/cdn-cgi/durable/UserSessions/" + "0" * 64 + "/check"
+    for worker in ready:
+        assert call("POST", f"{ready[worker]}{probe}", {})[0] == 404, worker  # not on the public ports
+        assert call("POST", f"{gateway}/api{probe}", {})[0] == 404
+    for cert in (None, stranger_cert):
+        context = ssl.create_default_context(cafile=paths["ca.pem"])
+        if cert is not None:
+            cert.configure_cert(context)
+        with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+            urllib.request.urlopen(urllib.request.Request(internal["rest-shop-api"] + probe, data=b"", method="POST"),
+                                   timeout=10, context=context)
+    trusted = ssl.create_default_context(cafile=paths["ca.pem"])
+    node_cert.configure_cert(trusted)  # a node's certificate, but no signature with the key: still refused
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(urllib.request.Request(internal["rest-shop-api"] + probe, data=b"", method="POST"),
+                               timeout=10, context=trusted)
+    assert refused.value.code == 401
 
     assert call("POST", f"{ready['rest-shop-api']}/user/signup", {"email": "d@x.io", "password": "password123"})[0] == 401
     assert call("GET", f"{ready['rest-shop-api']}/health")[0] == 200  # probes need no signature

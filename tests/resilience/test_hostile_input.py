@@ -138,3 +138,58 @@ def test_classic_attacks_get_clear_4xx_and_change_nothing(shop) -> None:
 
     listing = call("GET", "/api/products?limit=100", headers={"Authorization": f"Bearer {admin}"}).json()
     assert all(p["name"] != "Evil" for p in listing["products"])  # nothing above wrote anything
+
+
+def _rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_huge_deep_and_many_parameter_requests_are_4xx_and_memory_stays_bounded(shop) -> None:
+    """10 MB bodies, 10,000-deep JSON and 1,000 query parameters through the gateway, again and
+    again: each a clear 4xx, and the server's memory does not grow with them."""
+    gateway = shop.ready_url.rstrip("/")
+    json_headers = {"content-type": "application/json"}
+    cases = [("POST", "/api/user/signup", {"data": b"x" * (10 * 1024 * 1024), "headers": json_headers}, (413,)),
+             ("POST", "/api/user/signup", {"data": "[" * 10_000 + "]" * 10_000, "headers": json_headers}, (400,)),
+             ("POST", "/api/user/login", {"data": '{"a":' * 10_000 + "1" + "}" * 10_000, "headers": json_headers},
+              (400,)),
+             ("GET", "/api/products?" + "&".join(f"p{i}={i}" for i in range(1000)), {}, (200, 400)),
+             ("GET", "/api/products?" + "&".join(f"limit={i}" for i in range(1000)), {}, (400,))]
+    with requests.Session() as http:
+        for method, path, kwargs, allowed in cases:  # once to warm up (imports, caches, pools)
+            http.request(method, gateway + path, timeout=60, **kwargs)
+        before = _rss_mib(shop.proc.pid)
+        for _ in range(5):
+            for method, path, kwargs, allowed in cases:
+                response = http.request(method, gateway + path, timeout=60, **kwargs)
+                assert response.status_code in allowed, (path[:60], response.status_code, response.text[:200])
+                assert "Traceback" not in response.text
+                if response.status_code >= 400:
+                    assert response.json()["error"]["code"]
+        grown = _rss_mib(shop.proc.pid) - before
+    assert grown < 64, f"the server grew {grown:.0f} MiB over 25 hostile requests"
+
+
+def test_a_slowloris_holding_500_connections_does_not_stop_others_being_served(shop) -> None:
+    import socket
+    from urllib.parse import urlsplit
+    parts = urlsplit(shop.ready_url)
+    held: list[socket.socket] = []
+    try:
+        for _ in range(500):  # each sends part of a request's head and never the rest
+            sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
+            sock.sendall(b"GET /api/products HTTP/1.1\r\nHost: shop\r\nX-Slow: ")
+            held.append(sock)
+        for sock in held[::50]:
+            sock.sendall(b"a")  # still trickling
+        with requests.Session() as http:
+            statuses = [http.get(f"{shop.ready_url.rstrip('/')}/api/products?limit=1", timeout=10).status_code
+                        for _ in range(20)]
+        assert statuses == [200] * 20
+    finally:
+        for sock in held:
+            sock.close()
