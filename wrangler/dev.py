@@ -11,6 +11,7 @@ from durable import config as wconfig
 from durable.config import ConfigError, WorkerConfig
 from durable.env import read_dev_vars
 from durable.observe.logs import setup_logging
+from durable.dev.local_servers import ANNOUNCED
 from durable.dev.registry import RegistryEntry, register, unregister
 from durable.runtime import Runtime, settle_heap
 from durable.server import Server, bind, url_of
@@ -143,6 +144,8 @@ async def _serve(args: argparse.Namespace, configs: list[WorkerConfig], persist_
             tag = "  (primary)" if config is primary else ""
             print(f"  {config.name:<{width}}  {server.url}{tag}", flush=True)
         print(f"  {'tail API':<{width}}  {tail_server.url}", flush=True)
+        for label, url in ANNOUNCED.items():  # local stand-ins' pages (captured mail, …)
+            print(f"  {label:<{width}}  {url}", flush=True)
         primary_url = servers[runtime.configs.index(primary)].url
         print(f"[wrangler:info] Ready on {primary_url}", flush=True)
 

@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
 
-from durable.dev.local_servers import claim
+from durable.dev.local_servers import announce, claim
 
 log = logging.getLogger("rest_shop.mail")
 DEFAULT_FROM = "rest-shop <no-reply@shop.localhost>"
@@ -122,6 +122,7 @@ async def install(env: Any) -> None:
         started: list[Any] = env.isolate_state("mail.local_servers", list)
         record = (await claim(env.state_dir / "mail", ["mail"], lambda names: _start_local(started)))["mail"]
         mailer = Mailer(SmtpSettings.from_url(record["smtp"]), sender, timeout_s, record["mailbox"])
+        announce("mailbox", record["mailbox"])
     else:
         raise MailConfigError(settings_problems(env)[0])
     env.isolate_state("mailer", lambda: mailer)

@@ -22,6 +22,12 @@ from .registry import process_alive
 
 RECORD = "local-providers.json"
 Record = dict[str, dict[str, str]]
+ANNOUNCED: dict[str, str] = {}  # label → URL a developer opens (`wrangler dev` prints them at start)
+
+
+def announce(label: str, url: str) -> None:
+    """Name a stand-in's page for the dev banner (e.g. where captured mail is read)."""
+    ANNOUNCED[label] = url
 
 
 def _lock(path: Path) -> int:

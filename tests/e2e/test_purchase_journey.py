@@ -5,6 +5,7 @@ M-Pesa → the providers' webhooks/callbacks → every order confirmed and paid.
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import ROOT
+from tests.polling import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -71,6 +73,16 @@ async def test_signup_to_paid_orders_with_every_provider(dev_process, tmp_path: 
             assert status == 200 and body["message"] == "Auth successful"
             tokens[email] = body["token"]
         admin, buyer = tokens["owner@shop.example"], tokens["buyer@shop.example"]
+        # the banner says where captured mail is read; the buyer confirms the address from it
+        async def mailed() -> list[dict[str, Any]]:
+            async with http.get(dev.urls["mailbox"], params={"to": "buyer@shop.example"}) as resp:
+                return (await resp.json())["messages"]
+        mails = await eventually(mailed)
+        link = re.search(r"/account/verify-email\?token=([\w-]+)", mails[0]["text"]) if mails else None
+        assert link, mails
+        assert (await shop.call("POST", "/api/user/verify-email", {"token": link.group(1)}))[0] == 200
+        status, me = await shop.call("GET", "/api/user/me", token=buyer)
+        assert status == 200 and me["emailVerified"] is True
         status, usd = await shop.call("POST", "/api/products", {"name": "Kettle", "price": 24.5, "stock": 10},
                                       token=admin)
         assert status == 201
