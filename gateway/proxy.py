@@ -3,7 +3,7 @@
 Per request: CORS preflight → rate limit (a RateLimiter object per service, route class and
 client, or this node's lease of it) → edge cache for public catalogue reads → circuit breaker
 → forward through the service binding (signed when it leaves the process), its answer relayed
-as it comes unless the cache keeps it. Errors have the shape of DESIGN §4.
+as it comes unless the cache keeps it. Errors have the envelope of ARCHITECTURE.md, API conventions.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Which upstream serves a path, and the path it sees there (DESIGN §1).
+"""Which upstream serves a path, and the path it sees there (ARCHITECTURE.md, API conventions).
 
 `UPSTREAMS` is the one table of services behind the gateway: name → its service binding. The
 breakers, the health probes and the forwarding all follow it; a new service is a row here, a

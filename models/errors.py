@@ -1,4 +1,4 @@
-"""The error envelope of DESIGN §4: `{"message", "error": {"code", "message", "details"?}}`."""
+"""The error envelope (ARCHITECTURE.md, API conventions): `{"message", "error": {"code", "message", "details"?}}`."""
 from __future__ import annotations
 
 from typing import Any

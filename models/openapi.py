@@ -8,7 +8,7 @@ the route decorators: the answers no single handler raises but every request can
   service did not answer in time) everywhere;
 - path ids constrained as the server checks them (24 hex characters), so a document-valid id is
   never refused as malformed.
-Each answer carries the error envelope (DESIGN §4).
+Each answer carries the error envelope (ARCHITECTURE.md, API conventions).
 """
 from __future__ import annotations
 

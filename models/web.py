@@ -62,7 +62,8 @@ async def optional_user() -> Claims | None:
 
 
 def documents_errors(*statuses: int) -> Callable[[F], F]:
-    """List error answers (the DESIGN §4 envelope) of a route in its /openapi.json operation."""
+    """List error answers (the envelope of ARCHITECTURE.md, API conventions) of a route in its
+    /openapi.json operation."""
     def decorate(handler: F) -> F:
         for status in statuses:
             handler = document_response(ErrorBody, status)(handler)

@@ -52,7 +52,7 @@ async def verify_email(data: AccountToken) -> Any:
 
 
 @bp.post("/verify-email/resend")
-@documents_errors(409, 429)
+@documents_errors(404, 409, 429)
 @auth()
 @validate_response(MessageOut, 202)
 async def resend_verification() -> Any:

@@ -26,7 +26,7 @@ _TOKEN = re.compile(r"\w+", re.UNICODE)
 
 
 def keywords(*texts: str | None) -> list[str]:
-    """Lower-cased word tokens for search (no $text: see DESIGN §7)."""
+    """Lower-cased word tokens for search (no $text: SecantusDB has no text indexes: ARCHITECTURE.md, Search)."""
     return sorted({t for text in texts if text for t in _TOKEN.findall(text.lower())})
 
 

@@ -131,7 +131,7 @@ async def test_the_documents_list_what_these_routes_answer(full_shop) -> None:
         assert statuses <= {str(s) for s in responses}, (path, method, sorted(responses))
         assert {"502", "504"} <= set(responses)  # the gateway's own failures, on every operation
         error = responses.get("401") or responses.get("400")
-        schema = error["content"]["application/json"]["schema"]  # the DESIGN §4 envelope, named once
+        schema = error["content"]["application/json"]["schema"]  # the envelope (ARCHITECTURE.md, API conventions), named once
         assert schema == {"$ref": "#/components/schemas/ErrorBody"}
         envelope = specs[service]["components"]["schemas"]["ErrorBody"]
         assert envelope["required"] == ["message", "error"]

@@ -1,4 +1,4 @@
-"""Gateway routing table (DESIGN §1)."""
+"""Gateway routing table (ARCHITECTURE.md, API conventions)."""
 from __future__ import annotations
 
 import pytest
