@@ -190,6 +190,18 @@ class HttpClient:
 
 
 Resolver = Callable[[], "ASGIApp | RemoteTarget | list[RemoteTarget] | None"]
+# signs a request leaving the process, given the headers it leaves with: the headers to add
+Signer = Callable[[list[tuple[str, str]]], list[tuple[str, str]]]
+
+
+def addressed(request: Request, target: RemoteTarget, sign: Signer | None) -> Request:
+    """`request` as it leaves for `target`: the node (or worker) it is for named in its
+    audience header, and signed by `sign` over that too, so it is good on that node only."""
+    headers = [(k, v) for k, v in request.headers.items() if k.lower() != INTERNAL_AUDIENCE_HEADER]
+    headers.append((INTERNAL_AUDIENCE_HEADER, target.audience))
+    if sign is not None:
+        headers += sign(headers)
+    return Request(request.url, method=request.method, headers=headers, body=request.body)
 SKIP_UNREACHABLE_S = 5.0  # a node that refused a connection is left out this long (a per-node breaker)
 
 
@@ -203,7 +215,8 @@ class ServiceBinding:
         self._turn = 0
         self._unreachable: dict[str, float] = {}  # node URL → until when it is skipped
 
-    async def fetch(self, input: Request | str, **init: Any) -> Response:
+    async def fetch(self, input: Request | str, *, sign: Signer | None = None, **init: Any) -> Response:
+        """Cloudflare's `fetch()`; `sign` signs it when it leaves the process (per target node)."""
         request = make_request(input, f"http://{self.service}/", **init)
         trace = tracing.current()
         if trace is not None:
@@ -224,16 +237,16 @@ class ServiceBinding:
                 target = [target]
             if is_upgrade(request):  # a WebSocket: 101 with the client end, wherever the worker runs
                 if isinstance(target, list):
-                    return await self._connect_to_one_of(target, request)
+                    return await self._connect_to_one_of(target, request, sign)
                 return await asgi_websocket(target, request)
             if isinstance(target, list):
-                return await self._send_to_one_of(target, request)
+                return await self._send_to_one_of(target, request, sign)
             return await asgi_fetch(target, request, extra_scope=_THROUGH_BINDING)
         finally:
             if caller is not None:
                 await caller._gate.enter()
 
-    async def _send_to_one_of(self, targets: list[RemoteTarget], request: Request) -> Response:
+    async def _send_to_one_of(self, targets: list[RemoteTarget], request: Request, sign: Signer | None) -> Response:
         """Round robin over the service's nodes; one that refuses the connection is skipped for a
         while and the request goes to the next (it never reached the first, so this is safe)."""
         now = time.monotonic()
@@ -243,7 +256,7 @@ class ServiceBinding:
         for i in range(len(usable)):
             target = usable[(self._turn + i) % len(usable)]
             try:
-                return await self._http.send(request, target.url)
+                return await self._http.send(addressed(request, target, sign), target.url)
             except aiohttp.ClientConnectorError as exc:
                 self._unreachable[target.url] = time.monotonic() + SKIP_UNREACHABLE_S
                 error = exc
@@ -255,32 +268,31 @@ class ServiceBinding:
              "error": {"code": "upstream_unavailable", "message": f"{type(error).__name__}: {error}"}},
             status=502)
 
-    async def _connect_to_one_of(self, targets: list[RemoteTarget], request: Request) -> Response:
+    async def _connect_to_one_of(self, targets: list[RemoteTarget], request: Request,
+                                 sign: Signer | None) -> Response:
         self._turn += 1
         target = targets[self._turn % len(targets)]
         parts = urlsplit(request.url)
         url = _ws_url(target, (parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
         try:
-            return await connect_remote(self._http.session, url, list(request.headers.items()))
+            return await connect_remote(self._http.session, url,
+                                        list(addressed(request, target, sign).headers.items()))
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             return Response.json_response(
                 {"message": f"Service {self.service} is unreachable",
                  "error": {"code": "upstream_unavailable", "message": f"{type(exc).__name__}: {exc}"}}, status=502)
 
     async def forward(self, method: str, url: str, headers: list[tuple[bytes, bytes]], body: bytes,
-                      send: ASGISend, *, credentials: Callable[[], list[tuple[bytes, bytes]]] | None = None
-                      ) -> None:
+                      send: ASGISend, *, credentials: Signer | None = None) -> None:
         """fetch() for a proxy: the answer goes to `send` as ASGI messages. To a worker in this
         process nothing is built in between (no Request, no Response); `headers` are (lowercase
-        name, value) bytes. `credentials()` adds what only a request that leaves this process
-        needs (a signature): a call within it cannot be forged, and says so in its scope."""
+        name, value) bytes. `credentials` signs what leaves this process (for the node it goes
+        to): a call within it cannot be forged, and says so in its scope."""
         target = self._resolve()
         if not callable(target) or current_object() is not None:  # elsewhere, absent, or from an object
-            if credentials is not None:
-                headers = headers + credentials()
             request = Request(url, method=method, headers=[(k.decode("latin-1"), v.decode("latin-1"))
                                                            for k, v in headers], body=body)
-            await send_response(await self.fetch(request), send)
+            await send_response(await self.fetch(request, sign=credentials), send)
             return
         trace = tracing.current()  # handed over as it is: no headers to format here and parse there
         extra = _THROUGH_BINDING if trace is None else {**_THROUGH_BINDING, tracing.SCOPE_KEY: trace}

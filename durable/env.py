@@ -27,8 +27,10 @@ class Env:
     """Attribute access to bindings, secrets and vars; its repr never shows a secret."""
 
     def __init__(self, *, vars: Mapping[str, Any], secrets: Mapping[str, str], bindings: Mapping[str, Any],
-                 state_dir: Path | None = None, node: Callable[[], dict[str, Any]] | None = None) -> None:
+                 state_dir: Path | None = None, node: Callable[[], dict[str, Any]] | None = None,
+                 audience: str = "") -> None:
         self._node = node
+        self._audience = audience
         self._vars = dict(vars)
         self._secrets = dict(secrets)
         self._bindings = dict(bindings)
@@ -42,6 +44,11 @@ class Env:
         if self._state_dir is None:
             raise AttributeError("this env has no local state directory")
         return self._state_dir
+
+    def audience(self) -> str:
+        """Who a signed call to this worker from another process names as its recipient: this
+        node's id in a cluster, else the worker's name (a call signed for one is good nowhere else)."""
+        return self._audience
 
     def node(self) -> dict[str, Any]:
         """Which node runs this code (for /health and logs): its id and pid, and in a cluster the
@@ -113,6 +120,9 @@ class _EnvProxy:
 
     def node(self) -> dict[str, Any]:
         return self._target().node()
+
+    def audience(self) -> str:
+        return self._target().audience()
 
     def __repr__(self) -> str:
         current = _current_env.get()

@@ -197,7 +197,7 @@ class Runtime:
                 bindings[kv.binding] = self._kv_namespace(kv.id or kv.preview_id or f"{config.name}:{kv.binding}")
             worker.env = Env(vars=config.vars, secrets=found, bindings=bindings,
                              state_dir=self.persist_to / "v3" / "files" / config.name,
-                             node=self.node.health if self.node is not None else None)
+                             node=self.node.health if self.node is not None else None, audience=worker.audience)
             for host in worker.hosts.values():
                 host.env = worker.env
                 host.event_context = _context_with(worker.env)

@@ -11,6 +11,7 @@ import ipaddress
 import json
 import math
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -38,7 +39,7 @@ _HOP_BY_HOP = HOP_BY_HOP | {"content-length", "remote-addr"}
 # the gateway sets these itself: a client's own would be believed by someone downstream
 _NOT_FROM_CLIENTS = frozenset({"host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded",
                                "x-real-ip", "true-client-ip", "cf-connecting-ip", "x-gateway-signature",
-                               "x-durable-signature"})
+                               "x-durable-signature", "x-durable-audience"})
 _DROP_INBOUND = frozenset(name.encode() for name in _HOP_BY_HOP | _NOT_FROM_CLIENTS | {
     "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions"})
 # a relayed answer keeps its Content-Length: its body reaches the client as the service sent it
@@ -235,17 +236,18 @@ def _forward(incoming: Incoming, upstream: str, path: str, websocket: bool = Fal
     return url, headers
 
 
-def _signature(incoming: Incoming, path: str, body: bytes, headers: list[tuple[bytes, bytes]]
-               ) -> tuple[bytes, bytes]:
-    """Our signature over what the service will read (a header's first value), for a forward
-    that leaves this process."""
+def _signer(incoming: Incoming, path: str, body: bytes) -> Callable[[list[tuple[str, str]]], list[tuple[str, str]]]:
+    """Signs a forward as it leaves this process: over what the service will read (a header's
+    first value), the node it goes to (its audience) among them."""
     target = path + (f"?{incoming.query}" if incoming.query else "")
-    sent: dict[bytes, bytes] = {}
-    for name, value in headers:
-        sent.setdefault(name.lower(), value)
-    vouched = [(name, sent.get(name.encode(), b"").decode("latin-1")) for name in SIGNED_HEADERS]
-    return b"x-gateway-signature", sign(env.SERVICE_AUTH_KEY, incoming.method, target, body,
-                                        headers=vouched).encode("latin-1")
+
+    def signature(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        sent: dict[str, str] = {}
+        for name, value in headers:
+            sent.setdefault(name.lower(), value)
+        vouched = [(name, sent.get(name, "")) for name in SIGNED_HEADERS]
+        return [("x-gateway-signature", sign(env.SERVICE_AUTH_KEY, incoming.method, target, body, headers=vouched))]
+    return signature
 
 
 def _judge(breaker: CircuitBreaker, upstream: str, status: int, content_type: str) -> None:
@@ -270,13 +272,12 @@ async def send_upstream(incoming: Incoming, upstream: str, path: str, body: byte
     breaker = _admit(incoming, upstream)
     body = incoming.body if body is None else body
     url, headers = _forward(incoming, upstream, path, websocket)
-    headers.append(_signature(incoming, path, body, headers))
     request = Request(url, method=incoming.method, headers=[(k.decode("latin-1"), v.decode("latin-1"))
                                                             for k, v in headers], body=body)
     deadlines = incoming.edge.deadlines
     try:
         with deadlines.watch():
-            reply = await getattr(env, UPSTREAMS[upstream]).fetch(request)
+            reply = await getattr(env, UPSTREAMS[upstream]).fetch(request, sign=_signer(incoming, path, body))
     except TimeoutError:
         raise _timed_out(breaker, upstream, deadlines.timeout_s) from None
     out = CIMultiDict((k, v) for k, v in reply.headers.items() if k.lower() not in _HOP_BY_HOP)
@@ -345,10 +346,7 @@ async def relay_upstream(incoming: Incoming, upstream: str, path: str, quota: Qu
     the `quota`'s headers); the status sent."""
     breaker = _admit(incoming, upstream)
     url, headers = _forward(incoming, upstream, path)
-
-    def credentials() -> list[tuple[bytes, bytes]]:  # only a forward that leaves this process is signed
-        return [_signature(incoming, path, incoming.body, headers)]
-
+    credentials = _signer(incoming, path, incoming.body)  # only a forward that leaves this process is signed
     relay = _Relay(incoming, breaker, upstream, quota, send)
     deadlines = incoming.edge.deadlines
     try:

@@ -54,8 +54,9 @@ def require_strong_keys(names: tuple[str, ...] = ("JWT_KEY", "SERVICE_AUTH_KEY")
 
 SIGNATURE_HEADER = "X-Gateway-Signature"
 CLIENT_IP_HEADER = "CF-Connecting-IP"  # the client address the gateway resolved (Cloudflare's name)
+AUDIENCE_HEADER = "x-durable-audience"  # the node (or worker) the forward was signed for
 # every header the services act on, so every header the gateway vouches for
-SIGNED_HEADERS = ("authorization", "cf-connecting-ip", "content-type", "idempotency-key")
+SIGNED_HEADERS = ("authorization", "cf-connecting-ip", "content-type", "idempotency-key", AUDIENCE_HEADER)
 PROBE_PATHS = frozenset({"/health", "/openapi.json"})  # probes and the public API description
 
 
@@ -70,8 +71,8 @@ async def _no_body() -> bytes:
 def install_service_auth(app: Quart) -> None:
     """With REQUIRE_SERVICE_AUTH on, only requests the gateway signed (HMAC with SERVICE_AUTH_KEY
     over method, target, body and SIGNED_HEADERS (the caller's credentials and address, how to read
-    the body, its idempotency key), at most 60 s old, each
-    signature used once) reach the handlers; others get 401 and do nothing. A verified request's
+    the body, its idempotency key, the node it is for), at most 60 s old, each
+    signature used once, on the node it was signed for) reach the handlers; others get 401 and do nothing. A verified request's
     `CF-Connecting-IP` is the client address (`g.client_ip`); otherwise (and always with
     REQUIRE_SERVICE_AUTH off, in local development) it is the socket peer."""
     async def verify_gateway_signature(incoming: Any, method: str, read_body: Callable[[], Awaitable[bytes]]) -> None:
@@ -91,6 +92,8 @@ def install_service_auth(app: Quart) -> None:
         try:
             signed = verify(env.SERVICE_AUTH_KEY, header, method, target, body,
                             header_value=incoming.headers.get, required=SIGNED_HEADERS, tolerance_s=tolerance_s)
+            if incoming.headers.get(AUDIENCE_HEADER) != env.audience():  # a replay to another node
+                raise SignatureError("signed for another node")
             _nonces(tolerance_s).check_and_remember(signed)
         except SignatureError as exc:
             if incoming.path in PROBE_PATHS:

@@ -107,17 +107,22 @@ async def test_services_accept_only_what_the_gateway_signed(edge_shop) -> None:
     tampered = sign(SERVICE_AUTH_KEY, "POST", "/user/signup", body)
     assert await direct({"X-Gateway-Signature": tampered}, body.replace(b"direct", b"evil")) == 401
     vouched = [("authorization", ""), ("cf-connecting-ip", "198.51.100.20"), ("content-type", "application/json"),
-               ("idempotency-key", "")]
+               ("idempotency-key", ""), ("x-durable-audience", "rest-shop-api")]
     uncovered = sign(SERVICE_AUTH_KEY, "POST", "/user/signup", body)  # leaves out the caller's token and address
     assert await direct({"X-Gateway-Signature": uncovered, "CF-Connecting-IP": "198.51.100.20"}) == 401
     good = sign(SERVICE_AUTH_KEY, "POST", "/user/signup", body, headers=vouched)
-    swapped_ip = {"X-Gateway-Signature": good, "CF-Connecting-IP": "198.51.100.21"}
+    here = {"x-durable-audience": "rest-shop-api"}  # the process (in a cluster: the node) it was signed for
+    swapped_ip = {"X-Gateway-Signature": good, "CF-Connecting-IP": "198.51.100.21", **here}
     assert await direct(swapped_ip) == 401  # another client address than the one signed
-    added_token = {"X-Gateway-Signature": good, "CF-Connecting-IP": "198.51.100.20", "Authorization": "Bearer x"}
+    added_token = {"X-Gateway-Signature": good, "CF-Connecting-IP": "198.51.100.20", "Authorization": "Bearer x", **here}
     assert await direct(added_token) == 401  # credentials added after signing
+    elsewhere = [(k, "node-b" if k == "x-durable-audience" else v) for k, v in vouched]
+    for_another_node = sign(SERVICE_AUTH_KEY, "POST", "/user/signup", body, headers=elsewhere)
+    assert await direct({"X-Gateway-Signature": for_another_node, "CF-Connecting-IP": "198.51.100.20",
+                         "x-durable-audience": "node-b"}) == 401  # captured on its way to another node
     assert shop.db()["users"].count_documents({}) == 0  # refused requests did nothing
-    assert await direct({"X-Gateway-Signature": good, "CF-Connecting-IP": "198.51.100.20"}) == 201
-    replay = await direct({"X-Gateway-Signature": good, "CF-Connecting-IP": "198.51.100.20"})
+    assert await direct({"X-Gateway-Signature": good, "CF-Connecting-IP": "198.51.100.20", **here}) == 201
+    replay = await direct({"X-Gateway-Signature": good, "CF-Connecting-IP": "198.51.100.20", **here})
     assert replay == 401  # the same signature twice within its window: a replay
     reply = await asgi_fetch(base, Request("http://base/health"))
     assert reply.status == 200  # probes need no signature
