@@ -238,7 +238,7 @@ class ServiceBinding:
             if is_upgrade(request):  # a WebSocket: 101 with the client end, wherever the worker runs
                 if isinstance(target, list):
                     return await self._connect_to_one_of(target, request, sign)
-                return await asgi_websocket(target, request)
+                return await asgi_websocket(target, request, extra_scope=_THROUGH_BINDING)
             if isinstance(target, list):
                 return await self._send_to_one_of(target, request, sign)
             return await asgi_fetch(target, request, extra_scope=_THROUGH_BINDING)

@@ -231,9 +231,11 @@ def _to_asgi(kind: str, value: Any) -> dict[str, Any]:
     return {"type": "websocket.receive", "text" if isinstance(value, str) else "bytes": value}
 
 
-async def asgi_websocket(app: Any, request: Request, client: tuple[str, int] = ("127.0.0.1", 0)) -> Response:
+async def asgi_websocket(app: Any, request: Request, client: tuple[str, int] = ("127.0.0.1", 0),
+                         extra_scope: dict[str, Any] | None = None) -> Response:
     """Open a WebSocket on an ASGI app in this process: 101 with the client end of a pair once the
-    app accepts, or the app's refusal (its HTTP denial response, else 403)."""
+    app accepts, or the app's refusal (its HTTP denial response, else 403). `extra_scope`: keys
+    only the runtime sets (a service binding's mark)."""
     from ..http import Response
 
     parts = urlsplit(request.url)
@@ -246,7 +248,7 @@ async def asgi_websocket(app: Any, request: Request, client: tuple[str, int] = (
              "raw_path": (parts.path or "/").encode("latin-1"), "query_string": parts.query.encode("latin-1"),
              "root_path": "", "headers": headers, "client": client,
              "server": (parts.hostname or "localhost", parts.port or 80), "subprotocols": protocols,
-             "extensions": {"websocket.http.response": {}}}
+             "extensions": {"websocket.http.response": {}}, **(extra_scope or {})}
     pair = WebSocketPair()
     server = pair.server
     answered: asyncio.Future[Response] = asyncio.get_running_loop().create_future()

@@ -159,18 +159,18 @@ def test_huge_deep_and_many_parameter_requests_are_4xx_and_memory_stays_bounded(
               (400,)),
              ("GET", "/api/products?" + "&".join(f"p{i}={i}" for i in range(1000)), {}, (200, 400)),
              ("GET", "/api/products?" + "&".join(f"limit={i}" for i in range(1000)), {}, (400,))]
-    with requests.Session() as http:
-        for method, path, kwargs, allowed in cases:  # once to warm up (imports, caches, pools)
-            http.request(method, gateway + path, timeout=60, **kwargs)
-        before = _rss_mib(shop.proc.pid)
-        for _ in range(5):
-            for method, path, kwargs, allowed in cases:
-                response = http.request(method, gateway + path, timeout=60, **kwargs)
-                assert response.status_code in allowed, (path[:60], response.status_code, response.text[:200])
-                assert "Traceback" not in response.text
-                if response.status_code >= 400:
-                    assert response.json()["error"]["code"]
-        grown = _rss_mib(shop.proc.pid) - before
+    # a connection each: a 413 is answered before the body is read, and that connection then closes
+    for method, path, kwargs, allowed in cases:  # once to warm up (imports, caches, pools)
+        requests.request(method, gateway + path, timeout=60, **kwargs)
+    before = _rss_mib(shop.proc.pid)
+    for _ in range(5):
+        for method, path, kwargs, allowed in cases:
+            response = requests.request(method, gateway + path, timeout=60, **kwargs)
+            assert response.status_code in allowed, (path[:60], response.status_code, response.text[:200])
+            assert "Traceback" not in response.text
+            if response.status_code >= 400:
+                assert response.json()["error"]["code"]
+    grown = _rss_mib(shop.proc.pid) - before
     assert grown < 64, f"the server grew {grown:.0f} MiB over 25 hostile requests"
 
 
