@@ -240,6 +240,12 @@ class Runtime:
                 for host in worker.hosts.values():
                     host.evict_idle(self.idle_evict_s)
 
+    async def depart(self) -> None:
+        """Before the servers stop: a cluster node hands its shards off while it still answers
+        (a 421 re-routes a caller; a closed socket would cut its call). Nothing on one node."""
+        if self.node is not None:
+            await self.node.depart()
+
     async def close(self) -> None:
         """Stop apps (reverse order), flush every object's storage, close clients."""
         if self._evictor is not None:

@@ -250,13 +250,20 @@ def _signer(incoming: Incoming, path: str, body: bytes) -> Callable[[list[tuple[
     return signature
 
 
-def _judge(breaker: CircuitBreaker, upstream: str, status: int, content_type: str) -> None:
-    """Tell the breaker how the service did; a 5xx that is not our error shape becomes a 502."""
+def _judge(breaker: CircuitBreaker, upstream: str, status: int, content_type: str, retry_after: bool = False) -> None:
+    """Tell the breaker how the service did; a 5xx that is not our error shape becomes a 502.
+    A 503 in our shape with Retry-After is the service answering that something behind it (an
+    object moving to another node, its database) is away for a moment: the service itself is up,
+    so it neither counts against it nor closes its circuit (else one node leaving would open the
+    circuit of a service this gateway reaches in its own process)."""
+    json = content_type.startswith("application/json")
     if status < 500 or status == 501:
         breaker.succeeded()
         return
+    if status == 503 and json and retry_after:
+        return
     breaker.failed()
-    if not content_type.startswith("application/json"):
+    if not json:
         raise ApiError(502, "bad_gateway", f"The {upstream} service failed")
 
 
@@ -281,7 +288,7 @@ async def send_upstream(incoming: Incoming, upstream: str, path: str, body: byte
     except TimeoutError:
         raise _timed_out(breaker, upstream, deadlines.timeout_s) from None
     out = CIMultiDict((k, v) for k, v in reply.headers.items() if k.lower() not in _HOP_BY_HOP)
-    _judge(breaker, upstream, reply.status, out.get("content-type", ""))
+    _judge(breaker, upstream, reply.status, out.get("content-type", ""), "retry-after" in out)
     return Outgoing(reply.status, out, reply.body, reply.web_socket)
 
 
@@ -304,7 +311,8 @@ class _Relay:
             headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() not in self.replaced]
             content_type = next((v for k, v in headers if k.lower() == b"content-type"), b"")
             try:
-                _judge(self.breaker, self.upstream, message["status"], content_type.decode("latin-1"))
+                _judge(self.breaker, self.upstream, message["status"], content_type.decode("latin-1"),
+                       message["status"] == 503 and any(k.lower() == b"retry-after" for k, _ in headers))
             except ApiError as exc:
                 self.refused = exc
                 return

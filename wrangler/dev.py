@@ -154,6 +154,7 @@ async def _serve(args: argparse.Namespace, configs: list[WorkerConfig], persist_
     finally:
         for name in names:
             unregister(name, os.getpid())
+        await runtime.depart()  # a cluster node hands its shards off while it still answers
         for server in servers:
             await server.stop()
         if "tail_server" in locals():

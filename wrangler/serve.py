@@ -121,6 +121,7 @@ async def serve_one(args: argparse.Namespace, config: WorkerConfig) -> int:
     finally:
         if tail_server is not None:
             await tail_server.stop()
+        await runtime.depart()   # a cluster node hands its shards off while it still answers
         await server.stop()      # stop accepting; in-flight requests finish within the grace period
         await internal.stop()    # (other processes' calls to our objects, too)
         await runtime.close()    # then flush object storage and close database clients

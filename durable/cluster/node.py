@@ -74,6 +74,7 @@ class ClusterNode:
         self._acquiring: dict[tuple[str, int], asyncio.Future[int | None]] = {}
         self._draining: set[tuple[str, int]] = set()
         self._loop_task: asyncio.Task[None] | None = None
+        self._departed = False
         self.handoffs = 0
         self.fenced = 0
 
@@ -200,22 +201,47 @@ class ClusterNode:
         """Give up the shards rendezvous now places on another live member (one that joined)."""
         for key, epoch in list(self.owned.items()):
             namespace, shard = key
-            ns = self.namespaces[namespace]
-            winner = self._winner(ns.script, namespace, shard)
+            winner = self._winner(self.namespaces[namespace].script, namespace, shard)
             if winner is None or winner == self.node_id:
                 continue
-            self._draining.add(key)
-            try:
-                deadline = time.monotonic() + DRAIN_TIMEOUT_S
-                in_shard = lambda object_id, s=shard: self.shard(object_id) == s  # noqa: E731
-                while ns.host.busy(in_shard) and time.monotonic() < deadline:
-                    await asyncio.sleep(0.01)
-                await ns.engine.flush()
-                self._drop(key, f"handed off to {winner}")
-                await self.leases.release(lease_id(namespace, shard), epoch)
-                self.handoffs += 1
-            finally:
-                self._draining.discard(key)
+            await self._give_up(key, epoch, f"handed off to {winner}")
+
+    async def _give_up(self, key: tuple[str, int], epoch: int, reason: str) -> None:
+        """Let the shard's calls in flight finish (new ones are told NotOwner and go elsewhere),
+        make its writes durable, then release its lease for the next owner."""
+        namespace, shard = key
+        ns = self.namespaces[namespace]
+        self._draining.add(key)
+        try:
+            deadline = time.monotonic() + DRAIN_TIMEOUT_S
+            in_shard = lambda object_id, s=shard: self.shard(object_id) == s  # noqa: E731
+            while ns.host.busy(in_shard) and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            await ns.engine.flush()
+            self._drop(key, reason)
+            await self.leases.release(lease_id(namespace, shard), epoch)
+            self.handoffs += 1
+        finally:
+            self._draining.discard(key)
+
+    async def depart(self) -> None:
+        """A graceful stop, while this node still serves HTTP: leave the membership (so placement
+        moves on and every new call here is told NotOwner, which callers re-route without error),
+        hand each shard off once its calls in flight finished, then stay up one beat so callers
+        that had not re-read the members yet are re-routed by a 421 rather than cut by a closing
+        socket. Only then may the servers stop."""
+        if self._departed:
+            return
+        self._departed = True
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+        try:
+            await self.membership.leave()
+            for key, epoch in list(self.owned.items()):
+                await self._give_up(key, epoch, "this node is leaving")
+        except PyMongoError as exc:
+            log.warning("cluster: could not hand off on the way out (%s); others wait for the lease", exc)
+        await asyncio.sleep(self.settings.beat_s * 1.5)
 
     async def _adopt_alarmed_shards(self) -> None:
         """Take the shards placed here that have armed alarms: their alarms must run somewhere."""

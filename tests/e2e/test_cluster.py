@@ -535,3 +535,90 @@ async def test_an_order_followed_live_from_every_node_sees_each_change(dev_proce
                 closing = await ws.receive(timeout=10)
                 assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1000
                 await ws.close()
+
+
+async def test_nodes_leaving_one_after_the_other_under_load_cost_clients_nothing(dev_process: Any, tmp_path: Path,
+                                                                                mongo_uri: str) -> None:
+    """The reproduction: shoppers ordering and reading through node-0's gateway while node-2 and
+    then node-1 are stopped gracefully (SIGTERM, as at a deploy). No 5xx, no connection error, and
+    the stock stays exact; the last node standing serves everything."""
+    db_name = f"t_{uuid.uuid4().hex[:12]}"
+    db = MongoClient(mongo_uri)[db_name]
+    admin = mint_token(db, JWT_KEY, "admin", str(ObjectId()), "admin@x")
+    shoppers = [mint_token(db, JWT_KEY, "user", str(ObjectId()), f"s{i}@x") for i in range(8)]
+    process = dev_process("--nodes", "3", "--port", "0", "--persist-to", str(tmp_path / "state"),
+                          "--lease", str(LEASE_S), "--cluster-db", f"{db_name}_cluster",
+                          "--var", f"MONGODB_DB:{db_name}", "--var", f"RATE_LIMITS:{UNLIMITED}",
+                          "--var", "MAX_UNPAID_ORDERS:1000", "--var", "MAX_UNPAID_UNITS:100000",
+                          extra_env={"MONGODB_URI": mongo_uri, "JWT_KEY": JWT_KEY})
+    gateways = {}
+    for line in process.banner:
+        match = re.match(r"^\s+node-(\d+) rest-shop-gateway\s+(http://\S+)", line)
+        if match:
+            gateways[int(match.group(1))] = match.group(2)
+    assert sorted(gateways) == [0, 1, 2]
+    entry = gateways[0]
+    statuses: Tally[Any] = Tally()
+    failures: list[Any] = []
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        async def members(url: str) -> list[str]:
+            async with http.get(f"{url}/api/health") as resp:
+                return sorted(m["nodeId"] for m in (await resp.json())["node"]["members"])
+
+        await until(lambda: _all_equal([members(u) for u in gateways.values()], NODES), 30, "all three members")
+        async with http.post(f"{entry}/api/products", json={"name": "Leave", "price": 10, "stock": 100000},
+                             headers={"Authorization": f"Bearer {admin}"}) as resp:
+            assert resp.status == 201, await resp.text()
+            product = await resp.json()
+        pids = {}
+        for node, url in gateways.items():
+            async with http.get(f"{url}/api/health") as resp:
+                pids[node] = (await resp.json())["node"]["pid"]
+        stop = asyncio.Event()
+        created = 0
+
+        async def shopper(i: int) -> None:
+            nonlocal created
+            token = {"Authorization": f"Bearer {shoppers[i]}"}
+            while not stop.is_set():
+                try:
+                    async with http.post(f"{entry}/api/orders", json={"productId": product["_id"], "quantity": 1},
+                                         headers=token) as resp:
+                        statuses[resp.status] += 1
+                        body = await resp.json(content_type=None)
+                        if resp.status == 201:
+                            created += 1
+                        elif resp.status >= 500:
+                            failures.append(body)
+                    async with http.get(f"{entry}/api/orders?limit=5", headers=token) as resp:
+                        statuses[resp.status] += 1
+                        if resp.status >= 500:
+                            failures.append(await resp.json(content_type=None))
+                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                    statuses["connection error"] += 1
+                    failures.append(repr(exc))
+
+        async def served(more: int) -> None:  # traffic goes on: `more` orders placed from now
+            goal = created + more
+            await until(lambda: asyncio.sleep(0, created >= goal), 60, f"{more} more orders")
+
+        workers = [asyncio.ensure_future(shopper(i)) for i in range(8)]
+        await served(50)
+        for node in (2, 1):  # one after the other, as a rolling deploy would
+            os.kill(pids[node], signal.SIGTERM)
+            await until(lambda pid=pids[node]: asyncio.sleep(0, not process_alive(pid)), 30, f"node-{node} to stop")
+            await served(50)  # the nodes left keep serving (at the end node-0 alone)
+        stop.set()
+        await asyncio.gather(*workers)
+        assert await members(entry) == ["node-0"]
+        async with http.get(f"{entry}/api/products/{product['_id']}/stock",
+                            headers={"Authorization": f"Bearer {admin}"}) as resp:
+            levels = await resp.json()
+    open("/tmp/leave_out.txt", "w").write("".join(process.stdout_lines) + "\n=====\n" + "".join(process.stderr_lines))
+    assert not failures and set(statuses) <= {200, 201}, (statuses, failures[:5])
+    assert levels["stock"] == 100000 - created and len(levels["holds"]) == created
+    assert db["orders"].count_documents({}) == created
+
+
+async def _all_equal(checks: list[Any], expected: Any) -> bool:
+    return all([await check == expected for check in checks])
