@@ -7,18 +7,30 @@ cannot make a live node look dead. A node trusts its own membership only until `
 (times SELF_MARGIN) after it *sent* its last acknowledged beat, on its own monotonic clock: it
 stops serving before anyone else can judge it dead. Writes do not depend on this (leases fence
 them); it keeps a paused or partitioned node from answering reads from memory.
+
+The beat that keeps a node valid runs on a thread of its own with a connection of its own
+(`Heart`): a busy event loop (a load spike, a long handler) must not make a live node miss its
+beat and drop every shard, which adds load and makes the next beat late too (a drop/retake
+loop). Validity only ever extends without a gap: a beat sent after the node had lapsed (a pause,
+a partition) does not revive it until the event loop has dropped what it held (`take_lapse`).
 """
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from pymongo import ReturnDocument
+from pymongo import MongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import PyMongoError
+
+log = logging.getLogger("durable.cluster")
 
 SELF_MARGIN = 0.7  # stop trusting ourselves well before others may take over
 FORGET_AFTER_S = 3600  # a member silent this long is removed from the collection
@@ -61,11 +73,31 @@ class Membership:
     version: int = 0  # bumps whenever the set of live members changes
     _sessions: set[bytes] = field(default_factory=set)
     beats: int = 0  # acknowledged beats so far
+    _leaving: bool = False
+    _lapsed: bool = False  # a beat came back after a gap: what we hold must be dropped first
 
     @property
     def valid(self) -> bool:
         """May this node still act as a member (serve the shards it holds)?"""
         return time.monotonic() < self._valid_until
+
+    def acknowledged(self, sent: float) -> None:
+        """A beat sent at `sent` (monotonic) reached the database: valid until a lease after it,
+        unless we had lapsed before it was sent (then the event loop drops all first)."""
+        if self._leaving:
+            return
+        if self._valid_until and sent > self._valid_until:
+            self._lapsed = True
+        if not self._lapsed:
+            self._valid_until = max(self._valid_until, sent + self.lease_s * SELF_MARGIN)
+
+    def take_lapse(self) -> bool:
+        """Did we lapse since the last call? (The caller drops everything it holds, then validity
+        may extend again from the next beat.)"""
+        lapsed, self._lapsed = self._lapsed, False
+        if lapsed:
+            self._valid_until = 0.0  # a fresh start: the next beat makes us valid again
+        return lapsed
 
     async def beat(self) -> None:
         sent = time.monotonic()
@@ -75,7 +107,7 @@ class Membership:
                       "left": False},
              "$inc": {"beat": 1}, "$currentDate": {"at": True}},
             upsert=True, return_document=ReturnDocument.AFTER)
-        self._valid_until = sent + self.lease_s * SELF_MARGIN
+        self.acknowledged(sent)
         await self._read_members(mine["at"])
         self.beats += 1
         if self.beats % FORGET_EVERY_BEATS == 1:  # nodes that died (or left) long ago: their documents go
@@ -124,5 +156,43 @@ class Membership:
 
     async def leave(self) -> None:
         """Graceful exit: the others stop counting this node at their next beat, not after a lease."""
+        self._leaving = True
         await self.collection.update_one({"_id": self.node_id}, {"$set": {"left": True}})
         self._valid_until = 0.0
+
+
+class Heart:
+    """The node's own beat, on a thread and a connection (pymongo's synchronous client) of its
+    own, so a busy event loop cannot delay it; each acknowledged beat goes to `on_beat(sent)`."""
+
+    def __init__(self, uri: str, database: str, node_id: str, beat_s: float, timeout_s: float,
+                 on_beat: Callable[[float], None]) -> None:
+        self.uri, self.database, self.node_id = uri, database, node_id
+        self.beat_s, self.timeout_s, self.on_beat = beat_s, timeout_s, on_beat
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heart-{node_id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.timeout_s + 1)
+
+    def _run(self) -> None:
+        timeout_ms = int(self.timeout_s * 1000)
+        client: MongoClient[dict[str, Any]] = MongoClient(self.uri, serverSelectionTimeoutMS=timeout_ms,
+                                                          connectTimeoutMS=timeout_ms, socketTimeoutMS=timeout_ms)
+        nodes = client[self.database]["nodes"]
+        try:
+            while not self._stop.wait(self.beat_s):
+                sent = time.monotonic()
+                try:
+                    done = nodes.update_one({"_id": self.node_id, "left": False}, {"$currentDate": {"at": True}})
+                except PyMongoError as exc:
+                    log.warning("cluster: beat failed: %s", exc, extra={"event": "beat_failed"})
+                    continue
+                if done.matched_count and not self._stop.is_set():
+                    self.on_beat(sent)
+        finally:
+            client.close()

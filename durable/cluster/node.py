@@ -23,7 +23,7 @@ from pymongo.errors import PyMongoError
 from ..errors import NotOwner
 from ..storage.mongo import MongoEngine
 from .leases import ShardLeases
-from .membership import Member, Membership
+from .membership import SELF_MARGIN, Heart, Member, Membership
 from .placement import DEFAULT_SHARDS, lease_id, owner_of, shard_of
 
 if TYPE_CHECKING:
@@ -75,6 +75,7 @@ class ClusterNode:
         self._draining: set[tuple[str, int]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._departed = False
+        self._heart: Heart | None = None
         self.handoffs = 0
         self.fenced = 0
 
@@ -96,7 +97,15 @@ class ClusterNode:
             await ns.engine.prepare()
         await self.membership.beat()
         await self._adopt_alarmed_shards()
+        self._heart = Heart(self.settings.uri, self.settings.database, self.node_id, self.settings.beat_s,
+                            self.settings.lease_s * SELF_MARGIN, self.membership.acknowledged)
+        self._heart.start()
         self._loop_task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _stop_heart(self) -> None:
+        if self._heart is not None:
+            await asyncio.to_thread(self._heart.stop)
+            self._heart = None
 
     # -- placement -------------------------------------------------------------------------
     def shard(self, object_id: str) -> int:
@@ -192,8 +201,10 @@ class ClusterNode:
             self._drop_all_if_lapsed()
 
     def _drop_all_if_lapsed(self) -> None:
-        """Past our own lease, another node may own our shards: nothing in memory is to be trusted."""
-        if not self.membership.valid and self.owned:
+        """Past our own lease (now, or at any moment since the last look: a pause), another node
+        may own our shards: nothing in memory is to be trusted."""
+        lapsed = self.membership.take_lapse()
+        if (lapsed or not self.membership.valid) and self.owned:
             for key in list(self.owned):
                 self._drop(key, "this node's membership lapsed")
 
@@ -235,6 +246,7 @@ class ClusterNode:
         self._departed = True
         if self._loop_task is not None:
             self._loop_task.cancel()
+        await self._stop_heart()
         try:
             await self.membership.leave()
             for key, epoch in list(self.owned.items()):
@@ -258,6 +270,7 @@ class ClusterNode:
         """After the hosts flushed: give every shard back and leave, so others take over at once."""
         if self._loop_task is not None:
             self._loop_task.cancel()
+        await self._stop_heart()
         try:
             for (namespace, shard), epoch in list(self.owned.items()):
                 await self.leases.release(lease_id(namespace, shard), epoch)
