@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import math
 from dataclasses import dataclass
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from urllib.parse import quote
 
 from multidict import CIMultiDict
 
-from durable import Request, env
+from durable import ObjectUnavailable, Request, env
 from durable.bindings import HOP_BY_HOP
 from durable.compat.websocket import bridge
 from durable.http import http_scheme
@@ -34,6 +35,7 @@ from .limits import client_key, limit_for, route_class
 from .routing import UPSTREAMS, route
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
+log = logging.getLogger("rest_shop.gateway")
 PATH_SAFE = "/:@!$&'()*+,;=-._~"  # RFC 3986 pchar: everything else in a (decoded) path is escaped again
 _HOP_BY_HOP = HOP_BY_HOP | {"content-length", "remote-addr"}
 # the gateway sets these itself: a client's own would be believed by someone downstream
@@ -99,6 +101,12 @@ def _incoming(scope: dict[str, Any], method: str) -> Incoming:
                     (scope.get("client") or ("", 0))[0], http_scheme(scope), raw, edge(env))
 
 
+def _object_away(exc: ObjectUnavailable) -> ApiError:
+    log.warning("gateway: an object was unavailable: %s", exc)
+    return ApiError(503, "object_unavailable", "A service component is moving or unreachable; retry shortly",
+                    headers={"Retry-After": "1"})
+
+
 def _error_reply(exc: ApiError) -> Outgoing:
     return Outgoing(exc.status, CIMultiDict({"content-type": "application/json", **exc.headers}),
                     json.dumps(error_body(exc.code, exc.message, exc.details)).encode())
@@ -111,6 +119,8 @@ async def handle(scope: dict[str, Any], receive: Any, send: Any) -> None:
         reply = await proxy(incoming, send)
     except ApiError as exc:
         reply = _error_reply(exc)
+    except ObjectUnavailable as exc:  # a rate-limit bucket's node went away mid-call: retryable, never a 500
+        reply = _error_reply(_object_away(exc))
     if reply is None:  # the service's answer went to the client as it came
         return
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()]
@@ -131,6 +141,8 @@ async def handle_websocket(scope: dict[str, Any], receive: Any, send: Any) -> No
             reply.headers.update(quota.headers())
     except ApiError as exc:
         reply = _error_reply(exc)
+    except ObjectUnavailable as exc:
+        reply = _error_reply(_object_away(exc))
     if reply.web_socket is not None:
         await bridge(reply.web_socket, receive, send)
     elif "websocket.http.response" in scope.get("extensions", {}):

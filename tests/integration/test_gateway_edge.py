@@ -358,3 +358,23 @@ async def test_a_failure_in_the_gateway_itself_is_a_500_in_our_shape_and_logged_
     failed = [r for r in caplog.records if r.name == "durable.worker" and r.levelno == logging.ERROR]
     assert len(failed) == 1 and "GET /api/products/abc failed" in failed[0].getMessage()
     assert failed[0].exc_info is not None and "the proxy broke: 1f3a" in str(failed[0].exc_info[1])
+
+
+async def test_a_rate_limit_bucket_cut_mid_call_is_a_retryable_503_not_a_500(edge_shop, monkeypatch) -> None:
+    """The reproduction: the gateway's call to a RateLimiter on a host killed mid-call escaped as
+    500 internal_error. (The bucket's node is made to vanish by its call raising what the runtime
+    raises then.)"""
+    from durable import ObjectUnavailable
+    from gateway.leases import TokenLeases
+
+    shop = await edge_shop(RATE_LIMITS="base.read=100/60, base.write=100/60, base.upgrade=100/60")
+
+    async def cut(*args: Any, **kwargs: Any) -> Any:
+        raise ObjectUnavailable("rest-shop-gateway (host of RateLimiter) failed mid-call: Connection reset by peer")
+    monkeypatch.setattr(TokenLeases, "take", cut)
+    status, body, headers = await shop.call("GET", "/api/products")
+    assert status == 503 and body["error"]["code"] == "object_unavailable" and headers["Retry-After"] == "1"
+    upgrade = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+               "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+    async with shop.http.get(f"{shop.url}/api/orders/{'0' * 24}/live", headers=upgrade) as resp:
+        assert resp.status == 503 and (await resp.json())["error"]["code"] == "object_unavailable"
