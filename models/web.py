@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
 from durable import ObjectUnavailable, env
+from durable.errors import RpcError
 
 from .auth import Claims, TokenError, bearer_token, verify_token
 from .errors import ApiError, ErrorBody, error_body
@@ -23,6 +24,22 @@ from .ids import PATH_OBJECT_ID
 from .openapi import IDEMPOTENCY_KEY_PATTERN, TruthfulOpenAPI
 
 log = logging.getLogger("rest_shop.web")
+
+
+def _subclass_names(cls: type) -> frozenset[str]:
+    found = {cls.__name__}
+    for sub in cls.__subclasses__():
+        found |= _subclass_names(sub)
+    return frozenset(found)
+
+
+# pymongo's "the database went away" errors (a cancelled operation, a timeout, no server): an
+# object that lets one escape is seen by its caller as an RpcError carrying this name
+DATABASE_FAILURES = _subclass_names(ConnectionFailure)
+
+
+def is_database_failure(exc: BaseException) -> bool:
+    return isinstance(exc, ConnectionFailure) or (isinstance(exc, RpcError) and exc.remote_type in DATABASE_FAILURES)
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
@@ -205,6 +222,14 @@ def install_error_handlers(app: Quart) -> None:
         product_id, available, requested = exc.parts()
         return _reply(409, "insufficient_stock", f"Only {available} in stock, {requested} requested",
                       [{"productId": product_id, "available": available, "requested": requested}])
+
+    @app.errorhandler(RpcError)
+    async def _remote_error(exc: RpcError) -> Any:
+        """An object's own unregistered error, crossed as RpcError: the database going away under
+        it (a cancelled or timed-out operation) is a retryable 503; anything else is ours (500)."""
+        if is_database_failure(exc):
+            return await _database_down(exc)
+        return await _unexpected(exc)
 
     @app.errorhandler(ConnectionFailure)
     @app.errorhandler(DatabaseUnavailable)

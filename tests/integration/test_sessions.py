@@ -135,3 +135,20 @@ async def test_the_documents_list_what_these_routes_answer(full_shop) -> None:
         assert schema == {"$ref": "#/components/schemas/ErrorBody"}
         envelope = specs[service]["components"]["schemas"]["ErrorBody"]
         assert envelope["required"] == ["message", "error"]
+
+
+async def test_a_database_failure_inside_an_object_is_a_retryable_503_not_a_500(shop, monkeypatch) -> None:
+    """The reproduction (issue 27): a database call cancelled under an object (pymongo's
+    `_OperationCancelled`) crossed the RPC as an RpcError and was answered 500 internal_error."""
+    from pymongo.errors import _OperationCancelled
+
+    from base.objects.user_sessions import UserSessions
+
+    token = shop.token()
+    assert (await shop.call("GET", "/user/me", token=token))[0] == 200
+
+    async def cancelled(self: Any, *args: Any) -> Any:
+        raise _OperationCancelled("operation cancelled")
+    monkeypatch.setattr(UserSessions, "check", cancelled)
+    status, body, headers = await shop.call("GET", "/user/me", token=token)
+    assert status == 503 and body["error"]["code"] == "database_unavailable" and headers["Retry-After"]
