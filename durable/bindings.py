@@ -202,6 +202,8 @@ def addressed(request: Request, target: RemoteTarget, sign: Signer | None) -> Re
     if sign is not None:
         headers += sign(headers)
     return Request(request.url, method=request.method, headers=headers, body=request.body)
+
+
 SKIP_UNREACHABLE_S = 5.0  # a node that refused a connection is left out this long (a per-node breaker)
 
 

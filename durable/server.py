@@ -36,9 +36,14 @@ def bind(host: str, port: int, *, fallback_to_any: bool = False) -> socket.socke
     return sock
 
 
+def base_url(scheme: str, host: str, port: int) -> str:
+    """`scheme://host:port`, an IPv6 address in brackets."""
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
 def url_of(sock: socket.socket, scheme: str = "http") -> str:
     host, port = sock.getsockname()[:2]
-    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+    return base_url(scheme, host, port)
 
 
 @dataclass(frozen=True)

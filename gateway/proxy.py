@@ -23,7 +23,7 @@ from durable.bindings import HOP_BY_HOP
 from durable.compat.websocket import bridge
 from durable.http import http_scheme
 from durable.signing import sign
-from models.errors import ApiError, error_body
+from models.errors import ApiError, error_body, object_unavailable
 from models.service_auth import CLIENT_IP_HEADER, SIGNED_HEADERS
 
 from . import cache as edge_cache
@@ -103,8 +103,7 @@ def _incoming(scope: dict[str, Any], method: str) -> Incoming:
 
 def _object_away(exc: ObjectUnavailable) -> ApiError:
     log.warning("gateway: an object was unavailable: %s", exc)
-    return ApiError(503, "object_unavailable", "A service component is moving or unreachable; retry shortly",
-                    headers={"Retry-After": "1"})
+    return object_unavailable()
 
 
 def _error_reply(exc: ApiError) -> Outgoing:
@@ -268,14 +267,14 @@ def _judge(breaker: CircuitBreaker, upstream: str, status: int, content_type: st
     object moving to another node, its database) is away for a moment: the service itself is up,
     so it neither counts against it nor closes its circuit (else one node leaving would open the
     circuit of a service this gateway reaches in its own process)."""
-    json = content_type.startswith("application/json")
+    ours = content_type.startswith("application/json")  # our error envelope
     if status < 500 or status == 501:
         breaker.succeeded()
         return
-    if status == 503 and json and retry_after:
+    if status == 503 and ours and retry_after:
         return
     breaker.failed()
-    if not json:
+    if not ours:
         raise ApiError(502, "bad_gateway", f"The {upstream} service failed")
 
 

@@ -30,3 +30,10 @@ class ApiError(Exception):
         super().__init__(message)
         self.status, self.code, self.message, self.details = status, code, message, details
         self.headers = headers or {}
+
+
+def object_unavailable() -> ApiError:
+    """A Durable Object's node is unreachable or its shard is moving (a cluster fail-over):
+    nothing was decided, and a retry in a moment reaches the new owner."""
+    return ApiError(503, "object_unavailable", "A service component is moving or unreachable; retry shortly",
+                    headers={"Retry-After": "1"})

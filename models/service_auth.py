@@ -9,7 +9,7 @@ from typing import Any
 from quart import Quart, g, request, websocket
 
 from durable import env
-from durable.bindings import through_binding
+from durable.bindings import INTERNAL_AUDIENCE_HEADER, through_binding
 from durable.errors import StartupRefused
 from durable.signing import NonceCache, SignatureError, verify
 
@@ -54,7 +54,7 @@ def require_strong_keys(names: tuple[str, ...] = ("JWT_KEY", "SERVICE_AUTH_KEY")
 
 SIGNATURE_HEADER = "X-Gateway-Signature"
 CLIENT_IP_HEADER = "CF-Connecting-IP"  # the client address the gateway resolved (Cloudflare's name)
-AUDIENCE_HEADER = "x-durable-audience"  # the node (or worker) the forward was signed for
+AUDIENCE_HEADER = INTERNAL_AUDIENCE_HEADER  # the node (or worker) the forward was signed for (the binding sets it)
 # every header the services act on, so every header the gateway vouches for
 SIGNED_HEADERS = ("authorization", "cf-connecting-ip", "content-type", "idempotency-key", AUDIENCE_HEADER)
 PROBE_PATHS = frozenset({"/health", "/openapi.json"})  # probes and the public API description
@@ -71,9 +71,9 @@ async def _no_body() -> bytes:
 def install_service_auth(app: Quart) -> None:
     """With REQUIRE_SERVICE_AUTH on, only requests the gateway signed (HMAC with SERVICE_AUTH_KEY
     over method, target, body and SIGNED_HEADERS (the caller's credentials and address, how to read
-    the body, its idempotency key, the node it is for), at most 60 s old, each
-    signature used once, on the node it was signed for) reach the handlers; others get 401 and do nothing. A verified request's
-    `CF-Connecting-IP` is the client address (`g.client_ip`); otherwise (and always with
+    the body, its idempotency key, the node it is for), at most 60 s old, each signature used
+    once, on the node it was signed for) reach the handlers; others get 401 and do nothing. A
+    verified request's `CF-Connecting-IP` is the client address (`g.client_ip`); otherwise (and always with
     REQUIRE_SERVICE_AUTH off, in local development) it is the socket peer."""
     async def verify_gateway_signature(incoming: Any, method: str, read_body: Callable[[], Awaitable[bytes]]) -> None:
         g.client_ip = None

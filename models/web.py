@@ -18,7 +18,7 @@ from durable import ObjectUnavailable, env
 from durable.errors import RpcError
 
 from .auth import Claims, TokenError, bearer_token, verify_token
-from .errors import ApiError, ErrorBody, error_body
+from .errors import ApiError, ErrorBody, error_body, object_unavailable
 from .errors_domain import Conflict, DatabaseUnavailable, InsufficientStock, NotFound, Unprocessable
 from .ids import PATH_OBJECT_ID
 from .openapi import IDEMPOTENCY_KEY_PATTERN, TruthfulOpenAPI
@@ -40,6 +40,8 @@ DATABASE_FAILURES = _subclass_names(ConnectionFailure)
 
 def is_database_failure(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionFailure) or (isinstance(exc, RpcError) and exc.remote_type in DATABASE_FAILURES)
+
+
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
@@ -240,11 +242,8 @@ def install_error_handlers(app: Quart) -> None:
 
     @app.errorhandler(ObjectUnavailable)
     async def _object_unavailable(exc: ObjectUnavailable) -> Any:
-        """A Durable Object's node is unreachable or its shard is moving (a cluster fail-over):
-        nothing was decided, and a retry in a moment reaches the new owner."""
         log.warning("object unavailable: %s", exc)
-        return _reply(503, "object_unavailable", "A service component is moving or unreachable; retry shortly",
-                      headers={"Retry-After": "1"})
+        return await _api_error(object_unavailable())
 
     @app.errorhandler(RecursionError)
     @app.errorhandler(UnicodeDecodeError)

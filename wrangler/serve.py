@@ -20,7 +20,7 @@ from durable.listeners import internal_only, public_only
 from durable.observe.logs import setup_logging
 from durable.preflight import problems, refuse_if_any
 from durable.runtime import Runtime, settle_heap, start_order
-from durable.server import MutualTls, Server, bind, url_of
+from durable.server import MutualTls, Server, base_url, bind, url_of
 from durable.observe.tail import redactor
 from durable.observe.tail_api import TailServer, create_tail_app
 
@@ -166,13 +166,11 @@ async def supervise(args: argparse.Namespace, configs: list[WorkerConfig]) -> in
     ip = args.ip or primary.dev.ip or DEFAULT_IP
     ports = {c.name: free_port(ip, c.dev.port or 0) for c in ordered if c is not primary}
     ports[primary.name] = args.port if args.port is not None else (primary.dev.port or DEFAULT_PORT)
-    host = f"[{ip}]" if ":" in ip else ip
-    remotes = {name: f"http://{host}:{port}" for name, port in ports.items()}
+    remotes = {name: base_url("http", ip, port) for name, port in ports.items()}
     inner_ip = internal_ip(args, ip)
-    inner_host = f"[{inner_ip}]" if ":" in inner_ip else inner_ip
     scheme = "https" if internal_tls(args) is not None else "http"
     internal_ports = {c.name: free_port(inner_ip, 0) for c in ordered}
-    remote_internals = {name: f"{scheme}://{inner_host}:{port}" for name, port in internal_ports.items()}
+    remote_internals = {name: base_url(scheme, inner_ip, port) for name, port in internal_ports.items()}
     children: list[asyncio.subprocess.Process] = []
     for index, config in enumerate(ordered):  # dependencies first, as their bindings resolve over HTTP
         tail_port = None if args.tail_port is None else (0 if args.tail_port == 0 else args.tail_port + index)

@@ -11,8 +11,6 @@ from durable.public_url import public_base_url
 VERIFY_TTL_S = 24 * 3600
 RESET_TTL_S = 30 * 60
 UNLOCK_TTL_S = 60 * 60
-
-
 DEV_FALLBACK_URL = "http://127.0.0.1:8787"  # a bare dev runtime with no public URL (wrangler dev sets one)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import Counter
 from typing import Any
 
 from bson import ObjectId
@@ -133,12 +134,12 @@ async def follow_order(order_id: str) -> Any:
     if not is_object_id(order_id):
         raise ApiError(400, "invalid_id", f"{order_id!r} is not a valid order id")
     # per server process: what a user's sockets cost is this process's file descriptors
-    open_sockets: dict[str, int] = env.isolate_state("live_sockets_per_user", dict)
+    open_sockets: Counter[str] = env.isolate_state("live_sockets_per_user", Counter)
     user_cap = int(env.get("LIVE_SOCKETS_PER_USER", 20))
-    if open_sockets.get(g.user.userId, 0) >= user_cap:
+    if open_sockets[g.user.userId] >= user_cap:
         raise ApiError(429, "too_many_sockets", f"You follow {user_cap} orders live already; close one first",
                        headers={"Retry-After": "60"})
-    open_sockets[g.user.userId] = open_sockets.get(g.user.userId, 0) + 1
+    open_sockets[g.user.userId] += 1
     try:
         answer = await lock(order_id).fetch(Request("http://order-lock/live", headers={
             "upgrade": "websocket", "x-user-id": g.user.userId, "x-user-role": g.user.role}))
@@ -148,11 +149,9 @@ async def follow_order(order_id: str) -> Any:
         await join_websocket(answer.web_socket, SocketLimits.from_env(env))
         return None
     finally:
-        left = open_sockets.get(g.user.userId, 1) - 1
-        if left > 0:
-            open_sockets[g.user.userId] = left
-        else:
-            open_sockets.pop(g.user.userId, None)
+        open_sockets[g.user.userId] -= 1
+        if open_sockets[g.user.userId] <= 0:
+            del open_sockets[g.user.userId]
 
 
 @bp.patch("/<order_id>/status")

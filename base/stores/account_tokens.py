@@ -3,15 +3,14 @@
 Why a collection and not a Durable Object: a token is found by the link alone, from any node; a
 document keyed by the token's SHA-256 is that lookup, `find_one_and_delete` makes "used once"
 atomic across every process and node, and a TTL index sweeps the unused ones. Only the hash is
-stored, so a copy of the database yields no usable link. The raw token is 256 random bits: a
-lookup by its hash leaks nothing through timing, and the hash found is compared again with
-`hmac.compare_digest`. Issuing a token voids the earlier ones of the same purpose and account, so
+stored, so a copy of the database yields no usable link. The raw token is 256 random bits and is
+only ever compared as its hash, inside the database's index lookup: timing can tell an attacker
+at most how much of a SHA-256 matched, which says nothing about any stored token. Issuing a token voids the earlier ones of the same purpose and account, so
 only the newest link works.
 """
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 from datetime import timedelta
 from typing import Any, Literal
@@ -39,7 +38,7 @@ class AccountTokens:
     async def issue(self, purpose: Purpose, user_id: str, email: str, ttl_s: float) -> str:
         """A new token for this account and purpose (the earlier ones stop working)."""
         token = secrets.token_urlsafe(32)
-        await self.col.delete_many({"userId": user_id, "purpose": purpose})
+        await self.revoke(user_id, purpose)
         await self.col.insert_one({"_id": _digest(token), "purpose": purpose, "userId": user_id, "email": email,
                                    "expiresAt": now() + timedelta(seconds=ttl_s)})
         return token
@@ -49,21 +48,16 @@ class AccountTokens:
             return None
         return {"_id": _digest(token), "purpose": purpose, "expiresAt": {"$gt": now()}}
 
-    @staticmethod
-    def _checked(doc: dict[str, Any] | None, token: str) -> dict[str, Any] | None:
-        if doc is None or not hmac.compare_digest(str(doc["_id"]), _digest(token)):
-            return None
-        return doc
-
     async def peek(self, purpose: Purpose, token: str) -> dict[str, Any] | None:
         """The token's record if it is live, leaving it usable (an unlock token survives a typo)."""
         query = self._query(purpose, token)
-        return self._checked(await self.col.find_one(query), token) if query else None
+        return await self.col.find_one(query) if query else None
 
     async def consume(self, purpose: Purpose, token: str) -> dict[str, Any] | None:
         """The token's record, once: of two uses (a replay, a double click) exactly one gets it."""
         query = self._query(purpose, token)
-        return self._checked(await self.col.find_one_and_delete(query), token) if query else None
+        return await self.col.find_one_and_delete(query) if query else None
 
     async def revoke(self, user_id: str, purpose: Purpose) -> None:
+        """Void every token of this account and purpose."""
         await self.col.delete_many({"userId": user_id, "purpose": purpose})

@@ -103,8 +103,8 @@ class Membership:
         sent = time.monotonic()
         mine = await self.collection.find_one_and_update(
             {"_id": self.node_id},
-            {"$set": {"urls": self.urls, "internal": self.internal, "pid": os.getpid(), "host": socket.gethostname(), "boot": self.boot,
-                      "left": False},
+            {"$set": {"urls": self.urls, "internal": self.internal, "pid": os.getpid(), "host": socket.gethostname(),
+                      "boot": self.boot, "left": False},
              "$inc": {"beat": 1}, "$currentDate": {"at": True}},
             upsert=True, return_document=ReturnDocument.AFTER)
         self.acknowledged(sent)
