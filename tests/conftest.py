@@ -140,6 +140,9 @@ SERVICE_AUTH_KEY = "test-service-key-" + "s" * 40
 UNLIMITED = ("base.read=1000000/60, base.write=1000000/60, payments.read=1000000/60, payments.write=1000000/60, "
              "payments.webhook=1000000/60")
 FX_PAYER_TOML = FIXTURES / "fx_payer" / "wrangler.toml"
+# a WebSocket handshake's request headers, to read a refused upgrade's HTTP answer with a plain GET
+WEBSOCKET_UPGRADE = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+                     "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
 
 
 @pytest.fixture(scope="session")

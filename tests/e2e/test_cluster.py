@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import uuid
+from dataclasses import dataclass
 
 import aiohttp
 import pytest
@@ -273,34 +274,52 @@ async def test_a_paused_node_cannot_write_after_another_took_its_shard(cluster: 
         assert (status, body["n"]) == (200, 9)
 
 
-async def test_a_flash_sale_on_three_nodes_sells_exactly_the_stock(dev_process: Any, tmp_path: Path,
-                                                                   mongo_uri: str) -> None:
-    """500 concurrent orders through the three nodes' gateways for a product with 50 in stock."""
+@dataclass
+class ShopCluster:
+    """The shop's three workers on three `wrangler dev` nodes over one database, with accounts."""
+    process: Any
+    db: Any
+    admin: str
+    shoppers: list[str]
+    gateways: dict[int, str]  # node → its gateway's URL
+
+
+async def gateway_members(http: aiohttp.ClientSession, url: str) -> list[str]:
+    async with http.get(f"{url}/api/health") as resp:
+        return sorted(m["nodeId"] for m in (await resp.json())["node"]["members"])
+
+
+async def shop_cluster(dev_process: Any, tmp_path: Path, mongo_uri: str, shoppers: int) -> ShopCluster:
+    """Started, every node seeing all three (unlimited rates, no unpaid-order caps)."""
     db_name = f"t_{uuid.uuid4().hex[:12]}"
     db = MongoClient(mongo_uri)[db_name]
     admin = mint_token(db, JWT_KEY, "admin", str(ObjectId()), "admin@x")
-    shoppers = [mint_token(db, JWT_KEY, "user", str(ObjectId()), f"s{i}@x") for i in range(10)]
+    tokens = [mint_token(db, JWT_KEY, "user", str(ObjectId()), f"s{i}@x") for i in range(shoppers)]
     process = dev_process("--nodes", "3", "--port", "0", "--persist-to", str(tmp_path / "state"),
                           "--lease", str(LEASE_S), "--cluster-db", f"{db_name}_cluster",
                           "--var", f"MONGODB_DB:{db_name}", "--var", f"RATE_LIMITS:{UNLIMITED}",
                           "--var", "MAX_UNPAID_ORDERS:1000", "--var", "MAX_UNPAID_UNITS:100000",
                           extra_env={"MONGODB_URI": mongo_uri, "JWT_KEY": JWT_KEY})
-    gateways = []
+    gateways = {}
     for line in process.banner:
         match = re.match(r"^\s+node-(\d+) rest-shop-gateway\s+(http://\S+)", line)
         if match:
-            gateways.append(match.group(2))
-    assert len(gateways) == 3
+            gateways[int(match.group(1))] = match.group(2)
+    assert sorted(gateways) == [0, 1, 2]
     async with aiohttp.ClientSession() as http:
-        async def members_seen() -> bool:
-            for url in gateways:
-                async with http.get(f"{url}/api/health") as resp:
-                    body = await resp.json()
-                    if sorted(m["nodeId"] for m in body["node"]["members"]) != NODES:
-                        return False
-            return True
+        async def all_see_all() -> bool:
+            return all([await gateway_members(http, url) == NODES for url in gateways.values()])
+        await until(all_see_all, 30, "every node to see all three")
+    return ShopCluster(process, db, admin, tokens, gateways)
 
-        await until(members_seen, 30, "every node to see all three")
+
+async def test_a_flash_sale_on_three_nodes_sells_exactly_the_stock(dev_process: Any, tmp_path: Path,
+                                                                   mongo_uri: str) -> None:
+    """500 concurrent orders through the three nodes' gateways for a product with 50 in stock."""
+    cluster = await shop_cluster(dev_process, tmp_path, mongo_uri, shoppers=10)
+    db, admin, shoppers = cluster.db, cluster.admin, cluster.shoppers
+    gateways = [cluster.gateways[node] for node in range(3)]
+    async with aiohttp.ClientSession() as http:
         async with http.post(f"{gateways[0]}/api/products", json={"name": "Flash", "price": 10, "stock": 50},
                              headers={"Authorization": f"Bearer {admin}"}) as resp:
             assert resp.status == 201, await resp.text()
@@ -542,30 +561,12 @@ async def test_nodes_leaving_one_after_the_other_under_load_cost_clients_nothing
     """The reproduction: shoppers ordering and reading through node-0's gateway while node-2 and
     then node-1 are stopped gracefully (SIGTERM, as at a deploy). No 5xx, no connection error, and
     the stock stays exact; the last node standing serves everything."""
-    db_name = f"t_{uuid.uuid4().hex[:12]}"
-    db = MongoClient(mongo_uri)[db_name]
-    admin = mint_token(db, JWT_KEY, "admin", str(ObjectId()), "admin@x")
-    shoppers = [mint_token(db, JWT_KEY, "user", str(ObjectId()), f"s{i}@x") for i in range(8)]
-    process = dev_process("--nodes", "3", "--port", "0", "--persist-to", str(tmp_path / "state"),
-                          "--lease", str(LEASE_S), "--cluster-db", f"{db_name}_cluster",
-                          "--var", f"MONGODB_DB:{db_name}", "--var", f"RATE_LIMITS:{UNLIMITED}",
-                          "--var", "MAX_UNPAID_ORDERS:1000", "--var", "MAX_UNPAID_UNITS:100000",
-                          extra_env={"MONGODB_URI": mongo_uri, "JWT_KEY": JWT_KEY})
-    gateways = {}
-    for line in process.banner:
-        match = re.match(r"^\s+node-(\d+) rest-shop-gateway\s+(http://\S+)", line)
-        if match:
-            gateways[int(match.group(1))] = match.group(2)
-    assert sorted(gateways) == [0, 1, 2]
+    cluster = await shop_cluster(dev_process, tmp_path, mongo_uri, shoppers=8)
+    db, admin, shoppers, gateways = cluster.db, cluster.admin, cluster.shoppers, cluster.gateways
     entry = gateways[0]
     statuses: Tally[Any] = Tally()
     failures: list[Any] = []
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
-        async def members(url: str) -> list[str]:
-            async with http.get(f"{url}/api/health") as resp:
-                return sorted(m["nodeId"] for m in (await resp.json())["node"]["members"])
-
-        await until(lambda: _all_equal([members(u) for u in gateways.values()], NODES), 30, "all three members")
         async with http.post(f"{entry}/api/products", json={"name": "Leave", "price": 10, "stock": 100000},
                              headers={"Authorization": f"Bearer {admin}"}) as resp:
             assert resp.status == 201, await resp.text()
@@ -610,14 +611,10 @@ async def test_nodes_leaving_one_after_the_other_under_load_cost_clients_nothing
             await served(50)  # the nodes left keep serving (at the end node-0 alone)
         stop.set()
         await asyncio.gather(*workers)
-        assert await members(entry) == ["node-0"]
+        assert await gateway_members(http, entry) == ["node-0"]
         async with http.get(f"{entry}/api/products/{product['_id']}/stock",
                             headers={"Authorization": f"Bearer {admin}"}) as resp:
             levels = await resp.json()
     assert not failures and set(statuses) <= {200, 201}, (statuses, failures[:5])
     assert levels["stock"] == 100000 - created and len(levels["holds"]) == created
     assert db["orders"].count_documents({}) == created
-
-
-async def _all_equal(checks: list[Any], expected: Any) -> bool:
-    return all([await check == expected for check in checks])

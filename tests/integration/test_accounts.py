@@ -15,8 +15,8 @@ from bson import ObjectId
 from models.stamps import now
 from tests.accounts import account, login
 from tests.conftest import JWT_KEY
-from tests.integration.test_signin import Flow, person
 from tests.mailbox import last_id, messages, mailbox_url, wait_for_link
+from tests.signin_flow import Flow, person
 
 PASSWORD = "correct horse"
 

@@ -16,7 +16,7 @@ from durable import Request
 from durable.bindings import BINDING_SCOPE_KEY, asgi_fetch
 from durable.signing import sign
 from durable.observe.tail import TailFilters
-from tests.conftest import SERVICE_AUTH_KEY
+from tests.conftest import SERVICE_AUTH_KEY, WEBSOCKET_UPGRADE
 from tests.integration.test_payments_stripe import initiate, setup_order
 
 
@@ -374,7 +374,5 @@ async def test_a_rate_limit_bucket_cut_mid_call_is_a_retryable_503_not_a_500(edg
     monkeypatch.setattr(TokenLeases, "take", cut)
     status, body, headers = await shop.call("GET", "/api/products")
     assert status == 503 and body["error"]["code"] == "object_unavailable" and headers["Retry-After"] == "1"
-    upgrade = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
-               "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
-    async with shop.http.get(f"{shop.url}/api/orders/{'0' * 24}/live", headers=upgrade) as resp:
+    async with shop.http.get(f"{shop.url}/api/orders/{'0' * 24}/live", headers=WEBSOCKET_UPGRADE) as resp:
         assert resp.status == 503 and (await resp.json())["error"]["code"] == "object_unavailable"

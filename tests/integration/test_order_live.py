@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from durable.observe.tail import TailFilters
-from tests.conftest import Shop
+from tests.conftest import WEBSOCKET_UPGRADE, Shop
 from tests.polling import eventually
 
 
@@ -96,9 +96,8 @@ async def test_without_the_upgrade_it_is_426_and_the_document_lists_the_websocke
 
 async def refusal(shop: Shop, url: str, token: str) -> tuple[int, Any]:
     """A refused upgrade: its HTTP status and error envelope."""
-    async with shop.http.get(url.replace("ws://", "http://"), headers={
-            "Authorization": f"Bearer {token}", "Connection": "Upgrade", "Upgrade": "websocket",
-            "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}) as resp:
+    async with shop.http.get(url.replace("ws://", "http://"),
+                             headers={"Authorization": f"Bearer {token}", **WEBSOCKET_UPGRADE}) as resp:
         return resp.status, await resp.json(content_type=None)
 
 
