@@ -17,7 +17,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import aiohttp
 
-from . import codec, signing
+from . import codec, deadline, signing
 from .compat.websocket import asgi_websocket, connect_remote, is_upgrade, joined
 from .observe import tracing
 from .errors import NotDelivered, NotOwner, ObjectUnavailable
@@ -165,6 +165,10 @@ class HttpClient:
         """aiohttp options for a call to another node's internal listener."""
         return {"ssl": self.internal_ssl} if self.internal_ssl is not None else {}
 
+    def timeout(self) -> aiohttp.ClientTimeout:
+        """A call's bound: what the current request has left, at most the client's own limit."""
+        return aiohttp.ClientTimeout(total=max(deadline.remaining(self._timeout.total), deadline.MIN_BUDGET_S))
+
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -179,7 +183,7 @@ class HttpClient:
             url = base_url.rstrip("/") + (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP and k.lower() != "host"]
         async with self.session.request(request.method, url, headers=headers, data=request.body or None,
-                                        allow_redirects=False) as resp:
+                                        allow_redirects=False, timeout=self.timeout()) as resp:
             body = await resp.read()
             return Response(body, status=resp.status,
                             headers=[(k, v) for k, v in resp.headers.items() if k.lower() not in HOP_BY_HOP])
@@ -225,6 +229,9 @@ class ServiceBinding:
             for name, value in trace.outgoing().items():
                 request.headers[name] = value
         target = self._resolve()
+        if not callable(target):  # leaving the process: the callee learns how long we will wait
+            for name, value in deadline.outgoing().items():
+                request.headers[name] = value
         if target is None:
             return Response.json_response(
                 {"message": f"Service {self.service} is not running",
@@ -375,11 +382,12 @@ async def post_object_call(http: HttpClient, target: RemoteTarget, script_name: 
     path = f"{INTERNAL_PREFIX}{quote(class_name)}/{object_id}/{quote(method)}"
     url = target.url.rstrip("/") + path
     trace = tracing.current()
-    headers = {**internal_headers(target, "POST", path, payload, object_id,
-                                  dict(trace.outgoing()) if trace is not None else None),
+    extra = {**(trace.outgoing() if trace is not None else {}), **deadline.outgoing()}
+    headers = {**internal_headers(target, "POST", path, payload, object_id, extra),
                "content-type": "application/bson"}
     try:
-        async with http.session.post(url, data=payload, headers=headers, **http.internal_options()) as resp:
+        async with http.session.post(url, data=payload, headers=headers, timeout=http.timeout(),
+                                     **http.internal_options()) as resp:
             body = await resp.read()
             if resp.status == 421:
                 raise NotOwner(f"{target.url} does not own this {class_name}")

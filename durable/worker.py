@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from . import codec, signing
+from . import codec, deadline, signing
 from .observe import tracing
 from .observe.logs import access_log
 from .bindings import (INTERNAL_AUDIENCE_HEADER, INTERNAL_PREFIX, INTERNAL_REQUEST_HEADER, INTERNAL_SIGNATURE_HEADER,
@@ -40,7 +40,7 @@ SCHEDULED_HANDLER_PATH = "/cdn-cgi/handler/scheduled"  # wrangler dev answers it
 SCHEDULED_TEST_PATH = "/__scheduled"  # and this one with `--test-scheduled`
 INTERNAL_TOLERANCE_S = 60.0
 # what the internal routes act on besides the path and body: each must be signed when it is sent
-ACTED_ON = (OBJECT_NAME_HEADER, "traceparent", "x-request-id")
+ACTED_ON = (OBJECT_NAME_HEADER, "traceparent", "x-request-id", deadline.DEADLINE_HEADER)
 
 
 def import_worker_module(config: WorkerConfig) -> Any:
@@ -115,6 +115,7 @@ class Worker:
         self._nonces = signing.NonceCache(INTERNAL_TOLERANCE_S)  # a signed call is good once here
         self._on_trace = on_trace
         self._tracing_wanted = tracing_wanted  # anyone tailing? (else the event is not built)
+        self._budget_s: float | None = None
 
     def object_class(self, class_name: str) -> type[DurableObject]:
         cls = getattr(self.module, class_name, None)
@@ -255,7 +256,7 @@ class Worker:
         trace_token = tracing.use(trace)
         token = use_env(self.env)
         try:
-            with capture or _UNTRACED:
+            with capture or _UNTRACED, deadline.within(self.request_budget_s):
                 await self.app(scope, receive, send_traced)
         except Exception:
             # a framework logs its handlers' errors itself; what reaches here (a raw ASGI app's) would
@@ -277,6 +278,15 @@ class Worker:
                 self._on_trace(capture.event())
             access_log.write(self.name, scope["method"], scope["path"], status,
                              round((time.perf_counter() - started) * 1000, 2), trace.request_id, trace.traceparent)
+
+    @property
+    def request_budget_s(self) -> float:
+        """How long a request here may take, every call it makes included (var REQUEST_TIMEOUT_S)."""
+        if self._budget_s is None:
+            if self.env is None:
+                return deadline.DEFAULT_BUDGET_S
+            self._budget_s = float(self.env.get("REQUEST_TIMEOUT_S", deadline.DEFAULT_BUDGET_S))
+        return self._budget_s
 
     @property
     def handles_scheduled(self) -> bool:
@@ -406,7 +416,8 @@ class Worker:
                 return
         trace_token = tracing.use(tracing.TraceContext.from_headers(headers))
         try:
-            result = await LocalTransport(host).call(object_id, method, body)
+            with deadline.within(deadline.budget_from(headers, self.request_budget_s)):
+                result = await LocalTransport(host).call(object_id, method, body)
         finally:
             tracing.reset(trace_token)
         await reply(200, result, b"application/bson")

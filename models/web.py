@@ -8,7 +8,7 @@ from functools import wraps
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
-from pymongo.errors import ConnectionFailure
+from pymongo.errors import ConnectionFailure, PyMongoError
 from quart import Quart, g, has_websocket_context, jsonify, request, websocket
 from quart_schema import QuartSchema, RequestSchemaValidationError, document_response
 from werkzeug.exceptions import HTTPException
@@ -33,13 +33,16 @@ def _subclass_names(cls: type) -> frozenset[str]:
     return frozenset(found)
 
 
-# pymongo's "the database went away" errors (a cancelled operation, a timeout, no server): an
-# object that lets one escape is seen by its caller as an RpcError carrying this name
-DATABASE_FAILURES = _subclass_names(ConnectionFailure)
+# pymongo's "the database went away" errors (a cancelled operation, a timeout, no server, the
+# request's deadline reached): an object that lets one escape is seen by its caller as an
+# RpcError carrying this name
+DATABASE_FAILURES = _subclass_names(ConnectionFailure) | {"ExecutionTimeout", "WTimeoutError"}
 
 
 def is_database_failure(exc: BaseException) -> bool:
-    return isinstance(exc, ConnectionFailure) or (isinstance(exc, RpcError) and exc.remote_type in DATABASE_FAILURES)
+    if isinstance(exc, PyMongoError):
+        return isinstance(exc, ConnectionFailure) or exc.timeout
+    return isinstance(exc, RpcError) and exc.remote_type in DATABASE_FAILURES
 
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -229,6 +232,13 @@ def install_error_handlers(app: Quart) -> None:
     async def _remote_error(exc: RpcError) -> Any:
         """An object's own unregistered error, crossed as RpcError: the database going away under
         it (a cancelled or timed-out operation) is a retryable 503; anything else is ours (500)."""
+        if is_database_failure(exc):
+            return await _database_down(exc)
+        return await _unexpected(exc)
+
+    @app.errorhandler(PyMongoError)
+    async def _database_error(exc: PyMongoError) -> Any:
+        """A command past the request's deadline is the database being slow: a retryable 503."""
         if is_database_failure(exc):
             return await _database_down(exc)
         return await _unexpected(exc)

@@ -63,8 +63,10 @@ class ClusterNode:
     def __init__(self, settings: ClusterSettings) -> None:
         self.settings = settings
         self.node_id = settings.node_id or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        # no command on the coordination database may wait longer than a lease (a silent partition)
         self.client: AsyncMongoClient = AsyncMongoClient(settings.uri, serverSelectionTimeoutMS=3000,
-                                                         connectTimeoutMS=3000)
+                                                         connectTimeoutMS=3000,
+                                                         socketTimeoutMS=int(max(settings.lease_s, 3.0) * 1000))
         self.db = self.client[settings.database]
         self.membership = Membership(self.db["nodes"], self.node_id, settings.urls, settings.lease_s,
                                      settings.internal_urls)

@@ -4,6 +4,8 @@ The owner comes from the node's member table (refreshed by its beat, never a dat
 call). A node that answers "not the owner" (421), or a call the local guard refuses, makes the
 caller re-read the members and try again, a bounded number of times with a short backoff; a
 shard in hand-off or a dead owner's lease running out both look like that for a few seconds.
+Every wait is bounded by the request's deadline, and a call to another node is abandoned as soon
+as the members stop counting that node (it crashed or is cut off), not when the network heals.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .. import deadline
 from ..bindings import HttpClient, RemoteTarget, open_object_socket, post_object_call
 from ..http import Request, Response
 from ..errors import NotDelivered, NotOwner, ObjectUnavailable
@@ -61,10 +64,31 @@ class ClusterTransport:
                 if owner.node_id == self.node.node_id and self._local is not None:
                     await self._local.host.guard(object_id)  # type: ignore[misc]
                     return await here(self._local)
-                return await there(RemoteTarget(owner.objects_url(self.script_name), self._key, owner.node_id))
+                target = RemoteTarget(owner.objects_url(self.script_name), self._key, owner.node_id)
+                return await self._while_member(owner.node_id, there(target))
             except NotDelivered as exc:  # not the owner (any more), or no connection: it did not run
                 last = exc
+            left = deadline.remaining()
+            if left <= backoff:
+                break
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_S)
             await self.node.refresh()
         raise ObjectUnavailable(f"{self.class_name} {str(object_id)[:12]}: no node could take the call ({last})")
+
+    async def _while_member(self, node_id: str, call: Awaitable[Any]) -> Any:
+        """Wait for a call to another node only while the members count that node: one that went
+        silent (crashed, or cut off from us and the database) may never answer, and its shards
+        move once its lease runs out. The call may have run there: a retryable 503, not a resend."""
+        task = asyncio.ensure_future(call)
+        try:
+            while True:
+                done, _ = await asyncio.wait((task,), timeout=self.node.settings.beat_s)
+                if done:
+                    return task.result()
+                if node_id not in self.node.membership.members:
+                    raise ObjectUnavailable(f"{self.class_name}: node {node_id} went silent mid-call "
+                                            f"and is no longer a member")
+        finally:
+            if not task.done():
+                task.cancel()

@@ -19,6 +19,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from pymongo.errors import PyMongoError
 
+from .. import deadline
 from ..errors import ObjectUnavailable, register_error
 from .batch import UNSET, KeyRange, ObjectBatch
 from .engine import CommitFailed, Engine
@@ -37,6 +38,10 @@ class StorageUnavailable(CommitFailed, ObjectUnavailable):
     """The database refused the commit or its outcome is unknown (down, a conflict it would not
     retry): the caller may retry; the objects are read afresh from the database first."""
 
+
+# a load or a commit waits no longer than this, nor than the request that caused it has left (a
+# node cut off from the database answers 503 instead of holding its callers for the partition)
+OPERATION_TIMEOUT_S = 10.0
 
 # object id → (lease document id, epoch this node holds it at); raises if the node holds none
 FenceOf = Callable[[str], "tuple[str, int]"]
@@ -103,9 +108,10 @@ class MongoEngine(Engine):
         start[1] += 1  # loads in flight
         seen = start[0]  # forgets so far
         try:
-            state = {doc["k"]: bytes(doc["v"])
-                     async for doc in self._kv.find({"o": object_id}, {"k": 1, "v": 1})}
-            alarm = await self._alarms.find_one({"_id": object_id})
+            with deadline.database(OPERATION_TIMEOUT_S):
+                state = {doc["k"]: bytes(doc["v"])
+                         async for doc in self._kv.find({"o": object_id}, {"k": 1, "v": 1})}
+                alarm = await self._alarms.find_one({"_id": object_id})
         finally:
             start[1] -= 1
             if start[1] == 0:
@@ -206,10 +212,11 @@ class MongoEngine(Engine):
             return refused
 
         try:
-            async with self._db.client.start_session() as session:
-                if self._before_transaction is not None:
-                    await self._before_transaction(session.session_id)
-                refused = await session.with_transaction(transaction, write_concern=MAJORITY)
+            with deadline.database(OPERATION_TIMEOUT_S):
+                async with self._db.client.start_session() as session:
+                    if self._before_transaction is not None:
+                        await self._before_transaction(session.session_id)
+                    refused = await session.with_transaction(transaction, write_concern=MAJORITY)
         except PyMongoError as exc:  # a retryable refusal, not a crash; what landed is re-read
             for object_ids in fences.values():
                 for object_id in object_ids:

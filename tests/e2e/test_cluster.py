@@ -274,6 +274,37 @@ async def test_a_paused_node_cannot_write_after_another_took_its_shard(cluster: 
         assert (status, body["n"]) == (200, 9)
 
 
+async def test_a_call_to_a_node_that_went_silent_fails_fast_and_the_next_one_reaches_the_new_owner(
+        cluster: Cluster) -> None:
+    """A silent partition (the owner stops answering over a connection already open) must cost
+    the caller about a lease, not the length of the partition: the call is a retryable 503 as
+    soon as the members stop counting the owner, and the next call is served by the taker."""
+    name = owned_by("node-2", "silent")[0]
+    async with aiohttp.ClientSession() as http:
+        status, _body = await incr(http, cluster.url(0), name)  # node-0 → node-2, connection open
+        assert status == 200
+        info = await node_info(http, cluster.url(2))
+        in_flight = asyncio.ensure_future(http.post(f"{cluster.url(0)}/slow-incr/{name}?hold=1.0"))
+
+        async def holding() -> bool:
+            async with http.get(f"{cluster.url(2)}/holding/{name}") as resp:
+                return (await resp.json())["holding"]
+
+        await until(holding, 10, "the slow increment to hold its value on node-2")
+        os.kill(info["pid"], signal.SIGSTOP)
+        stopped = time.monotonic()
+        try:
+            done, _ = await asyncio.wait({in_flight}, timeout=LEASE_S * 5)
+            assert done, "the call to the silent node hung while it stayed silent"
+            resp = in_flight.result()
+            assert resp.status == 503 and "went silent" in (await resp.json())["message"]
+            assert time.monotonic() - stopped < LEASE_S * 4
+            status, body = await incr(http, cluster.url(0), name)
+            assert (status, body["n"]) == (200, 2)  # the slow increment never committed
+        finally:
+            os.kill(info["pid"], signal.SIGCONT)
+
+
 @dataclass
 class ShopCluster:
     """The shop's three workers on three `wrangler dev` nodes over one database, with accounts."""
