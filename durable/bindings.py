@@ -34,6 +34,7 @@ INTERNAL_AUDIENCE_HEADER = "x-durable-audience"  # signed: the node (or, outside
 OBJECT_NAME_HEADER = "x-durable-object-name"  # signed: the name an id was made from
 BINDING_SCOPE_KEY = "durable.service_binding"  # set on the ASGI scope of a call through a binding in process
 _THROUGH_BINDING = {BINDING_SCOPE_KEY: True}
+UNREACHABLE_HEADER = "x-durable-unreachable"  # on a binding's own 503: no node of the service took the connection
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer"})
 
 
@@ -46,6 +47,7 @@ class RemoteTarget:
     url: str
     internal_key: str
     audience: str = ""
+    near: bool = False  # on this host (a binding prefers these)
 
 
 def internal_headers(target: RemoteTarget, method: str, path: str, payload: bytes, object_id: DurableObjectId,
@@ -256,12 +258,16 @@ class ServiceBinding:
                 await caller._gate.enter()
 
     async def _send_to_one_of(self, targets: list[RemoteTarget], request: Request, sign: Signer | None) -> Response:
-        """Round robin over the service's nodes; one that refuses the connection is skipped for a
-        while and the request goes to the next (it never reached the first, so this is safe)."""
+        """Round robin over the service's nodes on this host (over all of them when none is here);
+        one that refuses the connection is skipped for a while and the request goes to the next (it
+        never reached the first, so this is safe). A call cut mid-way may have run: it is not sent
+        again, and the answer is a retryable 503."""
         now = time.monotonic()
-        usable = [t for t in targets if self._unreachable.get(t.url, 0.0) <= now] or targets
+        reachable = [t for t in targets if self._unreachable.get(t.url, 0.0) <= now]
+        usable = [t for t in reachable if t.near] or reachable or targets
         self._turn += 1
         error: Exception | None = None
+        refused = True
         for i in range(len(usable)):
             target = usable[(self._turn + i) % len(usable)]
             try:
@@ -270,12 +276,12 @@ class ServiceBinding:
                 self._unreachable[target.url] = time.monotonic() + SKIP_UNREACHABLE_S
                 error = exc
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                error = exc
+                error, refused = exc, False
                 break  # it may have been received: not ours to send twice
         return Response.json_response(
             {"message": f"Service {self.service} is unreachable",
              "error": {"code": "upstream_unavailable", "message": f"{type(error).__name__}: {error}"}},
-            status=502)
+            status=503, headers={"Retry-After": "1", **({UNREACHABLE_HEADER: "1"} if refused else {})})
 
     async def _connect_to_one_of(self, targets: list[RemoteTarget], request: Request,
                                  sign: Signer | None) -> Response:

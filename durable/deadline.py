@@ -1,7 +1,8 @@
 """A request's deadline, carried with it wherever it goes.
 
 A request comes in with a budget (the worker's `REQUEST_TIMEOUT_S`, or less when the caller
-said how long it will wait: the `x-durable-deadline-ms` header, as gRPC carries `grpc-timeout`).
+said how long it will wait: the `x-durable-deadline-ms` header, as gRPC carries `grpc-timeout`;
+the gateway drops a client's own, and sets what its forward has left).
 Every call it makes on the way (an object call to another process, a service binding, a
 database command) is bounded by what is left of that budget, so a peer that went silent costs a
 request its own budget at most, never an unbounded wait. The deadline lives in a context
@@ -19,6 +20,7 @@ import pymongo
 DEADLINE_HEADER = "x-durable-deadline-ms"  # the budget the caller had left when the call left it
 DEFAULT_BUDGET_S = 30.0
 MIN_BUDGET_S = 0.05  # a call is never sent with less: it would fail before it could be answered
+RETURN_MARGIN_S = 0.25
 
 _at: ContextVar[float | None] = ContextVar("durable_deadline", default=None)
 
@@ -37,11 +39,14 @@ def expired() -> bool:
 
 
 def outgoing() -> dict[str, str]:
-    """The header that tells a callee how long this caller will wait."""
+    """The header that tells a callee how long this caller will wait, less a margin for the
+    answer's way back, so the callee gives up (and says so) before the caller does."""
     at = _at.get()
     if at is None:
         return {}
-    return {DEADLINE_HEADER: str(max(int((at - time.monotonic()) * 1000), int(MIN_BUDGET_S * 1000)))}
+    left = at - time.monotonic()
+    left -= min(RETURN_MARGIN_S, left / 10)
+    return {DEADLINE_HEADER: str(max(int(left * 1000), int(MIN_BUDGET_S * 1000)))}
 
 
 def budget_from(headers: Mapping[str, str], default_s: float) -> float:

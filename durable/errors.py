@@ -33,6 +33,12 @@ class ObjectUnavailable(DurableError):
     retryable = True
 
 
+class ObjectMoved(ObjectUnavailable):
+    """This instance of the object is no longer the live one: its node gave the shard up (or
+    lost it) while the instance still had work under way, so whatever that work writes now is
+    refused, even if the shard has come back to this node since (a newer instance owns it)."""
+
+
 class NotDelivered(ObjectUnavailable):
     """The call certainly did not run (refused, or no connection was made): safe to send again."""
 
@@ -59,7 +65,7 @@ def register_error(cls: type[BaseException]) -> type[BaseException]:
     return cls
 
 
-for _cls in (DataCloneError, RpcError, ObjectUnavailable, NotDelivered, NotOwner):
+for _cls in (DataCloneError, RpcError, ObjectUnavailable, ObjectMoved, NotDelivered, NotOwner):
     register_error(_cls)
 
 

@@ -274,7 +274,9 @@ class ObjectHost:
             self._auto_responses.pop(key, None)
         keys = [key for key in self._live if which(key)]
         for key in keys:
-            self._live.pop(key).state.storage.release()
+            storage = self._live.pop(key).state.storage
+            storage.revoke(f"{self.class_name} {key[:12]} moved to another node while this call was under way")
+            storage.release()
             self.engine.forget(key)
         for key in [key for key in self._timers if which(key)]:
             self._timers.pop(key).cancel()

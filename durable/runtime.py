@@ -13,6 +13,7 @@ import gc
 import secrets
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from . import ids
 from .bindings import ASGIApp, HttpClient, HttpTransport, RemoteTarget, ServiceBinding
@@ -127,13 +128,17 @@ class Runtime:
 
     def resolve_service(self, name: str) -> ASGIApp | RemoteTarget | list[RemoteTarget] | None:
         """In this process if it runs the worker; in a cluster, every live node serving it (the
-        binding spreads requests over them); else where `--remote` or the dev registry says."""
+        binding spreads requests over those on this host, if any: a call that stays on the host
+        does not depend on the network, nor on another host being up); else where `--remote` or
+        the dev registry says."""
         worker = self.workers.get(name)
         if worker is not None:
             return worker
         if self.node is not None:
             members = self.node.membership.members.values()
-            nodes = [RemoteTarget(m.urls[name], self.internal_key, m.node_id)
+            here = {urlsplit(url).hostname for url in self.node.settings.urls.values()}
+            nodes = [RemoteTarget(m.urls[name], self.internal_key, m.node_id,
+                                  near=urlsplit(m.urls[name]).hostname in here)
                      for m in sorted(members, key=lambda m: m.node_id)
                      if m.serves(name)]
             if nodes:

@@ -40,6 +40,7 @@ SCHEDULED_HANDLER_PATH = "/cdn-cgi/handler/scheduled"  # wrangler dev answers it
 SCHEDULED_TEST_PATH = "/__scheduled"  # and this one with `--test-scheduled`
 INTERNAL_TOLERANCE_S = 60.0
 # what the internal routes act on besides the path and body: each must be signed when it is sent
+DEADLINE_HEADER_BYTES = deadline.DEADLINE_HEADER.encode()
 ACTED_ON = (OBJECT_NAME_HEADER, "traceparent", "x-request-id", deadline.DEADLINE_HEADER)
 
 
@@ -256,7 +257,7 @@ class Worker:
         trace_token = tracing.use(trace)
         token = use_env(self.env)
         try:
-            with capture or _UNTRACED, deadline.within(self.request_budget_s):
+            with capture or _UNTRACED, deadline.within(self._budget_of(scope)):
                 await self.app(scope, receive, send_traced)
         except Exception:
             # a framework logs its handlers' errors itself; what reaches here (a raw ASGI app's) would
@@ -278,6 +279,13 @@ class Worker:
                 self._on_trace(capture.event())
             access_log.write(self.name, scope["method"], scope["path"], status,
                              round((time.perf_counter() - started) * 1000, 2), trace.request_id, trace.traceparent)
+
+    def _budget_of(self, scope: dict[str, Any]) -> float:
+        """This request's budget: ours, or less when its caller (a gateway, a binding) will wait less."""
+        for name, value in scope["headers"]:
+            if name == DEADLINE_HEADER_BYTES:
+                return deadline.budget_from({deadline.DEADLINE_HEADER: value.decode("latin-1")}, self.request_budget_s)
+        return self.request_budget_s
 
     @property
     def request_budget_s(self) -> float:

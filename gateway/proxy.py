@@ -19,7 +19,8 @@ from urllib.parse import quote
 from multidict import CIMultiDict
 
 from durable import ObjectUnavailable, Request, env
-from durable.bindings import HOP_BY_HOP
+from durable.bindings import HOP_BY_HOP, UNREACHABLE_HEADER
+from durable.deadline import DEADLINE_HEADER
 from durable.compat.websocket import bridge
 from durable.http import http_scheme
 from durable.signing import sign
@@ -37,15 +38,16 @@ from .routing import UPSTREAMS, route
 MAX_BODY_BYTES = 8 * 1024 * 1024
 log = logging.getLogger("rest_shop.gateway")
 PATH_SAFE = "/:@!$&'()*+,;=-._~"  # RFC 3986 pchar: everything else in a (decoded) path is escaped again
-_HOP_BY_HOP = HOP_BY_HOP | {"content-length", "remote-addr"}
+_HOP_BY_HOP = HOP_BY_HOP | {"content-length", "remote-addr", UNREACHABLE_HEADER}
 # the gateway sets these itself: a client's own would be believed by someone downstream
 _NOT_FROM_CLIENTS = frozenset({"host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded",
                                "x-real-ip", "true-client-ip", "cf-connecting-ip", "x-gateway-signature",
-                               "x-durable-signature", "x-durable-audience"})
+                               "x-durable-signature", "x-durable-audience", DEADLINE_HEADER})
 _DROP_INBOUND = frozenset(name.encode() for name in _HOP_BY_HOP | _NOT_FROM_CLIENTS | {
     "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions"})
 # a relayed answer keeps its Content-Length: its body reaches the client as the service sent it
-_HOP_BY_HOP_RELAYED = frozenset(h.encode() for h in HOP_BY_HOP | {"remote-addr"})
+UNREACHABLE_BYTES = UNREACHABLE_HEADER.encode()
+_HOP_BY_HOP_RELAYED = frozenset(h.encode() for h in HOP_BY_HOP | {"remote-addr", UNREACHABLE_HEADER})
 _REPLACED_BY_QUOTA = _HOP_BY_HOP_RELAYED | QUOTA_HEADERS
 _DROP_CACHED = _HOP_BY_HOP | {"x-request-id", "cache-control", "etag"}
 
@@ -261,17 +263,19 @@ def _signer(incoming: Incoming, path: str, body: bytes) -> Callable[[list[tuple[
     return signature
 
 
-def _judge(breaker: CircuitBreaker, upstream: str, status: int, content_type: str, retry_after: bool = False) -> None:
+def _judge(breaker: CircuitBreaker, upstream: str, status: int, content_type: str, retry_after: bool = False,
+           unreachable: bool = False) -> None:
     """Tell the breaker how the service did; a 5xx that is not our error shape becomes a 502.
     A 503 in our shape with Retry-After is the service answering that something behind it (an
     object moving to another node, its database) is away for a moment: the service itself is up,
     so it neither counts against it nor closes its circuit (else one node leaving would open the
-    circuit of a service this gateway reaches in its own process)."""
+    circuit of a service this gateway reaches in its own process). Only no node of the service
+    taking the connection at all (`unreachable`, the binding's own answer) counts against it."""
     ours = content_type.startswith("application/json")  # our error envelope
     if status < 500 or status == 501:
         breaker.succeeded()
         return
-    if status == 503 and ours and retry_after:
+    if status == 503 and ours and retry_after and not unreachable:
         return
     breaker.failed()
     if not ours:
@@ -299,7 +303,8 @@ async def send_upstream(incoming: Incoming, upstream: str, path: str, body: byte
     except TimeoutError:
         raise _timed_out(breaker, upstream, deadlines.timeout_s) from None
     out = CIMultiDict((k, v) for k, v in reply.headers.items() if k.lower() not in _HOP_BY_HOP)
-    _judge(breaker, upstream, reply.status, out.get("content-type", ""), "retry-after" in out)
+    _judge(breaker, upstream, reply.status, out.get("content-type", ""), "retry-after" in out,
+           UNREACHABLE_HEADER in reply.headers)
     return Outgoing(reply.status, out, reply.body, reply.web_socket)
 
 
@@ -319,11 +324,13 @@ class _Relay:
 
     async def __call__(self, message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
-            headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() not in self.replaced]
+            raw = message.get("headers", ())
+            headers = [(k, v) for k, v in raw if k.lower() not in self.replaced]
             content_type = next((v for k, v in headers if k.lower() == b"content-type"), b"")
             try:
                 _judge(self.breaker, self.upstream, message["status"], content_type.decode("latin-1"),
-                       message["status"] == 503 and any(k.lower() == b"retry-after" for k, _ in headers))
+                       message["status"] == 503 and any(k.lower() == b"retry-after" for k, _ in headers),
+                       any(k.lower() == UNREACHABLE_BYTES for k, _ in raw))
             except ApiError as exc:
                 self.refused = exc
                 return

@@ -1,7 +1,7 @@
 """Domain errors that cross Durable Object RPC as themselves (registered with the runtime)."""
 from __future__ import annotations
 
-from durable import register_error
+from durable import ObjectUnavailable, register_error
 
 
 @register_error
@@ -35,3 +35,9 @@ class Unprocessable(Exception):
 @register_error
 class DatabaseUnavailable(Exception):
     """The database did not answer in time (down, unreachable): retry later; nothing was applied."""
+
+
+@register_error
+class OrderVoided(ObjectUnavailable):
+    """This attempt to create an order was undone (its node was cut off mid-way) before its write
+    reached the database: nothing was created; the client may try again (a retryable 503)."""

@@ -52,10 +52,12 @@ def _free_port(host: str) -> int:
 class EmbeddedMongo:
     """Start on a free port with data under `storage_path`; `uri` once it answers ping."""
 
-    def __init__(self, storage_path: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(self, storage_path: Path, host: str = "127.0.0.1", port: int | None = None,
+                 launcher: list[str] | None = None) -> None:
         self.storage_path = Path(storage_path)
         self.host = host
         self.port = port or _free_port(host)
+        self.launcher = launcher or []  # run the server through this (e.g. `ip netns exec <host>`)
         # retryWrites=false: a local single server has no failover for a retried write to survive,
         # and SecantusDB keeps a record of every retryable write for 30 min (up to 10,000) that it
         # scans, and past the cap sorts, on every write: writes slowed ~5x after a minute of load
@@ -66,7 +68,7 @@ class EmbeddedMongo:
         self.storage_path.mkdir(parents=True, exist_ok=True)
         with open(self.storage_path / "server.log", "ab") as log:
             self.proc = subprocess.Popen(
-                [_executable(), "--host", self.host, "--port", str(self.port), "--storage-path", str(self.storage_path)],
+                [*self.launcher, _executable(), "--host", self.host, "--port", str(self.port), "--storage-path", str(self.storage_path)],
                 stdout=log, stderr=log, start_new_session=True,
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
 
@@ -78,6 +80,10 @@ class EmbeddedMongo:
     async def start(self, timeout_s: float = 30.0) -> str:
         """Spawn and wait (without blocking the loop) until it answers ping."""
         self.spawn()
+        return await self.ready(timeout_s)
+
+    async def ready(self, timeout_s: float = 30.0) -> str:
+        """Wait until the spawned server answers ping (stop it if it never does)."""
         deadline = time.monotonic() + timeout_s
         client: AsyncMongoClient = AsyncMongoClient(self.uri, serverSelectionTimeoutMS=500)
         try:

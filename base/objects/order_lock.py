@@ -84,14 +84,16 @@ class OrderLock(DurableObject):
                 return order_out(state["order"])  # a retry of the same request
             raise Conflict("this order id (Idempotency-Key) was already used for a different order")
         # no state, or an earlier attempt that was rejected or undone: (re)try from scratch
-        await self._checkpoint({"phase": "reserving", "spec": spec})
+        attempt = 0 if state is None else int(state.get("attempt", 0)) + 1
+        await self._checkpoint({"phase": "reserving", "spec": spec, "attempt": attempt})
         await self._pause("after-intent")
         orders = await self._orders()
         order_id = spec["orderId"]
         lines: list[dict[str, Any]] = []
         try:
             for item in spec["items"]:
-                held = await self._stock(item["productId"]).reserve(item["productId"], order_id, item["quantity"])
+                held = await self._stock(item["productId"]).reserve(item["productId"], order_id, item["quantity"],
+                                                                    attempt)
                 if not held["ok"]:
                     if not held["found"] or not held["isActive"]:
                         raise NotFound(f"Product {item['productId']} not found")
@@ -106,7 +108,7 @@ class OrderLock(DurableObject):
             if spec.get("currency") and spec["currency"] != currency:
                 raise Conflict(f"these products are priced in {currency}, not {spec['currency']}")
         except Exception:
-            await self._compensate(spec, reason="rejected")
+            await self._compensate(spec, attempt, reason="rejected")
             raise
         stamp = now()
         order = {"_id": ObjectId(order_id), "userId": spec["userId"], "items": lines,
@@ -114,15 +116,15 @@ class OrderLock(DurableObject):
                  "status": "pending", "paymentStatus": "pending", "paymentId": None, "payments": [],
                  "shippingAddress": spec.get("shippingAddress"), "expiresAt": stamp + self.payment_timeout,
                  "createdAt": stamp, "updatedAt": stamp, "version": 1}
-        await orders.insert(order)
+        await orders.insert(order, attempt)
         await self._pause("after-insert")
-        await self._settle({"phase": "created", "spec": spec, "order": order, "pending": []})
+        await self._settle({"phase": "created", "spec": spec, "order": order, "pending": [], "attempt": attempt})
         return order_out(order)
 
-    async def _compensate(self, spec: dict[str, Any], reason: str) -> None:
+    async def _compensate(self, spec: dict[str, Any], attempt: int, reason: str) -> None:
         for item in spec["items"]:
-            await self._stock(item["productId"]).release(item["productId"], spec["orderId"])
-        await self.ctx.storage.put(STATE, {"phase": reason, "spec": spec})
+            await self._stock(item["productId"]).release(item["productId"], spec["orderId"], attempt)
+        await self.ctx.storage.put(STATE, {"phase": reason, "spec": spec, "attempt": attempt})
         await self.ctx.storage.delete_alarm()
 
     async def _settle(self, state: dict[str, Any]) -> None:
@@ -180,13 +182,17 @@ class OrderLock(DurableObject):
         """The state, after finishing or undoing a creation a crash interrupted."""
         state = await self.ctx.storage.get(STATE)
         if state is not None and state["phase"] == "reserving":
-            written = await (await self._orders()).get(state["spec"]["orderId"])
+            attempt = int(state.get("attempt", 0))
+            # void before undoing: a write of this attempt still on its way can then never land
+            written = await (await self._orders()).void(ObjectId(state["spec"]["orderId"]), attempt)
             if written is not None:
                 log.warning("order %s: completing creation interrupted after the write", state["spec"]["orderId"])
-                await self._settle({"phase": "created", "spec": state["spec"], "order": written, "pending": []})
+                written.pop("attempt", None)
+                await self._settle({"phase": "created", "spec": state["spec"], "order": written, "pending": [],
+                                    "attempt": attempt})
             else:
                 log.warning("order %s: undoing creation interrupted before the write", state["spec"]["orderId"])
-                await self._compensate(state["spec"], reason="interrupted")
+                await self._compensate(state["spec"], attempt, reason="interrupted")
             state = await self.ctx.storage.get(STATE)
         return state
 
@@ -213,7 +219,8 @@ class OrderLock(DurableObject):
         for step in list(state["pending"]):
             if step == "release_stock":
                 for item in order["items"]:
-                    await self._stock(item["productId"]).release(item["productId"], order_id)
+                    await self._stock(item["productId"]).release(item["productId"], order_id,
+                                                                 int(state.get("attempt", 0)))
             elif step == "finalize_stock":
                 for item in order["items"]:
                     await self._stock(item["productId"]).finalize(item["productId"], order_id)

@@ -9,7 +9,9 @@ flight per product carries the latest value), before the caller gets its answer,
 reads its own writes. A change not yet written keeps an alarm armed, so after a crash the alarm
 writes it. `stock + Σ holds + sold − restocked == initial` holds inside this object.
 
-Storage is one small key per fact — `stock`, `hold:<orderId>`, `restocked:<orderId>` — so each
+Storage is one small key per fact — `stock`, `hold:<orderId>`, `restocked:<orderId>`,
+`released:<orderId>` (the last creation attempt undone: a reservation of it arriving late, from
+a request the network held back, is refused) — so each
 step reads and writes a few bytes however many unpaid orders a product has (one value holding
 every hold made each reservation cost more as holds piled up).
 
@@ -28,12 +30,12 @@ from pymongo.errors import PyMongoError
 
 from durable import DurableObject
 from durable.mongo import pooled_database
-from models.errors_domain import DatabaseUnavailable
+from models.errors_domain import Conflict, DatabaseUnavailable
 
 from ..stores.product_cache import cache_for
 
 log = logging.getLogger("rest_shop.stock")
-STOCK, PRODUCT_ID, HOLD, RESTOCKED = "stock", "productId", "hold:", "restocked:"
+STOCK, PRODUCT_ID, HOLD, RESTOCKED, RELEASED = "stock", "productId", "hold:", "restocked:", "released:"
 LEGACY_STATE = "state"  # the one-value layout of earlier versions, moved to keys on first load
 SYNC_RETRY_MS = 1000
 LINE_FIELDS = {"name": 1, "price_minor": 1, "currency": 1, "isActive": 1, "stock": 1, "holds": 1, "restocked": 1}
@@ -117,14 +119,20 @@ class ProductStock(DurableObject):
         assert self._product is not None
         return {"ok": ok, "found": True, "available": stock, **self._product}
 
-    async def reserve(self, product_id: str, order_id: str, quantity: int) -> dict[str, Any]:
+    async def reserve(self, product_id: str, order_id: str, quantity: int, attempt: int = 0) -> dict[str, Any]:
         """Hold `quantity` for `order_id` once: `ok`, what is `available`, and the line's product
-        fields; `found` False for no such product, `isActive` False for a withdrawn one."""
+        fields; `found` False for no such product, `isActive` False for a withdrawn one.
+        `attempt` is the order's creation attempt: one already released comes too late (Conflict)."""
         stock = await self._load(product_id)
         if stock is None:
             return {"ok": False, "found": False, "available": 0}
         if await self.ctx.storage.get(HOLD + order_id) is not None:  # a retry of a reservation that happened
             return self._line(stock, True)
+        released = await self.ctx.storage.get(RELEASED + order_id)
+        if released is not None and released >= attempt:
+            # a request delayed in the network past the order's undoing (its caller gave up, and
+            # released): holding now would keep stock for an order that will never exist
+            raise Conflict(f"order {order_id}: attempt {attempt} was already undone; its reservation came too late")
         if not self._product["isActive"] or stock < quantity:  # type: ignore[index]
             return self._line(stock, False)
         if not await self._changed({STOCK: stock - quantity, HOLD + order_id: quantity}):
@@ -135,10 +143,15 @@ class ProductStock(DurableObject):
             raise DatabaseUnavailable("products")
         return self._line(stock - quantity, True)
 
-    async def release(self, product_id: str, order_id: str) -> bool:
-        """Give a held quantity back, once."""
+    async def release(self, product_id: str, order_id: str, attempt: int = 0) -> bool:
+        """Give a held quantity back, once; and refuse, from now on, a reservation of this order
+        attempt still on its way (the release may come first when the reserve was cut mid-call)."""
         stock = await self._load(product_id)
-        held = None if stock is None else await self.ctx.storage.get(HOLD + order_id)
+        if stock is None:
+            return False
+        held = await self.ctx.storage.get(HOLD + order_id)
+        if (await self.ctx.storage.get(RELEASED + order_id) or -1) < attempt:
+            await self.ctx.storage.put(RELEASED + order_id, attempt)
         if held is None:
             return False
         await self._changed({STOCK: stock + held}, gone=HOLD + order_id)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import codec
+from ..errors import ObjectMoved
 from ..gates import InputGate
 from .batch import UNSET, KeyRange, ObjectBatch, key_range, merge_listing
 from .engine import Engine
@@ -73,14 +74,19 @@ class DurableObjectStorage:
         self._cache: dict[str, bytes | None] = {}
         self.last_seq = 0  # engine sequence of this object's newest write: its output gate
         self.running_alarm: int | None = None  # the scheduled time of the alarm() event running now
+        self._revoked: str | None = None  # why this instance may no longer write (see revoke)
 
     def _stage(self) -> ObjectBatch:
+        if self._revoked is not None:
+            raise ObjectMoved(self._revoked)
         batch = self._engine.stage(self._object_id)
         self.last_seq = self._engine.seq
         return batch
 
     # -- internal, synchronous ------------------------------------------------------------
     def _read(self, key: str) -> bytes | None:
+        if self._revoked is not None:  # what the engine has now is a newer instance's (or nothing)
+            raise ObjectMoved(self._revoked)
         try:
             return self._cache[key]
         except KeyError:
@@ -96,6 +102,8 @@ class DurableObjectStorage:
         self._cache[key] = data
 
     def _list_raw(self, rng: KeyRange, reverse: bool, limit: int | None) -> list[tuple[str, bytes]]:
+        if self._revoked is not None:
+            raise ObjectMoved(self._revoked)
         return self._engine.list(self._object_id, rng, reverse, limit)
 
     # one key at a time, synchronously: the async API and `ctx.storage.kv` are both these
@@ -135,6 +143,13 @@ class DurableObjectStorage:
     def invalidate(self) -> None:
         """Forget cached values (after a failed commit the cache may hold what never landed)."""
         self._cache.clear()
+
+    def revoke(self, reason: str) -> None:
+        """This instance is no longer the object's live one (its shard moved): every read and
+        write of work still under way raises ObjectMoved from now on. Its writes would
+        otherwise be fenced by the epoch current when they are made, which is a newer instance's
+        if the shard came back to this node meanwhile."""
+        self._revoked = reason
 
     def release(self) -> None:
         """The instance is gone: commit and close its SQL database, if it opened one."""

@@ -274,6 +274,49 @@ async def test_a_paused_node_cannot_write_after_another_took_its_shard(cluster: 
         assert (status, body["n"]) == (200, 9)
 
 
+async def test_a_call_that_outlived_its_node_s_lapse_cannot_write_once_the_shard_came_back(cluster: Cluster) -> None:
+    """node-2 is paused mid-call, loses its shard, resumes, rejoins and takes the shard back (a
+    new instance, at a newer epoch); the old call then wakes and writes what it read before the
+    pause. That write must be refused: committed under the newer epoch it would undo the
+    increments made meanwhile (a lost update)."""
+    name = owned_by("node-2", "outlived")[0]
+    async with aiohttp.ClientSession() as http:
+        info = await node_info(http, cluster.url(2))
+        assert (await incr(http, cluster.url(2), name))[0] == 200
+        hold_s = LEASE_S * 5
+        slow = asyncio.ensure_future(http.post(f"{cluster.url(2)}/slow-incr/{name}?hold={hold_s}"))
+
+        async def holding() -> bool:
+            async with http.get(f"{cluster.url(2)}/holding/{name}") as resp:
+                return (await resp.json())["holding"]
+
+        await until(holding, 10, "the slow increment to hold its value")
+        woke_at = time.monotonic() + hold_s
+        os.kill(info["pid"], signal.SIGSTOP)
+        try:
+            async def node_2_gone() -> bool:
+                return "node-2" not in [m["nodeId"] for m in (await node_info(http, cluster.url(0)))["members"]]
+
+            await until(node_2_gone, 30, "node-2 to drop out of membership")
+            for expected in (2, 3):
+                status, body = await incr(http, cluster.url(0), name)
+                assert (status, body["n"]) == (200, expected)
+        finally:
+            os.kill(info["pid"], signal.SIGCONT)
+
+        async def node_2_back() -> bool:
+            return "node-2" in [m["nodeId"] for m in (await node_info(http, cluster.url(0)))["members"]]
+
+        await until(node_2_back, 30, "node-2 to rejoin")
+        status, body = await incr(http, cluster.url(0), name)  # routed to node-2, which takes the shard back
+        assert (status, body["n"]) == (200, 4)
+        assert time.monotonic() < woke_at, "the slow call woke before node-2 took the shard back: hold longer"
+        resp = await slow
+        assert resp.status == 503  # it read n=1 before the pause: writing 2 now would lose three increments
+        status, body = await incr(http, cluster.url(1), name)
+        assert (status, body["n"]) == (200, 5)
+
+
 async def test_a_call_to_a_node_that_went_silent_fails_fast_and_the_next_one_reaches_the_new_owner(
         cluster: Cluster) -> None:
     """A silent partition (the owner stops answering over a connection already open) must cost

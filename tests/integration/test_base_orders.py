@@ -7,9 +7,12 @@ from collections import Counter
 
 import pytest
 from bson import ObjectId
+from pymongo import AsyncMongoClient
 
 from durable import Request
 from durable.bindings import asgi_fetch
+from base.stores.orders import OrderStore
+from models.errors_domain import Conflict, OrderVoided
 from tests.conftest import FX_PAYER_TOML
 
 
@@ -292,6 +295,23 @@ async def test_stock_kept_in_one_value_by_older_versions_moves_to_keys_unchanged
     assert await ns.get(object_id).restock(product["_id"], "c" * 24, 2) is False  # still remembered
 
 
+async def test_a_reservation_that_arrives_after_its_order_was_undone_is_refused(shop) -> None:
+    """An order's caller gave up on a reservation cut mid-call and released it (nothing was held
+    yet); the reservation, held back by the network, arrives afterwards. It must be refused, or
+    stock would stay held for an order that will never exist. The order's next attempt (a retry
+    with the same id) may still reserve."""
+    product = await shop.product(name="Late", price=3, stock=10)
+    ns = shop.worker.env.PRODUCT_STOCK
+    stock = ns.get(ns.id_from_name(product["_id"]))
+    order_id = str(ObjectId())
+    assert await stock.release(product["_id"], order_id, 0) is False  # nothing held: a tombstone only
+    with pytest.raises(Conflict):
+        await stock.reserve(product["_id"], order_id, 2, 0)
+    assert await stock_of(shop, product["_id"]) == (10, [])
+    assert (await stock.reserve(product["_id"], order_id, 2, 1))["ok"]  # the next attempt
+    assert await stock_of(shop, product["_id"]) == (8, [{"o": order_id, "q": 2}])
+
+
 async def test_a_shopper_s_claims_lapse_on_their_own_and_count_exactly(shop) -> None:
     """ShopperHolds keeps its claims in memory after the first read: a lapsed claim frees its place,
     a released one too, and a fresh instance (after eviction) reads the same from storage."""
@@ -308,3 +328,26 @@ async def test_a_shopper_s_claims_lapse_on_their_own_and_count_exactly(shop) -> 
     shop.worker.hosts["ShopperHolds"].evict_idle(0)  # the next call reads storage afresh
     assert await holds.claim("o4", 5, now_ms + 60_000, 2, 10) == {"ok": True, "orders": 2, "units": 8}
     assert await holds.claim("o5", 1, now_ms + 60_000, 3, 10) == {"ok": True, "orders": 3, "units": 9}
+
+
+async def test_an_order_write_that_arrives_after_its_creation_was_undone_never_lands(mongo_uri: str) -> None:
+    """A node cut off mid-creation may still have the order's write on its way when the order's
+    recovery (on another node) undoes it and releases the stock: that write must fail, or the
+    shop would hold an order whose stock was given back. A retry of the order (next attempt)
+    still goes through, and a write that landed first makes recovery complete, not undo."""
+    client: AsyncMongoClient = AsyncMongoClient(mongo_uri)
+    try:
+        store = OrderStore(client[f"t_{ObjectId()}"])
+        await store.ensure_indexes()
+        late, landed = ObjectId(), ObjectId()
+        assert await store.void(late, attempt=0) is None  # recovery undid attempt 0 ...
+        with pytest.raises(OrderVoided):
+            await store.insert({"_id": late, "items": [], "version": 1}, attempt=0)  # ... its write is refused
+        assert await store.get(str(late)) is None and (await store.list({}, 1, 10))[1] == 0
+        await store.insert({"_id": late, "items": [], "version": 1}, attempt=1)  # the client's retry
+        await store.insert({"_id": late, "items": [], "version": 1}, attempt=1)  # (idempotent)
+        assert (await store.get(str(late)))["attempt"] == 1
+        await store.insert({"_id": landed, "items": [], "version": 1}, attempt=0)
+        assert (await store.void(landed, attempt=0))["_id"] == landed  # it landed: complete it instead
+    finally:
+        await client.close()

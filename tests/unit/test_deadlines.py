@@ -86,7 +86,7 @@ async def test_an_inner_block_cannot_outlive_the_request_and_its_calls_say_what_
         with deadline.within(60.0):
             assert deadline.remaining() <= 1.0
             left_ms = int(deadline.outgoing()[deadline.DEADLINE_HEADER])
-            assert 500 < left_ms <= 1000
+            assert 500 < left_ms <= 900  # less a margin for the answer to come back
         task_left = await asyncio.get_running_loop().create_task(asyncio.sleep(0, deadline.remaining()))
         assert 0 < task_left <= 1.0  # it follows the request into the tasks it starts
     assert deadline.remaining(7.0) == 7.0

@@ -1,0 +1,105 @@
+"""The cluster on a real network, with the faults real networks have.
+
+Three hosts (network namespaces joined by a bridge), each running the shop with
+`wrangler serve --cluster --env production --ip <its address>`, the database on a fourth, the
+shoppers on a fifth. Each fault is injected under load, then healed, and the checks are
+Jepsen's kind: every acknowledged order stored, the stock exactly what the stored orders left,
+no answer a client should not see (a 5xx other than a 503 with Retry-After, or none at all)
+through the hosts that stayed whole, and how long clients saw failures (printed: the README's
+failure table quotes these lines).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.lab_shop import LEASE_S, STOCK, LabShop, lab_shop
+from tests.netns import Host, unavailable
+from tests.shop_load import ShopLoad, check_stock
+
+WHY_NOT = unavailable()
+pytestmark = pytest.mark.skipif(WHY_NOT is not None, reason=f"no network namespaces here: {WHY_NOT}")
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabShop]:
+    with lab_shop(tmp_path_factory.mktemp("lab")) as started:
+        yield started
+
+
+def figures(name: str, load: ShopLoad, fault_at: float, entries: list[str], extra: dict[str, Any]) -> None:
+    """One line per fault for the README's failure table (pytest -s shows it; CI's log keeps it)."""
+    during = load.tally(since=fault_at, entry=None)
+    print(f"\nFAULT {name}: " + json.dumps({
+        "answers after the fault": {str(k): v for k, v in sorted(during.items(), key=str)},
+        "clients saw failures for (s)": round(load.unavailable_window(fault_at), 1),
+        "longest answer (s)": round(load.longest(fault_at), 1),
+        **extra}), flush=True)
+
+
+def run_fault(shop: LabShop, name: str, inject: Any, heal: Any, entries: list[Host], *,
+              hold_s: float, after_orders: int = 60) -> None:
+    """Load through `entries`' gateways; `inject()` once it flows, `heal()` after `hold_s`; then
+    the load must go on, and the checks hold."""
+    async def scenario() -> None:
+        timeout = aiohttp.ClientTimeout(total=45)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            await shop.settled(http)
+            product = await shop.product(http, name)
+            urls = [shop.gateway(h) for h in entries]
+            load = ShopLoad(http, product, shop.tokens, urls)
+            load.start()
+            try:
+                await load.served(after_orders)
+                fault_at = load.now()
+                inject()
+                await asyncio.sleep(hold_s)
+                heal()
+                healed_at = load.now()
+                await load.served(after_orders)
+                settled_s = await shop.settled(http)
+                await load.served(after_orders // 2)
+            finally:
+                await load.stop()
+            wrong = load.wrong()
+            assert not wrong, (load.tally(since=fault_at), load.reasons(fault_at).most_common(8))
+            try:
+                counted = await check_stock(shop.db(), product, STOCK, lambda: shop.stock(http, product), load.created)
+            except AssertionError as exc:
+                stored = {str(o["_id"]) for o in shop.db()["orders"].find({}, {"_id": 1})}
+                raise AssertionError(f"{exc}; holds of no stored order: {set(shop.holds) - stored}") from None
+            quiet = load.tally(since=healed_at + settled_s + 1)
+            assert set(quiet) <= {200, 201}, f"not quiet after the heal: {quiet}"
+            figures(name, load, fault_at, urls, {**counted, "settled after the heal (s)": round(settled_s, 1)})
+
+    shop.lab.run(shop.client, scenario)
+
+
+def test_a_host_killed_costs_at_most_the_lease_and_only_retryable_503s(shop: LabShop) -> None:
+    h1, h2, h3 = shop.hosts
+    run_fault(shop, "kill -9 of a host", lambda: h3.kill(signal.SIGKILL), lambda: shop.start(h3), [h1, h2],
+              hold_s=LEASE_S * 2)
+
+
+def test_a_host_cut_off_from_everyone_longer_than_the_lease_then_healed(shop: LabShop) -> None:
+    h1, h2, h3 = shop.hosts
+    others = [h1, h2, shop.database]
+    run_fault(shop, "partition of a host (silent, 4 leases)", lambda: h3.cut_from(*others),
+              lambda: h3.heal(*others), [h1, h2], hold_s=LEASE_S * 4)
+
+
+def test_a_host_cut_off_from_the_database_only(shop: LabShop) -> None:
+    h1, h2, h3 = shop.hosts
+    run_fault(shop, "a host cut off from the database", lambda: h3.cut_from(shop.database),
+              lambda: h3.heal(shop.database), [h1, h2], hold_s=LEASE_S * 3)
+
+
+def test_a_slow_link_to_one_host(shop: LabShop) -> None:
+    h1, h2, h3 = shop.hosts
+    run_fault(shop, "a slow link (512 kbit/s, 300 ms queue) to a host", lambda: h3.slow(), lambda: h3.fast(),
+              [h1, h2, h3], hold_s=LEASE_S * 3)
