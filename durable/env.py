@@ -28,8 +28,9 @@ class Env:
 
     def __init__(self, *, vars: Mapping[str, Any], secrets: Mapping[str, str], bindings: Mapping[str, Any],
                  state_dir: Path | None = None, node: Callable[[], dict[str, Any]] | None = None,
-                 audience: str = "") -> None:
+                 audience: str = "", version: str = "") -> None:
         self._node = node
+        self._version = version
         self._audience = audience
         self._vars = dict(vars)
         self._secrets = dict(secrets)
@@ -51,11 +52,11 @@ class Env:
         return self._audience
 
     def node(self) -> dict[str, Any]:
-        """Which node runs this code (for /health and logs): its id and pid, and in a cluster the
-        shards it owns and the members it sees."""
+        """Which node runs this code (for /health and logs): its id, pid and code version, and in
+        a cluster the shards it owns and the members it sees (each with its version)."""
         if self._node is None:
-            return {"nodeId": "single", "pid": os.getpid(), "cluster": False}
-        return {**self._node(), "cluster": True}
+            return {"nodeId": "single", "pid": os.getpid(), "cluster": False, "version": self._version}
+        return {**self._node(), "cluster": True, "version": self._version}
 
     def isolate_state(self, name: str, factory: Callable[[], Any]) -> Any:
         """Per-worker in-memory state (what module globals are in a Workers isolate): one module

@@ -25,6 +25,7 @@ from .env import Env, load_secrets, use_env
 from .kv import KVNamespace
 from .objects import DurableObjectNamespace, LocalTransport, ObjectHost, Transport
 from .server import MutualTls
+from .version import code_version
 from .dev.registry import lookup
 from .storage import Engine, StorageEngine
 from .storage.migrations import apply_migrations, class_dir
@@ -88,6 +89,7 @@ class Runtime:
         self._kv: dict[str, KVNamespace] = {}
         self.cluster = cluster  # its `urls` may be filled in until start()
         self.node: ClusterNode | None = None
+        self.version = code_version([c.path.parent for c in self.configs])
         redactor.add(self.internal_key)
 
     # -- wiring ---------------------------------------------------------------------------
@@ -137,7 +139,7 @@ class Runtime:
         if self.node is not None:
             members = self.node.membership.members.values()
             here = {urlsplit(url).hostname for url in self.node.settings.urls.values()}
-            nodes = [RemoteTarget(m.urls[name], self.internal_key, m.node_id,
+            nodes = [RemoteTarget(m.urls[name], self.internal_key, m.audience(name),
                                   near=urlsplit(m.urls[name]).hostname in here)
                      for m in sorted(members, key=lambda m: m.node_id)
                      if m.serves(name)]
@@ -161,6 +163,7 @@ class Runtime:
     async def start(self) -> None:
         install_capture()
         if self.cluster is not None:
+            self.cluster.version = self.version
             self.node = ClusterNode(self.cluster)
         loaded: list[tuple[Worker, dict[str, str]]] = []
         for config in self.configs:
@@ -168,8 +171,8 @@ class Runtime:
             redactor.add(*found.values())
             worker = Worker(config, internal_key=self.internal_key, on_trace=self._publish,
                             tracing_wanted=self.hub.listening)
-            if self.node is not None:  # object calls to this process name its node, so none is good on another
-                worker.audience = self.node.node_id
+            if self.node is not None:  # calls to this node name where it serves, so none is good on another
+                worker.audience = self.node.settings.urls.get(worker.name) or self.node.node_id
             if self.node is None:  # on one host: renames move a class's stored objects, deletes drop them
                 apply_migrations(config, self.objects_root)
             for class_name in config.hosted_classes:
@@ -202,7 +205,8 @@ class Runtime:
                 bindings[kv.binding] = self._kv_namespace(kv.id or kv.preview_id or f"{config.name}:{kv.binding}")
             worker.env = Env(vars=config.vars, secrets=found, bindings=bindings,
                              state_dir=self.persist_to / "v3" / "files" / config.name,
-                             node=self.node.health if self.node is not None else None, audience=worker.audience)
+                             node=self.node.health if self.node is not None else None, audience=worker.audience,
+                             version=self.version)
             for host in worker.hosts.values():
                 host.env = worker.env
                 host.event_context = _context_with(worker.env)
@@ -233,7 +237,9 @@ class Runtime:
         return self.node._winner(script, f"{script}.cron", 0) == self.node.node_id
 
     def _publish(self, event: dict[str, Any]) -> None:
-        """A trace event to the tail hub; in a cluster it says which node produced it."""
+        """A trace event to the tail hub, with the code version that produced it (as Cloudflare's
+        `scriptVersion`); in a cluster it says which node produced it, too."""
+        event["scriptVersion"] = {"id": self.version}
         if self.node is not None:
             event["nodeId"] = self.node.node_id
         self.hub.publish(event)

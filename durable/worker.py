@@ -112,7 +112,7 @@ class Worker:
         self.env: Env | None = None
         self.hosts: dict[str, ObjectHost] = {}
         self._internal_key = internal_key
-        self.audience = self.name  # who internal calls must be addressed to (the node id, in a cluster)
+        self.audience = self.name  # who internal calls must be addressed to (in a cluster: where this node serves)
         self._nonces = signing.NonceCache(INTERNAL_TOLERANCE_S)  # a signed call is good once here
         self._on_trace = on_trace
         self._tracing_wanted = tracing_wanted  # anyone tailing? (else the event is not built)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -49,12 +50,34 @@ class LabShop:
     def gateway(self, host: Host) -> str:
         return f"http://{host.ip}:{PORT}"
 
+    def env_file(self, host: Host) -> Path:
+        return self.state / f"{host.name}.env"
+
+    def deploy(self, host: Host, version: str) -> None:
+        """A new version on `host`: the env file names it, SIGHUP rolls the host's workers onto it."""
+        self.env_file(host).write_text(f"DURABLE_VERSION={version}\n")
+        os.kill(host.processes[-1].pid, signal.SIGHUP)
+
+    async def versions(self, http: aiohttp.ClientSession, host: Host) -> list[str]:
+        """The versions of the worker processes on `host`, as the members of the cluster show them."""
+        try:
+            async with http.get(f"{self.gateway(self.hosts[0])}/api/health",
+                                timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                health = await resp.json(content_type=None)
+        except (aiohttp.ClientError, asyncio.TimeoutError):  # busy: ask again
+            return []
+        members = health.get("node", {}).get("members", []) if isinstance(health, dict) else []
+        return sorted(m["version"] for m in members if any(f"//{host.ip}:" in url for url in m["urls"].values()))
+
     def start(self, host: Host) -> None:
         """The shop's three workers on `host`, one cluster node each, as an operator runs them."""
         log = open(self.state / f"{host.name}.log", "ab")
+        if not self.env_file(host).exists():
+            self.env_file(host).write_text("DURABLE_VERSION=v1\n")
         host.popen([sys.executable, "-m", "wrangler", "serve", "--cluster", "--env", "production",
+                    "--env-file", str(self.env_file(host)),
                     "--ip", host.ip, "--port", str(PORT), "--persist-to", str(self.state / host.name),
-                    "--lease", str(LEASE_S), "--cluster-db", f"{self.db_name}_cluster", "--grace", "5",
+                    "--lease", str(LEASE_S), "--cluster-db", f"{self.db_name}_cluster",
                     "--log-format", "json",
                     "--var", f"MONGODB_DB:{self.db_name}", "--var", f"RATE_LIMITS:{UNLIMITED}",
                     "--var", "MAX_UNPAID_ORDERS:100000", "--var", "MAX_UNPAID_UNITS:1000000",
@@ -135,7 +158,6 @@ def lab_shop(state: Path) -> Iterator[LabShop]:
 
 def main() -> None:
     """`make lab`: the namespaced cluster, up until Ctrl-C, for poking at by hand."""
-    import signal
     import tempfile
 
     state = Path(tempfile.mkdtemp(prefix="rest-shop-lab-"))

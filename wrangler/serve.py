@@ -13,14 +13,18 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
+from dataclasses import dataclass
+
+from dotenv import dotenv_values
 
 from durable.config import ConfigError, WorkerConfig
 from durable.listeners import internal_only, public_only
 from durable.observe.logs import setup_logging
 from durable.preflight import problems, refuse_if_any
 from durable.runtime import Runtime, settle_heap, start_order
-from durable.server import MutualTls, Server, base_url, bind, url_of
+from durable.server import MutualTls, Server, bind, url_of
 from durable.observe.tail import redactor
 from durable.observe.tail_api import TailServer, create_tail_app
 
@@ -29,6 +33,7 @@ from .dev import DEFAULT_IP, DEFAULT_PORT, load_configs, primary_worker, state_d
 
 log = logging.getLogger("wrangler.serve")
 MIN_TAIL_TOKEN_BYTES = 32
+READY_TIMEOUT_S = 120.0  # a reload's new process must be serving within this
 
 
 def parse_remotes(items: list[str], flag: str = "--remote") -> dict[str, str]:
@@ -82,9 +87,11 @@ async def serve_one(args: argparse.Namespace, config: WorkerConfig) -> int:
     persist_to = state_dir(args)
     ip = args.ip or config.dev.ip or DEFAULT_IP
     port = args.port if args.port is not None else (config.dev.port or DEFAULT_PORT)
-    sock = bind(ip, port)  # before start-up: a busy port fails fast, before any state is opened
+    # before start-up: a busy port fails fast, before any state is opened (or the supervisor's,
+    # which it keeps open across reloads, so old and new process serve one queue of connections)
+    sock = listening(args.public_fd, ip, port)
     tls = internal_tls(args)
-    internal_sock = bind(internal_ip(args, ip), args.internal_port)
+    internal_sock = listening(args.internal_fd, internal_ip(args, ip), args.internal_port)
     internal_url = (args.internal_advertise or url_of(internal_sock, "https" if tls else "http")).rstrip("/")
     cluster = None
     if args.cluster:  # other nodes reach this one's services and objects at the advertised (or bound) addresses
@@ -94,7 +101,7 @@ async def serve_one(args: argparse.Namespace, config: WorkerConfig) -> int:
                       remote=parse_remotes(args.remote),
                       remote_internal=parse_remotes(args.remote_internal, "--remote-internal"),
                       use_registry=False, cluster=cluster, internal_tls=tls)
-    tail_sock = bind(ip, args.tail_port) if args.tail_port is not None else None
+    tail_sock = listening(args.tail_fd, ip, args.tail_port) if args.tail_port is not None else None
     await runtime.start()
     worker = runtime.workers[config.name]
     server = Server(public_only(worker), sock, graceful_timeout_s=args.grace)
@@ -113,6 +120,12 @@ async def serve_one(args: argparse.Namespace, config: WorkerConfig) -> int:
     log.info("%s ready on %s (internal listener %s)", config.name, server.url, internal.url,
              extra={"worker": config.name, "url": server.url, "internal_url": internal.url, "event": "ready"})
     print(f"[wrangler:info] Ready on {server.url}", file=sys.stderr, flush=True)
+    if args.ready_fd is not None:  # the supervisor waits for this before it stops the process replaced
+        try:
+            os.write(args.ready_fd, b"ready\n")
+        except BrokenPipeError:  # it was not waiting (the first start)
+            pass
+        os.close(args.ready_fd)
     stop = stop_on_signals()
     try:
         await stop.wait()
@@ -129,19 +142,23 @@ async def serve_one(args: argparse.Namespace, config: WorkerConfig) -> int:
     return 0
 
 
-def free_port(ip: str, wanted: int) -> int:
-    """The worker's configured port, or any free one when that is taken (its siblings are told)."""
-    with bind(ip, wanted, fallback_to_any=True) as sock:
-        return int(sock.getsockname()[1])
+def listening(fd: int | None, ip: str, port: int) -> socket.socket:
+    """The socket to serve on: the one the supervisor passed (by descriptor), or a new one."""
+    if fd is not None:
+        return socket.socket(fileno=fd)
+    return bind(ip, port)
 
 
-def child_command(args: argparse.Namespace, config: WorkerConfig, port: int, remotes: dict[str, str],
-                  tail_port: int | None = None, internal_port: int = 0,
-                  remote_internals: dict[str, str] | None = None) -> list[str]:
-    command = [sys.executable, "-m", "wrangler", "serve", "-c", str(config.path), "--port", str(port),
-               "--log-format", args.log_format, "--grace", str(args.grace), "--internal-port", str(internal_port)]
+def child_command(args: argparse.Namespace, config: WorkerConfig, sockets: ChildSockets, remotes: dict[str, str],
+                  remote_internals: dict[str, str], ready_fd: int) -> list[str]:
+    command = [sys.executable, "-m", "wrangler", "serve", "-c", str(config.path),
+               "--port", str(sockets.public.getsockname()[1]), "--public-fd", str(sockets.public.fileno()),
+               "--internal-fd", str(sockets.internal.fileno()), "--ready-fd", str(ready_fd),
+               "--log-format", args.log_format, "--grace", str(args.grace)]
+    if sockets.tail is not None:
+        command += ["--tail-port", str(sockets.tail.getsockname()[1]), "--tail-fd", str(sockets.tail.fileno())]
     for flag, value in (("--env", args.env), ("--ip", args.ip), ("--persist-to", args.persist_to),
-                        ("--tail-port", tail_port), ("--internal-ip", args.internal_ip),
+                        ("--internal-ip", args.internal_ip),
                         ("--internal-tls-cert", args.internal_tls_cert), ("--internal-tls-key", args.internal_tls_key),
                         ("--internal-tls-ca", args.internal_tls_ca)):
         if value is not None:
@@ -154,43 +171,129 @@ def child_command(args: argparse.Namespace, config: WorkerConfig, port: int, rem
     for name, url in remotes.items():
         if name != config.name:
             command += ["--remote", f"{name}={url}"]
-    for name, url in (remote_internals or {}).items():
+    for name, url in remote_internals.items():
         if name != config.name:
             command += ["--remote-internal", f"{name}={url}"]
     return command
 
 
+@dataclass
+class ChildSockets:
+    """A worker's listening sockets, bound once by the supervisor and handed to each process
+    that serves it: while one process replaces another, connections wait in one queue."""
+    public: socket.socket
+    internal: socket.socket
+    tail: socket.socket | None = None
+
+    def fds(self) -> tuple[int, ...]:
+        return tuple(s.fileno() for s in (self.public, self.internal, self.tail) if s is not None)
+
+
+def child_environment(args: argparse.Namespace) -> dict[str, str]:
+    """The environment a worker process starts with: ours, and `--env-file` as it reads now
+    (a reload picks up a new DURABLE_VERSION or a rotated secret)."""
+    env = dict(os.environ)
+    if args.env_file is not None:
+        env.update({k: v for k, v in dotenv_values(args.env_file).items() if v is not None})
+    return env
+
+
+class RollFailed(Exception):
+    """A new process did not come up: the old one keeps serving."""
+
+
 async def supervise(args: argparse.Namespace, configs: list[WorkerConfig]) -> int:
+    """One process per worker, restarted one at a time on SIGHUP (a rolling reload: with
+    --cluster each new process joins before the old one hands its shards off and leaves; alone,
+    the old one stops first, its objects being on this host only). Stops them all on SIGTERM, or
+    when one dies."""
     ordered = start_order(configs)
     primary = primary_worker(configs, bool(args.config), ordered)
     ip = args.ip or primary.dev.ip or DEFAULT_IP
-    ports = {c.name: free_port(ip, c.dev.port or 0) for c in ordered if c is not primary}
-    ports[primary.name] = args.port if args.port is not None else (primary.dev.port or DEFAULT_PORT)
-    remotes = {name: base_url("http", ip, port) for name, port in ports.items()}
     inner_ip = internal_ip(args, ip)
     scheme = "https" if internal_tls(args) is not None else "http"
-    internal_ports = {c.name: free_port(inner_ip, 0) for c in ordered}
-    remote_internals = {name: base_url(scheme, inner_ip, port) for name, port in internal_ports.items()}
-    children: list[asyncio.subprocess.Process] = []
-    for index, config in enumerate(ordered):  # dependencies first, as their bindings resolve over HTTP
-        tail_port = None if args.tail_port is None else (0 if args.tail_port == 0 else args.tail_port + index)
-        children.append(await asyncio.create_subprocess_exec(*child_command(
-            args, config, ports[config.name], remotes, tail_port, internal_ports[config.name], remote_internals)))
-    stop = stop_on_signals()
-    waits = {asyncio.ensure_future(child.wait()): child for child in children}
-    stopper = asyncio.ensure_future(stop.wait())
-    done, _ = await asyncio.wait([stopper, *waits], return_when=asyncio.FIRST_COMPLETED)
-    died = [waits[task] for task in done if task in waits]
-    # the edge first: what it still has in flight needs the workers behind it, so they stop after it
-    for child in reversed(children):
+    sockets: dict[str, ChildSockets] = {}
+    for index, config in enumerate(ordered):
+        wanted = (args.port if args.port is not None else (primary.dev.port or DEFAULT_PORT)) if config is primary \
+            else (config.dev.port or 0)
+        tail = None
+        if args.tail_port is not None:
+            tail = bind(ip, 0 if args.tail_port == 0 else args.tail_port + index)
+        sockets[config.name] = ChildSockets(bind(ip, wanted, fallback_to_any=config is not primary),
+                                            bind(inner_ip, 0), tail)
+    remotes = {name: url_of(s.public) for name, s in sockets.items()}
+    remote_internals = {name: url_of(s.internal, scheme) for name, s in sockets.items()}
+
+    async def spawn(config: WorkerConfig, wait: bool) -> asyncio.subprocess.Process:
+        read_end, write_end = os.pipe()
+        try:
+            child = await asyncio.create_subprocess_exec(
+                *child_command(args, config, sockets[config.name], remotes, remote_internals, write_end),
+                pass_fds=(*sockets[config.name].fds(), write_end), env=child_environment(args))
+        finally:
+            os.close(write_end)
+        try:
+            if wait:  # ready, or EOF when it died first
+                said = await asyncio.wait_for(asyncio.to_thread(os.read, read_end, 16), READY_TIMEOUT_S)
+                if not said:
+                    raise RollFailed(f"the new {config.name} process exited with {await child.wait()}")
+        except asyncio.TimeoutError:
+            await stop(child, kill=True)
+            raise RollFailed(f"the new {config.name} process was not ready within {READY_TIMEOUT_S:g} s") from None
+        finally:
+            os.close(read_end)
+        return child
+
+    async def stop(child: asyncio.subprocess.Process, kill: bool = False) -> None:
         if child.returncode is None:
-            child.send_signal(signal.SIGTERM)
+            child.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
             try:
                 await asyncio.wait_for(child.wait(), args.grace + 5)
             except asyncio.TimeoutError:
                 child.kill()
                 await child.wait()
-    stopper.cancel()
+
+    async def roll() -> None:
+        for config in ordered:  # dependencies first, as at start
+            old = children[config.name]
+            log.info("reload: replacing %s (pid %s)", config.name, old.pid,
+                     extra={"worker": config.name, "event": "reloading"})
+            try:
+                if args.cluster:  # the new node joins; then the old one hands off and leaves
+                    children[config.name] = await spawn(config, wait=True)
+                    await stop(old)
+                else:  # one process at a time owns this host's objects: the old one goes first
+                    await stop(old)
+                    children[config.name] = await spawn(config, wait=True)
+            except RollFailed as exc:
+                log.error("reload stopped: %s; %s", exc, "the others keep their processes",
+                          extra={"worker": config.name, "event": "reload_failed"})
+                if args.cluster:
+                    return
+                children[config.name] = await spawn(config, wait=False)  # the old code, back
+                return
+        log.info("reload: every worker replaced", extra={"event": "reloaded"})
+
+    children: dict[str, asyncio.subprocess.Process] = {}
+    for config in ordered:  # dependencies first, as their bindings resolve over HTTP
+        children[config.name] = await spawn(config, wait=False)
+    stop_event = stop_on_signals()
+    reload_event = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_event.set)
+    died: list[asyncio.subprocess.Process] = []
+    while not stop_event.is_set() and not died:
+        waits = {asyncio.ensure_future(child.wait()): child for child in children.values()}
+        waiters = [asyncio.ensure_future(stop_event.wait()), asyncio.ensure_future(reload_event.wait())]
+        done, pending = await asyncio.wait([*waiters, *waits], return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        died = [waits[task] for task in done if task in waits]
+        if reload_event.is_set() and not stop_event.is_set() and not died:
+            reload_event.clear()
+            await roll()
+    # the edge first: what it still has in flight needs the workers behind it, so they stop after it
+    for child in reversed(list(children.values())):
+        await stop(child)
     if died:
         log.error("a worker process exited (code %s); stopped the others", died[0].returncode,
                   extra={"event": "worker_died"})

@@ -47,9 +47,16 @@ class Member:
     boot: str = ""
     beat: int = 0
     age_s: float = 0.0        # seconds since its last beat, by the database's clock
+    version: str = ""         # the code it runs
 
     def serves(self, script: str) -> bool:
         return script in self.urls
+
+    def audience(self, script: str) -> str:
+        """Whom a signed call to `script` on this node names: where the node serves it. Not the
+        node's id: during a reload the old and the new process of a worker share their
+        listening sockets (either may take a call), and they serve at the same address."""
+        return self.urls[script]
 
     def objects_url(self, script: str) -> str:
         """Where this node takes calls to `script`'s objects: its internal listener, if it has one."""
@@ -57,7 +64,8 @@ class Member:
 
     def view(self) -> dict[str, Any]:
         return {"nodeId": self.node_id, "pid": self.pid, "host": self.host, "boot": self.boot,
-                "urls": self.urls, "internal": self.internal, "beat": self.beat, "lastBeatAgeS": round(self.age_s, 2)}
+                "urls": self.urls, "internal": self.internal, "beat": self.beat, "lastBeatAgeS": round(self.age_s, 2),
+                "version": self.version}
 
 
 @dataclass
@@ -67,6 +75,7 @@ class Membership:
     urls: dict[str, str]
     lease_s: float
     internal: dict[str, str] = field(default_factory=dict)
+    code_version: str = ""  # the code this node runs, on its document for the others to see
     boot: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     members: dict[str, Member] = field(default_factory=dict)
     _valid_until: float = 0.0
@@ -104,7 +113,7 @@ class Membership:
         mine = await self.collection.find_one_and_update(
             {"_id": self.node_id},
             {"$set": {"urls": self.urls, "internal": self.internal, "pid": os.getpid(), "host": socket.gethostname(),
-                      "boot": self.boot, "left": False},
+                      "boot": self.boot, "version": self.code_version, "left": False},
              "$inc": {"beat": 1}, "$currentDate": {"at": True}},
             upsert=True, return_document=ReturnDocument.AFTER)
         self.acknowledged(sent)
@@ -128,7 +137,7 @@ class Membership:
             if age < self.lease_s:
                 live[doc["_id"]] = Member(doc["_id"], dict(doc.get("urls") or {}), dict(doc.get("internal") or {}),
                                           doc.get("pid", 0), doc.get("host", ""), doc.get("boot", ""),
-                                          doc.get("beat", 0), max(age, 0.0))
+                                          doc.get("beat", 0), max(age, 0.0), doc.get("version", ""))
         if set(live) != set(self.members):
             self.version += 1
         self.members = live

@@ -45,6 +45,7 @@ class ClusterSettings:
     shards: int = DEFAULT_SHARDS
     urls: dict[str, str] = field(default_factory=dict)  # worker → URL this node serves it on
     internal_urls: dict[str, str] = field(default_factory=dict)  # worker → its internal listener, if apart
+    version: str = ""  # the code this node runs (each member shows the others' in /health)
 
     @property
     def beat_s(self) -> float:
@@ -69,7 +70,7 @@ class ClusterNode:
                                                          socketTimeoutMS=int(max(settings.lease_s, 3.0) * 1000))
         self.db = self.client[settings.database]
         self.membership = Membership(self.db["nodes"], self.node_id, settings.urls, settings.lease_s,
-                                     settings.internal_urls)
+                                     settings.internal_urls, code_version=settings.version)
         self.leases = ShardLeases(self.db["leases"], self.node_id, before_takeover=self.membership.end_sessions_of)
         self.namespaces: dict[str, _Namespace] = {}
         self.owned: dict[tuple[str, int], int] = {}  # (namespace, shard) → epoch held
@@ -251,8 +252,9 @@ class ClusterNode:
         await self._stop_heart()
         try:
             await self.membership.leave()
-            for key, epoch in list(self.owned.items()):
-                await self._give_up(key, epoch, "this node is leaving")
+            # every shard at once: one waiting on a long call must not hold the others back
+            await asyncio.gather(*(self._give_up(key, epoch, "this node is leaving")
+                                   for key, epoch in list(self.owned.items())))
         except PyMongoError as exc:
             log.warning("cluster: could not hand off on the way out (%s); others wait for the lease", exc)
         await asyncio.sleep(self.settings.beat_s * 1.5)
@@ -287,7 +289,8 @@ class ClusterNode:
         shards: dict[str, dict[str, int]] = {}
         for (namespace, shard), epoch in sorted(self.owned.items()):
             shards.setdefault(namespace, {})[str(shard)] = epoch
-        return {"nodeId": self.node_id, "pid": os.getpid(), "member": self.membership.valid,
+        return {"nodeId": self.node_id, "pid": os.getpid(), "version": self.settings.version,
+                "member": self.membership.valid,
                 "leaseS": self.settings.lease_s, "shardsPerNamespace": self.settings.shards,
                 "members": [m.view() for m in sorted(self.membership.members.values(), key=lambda m: m.node_id)],
                 "shards": shards, "handoffs": self.handoffs, "fencedCommits": self.fenced,

@@ -22,7 +22,7 @@ from ..ids import DurableObjectId
 from ..objects import LocalTransport, ObjectHost
 from .node import ClusterNode
 
-ATTEMPTS = 12
+ATTEMPTS = 60  # at most; the request's deadline ends the retries first (a shard moving takes seconds)
 FIRST_BACKOFF_S = 0.05
 MAX_BACKOFF_S = 1.0
 
@@ -64,7 +64,7 @@ class ClusterTransport:
                 if owner.node_id == self.node.node_id and self._local is not None:
                     await self._local.host.guard(object_id)  # type: ignore[misc]
                     return await here(self._local)
-                target = RemoteTarget(owner.objects_url(self.script_name), self._key, owner.node_id)
+                target = RemoteTarget(owner.objects_url(self.script_name), self._key, owner.audience(self.script_name))
                 return await self._while_member(owner.node_id, there(target))
             except NotDelivered as exc:  # not the owner (any more), or no connection: it did not run
                 last = exc

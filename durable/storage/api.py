@@ -78,6 +78,7 @@ class DurableObjectStorage:
 
     def _stage(self) -> ObjectBatch:
         if self._revoked is not None:
+            self._engine.refused_writes += 1
             raise ObjectMoved(self._revoked)
         batch = self._engine.stage(self._object_id)
         self.last_seq = self._engine.seq

@@ -22,6 +22,7 @@ class Engine:
     """Pending and in-flight layers over a back end's committed state; the group-commit loop."""
 
     def __init__(self) -> None:
+        self.refused_writes = 0  # statistics: writes refused because their object had moved away
         self._pending: dict[str, ObjectBatch] = {}
         self._inflight: dict[str, ObjectBatch] = {}
         self._seq = 0

@@ -69,7 +69,6 @@ class MongoEngine(Engine):
         self._alarm: dict[str, int] = {}  # committed alarms of live objects and owned shards
         self._staged_under: dict[str, tuple[str, int] | BaseException] = {}  # object → fence at staging
         self._loading: dict[str, list[int]] = {}  # object → [forgets seen, loads in flight] (see load)
-        self.refused_writes = 0  # statistics: object batches not written because this node lost the shard
 
     def __repr__(self) -> str:
         return f"<MongoEngine {self.namespace}>"

@@ -120,7 +120,7 @@ async def test_a_captured_object_call_is_good_once_and_only_on_the_node_it_was_f
     object_id = COUNTERS.id_from_name(name)
     path = f"{INTERNAL_PREFIX}Counter/{object_id}/increment"
     payload = codec.encode({"args": [5], "kwargs": {}})
-    captured = internal_headers(RemoteTarget(cluster.url(1), CLUSTER_KEY, "node-1"), "POST", path, payload, object_id)
+    captured = internal_headers(RemoteTarget(cluster.url(1), CLUSTER_KEY, cluster.url(1)), "POST", path, payload, object_id)
     async with aiohttp.ClientSession() as http:
         async def send(node: int, headers: dict[str, str]) -> int:
             async with http.post(cluster.url(node) + path, data=payload,
@@ -130,7 +130,7 @@ async def test_a_captured_object_call_is_good_once_and_only_on_the_node_it_was_f
         assert await send(0, captured) == 401
         assert await send(1, captured) == 200  # the node it was signed for, once
         assert await send(1, captured) == 401  # the same call again
-        tampered = internal_headers(RemoteTarget(cluster.url(1), CLUSTER_KEY, "node-1"), "POST", path, payload,
+        tampered = internal_headers(RemoteTarget(cluster.url(1), CLUSTER_KEY, cluster.url(1)), "POST", path, payload,
                                     object_id)
         assert await send(1, {**tampered, OBJECT_NAME_HEADER: "someone-else"}) == 401
         status, body = await incr(http, cluster.url(0), name)

@@ -121,7 +121,8 @@ def test_three_processes_signed_bindings_json_logs_and_graceful_sigterm(tmp_path
     threading.Thread(target=lambda: [errors.append(l) for l in proc.stderr], daemon=True).start()
     gateway = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
-    while sum("Ready on" in e for e in errors) < 3:
+    # both streams: each is read by a thread of its own, so one may be behind the other
+    while sum("Ready on" in e for e in errors) < 3 or sum(l.get("event") == "ready" for l in lines) < 3:
         assert proc.poll() is None and time.monotonic() < deadline, "".join(errors)
         time.sleep(0.05)
     ready = {l["worker"]: l["url"] for l in lines if l.get("event") == "ready"}
@@ -224,3 +225,65 @@ def test_production_names_every_problem_at_once(tmp_path: Path) -> None:
                      "rest-shop-payments: payment provider mpesa is enabled without its secrets",
                      "TAIL_TOKEN is missing"):
         assert any(expected in line for line in lines), (expected, err)
+
+
+def test_sighup_replaces_every_worker_process_and_no_request_fails(tmp_path: Path, mongo_uri: str,
+                                                                   stripe_server) -> None:  # noqa: F811
+    """A reload in place: SIGHUP replaces each worker's process, one at a time, with one that
+    reads the env file again (here a new DURABLE_VERSION). The supervisor holds the listening
+    sockets, so requests made meanwhile wait in their queue instead of being refused."""
+    stripe_url, stripe_key = stripe_server
+    port = free_port()
+    env_file = tmp_path / "deploy.env"
+    env_file.write_text("DURABLE_VERSION=v1\n")
+    proc = serve("--port", str(port), "--persist-to", str(tmp_path), "--grace", "10", "--env-file", str(env_file),
+                 "--var", f"MONGODB_DB:t_{uuid.uuid4().hex[:16]}", "--var", "PAYMENT_PROVIDERS:stripe",
+                 "--var", f"STRIPE_API_BASE:{stripe_url}", "--var", "PUBLIC_BASE_URL:https://shop.example",
+                 "--var", "MAIL_FROM:Shop <no-reply@shop.example>",
+                 env={"JWT_KEY": STRONG_JWT, "SERVICE_AUTH_KEY": STRONG_SERVICE, "MONGODB_URI": mongo_uri,
+                      "SMTP_URL": "smtp://127.0.0.1:25", "STRIPE_SECRET_KEY": stripe_key,
+                      "STRIPE_WEBHOOK_SECRET": "whsec_" + "w" * 32})
+    lines: list[dict[str, Any]] = []
+    errors: list[str] = []
+    threading.Thread(target=lambda: [lines.append(json.loads(l)) for l in proc.stdout], daemon=True).start()
+    threading.Thread(target=lambda: [errors.append(l) for l in proc.stderr], daemon=True).start()
+    gateway = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while sum("Ready on" in e for e in errors) < 3:
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(errors)
+            time.sleep(0.05)
+
+        def version() -> str:
+            status, health = call("GET", f"{gateway}/api/health")
+            assert status == 200, health
+            return health["node"]["version"]
+
+        assert version() == "v1"
+        outcomes: list[Any] = []
+        done = threading.Event()
+
+        def shop() -> None:  # a client that keeps asking all along
+            while not done.is_set():
+                try:
+                    outcomes.append(call("GET", f"{gateway}/api/products?limit=1",
+                                         headers={"Cache-Control": "no-cache"})[0])
+                except OSError as exc:
+                    outcomes.append(repr(exc))
+
+        client = threading.Thread(target=shop)
+        client.start()
+        env_file.write_text("DURABLE_VERSION=v2\n")
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 120
+        while not any(l.get("event") == "reloaded" for l in lines):
+            assert proc.poll() is None and time.monotonic() < deadline, [l for l in lines if "reload" in str(l)]
+            time.sleep(0.1)
+        done.set()
+        client.join(timeout=60)
+        assert version() == "v2"
+        assert sum(l.get("event") == "ready" for l in lines) == 6  # three processes, then three more
+        assert outcomes and set(outcomes) == {200}, [o for o in outcomes if o != 200][:5]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -67,7 +68,7 @@ def run_fault(shop: LabShop, name: str, inject: Any, heal: Any, entries: list[Ho
             finally:
                 await load.stop()
             wrong = load.wrong()
-            assert not wrong, (load.tally(since=fault_at), load.reasons(fault_at).most_common(8))
+            assert not wrong, f"{load.tally(since=fault_at)}: {load.reasons(fault_at).most_common(8)}"
             try:
                 counted = await check_stock(shop.db(), product, STOCK, lambda: shop.stock(http, product), load.created)
             except AssertionError as exc:
@@ -103,3 +104,39 @@ def test_a_slow_link_to_one_host(shop: LabShop) -> None:
     h1, h2, h3 = shop.hosts
     run_fault(shop, "a slow link (512 kbit/s, 300 ms queue) to a host", lambda: h3.slow(), lambda: h3.fast(),
               [h1, h2, h3], hold_s=LEASE_S * 3)
+
+
+def test_a_rolling_deploy_of_every_host_and_back_keeps_every_order(shop: LabShop) -> None:
+    """Each host in turn gets v2 (SIGHUP: each worker's new process joins, then the old one
+    hands its shards off and leaves, while both serve one queue of connections), then each goes
+    back to v1, all under load through every host's gateway: every version reaches every
+    process, the stock stays exact and every acknowledged order is stored."""
+    async def scenario() -> None:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=45)) as http:
+            await shop.settled(http)
+            product = await shop.product(http, "rolling")
+            load = ShopLoad(http, product, shop.tokens, [shop.gateway(h) for h in shop.hosts])
+            load.start()
+            began = time.monotonic()
+            try:
+                await load.served(40)
+                for version in ("v2", "v1"):
+                    for host in shop.hosts:
+                        shop.deploy(host, version)
+                        limit = time.monotonic() + 120
+                        while await shop.versions(http, host) != [version] * 3:
+                            assert time.monotonic() < limit, await shop.versions(http, host)
+                            await asyncio.sleep(0.2)
+                        await load.served(20)
+            finally:
+                await load.stop()
+            rolled_s = time.monotonic() - began
+            counted = await check_stock(shop.db(), product, STOCK, lambda: shop.stock(http, product), load.created)
+            # not yet zero: a request in a process's drain (a keep-alive connection closed under
+            # it, a call past the grace period) still fails now and then; this bounds it until fixed
+            failed = sum(n for status, n in load.tally().items() if status not in (200, 201))
+            assert failed <= 0.02 * len(load.answers), f"{load.tally()}: {load.reasons().most_common(8)}"
+            figures("a rolling deploy of 3 hosts to v2 and back", load, 0.0, [],
+                    {**counted, "rolled for (s)": round(rolled_s, 1)})
+
+    shop.lab.run(shop.client, scenario)
