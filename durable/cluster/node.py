@@ -60,6 +60,14 @@ class _Namespace:
     engine: MongoEngine
 
 
+def _log_failures(what: str, results: list[Any]) -> None:
+    """Shards moved together: one that could not be handed off (the database away) waits for
+    its lease to run out instead; say which."""
+    for result in results:
+        if isinstance(result, BaseException):
+            log.warning("cluster: %s: a shard could not be handed off (%s); its lease will lapse", what, result)
+
+
 class ClusterNode:
     def __init__(self, settings: ClusterSettings) -> None:
         self.settings = settings
@@ -212,13 +220,16 @@ class ClusterNode:
                 self._drop(key, "this node's membership lapsed")
 
     async def _hand_off(self) -> None:
-        """Give up the shards rendezvous now places on another live member (one that joined)."""
+        """Give up the shards rendezvous now places on another live member (one that joined),
+        all at once: the joiner waits for each of them, and one busy shard must not hold back
+        the rest."""
+        moves = []
         for key, epoch in list(self.owned.items()):
             namespace, shard = key
             winner = self._winner(self.namespaces[namespace].script, namespace, shard)
-            if winner is None or winner == self.node_id:
-                continue
-            await self._give_up(key, epoch, f"handed off to {winner}")
+            if winner is not None and winner != self.node_id and key not in self._draining:
+                moves.append(self._give_up(key, epoch, f"handed off to {winner}"))
+        _log_failures("hand-off", await asyncio.gather(*moves, return_exceptions=True))
 
     async def _give_up(self, key: tuple[str, int], epoch: int, reason: str) -> None:
         """Let the shard's calls in flight finish (new ones are told NotOwner and go elsewhere),
@@ -253,8 +264,9 @@ class ClusterNode:
         try:
             await self.membership.leave()
             # every shard at once: one waiting on a long call must not hold the others back
-            await asyncio.gather(*(self._give_up(key, epoch, "this node is leaving")
-                                   for key, epoch in list(self.owned.items())))
+            _log_failures("leaving", await asyncio.gather(
+                *(self._give_up(key, epoch, "this node is leaving") for key, epoch in list(self.owned.items())),
+                return_exceptions=True))
         except PyMongoError as exc:
             log.warning("cluster: could not hand off on the way out (%s); others wait for the lease", exc)
         await asyncio.sleep(self.settings.beat_s * 1.5)
