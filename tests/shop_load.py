@@ -93,10 +93,10 @@ class ShopLoad:
         return [a for a in self.answers if (entries is None or a.entry in entries)
                 and not (isinstance(a.status, int) and (a.status < 500 or (a.status == 503 and a.retry_after)))]
 
-    def unavailable_window(self, since: float) -> float:
-        """Seconds from `since` to the last answer sent after it that was not a success."""
-        failed = [a.at + a.took for a in self.answers if a.at + a.took >= since and not (isinstance(a.status, int)
-                                                                                 and a.status < 300)]
+    def unavailable_window(self, since: float, until: float = float("inf")) -> float:
+        """Seconds from `since` to the last failure answered after it (sent before `until`)."""
+        failed = [a.at + a.took for a in self.answers if a.at + a.took >= since and a.at < until
+                  and not (isinstance(a.status, int) and a.status < 300)]
         return max(failed, default=since) - since
 
     def longest(self, since: float = 0.0) -> float:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import quote, unquote
 
 from pymongo import MongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
@@ -35,6 +36,7 @@ log = logging.getLogger("durable.cluster")
 SELF_MARGIN = 0.7  # stop trusting ourselves well before others may take over
 FORGET_AFTER_S = 3600  # a member silent this long is removed from the collection
 FORGET_EVERY_BEATS = 40
+VOTES_TO_DECLARE = 2  # members that must suspect a node (within a lease) to declare it dead, as Orleans
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,8 @@ class Membership:
     beats: int = 0  # acknowledged beats so far
     _leaving: bool = False
     _lapsed: bool = False  # a beat came back after a gap: what we hold must be dropped first
+    declared_dead: bool = False  # enough live members suspect us (see declared_dead())
+    departed: set[str] = field(default_factory=set)  # left gracefully within a lease: finishing their calls
 
     @property
     def valid(self) -> bool:
@@ -92,8 +96,12 @@ class Membership:
 
     def acknowledged(self, sent: float) -> None:
         """A beat sent at `sent` (monotonic) reached the database: valid until a lease after it,
-        unless we had lapsed before it was sent (then the event loop drops all first)."""
+        unless we had lapsed before it was sent (then the event loop drops all first), or the
+        others declared us dead (until their suspicion lapses)."""
         if self._leaving:
+            return
+        if self.declared_dead:
+            self._lapsed = True
             return
         if self._valid_until and sent > self._valid_until:
             self._lapsed = True
@@ -131,16 +139,35 @@ class Membership:
 
     async def _read_members(self, db_now: datetime) -> None:
         live: dict[str, Member] = {}
+        suspicions: dict[str, dict[str, datetime]] = {}
         recent = db_now - timedelta(seconds=self.lease_s)
-        async for doc in self.collection.find({"left": False, "at": {"$gte": recent}}):
+        departed: set[str] = set()
+        async for doc in self.collection.find({"at": {"$gte": recent}}):
             age = (db_now - doc["at"]).total_seconds()
-            if age < self.lease_s:
+            if doc.get("left"):
+                departed.add(doc["_id"])
+            elif age < self.lease_s:
                 live[doc["_id"]] = Member(doc["_id"], dict(doc.get("urls") or {}), dict(doc.get("internal") or {}),
                                           doc.get("pid", 0), doc.get("host", ""), doc.get("boot", ""),
                                           doc.get("beat", 0), max(age, 0.0), doc.get("version", ""))
+                suspicions[doc["_id"]] = {unquote(k): v for k, v in (doc.get("suspects") or {}).items()}
+        dead = declared_dead(live, suspicions, db_now, self.lease_s)
+        self.declared_dead = self.node_id in dead
+        if self.declared_dead:
+            self._valid_until = 0.0  # stop serving: the others are moving our shards
+        for node_id in dead:
+            live.pop(node_id, None)
         if set(live) != set(self.members):
             self.version += 1
         self.members = live
+        self.departed = departed
+
+    async def suspect(self, node_id: str) -> None:
+        """This node could not reach `node_id` (a probe failed): say so on its document. Enough
+        fresh suspicion declares it dead even though it still beats (a partition between nodes
+        that all reach the database)."""
+        await self.collection.update_one({"_id": node_id, "left": False},
+                                         {"$currentDate": {f"suspects.{quote(self.node_id, safe='')}": True}})
 
     def live_ids(self, script: str | None = None) -> list[str]:
         """Members alive now (this node only while its own membership is valid)."""
@@ -168,6 +195,24 @@ class Membership:
         self._leaving = True
         await self.collection.update_one({"_id": self.node_id}, {"$set": {"left": True}})
         self._valid_until = 0.0
+
+
+def declared_dead(live: dict[str, Member], suspicions: dict[str, dict[str, datetime]], db_now: datetime,
+                  lease_s: float) -> set[str]:
+    """Members that enough others cannot reach: VOTES_TO_DECLARE live members (or every other
+    one, when there are fewer) suspected each within a lease. Decided the same way on every
+    node from the same documents: most-suspected first, ties by node id, and a member declared
+    dead no longer votes (two nodes cut from each other but not from the database: the one
+    with the greater id goes, the other stays)."""
+    votes = {node_id: {voter for voter, at in by.items()
+                       if voter in live and voter != node_id and (db_now - at).total_seconds() < lease_s}
+             for node_id, by in suspicions.items()}
+    dead: set[str] = set()
+    for node_id in sorted((n for n in votes if votes[n]), key=lambda n: (len(votes[n]), n), reverse=True):
+        needed = min(VOTES_TO_DECLARE, len(live) - 1 - len(dead))
+        if needed > 0 and len(votes[node_id] - dead) >= needed:
+            dead.add(node_id)
+    return dead
 
 
 class Heart:

@@ -16,6 +16,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("durable.cluster")
 
 DRAIN_TIMEOUT_S = 5.0
+PROBE_S = 1.0  # a peer we cannot open a connection to this fast, while a call to it waits, is suspected
 
 
 @dataclass
@@ -68,6 +70,16 @@ def _log_failures(what: str, results: list[Any]) -> None:
             log.warning("cluster: %s: a shard could not be handed off (%s); its lease will lapse", what, result)
 
 
+async def _reachable(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, parts.port), PROBE_S)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    writer.close()
+    return True
+
+
 class ClusterNode:
     def __init__(self, settings: ClusterSettings) -> None:
         self.settings = settings
@@ -89,6 +101,9 @@ class ClusterNode:
         self._heart: Heart | None = None
         self.handoffs = 0
         self.fenced = 0
+        self.suspicions = 0
+        self._probing: set[str] = set()
+        self._suspected: dict[str, str] = {}  # node id → the URL it is probed at, while suspected
 
     # -- wiring ----------------------------------------------------------------------------
     def storage(self, script: str, class_name: str) -> MongoEngine:
@@ -202,6 +217,7 @@ class ClusterNode:
             try:
                 version = self.membership.version
                 await self.membership.beat()
+                await self._renew_suspicions()
                 await self._hand_off()
                 if self.membership.version != version or self.membership.beats % 4 == 0:
                     await self._adopt_alarmed_shards()
@@ -281,6 +297,39 @@ class ClusterNode:
                 if key not in self.owned and self._winner(ns.script, name, key[1]) == self.node_id:
                     await self._take(key)
 
+    # -- suspicion ----------------------------------------------------------------------------------
+    def probe_later(self, member: Member, url: str) -> None:
+        """A call to `member` is taking long: check, once at a time, whether we reach it at all."""
+        if member.node_id in self._probing or member.node_id == self.node_id:
+            return
+        self._probing.add(member.node_id)
+        task = asyncio.ensure_future(self._probe(member.node_id, url))
+        task.add_done_callback(lambda _: self._probing.discard(member.node_id))
+
+    async def _probe(self, node_id: str, url: str) -> None:
+        """Suspect `node_id` if a TCP connection to it cannot be made within PROBE_S. Only the
+        connection: a busy or paused process still completes handshakes (its kernel does), so
+        overload is never taken for a partition (a paused node is the lease's business)."""
+        if await _reachable(url):
+            self._suspected.pop(node_id, None)
+            return
+        if node_id not in self._suspected:
+            log.warning("cluster: %s cannot reach %s; suspecting it", self.node_id, node_id,
+                        extra={"event": "suspect", "suspect": node_id})
+            self.suspicions += 1
+        self._suspected[node_id] = url
+        try:
+            await self.membership.suspect(node_id)
+            await self.refresh()
+        except PyMongoError as exc:
+            log.warning("cluster: could not record the suspicion: %s", exc)
+
+    async def _renew_suspicions(self) -> None:
+        """Each beat, probe again whom we suspect: renew the suspicion while it stays out of
+        reach (else it would lapse after a lease, the node would be placed shards again, and
+        calls to it would hang until suspected anew: a flapping cluster), drop it once reached."""
+        await asyncio.gather(*(self._probe(node_id, url) for node_id, url in list(self._suspected.items())))
+
     # -- stopping and reporting --------------------------------------------------------------------
     async def stop(self) -> None:
         """After the hosts flushed: give every shard back and leave, so others take over at once."""
@@ -305,6 +354,7 @@ class ClusterNode:
                 "member": self.membership.valid,
                 "leaseS": self.settings.lease_s, "shardsPerNamespace": self.settings.shards,
                 "members": [m.view() for m in sorted(self.membership.members.values(), key=lambda m: m.node_id)],
-                "shards": shards, "handoffs": self.handoffs, "fencedCommits": self.fenced,
+                "shards": shards, "handoffs": self.handoffs, "fencedCommits": self.fenced, "suspicions": self.suspicions,
+                "declaredDead": self.membership.declared_dead,
                 "refusedWrites": sum(ns.engine.refused_writes for ns in self.namespaces.values())}
 

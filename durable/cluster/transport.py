@@ -20,6 +20,7 @@ from ..http import Request, Response
 from ..errors import NotDelivered, NotOwner, ObjectUnavailable
 from ..ids import DurableObjectId
 from ..objects import LocalTransport, ObjectHost
+from .membership import Member
 from .node import ClusterNode
 
 ATTEMPTS = 60  # at most; the request's deadline ends the retries first (a shard moving takes seconds)
@@ -65,7 +66,7 @@ class ClusterTransport:
                     await self._local.host.guard(object_id)  # type: ignore[misc]
                     return await here(self._local)
                 target = RemoteTarget(owner.objects_url(self.script_name), self._key, owner.audience(self.script_name))
-                return await self._while_member(owner.node_id, there(target))
+                return await self._while_member(owner, target, there(target))
             except NotDelivered as exc:  # not the owner (any more), or no connection: it did not run
                 last = exc
             left = deadline.remaining()
@@ -76,19 +77,26 @@ class ClusterTransport:
             await self.node.refresh()
         raise ObjectUnavailable(f"{self.class_name} {str(object_id)[:12]}: no node could take the call ({last})")
 
-    async def _while_member(self, node_id: str, call: Awaitable[Any]) -> Any:
+    async def _while_member(self, owner: Member, target: RemoteTarget, call: Awaitable[Any]) -> Any:
         """Wait for a call to another node only while the members count that node: one that went
         silent (crashed, or cut off from us and the database) may never answer, and its shards
-        move once its lease runs out. The call may have run there: a retryable 503, not a resend."""
+        move once its lease runs out, or once enough members that cannot reach it say so. The
+        call may have run there: a retryable 503, not a resend. A node that left gracefully
+        finishes its calls before it stops: those are waited for."""
         task = asyncio.ensure_future(call)
+        waited = 0
         try:
             while True:
                 done, _ = await asyncio.wait((task,), timeout=self.node.settings.beat_s)
                 if done:
                     return task.result()
-                if node_id not in self.node.membership.members:
-                    raise ObjectUnavailable(f"{self.class_name}: node {node_id} went silent mid-call "
+                membership = self.node.membership
+                if owner.node_id not in membership.members and owner.node_id not in membership.departed:
+                    raise ObjectUnavailable(f"{self.class_name}: node {owner.node_id} went silent mid-call "
                                             f"and is no longer a member")
+                waited += 1
+                if waited >= 2:  # slow, or cut off from us though not from the database: ask it
+                    self.node.probe_later(owner, target.url)
         finally:
             if not task.done():
                 task.cancel()
