@@ -36,6 +36,7 @@ log = logging.getLogger("durable.cluster")
 SELF_MARGIN = 0.7  # stop trusting ourselves well before others may take over
 FORGET_AFTER_S = 3600  # a member silent this long is removed from the collection
 FORGET_EVERY_BEATS = 40
+DEPARTED_KEPT_S = 60.0  # how long calls in flight to a node that left gracefully are still waited for
 VOTES_TO_DECLARE = 2  # members that must suspect a node (within a lease) to declare it dead, as Orleans
 
 
@@ -87,7 +88,7 @@ class Membership:
     _leaving: bool = False
     _lapsed: bool = False  # a beat came back after a gap: what we hold must be dropped first
     declared_dead: bool = False  # enough live members suspect us (see declared_dead())
-    departed: set[str] = field(default_factory=set)  # left gracefully within a lease: finishing their calls
+    departed: dict[str, float] = field(default_factory=dict)  # left gracefully → seconds ago: finishing their calls
 
     @property
     def valid(self) -> bool:
@@ -140,12 +141,14 @@ class Membership:
     async def _read_members(self, db_now: datetime) -> None:
         live: dict[str, Member] = {}
         suspicions: dict[str, dict[str, datetime]] = {}
-        recent = db_now - timedelta(seconds=self.lease_s)
-        departed: set[str] = set()
+        # a node that left stops beating; its calls in flight finish within its drain, which can
+        # outlast a lease: remember it that long
+        recent = db_now - timedelta(seconds=max(self.lease_s, DEPARTED_KEPT_S))
+        departed: dict[str, float] = {}
         async for doc in self.collection.find({"at": {"$gte": recent}}):
             age = (db_now - doc["at"]).total_seconds()
             if doc.get("left"):
-                departed.add(doc["_id"])
+                departed[doc["_id"]] = age
             elif age < self.lease_s:
                 live[doc["_id"]] = Member(doc["_id"], dict(doc.get("urls") or {}), dict(doc.get("internal") or {}),
                                           doc.get("pid", 0), doc.get("host", ""), doc.get("boot", ""),

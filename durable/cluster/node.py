@@ -62,14 +62,6 @@ class _Namespace:
     engine: MongoEngine
 
 
-def _log_failures(what: str, results: list[Any]) -> None:
-    """Shards moved together: one that could not be handed off (the database away) waits for
-    its lease to run out instead; say which."""
-    for result in results:
-        if isinstance(result, BaseException):
-            log.warning("cluster: %s: a shard could not be handed off (%s); its lease will lapse", what, result)
-
-
 async def _reachable(url: str) -> bool:
     parts = urlsplit(url)
     try:
@@ -178,7 +170,11 @@ class ClusterNode:
     async def _acquire(self, key: tuple[str, int]) -> int | None:
         namespace, shard = key
         ns = self.namespaces[namespace]
-        epoch = await self.leases.acquire(lease_id(namespace, shard), set(self.membership.live_ids()))
+        # a node that left a moment ago is still handing its shards off (its calls in flight
+        # finish, its writes land, then it releases each lease): wait for that, do not take over
+        handing_off = {node_id for node_id, age in self.membership.departed.items()
+                       if age < self.settings.lease_s + DRAIN_TIMEOUT_S}
+        epoch = await self.leases.acquire(lease_id(namespace, shard), set(self.membership.live_ids()) | handing_off)
         if epoch is None:
             return None
         self.owned[key] = epoch
@@ -236,16 +232,15 @@ class ClusterNode:
                 self._drop(key, "this node's membership lapsed")
 
     async def _hand_off(self) -> None:
-        """Give up the shards rendezvous now places on another live member (one that joined),
-        all at once: the joiner waits for each of them, and one busy shard must not hold back
-        the rest."""
-        moves = []
+        """Give up the shards rendezvous now places on another live member (one that joined).
+        One at a time: handing many off at once let writes of calls in flight meet a dropped
+        shard (NotOwner reaching a client under load)."""
         for key, epoch in list(self.owned.items()):
             namespace, shard = key
             winner = self._winner(self.namespaces[namespace].script, namespace, shard)
-            if winner is not None and winner != self.node_id and key not in self._draining:
-                moves.append(self._give_up(key, epoch, f"handed off to {winner}"))
-        _log_failures("hand-off", await asyncio.gather(*moves, return_exceptions=True))
+            if winner is None or winner == self.node_id:
+                continue
+            await self._give_up(key, epoch, f"handed off to {winner}")
 
     async def _give_up(self, key: tuple[str, int], epoch: int, reason: str) -> None:
         """Let the shard's calls in flight finish (new ones are told NotOwner and go elsewhere),
@@ -279,10 +274,8 @@ class ClusterNode:
         await self._stop_heart()
         try:
             await self.membership.leave()
-            # every shard at once: one waiting on a long call must not hold the others back
-            _log_failures("leaving", await asyncio.gather(
-                *(self._give_up(key, epoch, "this node is leaving") for key, epoch in list(self.owned.items())),
-                return_exceptions=True))
+            for key, epoch in list(self.owned.items()):
+                await self._give_up(key, epoch, "this node is leaving")
         except PyMongoError as exc:
             log.warning("cluster: could not hand off on the way out (%s); others wait for the lease", exc)
         await asyncio.sleep(self.settings.beat_s * 1.5)
