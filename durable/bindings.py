@@ -169,7 +169,8 @@ class HttpClient:
 
     def timeout(self) -> aiohttp.ClientTimeout:
         """A call's bound: what the current request has left, at most the client's own limit."""
-        return aiohttp.ClientTimeout(total=max(deadline.remaining(self._timeout.total), deadline.MIN_BUDGET_S))
+        limit = self._timeout.total or deadline.DEFAULT_BUDGET_S
+        return aiohttp.ClientTimeout(total=max(min(deadline.remaining(limit), limit), deadline.MIN_BUDGET_S))
 
     @property
     def session(self) -> aiohttp.ClientSession:

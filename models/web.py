@@ -229,16 +229,11 @@ def install_error_handlers(app: Quart) -> None:
                       [{"productId": product_id, "available": available, "requested": requested}])
 
     @app.errorhandler(RpcError)
-    async def _remote_error(exc: RpcError) -> Any:
-        """An object's own unregistered error, crossed as RpcError: the database going away under
-        it (a cancelled or timed-out operation) is a retryable 503; anything else is ours (500)."""
-        if is_database_failure(exc):
-            return await _database_down(exc)
-        return await _unexpected(exc)
-
     @app.errorhandler(PyMongoError)
-    async def _database_error(exc: PyMongoError) -> Any:
-        """A command past the request's deadline is the database being slow: a retryable 503."""
+    async def _maybe_database(exc: Exception) -> Any:
+        """A database error, or one an object let escape (crossed as RpcError): the database away
+        or slow (no server, a cancelled operation, a command past the request's deadline) is a
+        retryable 503; anything else is ours (500)."""
         if is_database_failure(exc):
             return await _database_down(exc)
         return await _unexpected(exc)

@@ -68,7 +68,8 @@ class EmbeddedMongo:
         self.storage_path.mkdir(parents=True, exist_ok=True)
         with open(self.storage_path / "server.log", "ab") as log:
             self.proc = subprocess.Popen(
-                [*self.launcher, _executable(), "--host", self.host, "--port", str(self.port), "--storage-path", str(self.storage_path)],
+                [*self.launcher, _executable(), "--host", self.host, "--port", str(self.port),
+                 "--storage-path", str(self.storage_path)],
                 stdout=log, stderr=log, start_new_session=True,
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
 

@@ -150,7 +150,8 @@ class ProductStock(DurableObject):
         if stock is None:
             return False
         held = await self.ctx.storage.get(HOLD + order_id)
-        if (await self.ctx.storage.get(RELEASED + order_id) or -1) < attempt:
+        released = await self.ctx.storage.get(RELEASED + order_id)
+        if released is None or released < attempt:
             await self.ctx.storage.put(RELEASED + order_id, attempt)
         if held is None:
             return False

@@ -5,8 +5,8 @@ document keyed by the token's SHA-256 is that lookup, `find_one_and_delete` make
 atomic across every process and node, and a TTL index sweeps the unused ones. Only the hash is
 stored, so a copy of the database yields no usable link. The raw token is 256 random bits and is
 only ever compared as its hash, inside the database's index lookup: timing can tell an attacker
-at most how much of a SHA-256 matched, which says nothing about any stored token. Issuing a token voids the earlier ones of the same purpose and account, so
-only the newest link works.
+at most how much of a SHA-256 matched, which says nothing about any stored token. Issuing a
+token voids the earlier ones of the same purpose and account, so only the newest link works.
 """
 from __future__ import annotations
 

@@ -343,8 +343,7 @@ class ClusterNode:
         shards: dict[str, dict[str, int]] = {}
         for (namespace, shard), epoch in sorted(self.owned.items()):
             shards.setdefault(namespace, {})[str(shard)] = epoch
-        return {"nodeId": self.node_id, "pid": os.getpid(), "version": self.settings.version,
-                "member": self.membership.valid,
+        return {"nodeId": self.node_id, "pid": os.getpid(), "member": self.membership.valid,
                 "leaseS": self.settings.lease_s, "shardsPerNamespace": self.settings.shards,
                 "members": [m.view() for m in sorted(self.membership.members.values(), key=lambda m: m.node_id)],
                 "shards": shards, "handoffs": self.handoffs, "fencedCommits": self.fenced, "suspicions": self.suspicions,
