@@ -1,6 +1,13 @@
 """The account lifecycle's mailed steps: a token is issued and its link mailed (verification after
-signup, password reset, login unlock), and a link's token is spent. One place decides what a
-token proves: following a verification or reset link proves the address is the account's.
+signup, password reset, login unlock), a link's token is spent, and the owner is told of every
+change to how the account is reached (a provider linked or unlinked, a reset). One place decides
+what a token proves and what an account's limits are keyed by.
+
+What a link proves: a verification link, followed from a session of the account it was mailed
+for, proves that whoever chose the password also reads the address's mail (followed by someone
+else, it would bless a squatter's password). A reset link proves only the mail: the reset makes
+its follower the owner, so it removes whatever the account held before (sessions, linked
+providers).
 """
 from __future__ import annotations
 
@@ -8,16 +15,25 @@ from collections.abc import Callable
 from typing import Any
 
 from models.errors import ApiError
+from models.users import canonical_email
 from models.web import user_sessions
 
 from .mail import messages
 from .mail.sender import mailer
+from .passwords import hash_password
 from .stores.account_tokens import AccountTokens, Purpose
 from .stores.users import UserStore
 
 
 def invalid_token(what: str) -> ApiError:
     return ApiError(400, "invalid_token", f"This {what} link is unknown, already used or expired; ask for a new one")
+
+
+def limit_key(email: str, user: dict[str, Any] | None) -> str:
+    """What a per-account limit (the login guard, the reset-mail limit) counts under: the account
+    itself when the address finds one, however it was spelt (the lookup's collation equates
+    spellings a string compare does not), else the address's one canonical form."""
+    return f"user:{user['_id']}" if user is not None else f"email:{canonical_email(email)}"
 
 
 async def _mail_link(env: Any, db: Any, user: dict[str, Any], purpose: Purpose, ttl_s: float,
@@ -27,37 +43,51 @@ async def _mail_link(env: Any, db: Any, user: dict[str, Any], purpose: Purpose, 
     mailer(env).send_soon(user["email"], *compose(env, token))
 
 
+def notify(env: Any, user: dict[str, Any], notice: tuple[str, str]) -> None:
+    """Tell the address of a change to how the account is reached (no link, nothing to spend)."""
+    mailer(env).send_soon(user["email"], *notice)
+
+
 async def send_verification(env: Any, db: Any, user: dict[str, Any]) -> None:
     await _mail_link(env, db, user, "verify_email", messages.VERIFY_TTL_S, messages.verify_email)
 
 
-async def verify_email(db: Any, token: str) -> dict[str, Any]:
-    """The account whose address the link proves; 400 for a used, expired or unknown link."""
-    record = await AccountTokens(db).consume("verify_email", token)
+async def verify_email(db: Any, token: str, user_id: str) -> dict[str, Any]:
+    """The signed-in account whose address the link proves; 400 for a used, expired or unknown
+    link, or one mailed for another account (which stays usable by its own)."""
+    record = await AccountTokens(db).consume("verify_email", token, user_id)
     user = await UserStore(db).mark_verified(record["userId"], record["email"]) if record else None
     if user is None:
         raise invalid_token("verification")
     return user
 
 
-async def send_reset(env: Any, db: Any, email: str) -> None:
-    """Mail a reset link if an account has this address; the caller answers the same either way."""
-    user = await UserStore(db).by_email(email)
+def send_reset_soon(env: Any, db: Any, user: dict[str, Any] | None) -> None:
+    """Mail a reset link if an account has this address. The token is written in the background,
+    so a known address's answer does no more work than an unknown one's."""
     if user is not None:
-        await _mail_link(env, db, user, "reset_password", messages.RESET_TTL_S, messages.reset_password)
+        mailer(env).soon(_mail_link(env, db, user, "reset_password", messages.RESET_TTL_S,
+                                    messages.reset_password), "mail a password reset link")
 
 
-async def reset_password(db: Any, token: str, password_hash: str) -> None:
-    """Set the password the link allows, end every session, and count the address as proven."""
-    record = await AccountTokens(db).consume("reset_password", token)
-    if record is None or await user_sessions(record["userId"]).set_password(
-            record["userId"], password_hash, proven=True) < 0:  # (-1: the account is gone)
+async def reset_password(env: Any, db: Any, token: str, new_password: str) -> None:
+    """Set the password the link allows; every session ends, the address counts as proven and
+    every provider linked before is removed (see the module's docstring). The password is hashed
+    only for a live link: hashing is the expensive step, and a guessed token buys none of it."""
+    tokens = AccountTokens(db)
+    if await tokens.peek("reset_password", token) is None:
         raise invalid_token("password reset")
-    await AccountTokens(db).revoke(record["userId"], "unlock_login")
+    password_hash = await hash_password(new_password)
+    record = await tokens.consume("reset_password", token)  # of two uses racing, one wins
+    before = await UserStore(db).get(record["userId"]) if record is not None else None
+    if record is None or before is None or await user_sessions(record["userId"]).recover(
+            record["userId"], password_hash) < 0:  # (-1: the account is gone)
+        raise invalid_token("password reset")
+    await tokens.revoke(record["userId"], "unlock_login")
+    notify(env, before, messages.password_was_reset(env, before.get("identities") or {}))
 
 
-async def send_unlock(env: Any, db: Any, email: str, retry_after_s: int) -> None:
-    user = await UserStore(db).by_email(email)
+async def send_unlock(env: Any, db: Any, user: dict[str, Any] | None, retry_after_s: int) -> None:
     if user is not None:
         await _mail_link(env, db, user, "unlock_login", messages.UNLOCK_TTL_S,
                          lambda worker_env, token: messages.unlock_login(worker_env, token, retry_after_s))

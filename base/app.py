@@ -23,6 +23,7 @@ from .objects.rate_limiter import RateLimiter
 from .objects.shopper_holds import ShopperHolds
 from .objects.signin_state import SignInState
 from .objects.user_sessions import UserSessions
+from .mail import messages as mail_messages
 from .mail import sender as mail_sender
 from .routes import health, orders, products, signin, uploads, users
 from .signin import providers as signin_providers
@@ -50,7 +51,7 @@ for module in (health, users, signin, products, orders, uploads):
 def startup_problems(worker_env: Any) -> list[str]:
     """What would stop this worker in production (`wrangler serve` lists them all before starting)."""
     problems = [*key_problems(worker_env), *signin_providers.settings_problems(worker_env),
-                *mail_sender.settings_problems(worker_env)]
+                *mail_sender.settings_problems(worker_env), *mail_messages.settings_problems(worker_env)]
     return problems + url_problems(worker_env)  # sign-in callbacks and mailed links are built from PUBLIC_BASE_URL
 
 
@@ -61,6 +62,8 @@ async def start() -> None:
     require_strong_keys()
     if signin_providers.enabled(env) or str(env.get("ENVIRONMENT", "development")) != "development":
         public_base_url(env)  # refuse to start without it: no provider could send anyone back, no link be mailed
+    for problem in mail_messages.settings_problems(env):
+        raise mail_sender.MailConfigError(problem)  # mailed tokens would go somewhere unsafe
     await mail_sender.install(env)
     await signin_service.install(env)
     try:

@@ -3,7 +3,9 @@ shared auth helpers re-exported)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +17,8 @@ from models.auth import issue_token
 from models.errors import ApiError
 from models.web import (auth, client_ip, documents_errors, documents_idempotency_key, idempotency_key,
                         optional_user, user_sessions)
+
+log = logging.getLogger("rest_shop.web")
 
 __all__ = ["auth", "client_ip", "documents_errors", "documents_idempotency_key", "idempotency_key", "optional_user",
            "join_websocket", "rate_limit", "token_for", "SocketLimits"]
@@ -46,20 +50,25 @@ async def token_for(doc: dict[str, Any]) -> str:
 @dataclass(frozen=True)
 class SocketLimits:
     """What one client socket may send: frames of at most `max_frame_bytes`, at most
-    `max_frames_per_min` of them, and at least one every `idle_timeout_s` (a ping will do)."""
+    `max_frames_per_min` of them, and at least one every `idle_timeout_s` (a ping will do); its
+    session is asked again every `session_check_s`."""
     max_frame_bytes: int = 1024
     max_frames_per_min: int = 60
     idle_timeout_s: float = 120.0
+    session_check_s: float = 5.0
 
     @classmethod
     def from_env(cls, worker_env: Any) -> SocketLimits:
         return cls(int(worker_env.get("LIVE_MAX_FRAME_BYTES", 1024)), int(worker_env.get("LIVE_MAX_FRAMES_PER_MIN", 60)),
-                   float(worker_env.get("LIVE_IDLE_TIMEOUT_S", 120)))
+                   float(worker_env.get("LIVE_IDLE_TIMEOUT_S", 120)), float(worker_env.get("LIVE_SESSION_CHECK_S", 5)))
 
 
-async def join_websocket(peer: WebSocket, limits: SocketLimits = SocketLimits()) -> None:
+async def join_websocket(peer: WebSocket, limits: SocketLimits = SocketLimits(),
+                         session_problem: Callable[[], Awaitable[str | None]] | None = None) -> None:
     """Join the accepted Quart WebSocket to `peer` (a pair's client end) until either side closes;
-    a client past `limits` is closed (1009 too big, 1008 too many, 1001 idle)."""
+    a client past `limits` is closed (1009 too big, 1008 too many, 1001 idle), and so is one
+    whose session ended (`session_problem` says why: logged out everywhere, a reset, a role
+    change, the account deleted, the token expired; 1008)."""
     async def incoming() -> None:
         window_start, frames = time.monotonic(), 0
         while True:
@@ -80,7 +89,20 @@ async def join_websocket(peer: WebSocket, limits: SocketLimits = SocketLimits())
                 return
             peer.send(message)
 
-    tasks = [asyncio.ensure_future(forward(peer, websocket.send, websocket.close)), asyncio.ensure_future(incoming())]
+    async def watch() -> None:
+        while session_problem is not None:
+            await asyncio.sleep(limits.session_check_s)
+            try:
+                problem = await session_problem()
+            except Exception as exc:  # noqa: BLE001 (the session is unknown for now, not over: ask again)
+                log.warning("a live socket's session could not be checked: %s: %s", type(exc).__name__, exc)
+                continue
+            if problem is not None:
+                await websocket.close(1008, f"session ended: {problem}"[:120])
+                return
+
+    tasks = [asyncio.ensure_future(forward(peer, websocket.send, websocket.close)), asyncio.ensure_future(incoming()),
+             asyncio.ensure_future(watch())]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .accounts_bench import bench_accounts
 from .base_bench import bench_base
 from .cluster_bench import bench_cluster
 from .gateway_bench import bench_gateway
@@ -37,6 +38,7 @@ async def main(quick: bool) -> dict[str, Any]:
             "benchmarks": {"runtime": await bench_runtime(quick), "base": await bench_base(quick),
                            "gateway": await bench_gateway(quick),
                            "payments": await bench_payments(quick),
+                           "accounts": await bench_accounts(quick),
                            "cluster": await bench_cluster(quick)}}
 
 

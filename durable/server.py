@@ -61,11 +61,21 @@ class MutualTls:
         return context
 
 
+# Cloudflare's limit on one received WebSocket message; a worker may set a smaller one
+# (`WEBSOCKET_MAX_MESSAGE_BYTES` in its vars) so the server refuses a bigger frame before buffering it.
+DEFAULT_WEBSOCKET_MAX_BYTES = 1024 * 1024
+
+
+def websocket_max_bytes(worker_vars: dict[str, Any] | None) -> int:
+    return int((worker_vars or {}).get("WEBSOCKET_MAX_MESSAGE_BYTES") or DEFAULT_WEBSOCKET_MAX_BYTES)
+
+
 class Server:
-    """One ASGI app on one bound socket, started and stopped from our loop."""
+    """One ASGI app on one bound socket, started and stopped from our loop. A received WebSocket
+    message over `websocket_max_bytes` closes the socket (1009) before it is buffered whole."""
 
     def __init__(self, app: Any, sock: socket.socket, *, graceful_timeout_s: float = 5.0,
-                 tls: MutualTls | None = None) -> None:
+                 tls: MutualTls | None = None, websocket_max_bytes: int = DEFAULT_WEBSOCKET_MAX_BYTES) -> None:
         self.app = app
         self.sock = sock
         self.url = url_of(sock, "https" if tls is not None else "http")
@@ -79,6 +89,7 @@ class Server:
         self._config.loglevel = "WARNING"
         self._config.graceful_timeout = graceful_timeout_s
         self._config.keep_alive_timeout = 75
+        self._config.websocket_max_message_size = websocket_max_bytes
         if tls is not None:  # a client without a certificate signed by the CA is refused in the handshake
             self._config.certfile, self._config.keyfile, self._config.ca_certs = tls.cert, tls.key, tls.ca
             self._config.verify_mode = ssl.CERT_REQUIRED

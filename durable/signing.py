@@ -4,7 +4,9 @@
 query, the timestamp, the nonce, the named headers' values and a SHA-256 of the body (Stripe's
 header shape, plus what a proxy must vouch for: the caller's credentials and address). A
 signature older than the tolerance is stale; a receiver that remembers nonces for that long
-(`NonceCache`) refuses a replay.
+(`NonceCache`) refuses a replay. Its memory is the process's, so it also refuses what was signed
+before the process started (a call captured before a restart or reload would otherwise be good
+once more), and when it is full it refuses new calls (503) rather than forget live nonces.
 """
 from __future__ import annotations
 
@@ -20,6 +22,11 @@ from .observe.tracing import random_id
 
 class SignatureError(Exception):
     """Missing, malformed, stale, forged or replayed; the message says which (never the expected value)."""
+
+
+class NonceCacheFull(Exception):
+    """Every remembered nonce is still live: a call now could not be told from a replay later.
+    Refused for now (503 with Retry-After), never by forgetting a live nonce."""
 
 
 def _mac(key: str, method: str, target: str, timestamp: int, nonce: str, body: bytes,
@@ -76,18 +83,32 @@ def verify(key: str, header: str | None, method: str, target: str, body: bytes =
 
 class NonceCache:
     """Nonces seen within the tolerance window: a second use of one is a replay. Bounded, so a
-    flood cannot grow it without limit (the oldest are dropped first; they are also the stalest)."""
+    flood cannot grow it without limit: expired nonces are dropped (oldest first), and when the
+    live ones fill it, new calls are refused (`NonceCacheFull`) until some expire. A signature
+    stamped before this cache was made (the process started; to the second, as stamps are) is
+    refused: a nonce it carried may have been seen by the process before, which nothing here knows."""
 
-    def __init__(self, window_s: float, max_entries: int = 200_000) -> None:
+    def __init__(self, window_s: float, max_entries: int = 200_000, started_at: float | None = None) -> None:
         self.window_s = window_s
         self.max_entries = max_entries
+        self.not_before = int(time.time() if started_at is None else started_at)
         self._seen: OrderedDict[str, float] = OrderedDict()
+        self._swept_at = float("-inf")
 
     def check_and_remember(self, signed: Signed, now: float | None = None) -> None:
         moment = time.time() if now is None else now
-        while self._seen and (next(iter(self._seen.values())) < moment or len(self._seen) >= self.max_entries):
+        if signed.timestamp < self.not_before:
+            raise SignatureError("signed before this process started")
+        while self._seen and next(iter(self._seen.values())) < moment:
             self._seen.popitem(last=False)
         if signed.nonce in self._seen:
             raise SignatureError("replayed signature")
-        # remembered until the signature would be stale anyway
+        if len(self._seen) >= self.max_entries and moment - self._swept_at >= 1.0:
+            # an expired nonce may sit behind a live one (stamps vary by up to the window): look at all
+            self._swept_at = moment
+            self._seen = OrderedDict((nonce, until) for nonce, until in self._seen.items() if until >= moment)
+        if len(self._seen) >= self.max_entries:
+            raise NonceCacheFull(f"{len(self._seen)} signatures are still within their window")
+        # remembered until the signature would be stale anyway (entries are in order of insertion,
+        # and each lives window_s past its stamp, so the first to expire is near the front)
         self._seen[signed.nonce] = max(moment, signed.timestamp + self.window_s)

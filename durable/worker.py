@@ -359,6 +359,10 @@ class Worker:
             name = headers.get(OBJECT_NAME_HEADER)
             object_id = DurableObjectId(id_hex, unquote(name) if name is not None else None)
             request = Request.from_wire(codec.decode(payload)["request"])
+        except signing.NonceCacheFull as exc:
+            log.error("%s: refused an internal WebSocket for now: %s", self.name, exc)
+            await send({"type": "websocket.close", "code": 1013})  # try again later
+            return
         except (ValueError, KeyError, signing.SignatureError) as exc:
             log.warning("%s: refused an internal WebSocket to %s: %s", self.name, scope["path"], exc)
             await send({"type": "websocket.close", "code": 1008})
@@ -400,6 +404,12 @@ class Worker:
             self._verify_internal(scope["method"], raw_path.decode("latin-1"), body, headers)
         except signing.SignatureError as exc:
             await reply(401, _error_body("unauthorized", f"internal calls are signed with the runtime's key: {exc}"))
+            return
+        except signing.NonceCacheFull as exc:  # fail closed, and say it passes
+            log.error("%s: refused an internal call for now: %s", self.name, exc)
+            await send({"type": "http.response.start", "status": 503,
+                        "headers": [(b"content-type", b"application/json"), (b"retry-after", b"1")]})
+            await send({"type": "http.response.body", "body": _error_body("replay_guard_full", str(exc))})
             return
         parts = scope["path"][len(INTERNAL_PREFIX):].split("/")
         if scope["method"] != "POST" or len(parts) != 3:

@@ -11,7 +11,7 @@ from quart import Quart, g, request, websocket
 from durable import env
 from durable.bindings import INTERNAL_AUDIENCE_HEADER, through_binding
 from durable.errors import StartupRefused
-from durable.signing import NonceCache, SignatureError, verify
+from durable.signing import NonceCache, NonceCacheFull, SignatureError, verify
 
 from .errors import ApiError
 
@@ -100,7 +100,16 @@ def install_service_auth(app: Quart) -> None:
                 return
             log.warning("refused %s %s: %s", method, incoming.path, exc)
             raise ApiError(401, "service_auth_failed", f"Requests must come through the gateway ({exc})") from None
+        except NonceCacheFull as exc:  # fail closed rather than forget a live signature
+            log.error("refused %s %s for now: %s", method, incoming.path, exc)
+            raise ApiError(503, "service_unavailable", "Too many requests are in flight to tell a replay; "
+                           "try again shortly", headers={"Retry-After": "1"}) from None
         g.client_ip = incoming.headers.get(CLIENT_IP_HEADER) or None
+
+    @app.before_serving
+    async def _remember_from_now() -> None:
+        """The replay guard starts with the worker: what was signed before it is refused."""
+        _nonces(float(env.get("SERVICE_AUTH_TOLERANCE_S", 60)))
 
     @app.before_request
     async def _verify_request() -> None:

@@ -1,8 +1,11 @@
 """Users and auth request/response bodies."""
 from __future__ import annotations
 
+import re
+import unicodedata
 from typing import Annotated
 
+import regex
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from .auth import Role
@@ -16,6 +19,22 @@ EMAIL_PATTERN = (r"^[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A
 def _lower_domain(email: str) -> str:
     local, _, domain = email.rpartition("@")
     return f"{local}@{domain.lower()}"
+
+
+_IGNORABLE = regex.compile(r"\p{Default_Ignorable_Code_Point}")
+
+
+def canonical_email(email: str) -> str:
+    """One spelling per address as a case-insensitive lookup may equate them: NFKC (full-width
+    letters, the long s), case-folded, with default-ignorable code points (soft hyphen, zero-width
+    space) removed. Per-address limits are keyed by it when no account has the address."""
+    folded = _IGNORABLE.sub("", unicodedata.normalize("NFKC", email.strip())).casefold()
+    return unicodedata.normalize("NFKC", folded)  # (case folding can leave a string not in NFKC)
+
+
+def is_plain_email(email: str) -> bool:
+    """The address shape the shop makes accounts for (signup's pattern)."""
+    return len(email) <= 254 and re.fullmatch(EMAIL_PATTERN, email) is not None
 
 
 Email = Annotated[str, Field(pattern=EMAIL_PATTERN, max_length=254, examples=["ada@shop.example"]),
@@ -72,6 +91,12 @@ class UserOut(BaseModel):
 class UserChanged(BaseModel):
     message: str
     user: UserOut
+
+
+class IdentityUnlinked(BaseModel):
+    message: str
+    user: UserOut
+    token: str = Field(description="a new token: every token issued before the unlink is void")
 
 
 class AccountToken(BaseModel):

@@ -70,10 +70,16 @@ async def _signed_in() -> Claims:
     """A valid token whose session still speaks for its user: not logged out, the account not
     deleted, its role and password unchanged since the token was issued."""
     claims = _claims()
-    problem = await user_sessions(claims.userId).check(claims.userId, claims.sid, claims.gen, claims.role)
+    problem = await session_problem(claims)
     if problem is not None:
         raise ApiError(401, "unauthorized", f"Auth failed: {problem}")
     return claims
+
+
+async def session_problem(claims: Claims) -> str | None:
+    """None while these claims still speak for their user; else why not. (A long-lived socket asks
+    again as it goes: its token was checked once, at the upgrade.)"""
+    return await user_sessions(claims.userId).check(claims.userId, claims.sid, claims.gen, claims.role)
 
 
 async def optional_user() -> Claims | None:

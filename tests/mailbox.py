@@ -10,7 +10,7 @@ import aiohttp
 
 from tests.polling import eventually
 
-LINK = re.compile(r"https?://\S+/account/([a-z-]+)\?\S+")
+LINK = re.compile(r"https?://\S+/account/([a-z-]+)#\S+")  # the token in the fragment, never sent to a server
 
 
 def mailbox_url(shop: Any) -> str:
@@ -41,7 +41,7 @@ async def wait_for_link(shop: Any, to: str, page: str, after: int = 0) -> tuple[
     message = await eventually(newest)
     assert message, f"no {page} mail reached {to}"
     link = LINK.search(message["text"]).group(0)
-    return parse_qs(urlsplit(link).query)["token"][0], message
+    return parse_qs(urlsplit(link).fragment)["token"][0], message
 
 
 async def last_id(shop: Any) -> int:

@@ -9,6 +9,16 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 
+BINDING_COOKIES = ("shop_signin", "__Host-shop_signin")  # plain over http; `__Host-` wherever it is Secure
+
+
+def binding(resp: Any) -> Any:
+    """The browser-binding cookie our start set (a Morsel), under whichever name it has."""
+    found = [resp.cookies[name] for name in BINDING_COOKIES if name in resp.cookies]
+    assert len(found) <= 1, found
+    return found[0] if found else None
+
+
 class Flow:
     """One shopper's trip: our start → the provider (which approves at once) → our callback."""
 
@@ -27,7 +37,7 @@ class Flow:
         async with self.http.get(f"{self.shop.url}/user/auth/{self.provider}", allow_redirects=False) as resp:
             assert resp.status == 302, await resp.text()
             self.authorize_url = resp.headers["Location"]
-            self.cookie = resp.cookies.get("shop_signin")
+            self.cookie = binding(resp)
         return self
 
     async def link(self, token: str) -> Flow:
@@ -37,14 +47,14 @@ class Flow:
             body = await resp.json()
             assert resp.status == 200, body
             self.authorize_url = body["authorizationUrl"]
-            self.cookie = resp.cookies.get("shop_signin")
+            self.cookie = binding(resp)
         return self
 
     @property
     def cookie_header(self) -> dict[str, str]:
         """What the browser sends back (aiohttp's jar keeps no cookies for an IP address, so the
         flow carries it as a browser would)."""
-        return {"Cookie": f"shop_signin={self.cookie.value}"} if self.cookie is not None else {}
+        return {"Cookie": f"{self.cookie.key}={self.cookie.value}"} if self.cookie is not None else {}
 
     async def as_identity(self, **identity: Any) -> Flow:
         async with self.http.post(f"{self.provider_origin}/_local/{self.provider}/identity", json=identity) as resp:

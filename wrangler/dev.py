@@ -14,7 +14,7 @@ from durable.observe.logs import setup_logging
 from durable.dev.local_servers import ANNOUNCED
 from durable.dev.registry import RegistryEntry, register, unregister
 from durable.runtime import Runtime, settle_heap
-from durable.server import Server, bind, url_of
+from durable.server import Server, bind, url_of, websocket_max_bytes
 from durable.worker import SCHEDULED_HANDLER_PATH, SCHEDULED_TEST_PATH
 from durable.observe.tail_api import TailServer, create_tail_app
 
@@ -126,7 +126,8 @@ async def _serve(args: argparse.Namespace, configs: list[WorkerConfig], persist_
     servers: list[Server] = []
     names: list[str] = []
     try:
-        servers = [Server(runtime.workers[c.name], sock) for c, sock in zip(runtime.configs, sockets)]
+        servers = [Server(runtime.workers[c.name], sock, websocket_max_bytes=websocket_max_bytes(c.vars))
+                   for c, sock in zip(runtime.configs, sockets)]
         tail_server = TailServer(create_tail_app(runtime.hub, set(runtime.workers)), bind(ip, 0))
         for server in (*servers, tail_server):
             await server.start()

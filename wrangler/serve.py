@@ -24,7 +24,7 @@ from durable.listeners import internal_only, public_only
 from durable.observe.logs import setup_logging
 from durable.preflight import problems, refuse_if_any
 from durable.runtime import Runtime, settle_heap, start_order
-from durable.server import MutualTls, Server, bind, url_of
+from durable.server import MutualTls, Server, bind, url_of, websocket_max_bytes
 from durable.observe.tail import redactor
 from durable.observe.tail_api import TailServer, create_tail_app
 
@@ -104,8 +104,10 @@ async def serve_one(args: argparse.Namespace, config: WorkerConfig) -> int:
     tail_sock = listening(args.tail_fd, ip, args.tail_port) if args.tail_port is not None else None
     await runtime.start()
     worker = runtime.workers[config.name]
-    server = Server(public_only(worker), sock, graceful_timeout_s=args.grace)
-    internal = Server(internal_only(worker), internal_sock, graceful_timeout_s=args.grace, tls=tls)
+    frames = websocket_max_bytes(config.vars)
+    server = Server(public_only(worker), sock, graceful_timeout_s=args.grace, websocket_max_bytes=frames)
+    internal = Server(internal_only(worker), internal_sock, graceful_timeout_s=args.grace, tls=tls,
+                      websocket_max_bytes=frames)
     await server.start()
     await internal.start()
     tail_server = None

@@ -1,7 +1,8 @@
 """Sending account mail over SMTP (aiosmtplib: async, so nothing blocks the event loop).
 
 `SMTP_URL` (a secret: it may carry the relay's password) says where: `smtp://user:pass@host:587`
-(STARTTLS when the server offers it), `smtps://…:465` (TLS from the first byte), `smtp://host:25`.
+(STARTTLS; outside development a relay that does not offer it is refused rather than sent the
+password in the clear), `smtps://…:465` (TLS from the first byte), `smtp://host:25`.
 `MAIL_FROM` is the sender. In dev with `LOCAL_MAIL = "auto"` and no `SMTP_URL`, mail goes to the
 local catcher (`local_server.py`), shared by the processes of one dev state like the other
 stand-ins; in production a missing `SMTP_URL` or `MAIL_FROM` stops the start.
@@ -13,9 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from collections.abc import Awaitable
+from dataclasses import dataclass, replace
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import formatdate, getaddresses, make_msgid
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -38,6 +40,7 @@ class SmtpSettings:
     username: str | None = None
     password: str | None = None
     use_tls: bool = False  # smtps://: TLS from the first byte
+    require_starttls: bool = False  # smtp:// with a password outside development: STARTTLS or no send
 
     @classmethod
     def from_url(cls, url: str) -> SmtpSettings:
@@ -52,8 +55,12 @@ class SmtpSettings:
                    unquote(parts.password) if parts.password else None, parts.scheme == "smtps")
 
 
+def _development(env: Any) -> bool:
+    return str(env.get("ENVIRONMENT", "development")) == "development"
+
+
 def _local_allowed(env: Any) -> bool:
-    return str(env.get("LOCAL_MAIL", "auto")) == "auto" and str(env.get("ENVIRONMENT", "development")) == "development"
+    return str(env.get("LOCAL_MAIL", "auto")) == "auto" and _development(env)
 
 
 def settings_problems(env: Any) -> list[str]:
@@ -90,18 +97,31 @@ class Mailer:
         return msg
 
     async def send(self, to: str, subject: str, text: str) -> None:
+        """To `to` alone: the envelope's recipient is given, never parsed back out of the `To`
+        header (where an address with a comma in it would become two recipients)."""
         s = self.settings
-        await aiosmtplib.send(self.message(to, subject, text), hostname=s.host, port=s.port, username=s.username,
-                              password=s.password, use_tls=s.use_tls, timeout=self.timeout_s)
+        start_tls = None if s.use_tls else (True if s.require_starttls else None)  # None: if offered
+        await aiosmtplib.send(self.message(to, subject, text), sender=self.envelope_sender, recipients=[to],
+                              hostname=s.host, port=s.port, username=s.username, password=s.password,
+                              use_tls=s.use_tls, start_tls=start_tls, timeout=self.timeout_s)
+
+    @property
+    def envelope_sender(self) -> str:
+        return getaddresses([self.sender])[0][1] or self.sender
 
     def send_soon(self, to: str, subject: str, text: str) -> None:
         """Send in the background; a failure is logged (never the message: it carries a link)."""
-        async def deliver() -> None:
+        self.soon(self.send(to, subject, text), f"mail {subject!r} to one recipient")
+
+    def soon(self, work: Awaitable[None], what: str) -> None:
+        """Run `work` (a mail, or the steps that lead to one) in the background, tracked so shutdown
+        waits for it: an answer does not wait on it, nor can its timing tell what it did."""
+        async def run() -> None:
             try:
-                await self.send(to, subject, text)
-            except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
-                log.error("could not mail %r to one recipient: %s: %s", subject, type(exc).__name__, exc)
-        task = asyncio.ensure_future(deliver())
+                await work
+            except Exception as exc:  # noqa: BLE001 (logged: the caller has answered already)
+                log.error("could not %s: %s: %s", what, type(exc).__name__, exc)
+        task = asyncio.ensure_future(run())
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
@@ -117,7 +137,10 @@ async def install(env: Any) -> None:
     sender = str(env.get("MAIL_FROM") or DEFAULT_FROM)
     url = env.get("SMTP_URL")
     if url:
-        mailer = Mailer(SmtpSettings.from_url(str(url)), sender, timeout_s)
+        settings = SmtpSettings.from_url(str(url))
+        if settings.password is not None and not _development(env):
+            settings = replace(settings, require_starttls=True)
+        mailer = Mailer(settings, sender, timeout_s)
     elif _local_allowed(env):
         started: list[Any] = env.isolate_state("mail.local_servers", list)
         record = (await claim(env.state_dir / "mail", ["mail"], lambda names: _start_local(started)))["mail"]

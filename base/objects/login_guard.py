@@ -1,4 +1,5 @@
-"""LoginGuard: one per account name (lower-cased email, whether or not such an account exists),
+"""LoginGuard: one per account (its id; for an address no account has, the address's canonical
+form: `accounts.limit_key`, so no other spelling of an address gets a fresh guard),
 so guessing one account's password from many addresses slows down, without telling anyone
 whether the email is registered and without locking its owner out.
 

@@ -163,13 +163,16 @@ class OrderLock(DurableObject):
         if state is None or state["phase"] != "created" or (state["order"]["userId"] != user and role != "admin"):
             return Response(json.dumps(error_body("not_found", "Order not found")), status=404,
                             headers={"content-type": "application/json"})
+        # per session, exact on every node (the order has one object): sockets a stale session left
+        # open never count against the owner's new one (and are closed when the session ends)
+        session = f"session:{request.headers.get('x-session-id', '')}"
         cap = int(self.env.get("LIVE_SOCKETS_PER_ORDER", 5))
-        if len(self.ctx.get_websockets(LIVE)) >= cap:  # exact on every node: the order has one object
-            return Response(json.dumps(error_body("too_many_sockets", f"This order is followed by {cap} sockets "
-                                                  f"already; close one first")), status=429,
+        if len(self.ctx.get_websockets(session)) >= cap:
+            return Response(json.dumps(error_body("too_many_sockets", f"This session follows this order with {cap} "
+                                                  f"sockets already; close one first")), status=429,
                             headers={"content-type": "application/json", "retry-after": "60"})
         client, server = WebSocketPair().values()
-        self.ctx.accept_websocket(server, [LIVE])
+        self.ctx.accept_websocket(server, [LIVE, session])
         self.ctx.set_websocket_auto_response(WebSocketRequestResponsePair("ping", "pong"))
         self._tell(server, state["order"])
         return Response(None, status=101, web_socket=client)

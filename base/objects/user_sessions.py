@@ -73,7 +73,12 @@ class UserSessions(DurableObject):
         return None
 
     async def logged_in(self, user_id: str, role: str, gen: int) -> None:
-        """Login just read the user document: that is the freshest state there is."""
+        """Login just read the user document. A change that raced it (a reset, logout everywhere)
+        may have been remembered since with a newer generation, or the account deleted: the
+        generation only grows, and a deletion is final, so an older read never replaces them."""
+        state = self._state
+        if state is not None and (not state["exists"] or state["gen"] > gen):
+            return
         self._remember({"exists": True, "role": role, "gen": gen})
 
     async def logout(self, sid: str, expires_at: int) -> None:
@@ -84,10 +89,10 @@ class UserSessions(DurableObject):
                 await self.ctx.storage.delete(key)
         await self.ctx.storage.put(REVOKED + sid, expires_at)
 
-    async def _change(self, user_id: str, **fields: Any) -> dict[str, Any]:
+    async def _change(self, user_id: str, unset: tuple[str, ...] = (), **fields: Any) -> dict[str, Any]:
         async def write() -> dict[str, Any]:
             try:
-                return self._remember(await (await self._users()).new_generation(user_id, **fields))
+                return self._remember(await (await self._users()).new_generation(user_id, unset, **fields))
             except ConnectionFailure:
                 raise DatabaseUnavailable("users") from None
         return await self.ctx.block_concurrency_while(write)
@@ -96,10 +101,15 @@ class UserSessions(DurableObject):
         """Logout everywhere: every token issued so far is void. Returns the new generation."""
         return int((await self._change(user_id))["gen"])
 
-    async def set_password(self, user_id: str, password_hash: str, proven: bool = False) -> int:
-        """`proven`: set through a mailed reset link, so the address is the account's owner's too."""
-        fields: dict[str, Any] = {"password": password_hash, **({"emailVerified": True} if proven else {})}
-        return int((await self._change(user_id, **fields))["gen"])
+    async def set_password(self, user_id: str, password_hash: str) -> int:
+        return int((await self._change(user_id, password=password_hash))["gen"])
+
+    async def recover(self, user_id: str, password_hash: str) -> int:
+        """A reset through a mailed link: whoever reads the address's mail owns the account. The
+        password is theirs, the address proven, and every provider linked before is removed (a
+        squatter may have linked his own); -1 when the account is gone."""
+        return int((await self._change(user_id, ("identities",), password=password_hash,
+                                       emailVerified=True))["gen"])
 
     async def set_role(self, user_id: str, role: str) -> bool:
         return bool((await self._change(user_id, role=role))["exists"])

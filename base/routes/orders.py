@@ -16,6 +16,7 @@ from models.errors_domain import Conflict, InsufficientStock, NotFound, Unproces
 from models.ids import is_object_id
 from models.orders import ACTIVE, OrderCreated, OrderIn, OrderList, OrderOut, OrderQuery, StatusIn
 from models.users import MessageOut
+from models.web import session_problem
 from models.pagination import Pagination
 
 from durable.mongo import pooled_database as database
@@ -127,10 +128,11 @@ async def follow_order(order_id: str) -> Any:
     "order"}`), and is closed (1000) once the order is final; `ping` is answered `pong`. The token
     comes in the Authorization header or, from a browser, as `?access_token=`. Only the owner or an
     admin may follow an order. Refusals are HTTP answers in the error envelope: 400 (not an order
-    id), 401, 404, 429 (LIVE_SOCKETS_PER_ORDER sockets on this order, or LIVE_SOCKETS_PER_USER of
-    this user's on this server); a plain GET without the upgrade is 426. A client sends at most
-    LIVE_MAX_FRAMES_PER_MIN messages of LIVE_MAX_FRAME_BYTES, and a ping at least every
-    LIVE_IDLE_TIMEOUT_S, or is closed."""
+    id), 401, 404, 429 (LIVE_SOCKETS_PER_ORDER sockets of this session on this order, or
+    LIVE_SOCKETS_PER_USER of this user's on this server); a plain GET without the upgrade is 426.
+    A client sends at most LIVE_MAX_FRAMES_PER_MIN messages of LIVE_MAX_FRAME_BYTES, and a ping at
+    least every LIVE_IDLE_TIMEOUT_S, or is closed; so is every socket of a session that ended
+    (logout everywhere, a reset, a role change, deletion, expiry: 1008, within LIVE_SESSION_CHECK_S)."""
     if not is_object_id(order_id):
         raise ApiError(400, "invalid_id", f"{order_id!r} is not a valid order id")
     # per server process: what a user's sockets cost is this process's file descriptors
@@ -142,11 +144,16 @@ async def follow_order(order_id: str) -> Any:
     open_sockets[g.user.userId] += 1
     try:
         answer = await lock(order_id).fetch(Request("http://order-lock/live", headers={
-            "upgrade": "websocket", "x-user-id": g.user.userId, "x-user-role": g.user.role}))
+            "upgrade": "websocket", "x-user-id": g.user.userId, "x-user-role": g.user.role,
+            "x-session-id": g.user.sid}))
         if answer.web_socket is None:
             return QuartResponse(answer.body, status=answer.status, headers=list(answer.headers.items()))
         await websocket.accept()
-        await join_websocket(answer.web_socket, SocketLimits.from_env(env))
+        claims = g.user
+
+        async def ended() -> str | None:
+            return "the token expired" if time.time() >= claims.exp else await session_problem(claims)
+        await join_websocket(answer.web_socket, SocketLimits.from_env(env), ended)
         return None
     finally:
         open_sockets[g.user.userId] -= 1

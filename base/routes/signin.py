@@ -15,9 +15,11 @@ from quart_schema import DataSource, document_response, validate_querystring, va
 from durable import env
 from durable.mongo import pooled_database as database
 from models.errors import ApiError
-from models.users import LinkStarted, LoginOut, SignInCallback, UserChanged
+from models.users import IdentityUnlinked, LinkStarted, LoginOut, SignInCallback
 from models.web import documents_errors, documents_path_choices, documents_redirect
 
+from .. import accounts
+from ..mail import messages
 from ..signin import service
 from ..signin.providers import ISSUERS
 from ..stores.users import UserStore, user_out
@@ -60,7 +62,7 @@ async def oauth_form_callback(provider: str, data: SignInCallback) -> Any:
 
 async def _finish(provider: str, params: SignInCallback) -> Any:
     doc = await service.finish(env, provider, params.model_dump(), UserStore(await database(env)),
-                               request.cookies.get(service.BINDING_COOKIE))
+                               request.cookies.get(service.binding_cookie_name(env, provider)))
     return {"message": "Auth successful", "token": await token_for(doc)}
 
 
@@ -89,9 +91,11 @@ async def link_start(provider: str) -> Any:
 @documents_errors(404, 409)
 @documents_path_choices(provider=PROVIDERS)
 @auth()
-@validate_response(UserChanged)
+@validate_response(IdentityUnlinked)
 async def unlink(provider: str) -> Any:
-    """Remove a provider from this account; never the last way in (a password or another provider)."""
+    """Remove a provider from this account; never the last way in (a password or another provider).
+    Every session from before ends (the answer carries a new token), the owner is mailed, and a
+    sign-in with the address does not link the provider again until it is linked from the account."""
     if provider not in ISSUERS:
         raise ApiError(404, "unknown_provider", f"{provider!r} is not a sign-in provider")
     store = UserStore(await database(env))
@@ -102,4 +106,5 @@ async def unlink(provider: str) -> Any:
             raise ApiError(404, "not_linked", f"{provider} is not linked to this account")
         raise ApiError(409, "last_sign_in_method", f"{provider} is this account's only way in: set a password "
                        f"(POST /user/password/forgot) or link another provider first")
-    return {"message": f"{provider} unlinked", "user": user_out(doc)}
+    accounts.notify(env, doc, messages.identity_unlinked(env, provider))
+    return {"message": f"{provider} unlinked", "user": user_out(doc), "token": await token_for(doc)}

@@ -43,11 +43,14 @@ async def signup(data: Credentials) -> Any:
 
 @bp.post("/verify-email")
 @documents_errors(400)
+@auth()
 @validate_request(AccountToken)
 @validate_response(UserChanged)
 async def verify_email(data: AccountToken) -> Any:
-    """The token from the verification mail, once."""
-    doc = await accounts.verify_email(await database(env), data.token)
+    """The token from the verification mail, once, from a session of the account it was mailed
+    for: confirming proves that whoever chose the password reads the address's mail (a link
+    followed by anyone else would bless a password someone else chose)."""
+    doc = await accounts.verify_email(await database(env), data.token, g.user.userId)
     return {"message": "Email address confirmed", "user": user_out(doc)}
 
 
@@ -76,18 +79,23 @@ async def forgot_password(data: ForgotPassword) -> Any:
     """Mail a reset link (valid 30 min, once) if an account has this address; the answer is the
     same either way. Limited per client and per address (no mail bombing)."""
     await rate_limit("password-forgot", "PASSWORD_RESET_RATE_LIMIT")
-    await rate_limit("password-forgot-address", "PASSWORD_RESET_ADDRESS_LIMIT", key=data.email.strip().lower())
-    await accounts.send_reset(env, await database(env), data.email.strip())
+    db = await database(env)
+    doc = await UserStore(db).by_email(data.email.strip())
+    await rate_limit("password-forgot-address", "PASSWORD_RESET_ADDRESS_LIMIT", key=accounts.limit_key(data.email, doc))
+    accounts.send_reset_soon(env, db, doc)
     return {"message": "If an account has this address, we have mailed it a link to set a new password"}, 202
 
 
 @bp.post("/password/reset")
-@documents_errors(400)
+@documents_errors(400, 429)
 @validate_request(PasswordReset)
 @validate_response(MessageOut)
 async def reset_password(data: PasswordReset) -> Any:
-    """Set the password from a reset link; every session of the account ends."""
-    await accounts.reset_password(await database(env), data.token, await hash_password(data.newPassword))
+    """Set the password from a reset link; every session of the account ends, and providers linked
+    before are removed. Limited per client (PASSWORD_RESET_SUBMIT_LIMIT): guessing tokens is futile,
+    and a guess costs no password hash, but it still costs a lookup."""
+    await rate_limit("password-reset", "PASSWORD_RESET_SUBMIT_LIMIT")
+    await accounts.reset_password(env, await database(env), data.token, data.newPassword)
     return {"message": "Password set; sign in with it"}
 
 
@@ -100,14 +108,14 @@ async def login(data: LoginIn) -> Any:
     carrying a live one is never held back (see LoginGuard)."""
     await rate_limit("login", "LOGIN_RATE_LIMIT")
     db = await database(env)
-    guard = login_guard(data.email)
-    ip = client_ip()
     doc = await UserStore(db).by_email(data.email)
+    guard = env.LOGIN_GUARD.get_by_name(accounts.limit_key(data.email, doc))
+    ip = client_ip()
     unlocked = await accounts.unlock_holds(db, data.unlockToken, doc)
     verdict = await guard.admit(ip, unlocked)
     if not verdict["allowed"]:  # the same answer whether or not the account exists
         if verdict.get("notify"):
-            await accounts.send_unlock(env, db, data.email, verdict["retry_after"])
+            await accounts.send_unlock(env, db, doc, verdict["retry_after"])
         raise ApiError(429, "login_locked", f"Too many failed logins for this account; try again in "
                        f"{verdict['retry_after']} s, or follow the link we mailed to the account's owner",
                        headers={"Retry-After": str(verdict["retry_after"])})
@@ -192,6 +200,3 @@ def _check_id(user_id: str) -> None:
     if not is_object_id(user_id):
         raise ApiError(404, "not_found", "User not found")
 
-
-def login_guard(email: str) -> Any:
-    return env.LOGIN_GUARD.get_by_name(email.strip().lower())

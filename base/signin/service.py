@@ -23,13 +23,17 @@ from durable.public_url import public_base_url
 from models.errors import ApiError
 from models.errors_domain import Conflict
 
+from models.users import is_plain_email
+
+from .. import accounts
+from ..mail import messages
 from ..stores.users import UserStore
 from .oidc import Identity, OidcClient
 from .providers import ISSUERS, configure, stop_local
 
 STATE_TTL_S = 600.0
 MAX_STATE_CHARS = 128
-BINDING_COOKIE = "shop_signin"
+BINDING_COOKIE = "shop_signin"  # `__Host-shop_signin` wherever it is Secure (see `binding_cookie`)
 
 
 class SignIn:
@@ -72,12 +76,24 @@ def browser_binding(env: Any, state: str) -> str:
     return hmac.new(str(env.JWT_KEY).encode(), b"signin-state:" + state.encode(), hashlib.sha256).hexdigest()
 
 
-def binding_cookie(env: Any, provider: str, binding: str) -> dict[str, Any]:
-    """`Response.set_cookie` arguments. Apple answers by a cross-site form POST, which a
-    `SameSite=Lax` cookie does not ride on, so its flow's cookie is `SameSite=None; Secure`."""
+def _cookie(env: Any, provider: str) -> tuple[str, bool, bool]:
+    """The binding cookie's name, whether it is Secure, whether it rides cross-site. Apple answers
+    by a cross-site form POST, which a `SameSite=Lax` cookie does not ride on, so its flow's cookie
+    is `SameSite=None; Secure`. A Secure one is named `__Host-…`: browsers then take it only from
+    https, for `Path=/` and with no `Domain`, so no sibling subdomain can plant or shadow it."""
     cross_site = flows(env).client(provider).settings.form_post
     secure = cross_site or public_base_url(env).startswith("https://")
-    return {"key": BINDING_COOKIE, "value": binding, "max_age": int(STATE_TTL_S), "path": "/", "httponly": True,
+    return ("__Host-" if secure else "") + BINDING_COOKIE, secure, cross_site
+
+
+def binding_cookie_name(env: Any, provider: str) -> str:
+    return _cookie(env, provider)[0]
+
+
+def binding_cookie(env: Any, provider: str, binding: str) -> dict[str, Any]:
+    """`Response.set_cookie` arguments for the flow's browser binding."""
+    name, secure, cross_site = _cookie(env, provider)
+    return {"key": name, "value": binding, "max_age": int(STATE_TTL_S), "path": "/", "httponly": True,
             "secure": secure, "samesite": "None" if cross_site else "Lax"}
 
 
@@ -113,8 +129,13 @@ async def finish(env: Any, provider: str, params: dict[str, str | None], store: 
     id_token = await client.exchange(code, callback_url(env, provider), attempt["verifier"])
     identity = await client.verify(id_token, attempt["nonce"])
     if attempt.get("link"):
-        return await link_for(store, str(attempt["link"]), identity)
-    return await account_for(store, identity)
+        linked = await link_for(store, str(attempt["link"]), identity)
+        accounts.notify(env, linked, messages.identity_linked(env, provider))
+        return linked
+    found, newly_linked = await account_for(store, identity)
+    if newly_linked:
+        accounts.notify(env, found, messages.identity_linked(env, provider))
+    return found
 
 
 async def link_for(store: UserStore, user_id: str, identity: Identity) -> dict[str, Any]:
@@ -135,29 +156,41 @@ async def link_for(store: UserStore, user_id: str, identity: Identity) -> dict[s
     return linked
 
 
-async def account_for(store: UserStore, identity: Identity) -> dict[str, Any]:
+async def account_for(store: UserStore, identity: Identity) -> tuple[dict[str, Any], bool]:
+    """The account this identity opens, and whether it was linked to it just now (by its address)."""
     found = await store.by_identity(identity.provider, identity.subject)
     if found is not None:
-        return found
+        return found, False
     if not identity.email or not identity.email_verified:
         raise ApiError(401, "email_not_verified", f"{identity.provider} has not verified this account's email, "
                        f"so it cannot be used to sign in here")
+    if not is_plain_email(identity.email):  # the lookup's collation could equate it with another address
+        raise ApiError(401, "unsupported_email", f"The address {identity.provider} gave is not one a shop account "
+                       f"can have; sign up with a plain address instead")
     for _ in range(2):  # a signup or another sign-in may create the email between our steps
         linked = await store.link(identity.email, identity.provider, identity.subject)
         if linked is not None:
-            return linked
+            return linked, True
         existing = await store.by_email(identity.email)
         if existing is not None:
             if existing.get("identities", {}).get(identity.provider) == identity.subject:
-                return existing  # a concurrent sign-in of the same person linked it first
+                return existing, False  # a concurrent sign-in of the same person linked it first
             if not existing.get("emailVerified"):
                 raise ApiError(409, "account_exists", f"An account with this email exists and has not confirmed "
                                f"the address: sign in with its password, then link {identity.provider} from the "
                                f"account (POST /user/me/identities/{identity.provider}), or reset the password")
+            if provider_refused(existing, identity.provider):
+                raise ApiError(409, "account_exists", f"The account with this email unlinked {identity.provider}: "
+                               f"sign in to it another way, then link {identity.provider} from the account again")
             break  # the account has another subject of this provider
         try:
-            return await store.create_federated(identity.email, identity.provider, identity.subject)
+            return await store.create_federated(identity.email, identity.provider, identity.subject), False
         except Conflict:
             continue
     raise ApiError(409, "identity_conflict", f"The account for this email is linked to another "
                    f"{identity.provider} account")
+
+
+def provider_refused(account: dict[str, Any], provider: str) -> bool:
+    """Did the owner unlink this provider (so a sign-in with the address does not link it again)?"""
+    return provider in (account.get("refusedLinks") or {})

@@ -43,19 +43,21 @@ class AccountTokens:
                                    "expiresAt": now() + timedelta(seconds=ttl_s)})
         return token
 
-    def _query(self, purpose: Purpose, token: str) -> dict[str, Any] | None:
+    def _query(self, purpose: Purpose, token: str, user_id: str | None = None) -> dict[str, Any] | None:
         if not token or len(token) > MAX_TOKEN_CHARS:
             return None
-        return {"_id": _digest(token), "purpose": purpose, "expiresAt": {"$gt": now()}}
+        return {"_id": _digest(token), "purpose": purpose, "expiresAt": {"$gt": now()},
+                **({"userId": user_id} if user_id is not None else {})}
 
     async def peek(self, purpose: Purpose, token: str) -> dict[str, Any] | None:
         """The token's record if it is live, leaving it usable (an unlock token survives a typo)."""
         query = self._query(purpose, token)
         return await self.col.find_one(query) if query else None
 
-    async def consume(self, purpose: Purpose, token: str) -> dict[str, Any] | None:
-        """The token's record, once: of two uses (a replay, a double click) exactly one gets it."""
-        query = self._query(purpose, token)
+    async def consume(self, purpose: Purpose, token: str, user_id: str | None = None) -> dict[str, Any] | None:
+        """The token's record, once: of two uses (a replay, a double click) exactly one gets it.
+        `user_id`: only if it was issued to that account (else it stays usable)."""
+        query = self._query(purpose, token, user_id)
         return await self.col.find_one_and_delete(query) if query else None
 
     async def revoke(self, user_id: str, purpose: Purpose) -> None:

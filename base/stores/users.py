@@ -56,10 +56,12 @@ class UserStore:
 
     async def link(self, email: str, provider: str, subject: str) -> dict[str, Any] | None:
         """Add the provider's subject to the account with this email, only if that account proved
-        the address and has no subject of that provider yet; the account as it is now (its token
-        generation bumped, so sessions from before the link end), or None."""
+        the address, has no subject of that provider yet and its owner did not unlink that
+        provider; the account as it is now (its token generation bumped, so sessions from before
+        the link end), or None."""
         return await self.col.find_one_and_update(
-            {"email": email, "emailVerified": True, f"identities.{provider}": {"$exists": False}},
+            {"email": email, "emailVerified": True, f"identities.{provider}": {"$exists": False},
+             f"refusedLinks.{provider}": {"$exists": False}},
             {"$set": {f"identities.{provider}": subject}, "$inc": {"tokenGen": 1}}, collation=CASE_INSENSITIVE,
             return_document=True)
 
@@ -70,18 +72,21 @@ class UserStore:
             return await self.col.find_one_and_update(
                 {"_id": oid(user_id), "$or": [{f"identities.{provider}": {"$exists": False}},
                                               {f"identities.{provider}": subject}]},
-                {"$set": {f"identities.{provider}": subject}, "$inc": {"tokenGen": 1}}, return_document=True)
+                {"$set": {f"identities.{provider}": subject}, "$unset": {f"refusedLinks.{provider}": ""},
+                 "$inc": {"tokenGen": 1}}, return_document=True)
         except DuplicateKeyError:
             raise Conflict(f"This {provider} account is linked to another account") from None
 
     async def unlink(self, user_id: str, provider: str, all_providers: Iterable[str]) -> dict[str, Any] | None:
-        """Remove the provider, never the last way in (a password or another provider must remain);
-        None when it is not linked or is the last way in."""
+        """Remove the provider, never the last way in (a password or another provider must remain),
+        and remember that the owner refused it (a sign-in with the address does not link it again);
+        sessions from before end. None when it is not linked or is the last way in."""
         return await self.col.find_one_and_update(
             {"_id": oid(user_id), f"identities.{provider}": {"$exists": True},
              "$or": [{"password": {"$ne": None}},
                      *({f"identities.{other}": {"$exists": True}} for other in all_providers if other != provider)]},
-            {"$unset": {f"identities.{provider}": ""}}, return_document=True)
+            {"$unset": {f"identities.{provider}": ""}, "$set": {f"refusedLinks.{provider}": now()},
+             "$inc": {"tokenGen": 1}}, return_document=True)
 
     async def mark_verified(self, user_id: str, email: str) -> dict[str, Any] | None:
         """The owner of `email` followed the link; None if the account is gone or its email changed."""
@@ -110,9 +115,13 @@ class UserStore:
             return {"exists": False, "role": None, "gen": -1}
         return {"exists": True, "role": doc["role"], "gen": int(doc.get("tokenGen", 0))}
 
-    async def new_generation(self, user_id: str, **fields: Any) -> dict[str, Any]:
-        """Set `fields` and bump the token generation in one write: every token issued before is void."""
-        await self.col.update_one({"_id": oid(user_id)}, {"$set": fields, "$inc": {"tokenGen": 1}})
+    async def new_generation(self, user_id: str, unset: Iterable[str] = (), **fields: Any) -> dict[str, Any]:
+        """Set `fields` (and remove `unset`) and bump the token generation in one write: every token
+        issued before is void."""
+        update: dict[str, Any] = {"$set": fields, "$inc": {"tokenGen": 1}}
+        if unset:
+            update["$unset"] = {name: "" for name in unset}
+        await self.col.update_one({"_id": oid(user_id)}, update)
         return await self.session_state(user_id)
 
     async def delete(self, user_id: str) -> bool:

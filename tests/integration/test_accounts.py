@@ -30,9 +30,10 @@ async def signup(shop: Any, email: str, password: str = PASSWORD) -> dict[str, A
 async def verified(shop: Any, email: str) -> tuple[str, str]:
     """Sign up, follow the mailed link, log in: (user id, token)."""
     user = await signup(shop, email)
-    token, _ = await wait_for_link(shop, email, "verify-email")
-    assert (await shop.call("POST", "/user/verify-email", {"token": token}))[0] == 200
-    return user["_id"], await login(shop, email, api="")
+    link, _ = await wait_for_link(shop, email, "verify-email")
+    session = await login(shop, email, api="")
+    assert (await shop.call("POST", "/user/verify-email", {"token": link}, token=session))[0] == 200
+    return user["_id"], session
 
 
 async def test_pre_hijacking_through_a_provider_sign_in_is_refused(shop) -> None:
@@ -70,11 +71,11 @@ async def test_signup_mails_a_single_use_verification_link(shop) -> None:
     assert message["to"] == ["new@mail.example"] and "Confirm" in message["subject"]
     assert shop.db()["account_tokens"].count_documents({"_id": link}) == 0  # stored hashed, never as sent
 
-    status, body, _ = await shop.call("POST", "/user/verify-email", {"token": link})
+    status, body, _ = await shop.call("POST", "/user/verify-email", {"token": link}, token=token)
     assert status == 200 and body["user"]["emailVerified"] is True
-    status, body, _ = await shop.call("POST", "/user/verify-email", {"token": link})  # used once
+    status, body, _ = await shop.call("POST", "/user/verify-email", {"token": link}, token=token)  # used once
     assert status == 400 and body["error"]["code"] == "invalid_token"
-    status, body, _ = await shop.call("POST", "/user/verify-email", {"token": "made-up"})
+    status, body, _ = await shop.call("POST", "/user/verify-email", {"token": "made-up"}, token=token)
     assert status == 400 and body["error"]["code"] == "invalid_token"
     assert (await shop.call("GET", "/user/me", token=token))[1]["emailVerified"] is True
     status, body, _ = await shop.call("POST", "/user/verify-email/resend", token=token)
@@ -88,15 +89,16 @@ async def test_a_new_verification_link_voids_the_old_one_and_resends_are_limited
     statuses = [(await shop.call("POST", "/user/verify-email/resend", token=token))[0] for _ in range(4)]
     assert statuses == [202, 202, 202, 429]  # VERIFY_RESEND_RATE_LIMIT = 3/3600 per account
     newest, _ = await wait_for_link(shop, "slow@mail.example", "verify-email", after=message["id"] + 2)
-    assert (await shop.call("POST", "/user/verify-email", {"token": first}))[0] == 400
-    assert (await shop.call("POST", "/user/verify-email", {"token": newest}))[0] == 200
+    assert (await shop.call("POST", "/user/verify-email", {"token": first}, token=token))[0] == 400
+    assert (await shop.call("POST", "/user/verify-email", {"token": newest}, token=token))[0] == 200
 
 
 async def test_an_expired_link_is_refused(shop) -> None:
     await signup(shop, "late@mail.example")
+    session = await login(shop, "late@mail.example", api="")
     link, _ = await wait_for_link(shop, "late@mail.example", "verify-email")
     shop.db()["account_tokens"].update_many({}, {"$set": {"expiresAt": now() - timedelta(seconds=1)}})  # time passes
-    status, body, _ = await shop.call("POST", "/user/verify-email", {"token": link})
+    status, body, _ = await shop.call("POST", "/user/verify-email", {"token": link}, token=session)
     assert status == 400 and body["error"]["code"] == "invalid_token"
 
 
@@ -166,7 +168,8 @@ async def test_a_signed_in_confirmed_account_links_and_unlinks_providers(shop) -
 
     status, body, _ = await shop.call("DELETE", "/user/me/identities/google", token=token)
     assert status == 200 and body["user"]["identities"] == []
-    status, body, _ = await shop.call("DELETE", "/user/me/identities/google", token=token)
+    assert (await shop.call("GET", "/user/me", token=token))[0] == 401  # the unlink ended older sessions
+    status, body, _ = await shop.call("DELETE", "/user/me/identities/google", token=body["token"])
     assert status == 404 and body["error"]["code"] == "not_linked"
 
 
@@ -185,12 +188,14 @@ async def test_an_unconfirmed_account_cannot_link_and_the_last_way_in_stays(shop
 async def test_a_callback_from_another_browser_is_refused_and_spends_nothing(shop) -> None:
     """Login CSRF: an attacker's own callback URL opened in the victim's browser signs nobody in."""
     flow = await (await Flow(shop, "google").start()).approve()
-    assert flow.cookie["httponly"] and flow.cookie["samesite"] == "Lax"
+    assert flow.cookie["httponly"] and flow.cookie["samesite"] == "Lax" and flow.cookie.key == "shop_signin"
     status, body = await flow.finish(browser=False)
     assert status == 401 and body["error"]["code"] == "invalid_state"
     assert (await flow.finish())[0] == 200  # the browser that started it still finishes it
     apple = await (await Flow(shop, "apple").start()).approve()  # Apple's form_post is a cross-site POST
     assert apple.cookie["samesite"] == "None" and apple.cookie["secure"]
+    # Secure, so `__Host-`: taken only from https, for Path=/, with no Domain (no sibling subdomain sets it)
+    assert apple.cookie.key == "__Host-shop_signin" and apple.cookie["path"] == "/" and not apple.cookie["domain"]
     assert (await apple.finish(browser=False))[0] == 401
     assert (await apple.finish())[0] == 200
 

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
 from durable import Request
 from durable import config as wconfig
-from durable.bindings import ServiceBinding, asgi_fetch
+from durable.bindings import RemoteTarget, ServiceBinding, asgi_fetch, internal_headers
+from durable.ids import DurableObjectId
 from durable.runtime import Runtime
 from durable.server import Server, bind
 from tests.conftest import COUNTER_TOML, PEER_TOML
@@ -79,6 +81,21 @@ async def test_internal_rpc_endpoint_needs_the_key(two_processes) -> None:
         async with session.post(f"{url}/cdn-cgi/durable/Counter/{'0' * 64}/count", data=b"") as resp:
             assert resp.status == 401
             assert (await resp.json())["error"]["code"] == "unauthorized"
+
+
+async def test_a_full_replay_guard_refuses_calls_for_now_instead_of_forgetting(runtime: Runtime) -> None:
+    """Fail closed: a signed call the guard has no room to remember is a retryable 503, not a 401
+    (nothing is wrong with it) and never an eviction of a live nonce (that would admit its replay)."""
+    worker = runtime.workers["fx-counter"]
+    path = f"/cdn-cgi/durable/Counter/{'0' * 64}/count"
+    target = RemoteTarget("http://127.0.0.1", runtime.internal_key, worker.audience)
+
+    async def signed_call() -> Any:
+        headers = internal_headers(target, "POST", path, b"", DurableObjectId("0" * 64))
+        return await asgi_fetch(worker, Request(f"http://127.0.0.1{path}", method="POST", headers=headers))
+    worker._nonces.max_entries = len(worker._nonces._seen)
+    reply = await signed_call()
+    assert reply.status == 503 and reply.headers.get("retry-after") == "1", reply.body
 
 
 async def test_trace_events_capture_logs_exceptions_and_redact(runtime: Runtime) -> None:

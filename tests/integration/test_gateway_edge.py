@@ -132,6 +132,31 @@ async def test_services_accept_only_what_the_gateway_signed(edge_shop) -> None:
     assert status == 201  # a client's own signature header is dropped; the gateway signs
 
 
+async def test_a_full_replay_guard_is_a_retryable_503_and_an_old_signature_is_refused(edge_shop) -> None:
+    """Replay protection lives in the process's memory: a signature stamped before the worker
+    started is refused (a capture from before a restart), and when every remembered signature is
+    still live a new one is refused for now (503, Retry-After) rather than a live one forgotten."""
+    shop = await edge_shop()
+    base = shop.runtime.workers["rest-shop-api"]
+    body = b'{"email": "full@example.com", "password": "password123"}'
+    vouched = [("authorization", ""), ("cf-connecting-ip", "198.51.100.20"), ("content-type", "application/json"),
+               ("idempotency-key", ""), ("x-durable-audience", "rest-shop-api")]
+
+    async def direct(stamp: int | None = None) -> Any:
+        signature = sign(SERVICE_AUTH_KEY, "POST", "/user/signup", body, headers=vouched, timestamp=stamp)
+        return await asgi_fetch(base, Request("http://base/user/signup", method="POST", body=body, headers={
+            "content-type": "application/json", "X-Gateway-Signature": signature,
+            "CF-Connecting-IP": "198.51.100.20", "x-durable-audience": "rest-shop-api"}))
+    nonces = base.env.isolate_state("gateway_nonces", lambda: None)
+    assert (await direct(nonces.not_before - 5)).status == 401  # within the window, but from before the start
+    nonces.max_entries = len(nonces._seen)
+    full = await direct()
+    assert full.status == 503 and full.headers.get("retry-after") == "1"
+    assert shop.db()["users"].count_documents({}) == 0
+    nonces.max_entries = 200_000
+    assert (await direct()).status == 201
+
+
 async def test_a_forward_within_the_process_needs_no_signature_and_no_client_can_claim_one(edge_shop) -> None:
     """A service binding in this process cannot be reached from outside (as on Cloudflare), so the
     gateway signs only what leaves the process; the mark is in the ASGI scope, not a header."""

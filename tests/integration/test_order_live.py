@@ -7,6 +7,7 @@ import logging
 
 import aiohttp
 import pytest
+from bson import ObjectId
 
 from durable.observe.tail import TailFilters
 from tests.conftest import WEBSOCKET_UPGRADE, Shop
@@ -129,6 +130,40 @@ async def test_sockets_are_capped_per_order_and_per_user_before_the_upgrade(cust
             opened.append(ws)
             return True
         assert await eventually(reopened)
+    finally:
+        for ws in opened:
+            await ws.close()
+
+
+@pytest.mark.parametrize("ending", ["logout everywhere", "role change", "deletion"])
+async def test_a_session_that_ends_closes_its_sockets_and_a_stale_one_never_blocks_the_owner(
+        custom_shop, ending: str) -> None:
+    """The reproduction: sockets outlived logout-everywhere, a reset, a role change and deletion,
+    and kept counting against the order's cap, so the owner's next session got 429."""
+    shop = await custom_shop(base_vars={"LIVE_SOCKETS_PER_ORDER": 2, "LIVE_SESSION_CHECK_S": 0.1})
+    user_id = str(ObjectId())
+    stale_token, admin = shop.token("user", user_id), shop.token("admin")
+    order_id = await order_for(shop, stale_token)
+    opened = []
+    try:
+        for _ in range(2):
+            opened.append(await shop.http.ws_connect(live_url(shop, order_id),
+                                                     headers={"Authorization": f"Bearer {stale_token}"}))
+            await next_update(opened[-1])
+        fresh_token = shop.token("user", user_id)  # another session of the same account (a second device)
+        opened.append(await shop.http.ws_connect(live_url(shop, order_id),
+                                                 headers={"Authorization": f"Bearer {fresh_token}"}))
+        await next_update(opened[-1])  # the cap counts per session: the stale ones take no place of its
+        if ending == "logout everywhere":
+            status, body, _ = await shop.call("POST", "/api/user/logout?all=true", token=fresh_token)
+        elif ending == "role change":
+            status, body, _ = await shop.call("PATCH", f"/api/user/{user_id}/role", {"role": "admin"}, token=admin)
+        else:
+            status, body, _ = await shop.call("DELETE", f"/api/user/{user_id}", token=admin)
+        assert status == 200, body
+        for ws in opened:
+            closing = await ws.receive(timeout=10)
+            assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1008, closing
     finally:
         for ws in opened:
             await ws.close()

@@ -56,8 +56,8 @@ async def test_a_password_account_is_linked_only_once_both_sides_proved_the_emai
     assert "identities" not in shop.db()["users"].find_one({"email": "ann@mail.example"})
 
     token, _ = await wait_for_link(shop, "ann@mail.example", "verify-email")
-    assert (await shop.call("POST", "/user/verify-email", {"token": token}))[0] == 200
     _, login, _ = await shop.call("POST", "/user/login", {"email": "ann@mail.example", "password": "correct horse"})
+    assert (await shop.call("POST", "/user/verify-email", {"token": token}, token=login["token"]))[0] == 200
     status, body = await Flow(shop, "google").run(**{**unverified, "email_verified": True})
     assert status == 200
     assert jwt.decode(body["token"], JWT_KEY, algorithms=["HS256"])["userId"] == signed_up["user"]["_id"]
