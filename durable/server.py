@@ -61,9 +61,11 @@ class MutualTls:
         return context
 
 
-# Cloudflare's limit on one received WebSocket message; a worker may set a smaller one
-# (`WEBSOCKET_MAX_MESSAGE_BYTES` in its vars) so the server refuses a bigger frame before buffering it.
-DEFAULT_WEBSOCKET_MAX_BYTES = 1024 * 1024
+# The server's limit on one received WebSocket message (hypercorn's default). The runtime applies
+# Cloudflare's 1 MiB itself, as Cloudflare does (the object's webSocketError); a worker whose
+# sockets take less sets `WEBSOCKET_MAX_MESSAGE_BYTES` in its vars, and the server refuses a
+# bigger message (1009) before buffering it.
+DEFAULT_WEBSOCKET_MAX_BYTES = 16 * 1024 * 1024
 
 
 def websocket_max_bytes(worker_vars: dict[str, Any] | None) -> int:
