@@ -48,6 +48,7 @@ class RemoteTarget:
     internal_key: str
     audience: str = ""
     near: bool = False  # on this host (a binding prefers these)
+    internal: bool = False  # `url` is the worker's internal listener: mutual TLS, when configured
 
 
 def internal_headers(target: RemoteTarget, method: str, path: str, payload: bytes, object_id: DurableObjectId,
@@ -179,14 +180,16 @@ class HttpClient:
                                                   connector=aiohttp.TCPConnector(limit=256))
         return self._session
 
-    async def send(self, request: Request, base_url: str | None = None) -> Response:
+    async def send(self, request: Request, base_url: str | None = None, *, internal: bool = False) -> Response:
+        """`internal`: `base_url` is another node's internal listener (our certificate, their CA)."""
         url = request.url
         if base_url is not None:
             parts = urlsplit(request.url)
             url = base_url.rstrip("/") + (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP and k.lower() != "host"]
         async with self.session.request(request.method, url, headers=headers, data=request.body or None,
-                                        allow_redirects=False, timeout=self.timeout()) as resp:
+                                        allow_redirects=False, timeout=self.timeout(),
+                                        **(self.internal_options() if internal else {})) as resp:
             body = await resp.read()
             return Response(body, status=resp.status,
                             headers=[(k, v) for k, v in resp.headers.items() if k.lower() not in HOP_BY_HOP])
@@ -272,7 +275,7 @@ class ServiceBinding:
         for i in range(len(usable)):
             target = usable[(self._turn + i) % len(usable)]
             try:
-                return await self._http.send(addressed(request, target, sign), target.url)
+                return await self._http.send(addressed(request, target, sign), target.url, internal=target.internal)
             except aiohttp.ClientConnectorError as exc:
                 self._unreachable[target.url] = time.monotonic() + SKIP_UNREACHABLE_S
                 error = exc
@@ -291,8 +294,8 @@ class ServiceBinding:
         parts = urlsplit(request.url)
         url = _ws_url(target, (parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
         try:
-            return await connect_remote(self._http.session, url,
-                                        list(addressed(request, target, sign).headers.items()))
+            return await connect_remote(self._http.session, url, list(addressed(request, target, sign).headers.items()),
+                                        **(self._http.internal_options() if target.internal else {}))
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             return Response.json_response(
                 {"message": f"Service {self.service} is unreachable",

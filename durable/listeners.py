@@ -1,8 +1,10 @@
 """Which routes a listener serves. In production each worker process listens twice: its public
-listener (clients, the gateway's forwards) never serves the runtime's internal routes, and its
-internal listener (Durable Object calls between processes and nodes, `--internal-ip`) serves
-nothing else. So a captured or forged internal call cannot even be sent to the gateway's public
-port, and the internal port can be firewalled to the other nodes (or carry mutual TLS).
+listener (clients, and the gateway on the same host when it has no internal address for us)
+never serves the runtime's internal routes, and its internal listener (`--internal-ip`, mutual
+TLS when configured) takes what other processes and nodes send: Durable Object calls and
+service-binding forwards (which carry users' tokens and payment bodies, so they go where TLS
+is). A captured or forged internal call cannot even be sent to a public port, and the internal
+port can be firewalled to the other nodes.
 """
 from __future__ import annotations
 
@@ -35,16 +37,6 @@ def public_only(app: ASGIApp) -> ASGIApp:
     """`app` as the public listener serves it: every route but the internal ones (404)."""
     async def serve(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "lifespan" and _internal(scope):
-            await _refuse(scope, send)
-            return
-        await app(scope, receive, send)
-    return serve
-
-
-def internal_only(app: ASGIApp) -> ASGIApp:
-    """`app` as the internal listener serves it: the internal routes only (else 404)."""
-    async def serve(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "lifespan" and not _internal(scope):
             await _refuse(scope, send)
             return
         await app(scope, receive, send)

@@ -132,19 +132,23 @@ class Runtime:
         """In this process if it runs the worker; in a cluster, every live node serving it (the
         binding spreads requests over those on this host, if any: a call that stays on the host
         does not depend on the network, nor on another host being up); else where `--remote` or
-        the dev registry says."""
+        the dev registry says. Another node (or process) is reached at its internal listener when
+        it has one, so a forward carrying a user's credentials crosses the network only under
+        the same mutual TLS as object calls."""
         worker = self.workers.get(name)
         if worker is not None:
             return worker
         if self.node is not None:
             members = self.node.membership.members.values()
             here = {urlsplit(url).hostname for url in self.node.settings.urls.values()}
-            nodes = [RemoteTarget(m.urls[name], self.internal_key, m.audience(name),
-                                  near=urlsplit(m.urls[name]).hostname in here)
+            nodes = [RemoteTarget(m.objects_url(name), self.internal_key, m.audience(name),
+                                  near=urlsplit(m.urls[name]).hostname in here, internal=name in m.internal)
                      for m in sorted(members, key=lambda m: m.node_id)
                      if m.serves(name)]
             if nodes:
                 return nodes
+        if name in self.remote_internal:
+            return RemoteTarget(self.remote_internal[name], self.internal_key, name, internal=True)
         return self.remote_target(name)
 
     def _transport(self, config: WorkerConfig, script: str, class_name: str) -> Transport:

@@ -207,7 +207,7 @@ class Worker:
                                                    "durationMs": duration_ms}
                 self._on_trace(capture.event())
             access_log.write(self.name, "WS", scope["path"], status, duration_ms, trace.request_id,
-                             trace.traceparent, close_code=closed.get("code"))
+                             trace.traceparent, close_code=closed.get("code"), scheme=scope.get("scheme", "ws"))
 
     async def _websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """The upgrade goes to the fetch handler as a request; a 101 answer with the client end of
@@ -278,7 +278,8 @@ class Worker:
                     capture.event_info["response"] = {"status": status}
                 self._on_trace(capture.event())
             access_log.write(self.name, scope["method"], scope["path"], status,
-                             round((time.perf_counter() - started) * 1000, 2), trace.request_id, trace.traceparent)
+                             round((time.perf_counter() - started) * 1000, 2), trace.request_id, trace.traceparent,
+                             scheme=scope.get("scheme", "http"))
 
     def _budget_of(self, scope: dict[str, Any]) -> float:
         """This request's budget: ours, or less when its caller (a gateway, a binding) will wait less."""

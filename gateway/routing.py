@@ -6,15 +6,21 @@ rule in `route`, a `[[services]]` binding and a `RATE_LIMITS` entry.
 """
 from __future__ import annotations
 
+from durable.bindings import INTERNAL_PREFIX
+from models.errors import ApiError
+
 PAYMENTS = "payments"
 BASE = "base"
 UPSTREAMS: dict[str, str] = {BASE: "BASE_SERVICE", PAYMENTS: "PAYMENT_SERVICE"}
 
 
 def route(path: str) -> tuple[str, str]:
-    """`/api/payments/x` and `/payments/x` → payments; everything else → base; `/api` stripped."""
+    """`/api/payments/x` and `/payments/x` → payments; everything else → base; `/api` stripped;
+    the runtime's internal routes are 404 here (a forward reaches a service's internal listener)."""
     if path == "/api" or path.startswith("/api/"):
         path = path[len("/api"):] or "/"
+    if path.startswith(INTERNAL_PREFIX):  # the runtime's own routes are never forwarded (Cloudflare keeps /cdn-cgi/)
+        raise ApiError(404, "not_found", "Not found")
     if path == "/payments" or path.startswith("/payments/"):
         return PAYMENTS, path
     return BASE, path

@@ -75,6 +75,7 @@ class LabShop:
         if not self.env_file(host).exists():
             self.env_file(host).write_text("DURABLE_VERSION=v1\n")
         host.popen([sys.executable, "-m", "wrangler", "serve", "--cluster", "--env", "production",
+                    "--insecure-internal",  # the lab's links are namespaces of this machine (TLS: test_production)
                     "--env-file", str(self.env_file(host)),
                     "--ip", host.ip, "--port", str(PORT), "--persist-to", str(self.state / host.name),
                     "--lease", str(LEASE_S), "--cluster-db", f"{self.db_name}_cluster",

@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--internal-tls-key", default=None, metavar="PEM", help="the key of --internal-tls-cert")
     serve.add_argument("--internal-tls-ca", default=None, metavar="PEM",
                        help="the CA that signs every node's certificate (the only one trusted between nodes)")
+    serve.add_argument("--insecure-internal", action="store_true",
+                       help="with --cluster on a non-loopback address and no --internal-tls-*: start in production "
+                            "anyway (the network between the nodes is private and trusted); a warning still says so")
     serve.add_argument("--log-format", choices=["json", "text"], default="json")
     serve.add_argument("--grace", type=float, default=20.0,
                        help="seconds in-flight requests get to finish after SIGTERM")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import os
 import signal
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from dotenv import dotenv_values
 
 from durable.config import ConfigError, WorkerConfig
-from durable.listeners import internal_only, public_only
+from durable.listeners import public_only
 from durable.observe.logs import setup_logging
 from durable.preflight import problems, refuse_if_any
 from durable.runtime import Runtime, settle_heap, start_order
@@ -65,10 +66,37 @@ def internal_ip(args: argparse.Namespace, public_ip: str) -> str:
     return args.internal_ip or (public_ip if args.cluster else DEFAULT_IP)
 
 
+def plaintext_between_nodes(args: argparse.Namespace) -> str | None:
+    """What is wrong when cluster nodes would talk in the clear across a network: the internal
+    listener binds a non-loopback address (with --cluster, the public one) and has no TLS."""
+    if not args.cluster or internal_tls(args) is not None:
+        return None
+    address = internal_ip(args, args.ip or DEFAULT_IP)
+    try:
+        if ipaddress.ip_address(address).is_loopback:
+            return None
+    except ValueError:
+        pass  # a host name: not known to stay on this host
+    return (f"the internal listener on {address} takes object calls and service-binding forwards (users' tokens, "
+            f"payment bodies) from the other nodes in plain HTTP: give every node --internal-tls-cert, "
+            f"--internal-tls-key and --internal-tls-ca (mutual TLS), or say --insecure-internal when the network "
+            f"between the nodes is private and trusted")
+
+
+def _production(configs: list[WorkerConfig]) -> bool:
+    return any(str(c.vars.get("ENVIRONMENT", "development")) != "development" for c in configs)
+
+
 async def run_serve(args: argparse.Namespace) -> int:
     setup_logging(args.log_format)
     configs = load_configs(args)
     found = problems(configs)
+    exposed = plaintext_between_nodes(args) if args.public_fd is None else None  # (a child: its supervisor said it)
+    if exposed is not None and _production(configs) and not args.insecure_internal:
+        found.append(exposed)
+    elif exposed is not None:
+        print(f"▲ [WARNING] {exposed}", file=sys.stderr)
+        log.warning("%s", exposed, extra={"event": "plaintext_between_nodes"})
     if args.tail_port is not None and len(os.environ.get("TAIL_TOKEN", "").encode()) < MIN_TAIL_TOKEN_BYTES:
         # a production tail API streams requests and logs: it needs a strong token, or no start
         found.append("TAIL_TOKEN is missing or shorter than 32 bytes: set a long random one "
@@ -106,7 +134,8 @@ async def serve_one(args: argparse.Namespace, config: WorkerConfig) -> int:
     worker = runtime.workers[config.name]
     frames = websocket_max_bytes(config.vars)
     server = Server(public_only(worker), sock, graceful_timeout_s=args.grace, websocket_max_bytes=frames)
-    internal = Server(internal_only(worker), internal_sock, graceful_timeout_s=args.grace, tls=tls,
+    # the internal listener takes object calls and service-binding forwards (see durable/listeners.py)
+    internal = Server(worker, internal_sock, graceful_timeout_s=args.grace, tls=tls,
                       websocket_max_bytes=frames)
     await server.start()
     await internal.start()

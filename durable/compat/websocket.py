@@ -296,15 +296,17 @@ async def asgi_websocket(app: Any, request: Request, client: tuple[str, int] = (
     return await answered
 
 
-async def connect_remote(session: aiohttp.ClientSession, url: str, headers: list[tuple[str, str]]) -> Response:
+async def connect_remote(session: aiohttp.ClientSession, url: str, headers: list[tuple[str, str]],
+                         **options: Any) -> Response:
     """Open a WebSocket to a worker in another process: 101 with the client end of a pair pumped
-    to it, or the HTTP answer it refused with."""
+    to it, or the HTTP answer it refused with. `options` go to aiohttp (`ssl` for another node)."""
     from ..http import Response
 
     protocols = [p.strip() for k, v in headers if k.lower() == "sec-websocket-protocol" for p in v.split(",")]
     sent = [(k, v) for k, v in headers if k.lower() not in _WS_HANDSHAKE]
     try:
-        remote = await session.ws_connect(url, headers=sent, protocols=protocols, autoping=True, max_msg_size=0)
+        remote = await session.ws_connect(url, headers=sent, protocols=protocols, autoping=True, max_msg_size=0,
+                                          **options)
     except aiohttp.WSServerHandshakeError as exc:
         return Response(b"", status=exc.status or 502, headers=list((exc.headers or {}).items()))
     return joined(remote)

@@ -103,8 +103,9 @@ class AccessLog:
         self.json = False
 
     def write(self, worker: str, method: str, path: str, status: int | None, duration_ms: float,
-              request_id: str, traceparent: str, close_code: int | None = None) -> None:
-        """One line per request; a WebSocket's (method `WS`) when it closes, with its close code."""
+              request_id: str, traceparent: str, close_code: int | None = None, scheme: str = "http") -> None:
+        """One line per request; a WebSocket's (method `WS`) when it closes, with its close code.
+        `scheme` (http, https, ws, wss) says whether the request came over TLS."""
         if not self.logger.isEnabledFor(logging.INFO):
             return
         message = "%s %s %s %s (%.1f ms) request_id=%s" % (worker, method, path, "-" if status is None else status,
@@ -115,7 +116,7 @@ class AccessLog:
             self.handler.write_line(f"[{self.logger.name}:INFO] {message}")
             return
         fields = {"worker": worker, "method": method, "path": path, "status": status, "duration_ms": duration_ms,
-                  "request_id": request_id, "traceparent": traceparent,
+                  "request_id": request_id, "traceparent": traceparent, "scheme": scheme,
                   **({"close_code": close_code} if close_code is not None else {})}
         if self.handler is None:
             self.logger.info(message, extra=fields)

@@ -65,6 +65,11 @@ def serve(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
      "ACCOUNT_PAGES_URL 'http://shop.example/account?from=mail' must be an https:// address",
      ["--var", "PUBLIC_BASE_URL:https://shop.example", "--var", "MAIL_FROM:Shop <no-reply@shop.example>",
       "--var", "ACCOUNT_PAGES_URL:http://shop.example/account?from=mail"]),
+    (BASE_TOML, {"JWT_KEY": STRONG_JWT, "SERVICE_AUTH_KEY": STRONG_SERVICE, "MONGODB_URI": "mongodb://x",
+                 "SMTP_URL": "smtp://relay.example:587"},
+     "the internal listener on 0.0.0.0 takes object calls and service-binding forwards",
+     ["--cluster", "--ip", "0.0.0.0", "--var", "PUBLIC_BASE_URL:https://shop.example",
+      "--var", "MAIL_FROM:Shop <no-reply@shop.example>"]),
     (PAYMENTS_TOML, {"JWT_KEY": STRONG_JWT, "SERVICE_AUTH_KEY": STRONG_SERVICE, "MONGODB_URI": "mongodb://x"},
      "stripe needs STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET", ["--var", "PUBLIC_BASE_URL:https://shop.example"]),
     (PAYMENTS_TOML, {"JWT_KEY": STRONG_JWT, "SERVICE_AUTH_KEY": STRONG_SERVICE, "MONGODB_URI": "mongodb://x"},
@@ -188,6 +193,8 @@ def test_three_processes_signed_bindings_json_logs_and_graceful_sigterm(tmp_path
         time.sleep(0.02)
     logged = access_lines()
     assert all(isinstance(l["duration_ms"], float) and l["status"] == 201 for l in logged)
+    # the gateway's forward (the user's token, the order) reached base on its internal listener, over TLS
+    assert [l["scheme"] for l in logged if l["worker"] == "rest-shop-api"] == ["https"], logged
 
     urllib.request.urlopen(urllib.request.Request(f"{stripe_url}/_local/faults", method="POST",
                                                   data=json.dumps({"delay_s": 2, "count": 1,

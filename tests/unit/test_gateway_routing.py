@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.routing import BASE, PAYMENTS, route
+from models.errors import ApiError
 
 
 @pytest.mark.parametrize("path, expected", [
@@ -19,3 +20,11 @@ from gateway.routing import BASE, PAYMENTS, route
 ])
 def test_route(path: str, expected: tuple[str, str]) -> None:
     assert route(path) == expected
+
+
+@pytest.mark.parametrize("path", ["/cdn-cgi/durable/UserSessions/" + "0" * 64 + "/check", "/api/cdn-cgi/durable/x"])
+def test_the_runtime_s_internal_routes_are_never_forwarded(path: str) -> None:
+    """A forward reaches a service's internal listener, where these routes live: the edge refuses them."""
+    with pytest.raises(ApiError) as refused:
+        route(path)
+    assert refused.value.status == 404
