@@ -27,7 +27,7 @@ def _signup(base: str, email: str) -> None:
 
 
 async def bench_accounts(quick: bool) -> dict[str, Any]:
-    logins_n, flood_n = (40, 400) if quick else (200, 3000)
+    logins_n, flood_n = (20, 400) if quick else (60, 3000)  # the flood outlasts the logins
     with tempfile.TemporaryDirectory() as tmp:
         dev = DevSession(Path(tmp), workers=("base",), variables={"PASSWORD_RESET_SUBMIT_LIMIT": "1000000/60"})
         try:
