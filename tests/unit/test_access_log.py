@@ -34,7 +34,8 @@ def test_text_and_json_lines_match_what_the_logging_module_writes(restore_level)
             AccessLog.logger.info("%s %s %s %s (%.1f ms) request_id=%s", "rest-shop-api", "GET", "/products/1", 200,
                                   1.25, "req-1", extra={"worker": "rest-shop-api", "method": "GET",
                                                         "path": "/products/1", "status": 200, "duration_ms": 1.25,
-                                                        "request_id": "req-1", "traceparent": "00-abc-def-01"})
+                                                        "request_id": "req-1", "traceparent": "00-abc-def-01",
+                                                        "scheme": "http"})
         finally:
             AccessLog.logger.removeHandler(handler)
             AccessLog.logger.propagate = True
