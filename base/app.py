@@ -4,14 +4,12 @@ The worker's entry module: the Quart `app` (fetch handler) and its Durable Objec
 """
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from pymongo.errors import PyMongoError
 from quart import Quart
 
 from durable import env
-from durable.mongo import MongoPool
+from durable.mongo import MongoPool, retry_in_background, stop_background
 from durable.public_url import public_base_url, url_problems
 from models.service_auth import install_service_auth, key_problems, require_strong_keys
 from models.web import install_error_handlers, install_schema
@@ -37,7 +35,6 @@ from .stores.users import UserStore
 __all__ = ["app", "LoginGuard", "MongoPool", "OrderLock", "ProductStock", "RateLimiter", "ShopperHolds", "SignInState",
            "UserSessions"]
 
-log = logging.getLogger("rest_shop.base")
 
 app = Quart(__name__)
 app.config["MAX_CONTENT_LENGTH"] = 6 * 1024 * 1024
@@ -57,8 +54,8 @@ def startup_problems(worker_env: Any) -> list[str]:
 
 @app.before_serving
 async def start() -> None:
-    """Keys and sign-in settings are checked (fatal); indexes are made (idempotent; a database that
-    is down now is reported by /health, not fatal)."""
+    """Keys and sign-in settings are checked (fatal); indexes are made in the background, retried
+    until the database answers: the worker serves (and answers its probes) at once, database or not."""
     require_strong_keys()
     if signin_providers.enabled(env) or str(env.get("ENVIRONMENT", "development")) != "development":
         public_base_url(env)  # refuse to start without it: no provider could send anyone back, no link be mailed
@@ -66,17 +63,19 @@ async def start() -> None:
         raise mail_sender.MailConfigError(problem)  # mailed tokens would go somewhere unsafe
     await mail_sender.install(env)
     await signin_service.install(env)
-    try:
-        db = await database(env)
-        for store in (UserStore(db), ProductStore(db), OrderStore(db), AccountTokens(db)):
-            await store.ensure_indexes()
-        for provider in signin_providers.ISSUERS:
-            await UserStore(db).ensure_identity_index(provider)
-    except PyMongoError as exc:
-        log.error("could not create indexes: %s", exc)
+    retry_in_background(env, "base indexes", _ensure_indexes)
+
+
+async def _ensure_indexes() -> None:
+    db = await database(env)
+    for store in (UserStore(db), ProductStore(db), OrderStore(db), AccountTokens(db)):
+        await store.ensure_indexes()
+    for provider in signin_providers.ISSUERS:
+        await UserStore(db).ensure_identity_index(provider)
 
 
 @app.after_serving
 async def stop() -> None:
+    await stop_background(env)
     await signin_service.uninstall(env)
     await mail_sender.uninstall(env)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from datetime import datetime, timezone
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+import pymongo
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
@@ -97,8 +98,13 @@ class PoolStats(ConnectionPoolListener, ServerHeartbeatListener):
         }
 
 
+FIRST_CHECK_WAIT_S = 0.5  # a probe before the driver's first look at the server waits this long for it
+
+
 class MongoPool(DurableObject):
-    """Connects lazily, retries with exponential backoff, reports health, closes on shutdown."""
+    """Owns the client: made on first use, never waited on. The driver connects, monitors the
+    server (every MONGODB_HEARTBEAT_MS) and reconnects by itself; the pool reports health from
+    what that monitor last saw, and closes the client on shutdown."""
 
     node_local = True  # each node keeps its own client; stores reach it with stub.local()
 
@@ -106,60 +112,50 @@ class MongoPool(DurableObject):
         super().__init__(ctx, env)
         self._client: AsyncMongoClient[dict[str, Any]] | None = None
         self._stats = PoolStats()
-        self._connected = False
-        self._lock = asyncio.Lock()
         self._max_pool = int(env.get("MONGODB_MAX_POOL_SIZE", 100))
         self._timeout_ms = int(env.get("MONGODB_TIMEOUT_MS", 5000))
+        self._heartbeat_ms = max(500, int(env.get("MONGODB_HEARTBEAT_MS", 2000)))
         password = urlsplit(str(env.get("MONGODB_URI", ""))).password
         if password:
             redactor.add(password)
 
-    def _make_client(self) -> AsyncMongoClient[dict[str, Any]]:
-        return AsyncMongoClient(
-            self.env.MONGODB_URI, event_listeners=[self._stats], maxPoolSize=self._max_pool,
-            serverSelectionTimeoutMS=self._timeout_ms, connectTimeoutMS=self._timeout_ms,
-            socketTimeoutMS=self._timeout_ms * 2, tz_aware=True, appname=self.env.get("SERVICE_NAME"))
-
-    async def _connect(self, attempts: int = 5, first_delay_s: float = 0.1) -> None:
-        async with self._lock:
-            if self._client is None:
-                self._client = self._make_client()
-            delay = first_delay_s
-            for attempt in range(1, attempts + 1):
-                try:
-                    await self._client.admin.command("ping")
-                    self._connected = True
-                    return
-                except PyMongoError as exc:
-                    self._stats.last_error = redactor(f"{type(exc).__name__}: {exc}")[:500]
-                    if attempt == attempts:
-                        log.error("MongoDB unreachable after %d attempts: %s", attempts, self._stats.last_error)
-                        return
-                    await asyncio.sleep(delay)
-                    delay *= 2
+    async def _connected_client(self) -> AsyncMongoClient[dict[str, Any]]:
+        """The client, its monitoring started (which does not wait for the server)."""
+        if self._client is None:
+            self._client = AsyncMongoClient(
+                self.env.MONGODB_URI, event_listeners=[self._stats], maxPoolSize=self._max_pool,
+                serverSelectionTimeoutMS=self._timeout_ms, connectTimeoutMS=self._timeout_ms,
+                socketTimeoutMS=self._timeout_ms * 2, heartbeatFrequencyMS=self._heartbeat_ms, tz_aware=True,
+                appname=self.env.get("SERVICE_NAME"))
+            await self._client.aconnect()
+        return self._client
 
     async def database(self) -> AsyncDatabase[dict[str, Any]]:
-        """Local-only: the service's database on the pooled client. The first call connects (with
-        retries); after that the driver reconnects by itself, and while the server is away each
-        operation fails within MONGODB_TIMEOUT_MS instead of a request waiting on retries here."""
-        if self._client is None:
-            await self._connect()
-        assert self._client is not None
-        return self._client[str(self.env.MONGODB_DB)]
+        """Local-only: the service's database on the pooled client. Never waits for the server: while
+        it is away each operation fails within MONGODB_TIMEOUT_MS (a 503 for the request), and the
+        driver reconnects by itself when it is back."""
+        return (await self._connected_client())[str(self.env.MONGODB_DB)]
 
     async def ping(self) -> dict[str, Any]:
-        """Round-trip to the server: status and latency, or the error."""
-        if self._client is None:
-            self._client = self._make_client()
-        start = time.perf_counter()
-        try:
-            await self._client.admin.command("ping")
-        except PyMongoError as exc:
-            self._connected = False
-            self._stats.last_error = redactor(f"{type(exc).__name__}: {exc}")[:500]
-            return {"status": "disconnected", "latency_ms": None, "error": self._stats.last_error}
-        self._connected = True
-        return {"status": "connected", "latency_ms": round((time.perf_counter() - start) * 1000, 2)}
+        """Is the server there, as the driver's monitor last saw it: no round trip of our own, so a
+        probe answers at once with the database up, down or unreachable. Only before the monitor's
+        first check does it wait for one, FIRST_CHECK_WAIT_S at most."""
+        client = await self._connected_client()
+        servers = list(client.topology_description.server_descriptions().values())
+        if not client.topology_description.has_writable_server() and not any(s.error for s in servers):
+            try:  # the first check has not finished: give it a moment
+                with pymongo.timeout(FIRST_CHECK_WAIT_S):
+                    await client.admin.command("ping")
+            except PyMongoError:
+                pass
+            servers = list(client.topology_description.server_descriptions().values())
+        if client.topology_description.has_writable_server():
+            rtts = [s.round_trip_time for s in servers if s.round_trip_time is not None]
+            return {"status": "connected", "latency_ms": round(min(rtts) * 1000, 2) if rtts else None}
+        errors = [str(s.error) for s in servers if s.error]
+        error = redactor(errors[0] if errors else f"no server answered within {FIRST_CHECK_WAIT_S:g} s")[:500]
+        self._stats.last_error = error
+        return {"status": "disconnected", "latency_ms": None, "error": error}
 
     async def health(self) -> dict[str, Any]:
         result = await self.ping()
@@ -170,6 +166,34 @@ class MongoPool(DurableObject):
         if self._client is not None:
             await self._client.close()
             self._client = None
+
+
+def retry_in_background(env: Any, what: str, work: Callable[[], Awaitable[None]], first_delay_s: float = 0.5,
+                        max_delay_s: float = 30.0) -> None:
+    """Run `work` (what start-up wants of the database: indexes) until it succeeds, backing off
+    between tries, without holding up the start: a worker serves (and answers its probes) at
+    once, whether or not its database is there yet. `stop_background(env)` cancels it."""
+    async def run() -> None:
+        delay = first_delay_s
+        while True:
+            try:
+                await work()
+                return
+            except PyMongoError as exc:
+                log.warning("%s: database not ready (%s); trying again in %.1f s", what, type(exc).__name__, delay)
+            await asyncio.sleep(delay)
+            delay = min(max_delay_s, delay * 2)
+    tasks: set[asyncio.Task[None]] = env.isolate_state("mongo.background", set)
+    task = asyncio.get_running_loop().create_task(run())
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+
+
+async def stop_background(env: Any) -> None:
+    tasks: set[asyncio.Task[None]] = env.isolate_state("mongo.background", set)
+    for task in list(tasks):
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def pooled_database(env: Any, binding: str = "MONGO_POOL") -> AsyncDatabase[dict[str, Any]]:

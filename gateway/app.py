@@ -23,7 +23,7 @@ from .objects.rate_limiter import RateLimiter
 
 __all__ = ["app", "RateLimiter"]
 
-OWN_PATHS = frozenset({"/health"})
+OWN_PATHS = frozenset({"/health", "/health/live"})
 
 site = Quart(__name__)
 install_error_handlers(site)
@@ -31,8 +31,15 @@ install_error_handlers(site)
 
 @site.get("/health")
 async def health() -> Any:
+    """Readiness: the services as last found, the breakers, this node."""
     body, status = await aggregate(env, edge(env))
     return {**Health.now(env.SERVICE_NAME, env.ENVIRONMENT, body["status"]).model_dump(), **body}, status
+
+
+@site.get("/health/live")
+async def live() -> Any:
+    """Liveness: this process answers (it touches nothing outside it)."""
+    return Health.now(env.SERVICE_NAME, env.ENVIRONMENT).model_dump()
 
 
 class Gateway:
@@ -55,6 +62,8 @@ class Gateway:
         await self.own.startup()
 
     async def shutdown(self) -> None:
+        for probe in edge(env).upstream_health.values():
+            probe.close()
         await edge(env).cache.close()
         await edge(env).deadlines.close()
         await self.own.shutdown()

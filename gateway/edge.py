@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from durable.observe.probes import LastKnown
+
 from .breakers import CircuitBreaker
 from .cache import ResponseCache
 from .deadlines import Deadlines
@@ -23,6 +25,7 @@ class Edge:
     rate_limits: str = ""
     trusted_proxies: frozenset[str] = frozenset()
     jwt_key: str | None = field(default=None, repr=False)  # a secret: verifies the tokens that key limits
+    upstream_health: dict[str, LastKnown[dict[str, Any]]] = field(default_factory=dict)  # for /health
 
 
 def build_edge(env: Any) -> Edge:

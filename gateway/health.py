@@ -1,6 +1,6 @@
-"""The gateway's /health: every upstream's own /health (short timeout, in parallel), the
-circuit breakers, and this node (in a cluster: every member it sees, with its address); ok only
-when every service is."""
+"""The gateway's /health: every upstream's own /health as last found (probed in the background,
+short timeout, in parallel), the circuit breakers, and this node (in a cluster: every member it
+sees, with its address); ok only when every service is."""
 from __future__ import annotations
 
 import asyncio
@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from durable import Request
+from durable.observe.probes import LastKnown
 
 from .edge import Edge
 from .routing import UPSTREAMS
@@ -29,10 +30,17 @@ async def probe(binding: Any, timeout_s: float) -> dict[str, Any]:
 
 
 async def aggregate(env: Any, edge: Edge) -> tuple[dict[str, Any], int]:
+    """Each service's state as its last probe found it (a probe runs in the background, and this
+    waits at most HEALTH_WAIT_S for one in flight): the answer never waits on a slow service."""
     timeout_s = float(env.get("HEALTH_PROBE_TIMEOUT_S", 2))
-    upstreams = {name: getattr(env, binding) for name, binding in UPSTREAMS.items()}
-    reports = await asyncio.gather(*(probe(b, timeout_s) for b in upstreams.values()))
-    services = dict(zip(upstreams, reports))
+    wait_s = float(env.get("HEALTH_WAIT_S", 0.5))
+    for name, binding in UPSTREAMS.items():
+        if name not in edge.upstream_health:
+            edge.upstream_health[name] = LastKnown(lambda b=getattr(env, binding): probe(b, timeout_s))
+    found = await asyncio.gather(*(edge.upstream_health[name].read(wait_s) for name in UPSTREAMS))
+    reports = [LastKnown.reported(value, age, {"status": "down", "error": f"no answer yet (waited {wait_s:g} s)"})
+               for value, age in found]
+    services = dict(zip(UPSTREAMS, reports))
     states = [r.get("status") for r in reports]
     status = "ok" if all(s == "ok" for s in states) else ("down" if all(s == "down" for s in states) else "degraded")
     circuits = {name: b.snapshot() for name, b in edge.breakers.items()}

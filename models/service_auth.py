@@ -57,7 +57,7 @@ CLIENT_IP_HEADER = "CF-Connecting-IP"  # the client address the gateway resolved
 AUDIENCE_HEADER = INTERNAL_AUDIENCE_HEADER  # the node (or worker) the forward was signed for (the binding sets it)
 # every header the services act on, so every header the gateway vouches for
 SIGNED_HEADERS = ("authorization", "cf-connecting-ip", "content-type", "idempotency-key", AUDIENCE_HEADER)
-PROBE_PATHS = frozenset({"/health", "/openapi.json"})  # probes and the public API description
+PROBE_PATHS = frozenset({"/health", "/health/live", "/openapi.json"})  # probes and the public API description
 
 
 def _nonces(tolerance_s: float) -> NonceCache:

@@ -5,14 +5,12 @@ The worker's entry module: the Quart `app` and its Durable Object classes.
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
-from pymongo.errors import PyMongoError
 from quart import Quart
 
 from durable import env
-from durable.mongo import MongoPool, pooled_database
+from durable.mongo import MongoPool, pooled_database, retry_in_background, stop_background
 from models.service_auth import install_service_auth, key_problems, require_strong_keys
 from models.web import install_error_handlers, install_schema
 
@@ -25,7 +23,6 @@ from .stores.payments import PaymentStore
 
 __all__ = ["app", "IdempotencyLedger", "MongoPool", "PaymentIdempotency", "ProviderEvents"]
 
-log = logging.getLogger("rest_shop.payments")
 
 app = Quart(__name__)
 app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
@@ -46,16 +43,20 @@ async def start() -> None:
     require_strong_keys()
     public_base_url(env)  # refuse to start without a valid one: callbacks could never reach us
     await registry.start(env)
-    try:
-        await PaymentStore(await pooled_database(env)).ensure_indexes()
-    except PyMongoError as exc:
-        log.error("could not create indexes: %s", exc)
+    retry_in_background(env, "payments indexes", _ensure_indexes)
     # one sweeper per running worker; the task keeps this start-up's env (context is copied)
     env.isolate_state("reconciler", lambda: asyncio.get_running_loop().create_task(sweep_forever(env)))
 
 
+async def _ensure_indexes() -> None:
+    await PaymentStore(await pooled_database(env)).ensure_indexes()
+
+
 @app.after_serving
 async def stop() -> None:
+    await stop_background(env)
+    for check in env.isolate_state("health_checks", dict).values():
+        check.close()
     sweeper = env.isolate_state("reconciler", lambda: None)
     if sweeper is not None:
         sweeper.cancel()

@@ -23,3 +23,12 @@ async def health() -> Any:
     body["database"] = database
     body["node"] = env.node()
     return body, 200 if ok else 503
+
+
+@bp.get("/health/live")
+@document_response(Health, 200)
+async def live() -> Any:
+    """Liveness: the process answers. It touches nothing outside the process (`/health` is readiness:
+    a database that is away makes that one 503, never this one, so a process manager does not
+    restart a worker for its database)."""
+    return Health.now(env.SERVICE_NAME, env.ENVIRONMENT).model_dump()
