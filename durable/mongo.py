@@ -168,32 +168,48 @@ class MongoPool(DurableObject):
             self._client = None
 
 
+class _Background:
+    """The start-up work still retrying, and the signal that stops it between tries."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.stopping = asyncio.Event()
+
+
 def retry_in_background(env: Any, what: str, work: Callable[[], Awaitable[None]], first_delay_s: float = 0.5,
                         max_delay_s: float = 30.0) -> None:
     """Run `work` (what start-up wants of the database: indexes) until it succeeds, backing off
     between tries, without holding up the start: a worker serves (and answers its probes) at
-    once, whether or not its database is there yet. `stop_background(env)` cancels it."""
+    once, whether or not its database is there yet. `stop_background(env)` ends it."""
+    background: _Background = env.isolate_state("mongo.background", _Background)
+
     async def run() -> None:
         delay = first_delay_s
-        while True:
+        while not background.stopping.is_set():
             try:
                 await work()
                 return
             except PyMongoError as exc:
                 log.warning("%s: database not ready (%s); trying again in %.1f s", what, type(exc).__name__, delay)
-            await asyncio.sleep(delay)
-            delay = min(max_delay_s, delay * 2)
-    tasks: set[asyncio.Task[None]] = env.isolate_state("mongo.background", set)
+            try:
+                await asyncio.wait_for(background.stopping.wait(), delay)
+            except asyncio.TimeoutError:
+                delay = min(max_delay_s, delay * 2)
     task = asyncio.get_running_loop().create_task(run())
-    tasks.add(task)
-    task.add_done_callback(tasks.discard)
+    background.tasks.add(task)
+    task.add_done_callback(background.tasks.discard)
 
 
-async def stop_background(env: Any) -> None:
-    tasks: set[asyncio.Task[None]] = env.isolate_state("mongo.background", set)
-    for task in list(tasks):
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+async def stop_background(env: Any, timeout_s: float = 10.0) -> None:
+    """Stop between tries; a try under way is let finish (at most `timeout_s`): a command cut off
+    here would go on in the server after we left, racing whatever comes next (a drop, a restart)."""
+    background: _Background = env.isolate_state("mongo.background", _Background)
+    background.stopping.set()
+    if background.tasks:
+        _, late = await asyncio.wait(list(background.tasks), timeout=timeout_s)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
 
 
 async def pooled_database(env: Any, binding: str = "MONGO_POOL") -> AsyncDatabase[dict[str, Any]]:

@@ -183,13 +183,16 @@ class Runtime:
                 cls = worker.object_class(class_name)
                 engine = self._engine(worker.name, cls)
                 key = ids.namespace_key(worker.name, config.created_as(class_name))
-                await engine.remark_ids(functools.partial(ids.remark, key))
+                remark = functools.partial(engine.remark_ids, functools.partial(ids.remark, key))
+                clustered = self.node is not None and not cls.node_local
+                if not clustered:
+                    await remark()
                 host = worker.hosts[class_name] = ObjectHost(
                     cls, None, engine, script_name=worker.name,
                     class_name=class_name, on_trace=self._publish, tracing_wanted=self.hub.listening,
                     alarm_backoff_s=self.alarm_backoff_s, sql_dir=self._sql_dir(config, cls))
-                if self.node is not None and not cls.node_local:
-                    self.node.attach(worker.name, host, engine)  # type: ignore[arg-type]
+                if clustered:  # its stored ids are brought up to date as the node joins (the database may be away now)
+                    self.node.attach(worker.name, host, engine, before_join=remark)  # type: ignore[arg-type,union-attr]
             self.workers[worker.name] = worker
             loaded.append((worker, found))
         for worker, found in loaded:

@@ -43,6 +43,9 @@ async def aggregate(env: Any, edge: Edge) -> tuple[dict[str, Any], int]:
     services = dict(zip(UPSTREAMS, reports))
     states = [r.get("status") for r in reports]
     status = "ok" if all(s == "ok" for s in states) else ("down" if all(s == "down" for s in states) else "degraded")
+    node = env.node()
+    if status == "ok" and node["cluster"] and not node["member"]:  # its own objects (rate limits) are away
+        status = "degraded"
     circuits = {name: b.snapshot() for name, b in edge.breakers.items()}
     return {"status": status, "services": services, "circuits": circuits, "cache": edge.cache.snapshot(),
-            "node": env.node()}, 200 if status == "ok" else 503
+            "node": node}, 200 if status == "ok" else 503

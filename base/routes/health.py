@@ -18,10 +18,11 @@ bp = Blueprint("health", __name__)
 async def health() -> Any:
     pool = env.MONGO_POOL
     database = await pool.get(pool.id_from_name("global")).health()
-    ok = database["status"] == "connected"
+    node = env.node()
+    ok = database["status"] == "connected" and (not node["cluster"] or node["member"])  # a cluster node: joined too
     body = Health.now(env.SERVICE_NAME, env.ENVIRONMENT, "ok" if ok else "degraded").model_dump()
     body["database"] = database
-    body["node"] = env.node()
+    body["node"] = node
     return body, 200 if ok else 503
 
 

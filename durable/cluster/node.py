@@ -14,6 +14,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -60,6 +61,7 @@ class _Namespace:
     script: str
     host: ObjectHost
     engine: MongoEngine
+    before_join: Callable[[], Awaitable[Any]] | None = None  # a stored-data migration, run as the node joins
 
 
 async def _reachable(url: str) -> bool:
@@ -90,6 +92,7 @@ class ClusterNode:
         self._draining: set[tuple[str, int]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._departed = False
+        self._joining: asyncio.Task[None] | None = None  # joining in the background (the database was away)
         self._heart: Heart | None = None
         self.handoffs = 0
         self.fenced = 0
@@ -105,13 +108,27 @@ class ClusterNode:
                            shard_of=lambda object_id: shard_of(object_id, self.settings.shards),
                            on_fenced=self._fenced, before_transaction=self.membership.record_session)
 
-    def attach(self, script: str, host: ObjectHost, engine: MongoEngine) -> None:
+    def attach(self, script: str, host: ObjectHost, engine: MongoEngine,
+               before_join: Callable[[], Awaitable[Any]] | None = None) -> None:
         name = f"{script}.{host.class_name}"
-        self.namespaces[name] = _Namespace(name, script, host, engine)
+        self.namespaces[name] = _Namespace(name, script, host, engine, before_join)
         host.guard = lambda object_id: self.ensure_owned(name, str(object_id))
 
     async def start(self) -> None:
+        """Join the cluster. With the coordination database away, keep trying in the background:
+        the node serves meanwhile (its probes answer; it is no member, so calls to its objects are
+        retryable 503s) and joins as soon as the database answers."""
+        try:
+            await self._join()
+        except PyMongoError as exc:
+            log.warning("cluster: cannot join yet (%s); trying again in the background", type(exc).__name__,
+                        extra={"event": "join_deferred"})
+            self._joining = asyncio.get_running_loop().create_task(self._join_when_possible())
+
+    async def _join(self) -> None:
         for ns in self.namespaces.values():
+            if ns.before_join is not None:
+                await ns.before_join()
             await ns.engine.prepare()
         await self.membership.beat()
         await self._adopt_alarmed_shards()
@@ -119,6 +136,24 @@ class ClusterNode:
                             self.settings.lease_s * SELF_MARGIN, self.membership.acknowledged)
         self._heart.start()
         self._loop_task = asyncio.get_running_loop().create_task(self._run())
+
+    @property
+    def joined(self) -> bool:
+        """Has this node joined (it may have lapsed since), or is it still waiting for its database?"""
+        return self._loop_task is not None
+
+    async def _join_when_possible(self) -> None:
+        delay = 0.5
+        while not self._departed:
+            await asyncio.sleep(delay)
+            try:
+                await self._join()
+            except PyMongoError as exc:
+                delay = min(delay * 2, self.settings.lease_s)
+                log.warning("cluster: cannot join yet (%s); next try in %.1f s", type(exc).__name__, delay)
+                continue
+            log.info("cluster: joined as %s", self.node_id, extra={"event": "joined"})
+            return
 
     async def _stop_heart(self) -> None:
         if self._heart is not None:
@@ -269,6 +304,8 @@ class ClusterNode:
         if self._departed:
             return
         self._departed = True
+        if self._joining is not None:
+            self._joining.cancel()
         if self._loop_task is not None:
             self._loop_task.cancel()
         await self._stop_heart()
@@ -326,6 +363,8 @@ class ClusterNode:
     # -- stopping and reporting --------------------------------------------------------------------
     async def stop(self) -> None:
         """After the hosts flushed: give every shard back and leave, so others take over at once."""
+        if self._joining is not None:
+            self._joining.cancel()
         if self._loop_task is not None:
             self._loop_task.cancel()
         await self._stop_heart()

@@ -60,6 +60,9 @@ class ClusterTransport:
         for _ in range(ATTEMPTS):
             owner = self.node.owner(self.script_name, self.namespace, str(object_id))
             try:
+                if owner is None and not self.node.joined:  # its database away since the start: no waiting
+                    raise ObjectUnavailable(f"{self.class_name}: this node has not joined the cluster yet "
+                                            f"(its coordination database does not answer)")
                 if owner is None:
                     raise NotOwner(f"no live node serves {self.script_name}")
                 if owner.node_id == self.node.node_id and self._local is not None:

@@ -45,9 +45,10 @@ async def health() -> Any:
     providers = {n: {"mode": registry.providers[n].mode, "reachable": reachable is True, "checkedAgoS": age}
                  for n, (reachable, age) in zip(names, found)}
     idempotency, _ = found[-1]
-    ok = database["status"] == "connected"
+    node = env.node()
+    ok = database["status"] == "connected" and (not node["cluster"] or node["member"])  # a cluster node: joined too
     body = Health.now(env.SERVICE_NAME, env.ENVIRONMENT, "ok" if ok else "degraded").model_dump()
-    body.update(database=database, providers=providers, idempotency=idempotency, node=env.node())
+    body.update(database=database, providers=providers, idempotency=idempotency, node=node)
     return body, 200 if ok else 503
 
 
