@@ -35,13 +35,34 @@ STRONG_JWT = "j" * 48
 STRONG_SERVICE = "s" * 48
 
 
+_started: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_what_a_test_left_running() -> Any:
+    """A failed assertion leaves its `wrangler serve` up (holding ports 8788/8789 for the next test):
+    stopped here as an operator would, SIGTERM, then SIGKILL."""
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 def serve(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
     clean = {k: v for k, v in os.environ.items()
              if not k.startswith(("STRIPE_", "PAYPAL_", "MPESA_", "GOOGLE_", "MICROSOFT_", "APPLE_"))
              and k not in ("MONGODB_URI", "JWT_KEY", "SERVICE_AUTH_KEY")}
-    return subprocess.Popen([sys.executable, "-m", "wrangler", "serve", "--env", "production", *args], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "wrangler", "serve", "--env", "production", *args], cwd=ROOT,
                             env={**clean, **env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+    _started.append(proc)
+    return proc
 
 
 @pytest.mark.parametrize("config, env, names, extra", [
