@@ -1,10 +1,12 @@
-# The two commands: `make dev` runs the whole system, `make test` runs every test.
+# The two commands: `make dev` runs the whole system, `make test` runs every test (on Python 3.11
+# and again on 3.13, the newest Cloudflare's Python Workers run: the machines carry it under pyenv).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+PYTHON_NEXT ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3) $(shell command -v python3.13))
 
-.PHONY: dev test bench install clean lab system
+.PHONY: dev test test-on bench install clean lab system
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +19,13 @@ install: $(STAMP)
 dev: $(STAMP)
 	$(BIN)/wrangler dev
 
-test: $(STAMP) system
+test: system
+	$(MAKE) --no-print-directory test-on
+	@[ -n "$(PYTHON_NEXT)" ] || { echo "Python 3.13 not found: set PYTHON_NEXT=/path/to/python3.13"; exit 1; }
+	$(MAKE) --no-print-directory test-on PYTHON=$(PYTHON_NEXT) VENV=.venv-3.13
+
+# the whole suite on one Python (PYTHON, in VENV)
+test-on: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 # iproute2 (ip, tc) for the network-fault tests' namespaced hosts: installed when root and missing
@@ -34,4 +42,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .wrangler .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-3.13 .wrangler .pytest_cache .hypothesis

@@ -9,7 +9,7 @@ from typing import Any
 from quart import Quart
 
 from durable import env
-from durable.mongo import MongoPool, retry_in_background, stop_background
+from durable.mongo import MongoPool, prepare as prepare_database, stop_background
 from durable.public_url import public_base_url, url_problems
 from models.service_auth import install_service_auth, key_problems, require_strong_keys
 from models.web import install_error_handlers, install_schema
@@ -54,8 +54,8 @@ def startup_problems(worker_env: Any) -> list[str]:
 
 @app.before_serving
 async def start() -> None:
-    """Keys and sign-in settings are checked (fatal); indexes are made in the background, retried
-    until the database answers: the worker serves (and answers its probes) at once, database or not."""
+    """Keys and sign-in settings are checked (fatal); indexes are made now if the database answers,
+    else in the background until it does: the worker serves (and answers its probes) database or not."""
     require_strong_keys()
     if signin_providers.enabled(env) or str(env.get("ENVIRONMENT", "development")) != "development":
         public_base_url(env)  # refuse to start without it: no provider could send anyone back, no link be mailed
@@ -63,7 +63,7 @@ async def start() -> None:
         raise mail_sender.MailConfigError(problem)  # mailed tokens would go somewhere unsafe
     await mail_sender.install(env)
     await signin_service.install(env)
-    retry_in_background(env, "base indexes", _ensure_indexes)
+    await prepare_database(env, "base indexes", _ensure_indexes)
 
 
 async def _ensure_indexes() -> None:

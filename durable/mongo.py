@@ -200,6 +200,20 @@ def retry_in_background(env: Any, what: str, work: Callable[[], Awaitable[None]]
     task.add_done_callback(background.tasks.discard)
 
 
+async def prepare(env: Any, what: str, work: Callable[[], Awaitable[None]], binding: str = "MONGO_POOL") -> None:
+    """Start-up's database work: done now when the database answers (the usual start: the worker
+    then serves with it done), else retried in the background (`retry_in_background`). Asking
+    costs at most the pool's first look at the server (FIRST_CHECK_WAIT_S)."""
+    pool = getattr(env, binding)
+    if (await pool.get(pool.id_from_name("global")).ping())["status"] == "connected":
+        try:
+            await work()
+            return
+        except PyMongoError as exc:
+            log.warning("%s: %s; trying again in the background", what, type(exc).__name__)
+    retry_in_background(env, what, work)
+
+
 async def stop_background(env: Any, timeout_s: float = 10.0) -> None:
     """Stop between tries; a try under way is let finish (at most `timeout_s`): a command cut off
     here would go on in the server after we left, racing whatever comes next (a drop, a restart)."""

@@ -10,7 +10,7 @@ from typing import Any
 from quart import Quart
 
 from durable import env
-from durable.mongo import MongoPool, pooled_database, retry_in_background, stop_background
+from durable.mongo import MongoPool, pooled_database, prepare as prepare_database, stop_background
 from models.service_auth import install_service_auth, key_problems, require_strong_keys
 from models.web import install_error_handlers, install_schema
 
@@ -43,7 +43,7 @@ async def start() -> None:
     require_strong_keys()
     public_base_url(env)  # refuse to start without a valid one: callbacks could never reach us
     await registry.start(env)
-    retry_in_background(env, "payments indexes", _ensure_indexes)
+    await prepare_database(env, "payments indexes", _ensure_indexes)
     # one sweeper per running worker; the task keeps this start-up's env (context is copied)
     env.isolate_state("reconciler", lambda: asyncio.get_running_loop().create_task(sweep_forever(env)))
 
