@@ -116,16 +116,21 @@ class Runtime:
             return self.node.storage(script, cls.__name__)
         return StorageEngine(self.storage_path(script, cls.__name__), synchronous=self.synchronous)
 
+    def _audience(self, name: str) -> str:
+        """Whom a signed call to worker `name` elsewhere names: its name, or in a cluster the URL it
+        serves at (which is what `--remote` says), as a member names itself."""
+        return self.remote.get(name, name) if self.node is not None else name
+
     def remote_target(self, name: str) -> RemoteTarget | None:
         if name in self.remote:
-            return RemoteTarget(self.remote[name], self.internal_key, name)
+            return RemoteTarget(self.remote[name], self.internal_key, self._audience(name))
         entry = lookup(name) if self.use_registry else None
         return RemoteTarget(entry.url, entry.internal_key, name) if entry is not None else None
 
     def object_target(self, name: str) -> RemoteTarget | None:
         """Where another process's objects are called: its internal listener when it has one."""
         if name in self.remote_internal:
-            return RemoteTarget(self.remote_internal[name], self.internal_key, name)
+            return RemoteTarget(self.remote_internal[name], self.internal_key, self._audience(name))
         return self.remote_target(name)
 
     def resolve_service(self, name: str) -> ASGIApp | RemoteTarget | list[RemoteTarget] | None:
@@ -147,8 +152,8 @@ class Runtime:
                      if m.serves(name)]
             if nodes:
                 return nodes
-        if name in self.remote_internal:
-            return RemoteTarget(self.remote_internal[name], self.internal_key, name, internal=True)
+        if name in self.remote_internal:  # (in a cluster: not a member yet, or not seen as one yet)
+            return RemoteTarget(self.remote_internal[name], self.internal_key, self._audience(name), internal=True)
         return self.remote_target(name)
 
     def _transport(self, config: WorkerConfig, script: str, class_name: str) -> Transport:

@@ -71,8 +71,8 @@ async def test_a_message_goes_to_its_one_recipient_whatever_the_header_says() ->
         mailer = sender.Mailer(sender.SmtpSettings.from_url(server.smtp_url), "Shop <no-reply@shop.example>")
         try:
             await mailer.send("victim@shop.example, thief@evil.example", "Reset your password", "a link")
-        except aiosmtplib.SMTPException:
-            pass  # a relay may refuse such an address outright: that is fine too
+        except (aiosmtplib.SMTPException, ValueError):
+            pass  # refused outright (by the relay, or before sending on Python 3.13): that is fine too
         assert all("thief@evil.example" not in m["to"] for m in server.catcher.messages)
     finally:
         await server.stop()
