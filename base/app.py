@@ -9,10 +9,11 @@ from typing import Any
 from quart import Quart
 
 from durable import env
+from durable.config import is_development
 from durable.mongo import MongoPool, prepare as prepare_database, stop_background
 from durable.public_url import public_base_url, url_problems
 from models.service_auth import install_service_auth, key_problems, require_strong_keys
-from models.web import install_error_handlers, install_schema
+from models.web import install_error_handlers, install_schema, liveness
 
 from .objects.login_guard import LoginGuard
 from .objects.order_lock import OrderLock
@@ -43,6 +44,7 @@ install_error_handlers(app)
 install_service_auth(app)
 for module in (health, users, signin, products, orders, uploads):
     app.register_blueprint(module.bp)
+app.register_blueprint(liveness())
 
 
 def startup_problems(worker_env: Any) -> list[str]:
@@ -57,10 +59,11 @@ async def start() -> None:
     """Keys and sign-in settings are checked (fatal); indexes are made now if the database answers,
     else in the background until it does: the worker serves (and answers its probes) database or not."""
     require_strong_keys()
-    if signin_providers.enabled(env) or str(env.get("ENVIRONMENT", "development")) != "development":
+    if signin_providers.enabled(env) or not is_development(env):
         public_base_url(env)  # refuse to start without it: no provider could send anyone back, no link be mailed
-    for problem in mail_messages.settings_problems(env):
-        raise mail_sender.MailConfigError(problem)  # mailed tokens would go somewhere unsafe
+    unsafe = mail_messages.settings_problems(env)
+    if unsafe:  # mailed tokens would go somewhere unsafe
+        raise mail_sender.MailConfigError(unsafe[0])
     await mail_sender.install(env)
     await signin_service.install(env)
     await prepare_database(env, "base indexes", _ensure_indexes)

@@ -316,6 +316,12 @@ def load(path: str | Path, environment: str | None = None) -> WorkerConfig:
 CONFIG_NAMES = ("wrangler.json", "wrangler.jsonc", "wrangler.toml")  # wrangler's order of preference
 
 
+def is_development(values: Any) -> bool:
+    """Is this worker (its env, or its config's vars) in development? The `ENVIRONMENT` var says;
+    unset means development, as `wrangler dev` runs."""
+    return str(values.get("ENVIRONMENT", "development")) == "development"
+
+
 def config_in(folder: Path) -> Path | None:
     """The folder's wrangler configuration, JSON before TOML as wrangler prefers it."""
     return next((folder / name for name in CONFIG_NAMES if (folder / name).is_file()), None)

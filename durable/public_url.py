@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+from .config import is_development
 from .errors import StartupRefused
 
 
@@ -26,7 +27,7 @@ def public_base_url(env: Any) -> str:
     parts = urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
         raise BadPublicUrl(f"PUBLIC_BASE_URL {raw!r} is not an absolute http(s) URL without query or fragment")
-    if parts.scheme != "https" and str(env.get("ENVIRONMENT", "development")) != "development":
+    if parts.scheme != "https" and not is_development(env):
         raise BadPublicUrl(f"PUBLIC_BASE_URL {raw!r} must be https:// outside development")
     return raw
 

@@ -13,7 +13,7 @@ from quart import Quart
 from durable import env
 from models.health import Health
 from models.service_auth import key_problems, require_strong_keys
-from models.web import install_error_handlers
+from models.web import install_error_handlers, liveness
 
 from . import proxy
 from .edge import edge
@@ -27,6 +27,7 @@ OWN_PATHS = frozenset({"/health", "/health/live"})
 
 site = Quart(__name__)
 install_error_handlers(site)
+site.register_blueprint(liveness())
 
 
 @site.get("/health")
@@ -34,12 +35,6 @@ async def health() -> Any:
     """Readiness: the services as last found, the breakers, this node."""
     body, status = await aggregate(env, edge(env))
     return {**Health.now(env.SERVICE_NAME, env.ENVIRONMENT, body["status"]).model_dump(), **body}, status
-
-
-@site.get("/health/live")
-async def live() -> Any:
-    """Liveness: this process answers (it touches nothing outside it)."""
-    return Health.now(env.SERVICE_NAME, env.ENVIRONMENT).model_dump()
 
 
 class Gateway:

@@ -9,6 +9,7 @@ from typing import Any
 
 from durable import Request
 from durable.observe.probes import LastKnown
+from models.health import node_ready
 
 from .edge import Edge
 from .routing import UPSTREAMS
@@ -44,7 +45,7 @@ async def aggregate(env: Any, edge: Edge) -> tuple[dict[str, Any], int]:
     states = [r.get("status") for r in reports]
     status = "ok" if all(s == "ok" for s in states) else ("down" if all(s == "down" for s in states) else "degraded")
     node = env.node()
-    if status == "ok" and node["cluster"] and not node["member"]:  # its own objects (rate limits) are away
+    if status == "ok" and not node_ready(node):  # its own objects (rate limits) are away
         status = "degraded"
     circuits = {name: b.snapshot() for name, b in edge.breakers.items()}
     return {"status": status, "services": services, "circuits": circuits, "cache": edge.cache.snapshot(),

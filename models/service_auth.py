@@ -10,6 +10,7 @@ from quart import Quart, g, request, websocket
 
 from durable import env
 from durable.bindings import INTERNAL_AUDIENCE_HEADER, through_binding
+from durable.config import is_development
 from durable.errors import StartupRefused
 from durable.signing import NonceCache, NonceCacheFull, SignatureError, verify
 
@@ -33,7 +34,7 @@ class InsecureConfiguration(StartupRefused):
 
 def key_problems(env: Any, names: tuple[str, ...] = ("JWT_KEY", "SERVICE_AUTH_KEY")) -> list[str]:
     """Outside local development, signing keys must be set and at least 32 bytes long."""
-    if str(env.get("ENVIRONMENT", "development")) == "development":
+    if is_development(env):
         return []
     found = []
     for name in names:

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from pymongo.errors import ConnectionFailure, PyMongoError
-from quart import Quart, g, has_websocket_context, jsonify, request, websocket
+from quart import Blueprint, Quart, g, has_websocket_context, jsonify, request, websocket
 from quart_schema import QuartSchema, RequestSchemaValidationError, document_response
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
@@ -20,6 +20,7 @@ from durable.errors import RpcError
 from .auth import Claims, TokenError, bearer_token, verify_token
 from .errors import ApiError, ErrorBody, error_body, object_unavailable
 from .errors_domain import Conflict, DatabaseUnavailable, InsufficientStock, NotFound, Unprocessable
+from .health import Health
 from .ids import PATH_OBJECT_ID
 from .openapi import IDEMPOTENCY_KEY_PATTERN, TruthfulOpenAPI
 
@@ -74,6 +75,19 @@ async def _signed_in() -> Claims:
     if problem is not None:
         raise ApiError(401, "unauthorized", f"Auth failed: {problem}")
     return claims
+
+
+def liveness() -> Blueprint:
+    """`GET /health/live`, every worker's liveness probe: the process answers. It touches nothing
+    outside the process (`/health` is readiness: a database that is away makes that one 503,
+    never this one, so a process manager does not restart a worker for its database)."""
+    bp = Blueprint("liveness", __name__)
+
+    @bp.get("/health/live")
+    @document_response(Health, 200)
+    async def live() -> Any:
+        return Health.now(env.SERVICE_NAME, env.ENVIRONMENT).model_dump()
+    return bp
 
 
 async def session_problem(claims: Claims) -> str | None:

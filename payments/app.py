@@ -12,7 +12,7 @@ from quart import Quart
 from durable import env
 from durable.mongo import MongoPool, pooled_database, prepare as prepare_database, stop_background
 from models.service_auth import install_service_auth, key_problems, require_strong_keys
-from models.web import install_error_handlers, install_schema
+from models.web import install_error_handlers, install_schema, liveness
 
 from .objects.idempotency import IdempotencyLedger, PaymentIdempotency, ProviderEvents
 from .providers import registry, secret_problems
@@ -31,6 +31,7 @@ install_error_handlers(app)
 install_service_auth(app)
 for module in (health, webhooks, payments):
     app.register_blueprint(module.bp)
+app.register_blueprint(liveness())
 
 
 def startup_problems(worker_env: Any) -> list[str]:

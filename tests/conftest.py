@@ -100,6 +100,18 @@ class DevProcess:
         self.proc.wait(timeout=10)
 
 
+def stop_gracefully(proc: subprocess.Popen[Any], timeout_s: float = 30.0) -> None:
+    """Stop a `wrangler serve` as an operator does: SIGTERM, then SIGKILL if it has not stopped."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.fixture
 def dev_process(tmp_path: Path) -> Iterator[type[DevProcess]]:
     """Factory for `wrangler dev` subprocesses; all are stopped at the end of the test."""

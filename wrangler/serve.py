@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from dotenv import dotenv_values
 
-from durable.config import ConfigError, WorkerConfig
+from durable.config import ConfigError, WorkerConfig, is_development
 from durable.listeners import public_only
 from durable.observe.logs import setup_logging
 from durable.preflight import problems, refuse_if_any
@@ -83,16 +83,12 @@ def plaintext_between_nodes(args: argparse.Namespace) -> str | None:
             f"between the nodes is private and trusted")
 
 
-def _production(configs: list[WorkerConfig]) -> bool:
-    return any(str(c.vars.get("ENVIRONMENT", "development")) != "development" for c in configs)
-
-
 async def run_serve(args: argparse.Namespace) -> int:
     setup_logging(args.log_format)
     configs = load_configs(args)
     found = problems(configs)
     exposed = plaintext_between_nodes(args) if args.public_fd is None else None  # (a child: its supervisor said it)
-    if exposed is not None and _production(configs) and not args.insecure_internal:
+    if exposed is not None and not all(is_development(c.vars) for c in configs) and not args.insecure_internal:
         found.append(exposed)
     elif exposed is not None:
         print(f"▲ [WARNING] {exposed}", file=sys.stderr)

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from durable.config import is_development
 from durable.public_url import public_base_url
 
 VERIFY_TTL_S = 24 * 3600
@@ -18,15 +19,11 @@ UNLOCK_TTL_S = 60 * 60
 DEV_FALLBACK_URL = "http://127.0.0.1:8787"  # a bare dev runtime with no public URL (wrangler dev sets one)
 
 
-def _development(env: Any) -> bool:
-    return str(env.get("ENVIRONMENT", "development")) == "development"
-
-
 def settings_problems(env: Any) -> list[str]:
     """ACCOUNT_PAGES_URL, when set, is where mailed tokens go: outside development an https://
     address with no query or fragment (a token must not travel in the clear or beside other data)."""
     raw = str(env.get("ACCOUNT_PAGES_URL") or "").strip()
-    if not raw or _development(env):
+    if not raw or is_development(env):
         return []
     parts = urlsplit(raw)
     if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
@@ -37,7 +34,7 @@ def settings_problems(env: Any) -> list[str]:
 def _link(env: Any, page: str, token: str) -> str:
     base = str(env.get("ACCOUNT_PAGES_URL") or "").rstrip("/")
     if not base:
-        base = DEV_FALLBACK_URL if _development(env) and not env.get("PUBLIC_BASE_URL") else public_base_url(env)
+        base = DEV_FALLBACK_URL if is_development(env) and not env.get("PUBLIC_BASE_URL") else public_base_url(env)
     return f"{base}/account/{page}#{urlencode({'token': token})}"
 
 

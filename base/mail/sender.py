@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
 
+from durable.config import is_development
 from durable.dev.local_servers import announce, claim
 
 log = logging.getLogger("rest_shop.mail")
@@ -55,12 +56,8 @@ class SmtpSettings:
                    unquote(parts.password) if parts.password else None, parts.scheme == "smtps")
 
 
-def _development(env: Any) -> bool:
-    return str(env.get("ENVIRONMENT", "development")) == "development"
-
-
 def _local_allowed(env: Any) -> bool:
-    return str(env.get("LOCAL_MAIL", "auto")) == "auto" and _development(env)
+    return str(env.get("LOCAL_MAIL", "auto")) == "auto" and is_development(env)
 
 
 def settings_problems(env: Any) -> list[str]:
@@ -100,7 +97,7 @@ class Mailer:
         """To `to` alone: the envelope's recipient is given, never parsed back out of the `To`
         header (where an address with a comma in it would become two recipients)."""
         s = self.settings
-        start_tls = None if s.use_tls else (True if s.require_starttls else None)  # None: if offered
+        start_tls = True if s.require_starttls and not s.use_tls else None  # None: STARTTLS if offered
         await aiosmtplib.send(self.message(to, subject, text), sender=self.envelope_sender, recipients=[to],
                               hostname=s.host, port=s.port, username=s.username, password=s.password,
                               use_tls=s.use_tls, start_tls=start_tls, timeout=self.timeout_s)
@@ -138,7 +135,7 @@ async def install(env: Any) -> None:
     url = env.get("SMTP_URL")
     if url:
         settings = SmtpSettings.from_url(str(url))
-        if settings.password is not None and not _development(env):
+        if settings.password is not None and not is_development(env):
             settings = replace(settings, require_starttls=True)
         mailer = Mailer(settings, sender, timeout_s)
     elif _local_allowed(env):

@@ -7,7 +7,7 @@ from quart import Blueprint
 from quart_schema import document_response
 
 from durable import env
-from models.health import Health
+from models.health import Health, node_ready
 
 bp = Blueprint("health", __name__)
 
@@ -19,17 +19,9 @@ async def health() -> Any:
     pool = env.MONGO_POOL
     database = await pool.get(pool.id_from_name("global")).health()
     node = env.node()
-    ok = database["status"] == "connected" and (not node["cluster"] or node["member"])  # a cluster node: joined too
+    ok = database["status"] == "connected" and node_ready(node)
     body = Health.now(env.SERVICE_NAME, env.ENVIRONMENT, "ok" if ok else "degraded").model_dump()
     body["database"] = database
     body["node"] = node
     return body, 200 if ok else 503
 
-
-@bp.get("/health/live")
-@document_response(Health, 200)
-async def live() -> Any:
-    """Liveness: the process answers. It touches nothing outside the process (`/health` is readiness:
-    a database that is away makes that one 503, never this one, so a process manager does not
-    restart a worker for its database)."""
-    return Health.now(env.SERVICE_NAME, env.ENVIRONMENT).model_dump()

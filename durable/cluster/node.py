@@ -155,6 +155,13 @@ class ClusterNode:
             log.info("cluster: joined as %s", self.node_id, extra={"event": "joined"})
             return
 
+    async def _stop_rounds(self) -> None:
+        """No more joining, beats or hand-off rounds from here on."""
+        for task in (self._joining, self._loop_task):
+            if task is not None:
+                task.cancel()
+        await self._stop_heart()
+
     async def _stop_heart(self) -> None:
         if self._heart is not None:
             await asyncio.to_thread(self._heart.stop)
@@ -304,11 +311,7 @@ class ClusterNode:
         if self._departed:
             return
         self._departed = True
-        if self._joining is not None:
-            self._joining.cancel()
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-        await self._stop_heart()
+        await self._stop_rounds()
         try:
             await self.membership.leave()
             for key, epoch in list(self.owned.items()):
@@ -363,11 +366,7 @@ class ClusterNode:
     # -- stopping and reporting --------------------------------------------------------------------
     async def stop(self) -> None:
         """After the hosts flushed: give every shard back and leave, so others take over at once."""
-        if self._joining is not None:
-            self._joining.cancel()
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-        await self._stop_heart()
+        await self._stop_rounds()
         try:
             for (namespace, shard), epoch in list(self.owned.items()):
                 await self.leases.release(lease_id(namespace, shard), epoch)

@@ -10,7 +10,7 @@ from quart_schema import document_response
 
 from durable import env
 from durable.observe.probes import LastKnown
-from models.health import Health
+from models.health import Health, node_ready
 
 from ..providers import registry
 
@@ -46,16 +46,8 @@ async def health() -> Any:
                  for n, (reachable, age) in zip(names, found)}
     idempotency, _ = found[-1]
     node = env.node()
-    ok = database["status"] == "connected" and (not node["cluster"] or node["member"])  # a cluster node: joined too
+    ok = database["status"] == "connected" and node_ready(node)
     body = Health.now(env.SERVICE_NAME, env.ENVIRONMENT, "ok" if ok else "degraded").model_dump()
     body.update(database=database, providers=providers, idempotency=idempotency, node=node)
     return body, 200 if ok else 503
 
-
-@bp.get("/health/live")
-@document_response(Health, 200)
-async def live() -> Any:
-    """Liveness: the process answers. It touches nothing outside the process (`/health` is readiness:
-    a database that is away makes that one 503, never this one, so a process manager does not
-    restart a worker for its database)."""
-    return Health.now(env.SERVICE_NAME, env.ENVIRONMENT).model_dump()

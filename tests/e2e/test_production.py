@@ -26,7 +26,7 @@ from bson import ObjectId
 from pymongo import MongoClient
 
 from tests.accounts import mint_token
-from tests.conftest import BASE_TOML, PAYMENTS_TOML, ROOT
+from tests.conftest import BASE_TOML, PAYMENTS_TOML, ROOT, stop_gracefully
 from tests.e2e.test_payment_crash import stripe_server  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow
@@ -44,14 +44,7 @@ def _stop_what_a_test_left_running() -> Any:
     stopped here as an operator would, SIGTERM, then SIGKILL."""
     yield
     while _started:
-        proc = _started.pop()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_gracefully(_started.pop())
 
 
 def serve(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:

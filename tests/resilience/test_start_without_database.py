@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from bson import ObjectId
 from pymongo import MongoClient
 
 from tests.accounts import mint_token
-from tests.conftest import ROOT, DevProcess
+from tests.conftest import ROOT, DevProcess, stop_gracefully
 from wrangler.embedded_mongo import EmbeddedMongo
 
 pytestmark = pytest.mark.slow
@@ -121,11 +120,7 @@ def test_production_serves_its_probes_with_the_database_down_and_recovers_by_its
             assert get(f"{ready['rest-shop-api']}/health")[1]["node"]["member"] is False
         buy_once_the_database_is_up(mongo, gateway, db_name)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_gracefully(proc)
         mongo.stop()
 
 
