@@ -28,11 +28,16 @@ test: system
 test-on: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# iproute2 (ip, tc) for the network-fault tests' namespaced hosts: installed when root and missing
+# iproute2 (ip, tc) for the network-fault tests' namespaced hosts, and Prometheus (its server and
+# promtool) for the alerting rules' tests: installed when root and missing
 system:
 	@command -v ip >/dev/null && command -v tc >/dev/null || \
 	  { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null); } || \
 	  echo "iproute2 is missing and this is not root: the network-fault tests will be skipped"
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && (apt-get update -qq && \
+	    apt-get install -y -qq --no-install-recommends prometheus >/dev/null); } || \
+	  echo "prometheus is missing and this is not root: install it (apt-get install prometheus) for the rules' tests"
 
 # the shop on three namespaced hosts with their own addresses (root), until Ctrl-C
 lab: $(STAMP) system

@@ -25,9 +25,10 @@ KEY = "bench-jwt-key-" + "k" * 40
 
 class DevSession:
     def __init__(self, state: Path, workers: tuple[str, ...] = ("base", "bench/workers/hello"),
-                 variables: dict[str, str] | None = None) -> None:
+                 variables: dict[str, str] | None = None, environ: dict[str, str] | None = None) -> None:
         self.state, self._db = state, None
-        env = {**os.environ, "JWT_KEY": KEY, "PYTHONUNBUFFERED": "1", "WRANGLER_REGISTRY_PATH": str(state / "reg")}
+        env = {**os.environ, "JWT_KEY": KEY, "PYTHONUNBUFFERED": "1", "WRANGLER_REGISTRY_PATH": str(state / "reg"),
+               **(environ or {})}
         for name in ("MONGODB_URI", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET"):
             env.pop(name, None)
         self.proc = subprocess.Popen(

@@ -19,7 +19,8 @@ import aiohttp
 
 from . import codec, deadline, signing
 from .compat.websocket import asgi_websocket, connect_remote, is_upgrade, joined
-from .observe import tracing
+from .observe import otel, tracing
+from .observe.metrics import BindingMeter
 from .errors import NotDelivered, NotOwner, ObjectUnavailable
 from .http import Request, Response, make_request
 from .ids import DurableObjectId
@@ -220,15 +221,41 @@ SKIP_UNREACHABLE_S = 5.0  # a node that refused a connection is left out this lo
 class ServiceBinding:
     """`env.BASE_SERVICE`: fetch() into another worker, wherever it runs."""
 
-    def __init__(self, service: str, resolve: Resolver, http: HttpClient) -> None:
+    def __init__(self, service: str, resolve: Resolver, http: HttpClient, caller: str = "",
+                 metrics_on: bool = False) -> None:
         self.service = service
         self._resolve = resolve
         self._http = http
         self._turn = 0
         self._unreachable: dict[str, float] = {}  # node URL → until when it is skipped
+        self._meter = BindingMeter(caller, service) if metrics_on else None
 
     async def fetch(self, input: Request | str, *, sign: Signer | None = None, **init: Any) -> Response:
         """Cloudflare's `fetch()`; `sign` signs it when it leaves the process (per target node)."""
+        spans = otel.active()
+        if spans is not None and tracing.current() is not None:  # a client span; the callee is its child
+            with otel.child_span(f"{self.service} {init.get('method') or getattr(input, 'method', 'GET')}",
+                                 "client", {"cloudflare.service": self.service}) as span:
+                response = await self._measured(input, sign, init)
+                span.set_attribute("http.response.status_code", response.status)
+                if response.status >= 500:
+                    otel.mark_failed(span)
+                return response
+        return await self._measured(input, sign, init)
+
+    async def _measured(self, input: Request | str, sign: Signer | None, init: dict[str, Any]) -> Response:
+        if self._meter is None:
+            return await self._fetch(input, sign, init)
+        started = time.perf_counter()
+        response = None
+        try:
+            response = await self._fetch(input, sign, init)
+            return response
+        finally:
+            self._meter.observe(None if response is None else response.status, started,
+                                unreachable=response is not None and UNREACHABLE_HEADER in response.headers)
+
+    async def _fetch(self, input: Request | str, sign: Signer | None, init: dict[str, Any]) -> Response:
         request = make_request(input, f"http://{self.service}/", **init)
         trace = tracing.current()
         if trace is not None:
@@ -279,6 +306,8 @@ class ServiceBinding:
             except aiohttp.ClientConnectorError as exc:
                 self._unreachable[target.url] = time.monotonic() + SKIP_UNREACHABLE_S
                 error = exc
+                if self._meter is not None and i + 1 < len(usable):
+                    self._meter.retries.inc()  # sent again, to the next node: it never reached this one
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 error, refused = exc, False
                 break  # it may have been received: not ours to send twice
@@ -313,9 +342,29 @@ class ServiceBinding:
                                                            for k, v in headers], body=body)
             await send_response(await self.fetch(request, sign=credentials), send)
             return
+        if otel.active() is not None:  # a client span, made in fetch()
+            request = Request(url, method=method, headers=[(k.decode("latin-1"), v.decode("latin-1"))
+                                                           for k, v in headers], body=body)
+            await send_response(await self.fetch(request, sign=credentials), send)
+            return
         trace = tracing.current()  # handed over as it is: no headers to format here and parse there
         extra = _THROUGH_BINDING if trace is None else {**_THROUGH_BINDING, tracing.SCOPE_KEY: trace}
-        await call_app(target, http_scope(method, url, headers, body, extra_scope=extra), body, send)
+        meter = self._meter
+        if meter is None:
+            await call_app(target, http_scope(method, url, headers, body, extra_scope=extra), body, send)
+            return
+        started = time.perf_counter()
+        status: int | None = None
+
+        async def send_seen(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+        try:
+            await call_app(target, http_scope(method, url, headers, body, extra_scope=extra), body, send_seen)
+        finally:
+            meter.observe(status, started)
 
     def __repr__(self) -> str:
         return f"<ServiceBinding {self.service}>"

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pymongo
+from prometheus_client import Gauge
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
@@ -25,6 +26,9 @@ from .observe.tail import redactor
 
 log = logging.getLogger("durable.mongo")
 
+MONGODB_UP = Gauge("mongodb_up", "1 while the driver's monitor last reached the worker's MongoDB, 0 after a failed "
+                   "check (every MONGODB_HEARTBEAT_MS)", ["worker"], multiprocess_mode="livemin")
+
 
 def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -33,7 +37,8 @@ def _now_iso() -> str:
 class PoolStats(ConnectionPoolListener, ServerHeartbeatListener):
     """Counts pool and heartbeat events; pymongo calls these from its own threads and tasks."""
 
-    def __init__(self) -> None:
+    def __init__(self, worker: str = "") -> None:
+        self.up = MONGODB_UP.labels(worker)  # for /metrics: the database-unavailable alert reads it
         self.total = 0
         self.in_use = 0
         self.checkouts = 0
@@ -80,9 +85,11 @@ class PoolStats(ConnectionPoolListener, ServerHeartbeatListener):
 
     def succeeded(self, event: Any) -> None:
         self.last_heartbeat, self.last_heartbeat_ok = _now_iso(), True
+        self.up.set(1)
 
     def failed(self, event: Any) -> None:
         self.last_heartbeat, self.last_heartbeat_ok = _now_iso(), False
+        self.up.set(0)
         self.last_error = redactor(f"{type(event.reply).__name__}: {event.reply}")
 
     def snapshot(self, max_pool_size: int) -> dict[str, Any]:
@@ -111,7 +118,7 @@ class MongoPool(DurableObject):
     def __init__(self, ctx: Any, env: Any) -> None:
         super().__init__(ctx, env)
         self._client: AsyncMongoClient[dict[str, Any]] | None = None
-        self._stats = PoolStats()
+        self._stats = PoolStats(str(env.get("SERVICE_NAME", "")))
         self._max_pool = int(env.get("MONGODB_MAX_POOL_SIZE", 100))
         self._timeout_ms = int(env.get("MONGODB_TIMEOUT_MS", 5000))
         self._heartbeat_ms = max(500, int(env.get("MONGODB_HEARTBEAT_MS", 2000)))

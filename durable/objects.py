@@ -10,6 +10,8 @@ carry the same serialized call, so an object behaves the same wherever it lives.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import collections.abc
 import functools
 import inspect
@@ -22,7 +24,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import codec, ids
-from .observe import tracing
+from .observe import otel, tracing
+from .observe.metrics import ObjectMeter
 from .errors import ObjectUnavailable, error_from_wire, error_to_wire
 from .gates import InputGate
 from .compat.websocket import is_upgrade
@@ -204,11 +207,16 @@ class ObjectHost:
         self.alarm_retries = alarm_retries
         self.alarm_backoff_s = alarm_backoff_s
         self._live: dict[str, _Live] = {}
+        # events past the cluster guard still loading their object or waiting at its gate: busy
+        # already, so a shard hand-off waits for them instead of moving the object under them
+        self._arriving: collections.Counter[str] = collections.Counter()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._has_alarm = callable(getattr(cls, "alarm", None))
         engine.on_commit_failure = self._on_commit_failure
         self.resets = 0
+        self.meter: ObjectMeter | None = None  # its Prometheus counters, when the runtime has metrics on
+        self.spans: otel.Spans | None = None  # its worker's span exporter, when OTLP export is on
         self._sockets: dict[str, list[Any]] = {}  # accepted WebSockets per object: they outlive instances
         self._auto_responses: dict[str, Any] = {}  # per object, like its sockets
         # In a cluster: awaited by the callers that route here (ClusterTransport, the internal RPC
@@ -258,11 +266,18 @@ class ObjectHost:
         for key in idle:
             self._live.pop(key).state.storage.release()
             self.engine.forget(key)
+        if idle and self.meter is not None:
+            self.meter.evictions.inc(len(idle))
         return len(idle)
+
+    @property
+    def socket_count(self) -> int:
+        return sum(len(sockets) for sockets in self._sockets.values())
 
     def busy(self, which: Callable[[str], bool]) -> bool:
         """Is an event running in any live object whose id `which` selects?"""
-        return any(live.inflight or live.state._gate.closed for key, live in self._live.items() if which(key))
+        return (any(live.inflight or live.state._gate.closed for key, live in self._live.items() if which(key))
+                or any(which(key) for key in self._arriving))
 
     def drop_objects(self, which: Callable[[str], bool]) -> int:
         """This node no longer hosts these ids (their shard moved): forget instances and alarms,
@@ -272,6 +287,8 @@ class ObjectHost:
                 ws.close(1012, "the object moved to another node; reconnect")
             self._sockets.pop(key, None)
             self._auto_responses.pop(key, None)
+        for key in [key for key in self._arriving if which(key) and key not in self._live]:
+            self.engine.forget(key)  # a load in flight must not install what it read before the move
         keys = [key for key in self._live if which(key)]
         for key in keys:
             storage = self._live.pop(key).state.storage
@@ -377,16 +394,29 @@ class ObjectHost:
     async def _deliver(self, object_id: DurableObjectId, method: str, args: list[Any], kwargs: dict[str, Any],
                        *, reserved_ok: bool = False, on_success: Callable[[DurableObjectState], None] | None = None,
                        running_alarm: int | None = None) -> Any:
-        if str(object_id) not in self._live:
-            await self.engine.load(str(object_id))  # a cluster engine reads the object's state once
-        live = self._instance(object_id)
-        state = live.state
-        if state._gate.closed:
-            await state._gate.enter()
-        if live.broken:  # its blocker timed out while we waited: the instance never became usable
-            raise ObjectUnavailable(f"{self.class_name} {str(object_id)[:12]} was reset (a blocker ran over "
-                                    f"{state.block_timeout_s:g} s) while this call waited; nothing ran, retry")
-        live.inflight += 1
+        key = str(object_id)
+        meter = self.meter
+        if meter is not None:
+            meter.invocations["alarm" if running_alarm is not None else "fetch" if method == "fetch" else "rpc"].inc()
+        self._arriving[key] += 1
+        try:
+            if key not in self._live:
+                await self.engine.load(key)  # a cluster engine reads the object's state once
+            live = self._instance(object_id)
+            state = live.state
+            if state._gate.closed:
+                waited = time.perf_counter()
+                await state._gate.enter()
+                if meter is not None:
+                    meter.gate_wait.observe(time.perf_counter() - waited)
+            if live.broken:  # its blocker timed out while we waited: the instance never became usable
+                raise ObjectUnavailable(f"{self.class_name} {key[:12]} was reset (a blocker ran over "
+                                        f"{state.block_timeout_s:g} s) while this call waited; nothing ran, retry")
+            live.inflight += 1  # in the same step as the line below: never neither arriving nor in flight
+        finally:
+            self._arriving[key] -= 1
+            if not self._arriving[key]:
+                del self._arriving[key]
         live.last_used = time.monotonic()
         token = _current_state.set(state)
         if running_alarm is not None:
@@ -401,6 +431,8 @@ class ObjectHost:
                     on_success(state)  # same tick as the handler's last write: one atomic batch
             except Exception as exc:
                 self._reset(state, exc)
+                if meter is not None:
+                    meter.errors.inc()
                 await state.storage.sync()
                 raise
         finally:
@@ -408,8 +440,13 @@ class ObjectHost:
             live.inflight -= 1
             if running_alarm is not None:
                 state.storage.running_alarm = None
-        if not state.storage.synced:
-            await state.storage.sync()  # output gate: nothing leaves before this object's writes are durable
+        if not state.storage.synced:  # output gate: nothing leaves before this object's writes are durable
+            if otel.active() is None:
+                await state.storage.sync()
+            else:
+                with otel.child_span("durable_object.storage.commit", "internal",
+                                     {"cloudflare.durable_object.class": self.class_name}):
+                    await state.storage.sync()
         return result
 
     # -- alarms ---------------------------------------------------------------------------
@@ -439,8 +476,12 @@ class ObjectHost:
                 info = AlarmInvocationInfo(retry_count=retry, is_retry=retry > 0)
                 await self._deliver(object_id, "alarm", [info], {}, reserved_ok=True, running_alarm=scheduled_ms,
                                     on_success=lambda state: self._clear_alarm_if(key, scheduled_ms, state))
+            if self.meter is not None:
+                self.meter.alarms["ok"].inc()
         except Exception as exc:
             capture.record_exception(exc)
+            if self.meter is not None:
+                self.meter.alarms["retried" if retry < self.alarm_retries else "failed"].inc()
             if retry < self.alarm_retries:
                 if key not in self._timers and self.engine.read_alarm(key) == scheduled_ms:
                     delay = self.alarm_backoff_s * (2 ** retry)
@@ -490,22 +531,39 @@ class LocalTransport:
     async def _invoke(self, object_id: DurableObjectId, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
         """Every invocation (RPC or fetch) is a trace event of the worker that defines the class,
         from this worker's own code or another's, with the caller's request id (a child span), as
-        a Durable Object invocation is on Cloudflare."""
-        if self.host.on_trace is None or not self.host.tracing_wanted(self.host.script_name):
+        a Durable Object invocation is on Cloudflare; and, with span export on, a span."""
+        spans = self.host.spans
+        tailed = self.host.on_trace is not None and self.host.tracing_wanted(self.host.script_name)
+        if not tailed and spans is None:
             return await self.host.invoke(object_id, method, args, kwargs)
         trace = tracing.current()
         if trace is not None:
             trace = trace.child()
-        capture = TraceCapture(self.host.script_name, {"rpc": {"class": self.host.class_name, "method": method}},
-                               trace)
+        capture = (TraceCapture(self.host.script_name, {"rpc": {"class": self.host.class_name, "method": method}},
+                                trace) if tailed else None)
+        span = None
+        if spans is not None and trace is not None:
+            span = spans.start(f"{self.host.class_name}.{method}", trace, "server",
+                               {"cloudflare.durable_object.class": self.host.class_name, "rpc.method": method,
+                                "cloudflare.script_name": self.host.script_name})
         token = tracing.use(trace) if trace is not None else None
+        active = otel.activate(spans) if spans is not None else None
+        error: BaseException | None = None
         try:
-            with capture:
+            with capture or contextlib.nullcontext():
                 return await self.host.invoke(object_id, method, args, kwargs)
+        except BaseException as exc:
+            error = exc
+            raise
         finally:
+            if active is not None:
+                otel.deactivate(active)
             if token is not None:
                 tracing.reset(token)
-            self.host.on_trace(capture.event())
+            if capture is not None:
+                self.host.on_trace(capture.event())  # type: ignore[misc]
+            if span is not None:
+                otel.finish(span, error)
 
     async def call(self, object_id: DurableObjectId, method: str, payload: bytes) -> bytes:
         try:
@@ -678,6 +736,7 @@ class _Resumed(collections.abc.Coroutine):  # type: ignore[type-arg]
     before the task's first step (a cancellation), reaches the coroutine where it waits."""
 
     __slots__ = ("coro", "first")
+    unmetered = True  # an object event: its CPU is the object's, not the calling request's (metrics)
 
     def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
         self.coro, self.first = coro, first

@@ -31,6 +31,8 @@ from .storage import Engine, StorageEngine
 from .storage.migrations import apply_migrations, class_dir
 from .observe.tail import install_capture, redactor
 from .observe.tail_api import TailHub
+from .observe import mongo_metrics, otel
+from .observe.metrics import ObjectMeter, RequestMeter, meter_tasks, metrics_enabled
 from .worker import Worker
 
 
@@ -68,8 +70,13 @@ class Runtime:
                  internal_key: str | None = None, remote: dict[str, str] | None = None,
                  alarm_backoff_s: float = 2.0, idle_evict_s: float = 120.0, synchronous: str = "FULL",
                  use_registry: bool = True, cluster: ClusterSettings | None = None,
-                 remote_internal: dict[str, str] | None = None, internal_tls: MutualTls | None = None) -> None:
+                 remote_internal: dict[str, str] | None = None, internal_tls: MutualTls | None = None,
+                 metrics: bool | None = None) -> None:
         self.configs = start_order(configs)
+        self.metrics = metrics_enabled() if metrics is None else metrics  # Prometheus counters (/metrics)
+        if self.metrics:
+            mongo_metrics.install()  # before any client is made: pymongo reads its listeners then
+        otel.install()  # with OTEL_EXPORTER_OTLP_ENDPOINT set: MongoDB commands become spans too
         self.persist_to = Path(persist_to)
         self.local_dev = local_dev
         self.internal_key = internal_key or secrets.token_urlsafe(32)
@@ -171,6 +178,8 @@ class Runtime:
 
     async def start(self) -> None:
         install_capture()
+        if self.metrics:  # tasks a request starts (Quart's handler) count toward its CPU time
+            meter_tasks(asyncio.get_running_loop())
         if self.cluster is not None:
             self.cluster.version = self.version
             self.node = ClusterNode(self.cluster)
@@ -180,6 +189,9 @@ class Runtime:
             redactor.add(*found.values())
             worker = Worker(config, internal_key=self.internal_key, on_trace=self._publish,
                             tracing_wanted=self.hub.listening)
+            if self.metrics:
+                worker.meter = RequestMeter(worker.name)
+            worker.spans = otel.spans_for(worker.name)
             if self.node is not None:  # calls to this node name where it serves, so none is good on another
                 worker.audience = self.node.settings.urls.get(worker.name) or self.node.node_id
             if self.node is None:  # on one host: renames move a class's stored objects, deletes drop them
@@ -196,6 +208,9 @@ class Runtime:
                     cls, None, engine, script_name=worker.name,
                     class_name=class_name, on_trace=self._publish, tracing_wanted=self.hub.listening,
                     alarm_backoff_s=self.alarm_backoff_s, sql_dir=self._sql_dir(config, cls))
+                if self.metrics:
+                    host.meter = engine.meter = ObjectMeter(worker.name, class_name)
+                host.spans = worker.spans
                 if clustered:  # its stored ids are brought up to date as the node joins (the database may be away now)
                     self.node.attach(worker.name, host, engine, before_join=remark)  # type: ignore[arg-type,union-attr]
             self.workers[worker.name] = worker
@@ -209,7 +224,8 @@ class Runtime:
                 bindings[b.name] = DurableObjectNamespace(script, b.class_name, self._transport(config, script, b.class_name),
                                                           created_as=owner.created_as(b.class_name))
             for s in config.services:
-                bindings[s.binding] = ServiceBinding(s.service, lambda n=s.service: self.resolve_service(n), self.http)
+                bindings[s.binding] = ServiceBinding(s.service, lambda n=s.service: self.resolve_service(n), self.http,
+                                                     caller=config.name, metrics_on=self.metrics)
             if config.kv_namespaces and self.node is not None:
                 raise ConfigError(config.path, "kv_namespaces", "KV namespaces are kept on this host's disk; "
                                   "they are not shared between the hosts of a cluster yet")
@@ -286,6 +302,7 @@ class Runtime:
         for namespace in self._kv.values():
             namespace.close()
         await self.http.close()
+        await asyncio.to_thread(otel.shutdown)  # the spans still batched go out (a blocking flush)
 
 
 FULL_COLLECTION_EVERY = 100  # collections of the middle generation (Python's default: 10)

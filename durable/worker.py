@@ -20,8 +20,9 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from . import codec, deadline, signing
-from .observe import tracing
+from .observe import otel, tracing
 from .observe.logs import access_log
+from .observe.metrics import UNMATCHED, CpuMeter, RequestMeter, method_label, note_route_templates
 from .bindings import (INTERNAL_AUDIENCE_HEADER, INTERNAL_PREFIX, INTERNAL_REQUEST_HEADER, INTERNAL_SIGNATURE_HEADER,
                        OBJECT_NAME_HEADER)
 from .compat.entrypoint import EntrypointApp, ScheduledController
@@ -117,6 +118,9 @@ class Worker:
         self._on_trace = on_trace
         self._tracing_wanted = tracing_wanted  # anyone tailing? (else the event is not built)
         self._budget_s: float | None = None
+        self.meter: RequestMeter | None = None  # its request metrics (set by the runtime when metrics are on)
+        self.spans: otel.Spans | None = None  # its span exporter (set by the runtime when OTLP export is on)
+        note_route_templates(self.app)
 
     def object_class(self, class_name: str) -> type[DurableObject]:
         cls = getattr(self.module, class_name, None)
@@ -206,6 +210,8 @@ class Worker:
                 capture.event_info["webSocket"] = {"closeCode": closed.get("code"), "closedBy": closed.get("by"),
                                                    "durationMs": duration_ms}
                 self._on_trace(capture.event())
+            if self.meter is not None:
+                self.meter.count(scope.get("route") or UNMATCHED, "GET", status)
             access_log.write(self.name, "WS", scope["path"], status, duration_ms, trace.request_id,
                              trace.traceparent, close_code=closed.get("code"), scheme=scope.get("scheme", "ws"))
 
@@ -254,11 +260,25 @@ class Worker:
                     message = {**message, "headers": out + [(b"x-request-id", request_id)]}
             await send(message)
 
+        spans, span, active = self.spans, None, None
+        if spans is not None:  # the request's span has the hop's own ids
+            span = spans.start(scope["method"], trace, "server", {
+                "http.request.method": scope["method"], "url.path": scope["path"], "cloudflare.script_name": self.name})
+            if not span.get_span_context().trace_flags.sampled:
+                trace = trace.unsampled()  # the sampler said no: the hops after this one follow
+            active = otel.activate(spans)
         trace_token = tracing.use(trace)
         token = use_env(self.env)
+        meter = self.meter
+        run: Any = self.app(scope, receive, send_traced)
+        metered = None
+        if meter is not None:
+            meter.in_flight.inc()
+            run = CpuMeter(run)
+            metered = run.running()  # a worker this request calls in process is its child meter
         try:
             with capture or _UNTRACED, deadline.within(self._budget_of(scope)):
-                await self.app(scope, receive, send_traced)
+                await run
         except Exception:
             # a framework logs its handlers' errors itself; what reaches here (a raw ASGI app's) would
             # otherwise be seen only by someone tailing
@@ -277,9 +297,23 @@ class Worker:
                 if status is not None:
                     capture.event_info["response"] = {"status": status}
                 self._on_trace(capture.event())
-            access_log.write(self.name, scope["method"], scope["path"], status,
-                             round((time.perf_counter() - started) * 1000, 2), trace.request_id, trace.traceparent,
-                             scheme=scope.get("scheme", "http"))
+            took_s = time.perf_counter() - started
+            if metered is not None:
+                CpuMeter.done(metered)
+            if span is not None:
+                route = scope.get("route")
+                if route:
+                    span.update_name(f"{scope['method']} {route}")
+                    span.set_attribute("http.route", route)
+                if status is not None:
+                    span.set_attribute("http.response.status_code", status)
+                otel.finish(span, status_code=status)
+                otel.deactivate(active)
+            if meter is not None:
+                meter.in_flight.dec()
+                meter.observe(scope.get("route") or UNMATCHED, method_label(scope["method"]), status, took_s, run.cpu_s)
+            access_log.write(self.name, scope["method"], scope["path"], status, round(took_s * 1000, 2),
+                             trace.request_id, trace.traceparent, scheme=scope.get("scheme", "http"))
 
     def _budget_of(self, scope: dict[str, Any]) -> float:
         """This request's budget: ours, or less when its caller (a gateway, a binding) will wait less."""
@@ -433,7 +467,7 @@ class Worker:
             except NotOwner as exc:  # the caller's placement is stale: it re-reads members and retries
                 await reply(421, _error_body("not_owner", str(exc)))
                 return
-        trace_token = tracing.use(tracing.TraceContext.from_headers(headers))
+        trace_token = tracing.use(tracing.TraceContext.of_caller(headers))
         try:
             with deadline.within(deadline.budget_from(headers, self.request_budget_s)):
                 result = await LocalTransport(host).call(object_id, method, body)

@@ -11,6 +11,7 @@ from typing import Any
 from quart import Quart
 
 from durable import env
+from durable.observe.metrics import note_route_templates
 from models.health import Health
 from models.service_auth import key_problems, require_strong_keys
 from models.web import install_error_handlers, liveness
@@ -26,6 +27,7 @@ __all__ = ["app", "RateLimiter"]
 OWN_PATHS = frozenset({"/health", "/health/live"})
 
 site = Quart(__name__)
+note_route_templates(site)  # the runtime names the routes of the worker's app; this one is inside it
 install_error_handlers(site)
 site.register_blueprint(liveness())
 

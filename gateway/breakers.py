@@ -19,6 +19,7 @@ class CircuitBreaker:
     cooldown_s: float = 10.0
     clock: Callable[[], float] = time.monotonic
     state: str = "closed"
+    on_change: Callable[[str], None] | None = None  # told each new state (for /metrics)
     _recent: deque[float] = field(default_factory=deque)
     _opened_at: float = 0.0
     _probe_started: float | None = None
@@ -30,7 +31,7 @@ class CircuitBreaker:
             left = self._opened_at + self.cooldown_s - now
             if left > 0:
                 return left
-            self.state, self._probe_started = "half_open", None
+            self._become("half_open")
         if self.state == "half_open":
             # one probe at a time; a probe that never reported (cancelled) stops blocking after a cool-down
             if self._probe_started is not None and now - self._probe_started < self.cooldown_s:
@@ -40,7 +41,7 @@ class CircuitBreaker:
 
     def succeeded(self) -> None:
         if self.state == "half_open":
-            self.state, self._probe_started = "closed", None
+            self._become("closed")
             self._recent.clear()
 
     def failed(self) -> None:
@@ -55,8 +56,14 @@ class CircuitBreaker:
             self._open(now)
 
     def _open(self, now: float) -> None:
-        self.state, self._opened_at, self._probe_started = "open", now, None
+        self._opened_at = now
+        self._become("open")
         self._recent.clear()
+
+    def _become(self, state: str) -> None:
+        self.state, self._probe_started = state, None
+        if self.on_change is not None:
+            self.on_change(state)
 
     def snapshot(self) -> dict[str, Any]:
         now = self.clock()

@@ -7,6 +7,7 @@ from typing import Any
 
 from durable.observe.probes import LastKnown
 
+from . import metrics
 from .breakers import CircuitBreaker
 from .cache import ResponseCache
 from .deadlines import Deadlines
@@ -29,14 +30,16 @@ class Edge:
 
 
 def build_edge(env: Any) -> Edge:
-    def breaker() -> CircuitBreaker:
+    def breaker(service: str) -> CircuitBreaker:
+        metrics.circuit_changed(service, "closed")
         return CircuitBreaker(failures=int(env.get("BREAKER_FAILURES", 5)),
                               window_s=float(env.get("BREAKER_WINDOW_S", 30)),
-                              cooldown_s=float(env.get("BREAKER_COOLDOWN_S", 10)))
+                              cooldown_s=float(env.get("BREAKER_COOLDOWN_S", 10)),
+                              on_change=lambda state: metrics.circuit_changed(service, state))
     cache = ResponseCache(max_bytes=int(env.get("CACHE_MAX_BYTES", 32 * 1024 * 1024)),
                           max_age_s=float(env.get("CACHE_MAX_AGE_S", 30)),
                           stale_s=float(env.get("CACHE_STALE_S", 60)))
-    return Edge(breakers={name: breaker() for name in UPSTREAMS}, cache=cache,
+    return Edge(breakers={name: breaker(name) for name in UPSTREAMS}, cache=cache,
                 deadlines=Deadlines(float(env.get("UPSTREAM_TIMEOUT_S", 30))),
                 allowed_origins=str(env.get("ALLOWED_ORIGINS", "")), rate_limits=str(env.get("RATE_LIMITS", "")),
                 jwt_key=env.get("JWT_KEY"),

@@ -27,13 +27,13 @@ from durable.signing import sign
 from models.errors import ApiError, error_body, object_unavailable
 from models.service_auth import CLIENT_IP_HEADER, SIGNED_HEADERS
 
-from . import cache as edge_cache
+from . import cache as edge_cache, metrics
 from .cors import add_vary, cors_headers, vary_with
 from .breakers import CircuitBreaker
 from .edge import Edge, edge
 from .leases import QUOTA_HEADERS, Quota, Refused
 from .limits import client_key, limit_for, route_class
-from .routing import UPSTREAMS, route
+from .routing import UPSTREAMS, route, route_template
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 log = logging.getLogger("rest_shop.gateway")
@@ -114,6 +114,7 @@ def _error_reply(exc: ApiError) -> Outgoing:
 
 
 async def handle(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    scope["route"] = route_template(scope["path"])
     incoming = _incoming(scope, scope["method"])
     try:
         incoming.body = await read_body(receive)
@@ -133,6 +134,7 @@ async def handle_websocket(scope: dict[str, Any], receive: Any, send: Any) -> No
     """A WebSocket upgrade goes the way of a GET (rate limit, breaker, signed forward); once the
     service accepts it, the two connections are joined. A refusal reaches the client as the
     service's (or our) HTTP error answer where the server can send one, else as a close."""
+    scope["route"] = route_template(scope["path"])
     incoming = _incoming(scope, "GET")
     try:
         upstream, path = route(incoming.path)
@@ -180,6 +182,7 @@ async def proxy(incoming: Incoming, send: Any) -> Outgoing | None:
     if edge_cache.is_cacheable_request(incoming.method, path, incoming.headers):
         stored, outcome = await state.cache.fetch(edge_cache.cache_key(path, incoming.query),
                                                   lambda: cacheable_forward(incoming, upstream, path))
+        metrics.CACHE.labels(outcome.lower()).inc()
         reply = from_cache(incoming, stored, outcome)
     else:
         status = await relay_upstream(incoming, upstream, path, quota, send)
@@ -215,6 +218,7 @@ async def rate_limit(incoming: Incoming, upstream: str, path: str, websocket: bo
         try:
             quota = await leases.take(key, limit, ns.get(ns.id_from_name(key)).take)
         except Refused as refused:
+            metrics.RATE_LIMITED.labels(upstream, kind).inc()
             raise ApiError(429, "rate_limited", "Too many requests; slow down", headers=refused.headers()) from None
     return quota
 

@@ -24,3 +24,12 @@ def route(path: str) -> tuple[str, str]:
     if path == "/payments" or path.startswith("/payments/"):
         return PAYMENTS, path
     return BASE, path
+
+
+def route_template(path: str) -> str:
+    """The metrics' route label of a forwarded path: the upstream's whole tree, never the path."""
+    try:
+        upstream, _ = route(path)
+    except ApiError:
+        return "/cdn-cgi/*"
+    return "/payments/*" if upstream == PAYMENTS else "/*"

@@ -12,6 +12,7 @@ from pymongo.errors import PyMongoError
 
 from models.stamps import now
 
+from . import metrics
 from .providers import registry
 from .providers.base import ProviderUnavailable
 from .service import payments, settle
@@ -27,8 +28,9 @@ async def reconcile_open_payments(env: Any, *, older_than_s: float, batch: int =
     stamp = now()
     cutoff = stamp - timedelta(seconds=older_than_s)
     horizon = stamp - timedelta(seconds=float(env.get("IDEMPOTENCY_TTL_S", 86400)))  # abandoned long ago: leave
-    moved = 0
+    moved = examined = 0
     async for payment in store.open_and_idle(OPEN, cutoff, horizon, batch):
+        examined += 1
         provider = registry.for_method(payment["provider"])
         if provider is None:
             continue
@@ -42,6 +44,7 @@ async def reconcile_open_payments(env: Any, *, older_than_s: float, batch: int =
             await settle(env, payment, result)
             moved += 1
             log.warning("reconcile: payment %s was %s at the provider; applied", payment["_id"], result.status)
+    metrics.IN_DOUBT.set(examined - moved)
     return moved
 
 

@@ -22,6 +22,7 @@ from models.errors_domain import Conflict, NotFound, Unprocessable
 from models.money import to_minor
 from models.payments import InitiateIn, RefundIn
 
+from . import metrics
 from .providers import registry
 from durable.public_url import public_base_url
 from .providers.base import Charge, ChargeResult, ProviderEvent, ProviderUnavailable, RefundNotSupported
@@ -103,6 +104,7 @@ async def settle(env: Any, payment: dict[str, Any], result: ChargeResult) -> dic
     reference, if the record lacks it, is written in the same command as the outcome."""
     store = await payments(env)
     payment_id = str(payment["_id"])
+    metrics.PAYMENTS.labels(str(payment.get("provider")), result.status).inc()
     reference = ({"transactionId": result.transaction_id}
                  if result.transaction_id and not payment.get("transactionId") else {})
     if result.status == "succeeded":
@@ -145,6 +147,8 @@ async def _refund_unwanted(store: PaymentStore, payment: dict[str, Any], reason:
         log.error("payment %s: %s, and the automatic refund failed (%s): refund it by hand", payment_id, reason, exc)
         return await store.update(payment_id, status="succeeded", failureReason=f"{reason}; needs a refund")
     log.warning("payment %s: %s; refunded automatically (%s)", payment_id, reason, result.refund_id)
+    metrics.PAYMENTS.labels(str(payment.get("provider")), "refunded_unwanted").inc()
+    metrics.REFUNDS.labels(str(payment.get("provider"))).inc()
     return await store.add_refund(payment_id, {"id": result.refund_id, "amount_minor": result.amount_minor,
                                                "reason": "automatic: " + reason}, "refunded", failureReason=reason)
 
@@ -261,6 +265,7 @@ async def refund(env: Any, user: Claims, key: str, payment_id: str, body: Refund
                            headers={"Retry-After": "2"}) from None
         if result.status == "failed":
             raise ApiError(409, "conflict", "the provider refused the refund")
+        metrics.REFUNDS.labels(str(payment.get("provider"))).inc()
         total = payment.get("refunded_minor", 0) + result.amount_minor
         status = "refunded" if total >= payment["amount_minor"] else "partially_refunded"
         doc = await store.add_refund(payment_id, {"id": result.refund_id, "amount_minor": result.amount_minor,

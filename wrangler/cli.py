@@ -73,10 +73,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--tail-port", type=int, default=None,
                        help="serve the tail API on this port (several workers: this and the next ones, in start "
                             "order); every call needs Authorization: Bearer $TAIL_TOKEN")
+    serve.add_argument("--metrics-port", type=int, default=None,
+                       help="serve GET /metrics (Prometheus) on this port of the internal address (several workers: "
+                            "this and the next ones, in start order); with METRICS_TOKEN set a scrape needs "
+                            "Authorization: Bearer $METRICS_TOKEN")
     serve.add_argument("--env-file", default=None, metavar="PATH",
                        help="KEY=VALUE lines added to the workers' environment, read again at each reload "
                             "(SIGHUP replaces the worker processes one at a time; e.g. a new DURABLE_VERSION)")
-    for fd_flag in ("--public-fd", "--internal-fd", "--tail-fd", "--ready-fd"):  # from the supervisor to a child
+    for fd_flag in ("--public-fd", "--internal-fd", "--tail-fd", "--metrics-fd", "--ready-fd"):  # from the supervisor to a child
         serve.add_argument(fd_flag, type=int, default=None, help=argparse.SUPPRESS)
 
     tail = sub.add_parser("tail", help="stream live trace events of a worker run by `wrangler dev`")

@@ -17,6 +17,8 @@ from durable.runtime import Runtime, settle_heap
 from durable.server import Server, bind, url_of, websocket_max_bytes
 from durable.worker import SCHEDULED_HANDLER_PATH, SCHEDULED_TEST_PATH
 from durable.observe.tail_api import TailServer, create_tail_app
+from durable.observe.metrics import RuntimeCollector
+from durable.observe.metrics_api import METRICS_PATH, announce_target, metrics_handler
 
 from .cluster import INTERNAL_KEY_ENV, cluster_settings, run_nodes
 from .embedded_mongo import EmbeddedMongo, start_for_dev
@@ -125,10 +127,13 @@ async def _serve(args: argparse.Namespace, configs: list[WorkerConfig], persist_
             worker.scheduled_paths = frozenset(scheduled_paths)
     servers: list[Server] = []
     names: list[str] = []
+    target: Path | None = None  # this process's scrape target, announced for Prometheus
     try:
         servers = [Server(runtime.workers[c.name], sock, websocket_max_bytes=websocket_max_bytes(c.vars))
                    for c, sock in zip(runtime.configs, sockets)]
-        tail_server = TailServer(create_tail_app(runtime.hub, set(runtime.workers)), bind(ip, 0))
+        operator_app = create_tail_app(runtime.hub, set(runtime.workers))  # tail API and /metrics
+        operator_app.router.add_get(METRICS_PATH, metrics_handler([RuntimeCollector(runtime)]))
+        tail_server = TailServer(operator_app, bind(ip, 0))
         for server in (*servers, tail_server):
             await server.start()
         settle_heap()
@@ -145,6 +150,9 @@ async def _serve(args: argparse.Namespace, configs: list[WorkerConfig], persist_
             tag = "  (primary)" if config is primary else ""
             print(f"  {config.name:<{width}}  {server.url}{tag}", flush=True)
         print(f"  {'tail API':<{width}}  {tail_server.url}", flush=True)
+        print(f"  {'metrics':<{width}}  {tail_server.url}{METRICS_PATH}", flush=True)
+        node_id = runtime.node.node_id if runtime.node is not None else "dev"
+        target = announce_target(persist_to, f"{node_id}-{os.getpid()}", tail_server.url, {"node": node_id})
         for label, url in ANNOUNCED.items():  # local stand-ins' pages (captured mail, …)
             print(f"  {label:<{width}}  {url}", flush=True)
         primary_url = servers[runtime.configs.index(primary)].url
@@ -155,6 +163,8 @@ async def _serve(args: argparse.Namespace, configs: list[WorkerConfig], persist_
     finally:
         for name in names:
             unregister(name, os.getpid())
+        if target is not None:
+            target.unlink(missing_ok=True)
         await runtime.depart()  # a cluster node hands its shards off while it still answers
         for server in servers:
             await server.stop()

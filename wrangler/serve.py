@@ -13,12 +13,15 @@ import asyncio
 import ipaddress
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from dotenv import dotenv_values
+from prometheus_client.multiprocess import mark_process_dead
 
 from durable.config import ConfigError, WorkerConfig, is_development
 from durable.listeners import public_only
@@ -28,6 +31,8 @@ from durable.runtime import Runtime, settle_heap, start_order
 from durable.server import MutualTls, Server, bind, url_of, websocket_max_bytes
 from durable.observe.tail import redactor
 from durable.observe.tail_api import TailServer, create_tail_app
+from durable.observe.metrics import RuntimeCollector
+from durable.observe.metrics_api import METRICS_PATH, create_metrics_app
 
 from .cluster import cluster_settings
 from .dev import DEFAULT_IP, DEFAULT_PORT, load_configs, primary_worker, state_dir, stop_on_signals
@@ -126,6 +131,8 @@ async def serve_one(args: argparse.Namespace, config: WorkerConfig) -> int:
                       remote_internal=parse_remotes(args.remote_internal, "--remote-internal"),
                       use_registry=False, cluster=cluster, internal_tls=tls)
     tail_sock = listening(args.tail_fd, ip, args.tail_port) if args.tail_port is not None else None
+    metrics_sock = (listening(args.metrics_fd, internal_ip(args, ip), args.metrics_port)
+                    if args.metrics_port is not None else None)
     await runtime.start()
     worker = runtime.workers[config.name]
     frames = websocket_max_bytes(config.vars)
@@ -144,6 +151,16 @@ async def serve_one(args: argparse.Namespace, config: WorkerConfig) -> int:
         await tail_server.start()
         log.info("%s tail API on %s", config.name, tail_server.url,
                  extra={"worker": config.name, "tail_url": tail_server.url, "event": "tail_ready"})
+    metrics_server = None
+    if metrics_sock is not None:  # the operator's scrape target: internal address, optional bearer token
+        token = os.environ.get("METRICS_TOKEN") or None
+        if token is not None:
+            redactor.add(token)
+        metrics_server = TailServer(create_metrics_app([RuntimeCollector(runtime)], token=token), metrics_sock)
+        await metrics_server.start()
+        log.info("%s metrics on %s%s", config.name, metrics_server.url, METRICS_PATH,
+                 extra={"worker": config.name, "metrics_url": metrics_server.url + METRICS_PATH,
+                        "event": "metrics_ready"})
     log.info("%s ready on %s (internal listener %s)", config.name, server.url, internal.url,
              extra={"worker": config.name, "url": server.url, "internal_url": internal.url, "event": "ready"})
     print(f"[wrangler:info] Ready on {server.url}", file=sys.stderr, flush=True)
@@ -165,6 +182,8 @@ async def serve_one(args: argparse.Namespace, config: WorkerConfig) -> int:
         await server.stop()      # stop accepting; in-flight requests finish within the grace period
         await internal.stop()    # (other processes' calls to our objects, too)
         await runtime.close()    # then flush object storage and close database clients
+        if metrics_server is not None:  # last: a scrape sees the stop through (requests in flight: 0)
+            await metrics_server.stop()
     log.info("%s stopped", config.name, extra={"worker": config.name, "event": "stopped"})
     return 0
 
@@ -184,6 +203,9 @@ def child_command(args: argparse.Namespace, config: WorkerConfig, sockets: Child
                "--log-format", args.log_format, "--grace", str(args.grace)]
     if sockets.tail is not None:
         command += ["--tail-port", str(sockets.tail.getsockname()[1]), "--tail-fd", str(sockets.tail.fileno())]
+    if sockets.metrics is not None:
+        command += ["--metrics-port", str(sockets.metrics.getsockname()[1]),
+                    "--metrics-fd", str(sockets.metrics.fileno())]
     for flag, value in (("--env", args.env), ("--ip", args.ip), ("--persist-to", args.persist_to),
                         ("--internal-ip", args.internal_ip),
                         ("--internal-tls-cert", args.internal_tls_cert), ("--internal-tls-key", args.internal_tls_key),
@@ -211,9 +233,10 @@ class ChildSockets:
     public: socket.socket
     internal: socket.socket
     tail: socket.socket | None = None
+    metrics: socket.socket | None = None
 
     def fds(self) -> tuple[int, ...]:
-        return tuple(s.fileno() for s in (self.public, self.internal, self.tail) if s is not None)
+        return tuple(s.fileno() for s in (self.public, self.internal, self.tail, self.metrics) if s is not None)
 
 
 def child_environment(args: argparse.Namespace) -> dict[str, str]:
@@ -223,6 +246,15 @@ def child_environment(args: argparse.Namespace) -> dict[str, str]:
     if args.env_file is not None:
         env.update({k: v for k, v in dotenv_values(args.env_file).items() if v is not None})
     return env
+
+
+def fresh_metrics_dir(state: Path, worker: str) -> Path:
+    """Where a worker's processes keep their metrics (prometheus_client's multiprocess files),
+    emptied as the supervisor starts: its counters begin at zero, as a process's would."""
+    path = state / "metrics" / worker
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
 
 
 class RollFailed(Exception):
@@ -243,20 +275,25 @@ async def supervise(args: argparse.Namespace, configs: list[WorkerConfig]) -> in
     for index, config in enumerate(ordered):
         wanted = (args.port if args.port is not None else (primary.dev.port or DEFAULT_PORT)) if config is primary \
             else (config.dev.port or 0)
-        tail = None
+        tail = metrics = None
         if args.tail_port is not None:
             tail = bind(ip, 0 if args.tail_port == 0 else args.tail_port + index)
+        if args.metrics_port is not None:
+            metrics = bind(inner_ip, 0 if args.metrics_port == 0 else args.metrics_port + index)
         sockets[config.name] = ChildSockets(bind(ip, wanted, fallback_to_any=config is not primary),
-                                            bind(inner_ip, 0), tail)
+                                            bind(inner_ip, 0), tail, metrics)
     remotes = {name: url_of(s.public) for name, s in sockets.items()}
     remote_internals = {name: url_of(s.internal, scheme) for name, s in sockets.items()}
 
+    counted = {config.name: fresh_metrics_dir(state_dir(args), config.name) for config in ordered}
+
     async def spawn(config: WorkerConfig, wait: bool) -> asyncio.subprocess.Process:
         read_end, write_end = os.pipe()
-        try:
+        try:  # a worker's processes (old and new across a reload) count into one set of files
             child = await asyncio.create_subprocess_exec(
                 *child_command(args, config, sockets[config.name], remotes, remote_internals, write_end),
-                pass_fds=(*sockets[config.name].fds(), write_end), env=child_environment(args))
+                pass_fds=(*sockets[config.name].fds(), write_end),
+                env={**child_environment(args), "PROMETHEUS_MULTIPROC_DIR": str(counted[config.name])})
         finally:
             os.close(write_end)
         try:
@@ -279,6 +316,8 @@ async def supervise(args: argparse.Namespace, configs: list[WorkerConfig]) -> in
             except asyncio.TimeoutError:
                 child.kill()
                 await child.wait()
+        for path in counted.values():  # its live gauges (requests in flight…) stop counting
+            mark_process_dead(child.pid, str(path))
 
     async def roll() -> None:
         for config in ordered:  # dependencies first, as at start

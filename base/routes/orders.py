@@ -20,6 +20,7 @@ from models.web import session_problem
 from models.pagination import Pagination
 
 from durable.mongo import pooled_database as database
+from .. import metrics
 from ..stores.orders import OrderStore, order_out
 from ..web import SocketLimits, auth, documents_errors, documents_idempotency_key, idempotency_key, join_websocket
 
@@ -79,12 +80,18 @@ async def create_order(data: OrderIn) -> Any:
     order_id = _new_order_id(g.user.userId)
     spec = {"orderId": order_id, "userId": g.user.userId, "items": data.lines(), "currency": data.currency,
             "shippingAddress": data.shippingAddress.model_dump() if data.shippingAddress else None}
-    await _claim_unpaid(order_id, sum(item["quantity"] for item in spec["items"]))
+    try:
+        await _claim_unpaid(order_id, sum(item["quantity"] for item in spec["items"]))
+    except ApiError as exc:
+        metrics.order_refused(exc)
+        raise
     try:
         order = await lock(order_id).create(spec)
-    except (Conflict, InsufficientStock, NotFound, Unprocessable):  # rejected, nothing held (other failures: it lapses)
+    except (Conflict, InsufficientStock, NotFound, Unprocessable) as exc:  # rejected, nothing held (other failures: it lapses)
+        metrics.order_refused(exc)
         await holds(g.user.userId).release(order_id)
         raise
+    metrics.ORDERS_CREATED.inc()
     return {"message": "Order saved", "createdOrder": order,
             "request": {"type": "GET", "url": f"/orders/{order_id}"}}, 201
 

@@ -18,7 +18,7 @@ from models.errors import ApiError
 from models.users import IdentityUnlinked, LinkStarted, LoginOut, SignInCallback
 from models.web import documents_errors, documents_path_choices, documents_redirect
 
-from .. import accounts
+from .. import accounts, metrics
 from ..mail import messages
 from ..signin import service
 from ..signin.providers import ISSUERS
@@ -61,8 +61,14 @@ async def oauth_form_callback(provider: str, data: SignInCallback) -> Any:
 
 
 async def _finish(provider: str, params: SignInCallback) -> Any:
-    doc = await service.finish(env, provider, params.model_dump(), UserStore(await database(env)),
-                               request.cookies.get(service.binding_cookie_name(env, provider)))
+    try:
+        doc = await service.finish(env, provider, params.model_dump(), UserStore(await database(env)),
+                                   request.cookies.get(service.binding_cookie_name(env, provider)))
+    except ApiError as exc:
+        if exc.status < 500:  # a client's path names the provider: only known ones get a series
+            metrics.SIGNINS.labels(provider if provider in ISSUERS else "other", "refused").inc()
+        raise
+    metrics.SIGNINS.labels(provider, "ok").inc()
     return {"message": "Auth successful", "token": await token_for(doc)}
 
 

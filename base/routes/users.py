@@ -14,7 +14,7 @@ from models.users import (AccountToken, Credentials, ForgotPassword, LoginIn, Lo
                           PasswordChange, PasswordChanged, PasswordReset, RoleChange, SignupOut, UserChanged, UserOut)
 from models.web import documents_errors, user_sessions
 
-from .. import accounts
+from .. import accounts, metrics
 from ..passwords import hash_password, verify_password
 from durable.mongo import pooled_database as database
 from ..stores.users import UserStore, user_out
@@ -114,16 +114,19 @@ async def login(data: LoginIn) -> Any:
     unlocked = await accounts.unlock_holds(db, data.unlockToken, doc)
     verdict = await guard.admit(ip, unlocked)
     if not verdict["allowed"]:  # the same answer whether or not the account exists
+        metrics.SIGNINS.labels("password", "refused").inc()
         if verdict.get("notify"):
             await accounts.send_unlock(env, db, doc, verdict["retry_after"])
         raise ApiError(429, "login_locked", f"Too many failed logins for this account; try again in "
                        f"{verdict['retry_after']} s, or follow the link we mailed to the account's owner",
                        headers={"Retry-After": str(verdict["retry_after"])})
     if not await verify_password(doc["password"] if doc else None, data.password) or doc is None:
+        metrics.SIGNINS.labels("password", "refused").inc()
         raise ApiError(401, "unauthorized", "Auth failed")
     if unlocked:
         await accounts.spend_unlock(db, str(data.unlockToken))
     await guard.succeeded(ip)
+    metrics.SIGNINS.labels("password", "ok").inc()
     return {"message": "Auth successful", "token": await token_for(doc)}
 
 

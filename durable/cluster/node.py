@@ -23,6 +23,7 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
 from ..errors import NotOwner
+from ..observe import metrics
 from ..storage.mongo import MongoEngine
 from .leases import ShardLeases
 from .membership import SELF_MARGIN, Heart, Member, Membership
@@ -194,6 +195,8 @@ class ClusterNode:
             raise NotOwner(f"node {self.node_id} is not a live member right now")
         if key in self._draining:
             raise NotOwner(f"{namespace} shard {key[1]} is moving away from {self.node_id}")
+        if self._departed:  # leaving: what it held is being handed off, and it takes nothing new
+            raise NotOwner(f"node {self.node_id} is leaving the cluster")
         ns = self.namespaces[namespace]
         owner = self.owner(ns.script, namespace, object_id)
         if owner is None or owner.node_id != self.node_id:
@@ -219,7 +222,11 @@ class ClusterNode:
         epoch = await self.leases.acquire(lease_id(namespace, shard), set(self.membership.live_ids()) | handing_off)
         if epoch is None:
             return None
+        if self._departed:  # it began to leave while the lease was being taken: give it straight back
+            await self.leases.release(lease_id(namespace, shard), epoch)
+            return None
         self.owned[key] = epoch
+        metrics.CLUSTER_LEASES.labels(namespace).inc()
         log.info("cluster: %s took %s shard %d at epoch %d", self.node_id, namespace, shard, epoch,
                  extra={"event": "shard_acquired", "namespace": namespace, "shard": shard, "epoch": epoch})
         ns.host.adopt_alarms(await ns.engine.shard_alarms(shard))
@@ -235,13 +242,15 @@ class ClusterNode:
     def _fenced(self, lease_ids: set[str]) -> None:
         """A commit was refused: another node took these shards. Forget them and their objects."""
         self.fenced += 1
+        metrics.CLUSTER_FENCED.inc()
         for lid in lease_ids:
             namespace, _, shard = lid.rpartition("/")
             self._drop((namespace, int(shard)), "fenced: another node holds the lease now")
 
-    def _drop(self, key: tuple[str, int], reason: str) -> None:
+    def _drop(self, key: tuple[str, int], reason: str, handed_off: bool = False) -> None:
         namespace, shard = key
         if self.owned.pop(key, None) is not None:
+            (metrics.CLUSTER_HANDOFFS if handed_off else metrics.CLUSTER_LEASE_LOSSES).labels(namespace).inc()
             log.warning("cluster: %s lost %s shard %d (%s)", self.node_id, namespace, shard, reason,
                         extra={"event": "shard_lost", "namespace": namespace, "shard": shard})
         ns = self.namespaces[namespace]
@@ -296,7 +305,7 @@ class ClusterNode:
             while ns.host.busy(in_shard) and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
             await ns.engine.flush()
-            self._drop(key, reason)
+            self._drop(key, reason, handed_off=True)
             await self.leases.release(lease_id(namespace, shard), epoch)
             self.handoffs += 1
         finally:
@@ -307,17 +316,26 @@ class ClusterNode:
         moves on and every new call here is told NotOwner, which callers re-route without error),
         hand each shard off once its calls in flight finished, then stay up one beat so callers
         that had not re-read the members yet are re-routed by a 421 rather than cut by a closing
-        socket. Only then may the servers stop."""
+        socket. Only then may the servers stop.
+
+        All shards at once, each released as soon as its own calls are done: one at a time, a call
+        in flight in the shard being drained that calls an object of a shard still to come waits
+        for that shard's new owner, who waits for its release: a cycle only the drain timeout cut,
+        cutting the call with it (a 503)."""
         if self._departed:
             return
         self._departed = True
         await self._stop_rounds()
         try:
             await self.membership.leave()
-            for key, epoch in list(self.owned.items()):
-                await self._give_up(key, epoch, "this node is leaving")
         except PyMongoError as exc:
-            log.warning("cluster: could not hand off on the way out (%s); others wait for the lease", exc)
+            log.warning("cluster: could not leave the membership (%s); others wait for the lease", exc)
+        outcomes = await asyncio.gather(*(self._give_up(key, epoch, "this node is leaving")
+                                          for key, epoch in list(self.owned.items())), return_exceptions=True)
+        failed = [exc for exc in outcomes if isinstance(exc, BaseException)]
+        if failed:
+            log.warning("cluster: could not hand %d shard(s) off on the way out (%s); others wait for their lease",
+                        len(failed), failed[0])
         await asyncio.sleep(self.settings.beat_s * 1.5)
 
     async def _adopt_alarmed_shards(self) -> None:

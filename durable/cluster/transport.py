@@ -10,6 +10,7 @@ as the members stop counting that node (it crashed or is cut off), not when the 
 from __future__ import annotations
 
 import asyncio
+import time
 
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,6 +20,7 @@ from ..bindings import HttpClient, RemoteTarget, open_object_socket, post_object
 from ..http import Request, Response
 from ..errors import NotDelivered, NotOwner, ObjectUnavailable
 from ..ids import DurableObjectId
+from ..observe import metrics
 from ..objects import LocalTransport, ObjectHost
 from .membership import Member
 from .node import ClusterNode
@@ -69,7 +71,7 @@ class ClusterTransport:
                     await self._local.host.guard(object_id)  # type: ignore[misc]
                     return await here(self._local)
                 target = RemoteTarget(owner.objects_url(self.script_name), self._key, owner.audience(self.script_name))
-                return await self._while_member(owner, target, there(target))
+                return await self._remote(owner, target, there(target))
             except NotDelivered as exc:  # not the owner (any more), or no connection: it did not run
                 last = exc
             left = deadline.remaining()
@@ -79,6 +81,23 @@ class ClusterTransport:
             backoff = min(backoff * 2, MAX_BACKOFF_S)
             await self.node.refresh()
         raise ObjectUnavailable(f"{self.class_name} {str(object_id)[:12]}: no node could take the call ({last})")
+
+    async def _remote(self, owner: Member, target: RemoteTarget, call: Awaitable[Any]) -> Any:
+        """A call to another node, timed by outcome (ok, not_owner, unreachable, failed) for /metrics."""
+        started = time.perf_counter()
+        outcome = "failed"
+        try:
+            result = await self._while_member(owner, target, call)
+            outcome = "ok"
+            return result
+        except NotOwner:
+            outcome = "not_owner"
+            raise
+        except NotDelivered:
+            outcome = "unreachable"
+            raise
+        finally:
+            metrics.CLUSTER_REMOTE_SECONDS.labels(self.class_name, outcome).observe(time.perf_counter() - started)
 
     async def _while_member(self, owner: Member, target: RemoteTarget, call: Awaitable[Any]) -> Any:
         """Wait for a call to another node only while the members count that node: one that went

@@ -23,6 +23,7 @@ class TraceFields(logging.Filter):
         if context is not None and not hasattr(record, "request_id"):
             record.request_id = context.request_id
             record.traceparent = context.traceparent
+            record.trace_id, record.span_id = context.trace_id, context.span_id  # as OpenTelemetry logs name them
         return True
 
 

@@ -38,6 +38,7 @@ class TraceContext:
     span_id: str  # this hop's span: the parent-id of the calls it makes
     flags: str
     request_id: str
+    parent_id: str = ""  # the caller's span (none for the first hop of a trace)
 
     @property
     def traceparent(self) -> str:
@@ -49,7 +50,11 @@ class TraceContext:
 
     def child(self) -> TraceContext:
         """The context of a hop called from this one: same trace and request id, its own span."""
-        return TraceContext(self.trace_id, random_id(16), self.flags, self.request_id)
+        return TraceContext(self.trace_id, random_id(16), self.flags, self.request_id, self.span_id)
+
+    def unsampled(self) -> TraceContext:
+        """The same hop, marked not sampled (the sampler said so): the hops after it follow."""
+        return TraceContext(self.trace_id, self.span_id, "00", self.request_id, self.parent_id)
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> TraceContext:
@@ -57,6 +62,17 @@ class TraceContext:
         items = headers.items() if isinstance(headers, Mapping) else headers
         found = {k.lower(): v for k, v in items if k.lower() in ("traceparent", "x-request-id")}
         return cls._continue(found.get("traceparent", ""), found.get("x-request-id", ""))
+
+    @classmethod
+    def of_caller(cls, headers: Mapping[str, str]) -> TraceContext:
+        """The caller's own hop, from the headers of a call that only relays to an object (the
+        internal route): the object's invocation is then the caller's child, not a grandchild."""
+        found = {k.lower(): v for k, v in headers.items() if k.lower() in ("traceparent", "x-request-id")}
+        match = _TRACEPARENT.match(found.get("traceparent", "").strip().lower())
+        if match is None or match.group(1) == _ZERO_TRACE or match.group(2) == _ZERO_SPAN:
+            return cls._continue("", found.get("x-request-id", ""))
+        hop = cls._continue(found["traceparent"], found.get("x-request-id", ""))
+        return cls(hop.trace_id, match.group(2), hop.flags, hop.request_id)
 
     @classmethod
     def from_scope(cls, scope: Mapping[str, Any]) -> TraceContext:
@@ -80,7 +96,7 @@ class TraceContext:
         if not _REQUEST_ID.match(request_id):
             request_id = random_id(32)
         if match and match.group(1) != _ZERO_TRACE and match.group(2) != _ZERO_SPAN:
-            return cls(match.group(1), random_id(16), match.group(3), request_id)
+            return cls(match.group(1), random_id(16), match.group(3), request_id, match.group(2))
         return cls(random_id(32), random_id(16), "01", request_id)
 
 

@@ -189,6 +189,8 @@ class DurableObjectStorage:
         `allow_concurrency` and `no_cache` (Cloudflare's allowConcurrency, noCache) are accepted:
         reads never open the input gate here, and the cache is always coherent."""
         _options(cloudflare, _READ_OPTIONS)
+        if self._engine.meter is not None:
+            self._engine.meter.reads.inc()
         if isinstance(key, str):
             return self._get_value(key)
         found: dict[str, Any] = {}
@@ -228,6 +230,8 @@ class DurableObjectStorage:
     async def list(self, *, prefix: str | None = None, start: str | None = None,
                    start_after: str | None = None, end: str | None = None,
                    limit: int | None = None, reverse: bool = False, **cloudflare: Any) -> dict[str, Any]:
+        if self._engine.meter is not None:
+            self._engine.meter.reads.inc()
         return dict(self._entries(prefix, start, start_after, end, limit, reverse, cloudflare))
 
     async def delete_all(self) -> None:

@@ -9,7 +9,9 @@ some objects (a disk error, or a cluster node fenced off a shard) fails exactly 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
+from typing import Any
 
 from .batch import UNSET, KeyRange, ObjectBatch, merge_listing
 
@@ -32,6 +34,7 @@ class Engine:
         self._writer: asyncio.Task[None] | None = None
         self.on_commit_failure: Callable[[set[str]], None] | None = None
         self.commits = 0  # statistics: how many batches the back end committed
+        self.meter: Any = None  # the namespace's ObjectMeter (durable.observe.metrics), when metrics are on
         self.closed = False
 
     # -- what a back end provides -----------------------------------------------------------
@@ -101,11 +104,14 @@ class Engine:
                 batch, self._pending = self._pending, {}
                 target = self._seq
                 self._inflight = batch
+                started = time.perf_counter()
                 try:
                     failed = await self._commit(batch)
                     self.commits += 1
                 except Exception as exc:  # disk full, I/O error, database down: nothing landed
                     failed = {object_id: exc for object_id in batch}
+                if self.meter is not None:
+                    self._count(batch, failed, time.perf_counter() - started)
                 self._inflight = {}
                 self._committed = target
                 self._settle(target, failed)
@@ -114,6 +120,15 @@ class Engine:
         finally:
             self._writer = None
         self._settle(self._committed, {})
+
+    def _count(self, batch: dict[str, ObjectBatch], failed: dict[str, BaseException], took_s: float) -> None:
+        """A commit's figures for /metrics: its duration, and the keys and bytes that landed."""
+        meter = self.meter
+        meter.commit_seconds.observe(took_s)
+        landed = [changes for object_id, changes in batch.items() if object_id not in failed]
+        meter.writes.inc(sum(len(changes.writes) for changes in landed))
+        meter.written_bytes.inc(sum(len(value) for changes in landed for value in changes.writes.values()
+                                    if value is not None))
 
     def _settle(self, upto: int, failed: dict[str, BaseException]) -> None:
         remaining = []

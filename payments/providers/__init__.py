@@ -12,11 +12,13 @@ from typing import Any
 
 from durable.errors import StartupRefused
 from durable.dev.local_servers import claim
+from durable.observe import otel
 
 from .base import Provider
 from .mpesa import MpesaProvider
 from .paypal import PayPalProvider
 from .stripe import StripeProvider
+from .traced import Traced
 
 log = logging.getLogger("rest_shop.providers")
 
@@ -78,6 +80,8 @@ class Providers:
             local = await claim(env.state_dir, local_names, self._start_local_servers)
         for name in wanted:
             getattr(self, f"_use_{name}")(env, local.get(name), timeout_s)
+        if otel.enabled():  # each provider call a client span of the request's trace
+            self.providers = {name: Traced(provider) for name, provider in self.providers.items()}
 
     async def _start_local_servers(self, names: list[str]) -> dict[str, dict[str, str]]:
         """Start a local server for each provider; their URLs and (generated) keys."""

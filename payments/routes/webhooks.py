@@ -11,7 +11,7 @@ from models.errors import ApiError
 from models.ids import oid
 from models.web import client_ip, documents_errors
 
-from .. import service
+from .. import metrics, service
 from ..providers import registry
 from ..providers.base import InvalidEvent
 
@@ -19,6 +19,7 @@ bp = Blueprint("webhooks", __name__, url_prefix="/payments")
 log = logging.getLogger("rest_shop.webhooks")
 
 MAX_EVENT_BYTES = 256 * 1024
+_RESULTS = {"applied": "applied", "busy": "busy", "refused": "rejected"}  # anything else: seen before
 
 
 @bp.post("/webhooks/<provider_name>")
@@ -33,8 +34,10 @@ async def receive(provider_name: str) -> Any:
         event = await provider.parse_event(payload, {k.lower(): v for k, v in request.headers.items()})
     except InvalidEvent as exc:
         log.warning("rejected %s webhook: %s", provider_name, exc)
+        metrics.WEBHOOKS.labels(provider_name, "rejected").inc()
         raise ApiError(400, "invalid_signature", "Webhook signature verification failed") from None
     outcome = await service.apply_event(env, provider_name, event)
+    metrics.WEBHOOKS.labels(provider_name, _RESULTS.get(outcome, "duplicate")).inc()
     if outcome == "busy":  # another delivery of this event is being applied; the provider retries later
         raise ApiError(409, "event_in_progress", "This event is being applied", headers={"Retry-After": "5"})
     return {"received": True, "outcome": outcome}
@@ -59,8 +62,10 @@ async def mpesa_callback() -> Any:
     try:
         event = await provider.parse_event(payload, {})
     except InvalidEvent as exc:
+        metrics.WEBHOOKS.labels("mpesa", "rejected").inc()
         raise ApiError(400, "invalid_callback", str(exc)) from None
     outcome = await service.apply_mpesa_callback(env, payment_id, event)
+    metrics.WEBHOOKS.labels("mpesa", _RESULTS.get(outcome, "duplicate")).inc()
     if outcome == "refused":
         raise ApiError(422, "invalid_callback", "The callback does not match its payment; it was not applied")
     if outcome == "busy":

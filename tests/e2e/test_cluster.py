@@ -700,6 +700,7 @@ async def test_nodes_leaving_one_after_the_other_under_load_cost_clients_nothing
         async with http.get(f"{entry}/api/products/{product['_id']}/stock",
                             headers={"Authorization": f"Bearer {admin}"}) as resp:
             levels = await resp.json()
-    assert not failures and set(statuses) <= {200, 201}, (statuses, failures[:5])
+    why = [line for line in cluster.process.stderr_lines if re.search(r" 5\d\d \(|unavailable|Traceback", line)][-10:]
+    assert not failures and set(statuses) <= {200, 201}, (statuses, failures[:5], why)
     assert levels["stock"] == 100000 - created and len(levels["holds"]) == created
     assert db["orders"].count_documents({}) == created

@@ -105,6 +105,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+METRICS_TOKEN = "m" * 40
+
+
+def scrape(url: str, token: str | None = METRICS_TOKEN) -> tuple[int, dict[str, float]]:
+    """GET a /metrics URL: the status and, when 200, each series (name{labels} as Prometheus
+    prints them, labels sorted) → its value."""
+    from prometheus_client.parser import text_string_to_metric_families
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            text = resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, {}
+    series = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            series[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return 200, series
+
+
 def call(method: str, url: str, body: Any = None, token: str | None = None,
          headers: dict[str, str] | None = None) -> tuple[int, Any]:
     request = urllib.request.Request(url, method=method, data=None if body is None else json.dumps(body).encode(),
@@ -130,14 +151,14 @@ def test_three_processes_signed_bindings_json_logs_and_graceful_sigterm(tmp_path
                        ("node.key", node_cert.private_key_pem)):
         paths[name] = str(tmp_path / name)
         blob.write_to_path(paths[name])
-    proc = serve("--port", str(port), "--persist-to", str(tmp_path), "--grace", "10",
+    proc = serve("--port", str(port), "--persist-to", str(tmp_path), "--grace", "10", "--metrics-port", "0",
                  "--internal-tls-cert", paths["node.pem"], "--internal-tls-key", paths["node.key"],
                  "--internal-tls-ca", paths["ca.pem"],
                  "--var", f"MONGODB_DB:{db_name}", "--var", "PAYMENT_PROVIDERS:stripe",
                  "--var", f"STRIPE_API_BASE:{stripe_url}", "--var", "PUBLIC_BASE_URL:https://shop.example",
                  "--var", "MAIL_FROM:Shop <no-reply@shop.example>",
                  env={"JWT_KEY": STRONG_JWT, "SERVICE_AUTH_KEY": STRONG_SERVICE, "MONGODB_URI": mongo_uri,
-                      "SMTP_URL": "smtp://127.0.0.1:25",
+                      "SMTP_URL": "smtp://127.0.0.1:25", "METRICS_TOKEN": METRICS_TOKEN,
                       "STRIPE_SECRET_KEY": stripe_key, "STRIPE_WEBHOOK_SECRET": "whsec_" + "w" * 32})
     lines: list[dict[str, Any]] = []
     errors: list[str] = []
@@ -209,6 +230,18 @@ def test_three_processes_signed_bindings_json_logs_and_graceful_sigterm(tmp_path
     assert all(isinstance(l["duration_ms"], float) and l["status"] == 201 for l in logged)
     # the gateway's forward (the user's token, the order) reached base on its internal listener, over TLS
     assert [l["scheme"] for l in logged if l["worker"] == "rest-shop-api"] == ["https"], logged
+
+    # each worker's /metrics: on a listener of its own (not the public one), behind METRICS_TOKEN
+    scrapes = {l["worker"]: l["metrics_url"] for l in lines if l.get("event") == "metrics_ready"}
+    assert set(scrapes) == set(ready)
+    assert call("GET", f"{gateway}/metrics")[0] == 404  # a worker's own path space: not the runtime's
+    assert scrape(scrapes["rest-shop-api"], token=None)[0] == 401
+    assert scrape(scrapes["rest-shop-api"], token="not-the-token")[0] == 401
+    api = scrape(scrapes["rest-shop-api"])[1]
+    assert api['workers_requests_total{method="POST",route="/orders",status="2xx",worker="rest-shop-api"}'] == 1
+    edge = scrape(scrapes["rest-shop-gateway"])[1]  # its calls to base crossed processes (HTTP)
+    assert edge['workers_service_binding_calls_total{outcome="ok",service="rest-shop-api",'
+                'worker="rest-shop-gateway"}'] >= 2
 
     urllib.request.urlopen(urllib.request.Request(f"{stripe_url}/_local/faults", method="POST",
                                                   data=json.dumps({"delay_s": 2, "count": 1,
@@ -315,3 +348,48 @@ def test_sighup_replaces_every_worker_process_and_no_request_fails(tmp_path: Pat
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
+
+
+def test_a_worker_s_metrics_add_up_over_its_processes_across_a_reload(tmp_path: Path, mongo_uri: str,
+                                                                      stripe_server) -> None:  # noqa: F811
+    """Old and new process of a reload serve one metrics socket and count into one set of files
+    (prometheus_client's multiprocess mode): a scrape after the reload still has what the old
+    process counted, and the old one's requests-in-flight gauge is gone with it."""
+    stripe_url, stripe_key = stripe_server
+    port = free_port()
+    proc = serve("--port", str(port), "--persist-to", str(tmp_path), "--grace", "5", "--metrics-port", "0",
+                 "--var", f"MONGODB_DB:t_{uuid.uuid4().hex[:16]}", "--var", "PAYMENT_PROVIDERS:stripe",
+                 "--var", f"STRIPE_API_BASE:{stripe_url}", "--var", "PUBLIC_BASE_URL:https://shop.example",
+                 "--var", "MAIL_FROM:Shop <no-reply@shop.example>",
+                 env={"JWT_KEY": STRONG_JWT, "SERVICE_AUTH_KEY": STRONG_SERVICE, "MONGODB_URI": mongo_uri,
+                      "SMTP_URL": "smtp://127.0.0.1:25", "METRICS_TOKEN": METRICS_TOKEN,
+                      "STRIPE_SECRET_KEY": stripe_key, "STRIPE_WEBHOOK_SECRET": "whsec_" + "w" * 32})
+    lines: list[dict[str, Any]] = []
+    threading.Thread(target=lambda: [lines.append(json.loads(l)) for l in proc.stdout], daemon=True).start()
+    threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
+    gateway = f"http://127.0.0.1:{port}"
+    series = ('workers_requests_total{method="GET",route="/*",status="4xx",worker="rest-shop-gateway"}')
+
+    def wait_for(what: str, count: int) -> None:
+        deadline = time.monotonic() + 120
+        while sum(l.get("event") == what for l in list(lines)) < count:
+            assert proc.poll() is None and time.monotonic() < deadline, [l for l in lines if "event" in l]
+            time.sleep(0.05)
+
+    wait_for("metrics_ready", 3)
+    wait_for("ready", 3)
+    url = next(l["metrics_url"] for l in lines if l.get("event") == "metrics_ready"
+               and l["worker"] == "rest-shop-gateway")
+    for _ in range(3):
+        assert call("GET", f"{gateway}/api/products/{ObjectId()}")[0] == 404
+    assert scrape(url)[1][series] == 3
+    proc.send_signal(signal.SIGHUP)
+    wait_for("reloaded", 1)
+    status, after = scrape(url)  # answered by the new process, which has counted nothing itself
+    assert status == 200 and after[series] == 3
+    assert call("GET", f"{gateway}/api/products/{ObjectId()}")[0] == 404
+    after = scrape(url)[1]
+    assert after[series] == 4
+    assert after['workers_requests_in_flight{worker="rest-shop-gateway"}'] == 0
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0

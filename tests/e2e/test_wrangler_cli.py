@@ -73,7 +73,7 @@ def fx_args(tmp_path: Path) -> list[str]:
 
 
 def test_dev_runs_all_three_and_answers_health_through_the_gateway_and_directly(shop, _isolated_registry) -> None:
-    assert set(shop.urls) == {"rest-shop-api", "rest-shop-payments", "rest-shop-gateway", "tail", "mailbox"}
+    assert set(shop.urls) == {"rest-shop-api", "rest-shop-payments", "rest-shop-gateway", "tail", "mailbox", "metrics"}
     assert shop.ready_url == shop.urls["rest-shop-gateway"]
     for name in ("rest-shop-api", "rest-shop-payments", "rest-shop-gateway"):
         status, body = http("GET", shop.urls[name] + "/health")

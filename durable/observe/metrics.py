@@ -1,0 +1,380 @@
+"""The runtime's Prometheus metrics: what Cloudflare shows for every Worker and Durable Object
+(requests, errors, wall and CPU time, subrequests, invocations, storage), plus the cluster's.
+
+Events are counted where they happen, into prometheus_client metrics on the default registry
+(a worker's own metrics, the shop's, land there too); state (live objects, members, shards) is
+read when scraped by `RuntimeCollector`. Labels are bounded: worker, class, route template,
+method, status class; never a raw path or an id. Under `wrangler serve` the supervisor sets
+`PROMETHEUS_MULTIPROC_DIR`, so the old and new process of a reload count into one set of files
+and a scrape answered by either sees the same totals (ARCHITECTURE.md, Metrics).
+
+CPU time is summed over each step the event loop runs the request's coroutine (and the tasks it
+starts, as Quart does for its handler); waits cost nothing, and a worker called in process
+through a service binding counts its own steps, not its caller's.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections.abc
+import os
+import time
+from collections.abc import Coroutine, Iterator
+from contextvars import ContextVar
+from time import perf_counter, thread_time
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import REGISTRY, Collector
+
+if TYPE_CHECKING:
+    from ..runtime import Runtime
+
+disable_created_metrics()  # no `_created` series beside every counter: Prometheus does not use them
+
+# wall time of a request or call: 1 ms … 30 s (a request's whole budget)
+WALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# CPU time of a request: 50 µs … 1 s (Cloudflare's default limit is 30 s, most requests use < 10 ms)
+CPU_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+# storage commits and database commands: 100 µs … 5 s
+FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+
+UNMATCHED = "(unmatched)"  # no route template (a 404, or an app that names none)
+
+REQUESTS = Counter("workers_requests", "HTTP requests and WebSocket upgrades answered, by route template and "
+                   "status class", ["worker", "route", "method", "status"])
+REQUEST_SECONDS = Histogram("workers_request_duration_seconds", "Wall time from request to the end of the answer",
+                            ["worker", "route", "method"], buckets=WALL_BUCKETS)
+REQUEST_CPU = Histogram("workers_request_cpu_seconds", "CPU time the request's own code used: the time its steps "
+                        "(and its tasks') held the event loop; waiting costs none", ["worker", "route", "method"],
+                        buckets=CPU_BUCKETS)
+IN_FLIGHT = Gauge("workers_requests_in_flight", "Requests being answered now", ["worker"],
+                  multiprocess_mode="livesum")
+BINDING_CALLS = Counter("workers_service_binding_calls", "Calls through a service binding, by callee and outcome "
+                        "(ok: any answer below 500; error: a 5xx; unreachable: no answer)",
+                        ["worker", "service", "outcome"])
+BINDING_RETRIES = Counter("workers_service_binding_retries", "Calls sent to the service's next node because one "
+                          "refused the connection (they never reached it)", ["worker", "service"])
+BINDING_SECONDS = Histogram("workers_service_binding_call_duration_seconds", "Wall time of a service binding call",
+                            ["worker", "service"], buckets=WALL_BUCKETS)
+
+DO_INVOCATIONS = Counter("durable_object_invocations", "Events delivered to Durable Objects (rpc, fetch, alarm)",
+                         ["worker", "class", "kind"])
+DO_ERRORS = Counter("durable_object_errors", "Events that raised (the object was reset)", ["worker", "class"])
+DO_GATE_WAIT = Histogram("durable_object_input_gate_wait_seconds", "Time an event waited at its object's input "
+                         "gate (behind a blocker or transaction)", ["worker", "class"], buckets=FAST_BUCKETS)
+DO_READS = Counter("durable_object_storage_reads", "Storage reads (get and list calls)", ["worker", "class"])
+DO_WRITES = Counter("durable_object_storage_writes", "Keys written or deleted, as committed", ["worker", "class"])
+DO_WRITTEN_BYTES = Counter("durable_object_storage_written_bytes", "Bytes of values committed", ["worker", "class"])
+DO_COMMIT_SECONDS = Histogram("durable_object_storage_commit_duration_seconds", "Wall time of one group commit",
+                              ["worker", "class"], buckets=FAST_BUCKETS)
+DO_ALARMS = Counter("durable_object_alarms", "Alarm runs by outcome (ok, retried, failed: retries spent)",
+                    ["worker", "class", "outcome"])
+DO_EVICTIONS = Counter("durable_object_evictions", "Instances evicted after sitting idle", ["worker", "class"])
+
+CLUSTER_LEASES = Counter("cluster_lease_acquisitions", "Shard leases this node took", ["namespace"])
+CLUSTER_LEASE_LOSSES = Counter("cluster_lease_losses", "Shards this node lost without handing them off "
+                               "(fenced, or its membership lapsed)", ["namespace"])
+CLUSTER_HANDOFFS = Counter("cluster_handoffs", "Shards this node handed off (a node joined, or this one left)",
+                           ["namespace"])
+CLUSTER_FENCED = Counter("cluster_fenced_commits", "Commits refused because another node holds the lease now", [])
+CLUSTER_REMOTE_SECONDS = Histogram("cluster_remote_call_duration_seconds", "Wall time of an object call to "
+                                   "another node, by outcome", ["class", "outcome"], buckets=WALL_BUCKETS)
+
+# The clock a request's steps are timed with. By default the wall clock: within one step the loop
+# thread runs the request's code without waiting, so that is its CPU time up to what the OS takes
+# away (a machine busier than its cores) and blocking calls inside the step (which hold the loop
+# all the same); 0.07 µs a read. DURABLE_CPU_CLOCK=thread reads the thread CPU clock instead:
+# exact, at ~0.5 µs a read (two per step), which this VM's cheapest endpoint pays with 5 % of its
+# throughput (make bench, metrics). ARCHITECTURE.md, Metrics.
+_clock = thread_time if os.environ.get("DURABLE_CPU_CLOCK", "").lower() == "thread" else perf_counter
+
+# this process's request meter (its steps' CPU time); a worker called in process is its child
+_meter: ContextVar[CpuMeter | None] = ContextVar("durable_cpu_meter", default=None)
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def status_class(status: int | None) -> str:
+    return f"{status // 100}xx" if status else "none"
+
+
+def method_label(method: str) -> str:
+    """A client picks the method: any other than the usual few is one label, not a new series."""
+    return method if method in _METHODS else "other"
+
+
+def note_route_templates(app: Any) -> None:
+    """Quart apps: the matched rule's template goes into the ASGI scope as `route`, where the
+    runtime's request metrics read it (a raw path would be a series per id). Quart sets the rule
+    on its request object as it routes; a request class whose `url_rule` also writes the scope
+    costs one assignment per request (a `before_request` hook cost an await)."""
+    base = getattr(app, "request_class", None)
+    if getattr(app, "url_map", None) is None or base is None or getattr(base, "notes_route", False):
+        return
+
+    class RouteNotingRequest(base):  # type: ignore[misc, valid-type]
+        notes_route = True
+
+        @property
+        def url_rule(self) -> Any:
+            return self.__dict__.get("_url_rule")
+
+        @url_rule.setter
+        def url_rule(self, rule: Any) -> None:
+            self.__dict__["_url_rule"] = rule
+            if rule is not None:
+                self.scope["route"] = rule.rule
+
+    app.request_class = RouteNotingRequest
+    websocket_class = getattr(app, "websocket_class", None)
+    if websocket_class is not None and not getattr(websocket_class, "notes_route", False):
+
+        class RouteNotingWebsocket(websocket_class):  # type: ignore[misc, valid-type]
+            notes_route = True
+
+            @property
+            def url_rule(self) -> Any:
+                return self.__dict__.get("_url_rule")
+
+            @url_rule.setter
+            def url_rule(self, rule: Any) -> None:
+                self.__dict__["_url_rule"] = rule
+                if rule is not None:
+                    self.scope["route"] = rule.rule
+
+        app.websocket_class = RouteNotingWebsocket
+
+
+class CpuMeter(collections.abc.Coroutine):  # type: ignore[type-arg]
+    """Wraps a request's coroutine: each time the event loop resumes it (a step), the thread CPU
+    time the step took is added to `cpu_s`, and taken off the meter of the worker that called
+    this one in process (so each worker counts only its own code). `running()` makes it the
+    parent of meters made inside it."""
+
+    __slots__ = ("_coro", "_parent", "cpu_s")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self._coro = coro
+        self.cpu_s = 0.0
+        self._parent = _meter.get()
+
+    def running(self) -> object:
+        """Make this the current meter (once per request, not per step); returns the reset token."""
+        return _meter.set(self)
+
+    @staticmethod
+    def done(token: object) -> None:
+        _meter.reset(token)  # type: ignore[arg-type]
+
+    def send(self, value: Any) -> Any:
+        start = _clock()
+        try:
+            return self._coro.send(value)
+        finally:
+            used = _clock() - start
+            self.cpu_s += used
+            if self._parent is not None:
+                self._parent.cpu_s -= used
+
+    def throw(self, *exc: Any) -> Any:
+        start = _clock()
+        try:
+            return self._coro.throw(*exc)
+        finally:
+            used = _clock() - start
+            self.cpu_s += used
+            if self._parent is not None:
+                self._parent.cpu_s -= used
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __await__(self) -> Iterator[Any]:
+        return self  # type: ignore[return-value]
+
+    def __iter__(self) -> Iterator[Any]:
+        return self  # type: ignore[return-value]
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+
+class _SpawnedSteps(CpuMeter):
+    """A task the request started (Quart runs its handler in one): its steps are the request's CPU
+    too. They run outside the request's own steps, so nothing is taken off a parent."""
+
+    __slots__ = ("_owner",)
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], owner: CpuMeter) -> None:
+        self._coro = coro
+        self.cpu_s = 0.0
+        self._parent = None
+        self._owner = owner
+
+    def send(self, value: Any) -> Any:
+        start = _clock()
+        try:
+            return self._coro.send(value)
+        finally:
+            self._owner.cpu_s += _clock() - start
+
+    def throw(self, *exc: Any) -> Any:
+        start = _clock()
+        try:
+            return self._coro.throw(*exc)
+        finally:
+            self._owner.cpu_s += _clock() - start
+
+
+def metered_task_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+    """The loop's task factory while metrics are on: a task started by a request (its context
+    holds the request's meter) has its steps counted as that request's CPU time."""
+    context = kwargs.get("context")
+    owner = context.get(_meter) if context is not None else _meter.get()
+    if owner is not None and not isinstance(coro, CpuMeter) and not getattr(coro, "unmetered", False):
+        coro = _SpawnedSteps(coro, owner)
+    return asyncio.Task(coro, loop=loop, **kwargs)
+
+
+def meter_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    if loop.get_task_factory() is None:
+        loop.set_task_factory(metered_task_factory)  # type: ignore[arg-type]
+
+
+class RequestMeter:
+    """One worker's request metrics, with the label children it used kept at hand (a label
+    lookup costs more than the increment)."""
+
+    def __init__(self, worker: str) -> None:
+        self.worker = worker
+        self.in_flight = IN_FLIGHT.labels(worker)
+        self._timings: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._counts: dict[tuple[str, str, str], Any] = {}
+
+    def observe(self, route: str, method: str, status: int | None, wall_s: float, cpu_s: float | None) -> None:
+        key = (route, method)
+        timing = self._timings.get(key)
+        if timing is None:
+            timing = self._timings[key] = (REQUEST_SECONDS.labels(self.worker, route, method),
+                                           REQUEST_CPU.labels(self.worker, route, method))
+        timing[0].observe(wall_s)
+        if cpu_s is not None:
+            timing[1].observe(max(cpu_s, 0.0))
+        counted = (route, method, status_class(status))
+        count = self._counts.get(counted)
+        if count is None:
+            count = self._counts[counted] = REQUESTS.labels(self.worker, *counted)
+        count.inc()
+
+    def count(self, route: str, method: str, status: int | None) -> None:
+        """A request counted without timings (a WebSocket: its duration is its lifetime)."""
+        REQUESTS.labels(self.worker, route, method, status_class(status)).inc()
+
+
+class BindingMeter:
+    """One service binding's calls: outcome (ok below 500, error a 5xx, unreachable: no node of
+    the service answered) and wall time."""
+
+    def __init__(self, caller: str, service: str) -> None:
+        self.outcomes = {outcome: BINDING_CALLS.labels(caller, service, outcome)
+                         for outcome in ("ok", "error", "unreachable")}
+        self.seconds = BINDING_SECONDS.labels(caller, service)
+        self.retries = BINDING_RETRIES.labels(caller, service)
+
+    def observe(self, status: int | None, started: float, unreachable: bool = False) -> None:
+        self.seconds.observe(time.perf_counter() - started)
+        outcome = "unreachable" if unreachable or status is None else "error" if status >= 500 else "ok"
+        self.outcomes[outcome].inc()
+
+
+class ObjectMeter:
+    """One Durable Object class's counters (label children resolved once)."""
+
+    def __init__(self, worker: str, class_name: str) -> None:
+        labels = (worker, class_name)
+        self.invocations = {kind: DO_INVOCATIONS.labels(*labels, kind) for kind in ("rpc", "fetch", "alarm")}
+        self.errors = DO_ERRORS.labels(*labels)
+        self.gate_wait = DO_GATE_WAIT.labels(*labels)
+        self.reads = DO_READS.labels(*labels)
+        self.writes = DO_WRITES.labels(*labels)
+        self.written_bytes = DO_WRITTEN_BYTES.labels(*labels)
+        self.commit_seconds = DO_COMMIT_SECONDS.labels(*labels)
+        self.alarms = {outcome: DO_ALARMS.labels(*labels, outcome) for outcome in ("ok", "retried", "failed")}
+        self.evictions = DO_EVICTIONS.labels(*labels)
+
+
+class RuntimeCollector(Collector):
+    """State read at scrape time: live objects and sockets per class, the cluster as this node
+    sees it, the database pool. Only what exists now; nothing is kept between scrapes."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def describe(self) -> list[Metric]:
+        return []  # values exist only at collection: registering must not call collect()
+
+    def collect(self) -> Iterator[Metric]:
+        live = GaugeMetricFamily("durable_object_instances", "Live Durable Object instances", labels=["worker", "class"])
+        sockets = GaugeMetricFamily("durable_object_websockets", "WebSockets accepted by Durable Objects and open",
+                                    labels=["worker", "class"])
+        for worker in self.runtime.workers.values():
+            for class_name, host in worker.hosts.items():
+                live.add_metric([worker.name, class_name], host.live_count)
+                sockets.add_metric([worker.name, class_name], host.socket_count)
+        yield live
+        yield sockets
+        node = self.runtime.node
+        if node is None:
+            return
+        members = GaugeMetricFamily("cluster_members", "Live members this node sees (itself included)")
+        members.add_metric([], len(node.membership.members))
+        yield members
+        valid = GaugeMetricFamily("cluster_member_valid", "1 while this node counts as a live member (its lease "
+                                  "is current), else 0")
+        valid.add_metric([], 1.0 if node.joined and node.membership.valid else 0.0)
+        yield valid
+        owned = GaugeMetricFamily("cluster_shards_owned", "Shards this node holds the lease of", labels=["namespace"])
+        counts: collections.Counter[str] = collections.Counter(namespace for namespace, _ in node.owned)
+        for namespace in node.namespaces:
+            owned.add_metric([namespace], counts.get(namespace, 0))
+        yield owned
+        suspicions = CounterMetricFamily("cluster_suspicions", "Times this node found another unreachable")
+        suspicions.add_metric([], node.suspicions)
+        yield suspicions
+
+
+def metrics_enabled() -> bool:
+    """Off with DURABLE_METRICS=0 (the overhead benchmark's baseline); on otherwise."""
+    return os.environ.get("DURABLE_METRICS", "1").lower() not in ("0", "false", "off", "no")
+
+
+def exposition(extra: list[Collector], accept: str = "") -> tuple[bytes, str]:
+    """The text a scrape gets, in the format its Accept header asks for (Prometheus text, or
+    OpenMetrics): this process's metrics, or with PROMETHEUS_MULTIPROC_DIR set the sum over every
+    process of the worker (old and new across a reload), plus the `extra` state collectors."""
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        MultiProcessCollector(registry)
+    else:
+        registry.register(_Everything())
+    for collector in extra:
+        registry.register(collector)
+    encode, content_type = choose_encoder(accept)
+    return encode(registry), content_type
+
+
+class _Everything(Collector):
+    """The default registry, seen through another one (so `extra` can be added per scrape)."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield from REGISTRY.collect()

@@ -1,0 +1,130 @@
+"""`CpuMeter`, the CPU time per request of /metrics: the CPU the request's own steps used,
+never the time it waited, and a worker called in process counts only its own steps. Timed here
+with the thread CPU clock (DURABLE_CPU_CLOCK=thread), so the bounds hold on a busy machine; the
+default clock is checked for what it must never count: waiting."""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from durable.observe import metrics
+from durable.observe.metrics import CpuMeter, meter_tasks
+
+
+@pytest.fixture(autouse=True)
+def thread_clock(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if "default_clock" not in request.node.name:
+        monkeypatch.setattr(metrics, "_clock", time.thread_time)
+
+
+def spin(seconds: float) -> None:
+    """Use `seconds` of this thread's CPU."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+async def works_then_waits() -> str:
+    spin(0.03)
+    await asyncio.sleep(0.2)  # waiting: no CPU
+    spin(0.02)
+    return "done"
+
+
+async def test_a_request_is_charged_its_steps_not_its_waits() -> None:
+    meter = CpuMeter(works_then_waits())
+    started = time.perf_counter()
+    assert await meter == "done"
+    wall = time.perf_counter() - started
+    assert wall >= 0.25
+    assert 0.05 <= meter.cpu_s < 0.05 + 0.02  # the two spins, plus the meter's own few microseconds
+
+
+async def test_other_tasks_running_meanwhile_are_not_charged() -> None:
+    async def neighbour() -> None:
+        await asyncio.sleep(0.01)
+        spin(0.1)  # runs while the metered request waits
+
+    other = asyncio.ensure_future(neighbour())
+    meter = CpuMeter(works_then_waits())
+    await meter
+    await other
+    assert meter.cpu_s < 0.05 + 0.02
+
+
+async def test_a_worker_called_in_process_counts_its_own_steps_only() -> None:
+    inner_meters: list[CpuMeter] = []
+
+    async def inner() -> None:
+        spin(0.04)
+        await asyncio.sleep(0.01)
+        spin(0.01)
+
+    async def metered(coro: Any) -> CpuMeter:
+        """As the runtime runs a request: its meter is the current one while it runs."""
+        meter = CpuMeter(coro)
+        token = meter.running()
+        try:
+            await meter
+        finally:
+            CpuMeter.done(token)
+        return meter
+
+    async def outer() -> None:
+        spin(0.02)
+        inner_meters.append(await metered(inner()))  # made while the outer request runs: its child
+        spin(0.01)
+
+    meter = await metered(outer())
+    assert 0.05 <= inner_meters[0].cpu_s < 0.07
+    assert 0.03 <= meter.cpu_s < 0.05  # its own 30 ms, not the 50 ms of the worker it called
+
+
+async def test_an_error_still_charges_the_step_that_raised() -> None:
+    async def fails() -> None:
+        spin(0.02)
+        raise ValueError("boom")
+
+    meter = CpuMeter(fails())
+    try:
+        await meter
+    except ValueError:
+        pass
+    assert meter.cpu_s >= 0.02
+
+
+async def test_tasks_a_request_starts_are_its_cpu_too() -> None:
+    """Quart runs each handler in a task of its own: its CPU is the request's."""
+    loop = asyncio.get_running_loop()
+    meter_tasks(loop)
+    try:
+        async def handler() -> None:
+            spin(0.03)
+            await asyncio.sleep(0.05)
+            spin(0.02)
+
+        async def app() -> None:
+            await asyncio.ensure_future(handler())  # the framework's task; the app itself only waits
+
+        meter = CpuMeter(app())
+        token = meter.running()
+        try:
+            await meter
+        finally:
+            CpuMeter.done(token)
+        assert 0.05 <= meter.cpu_s < 0.07
+    finally:
+        loop.set_task_factory(None)
+
+
+async def test_the_default_clock_never_counts_the_waits_either() -> None:
+    async def waits() -> None:
+        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)
+
+    meter = CpuMeter(waits())
+    await meter
+    assert meter.cpu_s < 0.1  # 0.6 s of waiting: the steps around the waits are microseconds
