@@ -20,7 +20,8 @@ _REASONS: tuple[tuple[type[Exception], str], ...] = (
 def order_refused(exc: Exception) -> None:
     """Count a refusal by its reason: a domain error's kind, or an API error's code."""
     if isinstance(exc, ApiError):
-        ORDERS_REFUSED.labels(exc.code).inc()
+        if exc.status < 500:  # a refusal of the order; a 5xx is our failure, counted as such
+            ORDERS_REFUSED.labels(exc.code).inc()
         return
     for kind, reason in _REASONS:
         if isinstance(exc, kind):

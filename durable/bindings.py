@@ -20,7 +20,7 @@ import aiohttp
 from . import codec, deadline, signing
 from .compat.websocket import asgi_websocket, connect_remote, is_upgrade, joined
 from .observe import otel, tracing
-from .observe.metrics import BindingMeter
+from .observe.metrics import BindingMeter, method_label
 from .errors import NotDelivered, NotOwner, ObjectUnavailable
 from .http import Request, Response, make_request
 from .ids import DurableObjectId
@@ -234,8 +234,9 @@ class ServiceBinding:
         """Cloudflare's `fetch()`; `sign` signs it when it leaves the process (per target node)."""
         spans = otel.active()
         if spans is not None and tracing.current() is not None:  # a client span; the callee is its child
-            with otel.child_span(f"{self.service} {init.get('method') or getattr(input, 'method', 'GET')}",
-                                 "client", {"cloudflare.service": self.service}) as span:
+            method = method_label(str(init.get("method") or getattr(input, "method", "GET")).upper())
+            with otel.child_span(f"{self.service} {method}", "client", {"cloudflare.service": self.service,
+                                                                        "http.request.method": method}) as span:
                 response = await self._measured(input, sign, init)
                 span.set_attribute("http.response.status_code", response.status)
                 if response.status >= 500:
@@ -247,13 +248,16 @@ class ServiceBinding:
         if self._meter is None:
             return await self._fetch(input, sign, init)
         started = time.perf_counter()
-        response = None
         try:
             response = await self._fetch(input, sign, init)
-            return response
-        finally:
-            self._meter.observe(None if response is None else response.status, started,
-                                unreachable=response is not None and UNREACHABLE_HEADER in response.headers)
+        except asyncio.CancelledError:  # the caller went away: not the service's doing, not counted
+            raise
+        except Exception:
+            self._meter.observe("failed", started)
+            raise
+        self._meter.observe("unreachable" if UNREACHABLE_HEADER in response.headers
+                            else "error" if response.status >= 500 else "ok", started)
+        return response
 
     async def _fetch(self, input: Request | str, sign: Signer | None, init: dict[str, Any]) -> Response:
         request = make_request(input, f"http://{self.service}/", **init)
@@ -363,8 +367,12 @@ class ServiceBinding:
             await send(message)
         try:
             await call_app(target, http_scope(method, url, headers, body, extra_scope=extra), body, send_seen)
-        finally:
-            meter.observe(status, started)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            meter.observe("failed", started)
+            raise
+        meter.observe("failed" if status is None else "error" if status >= 500 else "ok", started)
 
     def __repr__(self) -> str:
         return f"<ServiceBinding {self.service}>"

@@ -8,6 +8,7 @@ Reads `env.MONGODB_URI` (a secret) and `env.MONGODB_DB` (a var).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
@@ -118,6 +119,7 @@ class MongoPool(DurableObject):
     def __init__(self, ctx: Any, env: Any) -> None:
         super().__init__(ctx, env)
         self._client: AsyncMongoClient[dict[str, Any]] | None = None
+        self._connecting: asyncio.Task[None] | None = None
         self._stats = PoolStats(str(env.get("SERVICE_NAME", "")))
         self._max_pool = int(env.get("MONGODB_MAX_POOL_SIZE", 100))
         self._timeout_ms = int(env.get("MONGODB_TIMEOUT_MS", 5000))
@@ -127,14 +129,24 @@ class MongoPool(DurableObject):
             redactor.add(password)
 
     async def _connected_client(self) -> AsyncMongoClient[dict[str, Any]]:
-        """The client, its monitoring started (which does not wait for the server)."""
+        """The client, its monitoring started (which does not wait for the server). Its tasks
+        live as long as the process: they start in a context of their own, never in the request
+        that happened to come first (its trace, its metrics meter)."""
         if self._client is None:
             self._client = AsyncMongoClient(
                 self.env.MONGODB_URI, event_listeners=[self._stats], maxPoolSize=self._max_pool,
                 serverSelectionTimeoutMS=self._timeout_ms, connectTimeoutMS=self._timeout_ms,
                 socketTimeoutMS=self._timeout_ms * 2, heartbeatFrequencyMS=self._heartbeat_ms, tz_aware=True,
                 appname=self.env.get("SERVICE_NAME"))
-            await self._client.aconnect()
+            self._connecting = asyncio.get_running_loop().create_task(self._client.aconnect(),
+                                                                      context=contextvars.Context())
+        connecting = self._connecting
+        if connecting is not None:
+            try:
+                await asyncio.shield(connecting)
+            finally:
+                if connecting.done() and self._connecting is connecting:
+                    self._connecting = None
         return self._client
 
     async def database(self) -> AsyncDatabase[dict[str, Any]]:

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from . import codec, ids
 from .observe import otel, tracing
-from .observe.metrics import ObjectMeter
+from .observe.metrics import ObjectMeter, measured_apart
 from .errors import ObjectUnavailable, error_from_wire, error_to_wire
 from .gates import InputGate
 from .compat.websocket import is_upgrade
@@ -273,6 +273,10 @@ class ObjectHost:
     @property
     def socket_count(self) -> int:
         return sum(len(sockets) for sockets in self._sockets.values())
+
+    def busy_ids(self) -> set[str]:
+        """The objects with an event running, waiting at their gate, or loading their state now."""
+        return {key for key, live in self._live.items() if live.inflight or live.state._gate.closed} | set(self._arriving)
 
     def busy(self, which: Callable[[str], bool]) -> bool:
         """Is an event running in any live object whose id `which` selects?"""
@@ -722,10 +726,13 @@ async def detached(coro: Coroutine[Any, Any, Any]) -> Any:
     cancellation stops the waiting, not the work), but start it at once: most object events
     never wait, and then they finish without a task, a shield or two turns of the loop."""
     context = copy_context()
+    coro, apart = measured_apart(coro, context)  # its CPU is the object's, never the calling request's
     try:
         first = context.run(coro.send, None)
     except StopIteration as done:
         return done.value
+    if apart is not None:
+        apart.detach()
     task = asyncio.get_running_loop().create_task(_Resumed(coro, first), context=context)
     return await asyncio.shield(task)
 
@@ -736,7 +743,7 @@ class _Resumed(collections.abc.Coroutine):  # type: ignore[type-arg]
     before the task's first step (a cancellation), reaches the coroutine where it waits."""
 
     __slots__ = ("coro", "first")
-    unmetered = True  # an object event: its CPU is the object's, not the calling request's (metrics)
+    unmetered = True  # already measured apart when a request's meter was running (metrics)
 
     def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
         self.coro, self.first = coro, first

@@ -302,7 +302,7 @@ class Runtime:
         for namespace in self._kv.values():
             namespace.close()
         await self.http.close()
-        await asyncio.to_thread(otel.shutdown)  # the spans still batched go out (a blocking flush)
+        await otel.shutdown()  # the spans still batched go out, within a few seconds at most
 
 
 FULL_COLLECTION_EVERY = 100  # collections of the middle generation (Python's default: 10)

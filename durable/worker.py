@@ -6,6 +6,7 @@ processes and never reaches the app.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import importlib
@@ -262,10 +263,10 @@ class Worker:
 
         spans, span, active = self.spans, None, None
         if spans is not None:  # the request's span has the hop's own ids
-            span = spans.start(scope["method"], trace, "server", {
-                "http.request.method": scope["method"], "url.path": scope["path"], "cloudflare.script_name": self.name})
-            if not span.get_span_context().trace_flags.sampled:
-                trace = trace.unsampled()  # the sampler said no: the hops after this one follow
+            method = method_label(scope["method"])
+            span = spans.start(method, trace, "server", {
+                "http.request.method": method, "url.path": scope["path"], "cloudflare.script_name": self.name})
+            trace = trace.sampled_as(span.get_span_context().trace_flags.sampled)  # the hops after follow
             active = otel.activate(spans)
         trace_token = tracing.use(trace)
         token = use_env(self.env)
@@ -274,8 +275,9 @@ class Worker:
         metered = None
         if meter is not None:
             meter.in_flight.inc()
-            run = CpuMeter(run)
-            metered = run.running()  # a worker this request calls in process is its child meter
+            if asyncio.iscoroutine(run):  # an app returning another awaitable is served, not metered
+                run = CpuMeter(run)
+                metered = run.running()  # a worker this request calls in process is its child meter
         try:
             with capture or _UNTRACED, deadline.within(self._budget_of(scope)):
                 await run
@@ -303,15 +305,18 @@ class Worker:
             if span is not None:
                 route = scope.get("route")
                 if route:
-                    span.update_name(f"{scope['method']} {route}")
+                    span.update_name(f"{method_label(scope['method'])} {route}")
                     span.set_attribute("http.route", route)
                 if status is not None:
                     span.set_attribute("http.response.status_code", status)
-                otel.finish(span, status_code=status)
+                else:  # cut before it answered (the client went away, the server stopped)
+                    span.set_attribute("error.type", "cancelled")
+                otel.finish(span, status_code=status if status is not None else 599)
                 otel.deactivate(active)
             if meter is not None:
                 meter.in_flight.dec()
-                meter.observe(scope.get("route") or UNMATCHED, method_label(scope["method"]), status, took_s, run.cpu_s)
+                meter.observe(scope.get("route") or UNMATCHED, method_label(scope["method"]), status, took_s,
+                              run.cpu_s if metered is not None else None)
             access_log.write(self.name, scope["method"], scope["path"], status, round(took_s * 1000, 2),
                              trace.request_id, trace.traceparent, scheme=scope.get("scheme", "http"))
 

@@ -102,6 +102,10 @@ async def run_serve(args: argparse.Namespace) -> int:
         # a production tail API streams requests and logs: it needs a strong token, or no start
         found.append("TAIL_TOKEN is missing or shorter than 32 bytes: set a long random one "
                      "(e.g. `openssl rand -base64 48`) to serve a tail")
+    metrics_token = os.environ.get("METRICS_TOKEN")
+    if metrics_token is not None and len(metrics_token.encode()) < MIN_TAIL_TOKEN_BYTES:
+        found.append("METRICS_TOKEN is shorter than 32 bytes: set a long random one, or leave it unset and "
+                     "keep --metrics-port on a network only Prometheus reaches")
     refuse_if_any(found)
     if len(configs) == 1:
         return await serve_one(args, configs[0])
@@ -300,7 +304,9 @@ async def supervise(args: argparse.Namespace, configs: list[WorkerConfig]) -> in
             if wait:  # ready, or EOF when it died first
                 said = await asyncio.wait_for(asyncio.to_thread(os.read, read_end, 16), READY_TIMEOUT_S)
                 if not said:
-                    raise RollFailed(f"the new {config.name} process exited with {await child.wait()}")
+                    code = await child.wait()
+                    forget_process(child.pid)
+                    raise RollFailed(f"the new {config.name} process exited with {code}")
         except asyncio.TimeoutError:
             await stop(child, kill=True)
             raise RollFailed(f"the new {config.name} process was not ready within {READY_TIMEOUT_S:g} s") from None
@@ -316,8 +322,11 @@ async def supervise(args: argparse.Namespace, configs: list[WorkerConfig]) -> in
             except asyncio.TimeoutError:
                 child.kill()
                 await child.wait()
+        forget_process(child.pid)
+
+    def forget_process(pid: int) -> None:
         for path in counted.values():  # its live gauges (requests in flight…) stop counting
-            mark_process_dead(child.pid, str(path))
+            mark_process_dead(pid, str(path))
 
     async def roll() -> None:
         for config in ordered:  # dependencies first, as at start

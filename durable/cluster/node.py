@@ -113,6 +113,8 @@ class ClusterNode:
                before_join: Callable[[], Awaitable[Any]] | None = None) -> None:
         name = f"{script}.{host.class_name}"
         self.namespaces[name] = _Namespace(name, script, host, engine, before_join)
+        for counter in (metrics.CLUSTER_LEASES, metrics.CLUSTER_HANDOFFS, metrics.CLUSTER_LEASE_LOSSES):
+            counter.labels(name)  # at 0 from the start: Prometheus's increase() cannot see a series' first sample
         host.guard = lambda object_id: self.ensure_owned(name, str(object_id))
 
     async def start(self) -> None:
@@ -223,7 +225,10 @@ class ClusterNode:
         if epoch is None:
             return None
         if self._departed:  # it began to leave while the lease was being taken: give it straight back
-            await self.leases.release(lease_id(namespace, shard), epoch)
+            try:
+                await self.leases.release(lease_id(namespace, shard), epoch)
+            except PyMongoError as exc:  # it lapses by itself a lease from now
+                log.warning("cluster: could not give back %s shard %d on the way out: %s", namespace, shard, exc)
             return None
         self.owned[key] = epoch
         metrics.CLUSTER_LEASES.labels(namespace).inc()
@@ -304,12 +309,22 @@ class ClusterNode:
             in_shard = lambda object_id, s=shard: self.shard(object_id) == s  # noqa: E731
             while ns.host.busy(in_shard) and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
-            await ns.engine.flush()
-            self._drop(key, reason, handed_off=True)
-            await self.leases.release(lease_id(namespace, shard), epoch)
-            self.handoffs += 1
+            await self._release(key, epoch, reason)
         finally:
             self._draining.discard(key)
+
+    async def _release(self, key: tuple[str, int], epoch: int, reason: str) -> None:
+        """Its calls are done: make its writes durable, forget it, free its lease for the next owner."""
+        namespace, shard = key
+        await self.namespaces[namespace].engine.flush()
+        self._drop(key, reason, handed_off=True)
+        await self.leases.release(lease_id(namespace, shard), epoch)
+        self.handoffs += 1
+
+    def _busy_shards(self) -> set[tuple[str, int]]:
+        """The shards with an event running (or loading its object) now, in one pass per class."""
+        return {(name, self.shard(object_id)) for name, ns in self.namespaces.items()
+                for object_id in ns.host.busy_ids()}
 
     async def depart(self) -> None:
         """A graceful stop, while this node still serves HTTP: leave the membership (so placement
@@ -330,9 +345,23 @@ class ClusterNode:
             await self.membership.leave()
         except PyMongoError as exc:
             log.warning("cluster: could not leave the membership (%s); others wait for the lease", exc)
-        outcomes = await asyncio.gather(*(self._give_up(key, epoch, "this node is leaving")
-                                          for key, epoch in list(self.owned.items())), return_exceptions=True)
-        failed = [exc for exc in outcomes if isinstance(exc, BaseException)]
+        pending = dict(self.owned)
+        self._draining.update(pending)  # new calls to any of them: NotOwner, re-routed by the caller
+        failed: list[BaseException] = []
+        try:
+            deadline = time.monotonic() + DRAIN_TIMEOUT_S
+            while pending:
+                busy = self._busy_shards() if time.monotonic() < deadline else set()
+                done = {key: epoch for key, epoch in pending.items() if key not in busy}
+                outcomes = await asyncio.gather(*(self._release(key, epoch, "this node is leaving")
+                                                  for key, epoch in done.items()), return_exceptions=True)
+                failed += [exc for exc in outcomes if isinstance(exc, BaseException)]
+                for key in done:
+                    del pending[key]
+                if pending:
+                    await asyncio.sleep(0.01)
+        finally:
+            self._draining.clear()
         if failed:
             log.warning("cluster: could not hand %d shard(s) off on the way out (%s); others wait for their lease",
                         len(failed), failed[0])

@@ -105,6 +105,7 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 
 
 def status_class(status: int | None) -> str:
+    """`2xx`… for a label: a status per series would multiply them for nothing an alert reads."""
     return f"{status // 100}xx" if status else "none"
 
 
@@ -176,6 +177,10 @@ class CpuMeter(collections.abc.Coroutine):  # type: ignore[type-arg]
     def done(token: object) -> None:
         _meter.reset(token)  # type: ignore[arg-type]
 
+    def detach(self) -> None:
+        """Its later steps run in a task of their own, outside the parent's: nothing to take off."""
+        self._parent = None
+
     def send(self, value: Any) -> Any:
         start = _clock()
         try:
@@ -236,6 +241,18 @@ class _SpawnedSteps(CpuMeter):
             self._owner.cpu_s += _clock() - start
 
 
+def measured_apart(coro: Coroutine[Any, Any, Any], context: Any) -> tuple[Any, CpuMeter | None]:
+    """A Durable Object event started while a request's meter runs: wrapped in a meter of its
+    own, current in the event's context, so its steps, the tasks it starts and the workers it
+    calls are charged to it and never to the request (on Cloudflare an object's CPU time is its
+    own). Its first step runs inside the request's and is taken off it; `detach()` it after."""
+    if context.get(_meter) is None:
+        return coro, None
+    apart = CpuMeter(coro)  # made in the caller's context: the request's meter is its parent
+    context.run(_meter.set, apart)
+    return apart, apart
+
+
 def metered_task_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
     """The loop's task factory while metrics are on: a task started by a request (its context
     holds the request's meter) has its steps counted as that request's CPU time."""
@@ -247,6 +264,7 @@ def metered_task_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: A
 
 
 def meter_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    """Install the factory (once the loop runs), unless the loop already has one of its own."""
     if loop.get_task_factory() is None:
         loop.set_task_factory(metered_task_factory)  # type: ignore[arg-type]
 
@@ -262,6 +280,7 @@ class RequestMeter:
         self._counts: dict[tuple[str, str, str], Any] = {}
 
     def observe(self, route: str, method: str, status: int | None, wall_s: float, cpu_s: float | None) -> None:
+        """One answered request; `cpu_s` None when its app could not be metered."""
         key = (route, method)
         timing = self._timings.get(key)
         if timing is None:
@@ -274,6 +293,7 @@ class RequestMeter:
         count = self._counts.get(counted)
         if count is None:
             count = self._counts[counted] = REQUESTS.labels(self.worker, *counted)
+            REQUESTS.labels(self.worker, route, method, "5xx")  # at 0: a route's first 5xx must show in rate()
         count.inc()
 
     def count(self, route: str, method: str, status: int | None) -> None:
@@ -283,17 +303,17 @@ class RequestMeter:
 
 class BindingMeter:
     """One service binding's calls: outcome (ok below 500, error a 5xx, unreachable: no node of
-    the service answered) and wall time."""
+    the service took the connection, failed: it raised) and wall time; a call its caller gave up
+    (cancelled) is not counted."""
 
     def __init__(self, caller: str, service: str) -> None:
         self.outcomes = {outcome: BINDING_CALLS.labels(caller, service, outcome)
-                         for outcome in ("ok", "error", "unreachable")}
+                         for outcome in ("ok", "error", "unreachable", "failed")}
         self.seconds = BINDING_SECONDS.labels(caller, service)
         self.retries = BINDING_RETRIES.labels(caller, service)
 
-    def observe(self, status: int | None, started: float, unreachable: bool = False) -> None:
+    def observe(self, outcome: str, started: float) -> None:
         self.seconds.observe(time.perf_counter() - started)
-        outcome = "unreachable" if unreachable or status is None else "error" if status >= 500 else "ok"
         self.outcomes[outcome].inc()
 
 

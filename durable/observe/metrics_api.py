@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from prometheus_client.registry import Collector
 
+from ..dev.registry import process_alive
 from .metrics import exposition
 
 METRICS_PATH = "/metrics"
@@ -25,6 +26,8 @@ TARGETS_DIR = "metrics"  # under the state directory: one Prometheus file_sd fil
 
 def metrics_handler(collectors: list[Collector], token: str | None = None
                     ) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The scrape handler; with `token`, a scrape must bear it (compared in constant time)."""
+
     async def metrics(request: web.Request) -> web.Response:
         if token is not None:
             given = request.headers.get("Authorization", "")
@@ -50,6 +53,10 @@ def announce_target(state_dir: Path, name: str, url: str, labels: dict[str, str]
     (`file_sd_configs` over `<state>/metrics/*.json`): dev ports are chosen at random."""
     folder = state_dir / TARGETS_DIR
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*-*.json"):  # a process killed outright left its file: not a target now
+        pid = stale.stem.rpartition("-")[2]
+        if pid.isdigit() and not process_alive(int(pid)):
+            stale.unlink(missing_ok=True)
     path = folder / f"{name}.json"
     temporary = path.with_suffix(".tmp")  # Prometheus must never read a half-written file
     temporary.write_text(json.dumps([{"targets": [urlsplit(url).netloc], "labels": labels}]))

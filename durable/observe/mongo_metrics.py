@@ -37,6 +37,8 @@ def _command(name: str) -> str:
 
 
 class CommandMetrics(monitoring.CommandListener):
+    """Each command's round trip and failures; the driver calls it from its task or thread."""
+
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         pass
 
@@ -50,6 +52,8 @@ class CommandMetrics(monitoring.CommandListener):
 
 
 class PoolMetrics(monitoring.ConnectionPoolListener):
+    """Connections lent out and operations waiting: what a pool too small for the load shows first."""
+
     def connection_check_out_started(self, event: monitoring.ConnectionCheckOutStartedEvent) -> None:
         POOL_WAITING.inc()
 

@@ -10,8 +10,11 @@ a None check.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -101,13 +104,32 @@ def spans_for(service: str) -> Spans | None:
     return spans
 
 
-def shutdown() -> None:
-    for spans in list(_providers.values()):
+SHUTDOWN_LIMIT_S = 3.0  # a collector that is away must not hold a stopping process (or a reload) longer
+
+
+async def shutdown(limit_s: float = SHUTDOWN_LIMIT_S) -> None:
+    """Export the spans still batched, every worker's at once, for `limit_s` at most: the flush
+    runs on daemon threads, so what a dead collector does not take is dropped at exit."""
+    providers = list(_providers.values())
+    _providers.clear()
+    if not providers:
+        return
+    finished = [threading.Event() for _ in providers]
+
+    def flush(spans: Spans, done: threading.Event) -> None:
         try:
             spans.shutdown()
         except Exception as exc:  # a collector away at exit must not stop the shutdown
             log.warning("could not export the last spans: %s", exc)
-    _providers.clear()
+        finally:
+            done.set()
+    for spans, done in zip(providers, finished):
+        threading.Thread(target=flush, args=(spans, done), daemon=True, name="otel-flush").start()
+    deadline = time.monotonic() + limit_s
+    for done in finished:
+        if not await asyncio.to_thread(done.wait, max(0.0, deadline - time.monotonic())):
+            log.warning("spans not exported within %g s at shutdown (is the collector away?); dropped", limit_s)
+            return
 
 
 # the worker whose code runs now (a request or an object event): whose tracer a MongoDB command

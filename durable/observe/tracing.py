@@ -52,9 +52,12 @@ class TraceContext:
         """The context of a hop called from this one: same trace and request id, its own span."""
         return TraceContext(self.trace_id, random_id(16), self.flags, self.request_id, self.span_id)
 
-    def unsampled(self) -> TraceContext:
-        """The same hop, marked not sampled (the sampler said so): the hops after it follow."""
-        return TraceContext(self.trace_id, self.span_id, "00", self.request_id, self.parent_id)
+    def sampled_as(self, sampled: bool) -> TraceContext:
+        """The same hop with the sampler's decision in its flags: the hops after it follow it."""
+        flags = "01" if sampled else "00"
+        if flags == self.flags:
+            return self
+        return TraceContext(self.trace_id, self.span_id, flags, self.request_id, self.parent_id)
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> TraceContext:

@@ -20,7 +20,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from .. import deadline
-from ..errors import ObjectUnavailable, register_error
+from ..errors import NotOwner, ObjectUnavailable, register_error
 from .batch import UNSET, KeyRange, ObjectBatch
 from .engine import CommitFailed, Engine
 
@@ -115,8 +115,9 @@ class MongoEngine(Engine):
             start[1] -= 1
             if start[1] == 0:
                 self._loading.pop(object_id, None)
-        if start[0] != seen:  # dropped meanwhile (its shard moved): what we read may predate the move
-            raise Fenced(f"{self.namespace}: object {object_id[:12]} moved while it was being loaded")
+        if start[0] != seen:  # dropped meanwhile (its shard moved): what we read may predate the move;
+            # nothing ran yet, so the caller may send it to the new owner
+            raise NotOwner(f"{self.namespace}: object {object_id[:12]} moved while it was being loaded")
         if object_id not in self._objects:  # another event loaded it while we awaited
             self._objects[object_id] = state
             if alarm is not None:

@@ -14,6 +14,7 @@ from durable.errors import StartupRefused
 from durable.dev.local_servers import claim
 from durable.observe import otel
 
+from .. import metrics
 from .base import Provider
 from .mpesa import MpesaProvider
 from .paypal import PayPalProvider
@@ -80,6 +81,8 @@ class Providers:
             local = await claim(env.state_dir, local_names, self._start_local_servers)
         for name in wanted:
             getattr(self, f"_use_{name}")(env, local.get(name), timeout_s)
+        for name in self.providers:  # at 0 from the start: the rejected-webhooks alert sees the first one
+            metrics.WEBHOOKS.labels(name, "rejected")
         if otel.enabled():  # each provider call a client span of the request's trace
             self.providers = {name: Traced(provider) for name, provider in self.providers.items()}
 

@@ -19,7 +19,8 @@ bp = Blueprint("webhooks", __name__, url_prefix="/payments")
 log = logging.getLogger("rest_shop.webhooks")
 
 MAX_EVENT_BYTES = 256 * 1024
-_RESULTS = {"applied": "applied", "busy": "busy", "refused": "rejected"}  # anything else: seen before
+# apply_event/apply_mpesa_callback's outcome → the metric's result (anything else: seen before)
+_RESULTS = {"applied": "applied", "busy": "busy", "refused": "rejected", "unknown": "rejected"}
 
 
 @bp.post("/webhooks/<provider_name>")

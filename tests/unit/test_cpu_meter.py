@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from durable.observe import metrics
+from durable.objects import detached
 from durable.observe.metrics import CpuMeter, meter_tasks
 
 
@@ -25,6 +26,17 @@ def spin(seconds: float) -> None:
     end = time.thread_time() + seconds
     while time.thread_time() < end:
         pass
+
+
+async def metered(coro: Any) -> CpuMeter:
+    """As the runtime runs a request: its meter is the current one while it runs."""
+    meter = CpuMeter(coro)
+    token = meter.running()
+    try:
+        await meter
+    finally:
+        CpuMeter.done(token)
+    return meter
 
 
 async def works_then_waits() -> str:
@@ -62,16 +74,6 @@ async def test_a_worker_called_in_process_counts_its_own_steps_only() -> None:
         spin(0.04)
         await asyncio.sleep(0.01)
         spin(0.01)
-
-    async def metered(coro: Any) -> CpuMeter:
-        """As the runtime runs a request: its meter is the current one while it runs."""
-        meter = CpuMeter(coro)
-        token = meter.running()
-        try:
-            await meter
-        finally:
-            CpuMeter.done(token)
-        return meter
 
     async def outer() -> None:
         spin(0.02)
@@ -128,3 +130,36 @@ async def test_the_default_clock_never_counts_the_waits_either() -> None:
     meter = CpuMeter(waits())
     await meter
     assert meter.cpu_s < 0.1  # 0.6 s of waiting: the steps around the waits are microseconds
+
+
+@pytest.mark.parametrize("waits", [False, True])
+async def test_a_durable_object_event_is_its_own_cpu_not_the_calling_request_s(waits: bool) -> None:
+    """Whether the event finishes at once or waits, starts tasks or calls another worker in
+    process: none of its CPU is the request's (on Cloudflare an object's CPU time is its own)."""
+    loop = asyncio.get_running_loop()
+    meter_tasks(loop)
+    try:
+        async def helper() -> None:
+            spin(0.02)
+
+        async def another_worker() -> None:
+            spin(0.02)
+            await asyncio.sleep(0.01)
+            spin(0.02)
+
+        async def event() -> None:
+            spin(0.03)
+            if waits:
+                await asyncio.sleep(0.01)
+                spin(0.03)
+                await asyncio.ensure_future(helper())
+                await metered(another_worker())
+
+        async def request() -> None:
+            spin(0.01)
+            await detached(event())
+
+        meter = await metered(request())
+        assert 0.01 <= meter.cpu_s < 0.02
+    finally:
+        loop.set_task_factory(None)

@@ -36,7 +36,7 @@ def test_a_span_has_the_hop_s_ids_and_its_caller_as_parent(otlp: None) -> None:
 def test_the_caller_s_decision_not_to_sample_is_followed(otlp: None) -> None:
     spans = Spans("rest-shop-api")
     try:
-        assert not spans.start("GET /", HOP.unsampled(), "server").is_recording()
+        assert not spans.start("GET /", HOP.sampled_as(False), "server").is_recording()
     finally:
         spans.provider.shutdown()
 
