@@ -25,7 +25,8 @@ from typing import Any, Protocol
 
 from . import codec, ids
 from .observe import otel, tracing
-from .observe.metrics import ObjectMeter, measured_apart
+from .observe import metrics
+from .observe.metrics import ObjectMeter
 from .errors import ObjectUnavailable, error_from_wire, error_to_wire
 from .gates import InputGate
 from .compat.websocket import is_upgrade
@@ -726,13 +727,16 @@ async def detached(coro: Coroutine[Any, Any, Any]) -> Any:
     cancellation stops the waiting, not the work), but start it at once: most object events
     never wait, and then they finish without a task, a shield or two turns of the loop."""
     context = copy_context()
-    coro, apart = measured_apart(coro, context)  # its CPU is the object's, never the calling request's
+    own = metrics.apart(context)  # with a request metered: the event's CPU is its own, not the request's
+    if own is not None:
+        metrics.enter(own)
     try:
         first = context.run(coro.send, None)
     except StopIteration as done:
         return done.value
-    if apart is not None:
-        apart.detach()
+    finally:
+        if own is not None:
+            metrics.leave(own)
     task = asyncio.get_running_loop().create_task(_Resumed(coro, first), context=context)
     return await asyncio.shield(task)
 
@@ -743,7 +747,6 @@ class _Resumed(collections.abc.Coroutine):  # type: ignore[type-arg]
     before the task's first step (a cancellation), reaches the coroutine where it waits."""
 
     __slots__ = ("coro", "first")
-    unmetered = True  # already measured apart when a request's meter was running (metrics)
 
     def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
         self.coro, self.first = coro, first

@@ -32,7 +32,7 @@ from .storage.migrations import apply_migrations, class_dir
 from .observe.tail import install_capture, redactor
 from .observe.tail_api import TailHub
 from .observe import mongo_metrics, otel
-from .observe.metrics import ObjectMeter, RequestMeter, meter_tasks, metrics_enabled
+from .observe.metrics import ObjectMeter, RequestMeter, meter_loop_steps, metrics_enabled
 from .worker import Worker
 
 
@@ -178,8 +178,8 @@ class Runtime:
 
     async def start(self) -> None:
         install_capture()
-        if self.metrics:  # tasks a request starts (Quart's handler) count toward its CPU time
-            meter_tasks(asyncio.get_running_loop())
+        if self.metrics:  # the event loop's steps are timed for the request whose context they run in
+            meter_loop_steps()
         if self.cluster is not None:
             self.cluster.version = self.version
             self.node = ClusterNode(self.cluster)

@@ -6,7 +6,6 @@ processes and never reaches the app.
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import importlib
@@ -23,7 +22,8 @@ from urllib.parse import parse_qs, unquote
 from . import codec, deadline, signing
 from .observe import otel, tracing
 from .observe.logs import access_log
-from .observe.metrics import UNMATCHED, CpuMeter, RequestMeter, method_label, note_route_templates
+from .observe.metrics import (UNMATCHED, RequestMeter, method_label, note_route_templates, start_metering,
+                              stop_metering)
 from .bindings import (INTERNAL_AUDIENCE_HEADER, INTERNAL_PREFIX, INTERNAL_REQUEST_HEADER, INTERNAL_SIGNATURE_HEADER,
                        OBJECT_NAME_HEADER)
 from .compat.entrypoint import EntrypointApp, ScheduledController
@@ -271,16 +271,13 @@ class Worker:
         trace_token = tracing.use(trace)
         token = use_env(self.env)
         meter = self.meter
-        run: Any = self.app(scope, receive, send_traced)
-        metered = None
+        cpu = metered = None
         if meter is not None:
             meter.in_flight.inc()
-            if asyncio.iscoroutine(run):  # an app returning another awaitable is served, not metered
-                run = CpuMeter(run)
-                metered = run.running()  # a worker this request calls in process is its child meter
+            cpu, metered = start_metering()  # its steps, and its tasks', are its CPU time from here
         try:
             with capture or _UNTRACED, deadline.within(self._budget_of(scope)):
-                await run
+                await self.app(scope, receive, send_traced)
         except Exception:
             # a framework logs its handlers' errors itself; what reaches here (a raw ASGI app's) would
             # otherwise be seen only by someone tailing
@@ -300,8 +297,8 @@ class Worker:
                     capture.event_info["response"] = {"status": status}
                 self._on_trace(capture.event())
             took_s = time.perf_counter() - started
-            if metered is not None:
-                CpuMeter.done(metered)
+            if cpu is not None:
+                stop_metering(cpu, metered)
             if span is not None:
                 route = scope.get("route")
                 if route:
@@ -316,7 +313,7 @@ class Worker:
             if meter is not None:
                 meter.in_flight.dec()
                 meter.observe(scope.get("route") or UNMATCHED, method_label(scope["method"]), status, took_s,
-                              run.cpu_s if metered is not None else None)
+                              cpu.cpu_s if cpu is not None else None)
             access_log.write(self.name, scope["method"], scope["path"], status, round(took_s * 1000, 2),
                              trace.request_id, trace.traceparent, scheme=scope.get("scheme", "http"))
 

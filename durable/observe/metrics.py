@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import collections.abc
+import operator
 import os
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from contextvars import ContextVar
 from time import perf_counter, thread_time
 from typing import TYPE_CHECKING, Any
@@ -117,156 +118,104 @@ def method_label(method: str) -> str:
 def note_route_templates(app: Any) -> None:
     """Quart apps: the matched rule's template goes into the ASGI scope as `route`, where the
     runtime's request metrics read it (a raw path would be a series per id). Quart sets the rule
-    on its request object as it routes; a request class whose `url_rule` also writes the scope
-    costs one assignment per request (a `before_request` hook cost an await)."""
-    base = getattr(app, "request_class", None)
-    if getattr(app, "url_map", None) is None or base is None or getattr(base, "notes_route", False):
-        return
-
-    class RouteNotingRequest(base):  # type: ignore[misc, valid-type]
-        notes_route = True
-
-        @property
-        def url_rule(self) -> Any:
-            return self.__dict__.get("_url_rule")
-
-        @url_rule.setter
-        def url_rule(self, rule: Any) -> None:
-            self.__dict__["_url_rule"] = rule
-            if rule is not None:
-                self.scope["route"] = rule.rule
-
-    app.request_class = RouteNotingRequest
-    websocket_class = getattr(app, "websocket_class", None)
-    if websocket_class is not None and not getattr(websocket_class, "notes_route", False):
-
-        class RouteNotingWebsocket(websocket_class):  # type: ignore[misc, valid-type]
-            notes_route = True
-
-            @property
-            def url_rule(self) -> Any:
-                return self.__dict__.get("_url_rule")
-
-            @url_rule.setter
-            def url_rule(self, rule: Any) -> None:
-                self.__dict__["_url_rule"] = rule
-                if rule is not None:
-                    self.scope["route"] = rule.rule
-
-        app.websocket_class = RouteNotingWebsocket
+    on its request object as it routes; a request class whose `url_rule` setter also writes the
+    scope costs one assignment per request (its getter is C: Quart reads it often)."""
+    for attribute in ("request_class", "websocket_class"):
+        base = getattr(app, attribute, None)
+        if getattr(app, "url_map", None) is not None and base is not None and not getattr(base, "notes_route", False):
+            setattr(app, attribute, type(f"RouteNoting{base.__name__}", (base,),
+                                         {"notes_route": True, "_url_rule": None, "url_rule": _ROUTE_NOTING_RULE}))
 
 
-class CpuMeter(collections.abc.Coroutine):  # type: ignore[type-arg]
-    """Wraps a request's coroutine: each time the event loop resumes it (a step), the thread CPU
-    time the step took is added to `cpu_s`, and taken off the meter of the worker that called
-    this one in process (so each worker counts only its own code). `running()` makes it the
-    parent of meters made inside it."""
+def _note_rule(connection: Any, rule: Any) -> None:
+    connection._url_rule = rule
+    if rule is not None:
+        connection.scope["route"] = rule.rule
 
-    __slots__ = ("_coro", "_parent", "cpu_s")
 
-    def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
-        self._coro = coro
+_ROUTE_NOTING_RULE = property(operator.attrgetter("_url_rule"), _note_rule)
+
+
+class CpuMeter:
+    """The CPU time of one request (or one Durable Object event): the segments of event-loop
+    steps run while it is the current meter of their context. Exclusive: a worker called in
+    process, or an object event, opens a meter of its own, and its segments are not its
+    caller's."""
+
+    __slots__ = ("cpu_s", "parent", "since")
+
+    def __init__(self, parent: CpuMeter | None = None) -> None:
         self.cpu_s = 0.0
-        self._parent = _meter.get()
-
-    def running(self) -> object:
-        """Make this the current meter (once per request, not per step); returns the reset token."""
-        return _meter.set(self)
-
-    @staticmethod
-    def done(token: object) -> None:
-        _meter.reset(token)  # type: ignore[arg-type]
-
-    def detach(self) -> None:
-        """Its later steps run in a task of their own, outside the parent's: nothing to take off."""
-        self._parent = None
-
-    def send(self, value: Any) -> Any:
-        start = _clock()
-        try:
-            return self._coro.send(value)
-        finally:
-            used = _clock() - start
-            self.cpu_s += used
-            if self._parent is not None:
-                self._parent.cpu_s -= used
-
-    def throw(self, *exc: Any) -> Any:
-        start = _clock()
-        try:
-            return self._coro.throw(*exc)
-        finally:
-            used = _clock() - start
-            self.cpu_s += used
-            if self._parent is not None:
-                self._parent.cpu_s -= used
-
-    def close(self) -> None:
-        self._coro.close()
-
-    def __await__(self) -> Iterator[Any]:
-        return self  # type: ignore[return-value]
-
-    def __iter__(self) -> Iterator[Any]:
-        return self  # type: ignore[return-value]
-
-    def __next__(self) -> Any:
-        return self.send(None)
+        self.since: float | None = None  # when its open segment began (it is running now)
+        self.parent = parent
 
 
-class _SpawnedSteps(CpuMeter):
-    """A task the request started (Quart runs its handler in one): its steps are the request's CPU
-    too. They run outside the request's own steps, so nothing is taken off a parent."""
-
-    __slots__ = ("_owner",)
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], owner: CpuMeter) -> None:
-        self._coro = coro
-        self.cpu_s = 0.0
-        self._parent = None
-        self._owner = owner
-
-    def send(self, value: Any) -> Any:
-        start = _clock()
-        try:
-            return self._coro.send(value)
-        finally:
-            self._owner.cpu_s += _clock() - start
-
-    def throw(self, *exc: Any) -> Any:
-        start = _clock()
-        try:
-            return self._coro.throw(*exc)
-        finally:
-            self._owner.cpu_s += _clock() - start
+def _switch(old: CpuMeter | None, new: CpuMeter | None) -> None:
+    """Close `old`'s open segment and open one for `new`, at the same instant (within a step)."""
+    now = _clock()
+    if old is not None and old.since is not None:
+        old.cpu_s += now - old.since
+        old.since = None
+    if new is not None:
+        new.since = now
 
 
-def measured_apart(coro: Coroutine[Any, Any, Any], context: Any) -> tuple[Any, CpuMeter | None]:
-    """A Durable Object event started while a request's meter runs: wrapped in a meter of its
-    own, current in the event's context, so its steps, the tasks it starts and the workers it
-    calls are charged to it and never to the request (on Cloudflare an object's CPU time is its
-    own). Its first step runs inside the request's and is taken off it; `detach()` it after."""
-    if context.get(_meter) is None:
-        return coro, None
-    apart = CpuMeter(coro)  # made in the caller's context: the request's meter is its parent
-    context.run(_meter.set, apart)
-    return apart, apart
+def start_metering() -> tuple[CpuMeter, object]:
+    """A meter for the request starting now in this context, its caller's (if any) paused."""
+    parent = _meter.get()
+    meter = CpuMeter(parent)
+    _switch(parent, meter)
+    return meter, _meter.set(meter)
 
 
-def metered_task_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
-    """The loop's task factory while metrics are on: a task started by a request (its context
-    holds the request's meter) has its steps counted as that request's CPU time."""
-    context = kwargs.get("context")
-    owner = context.get(_meter) if context is not None else _meter.get()
-    if owner is not None and not isinstance(coro, CpuMeter) and not getattr(coro, "unmetered", False):
-        coro = _SpawnedSteps(coro, owner)
-    return asyncio.Task(coro, loop=loop, **kwargs)
+def stop_metering(meter: CpuMeter, token: object) -> None:
+    """The request is answered: its segment closes and its caller's, if any, resumes."""
+    _switch(meter, meter.parent)
+    _meter.reset(token)  # type: ignore[arg-type]
 
 
-def meter_tasks(loop: asyncio.AbstractEventLoop) -> None:
-    """Install the factory (once the loop runs), unless the loop already has one of its own."""
-    if loop.get_task_factory() is None:
-        loop.set_task_factory(metered_task_factory)  # type: ignore[arg-type]
+def apart(context: Any) -> CpuMeter | None:
+    """A Durable Object event about to run in `context` (a copy of its caller's) while a request
+    is metered: a meter of its own, so none of its CPU is the request's (on Cloudflare an object's
+    CPU time is its own). Call `enter`/`leave` around its first step, which runs inside the
+    caller's step; its later steps run in its own task, in its own context."""
+    caller = context.get(_meter)
+    if caller is None:
+        return None
+    meter = CpuMeter(caller)
+    context.run(_meter.set, meter)
+    return meter
+
+
+def enter(meter: CpuMeter) -> None:
+    _switch(meter.parent, meter)
+
+
+def leave(meter: CpuMeter) -> None:
+    _switch(meter, meter.parent)
+
+
+_unmetered_run = asyncio.events.Handle._run
+
+
+def _metered_run(self: asyncio.Handle) -> None:
+    """`Handle._run` with the step timed for the meter current in its context (a task's step, a
+    callback): what the request's coroutine, and every task it started, ran."""
+    context = self._context  # type: ignore[attr-defined]
+    meter = context.get(_meter)
+    if meter is not None:
+        meter.since = _clock()
+    _unmetered_run(self)
+    meter = context.get(_meter)  # it may have changed within the step (a request began or ended)
+    if meter is not None and meter.since is not None:
+        meter.cpu_s += _clock() - meter.since
+        meter.since = None
+
+
+def meter_loop_steps() -> None:
+    """Time the steps of metered contexts, process-wide (the event loop's handles); once.
+    Handles whose context has no meter pay one context lookup."""
+    asyncio.events.Handle._run = _metered_run  # type: ignore[method-assign]
 
 
 class RequestMeter:

@@ -1,22 +1,25 @@
-"""`CpuMeter`, the CPU time per request of /metrics: the CPU the request's own steps used,
-never the time it waited, and a worker called in process counts only its own steps. Timed here
-with the thread CPU clock (DURABLE_CPU_CLOCK=thread), so the bounds hold on a busy machine; the
-default clock is checked for what it must never count: waiting."""
+"""The CPU time per request of /metrics: the event-loop steps run in the request's context (its
+own coroutine's and those of the tasks it starts, as Quart starts one for each handler), never
+the time it waited; a worker called in process and a Durable Object event count their own, not
+their caller's. Timed here with the thread CPU clock (DURABLE_CPU_CLOCK=thread), so the bounds
+hold on a busy machine; the default clock is checked for what it must never count: waiting."""
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
 
-from durable.observe import metrics
 from durable.objects import detached
-from durable.observe.metrics import CpuMeter, meter_tasks
+from durable.observe import metrics
+from durable.observe.metrics import CpuMeter, meter_loop_steps, start_metering, stop_metering
 
 
 @pytest.fixture(autouse=True)
-def thread_clock(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+def steps_timed(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    meter_loop_steps()
     if "default_clock" not in request.node.name:
         monkeypatch.setattr(metrics, "_clock", time.thread_time)
 
@@ -28,14 +31,13 @@ def spin(seconds: float) -> None:
         pass
 
 
-async def metered(coro: Any) -> CpuMeter:
-    """As the runtime runs a request: its meter is the current one while it runs."""
-    meter = CpuMeter(coro)
-    token = meter.running()
+async def metered(work: Awaitable[Any]) -> CpuMeter:
+    """As the runtime serves a request: metered from its start to its answer."""
+    meter, token = start_metering()
     try:
-        await meter
+        await work
     finally:
-        CpuMeter.done(token)
+        stop_metering(meter, token)
     return meter
 
 
@@ -47,11 +49,9 @@ async def works_then_waits() -> str:
 
 
 async def test_a_request_is_charged_its_steps_not_its_waits() -> None:
-    meter = CpuMeter(works_then_waits())
     started = time.perf_counter()
-    assert await meter == "done"
-    wall = time.perf_counter() - started
-    assert wall >= 0.25
+    meter = await metered(works_then_waits())
+    assert time.perf_counter() - started >= 0.2
     assert 0.05 <= meter.cpu_s < 0.05 + 0.02  # the two spins, plus the meter's own few microseconds
 
 
@@ -61,8 +61,7 @@ async def test_other_tasks_running_meanwhile_are_not_charged() -> None:
         spin(0.1)  # runs while the metered request waits
 
     other = asyncio.ensure_future(neighbour())
-    meter = CpuMeter(works_then_waits())
-    await meter
+    meter = await metered(works_then_waits())
     await other
     assert meter.cpu_s < 0.05 + 0.02
 
@@ -77,7 +76,7 @@ async def test_a_worker_called_in_process_counts_its_own_steps_only() -> None:
 
     async def outer() -> None:
         spin(0.02)
-        inner_meters.append(await metered(inner()))  # made while the outer request runs: its child
+        inner_meters.append(await metered(inner()))  # a request of its own, made while the outer runs
         spin(0.01)
 
     meter = await metered(outer())
@@ -90,36 +89,28 @@ async def test_an_error_still_charges_the_step_that_raised() -> None:
         spin(0.02)
         raise ValueError("boom")
 
-    meter = CpuMeter(fails())
+    meter, token = start_metering()
     try:
-        await meter
+        await fails()
     except ValueError:
         pass
+    finally:
+        stop_metering(meter, token)
     assert meter.cpu_s >= 0.02
 
 
 async def test_tasks_a_request_starts_are_its_cpu_too() -> None:
     """Quart runs each handler in a task of its own: its CPU is the request's."""
-    loop = asyncio.get_running_loop()
-    meter_tasks(loop)
-    try:
-        async def handler() -> None:
-            spin(0.03)
-            await asyncio.sleep(0.05)
-            spin(0.02)
+    async def handler() -> None:
+        spin(0.03)
+        await asyncio.sleep(0.05)
+        spin(0.02)
 
-        async def app() -> None:
-            await asyncio.ensure_future(handler())  # the framework's task; the app itself only waits
+    async def app() -> None:
+        await asyncio.ensure_future(handler())  # the framework's task; the app itself only waits
 
-        meter = CpuMeter(app())
-        token = meter.running()
-        try:
-            await meter
-        finally:
-            CpuMeter.done(token)
-        assert 0.05 <= meter.cpu_s < 0.07
-    finally:
-        loop.set_task_factory(None)
+    meter = await metered(app())
+    assert 0.05 <= meter.cpu_s < 0.07
 
 
 async def test_the_default_clock_never_counts_the_waits_either() -> None:
@@ -127,8 +118,7 @@ async def test_the_default_clock_never_counts_the_waits_either() -> None:
         await asyncio.sleep(0.3)
         await asyncio.sleep(0.3)
 
-    meter = CpuMeter(waits())
-    await meter
+    meter = await metered(waits())
     assert meter.cpu_s < 0.1  # 0.6 s of waiting: the steps around the waits are microseconds
 
 
@@ -136,30 +126,26 @@ async def test_the_default_clock_never_counts_the_waits_either() -> None:
 async def test_a_durable_object_event_is_its_own_cpu_not_the_calling_request_s(waits: bool) -> None:
     """Whether the event finishes at once or waits, starts tasks or calls another worker in
     process: none of its CPU is the request's (on Cloudflare an object's CPU time is its own)."""
-    loop = asyncio.get_running_loop()
-    meter_tasks(loop)
-    try:
-        async def helper() -> None:
-            spin(0.02)
+    async def helper() -> None:
+        spin(0.02)
 
-        async def another_worker() -> None:
-            spin(0.02)
+    async def another_worker() -> None:
+        spin(0.02)
+        await asyncio.sleep(0.01)
+        spin(0.02)
+
+    async def event() -> None:
+        spin(0.03)
+        if waits:
             await asyncio.sleep(0.01)
-            spin(0.02)
-
-        async def event() -> None:
             spin(0.03)
-            if waits:
-                await asyncio.sleep(0.01)
-                spin(0.03)
-                await asyncio.ensure_future(helper())
-                await metered(another_worker())
+            await asyncio.ensure_future(helper())
+            await metered(another_worker())
 
-        async def request() -> None:
-            spin(0.01)
-            await detached(event())
+    async def request() -> None:
+        spin(0.01)
+        await detached(event())
+        spin(0.01)
 
-        meter = await metered(request())
-        assert 0.01 <= meter.cpu_s < 0.02
-    finally:
-        loop.set_task_factory(None)
+    meter = await metered(request())
+    assert 0.02 <= meter.cpu_s < 0.03
