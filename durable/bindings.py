@@ -255,8 +255,7 @@ class ServiceBinding:
         except Exception:
             self._meter.observe("failed", started)
             raise
-        self._meter.observe("unreachable" if UNREACHABLE_HEADER in response.headers
-                            else "error" if response.status >= 500 else "ok", started)
+        self._meter.answered(response.status, started, unreachable=UNREACHABLE_HEADER in response.headers)
         return response
 
     async def _fetch(self, input: Request | str, sign: Signer | None, init: dict[str, Any]) -> Response:
@@ -341,12 +340,8 @@ class ServiceBinding:
         name, value) bytes. `credentials` signs what leaves this process (for the node it goes
         to): a call within it cannot be forged, and says so in its scope."""
         target = self._resolve()
-        if not callable(target) or current_object() is not None:  # elsewhere, absent, or from an object
-            request = Request(url, method=method, headers=[(k.decode("latin-1"), v.decode("latin-1"))
-                                                           for k, v in headers], body=body)
-            await send_response(await self.fetch(request, sign=credentials), send)
-            return
-        if otel.active() is not None:  # a client span, made in fetch()
+        # elsewhere, absent, from an object, or traced (fetch() makes the client span): through fetch()
+        if not callable(target) or current_object() is not None or otel.active() is not None:
             request = Request(url, method=method, headers=[(k.decode("latin-1"), v.decode("latin-1"))
                                                            for k, v in headers], body=body)
             await send_response(await self.fetch(request, sign=credentials), send)
@@ -372,7 +367,7 @@ class ServiceBinding:
         except Exception:
             meter.observe("failed", started)
             raise
-        meter.observe("failed" if status is None else "error" if status >= 500 else "ok", started)
+        meter.answered(status, started)
 
     def __repr__(self) -> str:
         return f"<ServiceBinding {self.service}>"

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import collections.abc
+import contextlib
 import functools
 import inspect
 import logging
@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import codec, ids
-from .observe import otel, tracing
-from .observe import metrics
+from .observe import metrics, otel, tracing
 from .observe.metrics import ObjectMeter
 from .errors import ObjectUnavailable, error_from_wire, error_to_wire
 from .gates import InputGate
@@ -280,9 +279,8 @@ class ObjectHost:
         return {key for key, live in self._live.items() if live.inflight or live.state._gate.closed} | set(self._arriving)
 
     def busy(self, which: Callable[[str], bool]) -> bool:
-        """Is an event running in any live object whose id `which` selects?"""
-        return (any(live.inflight or live.state._gate.closed for key, live in self._live.items() if which(key))
-                or any(which(key) for key in self._arriving))
+        """Is an event running (or loading its object) in any object whose id `which` selects?"""
+        return any(which(key) for key in self.busy_ids())
 
     def drop_objects(self, which: Callable[[str], bool]) -> int:
         """This node no longer hosts these ids (their shard moved): forget instances and alarms,

@@ -238,16 +238,16 @@ class RequestMeter:
         timing[0].observe(wall_s)
         if cpu_s is not None:
             timing[1].observe(max(cpu_s, 0.0))
+        self.count(route, method, status)
+
+    def count(self, route: str, method: str, status: int | None) -> None:
+        """Count one answered request (alone, without timings: a WebSocket, whose duration is its lifetime)."""
         counted = (route, method, status_class(status))
         count = self._counts.get(counted)
         if count is None:
             count = self._counts[counted] = REQUESTS.labels(self.worker, *counted)
             REQUESTS.labels(self.worker, route, method, "5xx")  # at 0: a route's first 5xx must show in rate()
         count.inc()
-
-    def count(self, route: str, method: str, status: int | None) -> None:
-        """A request counted without timings (a WebSocket: its duration is its lifetime)."""
-        REQUESTS.labels(self.worker, route, method, status_class(status)).inc()
 
 
 class BindingMeter:
@@ -264,6 +264,11 @@ class BindingMeter:
     def observe(self, outcome: str, started: float) -> None:
         self.seconds.observe(time.perf_counter() - started)
         self.outcomes[outcome].inc()
+
+    def answered(self, status: int | None, started: float, unreachable: bool = False) -> None:
+        """A call that returned: its answer's outcome (no answer at all counts as failed)."""
+        self.observe("unreachable" if unreachable else "failed" if status is None
+                     else "error" if status >= 500 else "ok", started)
 
 
 class ObjectMeter:

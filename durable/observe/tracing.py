@@ -70,12 +70,8 @@ class TraceContext:
     def of_caller(cls, headers: Mapping[str, str]) -> TraceContext:
         """The caller's own hop, from the headers of a call that only relays to an object (the
         internal route): the object's invocation is then the caller's child, not a grandchild."""
-        found = {k.lower(): v for k, v in headers.items() if k.lower() in ("traceparent", "x-request-id")}
-        match = _TRACEPARENT.match(found.get("traceparent", "").strip().lower())
-        if match is None or match.group(1) == _ZERO_TRACE or match.group(2) == _ZERO_SPAN:
-            return cls._continue("", found.get("x-request-id", ""))
-        hop = cls._continue(found["traceparent"], found.get("x-request-id", ""))
-        return cls(hop.trace_id, match.group(2), hop.flags, hop.request_id)
+        hop = cls.from_headers(headers)
+        return cls(hop.trace_id, hop.parent_id, hop.flags, hop.request_id) if hop.parent_id else hop
 
     @classmethod
     def from_scope(cls, scope: Mapping[str, Any]) -> TraceContext:

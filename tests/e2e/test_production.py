@@ -99,6 +99,20 @@ def test_production_refuses_missing_or_weak_secrets(tmp_path: Path, config: Path
     assert "Traceback" not in err
 
 
+def serve_shop(port: int, tmp_path: Path, mongo_uri: str, stripe: tuple[str, str], *args: str,
+               db_name: str | None = None, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """The three workers in production against the test's MongoDB and local Stripe server, with
+    strong secrets and an SMTP relay named (nothing is mailed); `args` and `env` add to that."""
+    stripe_url, stripe_key = stripe
+    return serve("--port", str(port), "--persist-to", str(tmp_path), *args,
+                 "--var", f"MONGODB_DB:{db_name or f't_{uuid.uuid4().hex[:16]}'}", "--var", "PAYMENT_PROVIDERS:stripe",
+                 "--var", f"STRIPE_API_BASE:{stripe_url}", "--var", "PUBLIC_BASE_URL:https://shop.example",
+                 "--var", "MAIL_FROM:Shop <no-reply@shop.example>",
+                 env={"JWT_KEY": STRONG_JWT, "SERVICE_AUTH_KEY": STRONG_SERVICE, "MONGODB_URI": mongo_uri,
+                      "SMTP_URL": "smtp://127.0.0.1:25", "STRIPE_SECRET_KEY": stripe_key,
+                      "STRIPE_WEBHOOK_SECRET": "whsec_" + "w" * 32, **(env or {})})
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -140,7 +154,7 @@ def call(method: str, url: str, body: Any = None, token: str | None = None,
 
 def test_three_processes_signed_bindings_json_logs_and_graceful_sigterm(tmp_path: Path, mongo_uri: str,
                                                                          stripe_server) -> None:  # noqa: F811
-    stripe_url, stripe_key = stripe_server
+    stripe_url, _ = stripe_server
     port = free_port()
     db_name = f"t_{uuid.uuid4().hex[:16]}"
     ca = trustme.CA()  # object calls between the processes: mutual TLS on their internal listeners
@@ -151,15 +165,9 @@ def test_three_processes_signed_bindings_json_logs_and_graceful_sigterm(tmp_path
                        ("node.key", node_cert.private_key_pem)):
         paths[name] = str(tmp_path / name)
         blob.write_to_path(paths[name])
-    proc = serve("--port", str(port), "--persist-to", str(tmp_path), "--grace", "10", "--metrics-port", "0",
-                 "--internal-tls-cert", paths["node.pem"], "--internal-tls-key", paths["node.key"],
-                 "--internal-tls-ca", paths["ca.pem"],
-                 "--var", f"MONGODB_DB:{db_name}", "--var", "PAYMENT_PROVIDERS:stripe",
-                 "--var", f"STRIPE_API_BASE:{stripe_url}", "--var", "PUBLIC_BASE_URL:https://shop.example",
-                 "--var", "MAIL_FROM:Shop <no-reply@shop.example>",
-                 env={"JWT_KEY": STRONG_JWT, "SERVICE_AUTH_KEY": STRONG_SERVICE, "MONGODB_URI": mongo_uri,
-                      "SMTP_URL": "smtp://127.0.0.1:25", "METRICS_TOKEN": METRICS_TOKEN,
-                      "STRIPE_SECRET_KEY": stripe_key, "STRIPE_WEBHOOK_SECRET": "whsec_" + "w" * 32})
+    proc = serve_shop(port, tmp_path, mongo_uri, stripe_server, "--grace", "10", "--metrics-port", "0",
+                      "--internal-tls-cert", paths["node.pem"], "--internal-tls-key", paths["node.key"],
+                      "--internal-tls-ca", paths["ca.pem"], db_name=db_name, env={"METRICS_TOKEN": METRICS_TOKEN})
     lines: list[dict[str, Any]] = []
     errors: list[str] = []
     threading.Thread(target=lambda: [lines.append(json.loads(l)) for l in proc.stdout], daemon=True).start()
@@ -293,17 +301,10 @@ def test_sighup_replaces_every_worker_process_and_no_request_fails(tmp_path: Pat
     """A reload in place: SIGHUP replaces each worker's process, one at a time, with one that
     reads the env file again (here a new DURABLE_VERSION). The supervisor holds the listening
     sockets, so requests made meanwhile wait in their queue instead of being refused."""
-    stripe_url, stripe_key = stripe_server
     port = free_port()
     env_file = tmp_path / "deploy.env"
     env_file.write_text("DURABLE_VERSION=v1\n")
-    proc = serve("--port", str(port), "--persist-to", str(tmp_path), "--grace", "10", "--env-file", str(env_file),
-                 "--var", f"MONGODB_DB:t_{uuid.uuid4().hex[:16]}", "--var", "PAYMENT_PROVIDERS:stripe",
-                 "--var", f"STRIPE_API_BASE:{stripe_url}", "--var", "PUBLIC_BASE_URL:https://shop.example",
-                 "--var", "MAIL_FROM:Shop <no-reply@shop.example>",
-                 env={"JWT_KEY": STRONG_JWT, "SERVICE_AUTH_KEY": STRONG_SERVICE, "MONGODB_URI": mongo_uri,
-                      "SMTP_URL": "smtp://127.0.0.1:25", "STRIPE_SECRET_KEY": stripe_key,
-                      "STRIPE_WEBHOOK_SECRET": "whsec_" + "w" * 32})
+    proc = serve_shop(port, tmp_path, mongo_uri, stripe_server, "--grace", "10", "--env-file", str(env_file))
     lines: list[dict[str, Any]] = []
     errors: list[str] = []
     threading.Thread(target=lambda: [lines.append(json.loads(l)) for l in proc.stdout], daemon=True).start()
@@ -355,15 +356,9 @@ def test_a_worker_s_metrics_add_up_over_its_processes_across_a_reload(tmp_path: 
     """Old and new process of a reload serve one metrics socket and count into one set of files
     (prometheus_client's multiprocess mode): a scrape after the reload still has what the old
     process counted, and the old one's requests-in-flight gauge is gone with it."""
-    stripe_url, stripe_key = stripe_server
     port = free_port()
-    proc = serve("--port", str(port), "--persist-to", str(tmp_path), "--grace", "5", "--metrics-port", "0",
-                 "--var", f"MONGODB_DB:t_{uuid.uuid4().hex[:16]}", "--var", "PAYMENT_PROVIDERS:stripe",
-                 "--var", f"STRIPE_API_BASE:{stripe_url}", "--var", "PUBLIC_BASE_URL:https://shop.example",
-                 "--var", "MAIL_FROM:Shop <no-reply@shop.example>",
-                 env={"JWT_KEY": STRONG_JWT, "SERVICE_AUTH_KEY": STRONG_SERVICE, "MONGODB_URI": mongo_uri,
-                      "SMTP_URL": "smtp://127.0.0.1:25", "METRICS_TOKEN": METRICS_TOKEN,
-                      "STRIPE_SECRET_KEY": stripe_key, "STRIPE_WEBHOOK_SECRET": "whsec_" + "w" * 32})
+    proc = serve_shop(port, tmp_path, mongo_uri, stripe_server, "--grace", "5", "--metrics-port", "0",
+                      env={"METRICS_TOKEN": METRICS_TOKEN})
     lines: list[dict[str, Any]] = []
     threading.Thread(target=lambda: [lines.append(json.loads(l)) for l in proc.stdout], daemon=True).start()
     threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
