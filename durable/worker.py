@@ -273,7 +273,7 @@ class Worker:
         meter = self.meter
         cpu = metered = None
         if meter is not None:
-            meter.in_flight.inc()
+            meter.in_flight += 1
             cpu, metered = start_metering()  # its steps, and its tasks', are its CPU time from here
         try:
             with capture or _UNTRACED, deadline.within(self._budget_of(scope)):
@@ -311,7 +311,7 @@ class Worker:
                 otel.finish(span, status_code=status if status is not None else 599)
                 otel.deactivate(active)
             if meter is not None:
-                meter.in_flight.dec()
+                meter.in_flight -= 1
                 meter.observe(scope.get("route") or UNMATCHED, method_label(scope["method"]), status, took_s,
                               cpu.cpu_s if cpu is not None else None)
             access_log.write(self.name, scope["method"], scope["path"], status, round(took_s * 1000, 2),

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import (
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     disable_created_metrics,
 )
@@ -57,8 +56,6 @@ REQUEST_SECONDS = Histogram("workers_request_duration_seconds", "Wall time from 
 REQUEST_CPU = Histogram("workers_request_cpu_seconds", "CPU time the request's own code used: the time its steps "
                         "(and its tasks') held the event loop; waiting costs none", ["worker", "route", "method"],
                         buckets=CPU_BUCKETS)
-IN_FLIGHT = Gauge("workers_requests_in_flight", "Requests being answered now", ["worker"],
-                  multiprocess_mode="livesum")
 BINDING_CALLS = Counter("workers_service_binding_calls", "Calls through a service binding, by callee and outcome "
                         "(ok: any answer below 500; error: a 5xx; unreachable: no answer)",
                         ["worker", "service", "outcome"])
@@ -220,11 +217,12 @@ def meter_loop_steps() -> None:
 
 class RequestMeter:
     """One worker's request metrics, with the label children it used kept at hand (a label
-    lookup costs more than the increment)."""
+    lookup costs more than the increment). Requests in flight are a plain count, read when
+    scraped (`RuntimeCollector`): a gauge's lock twice a request buys nothing a scrape needs."""
 
     def __init__(self, worker: str) -> None:
         self.worker = worker
-        self.in_flight = IN_FLIGHT.labels(worker)
+        self.in_flight = 0
         self._timings: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._counts: dict[tuple[str, str, str], Any] = {}
 
@@ -233,11 +231,11 @@ class RequestMeter:
         key = (route, method)
         timing = self._timings.get(key)
         if timing is None:
-            timing = self._timings[key] = (REQUEST_SECONDS.labels(self.worker, route, method),
-                                           REQUEST_CPU.labels(self.worker, route, method))
-        timing[0].observe(wall_s)
+            timing = self._timings[key] = (REQUEST_SECONDS.labels(self.worker, route, method).observe,
+                                           REQUEST_CPU.labels(self.worker, route, method).observe)
+        timing[0](wall_s)
         if cpu_s is not None:
-            timing[1].observe(max(cpu_s, 0.0))
+            timing[1](max(cpu_s, 0.0))
         self.count(route, method, status)
 
     def count(self, route: str, method: str, status: int | None) -> None:
@@ -245,9 +243,9 @@ class RequestMeter:
         counted = (route, method, status_class(status))
         count = self._counts.get(counted)
         if count is None:
-            count = self._counts[counted] = REQUESTS.labels(self.worker, *counted)
+            count = self._counts[counted] = REQUESTS.labels(self.worker, *counted).inc
             REQUESTS.labels(self.worker, route, method, "5xx")  # at 0: a route's first 5xx must show in rate()
-        count.inc()
+        count()
 
 
 class BindingMeter:
@@ -298,6 +296,12 @@ class RuntimeCollector(Collector):
         return []  # values exist only at collection: registering must not call collect()
 
     def collect(self) -> Iterator[Metric]:
+        in_flight = GaugeMetricFamily("workers_requests_in_flight", "Requests being answered now (by the process "
+                                      "that answered the scrape)", labels=["worker"])
+        for worker in self.runtime.workers.values():
+            if worker.meter is not None:
+                in_flight.add_metric([worker.name], worker.meter.in_flight)
+        yield in_flight
         live = GaugeMetricFamily("durable_object_instances", "Live Durable Object instances", labels=["worker", "class"])
         sockets = GaugeMetricFamily("durable_object_websockets", "WebSockets accepted by Durable Objects and open",
                                     labels=["worker", "class"])
