@@ -81,6 +81,15 @@ class KVNamespace(_Strict):
     _check_binding = field_validator("binding")(_binding_name)
 
 
+class R2BucketBinding(_Strict):
+    binding: str
+    bucket_name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")  # R2's bucket naming rule
+    preview_bucket_name: str | None = None
+    jurisdiction: str | None = None  # Cloudflare's data location (eu, fedramp): no effect here
+
+    _check_binding = field_validator("binding")(_binding_name)
+
+
 class Secrets(_Strict):
     required: list[str] = Field(default_factory=list)
     # Our extension: loaded when provided, never generated or demanded (e.g. provider keys
@@ -123,6 +132,7 @@ class EnvOverride(_Strict):
     durable_objects: DurableObjects | None = None
     services: list[ServiceBinding] | None = None
     kv_namespaces: list[KVNamespace] | None = None
+    r2_buckets: list[R2BucketBinding] | None = None
     triggers: Triggers | None = None
     secrets: Secrets | None = None
 
@@ -141,6 +151,7 @@ class RawConfig(_Strict):
     migrations: list[Migration] = Field(default_factory=list)
     services: list[ServiceBinding] = Field(default_factory=list)
     kv_namespaces: list[KVNamespace] = Field(default_factory=list)
+    r2_buckets: list[R2BucketBinding] = Field(default_factory=list)
     triggers: Triggers = Field(default_factory=Triggers)
     observability: dict[str, Any] = Field(default_factory=dict)  # Cloudflare's log settings: no effect here
     secrets: Secrets | None = None
@@ -164,6 +175,7 @@ class WorkerConfig(_Strict):
     migrations: list[Migration]
     services: list[ServiceBinding]
     kv_namespaces: list[KVNamespace]
+    r2_buckets: list[R2BucketBinding]
     triggers: Triggers
     secrets: Secrets | None
     dev: Dev
@@ -284,7 +296,7 @@ def load(path: str | Path, environment: str | None = None) -> WorkerConfig:
         "name": raw.name, "main": raw.main, "compatibility_date": raw.compatibility_date,
         "compatibility_flags": raw.compatibility_flags, "vars": raw.vars,
         "durable_objects": raw.durable_objects.bindings, "services": raw.services,
-        "kv_namespaces": raw.kv_namespaces, "triggers": raw.triggers, "secrets": raw.secrets,
+        "kv_namespaces": raw.kv_namespaces, "r2_buckets": raw.r2_buckets, "triggers": raw.triggers, "secrets": raw.secrets,
     }
     if environment is not None:
         override = raw.env.get(environment)
@@ -300,6 +312,7 @@ def load(path: str | Path, environment: str | None = None) -> WorkerConfig:
         values["durable_objects"] = override.durable_objects.bindings if override.durable_objects else []
         values["services"] = override.services or []
         values["kv_namespaces"] = override.kv_namespaces or []
+        values["r2_buckets"] = override.r2_buckets or []
         values["triggers"] = override.triggers or Triggers()
 
     config = WorkerConfig(path=path, environment=environment, migrations=raw.migrations, dev=raw.dev, **values)

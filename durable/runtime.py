@@ -23,6 +23,9 @@ from .config import ConfigError, WorkerConfig
 from .cron import run_crons
 from .env import Env, load_secrets, use_env
 from .kv import KVNamespace
+from .r2 import R2Bucket
+from .r2.files import FileStore
+from .r2.mongo import GridFSStore
 from .objects import DurableObjectNamespace, LocalTransport, ObjectHost, Transport
 from .server import MutualTls
 from .version import code_version
@@ -94,6 +97,7 @@ class Runtime:
         self._evictor: asyncio.Task[None] | None = None
         self._crons: list[asyncio.Task[None]] = []
         self._kv: dict[str, KVNamespace] = {}
+        self._r2: dict[str, R2Bucket] = {}
         self.cluster = cluster  # its `urls` may be filled in until start()
         self.node: ClusterNode | None = None
         self.version = code_version([c.path.parent for c in self.configs])
@@ -231,6 +235,8 @@ class Runtime:
                                   "they are not shared between the hosts of a cluster yet")
             for kv in config.kv_namespaces:
                 bindings[kv.binding] = self._kv_namespace(kv.id or kv.preview_id or f"{config.name}:{kv.binding}")
+            for r2 in config.r2_buckets:
+                bindings[r2.binding] = self._r2_bucket(r2.bucket_name)
             worker.env = Env(vars=config.vars, secrets=found, bindings=bindings,
                              state_dir=self.persist_to / "v3" / "files" / config.name,
                              node=self.node.health if self.node is not None else None, audience=worker.audience,
@@ -257,6 +263,15 @@ class Runtime:
         if namespace_id not in self._kv:
             self._kv[namespace_id] = KVNamespace.for_namespace(self.persist_to, namespace_id)
         return self._kv[namespace_id]
+
+    def _r2_bucket(self, bucket_name: str) -> R2Bucket:
+        """One bucket per name, shared by the workers that bind it: on this host's disk, or in a
+        cluster in the coordination database's GridFS (every node reads what any node wrote)."""
+        if bucket_name not in self._r2:
+            store = (GridFSStore(self.node.db, bucket_name) if self.node is not None
+                     else FileStore(self.persist_to / "v3" / "r2" / bucket_name))
+            self._r2[bucket_name] = R2Bucket(bucket_name, store)
+        return self._r2[bucket_name]
 
     def _fires_crons_of(self, script: str) -> bool:
         """One node of a cluster runs a worker's crons: the one its cron key is placed on."""
@@ -301,6 +316,8 @@ class Runtime:
             await self.node.stop()  # after every commit landed: hand the shards off at once
         for namespace in self._kv.values():
             namespace.close()
+        for bucket in self._r2.values():
+            await bucket.store.close()
         await self.http.close()
         await otel.shutdown()  # the spans still batched go out, within a few seconds at most
 
