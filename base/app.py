@@ -24,7 +24,7 @@ from .objects.signin_state import SignInState
 from .objects.user_sessions import UserSessions
 from .mail import messages as mail_messages
 from .mail import sender as mail_sender
-from .routes import health, orders, products, signin, uploads, users
+from .routes import health, orders, products, signin, users
 from .signin import providers as signin_providers
 from .signin import service as signin_service
 from durable.mongo import pooled_database as database
@@ -42,7 +42,7 @@ app.config["MAX_CONTENT_LENGTH"] = 6 * 1024 * 1024
 install_schema(app, "rest-shop-api")
 install_error_handlers(app)
 install_service_auth(app)
-for module in (health, users, signin, products, orders, uploads):
+for module in (health, users, signin, products, orders):
     app.register_blueprint(module.bp)
 app.register_blueprint(liveness())
 

@@ -1,44 +1,46 @@
-"""Product images: JPEG/PNG up to 5 MB, checked by content, stored under the uploads directory
-(UPLOADS_DIR, else the worker's local state directory: never the source tree)."""
+"""Product images go to the image service (`IMAGE_SERVICE`), which checks them by decoding them
+and keeps them in the R2 bucket every node shares; base only bounds their size and asks."""
 from __future__ import annotations
 
-import asyncio
-import secrets
-from pathlib import Path
 from typing import Any
 
 from durable import env
 from models.errors import ApiError
+from models.service_auth import signer
 
 MAX_BYTES = 5 * 1024 * 1024
-SIGNATURES = {b"\xff\xd8\xff": ".jpg", b"\x89PNG\r\n\x1a\n": ".png"}
 
 
-def uploads_dir() -> Path:
-    configured = str(env.get("UPLOADS_DIR", "") or "").strip()
-    return Path(configured).resolve() if configured else env.state_dir / "uploads"
-
-
-def read_upload(upload: Any) -> tuple[bytes, str]:
-    """The file's bytes and our extension for it, or the 4xx that says why not (nothing written)."""
+def read_upload(upload: Any) -> bytes:
+    """The file's bytes, or a 413 (never more than the limit read)."""
     data = upload.read(MAX_BYTES + 1)
     if len(data) > MAX_BYTES:
         raise ApiError(413, "payload_too_large", "productImage is larger than 5 MB")
-    suffix = next((ext for magic, ext in SIGNATURES.items() if data.startswith(magic)), None)
-    if suffix is None:
-        raise ApiError(415, "unsupported_media_type", "productImage must be a JPEG or PNG image")
-    return data, suffix
+    return data
 
 
-async def store_upload(data: bytes, suffix: str) -> str:
-    """Store a checked image under a random name; return the path it is served at."""
-    name = secrets.token_hex(16) + suffix
-    directory = uploads_dir()
-    await asyncio.to_thread(lambda: (directory.mkdir(parents=True, exist_ok=True), (directory / name).write_bytes(data)))
-    return f"/uploads/{name}"
+async def _call(method: str, path: str, body: bytes = b"") -> Any:
+    headers = {"content-type": "application/octet-stream"} if body else {}
+    return await env.IMAGE_SERVICE.fetch(f"http://images{path}", method=method, body=body or None, headers=headers,
+                                         sign=signer(method, path, body))
+
+
+async def store_upload(data: bytes) -> str:
+    """Store an image; the `/uploads/…` path it is served at. The image service's refusal (413,
+    415) is passed on as it came; its absence is a 503 to retry."""
+    reply = await _call("POST", "/images", data)
+    try:
+        body = await reply.json()
+    except ValueError:
+        body = None
+    if reply.status == 201 and isinstance(body, dict):
+        return str(body["path"])
+    if reply.status in (413, 415) and isinstance(body, dict) and "error" in body:
+        raise ApiError(reply.status, body["error"]["code"], body["error"]["message"])
+    raise ApiError(503, "images_unavailable", "The image service is unavailable; try again shortly",
+                   headers={"Retry-After": reply.headers.get("Retry-After") or "1"})
 
 
 async def discard_upload(path: str) -> None:
     """Remove a stored image whose product was never written (no orphans)."""
-    target = uploads_dir() / path.removeprefix("/uploads/")
-    await asyncio.to_thread(lambda: target.unlink(missing_ok=True))
+    await _call("DELETE", "/images/" + path.removeprefix("/uploads/"))

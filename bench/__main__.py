@@ -16,6 +16,7 @@ from .accounts_bench import bench_accounts
 from .base_bench import bench_base
 from .cluster_bench import bench_cluster
 from .gateway_bench import bench_gateway
+from .images_bench import bench_images
 from .metrics_bench import bench_metrics
 from .payments_bench import bench_payments
 from .runtime_bench import bench_runtime
@@ -41,6 +42,7 @@ async def main(quick: bool) -> dict[str, Any]:
                            "payments": await bench_payments(quick),
                            "accounts": await bench_accounts(quick),
                            "metrics": await bench_metrics(quick),
+                           "images": await bench_images(quick),
                            "cluster": await bench_cluster(quick)}}
 
 

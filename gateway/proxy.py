@@ -23,9 +23,8 @@ from durable.bindings import HOP_BY_HOP, UNREACHABLE_HEADER
 from durable.deadline import DEADLINE_HEADER
 from durable.compat.websocket import bridge
 from durable.http import http_scheme
-from durable.signing import sign
 from models.errors import ApiError, error_body, object_unavailable
-from models.service_auth import CLIENT_IP_HEADER, SIGNED_HEADERS
+from models.service_auth import CLIENT_IP_HEADER, signer
 
 from . import cache as edge_cache, metrics
 from .cors import add_vary, cors_headers, vary_with
@@ -254,17 +253,8 @@ def _forward(incoming: Incoming, upstream: str, path: str, websocket: bool = Fal
 
 
 def _signer(incoming: Incoming, path: str, body: bytes) -> Callable[[list[tuple[str, str]]], list[tuple[str, str]]]:
-    """Signs a forward as it leaves this process: over what the service will read (a header's
-    first value), the node it goes to (its audience) among them."""
-    target = path + (f"?{incoming.query}" if incoming.query else "")
-
-    def signature(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        sent: dict[str, str] = {}
-        for name, value in headers:
-            sent.setdefault(name.lower(), value)
-        vouched = [(name, sent.get(name, "")) for name in SIGNED_HEADERS]
-        return [("x-gateway-signature", sign(env.SERVICE_AUTH_KEY, incoming.method, target, body, headers=vouched))]
-    return signature
+    """The forward's signature, over the target as the service will see it."""
+    return signer(incoming.method, path + (f"?{incoming.query}" if incoming.query else ""), body)
 
 
 def _judge(breaker: CircuitBreaker, upstream: str, status: int, content_type: str, retry_after: bool = False,

@@ -11,18 +11,23 @@ from models.errors import ApiError
 
 PAYMENTS = "payments"
 BASE = "base"
-UPSTREAMS: dict[str, str] = {BASE: "BASE_SERVICE", PAYMENTS: "PAYMENT_SERVICE"}
+IMAGES = "images"
+UPSTREAMS: dict[str, str] = {BASE: "BASE_SERVICE", PAYMENTS: "PAYMENT_SERVICE", IMAGES: "IMAGE_SERVICE"}
+IMAGE_PATHS = ("/uploads/", "/cdn-cgi/image/")  # originals, and variants in Cloudflare's URL format
 
 
 def route(path: str) -> tuple[str, str]:
-    """`/api/payments/x` and `/payments/x` → payments; everything else → base; `/api` stripped;
-    the runtime's internal routes are 404 here (a forward reaches a service's internal listener)."""
+    """`/api/payments/x` and `/payments/x` → payments; `/uploads/…` and `/cdn-cgi/image/…` →
+    images; everything else → base; `/api` stripped; the runtime's internal routes are 404 here
+    (a forward reaches a service's internal listener)."""
     if path == "/api" or path.startswith("/api/"):
         path = path[len("/api"):] or "/"
     if path.startswith(INTERNAL_PREFIX):  # the runtime's own routes are never forwarded (Cloudflare keeps /cdn-cgi/)
         raise ApiError(404, "not_found", "Not found")
     if path == "/payments" or path.startswith("/payments/"):
         return PAYMENTS, path
+    if path.startswith(IMAGE_PATHS):
+        return IMAGES, path
     return BASE, path
 
 
@@ -32,4 +37,6 @@ def route_template(path: str) -> str:
         upstream, _ = route(path)
     except ApiError:
         return "/cdn-cgi/*"
+    if upstream == IMAGES:
+        return "/cdn-cgi/image/*" if path.removeprefix("/api").startswith("/cdn-cgi/") else "/uploads/*"
     return "/payments/*" if upstream == PAYMENTS else "/*"

@@ -56,6 +56,7 @@ class TruthfulOpenAPI(OpenAPIProvider):
         media_type = getattr(handler, "_documents_file", None)
         target = getattr(handler, "_documents_redirect", None)
         choices = getattr(handler, "_path_choices", {})
+        patterns = getattr(handler, "_path_patterns", {})
         for operations in paths.values():
             for operation in operations.values():
                 if required is not None:
@@ -74,6 +75,8 @@ class TruthfulOpenAPI(OpenAPIProvider):
                 for parameter in operation.get("parameters", []):
                     if parameter.get("in") == "path" and parameter["name"] in choices:
                         parameter["schema"] = {"type": "string", "enum": list(choices[parameter["name"]])}
+                    if parameter.get("in") == "path" and parameter["name"] in patterns:
+                        parameter["schema"] = {"type": "string", "pattern": patterns[parameter["name"]]}
         return paths, components
 
     def schema(self) -> dict[str, Any]:

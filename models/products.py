@@ -18,7 +18,7 @@ Category = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
 # before validation (base/routes/products.py)
 Stock = json_int(ge=0, le=1_000_000_000)
 ImageRef = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500,
-                                            pattern=r"^(/uploads/[0-9a-f]{32}\.(jpg|png)|https://[^\s\"'<>]+)$")]
+                                            pattern=r"^(/uploads/[0-9a-f]{32}\.(jpg|png|webp)|https://[^\s\"'<>]+)$")]
 
 
 class ProductIn(BaseModel):

@@ -12,7 +12,7 @@ from durable import env
 from durable.bindings import INTERNAL_AUDIENCE_HEADER, through_binding
 from durable.config import is_development
 from durable.errors import StartupRefused
-from durable.signing import NonceCache, NonceCacheFull, SignatureError, verify
+from durable.signing import NonceCache, NonceCacheFull, SignatureError, sign, verify
 
 from .errors import ApiError
 
@@ -59,6 +59,20 @@ AUDIENCE_HEADER = INTERNAL_AUDIENCE_HEADER  # the node (or worker) the forward w
 # every header the services act on, so every header the gateway vouches for
 SIGNED_HEADERS = ("authorization", "cf-connecting-ip", "content-type", "idempotency-key", AUDIENCE_HEADER)
 PROBE_PATHS = frozenset({"/health", "/health/live", "/openapi.json"})  # probes and the public API description
+
+
+def signer(method: str, target: str, body: bytes) -> Callable[[list[tuple[str, str]]], list[tuple[str, str]]]:
+    """Signs a request to a service as it leaves this process (the binding calls it per target
+    node): over what the service will read (a header's first value), the node it goes to (its
+    audience) among them. The gateway signs every forward with it; base, its calls to the image
+    service."""
+    def signature(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        sent: dict[str, str] = {}
+        for name, value in headers:
+            sent.setdefault(name.lower(), value)
+        vouched = [(name, sent.get(name, "")) for name in SIGNED_HEADERS]
+        return [(SIGNATURE_HEADER.lower(), sign(env.SERVICE_AUTH_KEY, method, target, body, headers=vouched))]
+    return signature
 
 
 def _nonces(tolerance_s: float) -> NonceCache:

@@ -197,6 +197,14 @@ def documents_path_choices(**choices: list[str]) -> Callable[[F], F]:
     return decorate
 
 
+def documents_path_patterns(**patterns: str) -> Callable[[F], F]:
+    """These path parameters match these regular expressions (the document says which are well-formed)."""
+    def decorate(handler: F) -> F:
+        handler._path_patterns = patterns  # type: ignore[attr-defined]  # read by models.openapi
+        return handler
+    return decorate
+
+
 def documents_idempotency_key(*, required: bool) -> Callable[[F], F]:
     """The operation takes an Idempotency-Key header (listed in its /openapi.json parameters)."""
     def decorate(handler: F) -> F:

@@ -150,7 +150,7 @@ BASE_TOML = ROOT / "base" / "wrangler.toml"
 JWT_KEY = "test-jwt-key-" + "x" * 40
 SERVICE_AUTH_KEY = "test-service-key-" + "s" * 40
 UNLIMITED = ("base.read=1000000/60, base.write=1000000/60, payments.read=1000000/60, payments.write=1000000/60, "
-             "payments.webhook=1000000/60")
+             "payments.webhook=1000000/60, images.read=1000000/60")
 FX_PAYER_TOML = FIXTURES / "fx_payer" / "wrangler.toml"
 # a WebSocket handshake's request headers, to read a refused upgrade's HTTP answer with a plain GET
 WEBSOCKET_UPGRADE = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
@@ -265,13 +265,15 @@ async def shop(shops) -> Shop:
 
 PAYMENTS_TOML = ROOT / "payments" / "wrangler.toml"
 GATEWAY_TOML = ROOT / "gateway" / "wrangler.toml"
+IMAGES_TOML = ROOT / "images" / "wrangler.toml"
 
 
 @contextlib.asynccontextmanager
 async def open_full_shop(tmp_path: Path, mongo_uri: str, *, gateway_vars: dict[str, Any] | None = None,
                          base_vars: dict[str, Any] | None = None,
-                         payments_vars: dict[str, Any] | None = None) -> AsyncIterator[Shop]:
-    """All three workers in one runtime on fresh databases; `shop.url` is the gateway on a real socket.
+                         payments_vars: dict[str, Any] | None = None,
+                         images_vars: dict[str, Any] | None = None) -> AsyncIterator[Shop]:
+    """All four workers in one runtime on fresh databases; `shop.url` is the gateway on a real socket.
     The services demand the gateway's signature. The caller puts MONGODB_URI, JWT_KEY and
     SERVICE_AUTH_KEY in the environment (see `shop_environment`)."""
     db_name = f"t_{uuid.uuid4().hex[:16]}"
@@ -279,6 +281,7 @@ async def open_full_shop(tmp_path: Path, mongo_uri: str, *, gateway_vars: dict[s
     configs = [with_vars(BASE_TOML, **{"MONGODB_DB": db_name, "SIGNUP_RATE_LIMIT": "10000/60",
                                        "LOGIN_RATE_LIMIT": "10000/60", "REQUIRE_SERVICE_AUTH": "true",
                                        "PUBLIC_BASE_URL": url_of(sock), **(base_vars or {})}),
+               with_vars(IMAGES_TOML, **{"REQUIRE_SERVICE_AUTH": "true", "RESIZE_WORKERS": 1, **(images_vars or {})}),
                with_vars(PAYMENTS_TOML, **{"MONGODB_DB": f"{db_name}_pay", "PROVIDER_TIMEOUT_S": 1,
                                            "REQUIRE_SERVICE_AUTH": "true", "PUBLIC_BASE_URL": url_of(sock),
                                            "RETURN_URL_ORIGINS": "https://shop.example", **(payments_vars or {})}),

@@ -74,7 +74,7 @@ def form_fields(form: Any) -> dict[str, Any]:
     return fields
 
 
-async def _product_body() -> tuple[ProductIn, tuple[bytes, str] | None]:
+async def _product_body() -> tuple[ProductIn, bytes | None]:
     """JSON, or multipart form fields plus an optional `productImage` file (checked, not yet stored)."""
     image = None
     if request.mimetype == "multipart/form-data":
@@ -104,7 +104,7 @@ async def create_product() -> Any:
     body, image = await _product_body()
     if image is None:
         return await (await products()).create(body.model_dump()), 201
-    stored = await store_upload(*image)  # only once the product is valid: a refused one leaves no file
+    stored = await store_upload(image)  # only once the product is valid: a refused one leaves no file
     try:
         return await (await products()).create({**body.model_dump(), "productImage": stored}), 201
     except BaseException:

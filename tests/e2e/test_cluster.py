@@ -33,6 +33,7 @@ from durable.dev.registry import process_alive
 from tests.accounts import mint_token
 from tests.conftest import COUNTER_TOML, JWT_KEY, PEER_TOML, UNLIMITED
 from tests.e2e.test_wrangler_cli import Tail
+from tests.images import photo, size_of
 from tests.linearizability import Op, linearizable
 from tests.polling import eventually
 
@@ -704,3 +705,30 @@ async def test_nodes_leaving_one_after_the_other_under_load_cost_clients_nothing
     assert not failures and set(statuses) <= {200, 201}, (statuses, failures[:5], why)
     assert levels["stock"] == 100000 - created and len(levels["holds"]) == created
     assert db["orders"].count_documents({}) == created
+
+
+async def test_an_image_uploaded_through_one_node_is_served_and_resized_by_every_node(
+        dev_process: Any, tmp_path: Path, mongo_uri: str) -> None:
+    """The bucket is the cluster's (GridFS): no node's disk holds the image, every node serves it,
+    and a variant made on one node is kept for all."""
+    cluster = await shop_cluster(dev_process, tmp_path, mongo_uri, shoppers=1)
+    picture = photo(640, 480)
+    form = aiohttp.FormData()
+    form.add_field("name", "Pictured")
+    form.add_field("price", "5")
+    form.add_field("productImage", picture, filename="p.jpg")
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{cluster.gateways[0]}/api/products", data=form,
+                             headers={"Authorization": f"Bearer {cluster.admin}"}) as resp:
+            assert resp.status == 201, await resp.text()
+            path = (await resp.json())["productImage"]
+        for node in (1, 2):
+            async with http.get(f"{cluster.gateways[node]}{path}") as resp:
+                assert resp.status == 200 and await resp.read() == picture
+        made = []
+        for node in (1, 2, 0):
+            async with http.get(f"{cluster.gateways[node]}/cdn-cgi/image/width=320,format=webp{path}") as resp:
+                assert resp.status == 200 and size_of(await resp.read()) == (320, 240)
+                made.append(resp.headers["Cf-Resized"])
+        assert made == ["internal=ok/m", "internal=ok/h", "internal=ok/h"]
+    assert not [p for p in (tmp_path / "state").rglob("*") if p.name == path.rsplit("/", 1)[1]]

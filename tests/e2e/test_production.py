@@ -101,7 +101,7 @@ def test_production_refuses_missing_or_weak_secrets(tmp_path: Path, config: Path
 
 def serve_shop(port: int, tmp_path: Path, mongo_uri: str, stripe: tuple[str, str], *args: str,
                db_name: str | None = None, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    """The three workers in production against the test's MongoDB and local Stripe server, with
+    """The four workers in production against the test's MongoDB and local Stripe server, with
     strong secrets and an SMTP relay named (nothing is mailed); `args` and `env` add to that."""
     stripe_url, stripe_key = stripe
     return serve("--port", str(port), "--persist-to", str(tmp_path), *args,
@@ -175,12 +175,12 @@ def test_three_processes_signed_bindings_json_logs_and_graceful_sigterm(tmp_path
     gateway = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     # both streams: each is read by a thread of its own, so one may be behind the other
-    while sum("Ready on" in e for e in errors) < 3 or sum(l.get("event") == "ready" for l in lines) < 3:
+    while sum("Ready on" in e for e in errors) < 4 or sum(l.get("event") == "ready" for l in lines) < 4:
         assert proc.poll() is None and time.monotonic() < deadline, "".join(errors)
         time.sleep(0.05)
     ready = {l["worker"]: l["url"] for l in lines if l.get("event") == "ready"}
     internal = {l["worker"]: l["internal_url"] for l in lines if l.get("event") == "ready"}
-    assert set(ready) == {"rest-shop-api", "rest-shop-payments", "rest-shop-gateway"}
+    assert set(ready) == {"rest-shop-api", "rest-shop-payments", "rest-shop-gateway", "rest-shop-images"}
     assert all(url.startswith("https://127.0.0.1:") for url in internal.values()), internal
 
     # the internal routes are on the internal listeners only, and those speak only to our nodes
@@ -273,7 +273,7 @@ def test_three_processes_signed_bindings_json_logs_and_graceful_sigterm(tmp_path
     assert result["reply"][0] == 201 and result["reply"][1]["payment"]["status"] == "succeeded"
     assert proc.wait(timeout=30) == 0
     stopped = {l["worker"] for l in lines if l.get("event") == "stopped"}
-    assert stopped == {"rest-shop-api", "rest-shop-payments", "rest-shop-gateway"}
+    assert stopped == {"rest-shop-api", "rest-shop-payments", "rest-shop-gateway", "rest-shop-images"}
 
 
 def test_production_names_every_problem_at_once(tmp_path: Path) -> None:
@@ -312,7 +312,7 @@ def test_sighup_replaces_every_worker_process_and_no_request_fails(tmp_path: Pat
     gateway = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
-        while sum("Ready on" in e for e in errors) < 3:
+        while sum("Ready on" in e for e in errors) < 4:
             assert proc.poll() is None and time.monotonic() < deadline, "".join(errors)
             time.sleep(0.05)
 
@@ -344,7 +344,7 @@ def test_sighup_replaces_every_worker_process_and_no_request_fails(tmp_path: Pat
         done.set()
         client.join(timeout=60)
         assert version() == "v2"
-        assert sum(l.get("event") == "ready" for l in lines) == 6  # three processes, then three more
+        assert sum(l.get("event") == "ready" for l in lines) == 8  # four processes, then four more
         assert outcomes and set(outcomes) == {200}, [o for o in outcomes if o != 200][:5]
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -371,8 +371,8 @@ def test_a_worker_s_metrics_add_up_over_its_processes_across_a_reload(tmp_path: 
             assert proc.poll() is None and time.monotonic() < deadline, [l for l in lines if "event" in l]
             time.sleep(0.05)
 
-    wait_for("metrics_ready", 3)
-    wait_for("ready", 3)
+    wait_for("metrics_ready", 4)
+    wait_for("ready", 4)
     url = next(l["metrics_url"] for l in lines if l.get("event") == "metrics_ready"
                and l["worker"] == "rest-shop-gateway")
     for _ in range(3):

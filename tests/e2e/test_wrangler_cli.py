@@ -72,10 +72,11 @@ def fx_args(tmp_path: Path) -> list[str]:
             "--alarm-backoff", "0.05"]
 
 
-def test_dev_runs_all_three_and_answers_health_through_the_gateway_and_directly(shop, _isolated_registry) -> None:
-    assert set(shop.urls) == {"rest-shop-api", "rest-shop-payments", "rest-shop-gateway", "tail", "mailbox", "metrics"}
+def test_dev_runs_all_four_and_answers_health_through_the_gateway_and_directly(shop, _isolated_registry) -> None:
+    assert set(shop.urls) == {"rest-shop-api", "rest-shop-payments", "rest-shop-gateway", "rest-shop-images", "tail",
+                              "mailbox", "metrics"}
     assert shop.ready_url == shop.urls["rest-shop-gateway"]
-    for name in ("rest-shop-api", "rest-shop-payments", "rest-shop-gateway"):
+    for name in ("rest-shop-api", "rest-shop-payments", "rest-shop-gateway", "rest-shop-images"):
         status, body = http("GET", shop.urls[name] + "/health")
         assert status == 200 and body["service"] == name and body["status"] == "ok"
         assert {"status", "service", "environment", "timestamp", "version"} <= set(body)
@@ -83,7 +84,7 @@ def test_dev_runs_all_three_and_answers_health_through_the_gateway_and_directly(
     status, body = http("GET", shop.ready_url + "/api/no-such-route")
     assert status == 404 and body["error"]["code"] == "not_found"
     assert sorted(p.stem.split("@")[0] for p in _isolated_registry.glob("*.json")) == [
-        "rest-shop-api", "rest-shop-gateway", "rest-shop-payments"]
+        "rest-shop-api", "rest-shop-gateway", "rest-shop-images", "rest-shop-payments"]
     assert shop.stop() == 0
     assert list(_isolated_registry.glob("*.json")) == []  # a clean Ctrl-C unregisters
 

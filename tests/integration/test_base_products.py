@@ -1,11 +1,7 @@
 """/products on the real base worker: catalogue reads, admin writes, validation, images."""
 from __future__ import annotations
 
-import aiohttp
 import pytest
-
-PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
-
 
 async def test_create_and_read_product(shop) -> None:
     created = await shop.product(name="  Red Shoe  ", price=19.99, stock=3, sku="RS-1", category="shoes",
@@ -113,34 +109,6 @@ async def test_soft_delete_hides_from_public_but_not_admins(shop) -> None:
     assert status == 403
 
 
-async def test_multipart_create_with_image_is_served_back(shop) -> None:
-    form = aiohttp.FormData()
-    form.add_field("name", "Pictured")
-    form.add_field("price", "12.50")
-    form.add_field("stock", "4")
-    form.add_field("productImage", PNG, filename="../../etc/passwd.png", content_type="image/png")
-    status, body, _ = await shop.call("POST", "/products", data=form, token=shop.token("admin"))
-    assert status == 201 and body["price"] == 12.5 and body["stock"] == 4
-    assert body["productImage"].startswith("/uploads/") and ".." not in body["productImage"]
-    status, image, headers = await shop.call("GET", body["productImage"])
-    assert status == 200 and image == PNG and headers["Content-Type"] == "image/png"
-    assert headers["X-Content-Type-Options"] == "nosniff"
-    assert headers["Content-Security-Policy"].startswith("default-src 'none'")
-    assert headers["Content-Disposition"] == f'inline; filename="{body["productImage"].rsplit("/", 1)[1]}"'
-    assert (await shop.call("GET", "/uploads/..%2f..%2fetc%2fpasswd"))[0] == 404
-
-
-async def test_an_invalid_product_leaves_no_uploaded_file(shop, tmp_path) -> None:
-    form = aiohttp.FormData()
-    form.add_field("name", "")  # invalid: the product is refused, so its image must not be written
-    form.add_field("price", "1")
-    form.add_field("productImage", PNG, filename="x.png", content_type="image/png")
-    status, body, _ = await shop.call("POST", "/products", data=form, token=shop.token("admin"))
-    assert status == 400 and body["error"]["code"] == "validation_error"
-    uploads = tmp_path / "uploads"
-    assert not uploads.exists() or list(uploads.iterdir()) == []
-
-
 @pytest.mark.parametrize("image", ["javascript:alert(1)", "http://plain.example/x.png", "/etc/passwd",
                                    "/uploads/../../x.png", "data:text/html;base64,PHNjcmlwdD4=",
                                    "https://ok.example/a.png\" onerror=\"x"])
@@ -152,34 +120,6 @@ async def test_product_images_are_our_uploads_or_https_urls(shop, image) -> None
     created = await shop.product(productImage="https://cdn.example/a.png")
     status, body, _ = await shop.call("PATCH", f"/products/{created['_id']}", {"productImage": image}, token=admin)
     assert status == 400
-
-
-def image_form(name: str) -> aiohttp.FormData:
-    """A multipart product with a PNG `productImage`."""
-    form = aiohttp.FormData()
-    form.add_field("name", name)
-    form.add_field("price", "1")
-    form.add_field("productImage", PNG, filename="x.png", content_type="image/png")
-    return form
-
-
-async def test_uploads_live_under_the_state_directory_by_default(shops, tmp_path) -> None:
-    shop = await shops(UPLOADS_DIR="")
-    status, body, _ = await shop.call("POST", "/products", data=image_form("Stored"), token=shop.token("admin"))
-    assert status == 201
-    name = body["productImage"].rsplit("/", 1)[1]
-    assert (shop.runtime.persist_to / "v3" / "files" / "rest-shop-api" / "uploads" / name).read_bytes() == PNG
-    assert (await shop.call("GET", body["productImage"]))[1] == PNG
-
-
-async def test_multipart_rejects_other_files(shop) -> None:
-    form = aiohttp.FormData()
-    form.add_field("name", "Bad")
-    form.add_field("price", "1")
-    form.add_field("productImage", b"GIF89a....", filename="x.png", content_type="image/png")
-    status, body, _ = await shop.call("POST", "/products", data=form, token=shop.token("admin"))
-    assert status == 415 and body["error"]["code"] == "unsupported_media_type"
-    assert shop.db()["products"].count_documents({}) == 0
 
 
 async def test_openapi_document_is_served(shop) -> None:

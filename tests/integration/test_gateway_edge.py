@@ -245,8 +245,8 @@ async def test_health_aggregates_services_and_circuits(edge_shop) -> None:
     assert status == 200 and body["status"] == "ok" and body["service"] == "rest-shop-gateway"
     assert body["services"]["base"]["status"] == "ok" and body["services"]["base"]["database"]["status"] == "connected"
     assert body["services"]["payments"]["idempotency"]["records"] == 0
-    assert body["circuits"] == {"base": {"state": "closed", "recent_failures": 0},
-                                "payments": {"state": "closed", "recent_failures": 0}}
+    assert body["services"]["images"]["status"] == "ok"
+    assert body["circuits"] == {name: {"state": "closed", "recent_failures": 0} for name in ("base", "payments", "images")}
     assert all(isinstance(s["latency_ms"], float) for s in body["services"].values())
 
 

@@ -28,7 +28,7 @@ EXAMPLES = int(os.environ.get("HOSTILE_EXAMPLES", 10))
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory, mongo_uri: str):
-    """One `wrangler dev` with all three workers for the module (services demand signatures)."""
+    """One `wrangler dev` with all four workers for the module (services demand signatures)."""
     from tests.conftest import DevProcess, ROOT
     state = tmp_path_factory.mktemp("hostile")
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "MONGODB_URI": mongo_uri, "JWT_KEY": JWT_KEY,
@@ -38,7 +38,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory, mongo_uri: str):
                       "--var", "REQUIRE_SERVICE_AUTH:true", "--var", "LOGIN_RATE_LIMIT:100000/60",
                       "--var", "SIGNUP_RATE_LIMIT:100000/60",
                       "--var", "RATE_LIMITS:base.read=100000/60,base.write=100000/60,payments.read=100000/60,"
-                               "payments.write=100000/60"], ROOT, env)
+                               "payments.write=100000/60,images.read=100000/60"], ROOT, env)
     dev.db = MongoClient(mongo_uri)[db_name]
     yield dev
     dev.stop()
@@ -59,10 +59,16 @@ expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "422", "429"]
 [[operations]]
 include-path-regex = "^/user/(verify-email|password/reset)$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "429"]
+
+# image options: the document's pattern says which are well-formed, not the service's limits (a
+# width within MAX_OUTPUT_DIMENSION once dpr multiplies it, an option given once): 400 or 403
+[[operations]]
+include-path-regex = "^/cdn-cgi/image/"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "403", "404", "429"]
 """
 
 
-@pytest.mark.parametrize("worker", ["rest-shop-api", "rest-shop-payments"])
+@pytest.mark.parametrize("worker", ["rest-shop-api", "rest-shop-payments", "rest-shop-images"])
 @pytest.mark.parametrize("role", ["anonymous", "user", "admin"])
 def test_schemathesis_every_check_and_phase_finds_nothing(shop, worker: str, role: str, tmp_path: Path) -> None:
     """The OpenAPI contract, checked by the schemathesis CLI through the gateway: every check

@@ -96,8 +96,10 @@ def test_bad_toml_missing_file_unknown_env_missing_main(tmp_path: Path) -> None:
         wconfig.load(write(tmp_path, BASIC.replace('main = "app.py"', 'main = "main.py"', 1)))
 
 
-def test_shop_configs_start_base_then_payments_then_gateway() -> None:
+def test_shop_configs_start_images_then_base_then_payments_then_gateway() -> None:
     configs = [wconfig.load(p) for p in wconfig.discover(ROOT)]
-    assert [c.name for c in start_order(configs)] == ["rest-shop-api", "rest-shop-payments", "rest-shop-gateway"]
+    assert [c.name for c in start_order(configs)] == ["rest-shop-images", "rest-shop-api", "rest-shop-payments",
+                                                      "rest-shop-gateway"]
     production = [wconfig.load(p, "production") for p in wconfig.discover(ROOT)]
-    assert {c.name for c in production} == {"rest-shop-api", "rest-shop-payments", "rest-shop-gateway"}
+    assert {c.name for c in production} == {"rest-shop-api", "rest-shop-payments", "rest-shop-gateway",
+                                            "rest-shop-images"}
