@@ -46,15 +46,41 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     return image
 
 
-def probe(data: bytes, max_pixels: int) -> Probe:
-    """What an upload is, once it has been decoded whole (a truncated or corrupt file is refused)."""
+def probe(data: bytes, max_pixels: int) -> tuple[Probe, bytes]:
+    """What an upload is, once it has been decoded whole (a truncated or corrupt file is refused),
+    and the bytes to keep: the file as sent, or, when it carries metadata (EXIF with a camera's GPS
+    position, XMP, text chunks), the image re-encoded without it (orientation applied, colour
+    profile and copyright kept), since originals are served as kept."""
     Image.MAX_IMAGE_PIXELS = max_pixels
     image = _open(data, max_pixels)
     try:
         image.load()
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         raise TransformError(9412, 415, "the image is damaged or incomplete") from None
-    return Probe(SOURCE_FORMATS[image.format or ""], image.width, image.height, _has_alpha(image))
+    fmt = SOURCE_FORMATS[image.format or ""]
+    exif = image.getexif()
+    revealing = set(exif) - {COPYRIGHT_TAG} or any(k in image.info for k in ("xmp", "XML:com.adobe.xmp")) \
+        or (fmt == "png" and any(isinstance(v, str) for k, v in image.info.items() if k not in ("icc_profile",)))
+    if revealing:
+        data = _without_metadata(image, fmt, exif)
+        image = Image.open(io.BytesIO(data))
+    return Probe(fmt, image.width, image.height, _has_alpha(image)), data
+
+
+def _without_metadata(image: Image.Image, fmt: str, exif: Image.Exif) -> bytes:
+    kept = Image.Exif()
+    if COPYRIGHT_TAG in exif:
+        kept[COPYRIGHT_TAG] = exif[COPYRIGHT_TAG]
+    shown = ImageOps.exif_transpose(image)
+    options: dict[str, object] = {"icc_profile": image.info["icc_profile"]} if image.info.get("icc_profile") else {}
+    out = io.BytesIO()
+    if fmt == "jpeg":
+        shown.save(out, "JPEG", quality=95, exif=kept.tobytes() if len(kept) else b"", **options)
+    elif fmt == "webp":
+        shown.save(out, "WEBP", quality=95, exif=kept.tobytes() if len(kept) else b"", **options)
+    else:
+        shown.save(out, "PNG", **options)
+    return out.getvalue()
 
 
 def _has_alpha(image: Image.Image) -> bool:

@@ -205,7 +205,8 @@ async def _render_and_keep(bucket: Any, source: str, key: str, chosen: Transform
 @hide  # base's call (signed), never routed by the gateway
 async def upload() -> Any:
     """Store a product image: checked by decoding it whole in the pool (JPEG, PNG or WebP, within
-    the pixel limit), nothing written otherwise. 201 with its `/uploads/…` path."""
+    the pixel limit), its metadata (a camera's GPS position…) taken out; nothing written when it
+    is refused. 201 with its `/uploads/…` path."""
     limit = _limit("MAX_UPLOAD_BYTES", 5 * 1024 * 1024)
     if (request.content_length or 0) > limit:
         raise ApiError(413, "payload_too_large", f"productImage is larger than {limit // (1024 * 1024)} MB")
@@ -213,7 +214,7 @@ async def upload() -> Any:
     if len(data) > limit:
         raise ApiError(413, "payload_too_large", f"productImage is larger than {limit // (1024 * 1024)} MB")
     try:
-        found = await pool().run(probe, data, _limit("MAX_SOURCE_PIXELS", 40_000_000))
+        found, data = await pool().run(probe, data, _limit("MAX_SOURCE_PIXELS", 40_000_000))
     except TransformError as exc:
         metrics.REFUSED.labels(CODES.get(exc.code, "other")).inc()
         if exc.code == 9413:

@@ -3,6 +3,7 @@ headers, variants in Cloudflare's URL format made once and kept, and the limits 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from typing import Any
 
 import aiohttp
@@ -27,7 +28,7 @@ async def upload(shop: Any, image: bytes, name: str = "Pictured") -> tuple[int, 
 
 
 async def test_an_upload_is_served_with_caching_headers_ranges_and_304(full_shop) -> None:
-    image = photo(320, 240)
+    image = photo(320, 240, gps=False)  # (one with GPS is kept without it: it would differ)
     status, body = await upload(full_shop, image)
     assert status == 201 and body["productImage"].startswith("/uploads/") and body["productImage"].endswith(".jpg")
     status, served, headers = await full_shop.call("GET", "/api" + body["productImage"])
@@ -119,6 +120,19 @@ async def test_bad_options_bombs_and_oversized_uploads_are_refused_and_nothing_i
     assert full_shop.db()["products"].count_documents({"name": {"$in": ["Bomb", "Huge", "Truncated"]}}) == 0
 
 
+async def test_a_thousand_widths_of_one_image_make_only_its_daily_budget_of_variants(full_shop) -> None:
+    _, body = await upload(full_shop, photo(300, 200))
+    path = body["productImage"]
+    bucket = full_shop.runtime.workers["rest-shop-images"].env.IMAGES
+    widths = iter(range(1, 1001))
+
+    async def client() -> list[int]:  # two at a time: what one pool process takes, so none is refused as busy
+        return [(await full_shop.call("GET", f"/cdn-cgi/image/width={w}{path}"))[0] for w in widths]
+    statuses = Counter(status for answers in await asyncio.gather(client(), client()) for status in answers)
+    assert statuses == {200: 50, 429: 950}  # VARIANTS_PER_SOURCE_PER_DAY
+    assert len((await bucket.list(prefix="variants/")).objects) == 50
+
+
 async def test_a_source_gets_a_bounded_number_of_new_variants_a_day(custom_shop) -> None:
     shop = await custom_shop(images_vars={"VARIANTS_PER_SOURCE_PER_DAY": 5})
     _, body = await upload(shop, photo(300, 200))
@@ -150,6 +164,12 @@ async def test_a_full_pool_answers_503_with_retry_after(custom_shop) -> None:
     assert statuses[0] == 200 and statuses[-1] == 503 and set(statuses) == {200, 503}
     busy = next(headers for status, _, headers in answers if status == 503)
     assert busy["Retry-After"] == "1"
+
+
+async def test_an_uploaded_photo_is_kept_without_its_gps_position(full_shop) -> None:
+    _, body = await upload(full_shop, photo(320, 240, gps=True, copyright="Shop Ltd"))
+    status, served, _ = await full_shop.call("GET", body["productImage"])
+    assert status == 200 and exif_of(served) == {0x8298: "Shop Ltd"} and size_of(served) == (320, 240)
 
 
 async def test_an_invalid_product_leaves_no_image_behind(full_shop) -> None:

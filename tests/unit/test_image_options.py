@@ -10,7 +10,7 @@ from PIL import Image
 
 from images.options import TransformError, choose_format, parse
 from images.render import probe, render
-from tests.images import bomb, photo
+from tests.images import bomb, exif_of, photo
 
 
 def test_short_and_full_names_are_one_variant() -> None:
@@ -65,3 +65,11 @@ def test_a_decompression_bomb_is_refused_from_its_header() -> None:
     with pytest.raises(TransformError) as refused:
         probe(bomb(), 40_000_000)
     assert (refused.value.code, refused.value.status) == (9413, 413)
+
+
+def test_an_upload_is_kept_as_sent_unless_it_carries_metadata_to_take_out() -> None:
+    clean = photo(200, 100, gps=False)
+    assert probe(clean, 10**8)[1] == clean
+    found, kept = probe(photo(200, 100, gps=True, orientation=6, copyright="Shop Ltd"), 10**8)
+    assert (found.width, found.height) == (100, 200)  # the orientation is applied, not left to a tag
+    assert exif_of(kept) == {0x8298: "Shop Ltd"}
