@@ -13,14 +13,15 @@ from quart import Blueprint, Response, request
 from quart_schema import document_response, hide
 
 from durable import env
+from durable.observe.probes import LastKnown
 from durable.r2 import R2Object, R2ObjectBody
 from models.errors import ApiError
-from durable.observe.probes import LastKnown
 from models.health import Health, node_ready
 from models.web import documents_errors, documents_file, documents_path_patterns
 
 from . import library, metrics
-from .options import PATTERN as OPTIONS_PATTERN, Transform, TransformError, choose_format, parse
+from .options import PATTERN as OPTIONS_PATTERN
+from .options import Transform, TransformError, choose_format, parse
 from .pool import ResizePool
 from .render import MEDIA_TYPES, probe, render
 

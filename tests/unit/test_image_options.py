@@ -52,8 +52,8 @@ def test_the_cameras_orientation_is_applied_before_resizing() -> None:
 def test_gravity_picks_which_part_a_cover_crop_keeps() -> None:
     left = render(photo(400, 100), parse("width=100,height=100,fit=cover,gravity=left,format=png", 4096), 10**8, 10**8)
     right = render(photo(400, 100), parse("width=100,height=100,fit=cover,gravity=right,format=png", 4096), 10**8, 10**8)
-    red = lambda data: Image.open(io.BytesIO(data)).convert("RGB").getpixel((50, 50))[0]  # noqa: E731
-    assert red(left) < 64 < 192 < red(right)  # the gradient runs red from left to right
+    red = lambda data: Image.open(io.BytesIO(data)).convert("RGB").getpixel((50, 50))[0]
+    assert red(left) < 64 and red(right) > 192  # the gradient runs red from left to right
 
 
 def test_format_json_describes_the_source() -> None:
