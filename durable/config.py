@@ -86,6 +86,11 @@ class R2BucketBinding(_Strict):
     bucket_name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")  # R2's bucket naming rule
     preview_bucket_name: str | None = None
     jurisdiction: str | None = None  # Cloudflare's data location (eu, fedramp): no effect here
+    # Ours: keep the bucket in an S3-compatible store (R2 itself, S3, MinIO) instead of the runtime's own
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str = "auto"
+    s3_prefix: str = ""
 
     _check_binding = field_validator("binding")(_binding_name)
 

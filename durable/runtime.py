@@ -19,13 +19,15 @@ from . import ids
 from .bindings import ASGIApp, HttpClient, HttpTransport, RemoteTarget, ServiceBinding
 from .cluster.node import ClusterNode, ClusterSettings
 from .cluster.transport import ClusterTransport
-from .config import ConfigError, WorkerConfig
+from .config import ConfigError, R2BucketBinding, WorkerConfig
 from .cron import run_crons
 from .env import Env, load_secrets, use_env
 from .kv import KVNamespace
 from .r2 import R2Bucket
 from .r2.files import FileStore
 from .r2.mongo import GridFSStore
+from .r2.s3 import S3Store
+from .r2.store import Store
 from .objects import DurableObjectNamespace, LocalTransport, ObjectHost, Transport
 from .server import MutualTls
 from .version import code_version
@@ -236,7 +238,7 @@ class Runtime:
             for kv in config.kv_namespaces:
                 bindings[kv.binding] = self._kv_namespace(kv.id or kv.preview_id or f"{config.name}:{kv.binding}")
             for r2 in config.r2_buckets:
-                bindings[r2.binding] = self._r2_bucket(r2.bucket_name)
+                bindings[r2.binding] = self._r2_bucket(r2)
             worker.env = Env(vars=config.vars, secrets=found, bindings=bindings,
                              state_dir=self.persist_to / "v3" / "files" / config.name,
                              node=self.node.health if self.node is not None else None, audience=worker.audience,
@@ -264,14 +266,22 @@ class Runtime:
             self._kv[namespace_id] = KVNamespace.for_namespace(self.persist_to, namespace_id)
         return self._kv[namespace_id]
 
-    def _r2_bucket(self, bucket_name: str) -> R2Bucket:
-        """One bucket per name, shared by the workers that bind it: on this host's disk, or in a
-        cluster in the coordination database's GridFS (every node reads what any node wrote)."""
-        if bucket_name not in self._r2:
-            store = (GridFSStore(self.node.db, bucket_name) if self.node is not None
-                     else FileStore(self.persist_to / "v3" / "r2" / bucket_name))
-            self._r2[bucket_name] = R2Bucket(bucket_name, store)
-        return self._r2[bucket_name]
+    def _r2_bucket(self, binding: R2BucketBinding) -> R2Bucket:
+        """One bucket per name, shared by the workers that bind it: in the S3-compatible store its
+        config names, else on this host's disk, or in a cluster in the coordination database's
+        GridFS (every node reads what any node wrote)."""
+        name = binding.bucket_name
+        if name not in self._r2:
+            store: Store
+            if binding.s3_bucket or binding.s3_endpoint_url:
+                store = S3Store(binding.s3_bucket or name, endpoint_url=binding.s3_endpoint_url,
+                                region=binding.s3_region, prefix=binding.s3_prefix)
+            elif self.node is not None:
+                store = GridFSStore(self.node.db, name)
+            else:
+                store = FileStore(self.persist_to / "v3" / "r2" / name)
+            self._r2[name] = R2Bucket(name, store)
+        return self._r2[name]
 
     def _fires_crons_of(self, script: str) -> bool:
         """One node of a cluster runs a worker's crons: the one its cron key is placed on."""

@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import socket
+import subprocess
+import sys
+import time
 import tracemalloc
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,24 +25,75 @@ from durable.r2 import R2Bucket, R2Error, R2ObjectBody
 from durable.r2.bucket import MIN_PART_BYTES
 from durable.r2.files import FileStore
 from durable.r2.mongo import GridFSStore
+from durable.r2.s3 import S3Store
 from durable.runtime import Runtime
 from durable.server import Server, bind, url_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(params=["files", "gridfs"])
-async def bucket(request: pytest.FixtureRequest, tmp_path: Path, mongo_uri: str) -> AsyncIterator[R2Bucket]:
-    if request.param == "files":
-        store: Any = FileStore(tmp_path / "r2" / "photos")
-        yield R2Bucket("photos", store)
-        await store.close()
-        return
-    client: AsyncMongoClient[Any] = AsyncMongoClient(mongo_uri)
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    yield R2Bucket("photos", GridFSStore(client[name], "photos"))
-    await client.drop_database(name)
-    await client.close()
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """A local S3 server (moto's, speaking S3's REST protocol, in a process of its own so this
+    one's memory is this one's) with credentials for it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    patch = pytest.MonkeyPatch()
+    for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        patch.setenv(name, value)
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # listening yet?
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "the S3 server did not start"
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        patch.undo()
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.fixture
+async def make_bucket(tmp_path: Path, mongo_uri: str, s3_endpoint: str) -> AsyncIterator[Any]:
+    """Factory: an empty bucket on the store named (files, gridfs, s3), removed at the end."""
+    cleanups: list[Any] = []
+
+    async def make(kind: str) -> R2Bucket:
+        if kind == "files":
+            store: Any = FileStore(tmp_path / "r2" / f"photos-{len(cleanups)}")
+            cleanups.append(store.close)
+        elif kind == "gridfs":
+            client: AsyncMongoClient[Any] = AsyncMongoClient(mongo_uri)
+            name = f"t_{uuid.uuid4().hex[:12]}"
+            store = GridFSStore(client[name], "photos")
+
+            async def drop(client: Any = client, name: str = name) -> None:
+                await client.drop_database(name)
+                await client.close()
+            cleanups.append(drop)
+        else:
+            name = f"t-{uuid.uuid4().hex[:12]}"
+            store = S3Store(name, endpoint_url=s3_endpoint, region="us-east-1", prefix="shop/")
+            await (await store._s3()).create_bucket(Bucket=name)
+            cleanups.append(store.close)
+        return R2Bucket("photos", store)
+
+    yield make
+    for cleanup in reversed(cleanups):
+        await cleanup()
+
+
+@pytest.fixture(params=["files", "gridfs", "s3"])
+async def bucket(request: pytest.FixtureRequest, make_bucket: Any) -> R2Bucket:
+    return await make_bucket(request.param)
 
 
 async def body_of(found: Any) -> bytes:
@@ -102,7 +157,9 @@ async def test_conditional_reads_and_writes(bucket: R2Bucket) -> None:
     assert await body_of(await bucket.get("fresh")) == b"x"
 
 
-async def test_create_if_absent_is_atomic_under_concurrent_writers(bucket: R2Bucket) -> None:
+@pytest.mark.parametrize("kind", ["files", "gridfs"])  # (S3 and R2 decide conditional writes atomically;
+async def test_create_if_absent_is_atomic_under_concurrent_writers(make_bucket: Any, kind: str) -> None:
+    bucket = await make_bucket(kind)  # the local S3 server checks, then writes: a race it cannot stand for)
     results = await asyncio.gather(*(bucket.put("once", f"writer {i}", onlyIf={"etagDoesNotMatch": "*"})
                                      for i in range(12)))
     winners = [r for r in results if r is not None]
@@ -264,3 +321,29 @@ async def test_a_cluster_node_reads_what_another_node_wrote(tmp_path: Path, mong
         client: AsyncMongoClient[Any] = AsyncMongoClient(mongo_uri)
         await client.drop_database(database)
         await client.close()
+
+
+async def test_a_bucket_whose_config_names_an_s3_store_is_kept_there(tmp_path: Path, s3_endpoint: str) -> None:
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    config = wconfig.load(ROOT / "tests" / "fixtures" / "workers" / "cf_r2" / "wrangler.jsonc")
+    binding = config.r2_buckets[0].model_copy(update={"s3_bucket": name, "s3_endpoint_url": s3_endpoint,
+                                                      "s3_region": "us-east-1"})
+    runtime = Runtime([config.model_copy(update={"r2_buckets": [binding]})], persist_to=tmp_path / "state",
+                      use_registry=False)
+    await runtime.start()
+    sock = bind("127.0.0.1", 0)
+    server = Server(runtime.workers["cf-r2"], sock)
+    await server.start()
+    try:
+        bucket = runtime.workers["cf-r2"].env.PHOTOS
+        assert isinstance(bucket.store, S3Store)
+        await (await bucket.store._s3()).create_bucket(Bucket=name)
+        async with aiohttp.ClientSession() as http:
+            async with http.put(f"{server.url}/dog.txt", data="woof") as resp:
+                assert resp.status == 201
+        listed = await (await bucket.store._s3()).list_objects_v2(Bucket=name)
+        assert "r/dog.txt" in [item["Key"] for item in listed["Contents"]]
+        assert not (tmp_path / "state" / "v3" / "r2").exists()
+    finally:
+        await server.stop()
+        await runtime.close()
