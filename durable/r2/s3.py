@@ -28,7 +28,9 @@ class S3Store:
 
     async def _s3(self) -> Any:
         if self._client is None:
-            from aiobotocore.session import get_session  # only buckets kept in S3 need it
+            from aiobotocore.session import (
+                get_session,  # only buckets kept in S3 need it
+            )
             self._context = get_session().create_client("s3", endpoint_url=self.endpoint_url,
                                                          region_name=None if self.region == "auto" else self.region)
             self._client = await self._context.__aenter__()
