@@ -2,13 +2,16 @@
 and keeps them in the R2 bucket every node shares; base only bounds their size and asks."""
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from durable import env
 from models.errors import ApiError
-from models.service_auth import signer
+from models.service_auth import CALLER_HEADER, signer
 
 MAX_BYTES = 5 * 1024 * 1024
+SERVICE = "rest-shop-api"  # how base names itself to the image service
+log = logging.getLogger("rest_shop.images")
 
 
 def read_upload(upload: Any) -> bytes:
@@ -20,9 +23,9 @@ def read_upload(upload: Any) -> bytes:
 
 
 async def _call(method: str, path: str, body: bytes = b"") -> Any:
-    headers = {"content-type": "application/octet-stream"} if body else {}
+    headers = {CALLER_HEADER: SERVICE, **({"content-type": "application/octet-stream"} if body else {})}
     return await env.IMAGE_SERVICE.fetch(f"http://images{path}", method=method, body=body or None, headers=headers,
-                                         sign=signer(method, path, body))
+                                         sign=signer(method, path, body, covering=(CALLER_HEADER,)))
 
 
 async def store_upload(data: bytes) -> str:
@@ -42,5 +45,11 @@ async def store_upload(data: bytes) -> str:
 
 
 async def discard_upload(path: str) -> None:
-    """Remove a stored image whose product was never written (no orphans)."""
-    await _call("DELETE", "/images/" + path.removeprefix("/uploads/"))
+    """Remove a stored image whose product was never written (no orphans). Best effort: the
+    product's own error is what the client must see, not this one's."""
+    try:
+        reply = await _call("DELETE", "/images/" + path.removeprefix("/uploads/"))
+        if reply.status >= 300:
+            log.warning("image %s was not discarded: %s", path, reply.status)
+    except Exception:
+        log.warning("image %s was not discarded", path, exc_info=True)

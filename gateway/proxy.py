@@ -24,7 +24,7 @@ from durable.deadline import DEADLINE_HEADER
 from durable.compat.websocket import bridge
 from durable.http import http_scheme
 from models.errors import ApiError, error_body, object_unavailable
-from models.service_auth import CLIENT_IP_HEADER, signer
+from models.service_auth import CALLER_HEADER, CLIENT_IP_HEADER, signer
 
 from . import cache as edge_cache, metrics
 from .cors import add_vary, cors_headers, vary_with
@@ -41,7 +41,7 @@ _HOP_BY_HOP = HOP_BY_HOP | {"content-length", "remote-addr", UNREACHABLE_HEADER}
 # the gateway sets these itself: a client's own would be believed by someone downstream
 _NOT_FROM_CLIENTS = frozenset({"host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded",
                                "x-real-ip", "true-client-ip", "cf-connecting-ip", "x-gateway-signature",
-                               "x-durable-signature", "x-durable-audience", DEADLINE_HEADER})
+                               "x-durable-signature", "x-durable-audience", CALLER_HEADER, DEADLINE_HEADER})
 _DROP_INBOUND = frozenset(name.encode() for name in _HOP_BY_HOP | _NOT_FROM_CLIENTS | {
     "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions"})
 # a relayed answer keeps its Content-Length: its body reaches the client as the service sent it

@@ -17,6 +17,7 @@ from models.web import install_error_handlers, install_schema, liveness
 
 from . import library, routes
 from .objects import VariantBudget
+from .render import Probe, probe
 
 __all__ = ["VariantBudget", "app"]
 
@@ -36,7 +37,8 @@ def startup_problems(worker_env: Any) -> list[str]:
 
 
 def legacy_folder() -> Path:
-    """Where base kept uploads before the bucket: LEGACY_UPLOADS_DIR, else base's default folder."""
+    """Where base kept uploads before the bucket: LEGACY_UPLOADS_DIR, else base's default folder
+    (base's state layout, known here only for this one-way move: drop it once no host has one)."""
     configured = str(env.get("LEGACY_UPLOADS_DIR", "") or "").strip()
     return Path(configured) if configured else env.state_dir.parent / "rest-shop-api" / "uploads"
 
@@ -46,8 +48,13 @@ async def start() -> None:
     require_strong_keys(("SERVICE_AUTH_KEY",))
     # uploads kept on disk by an earlier version move into the bucket (in the background: the
     # worker serves meanwhile; a name not moved yet is a 404 for a moment, never a wrong image)
+    max_pixels = routes.limits()["MAX_SOURCE_PIXELS"]
+    resize = routes.pool()
+
+    async def check(data: bytes) -> tuple[Probe, bytes]:  # as an upload is: decoded whole, its metadata out
+        return await resize.run(probe, data, max_pixels)
     env.isolate_state("migration", lambda: asyncio.get_running_loop().create_task(
-        library.migrate_legacy(env.IMAGES, legacy_folder())))
+        library.migrate_legacy(env.IMAGES, legacy_folder(), check)))
 
 
 @app.after_serving

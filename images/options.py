@@ -25,8 +25,10 @@ _COORDINATES = re.compile(r"^(0(?:\.\d+)?|1(?:\.0+)?)x(0(?:\.\d+)?|1(?:\.0+)?)$"
 MAX_DPR = 4.0
 _ONE = (r"((width|w|height|h)=[1-9][0-9]{0,3}|fit=(scale-down|contain|cover|crop|pad|squeeze)"
         r"|(quality|q)=([1-9][0-9]?|100|high|medium-high|medium-low|low)"
-        r"|(format|f)=(auto|avif|webp|jpeg|baseline-jpeg|png|json)|dpr=[1-4]|metadata=(keep|copyright|none)"
-        r"|(gravity|g)=(auto|face|left|right|top|bottom|center)|rotate=(90|180|270)|flip=(h|v|hv))")
+        r"|(format|f)=(auto|avif|webp|jpeg|baseline-jpeg|png|json)|dpr=([0-3](\.[0-9]+)?|4)"
+        r"|metadata=(keep|copyright|none)|blur=[0-9]{1,3}|sharpen=(10|[0-9](\.[0-9]+)?)"
+        r"|(gravity|g)=(auto|face|entropy|left|right|top|bottom|center|(0(\.[0-9]+)?|1)x(0(\.[0-9]+)?|1))"
+        r"|background=(#[0-9a-fA-F]{3,8}|[a-z]{3,20})|rotate=(90|180|270)|flip=(h|v|hv))")
 PATTERN = f"^{_ONE}(,{_ONE})*$"  # well-formed options, for the API document (repeats and limits are checked here)
 
 
@@ -169,6 +171,21 @@ def parse(text: str, max_dimension: int) -> Transform:
     return transform
 
 
+def accepted(accept: str) -> set[str]:
+    """The media types an Accept header names with a quality above 0 (`image/avif;q=0` refuses it)."""
+    named = set()
+    for item in accept.split(","):
+        kind, *parameters = (part.strip() for part in item.split(";"))
+        quality = next((p[2:] for p in parameters if p.lower().startswith("q=")), "1")
+        try:
+            wanted = float(quality) > 0
+        except ValueError:
+            wanted = False
+        if kind and wanted:
+            named.add(kind.lower())
+    return named
+
+
 def choose_format(transform: Transform, accept: str, source_format: str, has_alpha: bool) -> str:
     """The output format: as asked, or for `auto` AVIF, then WebP, as the Accept header allows,
     else the source's own (JPEG for a photo, PNG where there is transparency)."""
@@ -176,9 +193,10 @@ def choose_format(transform: Transform, accept: str, source_format: str, has_alp
     if asked not in (None, "auto"):
         return asked
     if asked == "auto":
-        if "image/avif" in accept:
+        named = accepted(accept)
+        if "image/avif" in named:
             return "avif"
-        if "image/webp" in accept:
+        if "image/webp" in named:
             return "webp"
     if source_format in ("jpeg", "png"):
         return source_format

@@ -5,9 +5,10 @@ cores are short, a request's few milliseconds go before a resize's hundred."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
@@ -15,13 +16,15 @@ from typing import Any, TypeVar
 from models.errors import ApiError
 
 T = TypeVar("T")
-
-
 NICENESS = 10
 
 
 def _lower_priority() -> None:
     os.nice(NICENESS)
+
+
+def busy() -> ApiError:
+    return ApiError(503, "images_busy", "Every image worker is busy; try again shortly", headers={"Retry-After": "1"})
 
 
 class ResizePool:
@@ -37,20 +40,25 @@ class ResizePool:
                                                  initializer=_lower_priority)
         return self._executor
 
-    async def run(self, job: Callable[..., T], *args: Any) -> T:
-        """`job(*args)` in a pool process; a 503 when the pool has all it may take."""
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """A place in the pool, taken before anything is spent on the job; a 503 when there is none."""
         if self.busy >= self.capacity:
-            raise ApiError(503, "images_busy", "Every image worker is busy; try again shortly",
-                           headers={"Retry-After": "1"})
+            raise busy()
         self.busy += 1
+        try:
+            yield
+        finally:
+            self.busy -= 1
+
+    async def run(self, job: Callable[..., T], *args: Any) -> T:
+        """`job(*args)` in a pool process (within a `slot`)."""
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool(), job, *args)
         except BrokenProcessPool:  # a worker died (killed, out of memory): a fresh pool for the next job
             self._executor = None
             raise ApiError(503, "images_busy", "An image worker stopped; try again shortly",
                            headers={"Retry-After": "1"}) from None
-        finally:
-            self.busy -= 1
 
     def close(self) -> None:
         if self._executor is not None:

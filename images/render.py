@@ -20,6 +20,7 @@ MEDIA_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "
                "json": "application/json"}
 SUFFIXES = {"jpeg": "jpg", "png": "png", "webp": "webp"}
 COPYRIGHT_TAG = 0x8298
+REVEALING = frozenset({"xmp", "XML:com.adobe.xmp", "comment", "photoshop", "iptc"})  # (EXIF: by its tags)
 
 
 @dataclass(frozen=True)
@@ -59,20 +60,30 @@ def probe(data: bytes, max_pixels: int) -> tuple[Probe, bytes]:
         raise TransformError(9412, 415, "the image is damaged or incomplete") from None
     fmt = SOURCE_FORMATS[image.format or ""]
     exif = image.getexif()
-    revealing = set(exif) - {COPYRIGHT_TAG} or any(k in image.info for k in ("xmp", "XML:com.adobe.xmp")) \
-        or (fmt == "png" and any(isinstance(v, str) for k, v in image.info.items() if k not in ("icc_profile",)))
+    # anything beyond pixels, colour profile and copyright: EXIF (GPS, camera, time), XMP, IPTC,
+    # comments, PNG text chunks
+    revealing = bool(set(exif) - {COPYRIGHT_TAG}) or bool(set(image.info) & REVEALING) \
+        or (fmt == "png" and any(isinstance(v, str) for k, v in image.info.items() if k != "icc_profile"))
     if revealing:
         data = _without_metadata(image, fmt, exif)
         image = Image.open(io.BytesIO(data))
     return Probe(fmt, image.width, image.height, _has_alpha(image)), data
 
 
+def _bare(image: Image.Image) -> Image.Image:
+    """The image with nothing but its colour profile left in `info` (Pillow writes a JPEG's
+    comment, and more, from there)."""
+    image.info = {k: v for k, v in image.info.items() if k == "icc_profile"}
+    return image
+
+
 def _without_metadata(image: Image.Image, fmt: str, exif: Image.Exif) -> bytes:
     kept = Image.Exif()
     if COPYRIGHT_TAG in exif:
         kept[COPYRIGHT_TAG] = exif[COPYRIGHT_TAG]
-    shown = ImageOps.exif_transpose(image)
-    options: dict[str, object] = {"icc_profile": image.info["icc_profile"]} if image.info.get("icc_profile") else {}
+    icc = image.info.get("icc_profile")
+    shown = _bare(ImageOps.exif_transpose(image))
+    options: dict[str, object] = {"icc_profile": icc} if icc else {}
     out = io.BytesIO()
     if fmt == "jpeg":
         shown.save(out, "JPEG", quality=95, exif=kept.tobytes() if len(kept) else b"", **options)
@@ -122,13 +133,14 @@ def render(data: bytes, transform: Transform, max_pixels: int, max_output_bytes:
     out_format = transform.format or "jpeg"
     Image.MAX_IMAGE_PIXELS = max_pixels
     source = _open(data, max_pixels)
-    if out_format == "json":
-        return json.dumps({"width": source.width, "height": source.height,
-                           "original": {"file_size": len(data), "width": source.width, "height": source.height,
-                                        "format": MEDIA_TYPES[SOURCE_FORMATS[source.format or ""]]}}).encode()
     exif = source.getexif()
+    icc = source.info.get("icc_profile")
     turned = (exif.get(0x0112, 1) in (5, 6, 7, 8)) != (transform.rotate in (90, 270))  # sides swap once shown
     (width, height), box = _size(transform, *(source.size[::-1] if turned else source.size))
+    if out_format == "json":  # the sizes after resizing, and the original's (Cloudflare's shape)
+        return json.dumps({"width": (box or (width, height))[0], "height": (box or (width, height))[1],
+                           "original": {"file_size": len(data), "width": source.width, "height": source.height,
+                                        "format": MEDIA_TYPES[SOURCE_FORMATS[source.format or ""]]}}).encode()
     if source.format == "JPEG" and box is None and not turned:
         source.draft("RGB", (width, height))  # decode at a fraction of the size when that is enough
     image = ImageOps.exif_transpose(source)  # the camera's orientation is applied, whatever metadata says
@@ -155,14 +167,15 @@ def render(data: bytes, transform: Transform, max_pixels: int, max_output_bytes:
         image = image.filter(ImageFilter.GaussianBlur(transform.blur / 2))
     if transform.sharpen:
         image = image.filter(ImageFilter.UnsharpMask(radius=1, percent=round(transform.sharpen * 40), threshold=2))
-    output = _encode(image, transform, out_format, exif)
+    output = _encode(_bare(image), transform, out_format, exif, icc)
     if len(output) > max_output_bytes:
         raise TransformError(9413, 403, f"the result would be {len(output):,} bytes; at most {max_output_bytes:,}")
     return output
 
 
-def _encode(image: Image.Image, transform: Transform, out_format: str, exif: Image.Exif) -> bytes:
+def _encode(image: Image.Image, transform: Transform, out_format: str, exif: Image.Exif, icc: bytes | None) -> bytes:
     out = io.BytesIO()
+    profile: dict[str, object] = {"icc_profile": icc} if icc else {}  # (JPEG and WebP take it only from here)
     if out_format in ("jpeg",) and image.mode == "RGBA":  # no transparency in JPEG: onto the background
         flat = Image.new("RGB", image.size, (transform.background or (255, 255, 255, 255))[:3])
         flat.paste(image, mask=image.getchannel("A"))
@@ -176,13 +189,13 @@ def _encode(image: Image.Image, transform: Transform, out_format: str, exif: Ima
         del kept[0x0112]
     if out_format == "jpeg":
         image.save(out, "JPEG", quality=transform.quality, progressive=not transform.extra.get("baseline"),
-                   optimize=False, exif=kept.tobytes() if len(kept) else b"")
+                   optimize=False, exif=kept.tobytes() if len(kept) else b"", **profile)
     elif out_format == "png":
-        image.save(out, "PNG", compress_level=6)
+        image.save(out, "PNG", compress_level=6, **profile)
     elif out_format == "webp":
-        image.save(out, "WEBP", quality=transform.quality, lossless=transform.quality == 100, method=4)
+        image.save(out, "WEBP", quality=transform.quality, lossless=transform.quality == 100, method=4, **profile)
     elif out_format == "avif":
-        image.save(out, "AVIF", quality=transform.quality, speed=8)
+        image.save(out, "AVIF", quality=transform.quality, speed=8, **profile)
     else:
         raise TransformError(9401, 400, f"format {out_format} cannot be written")
     return out.getvalue()

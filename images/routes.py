@@ -1,12 +1,9 @@
 """The image service's HTTP surface: originals at `/uploads/<name>`, variants in Cloudflare's URL
-format at `/cdn-cgi/image/<options>/<source>`, and the upload and discard base calls (signed,
-never routed by the gateway)."""
+format at `/cdn-cgi/image/<options>/uploads/<name>`, and the upload and discard only base may
+call (never routed by the gateway)."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 from quart import Blueprint, Response, request
@@ -14,16 +11,17 @@ from quart_schema import document_response, hide
 
 from durable import env
 from durable.observe.probes import LastKnown
-from durable.r2 import R2Object, R2ObjectBody
+from durable.r2 import R2Object, R2ObjectBody, holds
 from models.errors import ApiError
 from models.health import Health, node_ready
+from models.service_auth import called_by
 from models.web import documents_errors, documents_file, documents_path_patterns
 
-from . import library, metrics
+from . import library, metrics, variants
 from .options import PATTERN as OPTIONS_PATTERN
-from .options import Transform, TransformError, choose_format, parse
+from .options import TransformError, choose_format, parse
 from .pool import ResizePool
-from .render import MEDIA_TYPES, probe, render
+from .render import probe
 
 bp = Blueprint("images", __name__)
 
@@ -31,14 +29,25 @@ bp = Blueprint("images", __name__)
 SAFE_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'; sandbox",
                 "Cross-Origin-Resource-Policy": "cross-origin"}
 CODES = {9401: "invalid_options", 9404: "not_found", 9412: "not_an_image", 9413: "image_too_large"}
+BASE = "rest-shop-api"  # the one caller that stores and discards images
+DEFAULTS = {"MAX_UPLOAD_BYTES": 5 * 1024 * 1024, "MAX_SOURCE_PIXELS": 40_000_000, "MAX_OUTPUT_DIMENSION": 4096,
+            "MAX_OUTPUT_BYTES": 10 * 1024 * 1024, "VARIANTS_PER_SOURCE_PER_DAY": 50}
+
+
+class Bare(Response):
+    """An answer without a body (304, 412's headers, HEAD) whose headers are only the ones given:
+    no default Content-Type, no Content-Length of the empty body."""
+    default_mimetype = None  # type: ignore[assignment]
+    automatically_set_content_length = False
+
+
+def limits() -> dict[str, int]:
+    return {name: int(env.get(name, default) or default) for name, default in DEFAULTS.items()}
 
 
 def pool() -> ResizePool:
-    return env.isolate_state("resize_pool", lambda: ResizePool(_limit("RESIZE_WORKERS", 0), _limit("RESIZE_QUEUE", 0)))
-
-
-def _limit(name: str, default: int) -> int:
-    return int(env.get(name, default) or default)
+    return env.isolate_state("resize_pool", lambda: ResizePool(int(env.get("RESIZE_WORKERS", 0) or 0),
+                                                               int(env.get("RESIZE_QUEUE", 0) or 0)))
 
 
 def refused(error: TransformError) -> ApiError:
@@ -48,33 +57,36 @@ def refused(error: TransformError) -> ApiError:
                     headers={"Cf-Resized": f"err={error.code}"})
 
 
-def _preconditions_sent() -> tuple[bool, bool]:
-    """(a cache's revalidation was asked: 304 on a match, a precondition was: 412 on a miss)"""
-    headers = request.headers
-    return ("If-None-Match" in headers or "If-Modified-Since" in headers,
-            "If-Match" in headers or "If-Unmodified-Since" in headers)
+async def _read(key: str) -> R2Object | None:
+    """The stored image under the request's conditions and range (a Range R2 cannot serve gets
+    the whole image); a malformed If-Match or date is the client's mistake: 400."""
+    try:
+        return await env.IMAGES.get(key, onlyIf=request.headers, range=request.headers)
+    except TypeError as exc:
+        raise ApiError(400, "invalid_header", str(exc)) from None
 
 
-async def _stream(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    async for chunk in chunks:
-        yield chunk
-
-
-def _answer(found: R2Object, headers: dict[str, str], ranged: bool = False) -> Response:
-    """A stored image as an HTTP answer: 200 (or 206 for a range), 304 or 412 when its
-    conditions did not hold (R2 then gives the metadata alone)."""
+async def _answer(found: R2Object, headers: dict[str, str]) -> Response:
+    """A stored image as an HTTP answer: 200 or 206, or (R2 gave the metadata alone) 412 when a
+    precondition failed, else 304 for a cache's revalidation (RFC 9110: If-Match first)."""
     if not isinstance(found, R2ObjectBody):
-        revalidating, _ = _preconditions_sent()
-        status = 304 if revalidating and request.method in ("GET", "HEAD") else 412
-        return Response(b"", status=status, headers={k: v for k, v in headers.items() if k.lower() != "content-type"})
-    headers["Accept-Ranges"] = "bytes"
+        strict = {name: value for name in ("If-Match", "If-Unmodified-Since")
+                  if (value := request.headers.get(name)) is not None}
+        if strict and not holds(strict, found):
+            raise ApiError(412, "precondition_failed", "The image does not match If-Match / If-Unmodified-Since",
+                           headers={"ETag": found.httpEtag})
+        return Bare(None, status=304, headers={k: v for k, v in headers.items() if k.lower() != "content-type"})
     offset, length = found.range["offset"], found.range["length"]  # type: ignore[index]
+    headers["Accept-Ranges"] = "bytes"
     headers["Content-Length"] = str(length)
     status = 200
-    if ranged and (offset, length) != (0, found.size):
+    if "Range" in request.headers and (offset, length) != (0, found.size):
         status = 206
         headers["Content-Range"] = f"bytes {offset}-{offset + length - 1}/{found.size}"
-    return Response(_stream(found.body), status=status, headers=headers)
+    if request.method == "HEAD":  # its headers, nothing read
+        await found.body.aclose()  # type: ignore[attr-defined]
+        return Bare(None, status=status, headers=headers)
+    return Response(found.body, status=status, headers=headers)
 
 
 @bp.get("/uploads/<name>")
@@ -82,16 +94,14 @@ def _answer(found: R2Object, headers: dict[str, str], ranged: bool = False) -> R
 @documents_path_patterns(name=library.ORIGINAL.pattern)
 @documents_errors(412)
 async def original(name: str) -> Any:
-    """A product image as it was uploaded (conditional and range requests answered)."""
+    """A product image as it was kept (conditional and range requests answered)."""
     key = library.original_key(name)
-    if key is None:
-        raise ApiError(404, "not_found", "No such image")
-    found = await env.IMAGES.get(key, onlyIf=request.headers, range=request.headers)
+    found = None if key is None else await _read(key)
     if found is None:
         raise ApiError(404, "not_found", "No such image")
     headers = library.headers_of(found, **SAFE_HEADERS)
     headers["Content-Disposition"] = f'inline; filename="{name}"'  # our own random hex name
-    return _answer(found, headers, ranged="Range" in request.headers)
+    return await _answer(found, headers)
 
 
 def _source_key(source: str) -> str:
@@ -105,9 +115,6 @@ def _source_key(source: str) -> str:
     if key is None:
         raise TransformError(9404, 404, f"no image at {path}")
     return key
-
-
-_making: dict[str, asyncio.Future[R2Object]] = {}  # variants being rendered in this process: each once
 
 
 @bp.get("/cdn-cgi/image/<options>/<path:source>")
@@ -130,8 +137,9 @@ async def transform(options: str, name: str) -> Any:
 
 
 async def _transform(options: str, source: str) -> Any:
+    bounds = limits()
     try:
-        asked = parse(options, _limit("MAX_OUTPUT_DIMENSION", 4096))
+        asked = parse(options, bounds["MAX_OUTPUT_DIMENSION"])
         key = _source_key(source)
     except TransformError as exc:
         raise refused(exc) from None
@@ -146,76 +154,45 @@ async def _transform(options: str, source: str) -> Any:
         alpha = (found_source.customMetadata or {}).get("alpha", "1") == "1"
     chosen = asked.with_format(choose_format(asked, request.headers.get("Accept", ""), source_format, alpha))
     key_of_variant = library.variant_key(key, chosen)
-    extra = {**SAFE_HEADERS, **({"Vary": "Accept"} if asked.format == "auto" else {})}
-    found = await bucket.get(key_of_variant, onlyIf=request.headers)  # a kept variant: one read, no source read
+    found = await _read(key_of_variant)  # a kept variant: one read, its source not read at all
     outcome = "h"
     if found is None:
         outcome = "m"
-        await _make(bucket, key, key_of_variant, chosen)
-        found = await bucket.get(key_of_variant, onlyIf=request.headers)  # its conditions hold for a fresh one too
+        try:
+            await variants.make(bucket, pool(), key, key_of_variant, chosen, bounds)
+        except TransformError as exc:
+            raise refused(exc) from None
+        found = await _read(key_of_variant)  # the client's conditions hold for a fresh one too
         if found is None:  # removed as soon as made (a bucket emptied by hand)
             raise ApiError(503, "images_busy", "The image could not be kept; try again", headers={"Retry-After": "1"})
     metrics.VARIANTS.labels("hit" if outcome == "h" else "miss").inc()
-    return _answer(found, library.headers_of(found, **extra, **{"Cf-Resized": f"internal=ok/{outcome}"}))
+    extra = {**SAFE_HEADERS, "Cf-Resized": f"internal=ok/{outcome}", **({"Vary": "Accept"} if asked.format == "auto"
+                                                                        else {})}
+    return await _answer(found, library.headers_of(found, **extra))
 
 
-async def _make(bucket: Any, source: str, key: str, chosen: Transform) -> R2Object:
-    """Render the variant (once per process, however many ask at once) within the source's
-    budget of new variants for the day, and keep it."""
-    making = _making.get(key)
-    if making is not None:
-        return await asyncio.shield(making)
-    future: asyncio.Future[R2Object] = asyncio.get_running_loop().create_future()
-    _making[key] = future
-    try:
-        stored = await _render_and_keep(bucket, source, key, chosen)
-        future.set_result(stored)
-        return stored
-    except BaseException as exc:
-        future.set_exception(exc)
-        future.exception()  # retrieved: nobody else may be waiting
-        raise
-    finally:
-        del _making[key]
-
-
-async def _render_and_keep(bucket: Any, source: str, key: str, chosen: Transform) -> R2Object:
-    body = await bucket.get(source)
-    if not isinstance(body, R2ObjectBody):
-        raise refused(TransformError(9404, 404, "no such image"))
-    budget = _limit("VARIANTS_PER_SOURCE_PER_DAY", 50)
-    today = dt.datetime.now(dt.UTC)
-    budgets = env.VARIANT_BUDGET
-    if not await budgets.get(budgets.idFromName(source)).take(today.strftime("%Y-%m-%d"), budget):
-        metrics.REFUSED.labels("variant_limit").inc()
-        tomorrow = (today + dt.timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-        raise ApiError(429, "variant_limit", f"This image has had its {budget} new variants for today; "
-                       "use one already made", headers={"Retry-After": str(int((tomorrow - today).total_seconds()) + 1)})
-    data = await body.bytes()
-    started = time.perf_counter()
-    try:
-        rendered = await pool().run(render, data, chosen, _limit("MAX_SOURCE_PIXELS", 40_000_000),
-                                    _limit("MAX_OUTPUT_BYTES", 10 * 1024 * 1024))
-    except TransformError as exc:
-        raise refused(exc) from None
-    metrics.RENDER_SECONDS.observe(time.perf_counter() - started)
-    return await library.save_variant(bucket, key, rendered, MEDIA_TYPES[chosen.format or "jpeg"], source)
+def _only_base() -> None:
+    if not called_by(BASE):
+        raise ApiError(403, "forbidden", "Only the shop's base service stores and discards images")
 
 
 @bp.post("/images")
-@hide  # base's call (signed), never routed by the gateway
+@hide  # base's call (signed, naming itself), never routed by the gateway
 async def upload() -> Any:
     """Store a product image: checked by decoding it whole in the pool (JPEG, PNG or WebP, within
     the pixel limit), its metadata (a camera's GPS position…) taken out; nothing written when it
     is refused. 201 with its `/uploads/…` path."""
-    limit = _limit("MAX_UPLOAD_BYTES", 5 * 1024 * 1024)
+    _only_base()
+    bounds = limits()
+    limit = bounds["MAX_UPLOAD_BYTES"]
     if (request.content_length or 0) > limit:
         raise ApiError(413, "payload_too_large", f"productImage is larger than {limit // (1024 * 1024)} MB")
     data = await request.get_data()
     if len(data) > limit:
         raise ApiError(413, "payload_too_large", f"productImage is larger than {limit // (1024 * 1024)} MB")
     try:
-        found, data = await pool().run(probe, data, _limit("MAX_SOURCE_PIXELS", 40_000_000))
+        with pool().slot():
+            found, data = await pool().run(probe, data, bounds["MAX_SOURCE_PIXELS"])
     except TransformError as exc:
         metrics.REFUSED.labels(CODES.get(exc.code, "other")).inc()
         if exc.code == 9413:
@@ -227,12 +204,13 @@ async def upload() -> Any:
 
 
 @bp.delete("/images/<name>")
-@hide  # base's call (signed): an upload whose product was never written
+@hide  # base's call (signed, naming itself): an upload whose product was never written
 async def discard(name: str) -> Any:
+    _only_base()
     key = library.original_key(name)
     if key is not None:
-        await env.IMAGES.delete(key)
-    return Response(b"", status=204)
+        await library.delete_source(env.IMAGES, key)
+    return Bare(None, status=204)
 
 
 async def _bucket_answers(bucket: Any) -> dict[str, Any]:
@@ -257,7 +235,7 @@ async def health() -> Any:
     node = env.node()
     ok = store["status"] == "ok" and node_ready(node)
     body = Health.now(env.SERVICE_NAME, env.ENVIRONMENT, "ok" if ok else "degraded").model_dump()
-    busy = pool()
-    body.update(bucket=store, resize={"workers": busy.workers, "busy": busy.busy, "capacity": busy.capacity},
+    resize = pool()
+    body.update(bucket=store, resize={"workers": resize.workers, "busy": resize.busy, "capacity": resize.capacity},
                 node=node)
     return body, 200 if ok else 503

@@ -58,21 +58,37 @@ CLIENT_IP_HEADER = "CF-Connecting-IP"  # the client address the gateway resolved
 AUDIENCE_HEADER = INTERNAL_AUDIENCE_HEADER  # the node (or worker) the forward was signed for (the binding sets it)
 # every header the services act on, so every header the gateway vouches for
 SIGNED_HEADERS = ("authorization", "cf-connecting-ip", "content-type", "idempotency-key", AUDIENCE_HEADER)
+# which service a call between services comes from, for routes only one caller may use (never
+# from a client: the gateway drops it; under REQUIRE_SERVICE_AUTH it counts only when signed)
+CALLER_HEADER = "x-service-caller"
 PROBE_PATHS = frozenset({"/health", "/health/live", "/openapi.json"})  # probes and the public API description
 
 
-def signer(method: str, target: str, body: bytes) -> Callable[[list[tuple[str, str]]], list[tuple[str, str]]]:
+def signer(method: str, target: str, body: bytes,
+           covering: tuple[str, ...] = ()) -> Callable[[list[tuple[str, str]]], list[tuple[str, str]]]:
     """Signs a request to a service as it leaves this process (the binding calls it per target
     node): over what the service will read (a header's first value), the node it goes to (its
-    audience) among them. The gateway signs every forward with it; base, its calls to the image
-    service."""
+    audience) among them, and the headers in `covering`. The gateway signs every forward with it;
+    base, its calls to the image service (naming itself in CALLER_HEADER)."""
     def signature(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
         sent: dict[str, str] = {}
         for name, value in headers:
             sent.setdefault(name.lower(), value)
-        vouched = [(name, sent.get(name, "")) for name in SIGNED_HEADERS]
+        vouched = [(name, sent.get(name, "")) for name in (*SIGNED_HEADERS, *covering)]
         return [(SIGNATURE_HEADER.lower(), sign(env.SERVICE_AUTH_KEY, method, target, body, headers=vouched))]
     return signature
+
+
+def called_by(service: str) -> bool:
+    """Did `service` make this request? Its CALLER_HEADER names it and, with REQUIRE_SERVICE_AUTH
+    on, the (already verified) signature covers that header: only a holder of the key could."""
+    if request.headers.get(CALLER_HEADER) != service:
+        return False
+    if not flag(env.get("REQUIRE_SERVICE_AUTH", False)) or through_binding(request.scope):
+        return True  # (in process: the gateway drops the header from what clients send)
+    signature = request.headers.get(SIGNATURE_HEADER, "")
+    covered = next((part[2:] for part in signature.split(",") if part.startswith("h=")), "")
+    return CALLER_HEADER in covered.split(";")
 
 
 def _nonces(tolerance_s: float) -> NonceCache:

@@ -10,6 +10,7 @@ from quart_schema import (document_request, document_response, validate_querystr
 
 from durable import env
 from models.errors import ApiError
+from models.errors_domain import Conflict
 from models.ids import is_object_id
 from models.pagination import Pagination
 from models.products import (ProductDeleted, ProductIn, ProductList, ProductOut, ProductPatch, ProductQuery,
@@ -107,8 +108,8 @@ async def create_product() -> Any:
     stored = await store_upload(image)  # only once the product is valid: a refused one leaves no file
     try:
         return await (await products()).create({**body.model_dump(), "productImage": stored}), 201
-    except BaseException:
-        await discard_upload(stored)
+    except (ApiError, Conflict):  # the product was refused (a taken SKU…): its image is not kept (a
+        await discard_upload(stored)  # write cut short may have landed: its image stays)
         raise
 
 

@@ -8,12 +8,14 @@ later (a reader may still be streaming them). ARCHITECTURE.md, R2 buckets.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import datetime as dt
 import email.utils
 import hashlib
 import json
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -29,6 +31,7 @@ MAX_DELETE = 1000
 MIN_PART_BYTES = 5 * 1024 * 1024  # every part but the last
 MAX_PARTS = 10000
 RETIRE_AFTER_MS = 60_000  # replaced bytes outlive their record this long: reads under way finish
+_DIGITS = re.compile(r"[0-9]+")  # ASCII digits only ("²".isdigit() is true)
 _HASHES = ("md5", "sha1", "sha256", "sha384", "sha512")
 _HTTP_FIELDS = {"contentType": "content-type", "contentLanguage": "content-language",
                 "contentDisposition": "content-disposition", "contentEncoding": "content-encoding",
@@ -148,7 +151,10 @@ def _ms(value: Any) -> int | None:
         return int(value.timestamp() * 1000)
     if isinstance(value, (int, float)):
         return int(value)
-    return int(email.utils.parsedate_to_datetime(str(value)).timestamp() * 1000)
+    try:
+        return int(email.utils.parsedate_to_datetime(str(value)).timestamp() * 1000)
+    except (TypeError, ValueError, OverflowError):
+        raise TypeError(f"Invalid conditional date {value!r}") from None
 
 
 def _conditional(value: Any) -> _Conditional | None:
@@ -167,6 +173,12 @@ def _conditional(value: Any) -> _Conditional | None:
 def _matches(etags: list[tuple[str, bool]], etag: str, strong: bool) -> bool:
     """If-Match compares strongly (a weak etag never matches), If-None-Match weakly."""
     return any(candidate == "*" or (candidate == etag and not (strong and weak)) for candidate, weak in etags)
+
+
+def holds(conditions: Any, found: R2Object | None) -> bool:
+    """Do `conditions` (an R2Conditional or request headers) hold for `found` (None: no object)?
+    For an HTTP answer that must tell a failed precondition (412) from a cache's (304)."""
+    return passes(_conditional(conditions), None if found is None else found._record)
 
 
 def passes(condition: _Conditional | None, record: Record | None) -> bool:
@@ -202,7 +214,7 @@ def _range(operation: str, value: Any, size: int) -> tuple[int, int] | None:
         unit, _, ranges = spec.partition("=")
         first, dash, last = ranges.strip().partition("-")
         if unit.strip() != "bytes" or "," in ranges or not dash or not (first or last) \
-                or not (first or "0").isdigit() or not (last or "0").isdigit():
+                or not _DIGITS.fullmatch(first or "0") or not _DIGITS.fullmatch(last or "0"):
             return None
         if not first:
             suffix = min(int(last), size)
@@ -247,8 +259,8 @@ async def _chunks(value: Any) -> AsyncIterator[bytes]:
         async for chunk in value:
             yield chunk.encode() if isinstance(chunk, str) else bytes(chunk)
         return
-    if hasattr(value, "read"):
-        while chunk := value.read(CHUNK):
+    if hasattr(value, "read"):  # a file: read in a thread, never on the event loop
+        while chunk := await asyncio.to_thread(value.read, CHUNK):
             yield bytes(chunk)
         return
     if isinstance(value, Iterable):
@@ -377,9 +389,10 @@ def _now_ms() -> int:
 
 
 class R2Bucket:
-    def __init__(self, name: str, store: Store) -> None:
+    def __init__(self, name: str, store: Store, retire_after_ms: int = RETIRE_AFTER_MS) -> None:
         self.name = name
         self.store = store
+        self.retire_after_ms = retire_after_ms
 
     def __repr__(self) -> str:
         return f"<R2Bucket {self.name}>"
@@ -453,7 +466,7 @@ class R2Bucket:
 
     async def _retire(self, blob: str) -> None:
         now = _now_ms()
-        await self.store.retire(blob, now + RETIRE_AFTER_MS)
+        await self.store.retire(blob, now + self.retire_after_ms)
         for due in await self.store.sweep(now):
             await self.store.delete_blob(due)
 
@@ -475,7 +488,7 @@ class R2Bucket:
         `delimitedPrefixes`), `startAfter`, `cursor`, `limit` (≤ 1,000: objects and prefixes
         together), `include` (`httpMetadata`, `customMetadata`: left out unless asked)."""
         opts = _options(options, keywords)
-        limit = int(opts.get("limit") or MAX_LIST)
+        limit = int(MAX_LIST if opts.get("limit") is None else opts["limit"])
         if not 1 <= limit <= MAX_LIST:
             raise R2Error("list", f"MaxKeys params must be positive integer <= {MAX_LIST}.", 10022)
         prefix = str(opts.get("prefix") or "")
@@ -536,10 +549,15 @@ class R2Bucket:
 
 
 async def _prepend(first: bytes | None, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    if first is not None:
-        yield first
-        async for chunk in rest:
-            yield chunk
+    """The first chunk (read to know the blob was there), then the rest; closing it closes the
+    store's reader too (its file or stream), whether or not it was read to the end."""
+    try:
+        if first is not None:
+            yield first
+            async for chunk in rest:
+                yield chunk
+    finally:
+        await rest.aclose()  # type: ignore[attr-defined]
 
 
 class R2MultipartUpload:
@@ -566,22 +584,29 @@ class R2MultipartUpload:
         hashing = _Hashing(_chunks(value), ("md5",))
         size = await store.write_blob(blob, aiter(hashing))
         part = Part(partNumber, blob, size, hashing.hashes["md5"].hexdigest())
-        if await store.get_upload(self.uploadId) is None:  # aborted or completed meanwhile
-            await store.delete_blob(blob)
-            raise R2Error("uploadPart", "The specified multipart upload does not exist.", 10024)
         replaced = await store.put_part(self.uploadId, part)
-        if replaced is not None:
-            await store.delete_blob(replaced.blob)
+        if await store.get_upload(self.uploadId) is None:  # aborted or completed meanwhile: nothing left behind
+            await store.end_upload(self.uploadId)  # (the part's row, written after the end)
+            await self._bucket._retire(blob)
+            raise R2Error("uploadPart", "The specified multipart upload does not exist.", 10024)
+        if replaced is not None:  # (a complete may be joining it: removed later, not now)
+            await self._bucket._retire(replaced.blob)
         return {"partNumber": partNumber, "etag": part.etag}
 
     upload_part = uploadPart
 
     async def abort(self) -> None:
+        """End the upload and drop its parts; one already ended is no error (as R2's)."""
         store = self._bucket.store
+        upload = await store.get_upload(self.uploadId)
+        if upload is None:
+            return
+        if upload.key != self.key:
+            raise R2Error("abortMultipartUpload", "We encountered an internal error. Please try again.", 10001)
         parts = await store.parts(self.uploadId)
         if await store.end_upload(self.uploadId):
             for part in parts:
-                await store.delete_blob(part.blob)
+                await self._bucket._retire(part.blob)
 
     async def complete(self, uploadedParts: Iterable[Mapping[str, Any]]) -> R2Object:
         """Join the listed parts, in part-number order, into the object (replacing any there)."""
@@ -606,20 +631,25 @@ class R2MultipartUpload:
                        or (len(chosen) > 1 and chosen[0].size < MIN_PART_BYTES)):
             raise R2Error("completeMultipartUpload", "There was a problem with the multipart upload: all "
                           "non-trailing parts must have the same size.", 10048)
+        # claimed before its parts are read: a second complete, an abort or a late part finds it ended
+        if not await store.end_upload(self.uploadId):
+            raise R2Error("completeMultipartUpload", "The specified multipart upload does not exist.", 10024)
         version = secrets.token_hex(16)
 
         async def joined() -> AsyncIterator[bytes]:
             for part in chosen:
                 async for chunk in store.read_blob(part.blob, 0, part.size):
                     yield chunk
-        size = await store.write_blob(version, joined())
+        try:
+            size = await store.write_blob(version, joined())
+        except BlobGone:
+            raise R2Error("completeMultipartUpload", "We encountered an internal error. Please try again.",
+                          10001) from None
+        finally:
+            for part in stored.values():
+                await self._bucket._retire(part.blob)
         etag = hashlib.md5(b"".join(bytes.fromhex(p.etag) for p in chosen)).hexdigest() + f"-{len(chosen)}"
         record = Record(self.key, version, version, size, etag, _now_ms(), upload.http_metadata,
                         upload.custom_metadata, {})
-        if not await store.end_upload(self.uploadId):  # completed twice at once: the other one won
-            await store.delete_blob(version)
-            raise R2Error("completeMultipartUpload", "The specified multipart upload does not exist.", 10024)
         await self._bucket._install(record, None)
-        for part in stored.values():
-            await store.delete_blob(part.blob)
         return R2Object(record)

@@ -7,11 +7,14 @@ import asyncio
 import json
 import os
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .store import CHUNK, BlobGone, Part, Record, Upload
+
+T = TypeVar("T")
 
 
 class FileStore:
@@ -27,11 +30,15 @@ class FileStore:
             "CREATE TABLE IF NOT EXISTS parts (upload_id TEXT, number INTEGER, doc TEXT NOT NULL,"
             " PRIMARY KEY (upload_id, number));"
             "CREATE TABLE IF NOT EXISTS retired (blob TEXT PRIMARY KEY, due_ms INTEGER NOT NULL);")
-        self._lock = asyncio.Lock()  # one statement at a time on the shared connection
+        # one thread runs every statement, in order: a caller that gives up (cancelled) cannot let
+        # another statement in while its transaction is still open on the shared connection
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="r2-index")
+
+    async def _in_thread(self, work: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, work)
 
     async def _sql(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        async with self._lock:
-            return await asyncio.to_thread(lambda: self._db.execute(sql, args).fetchall())
+        return await self._in_thread(lambda: self._db.execute(sql, args).fetchall())
 
     async def head(self, key: str) -> Record | None:
         rows = await self._sql("SELECT doc FROM objects WHERE key = ?", (key,))
@@ -50,8 +57,7 @@ class FileStore:
                     self._db.execute("INSERT OR REPLACE INTO objects (key, version, doc) VALUES (?, ?, ?)",
                                      (key, new.version, json.dumps(new.to_doc())))
                 return True
-        async with self._lock:
-            return await asyncio.to_thread(run)
+        return await self._in_thread(run)
 
     async def list(self, prefix: str, after: str, limit: int) -> list[Record]:
         # SQLite compares TEXT by bytes of UTF-8: the order of code points, as R2 lists
@@ -120,8 +126,7 @@ class FileStore:
                 self._db.execute("INSERT OR REPLACE INTO parts (upload_id, number, doc) VALUES (?, ?, ?)",
                                  (upload_id, part.number, json.dumps(part.__dict__)))
                 return Part(**json.loads(row[0])) if row else None
-        async with self._lock:
-            return await asyncio.to_thread(run)
+        return await self._in_thread(run)
 
     async def parts(self, upload_id: str) -> list[Part]:
         rows = await self._sql("SELECT doc FROM parts WHERE upload_id = ? ORDER BY number", (upload_id,))
@@ -134,9 +139,8 @@ class FileStore:
                 gone = self._db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,)).rowcount
                 self._db.execute("DELETE FROM parts WHERE upload_id = ?", (upload_id,))
                 return gone > 0
-        async with self._lock:
-            return await asyncio.to_thread(run)
+        return await self._in_thread(run)
 
     async def close(self) -> None:
-        async with self._lock:
-            self._db.close()
+        await self._in_thread(self._db.close)
+        self._thread.shutdown()

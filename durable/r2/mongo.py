@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from gridfs import AsyncGridFSBucket
-from gridfs.errors import NoFile
+from gridfs.errors import CorruptGridFile, NoFile
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -91,7 +91,11 @@ class GridFSStore:
         return size
 
     async def read_blob(self, blob: str, offset: int, length: int) -> AsyncIterator[bytes]:
-        first, last = offset // SEGMENT, (offset + max(length, 1) - 1) // SEGMENT
+        if length <= 0:  # nothing to read (an empty value, or a range at its end); the blob must be there
+            if await self.files.count_documents({"filename": blob}, limit=1) == 0:
+                raise BlobGone(blob)
+            return
+        first, last = offset // SEGMENT, (offset + length - 1) // SEGMENT
         segments = [doc["_id"] async for doc in self.files.find(
             {"filename": blob, "_id": {"$gte": f"{blob}/{first:05d}", "$lte": f"{blob}/{last:05d}"}},
             {"_id": 1}).sort("_id", 1)]
@@ -110,7 +114,7 @@ class GridFSStore:
                 while left > 0:
                     try:
                         chunk = await stream.read(min(CHUNK, left))
-                    except NoFile:  # removed under the read (an overwrite): the caller reads the new one
+                    except (NoFile, CorruptGridFile):  # removed under the read: the caller reads the new one
                         raise BlobGone(blob) from None
                     if not chunk:
                         break

@@ -2,8 +2,9 @@
 whole by compare-and-set on its version) and blobs (an object's bytes, written once under a new
 id, never changed). `R2Bucket` (bucket.py) holds every rule of R2's API; a store only keeps.
 
-Two stores: files under the state directory (files.py: one host, and the nodes of
-`wrangler dev --nodes` sharing it) and MongoDB GridFS (mongo.py: every node of a cluster).
+Three stores: files under the state directory (files.py: one host), MongoDB GridFS (mongo.py:
+every node of a cluster, `wrangler dev --nodes` included) and any S3-compatible service (s3.py:
+when the bucket's config names one).
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from bson import ObjectId
 from pymongo import MongoClient
 
 from tests.accounts import mint_token
-from tests.conftest import BASE_TOML, GATEWAY_TOML, JWT_KEY, PAYMENTS_TOML, SERVICE_AUTH_KEY
+from tests.conftest import BASE_TOML, GATEWAY_TOML, IMAGES_TOML, JWT_KEY, PAYMENTS_TOML, SERVICE_AUTH_KEY
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ async def test_breaker_opens_when_payments_dies_and_closes_when_it_returns(dev_p
     db_name = f"t_{uuid.uuid4().hex[:16]}"
     env = {"MONGODB_URI": mongo_uri, "JWT_KEY": JWT_KEY, "SERVICE_AUTH_KEY": SERVICE_AUTH_KEY}
     auth_on = ("--var", "REQUIRE_SERVICE_AUTH:true")
-    edge = dev_process("-c", str(GATEWAY_TOML), "-c", str(BASE_TOML), "--port", "0", "--persist-to",
+    edge = dev_process("-c", str(GATEWAY_TOML), "-c", str(BASE_TOML), "-c", str(IMAGES_TOML), "--port", "0", "--persist-to",
                        str(tmp_path / "edge"), "--var", f"MONGODB_DB:{db_name}", "--var", "BREAKER_FAILURES:2",
                        "--var", "BREAKER_COOLDOWN_S:1", *auth_on, extra_env=env)
 

@@ -73,3 +73,12 @@ def test_an_upload_is_kept_as_sent_unless_it_carries_metadata_to_take_out() -> N
     found, kept = probe(photo(200, 100, gps=True, orientation=6, copyright="Shop Ltd"), 10**8)
     assert (found.width, found.height) == (100, 200)  # the orientation is applied, not left to a tag
     assert exif_of(kept) == {0x8298: "Shop Ltd"}
+
+
+def test_a_jpeg_comment_counts_as_metadata_and_leaves_with_it() -> None:
+    out = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 20, 30)).save(out, "JPEG", comment=b"shot at 12 Acacia Avenue")
+    _, kept = probe(out.getvalue(), 10**8)
+    assert b"Acacia" in out.getvalue() and b"Acacia" not in kept
+    variant = render(out.getvalue(), parse("width=32,format=jpeg", 4096), 10**8, 10**8)
+    assert b"Acacia" not in variant
