@@ -25,17 +25,13 @@ from .errors import NotDelivered, NotOwner, ObjectUnavailable
 from .http import Request, Response, make_request
 from .ids import DurableObjectId
 from .objects import current_object
+from .rpc.wire import (INTERNAL_AUDIENCE_HEADER, INTERNAL_PREFIX, INTERNAL_REQUEST_HEADER,
+                       INTERNAL_SIGNATURE_HEADER, OBJECT_NAME_HEADER, UNREACHABLE_HEADER)
 
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
 
-INTERNAL_PREFIX = "/cdn-cgi/durable/"
-INTERNAL_SIGNATURE_HEADER = "x-durable-signature"  # signing.sign() with the runtime's internal key
-INTERNAL_REQUEST_HEADER = "x-durable-request"  # a WebSocket fetch's request (there is no body to carry it)
-INTERNAL_AUDIENCE_HEADER = "x-durable-audience"  # signed: the node (or, outside a cluster, the worker) it is for
-OBJECT_NAME_HEADER = "x-durable-object-name"  # signed: the name an id was made from
 BINDING_SCOPE_KEY = "durable.service_binding"  # set on the ASGI scope of a call through a binding in process
 _THROUGH_BINDING = {BINDING_SCOPE_KEY: True}
-UNREACHABLE_HEADER = "x-durable-unreachable"  # on a binding's own 503: no node of the service took the connection
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer"})
 
 

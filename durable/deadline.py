@@ -1,7 +1,7 @@
 """A request's deadline, carried with it wherever it goes.
 
 A request comes in with a budget (the worker's `REQUEST_TIMEOUT_S`, or less when the caller
-said how long it will wait: the `x-durable-deadline-ms` header, as gRPC carries `grpc-timeout`;
+said how long it will wait: `rpc.wire.DEADLINE_HEADER`, as gRPC carries `grpc-timeout`;
 the gateway drops a client's own, and sets what its forward has left).
 Every call it makes on the way (an object call to another process, a service binding, a
 database command) is bounded by what is left of that budget, so a peer that went silent costs a
@@ -17,7 +17,8 @@ from contextvars import ContextVar
 
 import pymongo
 
-DEADLINE_HEADER = "x-durable-deadline-ms"  # the budget the caller had left when the call left it
+from .rpc.wire import DEADLINE_HEADER
+
 DEFAULT_BUDGET_S = 30.0
 MIN_BUDGET_S = 0.05  # a call is never sent with less: it would fail before it could be answered
 RETURN_MARGIN_S = 0.25

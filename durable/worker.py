@@ -1,7 +1,7 @@
 """One worker in this process: its module, env and hosted objects, behind one traced ASGI entry.
 
 Every request gets a trace event (Cloudflare's tail format) with the logs, prints and
-exceptions of its handler; `/cdn-cgi/durable/...` carries Durable Object RPC from other
+exceptions of its handler; the internal prefix (`rpc.wire`) carries Durable Object RPC from other
 processes and never reaches the app.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from .observe import otel, tracing
 from .observe.logs import access_log
 from .observe.metrics import (UNMATCHED, RequestMeter, method_label, note_route_templates, start_metering,
                               stop_metering)
-from .bindings import (INTERNAL_AUDIENCE_HEADER, INTERNAL_PREFIX, INTERNAL_REQUEST_HEADER, INTERNAL_SIGNATURE_HEADER,
+from .rpc.wire import (INTERNAL_AUDIENCE_HEADER, INTERNAL_PREFIX, INTERNAL_REQUEST_HEADER, INTERNAL_SIGNATURE_HEADER,
                        OBJECT_NAME_HEADER)
 from .compat.entrypoint import EntrypointApp, ScheduledController
 from .compat.websocket import bridge
@@ -424,7 +424,7 @@ class Worker:
         await send({"type": "websocket.close", "code": 1000})
 
     async def _internal(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """Durable Object RPC from another process: POST /cdn-cgi/durable/<Class>/<id>/<method>."""
+        """Durable Object RPC from another process: POST <INTERNAL_PREFIX><Class>/<id>/<method>."""
         async def reply(status: int, body: bytes, content_type: bytes = b"application/json") -> None:
             await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", content_type)]})
             await send({"type": "http.response.body", "body": body})

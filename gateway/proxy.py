@@ -19,8 +19,8 @@ from urllib.parse import quote
 from multidict import CIMultiDict
 
 from durable import ObjectUnavailable, Request, env
-from durable.bindings import HOP_BY_HOP, UNREACHABLE_HEADER
-from durable.deadline import DEADLINE_HEADER
+from durable.bindings import HOP_BY_HOP
+from durable.rpc.wire import INTERNAL_HEADERS, UNREACHABLE_HEADER
 from durable.compat.websocket import bridge
 from durable.http import http_scheme
 from models.errors import ApiError, error_body, object_unavailable
@@ -41,7 +41,7 @@ _HOP_BY_HOP = HOP_BY_HOP | {"content-length", "remote-addr", UNREACHABLE_HEADER}
 # the gateway sets these itself: a client's own would be believed by someone downstream
 _NOT_FROM_CLIENTS = frozenset({"host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded",
                                "x-real-ip", "true-client-ip", "cf-connecting-ip", "x-gateway-signature",
-                               "x-durable-signature", "x-durable-audience", CALLER_HEADER, DEADLINE_HEADER})
+                               CALLER_HEADER, *INTERNAL_HEADERS})
 _DROP_INBOUND = frozenset(name.encode() for name in _HOP_BY_HOP | _NOT_FROM_CLIENTS | {
     "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions"})
 # a relayed answer keeps its Content-Length: its body reaches the client as the service sent it

@@ -6,7 +6,7 @@ rule in `route`, a `[[services]]` binding and a `RATE_LIMITS` entry.
 """
 from __future__ import annotations
 
-from durable.bindings import INTERNAL_PREFIX
+from durable.rpc.wire import INTERNAL_PREFIX
 from models.errors import ApiError
 
 PAYMENTS = "payments"

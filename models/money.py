@@ -36,3 +36,12 @@ def to_minor(amount: Decimal) -> int:
 def to_major(minor: int) -> float:
     """For JSON: 1999 → 19.99 (exact for any amount an API client can send)."""
     return float(Decimal(minor).scaleb(-2))
+
+
+def pays(owed_minor: int, owed_currency: str, paid_minor: int | None, paid_currency: str | None) -> str | None:
+    """Why `paid` does not pay exactly what is owed, or None (a report without an amount or a
+    currency confirms the one asked for). Currencies compare as ISO codes, in any case."""
+    if (paid_minor is None or paid_minor == owed_minor) and (paid_currency is None
+                                                              or paid_currency.upper() == owed_currency.upper()):
+        return None
+    return f"{paid_minor} {paid_currency} does not match {owed_minor} {owed_currency}"

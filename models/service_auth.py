@@ -9,7 +9,8 @@ from typing import Any
 from quart import Quart, g, request, websocket
 
 from durable import env
-from durable.bindings import INTERNAL_AUDIENCE_HEADER, through_binding
+from durable.bindings import through_binding
+from durable.rpc.wire import INTERNAL_AUDIENCE_HEADER
 from durable.config import is_development
 from durable.errors import StartupRefused
 from durable.signing import NonceCache, NonceCacheFull, SignatureError, sign, verify

@@ -22,7 +22,7 @@ from models.errors_domain import Conflict, NotFound, Unprocessable
 from models.money import to_minor
 from models.payments import InitiateIn, RefundIn
 
-from . import metrics
+from . import metrics, settlement
 from .providers import registry
 from durable.public_url import public_base_url
 from .providers.base import Charge, ChargeResult, ProviderEvent, ProviderUnavailable, RefundNotSupported
@@ -108,10 +108,7 @@ async def settle(env: Any, payment: dict[str, Any], result: ChargeResult) -> dic
     reference = ({"transactionId": result.transaction_id}
                  if result.transaction_id and not payment.get("transactionId") else {})
     if result.status == "succeeded":
-        # a provider that does not report the amount (M-Pesa's STK query) confirms the one we asked for
-        wrong_amount = result.amount_minor is not None and result.amount_minor != payment["amount_minor"]
-        wrong_currency = result.currency is not None and result.currency.upper() != payment["currency"]
-        if wrong_amount or wrong_currency:
+        if settlement.settles(payment, result.amount_minor, result.currency) is not None:
             log.error("payment %s: provider reports %s %s, the order needs %s %s — marked failed", payment_id,
                       result.amount_minor, result.currency, payment["amount_minor"], payment["currency"])
             await order_lock(env, payment["orderId"]).mark_payment_failed(payment_id, "amount mismatch")
@@ -153,13 +150,10 @@ async def _refund_unwanted(store: PaymentStore, payment: dict[str, Any], reason:
                                                "reason": "automatic: " + reason}, "refunded", failureReason=reason)
 
 
-def _check_payable(order: dict[str, Any], provider: Any, method: str) -> None:
-    currencies = getattr(provider, "currencies", None)
-    if currencies and order["currency"] not in currencies:
-        raise ApiError(422, "unprocessable_entity",
-                       f"{method} takes {', '.join(sorted(currencies))}, not {order['currency']}")
-    if provider.name == "mpesa" and order["total_minor"] % 100:
-        raise ApiError(422, "unprocessable_entity", "M-Pesa takes whole shillings")
+def _check_payable(order: dict[str, Any], provider: Any) -> None:
+    problem = settlement.payable_problem(provider, order["total_minor"], order["currency"])
+    if problem is not None:
+        raise ApiError(422, "unprocessable_entity", problem)
 
 
 async def initiate(env: Any, user: Claims, key: str, body: InitiateIn) -> Reply:
@@ -178,7 +172,7 @@ async def initiate(env: Any, user: Claims, key: str, body: InitiateIn) -> Reply:
         except Conflict as exc:
             raise ApiError(409, "conflict", str(exc)) from None
         try:
-            _check_payable(order, provider, body.paymentMethod)
+            _check_payable(order, provider)
         except ApiError:
             await order_lock(env, body.orderId).release_payment(payment_id)
             raise
@@ -249,7 +243,7 @@ async def refund(env: Any, user: Claims, key: str, payment_id: str, body: Refund
             raise ApiError(404, "not_found", "Payment not found")
         if payment["status"] not in ("succeeded", "partially_refunded"):
             raise ApiError(409, "conflict", f"a {payment['status']} payment cannot be refunded")
-        left = payment["amount_minor"] - payment.get("refunded_minor", 0)
+        left = settlement.refundable_minor(payment)
         amount = left if body.amount is None else to_minor(body.amount)
         if not 0 < amount <= left:
             raise ApiError(409, "conflict", f"can refund at most {left / 100:.2f} {payment['currency']}")
@@ -266,8 +260,7 @@ async def refund(env: Any, user: Claims, key: str, payment_id: str, body: Refund
         if result.status == "failed":
             raise ApiError(409, "conflict", "the provider refused the refund")
         metrics.REFUNDS.labels(str(payment.get("provider"))).inc()
-        total = payment.get("refunded_minor", 0) + result.amount_minor
-        status = "refunded" if total >= payment["amount_minor"] else "partially_refunded"
+        total, status = settlement.after_refund(payment, result.amount_minor)
         doc = await store.add_refund(payment_id, {"id": result.refund_id, "amount_minor": result.amount_minor,
                                                   "reason": body.reason}, status)
         await order_lock(env, payment["orderId"]).mark_refunded(payment_id, doc.get("refunded_minor", total))
@@ -290,8 +283,9 @@ def mpesa_callback_problem(payment: dict[str, Any], event: ProviderEvent) -> str
                                         ("PhoneNumber", event.extra.get("phone"))) if not value]
     if missing:
         return f"a success without {', '.join(missing)}"
-    if event.amount_minor != payment["amount_minor"] or (event.currency or "") != payment["currency"]:
-        return f"amount {event.amount_minor} {event.currency} is not {payment['amount_minor']} {payment['currency']}"
+    mismatch = settlement.settles(payment, event.amount_minor, event.currency or "")  # (Daraja must say both)
+    if mismatch is not None:
+        return f"amount {mismatch}"
     if payment.get("payerPhone") and event.extra["phone"] != payment["payerPhone"]:
         return "PhoneNumber is not the one the push went to"
     return None

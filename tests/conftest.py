@@ -144,6 +144,7 @@ from pymongo import MongoClient  # noqa: E402
 
 from durable.server import Server, bind, url_of  # noqa: E402
 from tests.accounts import mint_token  # noqa: E402
+from tests.net import free_port  # noqa: E402
 from wrangler.embedded_mongo import EmbeddedMongo  # noqa: E402
 
 BASE_TOML = ROOT / "base" / "wrangler.toml"
@@ -329,3 +330,16 @@ async def custom_shop(tmp_path: Path, mongo_uri: str, monkeypatch: pytest.Monkey
             return await stack.enter_async_context(open_full_shop(tmp_path / f"s{started[0]}", mongo_uri,
                                                                   **vars_by_worker))
         yield start
+
+
+@pytest.fixture
+def stripe_server():
+    """The local Stripe server in a process of its own: (its URL, its API key)."""
+    port = free_port()
+    key = f"sk_test_{uuid.uuid4().hex}"
+    proc = subprocess.Popen([sys.executable, "-m", "payments.local.stripe_server", "--port", str(port),
+                             "--api-key", key], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert "local Stripe API on" in proc.stdout.readline()
+    yield f"http://127.0.0.1:{port}", key
+    proc.terminate()
+    proc.wait(timeout=10)

@@ -15,3 +15,15 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 10.0,
         if value or time.monotonic() > deadline:
             return value
         await asyncio.sleep(interval)
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:
+    """Poll the plain `check()` (another process makes it true) until it returns something
+    truthy, or its last value at the deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    return check()

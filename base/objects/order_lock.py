@@ -25,6 +25,7 @@ from models.orders import TRANSITIONS
 
 from durable.mongo import pooled_database as database
 from models.stamps import now
+from models.money import pays
 from ..stores.orders import OrderStore, order_out
 
 log = logging.getLogger("rest_shop.order_lock")
@@ -295,9 +296,9 @@ class OrderLock(DurableObject):
                 return order_out(order)
             if order["paymentStatus"] == "paid":
                 raise Conflict("order is already paid")
-            if amount_minor != order["total_minor"] or currency != order["currency"]:
-                raise Unprocessable(f"payment of {amount_minor} {currency} does not match the order's "
-                                    f"{order['total_minor']} {order['currency']}")
+            mismatch = pays(order["total_minor"], order["currency"], amount_minor, currency)  # (payments.settlement's)
+            if mismatch is not None:
+                raise Unprocessable(f"payment of {mismatch}, the order's total")
             self._check_move(order, "confirmed")
             state.pop("payment_lease", None)
             # paid: the stock is sold, so its hold leaves the product document now (holds are only

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
 
+from ..rpc.wire import INTERNAL_SIGNATURE_HEADER
 from .tracing import TraceContext
 
 SENSITIVE_HEADERS = frozenset({
     "authorization", "proxy-authorization", "cookie", "set-cookie", "stripe-signature",
-    "paypal-transmission-sig", "x-gateway-signature", "x-durable-signature",
+    "paypal-transmission-sig", "x-gateway-signature", INTERNAL_SIGNATURE_HEADER,
 })
 REDACTED = "REDACTED"
 

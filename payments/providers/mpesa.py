@@ -48,6 +48,11 @@ class MpesaProvider:
         self._token: tuple[str, float] | None = None
         self._lock = asyncio.Lock()
 
+    @staticmethod
+    def amount_problem(amount_minor: int) -> str | None:
+        """Daraja's Amount is whole shillings: a price with cents cannot be asked for."""
+        return "M-Pesa takes whole shillings" if amount_minor % 100 else None
+
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

@@ -26,13 +26,14 @@ from bson import ObjectId
 from pymongo import MongoClient
 
 from durable import codec
-from durable.bindings import INTERNAL_PREFIX, OBJECT_NAME_HEADER, RemoteTarget, internal_headers
+from durable.bindings import RemoteTarget, internal_headers
+from durable.rpc.wire import INTERNAL_PREFIX, OBJECT_NAME_HEADER
 from durable.cluster.placement import DEFAULT_SHARDS, lease_id, owner_of, shard_of
 from durable.objects import DurableObjectNamespace
 from durable.dev.registry import process_alive
 from tests.accounts import mint_token
 from tests.conftest import COUNTER_TOML, JWT_KEY, PEER_TOML, UNLIMITED
-from tests.e2e.test_wrangler_cli import Tail
+from tests.clients import Tail
 from tests.images import photo, size_of
 from tests.linearizability import Op, linearizable
 from tests.polling import eventually

@@ -3,7 +3,6 @@ either complete or fully compensated, and stock is consistent."""
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -13,7 +12,8 @@ from pymongo import MongoClient
 
 from tests.accounts import mint_token
 from tests.conftest import BASE_TOML, JWT_KEY
-from tests.e2e.test_wrangler_cli import http
+from tests.clients import http, ignore_errors
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -37,22 +37,12 @@ def _order_until_paused(dev_process, tmp_path: Path, mongo_uri: str, pause_var: 
     status, product = http("POST", url + "/products", {"name": "Crashy", "price": 5, "stock": 10},
                            {"Authorization": f"Bearer {admin}"})
     assert status == 201
-    threading.Thread(target=lambda: _ignore(http, "POST", url + "/orders",
+    threading.Thread(target=lambda: ignore_errors(http, "POST", url + "/orders",
                                             {"productId": product["_id"], "quantity": 4},
                                             {"Authorization": f"Bearer {user}"}), daemon=True).start()
     dev.wait_for_output(f"{pause_var} reached: {point}")
     dev.kill9()
     return db, admin, user, product, db_name
-
-
-def _wait(predicate, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    return predicate()
 
 
 @pytest.mark.parametrize("pause, outcome", [("after-reserve", "compensated"), ("after-insert", "completed")])
@@ -73,7 +63,7 @@ def test_killed_mid_order_is_completed_or_compensated(dev_process, tmp_path: Pat
         assert status == 200
         return body
     if outcome == "compensated":
-        settled = _wait(lambda: levels()["stock"] == 10 and levels()["holds"] == []
+        settled = wait_until(lambda: levels()["stock"] == 10 and levels()["holds"] == []
                         and db["products"].find_one({"_id": ObjectId(product["_id"])})["stock"] == 10)
         assert settled and db["orders"].count_documents(REAL) == 0
         assert db["orders"].count_documents({"void": True}) == 1  # a late write of the order would now fail
@@ -88,13 +78,6 @@ def test_killed_mid_order_is_completed_or_compensated(dev_process, tmp_path: Pat
         assert levels()["stock"] == 10 and levels()["holds"] == []
         assert db["products"].find_one({"_id": ObjectId(product["_id"])})["stock"] == 10
     MongoClient(mongo_uri).drop_database(db_name)
-
-
-def _ignore(fn, *args) -> None:
-    try:
-        fn(*args)
-    except Exception:  # the server is killed mid-request
-        pass
 
 
 def test_killed_between_a_hold_and_its_read_model(dev_process, tmp_path: Path, mongo_uri: str) -> None:
@@ -112,7 +95,7 @@ def test_killed_between_a_hold_and_its_read_model(dev_process, tmp_path: Path, m
         status, body = http("GET", f"{url}/products/{product['_id']}/stock", headers={"Authorization": f"Bearer {admin}"})
         assert status == 200
         return body
-    assert _wait(lambda: levels()["holds"] == [] and levels()["stock"] == 10
+    assert wait_until(lambda: levels()["holds"] == [] and levels()["stock"] == 10
                  and db["products"].find_one({"_id": ObjectId(product["_id"])})["stock"] == 10)
     assert db["orders"].count_documents(REAL) == 0
     status, order = http("POST", url + "/orders", {"productId": product["_id"], "quantity": 10},

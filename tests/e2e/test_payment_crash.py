@@ -2,12 +2,7 @@
 client's retry with the same Idempotency-Key completes the payment without a second charge."""
 from __future__ import annotations
 
-import json
-import socket
-import subprocess
-import sys
 import threading
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -16,30 +11,10 @@ from bson import ObjectId
 from pymongo import MongoClient
 
 from tests.accounts import mint_token
-from tests.conftest import BASE_TOML, JWT_KEY, PAYMENTS_TOML, ROOT
-from tests.e2e.test_order_crash import _ignore
-from tests.e2e.test_wrangler_cli import http
+from tests.conftest import BASE_TOML, JWT_KEY, PAYMENTS_TOML
+from tests.clients import http, ignore_errors, ledger
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def stripe_server():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    key = f"sk_test_{uuid.uuid4().hex}"
-    proc = subprocess.Popen([sys.executable, "-m", "payments.local.stripe_server", "--port", str(port),
-                             "--api-key", key], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    assert "local Stripe API on" in proc.stdout.readline()
-    yield f"http://127.0.0.1:{port}", key
-    proc.terminate()
-    proc.wait(timeout=10)
-
-
-def ledger(url: str) -> list[dict]:
-    with urllib.request.urlopen(f"{url}/_local/ledger", timeout=10) as resp:
-        return json.loads(resp.read())["ledger"]
 
 
 def test_killed_after_the_charge_retry_does_not_charge_twice(dev_process, tmp_path: Path, mongo_uri: str,
@@ -65,7 +40,7 @@ def test_killed_after_the_charge_retry_does_not_charge_twice(dev_process, tmp_pa
                  {"Authorization": f"Bearer {user}"})[1]["createdOrder"]
     body = {"orderId": order["_id"], "paymentMethod": "stripe", "paymentData": {"paymentMethodId": "pm_card_visa"}}
     headers = {"Authorization": f"Bearer {user}", "Idempotency-Key": "checkout-1"}
-    threading.Thread(target=_ignore, args=(http, "POST", dev.urls["rest-shop-payments"] + "/payments/initiate",
+    threading.Thread(target=ignore_errors, args=(http, "POST", dev.urls["rest-shop-payments"] + "/payments/initiate",
                                            body, headers), daemon=True).start()
     dev.wait_for_output("PAYMENTS_TEST_PAUSE reached: after-provider")
     dev.kill9()

@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from pymongo import MongoClient
 
 from tests.accounts import mint_token
 from tests.conftest import BASE_TOML, PAYMENTS_TOML, ROOT, stop_gracefully
-from tests.e2e.test_payment_crash import stripe_server  # noqa: F401  (fixture)
+from tests.net import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -113,10 +112,6 @@ def serve_shop(port: int, tmp_path: Path, mongo_uri: str, stripe: tuple[str, str
                       "STRIPE_WEBHOOK_SECRET": "whsec_" + "w" * 32, **(env or {})})
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 METRICS_TOKEN = "m" * 40

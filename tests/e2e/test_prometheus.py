@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -19,15 +18,12 @@ from bson import ObjectId
 
 from tests.conftest import JWT_KEY
 from tests.polling import eventually
+from tests.net import free_port
 from wrangler.embedded_mongo import EmbeddedMongo
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

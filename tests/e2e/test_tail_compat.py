@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import COUNTER_TOML, PEER_TOML, ROOT
-from tests.e2e.test_wrangler_cli import Tail, http
+from tests.clients import Tail, http
 
 pytestmark = pytest.mark.slow
 

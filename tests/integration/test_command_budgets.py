@@ -11,7 +11,8 @@ import pytest
 from pymongo import monitoring
 
 from durable.observe import tracing
-from tests.integration.test_payments_stripe import eventually, local_stripe, order_state
+from tests.polling import eventually
+from tests.shop_flows import local_stripe, order_state
 
 BUDGETS = {"order": 3, "card_payment": 5, "webhook_settles": 4}
 

@@ -17,7 +17,7 @@ from durable.bindings import BINDING_SCOPE_KEY, asgi_fetch
 from durable.signing import sign
 from durable.observe.tail import TailFilters
 from tests.conftest import SERVICE_AUTH_KEY, WEBSOCKET_UPGRADE
-from tests.integration.test_payments_stripe import initiate, setup_order
+from tests.shop_flows import setup_order
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ import aiohttp
 import pytest
 
 from payments.providers import registry
-from tests.integration.test_payments_stripe import eventually, initiate, order_state, payment_reaches, setup_order
+from tests.polling import eventually
+from tests.shop_flows import initiate, order_state, payment_reaches
 
 
 def daraja():

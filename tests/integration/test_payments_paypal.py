@@ -6,7 +6,8 @@ import aiohttp
 from yarl import URL
 
 from payments.providers import registry
-from tests.integration.test_payments_stripe import eventually, initiate, order_state, payment_reaches, setup_order
+from tests.polling import eventually
+from tests.shop_flows import initiate, order_state, payment_reaches, setup_order
 
 URLS = {"returnUrl": "https://shop.example/paid", "cancelUrl": "https://shop.example/cancelled"}
 

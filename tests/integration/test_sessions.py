@@ -8,7 +8,8 @@ from pymongo import AsyncMongoClient
 
 from base.stores.users import UserStore
 from tests.accounts import account, login
-from tests.integration.test_payments_stripe import eventually, initiate
+from tests.polling import eventually
+from tests.shop_flows import initiate
 
 
 

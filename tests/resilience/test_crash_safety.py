@@ -9,9 +9,7 @@ import asyncio
 import json
 import os
 import random
-import socket
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -24,7 +22,8 @@ from pymongo import MongoClient
 
 from tests.accounts import mint_token
 from tests.conftest import BASE_TOML, GATEWAY_TOML, JWT_KEY, PAYMENTS_TOML, SERVICE_AUTH_KEY, UNLIMITED
-from tests.e2e.test_payment_crash import ledger, stripe_server  # noqa: F401  (fixture)
+from tests.clients import ledger
+from tests.net import free_port
 
 pytestmark = pytest.mark.slow
 CUSTOMERS = int(os.environ.get("CRASH_CUSTOMERS", 24))
@@ -32,10 +31,6 @@ KILLS = int(os.environ.get("CRASH_KILLS", 6))
 STOCK = 40
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def until_done(http: aiohttp.ClientSession, method: str, url: str, body: Any, headers: dict[str, str],

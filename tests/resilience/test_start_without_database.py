@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +22,8 @@ from pymongo import MongoClient
 
 from tests.accounts import mint_token
 from tests.conftest import ROOT, DevProcess, stop_gracefully
+from tests.net import free_port
+from tests.polling import wait_until
 from wrangler.embedded_mongo import EmbeddedMongo
 
 pytestmark = pytest.mark.slow
@@ -45,18 +46,12 @@ def post(url: str, body: Any, token: str) -> tuple[int, Any]:
                headers={"content-type": "application/json", "Authorization": f"Bearer {token}"})
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def until(check: Any, timeout_s: float = 60.0) -> Any:
-    """Poll `check()` until it is truthy (the shop recovering by itself), or fail at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while not (found := check()):
-        assert time.monotonic() < deadline, "it never recovered"
-        time.sleep(0.1)
+    """The shop recovering by itself: `check()` becomes true before the deadline."""
+    found = wait_until(check, timeout_s, interval=0.1)
+    assert found, "it never recovered"
     return found
 
 

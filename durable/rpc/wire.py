@@ -1,0 +1,16 @@
+"""The runtime's own wire, in one place: the path prefix of its internal routes and every header
+it adds to a call between processes (Durable Object RPC, an object's WebSocket, a service
+binding's forward). Nothing else spells them; a gateway drops all of them from what clients
+send (`INTERNAL_HEADERS`). As miniflare keeps its reserved paths and headers in one file."""
+from __future__ import annotations
+
+INTERNAL_PREFIX = "/cdn-cgi/durable/"  # POST <prefix><Class>/<id>/<method>; Cloudflare keeps /cdn-cgi/ too
+INTERNAL_SIGNATURE_HEADER = "x-durable-signature"  # signing.sign() with the runtime's internal key
+INTERNAL_REQUEST_HEADER = "x-durable-request"  # a WebSocket fetch's request (there is no body to carry it)
+INTERNAL_AUDIENCE_HEADER = "x-durable-audience"  # signed: the node (or, outside a cluster, the worker) it is for
+OBJECT_NAME_HEADER = "x-durable-object-name"  # signed: the name an id was made from
+UNREACHABLE_HEADER = "x-durable-unreachable"  # on a binding's own 503: no node of the service took the connection
+DEADLINE_HEADER = "x-durable-deadline-ms"  # the budget the caller had left when the call left it
+
+INTERNAL_HEADERS = frozenset({INTERNAL_SIGNATURE_HEADER, INTERNAL_REQUEST_HEADER, INTERNAL_AUDIENCE_HEADER,
+                              OBJECT_NAME_HEADER, UNREACHABLE_HEADER, DEADLINE_HEADER})

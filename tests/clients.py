@@ -1,0 +1,73 @@
+"""Clients tests drive real processes with: plain HTTP (urllib), `wrangler tail` in a
+subprocess, and the local Stripe server's ledger."""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+from tests.conftest import ROOT
+
+
+def _json_or_text(raw: bytes) -> Any:
+    try:
+        return json.loads(raw or b"null")
+    except ValueError:
+        return raw.decode("utf-8", "replace")
+
+
+def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    """(status, JSON body or text) of one request; an error status is an answer, not an exception."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"content-type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=20) as resp:
+            return resp.status, _json_or_text(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, _json_or_text(exc.read())
+
+
+def ignore_errors(call: Callable[..., Any], *args: Any) -> None:
+    """Make a request whose answer does not matter (its server is being killed under it)."""
+    try:
+        call(*args)
+    except Exception:  # noqa: BLE001 (cut mid-request: the point)
+        pass
+
+
+def ledger(url: str) -> list[dict[str, Any]]:
+    """What the local Stripe server (payments.local.stripe_server) charged and refunded."""
+    with urllib.request.urlopen(f"{url}/_local/ledger", timeout=10) as resp:
+        return json.loads(resp.read())["ledger"]
+
+
+class Tail:
+    """`wrangler tail` in a subprocess; lines arrive on queues so reads have deadlines."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "wrangler", "tail", *args], cwd=ROOT,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+        self.out: queue.Queue[str] = queue.Queue()
+        self.err: queue.Queue[str] = queue.Queue()
+        for stream, q in ((self.proc.stdout, self.out), (self.proc.stderr, self.err)):
+            threading.Thread(target=lambda s=stream, q=q: [q.put(line) for line in s], daemon=True).start()
+
+    def wait_connected(self) -> None:
+        line = self.err.get(timeout=30)
+        assert "Connected to" in line, line
+
+    def next_event(self) -> dict[str, Any]:
+        return json.loads(self.out.get(timeout=30))
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
