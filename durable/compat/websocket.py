@@ -150,6 +150,10 @@ class WebSocketPair:
     def values(self) -> list[WebSocket]:
         return [self.client, self.server]
 
+    def object_values(self) -> list[WebSocket]:
+        """Pyodide's JsProxy spelling of `Object.values(pair)`: `[client, server]`."""
+        return self.values()
+
 
 class Object:
     """The bit of JavaScript's `Object` Cloudflare's Python examples use: `Object.values(pair)`."""
