@@ -54,6 +54,23 @@ class Signed:
     nonce: str
 
 
+def _fields(header: str) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in header.split(","))
+
+
+def _names(fields: dict[str, str]) -> list[str]:
+    return [name for name in fields.get("h", "").split(";") if name]
+
+
+def covered_headers(header: str | None) -> list[str]:
+    """The header names a signature covers (none for a missing or malformed one); read after
+    `verify`, they say what its signer vouched for."""
+    try:
+        return _names(_fields(header)) if header else []
+    except ValueError:
+        return []
+
+
 def verify(key: str, header: str | None, method: str, target: str, body: bytes = b"", *,
            header_value: Callable[[str], str | None] = lambda name: None, required: Iterable[str] = (),
            tolerance_s: float = 60.0, now: float | None = None) -> Signed:
@@ -62,10 +79,10 @@ def verify(key: str, header: str | None, method: str, target: str, body: bytes =
     if not header:
         raise SignatureError("unsigned request")
     try:
-        fields = dict(part.split("=", 1) for part in header.split(","))
+        fields = _fields(header)
         stamp = int(fields["t"])
         nonce, given = fields["n"], fields["v1"]
-        names = [n for n in fields.get("h", "").split(";") if n]
+        names = _names(fields)
     except (ValueError, KeyError):
         raise SignatureError("malformed signature") from None
     if not nonce or len(nonce) > 64:

@@ -90,7 +90,7 @@ async def _answer(found: R2Object, headers: dict[str, str]) -> Response:
 
 
 @bp.get("/uploads/<name>")
-@documents_file("image/*")
+@documents_file("image/*", ranges=True, revalidated=True)
 @documents_path_patterns(name=library.ORIGINAL.pattern)
 @documents_errors(412)
 async def original(name: str) -> Any:
@@ -124,7 +124,7 @@ async def transform_elsewhere(options: str, source: str) -> Any:
 
 
 @bp.get("/cdn-cgi/image/<options>/uploads/<name>")
-@documents_file("image/*")
+@documents_file("image/*", ranges=True, revalidated=True)
 @documents_path_patterns(options=OPTIONS_PATTERN, name=library.ORIGINAL.pattern)
 @documents_errors(400, 403, 412, 415, 429, 503)
 async def transform(options: str, name: str) -> Any:

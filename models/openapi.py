@@ -66,8 +66,13 @@ class TruthfulOpenAPI(OpenAPIProvider):
                                        "another body is refused",
                         "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN}})
                 if media_type is not None:
-                    operation["responses"][200] = {"description": "The file", "content": {
-                        media_type: {"schema": {"type": "string", "contentMediaType": media_type}}}}
+                    file = {media_type: {"schema": {"type": "string", "contentMediaType": media_type}}}
+                    operation["responses"][200] = {"description": "The file", "content": file}
+                    ranges, revalidated = getattr(handler, "_documents_file_answers", (False, False))
+                    if ranges:
+                        operation["responses"][206] = {"description": "The bytes a Range asked for", "content": file}
+                    if revalidated:
+                        operation["responses"][304] = {"description": "Not modified (If-None-Match matched)"}
                 if target is not None:
                     operation["responses"].pop(200, None)
                     operation["responses"][302] = {"description": f"Redirect to {target}", "headers": {

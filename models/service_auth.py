@@ -13,7 +13,7 @@ from durable.bindings import through_binding
 from durable.rpc.wire import INTERNAL_AUDIENCE_HEADER
 from durable.config import is_development
 from durable.errors import StartupRefused
-from durable.signing import NonceCache, NonceCacheFull, SignatureError, sign, verify
+from durable.signing import NonceCache, NonceCacheFull, SignatureError, covered_headers, sign, verify
 
 from .errors import ApiError
 
@@ -87,9 +87,7 @@ def called_by(service: str) -> bool:
         return False
     if not flag(env.get("REQUIRE_SERVICE_AUTH", False)) or through_binding(request.scope):
         return True  # (in process: the gateway drops the header from what clients send)
-    signature = request.headers.get(SIGNATURE_HEADER, "")
-    covered = next((part[2:] for part in signature.split(",") if part.startswith("h=")), "")
-    return CALLER_HEADER in covered.split(";")
+    return CALLER_HEADER in covered_headers(request.headers.get(SIGNATURE_HEADER))
 
 
 def _nonces(tolerance_s: float) -> NonceCache:

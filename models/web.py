@@ -158,10 +158,12 @@ class ObjectIdConverter(BaseConverter):
     regex = PATH_OBJECT_ID
 
 
-def documents_file(media_type: str) -> Callable[[F], F]:
-    """The route answers 200 with a file of `media_type` (and 404 when there is none)."""
+def documents_file(media_type: str, *, ranges: bool = False, revalidated: bool = False) -> Callable[[F], F]:
+    """The route answers 200 with a file of `media_type` (and 404 when there is none); with
+    `ranges` a Range request's 206, with `revalidated` a matching If-None-Match's 304."""
     def decorate(handler: F) -> F:
         handler._documents_file = media_type  # type: ignore[attr-defined]  # read by models.openapi
+        handler._documents_file_answers = (ranges, revalidated)  # type: ignore[attr-defined]
         return documents_errors(404)(handler)
     return decorate
 

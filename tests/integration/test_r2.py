@@ -8,7 +8,6 @@ import hashlib
 import socket
 import subprocess
 import sys
-import time
 import tracemalloc
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -28,17 +27,25 @@ from durable.r2.mongo import GridFSStore
 from durable.r2.s3 import S3Store
 from durable.runtime import Runtime
 from durable.server import Server, bind, url_of
+from tests.net import free_port
+from tests.polling import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
     """A local S3 server (moto's, speaking S3's REST protocol, in a process of its own so this
     one's memory is this one's) with credentials for it."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     patch = pytest.MonkeyPatch()
@@ -46,14 +53,8 @@ def s3_endpoint() -> Iterator[str]:
                         "AWS_DEFAULT_REGION": "us-east-1"}.items():
         patch.setenv(name, value)
     try:
-        deadline = time.monotonic() + 30
-        while True:  # listening yet?
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "the S3 server did not start"
-                time.sleep(0.05)
+        assert wait_until(lambda: server.poll() is not None or _listening(port), 30) and server.poll() is None, \
+            "the S3 server did not start"
         yield f"http://127.0.0.1:{port}"
     finally:
         patch.undo()
