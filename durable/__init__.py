@@ -5,13 +5,23 @@ WebSockets (`WebSocketPair`, `WebSocketRequestResponsePair`, `bridge` to join on
 """
 from __future__ import annotations
 
-from .compat.websocket import WebSocket, WebSocketPair, WebSocketRequestResponsePair, is_upgrade
-
+from .compat.websocket import (
+    WebSocket,
+    WebSocketPair,
+    WebSocketRequestResponsePair,
+    is_upgrade,
+)
 from .env import env
 from .errors import DataCloneError, ObjectUnavailable, RpcError, register_error
 from .http import Request, Response
 from .ids import DurableObjectId
-from .objects import AlarmInvocationInfo, DurableObject, DurableObjectNamespace, DurableObjectState, DurableObjectStub
+from .objects import (
+    AlarmInvocationInfo,
+    DurableObject,
+    DurableObjectNamespace,
+    DurableObjectState,
+    DurableObjectStub,
+)
 
 __all__ = [
     "AlarmInvocationInfo", "DataCloneError", "DurableObject", "DurableObjectId", "DurableObjectNamespace",

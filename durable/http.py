@@ -16,6 +16,9 @@ from .compat.forms import Blob, FormData, encode_body, parse_form
 HeadersInit = "CIMultiDict[str] | dict[str, str] | list[tuple[str, str]] | None"
 
 
+# connection-scoped headers: never forwarded by a proxy or a binding (RFC 9110 §7.6.1)
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer"})
+
 def _headers(init: Any) -> CIMultiDict[str]:
     if init is None:
         return CIMultiDict()

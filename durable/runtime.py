@@ -16,28 +16,35 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import ids
-from .bindings import ASGIApp, HttpClient, HttpTransport, RemoteTarget, ServiceBinding
+from .asgi import ASGIApp
+from .bindings import ServiceBinding
 from .cluster.node import ClusterNode, ClusterSettings
 from .cluster.transport import ClusterTransport
 from .config import ConfigError, R2BucketBinding, WorkerConfig
 from .cron import run_crons
+from .dev.registry import lookup
 from .env import Env, load_secrets, use_env
 from .kv import KVNamespace
+from .objects import DurableObjectNamespace, LocalTransport, ObjectHost, Transport
+from .observe import mongo_metrics, otel
+from .observe.metrics import (
+    ObjectMeter,
+    RequestMeter,
+    meter_loop_steps,
+    metrics_enabled,
+)
+from .observe.tail import install_capture, redactor
+from .observe.tail_api import TailHub
 from .r2 import R2Bucket
 from .r2.files import FileStore
 from .r2.mongo import GridFSStore
 from .r2.s3 import S3Store
 from .r2.store import Store
-from .objects import DurableObjectNamespace, LocalTransport, ObjectHost, Transport
-from .server import MutualTls
-from .version import code_version
-from .dev.registry import lookup
+from .rpc.client import HttpClient, HttpTransport, RemoteTarget
+from .rpc.tls import MutualTls
 from .storage import Engine, StorageEngine
 from .storage.migrations import apply_migrations, class_dir
-from .observe.tail import install_capture, redactor
-from .observe.tail_api import TailHub
-from .observe import mongo_metrics, otel
-from .observe.metrics import ObjectMeter, RequestMeter, meter_loop_steps, metrics_enabled
+from .version import code_version
 from .worker import Worker
 
 
@@ -287,7 +294,7 @@ class Runtime:
         """One node of a cluster runs a worker's crons: the one its cron key is placed on."""
         if self.node is None:
             return True
-        return self.node._winner(script, f"{script}.cron", 0) == self.node.node_id
+        return self.node.winner(script, f"{script}.cron", 0) == self.node.node_id
 
     def _publish(self, event: dict[str, Any]) -> None:
         """A trace event to the tail hub, with the code version that produced it (as Cloudflare's

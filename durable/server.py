@@ -10,11 +10,12 @@ import logging
 import os
 import socket
 import ssl
-from dataclasses import dataclass
 from typing import Any
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
+
+from .rpc.tls import MutualTls
 
 log = logging.getLogger("durable.server")
 
@@ -44,21 +45,6 @@ def base_url(scheme: str, host: str, port: int) -> str:
 def url_of(sock: socket.socket, scheme: str = "http") -> str:
     host, port = sock.getsockname()[:2]
     return base_url(scheme, host, port)
-
-
-@dataclass(frozen=True)
-class MutualTls:
-    """TLS where both ends show a certificate signed by `ca` (the internal listener between nodes)."""
-
-    cert: str
-    key: str
-    ca: str
-
-    def client_context(self) -> ssl.SSLContext:
-        """What a caller presents and trusts: its own certificate, and only peers signed by `ca`."""
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ca)
-        context.load_cert_chain(self.cert, self.key)
-        return context
 
 
 # The server's limit on one received WebSocket message (hypercorn's default). The runtime applies

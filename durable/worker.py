@@ -6,44 +6,43 @@ processes and never reaches the app.
 """
 from __future__ import annotations
 
-import base64
 import contextlib
 import importlib
 import importlib.util
-import json
 import logging
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs
 
-from . import codec, deadline, signing
-from .observe import otel, tracing
-from .observe.logs import access_log
-from .observe.metrics import (UNMATCHED, RequestMeter, method_label, note_route_templates, start_metering,
-                              stop_metering)
-from .rpc.wire import (INTERNAL_AUDIENCE_HEADER, INTERNAL_PREFIX, INTERNAL_REQUEST_HEADER, INTERNAL_SIGNATURE_HEADER,
-                       OBJECT_NAME_HEADER)
+from . import deadline
 from .compat.entrypoint import EntrypointApp, ScheduledController
 from .compat.websocket import bridge
-from .http import Request, Response
 from .config import ConfigError, WorkerConfig
 from .env import Env, use_env
-from .errors import NotOwner
-from .ids import DurableObjectId
-from .objects import FETCH, DurableObject, LocalTransport, ObjectHost
+from .http import Request
+from .objects import DurableObject, ObjectHost
+from .observe import otel, tracing
+from .observe.logs import access_log
+from .observe.metrics import (
+    UNMATCHED,
+    RequestMeter,
+    method_label,
+    note_route_templates,
+    start_metering,
+    stop_metering,
+)
 from .observe.tail import TraceCapture, redact_headers, redact_query
+from .rpc.server import ObjectCallServer
+from .rpc.wire import INTERNAL_PREFIX, error_body
 
 log = logging.getLogger("durable.worker")
 _UNTRACED = contextlib.nullcontext()
 SCHEDULED_HANDLER_PATH = "/cdn-cgi/handler/scheduled"  # wrangler dev answers it always
 SCHEDULED_TEST_PATH = "/__scheduled"  # and this one with `--test-scheduled`
-INTERNAL_TOLERANCE_S = 60.0
-# what the internal routes act on besides the path and body: each must be signed when it is sent
 DEADLINE_HEADER_BYTES = deadline.DEADLINE_HEADER.encode()
-ACTED_ON = (OBJECT_NAME_HEADER, "traceparent", "x-request-id", deadline.DEADLINE_HEADER)
 
 
 def import_worker_module(config: WorkerConfig) -> Any:
@@ -89,10 +88,6 @@ def _request_info(scope: dict[str, Any]) -> dict[str, Any]:
     return {"url": url, "method": scope["method"], "headers": headers, "cf": {}}
 
 
-def _error_body(code: str, message: str) -> bytes:
-    return json.dumps({"message": message, "error": {"code": code, "message": message}}).encode()
-
-
 class Worker:
     """A loaded worker: `await worker(scope, receive, send)` is its traced fetch handler."""
 
@@ -113,15 +108,22 @@ class Worker:
         self.scheduled_paths: frozenset[str] = frozenset()  # set by `wrangler dev`: GET <path>?cron=… runs one
         self.env: Env | None = None
         self.hosts: dict[str, ObjectHost] = {}
-        self._internal_key = internal_key
-        self.audience = self.name  # who internal calls must be addressed to (in a cluster: where this node serves)
-        self._nonces = signing.NonceCache(INTERNAL_TOLERANCE_S)  # a signed call is good once here
+        self.rpc = ObjectCallServer(self.name, internal_key, self.hosts, lambda: self.request_budget_s)
         self._on_trace = on_trace
         self._tracing_wanted = tracing_wanted  # anyone tailing? (else the event is not built)
         self._budget_s: float | None = None
         self.meter: RequestMeter | None = None  # its request metrics (set by the runtime when metrics are on)
         self.spans: otel.Spans | None = None  # its span exporter (set by the runtime when OTLP export is on)
         note_route_templates(self.app)
+
+    @property
+    def audience(self) -> str:
+        """Who internal calls must be addressed to: this worker, or in a cluster this node's URL."""
+        return self.rpc.audience
+
+    @audience.setter
+    def audience(self, value: str) -> None:
+        self.rpc.audience = value
 
     def object_class(self, class_name: str) -> type[DurableObject]:
         cls = getattr(self.module, class_name, None)
@@ -152,13 +154,13 @@ class Worker:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
         elif scope["type"] == "http" and scope["path"].startswith(INTERNAL_PREFIX):
-            await self._internal(scope, receive, send)
+            await self.rpc.http(scope, receive, send)
         elif scope["type"] == "http" and scope["path"] in self.scheduled_paths:
             await self._test_scheduled(scope, send)
         elif scope["type"] == "http":
             await self._traced(scope, receive, send)
         elif scope["path"].startswith(INTERNAL_PREFIX):
-            await self._internal_websocket(scope, receive, send)
+            await self.rpc.websocket(scope, receive, send)
         elif self.app is self.entrypoint:  # a Cloudflare-style worker answers the upgrade itself
             await self._traced_websocket(scope, receive, send, self._websocket)
         else:  # websockets pass through, with the env set
@@ -287,7 +289,7 @@ class Worker:
                 await send({"type": "http.response.start", "status": 500,
                             "headers": [(b"content-type", b"application/json")]})
                 await send({"type": "http.response.body",
-                            "body": _error_body("internal_error", "Internal Server Error")})
+                            "body": error_body("internal_error", "Internal Server Error")})
         finally:
             token.var.reset(token)
             tracing.reset(trace_token)
@@ -370,109 +372,3 @@ class Worker:
         await send({"type": "http.response.start", "status": 200 if outcome == "ok" else 500,
                     "headers": [(b"content-type", b"text/plain;charset=UTF-8")]})
         await send({"type": "http.response.body", "body": body})
-
-    def _verify_internal(self, method: str, target: str, body: bytes, headers: dict[str, str]) -> None:
-        """A signed internal call, once, addressed to this node: the signature covers the audience
-        and every header acted on; a replay here is caught by the nonce cache, one to another node
-        by the audience (SignatureError otherwise)."""
-        required = [INTERNAL_AUDIENCE_HEADER, *(name for name in ACTED_ON if name in headers)]
-        signed = signing.verify(self._internal_key, headers.get(INTERNAL_SIGNATURE_HEADER), method, target, body,
-                                header_value=headers.get, required=required, tolerance_s=INTERNAL_TOLERANCE_S)
-        if headers.get(INTERNAL_AUDIENCE_HEADER) != self.audience:
-            raise signing.SignatureError("addressed to another node")
-        self._nonces.check_and_remember(signed)
-
-    async def _internal_websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """A WebSocket `fetch` on one of our objects from another process (`open_object_socket`):
-        the object's answer head first, then, for a 101, the socket it accepted."""
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        raw_path = (scope.get("raw_path") or scope["path"].encode("latin-1")).decode("latin-1")
-        parts = scope["path"][len(INTERNAL_PREFIX):].split("/")
-        try:
-            payload = base64.urlsafe_b64decode(headers.get(INTERNAL_REQUEST_HEADER, ""))
-            self._verify_internal("GET", raw_path, payload, headers)
-            class_name, id_hex, method = (unquote(p) for p in parts)
-            host = self.hosts[class_name]
-            name = headers.get(OBJECT_NAME_HEADER)
-            object_id = DurableObjectId(id_hex, unquote(name) if name is not None else None)
-            request = Request.from_wire(codec.decode(payload)["request"])
-        except signing.NonceCacheFull as exc:
-            log.error("%s: refused an internal WebSocket for now: %s", self.name, exc)
-            await send({"type": "websocket.close", "code": 1013})  # try again later
-            return
-        except (ValueError, KeyError, signing.SignatureError) as exc:
-            log.warning("%s: refused an internal WebSocket to %s: %s", self.name, scope["path"], exc)
-            await send({"type": "websocket.close", "code": 1008})
-            return
-        try:
-            if method != FETCH:
-                raise ValueError(f"only fetch() takes a WebSocket, not {method}()")
-            if host.guard is not None:
-                await host.guard(object_id)
-            response = await host.invoke(object_id, FETCH, [request], {})
-        except NotOwner as exc:
-            response = Response(_error_body("not_owner", str(exc)), status=421)
-        except Exception as exc:
-            response = Response(_error_body("object_failed", f"{type(exc).__name__}: {exc}"), status=500,
-                                headers={"content-type": "application/json"})
-        head = codec.encode(response.to_wire())
-        if response.status == 101 and response.web_socket is not None:
-            await bridge(response.web_socket, receive, send, first=head)
-            return
-        await send({"type": "websocket.accept"})
-        await send({"type": "websocket.send", "bytes": head})
-        await send({"type": "websocket.close", "code": 1000})
-
-    async def _internal(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """Durable Object RPC from another process: POST <INTERNAL_PREFIX><Class>/<id>/<method>."""
-        async def reply(status: int, body: bytes, content_type: bytes = b"application/json") -> None:
-            await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", content_type)]})
-            await send({"type": "http.response.body", "body": body})
-
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        raw_path = scope.get("raw_path") or scope["path"].encode("latin-1")
-        try:
-            self._verify_internal(scope["method"], raw_path.decode("latin-1"), body, headers)
-        except signing.SignatureError as exc:
-            await reply(401, _error_body("unauthorized", f"internal calls are signed with the runtime's key: {exc}"))
-            return
-        except signing.NonceCacheFull as exc:  # fail closed, and say it passes
-            log.error("%s: refused an internal call for now: %s", self.name, exc)
-            await send({"type": "http.response.start", "status": 503,
-                        "headers": [(b"content-type", b"application/json"), (b"retry-after", b"1")]})
-            await send({"type": "http.response.body", "body": _error_body("replay_guard_full", str(exc))})
-            return
-        parts = scope["path"][len(INTERNAL_PREFIX):].split("/")
-        if scope["method"] != "POST" or len(parts) != 3:
-            await reply(404, _error_body("not_found", "unknown internal route"))
-            return
-        class_name, id_hex, method = (unquote(p) for p in parts)
-        host = self.hosts.get(class_name)
-        if host is None:
-            await reply(404, _error_body("not_found", f"{self.name} hosts no Durable Object class {class_name!r}"))
-            return
-        try:
-            name = headers.get(OBJECT_NAME_HEADER)
-            object_id = DurableObjectId(id_hex, unquote(name) if name is not None else None)
-        except ValueError as exc:
-            await reply(400, _error_body("invalid_id", str(exc)))
-            return
-        if host.guard is not None:
-            try:
-                await host.guard(object_id)
-            except NotOwner as exc:  # the caller's placement is stale: it re-reads members and retries
-                await reply(421, _error_body("not_owner", str(exc)))
-                return
-        trace_token = tracing.use(tracing.TraceContext.of_caller(headers))
-        try:
-            with deadline.within(deadline.budget_from(headers, self.request_budget_s)):
-                result = await LocalTransport(host).call(object_id, method, body)
-        finally:
-            tracing.reset(trace_token)
-        await reply(200, result, b"application/bson")

@@ -11,24 +11,24 @@ import ipaddress
 import json
 import logging
 import math
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 from multidict import CIMultiDict
 
 from durable import ObjectUnavailable, Request, env
-from durable.bindings import HOP_BY_HOP
-from durable.rpc.wire import INTERNAL_HEADERS, UNREACHABLE_HEADER
 from durable.compat.websocket import bridge
-from durable.http import http_scheme
+from durable.http import HOP_BY_HOP, http_scheme
+from durable.rpc.wire import INTERNAL_HEADERS, UNREACHABLE_HEADER
 from models.errors import ApiError, error_body, object_unavailable
 from models.service_auth import CALLER_HEADER, CLIENT_IP_HEADER, signer
 
-from . import cache as edge_cache, metrics
-from .cors import add_vary, cors_headers, vary_with
+from . import cache as edge_cache
+from . import metrics
 from .breakers import CircuitBreaker
+from .cors import add_vary, cors_headers, vary_with
 from .edge import Edge, edge
 from .leases import QUOTA_HEADERS, Quota, Refused
 from .limits import client_key, limit_for, route_class

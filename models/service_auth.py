@@ -9,14 +9,20 @@ from typing import Any
 from quart import Quart, g, request, websocket
 
 from durable import env
-from durable.bindings import through_binding
-from durable.rpc.wire import INTERNAL_AUDIENCE_HEADER
+from durable.asgi import through_binding
 from durable.config import is_development
 from durable.errors import StartupRefused
-from durable.signing import NonceCache, NonceCacheFull, SignatureError, covered_headers, sign, verify
+from durable.rpc.wire import INTERNAL_AUDIENCE_HEADER
+from durable.signing import (
+    NonceCache,
+    NonceCacheFull,
+    SignatureError,
+    covered_headers,
+    sign,
+    verify,
+)
 
 from .errors import ApiError
-
 
 log = logging.getLogger("rest_shop.service_auth")
 

@@ -24,18 +24,26 @@ from dotenv import dotenv_values
 from prometheus_client.multiprocess import mark_process_dead
 
 from durable.config import ConfigError, WorkerConfig, is_development
-from durable.listeners import public_only
 from durable.observe.logs import setup_logging
-from durable.preflight import problems, refuse_if_any
-from durable.runtime import Runtime, settle_heap, start_order
-from durable.server import MutualTls, Server, bind, url_of, websocket_max_bytes
-from durable.observe.tail import redactor
-from durable.observe.tail_api import TailServer, create_tail_app
 from durable.observe.metrics import RuntimeCollector
 from durable.observe.metrics_api import METRICS_PATH, create_metrics_app
+from durable.observe.tail import redactor
+from durable.observe.tail_api import TailServer, create_tail_app
+from durable.preflight import problems, refuse_if_any
+from durable.rpc.listeners import public_only
+from durable.rpc.tls import MutualTls
+from durable.runtime import Runtime, settle_heap, start_order
+from durable.server import Server, bind, url_of, websocket_max_bytes
 
 from .cluster import cluster_settings
-from .dev import DEFAULT_IP, DEFAULT_PORT, load_configs, primary_worker, state_dir, stop_on_signals
+from .dev import (
+    DEFAULT_IP,
+    DEFAULT_PORT,
+    load_configs,
+    primary_worker,
+    state_dir,
+    stop_on_signals,
+)
 
 log = logging.getLogger("wrangler.serve")
 MIN_TAIL_TOKEN_BYTES = 32

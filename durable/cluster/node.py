@@ -175,10 +175,10 @@ class ClusterNode:
         return shard_of(object_id, self.settings.shards)
 
     def owner(self, script: str, namespace: str, object_id: str) -> Member | None:
-        winner = self._winner(script, namespace, self.shard(object_id))
+        winner = self.winner(script, namespace, self.shard(object_id))
         return None if winner is None else self.membership.members.get(winner)
 
-    def _winner(self, script: str, namespace: str, shard: int) -> str | None:
+    def winner(self, script: str, namespace: str, shard: int) -> str | None:
         """The node rendezvous places this shard on, among the live members serving `script`."""
         return owner_of(lease_id(namespace, shard), self.membership.live_ids(script))
 
@@ -293,7 +293,7 @@ class ClusterNode:
         shard (NotOwner reaching a client under load)."""
         for key, epoch in list(self.owned.items()):
             namespace, shard = key
-            winner = self._winner(self.namespaces[namespace].script, namespace, shard)
+            winner = self.winner(self.namespaces[namespace].script, namespace, shard)
             if winner is None or winner == self.node_id:
                 continue
             await self._give_up(key, epoch, f"handed off to {winner}")
@@ -374,7 +374,7 @@ class ClusterNode:
                 continue
             for shard in await ns.engine.alarmed_shards():
                 key = (name, int(shard))
-                if key not in self.owned and self._winner(ns.script, name, key[1]) == self.node_id:
+                if key not in self.owned and self.winner(ns.script, name, key[1]) == self.node_id:
                     await self._take(key)
 
     # -- suspicion ----------------------------------------------------------------------------------

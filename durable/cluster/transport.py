@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .. import deadline
-from ..bindings import HttpClient, RemoteTarget, open_object_socket, post_object_call
-from ..http import Request, Response
 from ..errors import NotDelivered, NotOwner, ObjectUnavailable
+from ..http import Request, Response
 from ..ids import DurableObjectId
-from ..observe import metrics
 from ..objects import LocalTransport, ObjectHost
+from ..observe import metrics
+from ..rpc.client import HttpClient, RemoteTarget, open_object_socket, post_object_call
 from .membership import Member
 from .node import ClusterNode
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..bindings import ASGIApp, asgi_fetch
+from ..asgi import ASGIApp, asgi_fetch
 from ..http import Request, Response
 
 

@@ -79,6 +79,10 @@ class WebSocket:
     serialize_attachment, deserialize_attachment = serializeAttachment, deserializeAttachment
 
     # -- the runtime's side -----------------------------------------------------------------
+    def owned_by(self, host: Any, object_id: Any) -> None:
+        """A Durable Object accepted this end: its host delivers the events from now on."""
+        self._owner = (host, object_id)
+
     def _receive(self, item: tuple[str, Any]) -> None:
         """Something the peer sent (a message or its close) arrives at this end."""
         if self.readyState == CLOSED:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import builtins
 import logging
-import re
 import random
+import re
 import sys
 import time
 from contextvars import ContextVar

@@ -4,6 +4,8 @@ binding's forward). Nothing else spells them; a gateway drops all of them from w
 send (`INTERNAL_HEADERS`). As miniflare keeps its reserved paths and headers in one file."""
 from __future__ import annotations
 
+import json
+
 INTERNAL_PREFIX = "/cdn-cgi/durable/"  # POST <prefix><Class>/<id>/<method>; Cloudflare keeps /cdn-cgi/ too
 INTERNAL_SIGNATURE_HEADER = "x-durable-signature"  # signing.sign() with the runtime's internal key
 INTERNAL_REQUEST_HEADER = "x-durable-request"  # a WebSocket fetch's request (there is no body to carry it)
@@ -14,3 +16,8 @@ DEADLINE_HEADER = "x-durable-deadline-ms"  # the budget the caller had left when
 
 INTERNAL_HEADERS = frozenset({INTERNAL_SIGNATURE_HEADER, INTERNAL_REQUEST_HEADER, INTERNAL_AUDIENCE_HEADER,
                               OBJECT_NAME_HEADER, UNREACHABLE_HEADER, DEADLINE_HEADER})
+
+
+def error_body(code: str, message: str) -> bytes:
+    """The runtime's own error answers, in the shop's envelope: `{message, error: {code, message}}`."""
+    return json.dumps({"message": message, "error": {"code": code, "message": message}}).encode()

@@ -141,6 +141,11 @@ class DurableObjectStorage:
             self._on_alarm_change(ms)  # may refuse (class without alarm()) before anything is staged
         self._stage().alarm = ms
 
+    def clear_ran_alarm(self) -> None:
+        """The alarm that just ran is done: clear it in this object's batch (inside its output
+        gate), without rescheduling anything."""
+        self._stage().alarm = None
+
     def invalidate(self) -> None:
         """Forget cached values (after a failed commit the cache may hold what never landed)."""
         self._cache.clear()

@@ -16,7 +16,6 @@ from bson import Binary
 from pymongo import DeleteMany, DeleteOne, ReplaceOne, WriteConcern
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-
 from pymongo.errors import PyMongoError
 
 from .. import deadline

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 from .batch import UNSET, KeyRange, ObjectBatch
 from .engine import Engine
-
 
 ID_FORMAT = 1  # PRAGMA user_version: 1 = object ids carry their namespace's mark
 

@@ -13,12 +13,11 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter as Tally
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import uuid
-from dataclasses import dataclass
 
 import aiohttp
 import pytest
@@ -26,14 +25,14 @@ from bson import ObjectId
 from pymongo import MongoClient
 
 from durable import codec
-from durable.bindings import RemoteTarget, internal_headers
-from durable.rpc.wire import INTERNAL_PREFIX, OBJECT_NAME_HEADER
 from durable.cluster.placement import DEFAULT_SHARDS, lease_id, owner_of, shard_of
-from durable.objects import DurableObjectNamespace
 from durable.dev.registry import process_alive
+from durable.objects import DurableObjectNamespace
+from durable.rpc.client import RemoteTarget, internal_headers
+from durable.rpc.wire import INTERNAL_PREFIX, OBJECT_NAME_HEADER
 from tests.accounts import mint_token
-from tests.conftest import COUNTER_TOML, JWT_KEY, PEER_TOML, UNLIMITED
 from tests.clients import Tail
+from tests.conftest import COUNTER_TOML, JWT_KEY, PEER_TOML, UNLIMITED
 from tests.images import photo, size_of
 from tests.linearizability import Op, linearizable
 from tests.polling import eventually

@@ -24,6 +24,7 @@ import trustme
 from bson import ObjectId
 from pymongo import MongoClient
 
+from durable.rpc.wire import INTERNAL_PREFIX
 from tests.accounts import mint_token
 from tests.conftest import BASE_TOML, PAYMENTS_TOML, ROOT, stop_gracefully
 from tests.net import free_port
@@ -179,7 +180,7 @@ def test_three_processes_signed_bindings_json_logs_and_graceful_sigterm(tmp_path
     assert all(url.startswith("https://127.0.0.1:") for url in internal.values()), internal
 
     # the internal routes are on the internal listeners only, and those speak only to our nodes
-    probe = "/cdn-cgi/durable/UserSessions/" + "0" * 64 + "/check"
+    probe = INTERNAL_PREFIX + "UserSessions/" + "0" * 64 + "/check"
     for worker in ready:
         assert call("POST", f"{ready[worker]}{probe}", {})[0] == 404, worker  # not on the public ports
         assert call("POST", f"{gateway}/api{probe}", {})[0] == 404

@@ -10,7 +10,7 @@ from bson import ObjectId
 from pymongo import AsyncMongoClient
 
 from durable import Request
-from durable.bindings import asgi_fetch
+from durable.asgi import asgi_fetch
 from base.stores.orders import OrderStore
 from models.errors_domain import Conflict, OrderVoided
 from tests.conftest import FX_PAYER_TOML

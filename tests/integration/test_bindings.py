@@ -8,13 +8,16 @@ from typing import Any
 import aiohttp
 import pytest
 
-from durable import Request
+from durable import Request, codec
 from durable import config as wconfig
-from durable.bindings import RemoteTarget, ServiceBinding, asgi_fetch, internal_headers
+from durable.asgi import asgi_fetch
+from durable.bindings import ServiceBinding
 from durable.ids import DurableObjectId
+from durable.rpc.client import RemoteTarget, internal_headers
 from durable.runtime import Runtime
 from durable.server import Server, bind
-from tests.conftest import COUNTER_TOML, PEER_TOML
+from durable.rpc.wire import INTERNAL_PREFIX
+from tests.conftest import PEER_TOML
 
 
 @pytest.fixture
@@ -78,7 +81,7 @@ async def test_unreachable_service_is_a_clear_error(runtime: Runtime) -> None:
 async def test_internal_rpc_endpoint_needs_the_key(two_processes) -> None:
     _, _, url = two_processes
     async with aiohttp.ClientSession() as session:
-        async with session.post(f"{url}/cdn-cgi/durable/Counter/{'0' * 64}/count", data=b"") as resp:
+        async with session.post(f"{url}{INTERNAL_PREFIX}Counter/{'0' * 64}/count", data=b"") as resp:
             assert resp.status == 401
             assert (await resp.json())["error"]["code"] == "unauthorized"
 
@@ -87,15 +90,36 @@ async def test_a_full_replay_guard_refuses_calls_for_now_instead_of_forgetting(r
     """Fail closed: a signed call the guard has no room to remember is a retryable 503, not a 401
     (nothing is wrong with it) and never an eviction of a live nonce (that would admit its replay)."""
     worker = runtime.workers["fx-counter"]
-    path = f"/cdn-cgi/durable/Counter/{'0' * 64}/count"
+    path = f"{INTERNAL_PREFIX}Counter/{'0' * 64}/count"
     target = RemoteTarget("http://127.0.0.1", runtime.internal_key, worker.audience)
 
     async def signed_call() -> Any:
         headers = internal_headers(target, "POST", path, b"", DurableObjectId("0" * 64))
         return await asgi_fetch(worker, Request(f"http://127.0.0.1{path}", method="POST", headers=headers))
-    worker._nonces.max_entries = len(worker._nonces._seen)
+    worker.rpc.nonces.max_entries = len(worker.rpc.nonces._seen)
     reply = await signed_call()
     assert reply.status == 503 and reply.headers.get("retry-after") == "1", reply.body
+
+
+async def test_an_internal_call_over_the_size_cap_is_refused_before_it_is_read_whole(
+        runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The internal route reads a call's body in chunks and stops at the cap (413): a peer cannot
+    make a worker buffer any amount before its signature is even checked."""
+    import durable.rpc.server
+    monkeypatch.setattr(durable.rpc.server, "MAX_CALL_BYTES", 1024)
+    worker = runtime.workers["fx-counter"]
+    path = f"{INTERNAL_PREFIX}Counter/{'0' * 64}/count"
+    body = codec.encode({"args": ["x" * 2048], "kwargs": {}})
+    headers = internal_headers(RemoteTarget("http://127.0.0.1", runtime.internal_key, worker.audience), "POST", path,
+                               body, DurableObjectId("0" * 64))
+    reply = await asgi_fetch(worker, Request(f"http://127.0.0.1{path}", method="POST", headers=headers, body=body))
+    assert reply.status == 413, reply.body
+    assert (await reply.json())["error"]["code"] == "payload_too_large"
+    small = codec.encode({"args": [], "kwargs": {}})
+    headers = internal_headers(RemoteTarget("http://127.0.0.1", runtime.internal_key, worker.audience), "POST", path,
+                               small, DurableObjectId("0" * 64))
+    assert (await asgi_fetch(worker, Request(f"http://127.0.0.1{path}", method="POST", headers=headers,
+                                             body=small))).status == 200  # under the cap: answered
 
 
 async def test_trace_events_capture_logs_exceptions_and_redact(runtime: Runtime) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from durable import Request
 from durable import config as wconfig
-from durable.bindings import asgi_fetch
+from durable.asgi import asgi_fetch
 from durable.runtime import Runtime
 from tests.conftest import ROOT
 

@@ -13,9 +13,10 @@ import pytest
 from bson import ObjectId
 
 from durable import Request
-from durable.bindings import BINDING_SCOPE_KEY, asgi_fetch
-from durable.signing import sign
+from durable.asgi import BINDING_SCOPE_KEY, asgi_fetch
 from durable.observe.tail import TailFilters
+from durable.rpc.wire import INTERNAL_AUDIENCE_HEADER
+from durable.signing import sign
 from tests.conftest import SERVICE_AUTH_KEY, WEBSOCKET_UPGRADE
 from tests.shop_flows import setup_order
 
@@ -107,19 +108,19 @@ async def test_services_accept_only_what_the_gateway_signed(edge_shop) -> None:
     tampered = sign(SERVICE_AUTH_KEY, "POST", "/user/signup", body)
     assert await direct({"X-Gateway-Signature": tampered}, body.replace(b"direct", b"evil")) == 401
     vouched = [("authorization", ""), ("cf-connecting-ip", "198.51.100.20"), ("content-type", "application/json"),
-               ("idempotency-key", ""), ("x-durable-audience", "rest-shop-api")]
+               ("idempotency-key", ""), (INTERNAL_AUDIENCE_HEADER, "rest-shop-api")]
     uncovered = sign(SERVICE_AUTH_KEY, "POST", "/user/signup", body)  # leaves out the caller's token and address
     assert await direct({"X-Gateway-Signature": uncovered, "CF-Connecting-IP": "198.51.100.20"}) == 401
     good = sign(SERVICE_AUTH_KEY, "POST", "/user/signup", body, headers=vouched)
-    here = {"x-durable-audience": "rest-shop-api"}  # the process (in a cluster: the node) it was signed for
+    here = {INTERNAL_AUDIENCE_HEADER: "rest-shop-api"}  # the process (in a cluster: the node) it was signed for
     swapped_ip = {"X-Gateway-Signature": good, "CF-Connecting-IP": "198.51.100.21", **here}
     assert await direct(swapped_ip) == 401  # another client address than the one signed
     added_token = {"X-Gateway-Signature": good, "CF-Connecting-IP": "198.51.100.20", "Authorization": "Bearer x", **here}
     assert await direct(added_token) == 401  # credentials added after signing
-    elsewhere = [(k, "node-b" if k == "x-durable-audience" else v) for k, v in vouched]
+    elsewhere = [(k, "node-b" if k == INTERNAL_AUDIENCE_HEADER else v) for k, v in vouched]
     for_another_node = sign(SERVICE_AUTH_KEY, "POST", "/user/signup", body, headers=elsewhere)
     assert await direct({"X-Gateway-Signature": for_another_node, "CF-Connecting-IP": "198.51.100.20",
-                         "x-durable-audience": "node-b"}) == 401  # captured on its way to another node
+                         INTERNAL_AUDIENCE_HEADER: "node-b"}) == 401  # captured on its way to another node
     assert shop.db()["users"].count_documents({}) == 0  # refused requests did nothing
     assert await direct({"X-Gateway-Signature": good, "CF-Connecting-IP": "198.51.100.20", **here}) == 201
     replay = await direct({"X-Gateway-Signature": good, "CF-Connecting-IP": "198.51.100.20", **here})
@@ -140,13 +141,13 @@ async def test_a_full_replay_guard_is_a_retryable_503_and_an_old_signature_is_re
     base = shop.runtime.workers["rest-shop-api"]
     body = b'{"email": "full@example.com", "password": "password123"}'
     vouched = [("authorization", ""), ("cf-connecting-ip", "198.51.100.20"), ("content-type", "application/json"),
-               ("idempotency-key", ""), ("x-durable-audience", "rest-shop-api")]
+               ("idempotency-key", ""), (INTERNAL_AUDIENCE_HEADER, "rest-shop-api")]
 
     async def direct(stamp: int | None = None) -> Any:
         signature = sign(SERVICE_AUTH_KEY, "POST", "/user/signup", body, headers=vouched, timestamp=stamp)
         return await asgi_fetch(base, Request("http://base/user/signup", method="POST", body=body, headers={
             "content-type": "application/json", "X-Gateway-Signature": signature,
-            "CF-Connecting-IP": "198.51.100.20", "x-durable-audience": "rest-shop-api"}))
+            "CF-Connecting-IP": "198.51.100.20", INTERNAL_AUDIENCE_HEADER: "rest-shop-api"}))
     nonces = base.env.isolate_state("gateway_nonces", lambda: None)
     assert (await direct(nonces.not_before - 5)).status == 401  # within the window, but from before the start
     nonces.max_entries = len(nonces._seen)

@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from durable.rpc.wire import INTERNAL_AUDIENCE_HEADER
 from tests.images import bomb, exif_of, format_of, photo, size_of, transparent_png
 from tests.polling import eventually
 
@@ -118,7 +119,7 @@ async def test_304_and_412_carry_no_body_headers_and_head_reads_nothing(full_sho
 
 
 async def test_only_base_stores_and_discards_images(full_shop) -> None:
-    from durable.bindings import asgi_fetch
+    from durable.asgi import asgi_fetch
     from durable.http import Request
     from durable.signing import sign
     from models.service_auth import CALLER_HEADER, SIGNED_HEADERS
@@ -127,7 +128,7 @@ async def test_only_base_stores_and_discards_images(full_shop) -> None:
     data = photo(64, 64, gps=False)
 
     def signed(covering: tuple[str, ...], caller: str | None) -> dict[str, str]:
-        headers = {"content-type": "application/octet-stream", "x-durable-audience": images.audience,
+        headers = {"content-type": "application/octet-stream", INTERNAL_AUDIENCE_HEADER: images.audience,
                    **({CALLER_HEADER: caller} if caller else {})}
         vouched = [(name, headers.get(name, "")) for name in (*SIGNED_HEADERS, *covering)]
         return {**headers, "X-Gateway-Signature": sign(SERVICE_AUTH_KEY, "POST", "/images", data, headers=vouched)}

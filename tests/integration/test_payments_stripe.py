@@ -13,7 +13,7 @@ import pytest
 from bson import ObjectId
 
 from durable import Request
-from durable.bindings import asgi_fetch
+from durable.asgi import asgi_fetch
 from tests.polling import eventually
 from tests.shop_flows import charges, initiate, local_stripe, order_state, payment_reaches, setup_order
 

@@ -21,7 +21,7 @@ from pymongo import AsyncMongoClient
 from durable import config as wconfig
 from durable.cluster.node import ClusterSettings
 from durable.r2 import R2Bucket, R2Error, R2ObjectBody
-from durable.r2.bucket import MIN_PART_BYTES
+from durable.r2.arguments import MIN_PART_BYTES
 from durable.r2.files import FileStore
 from durable.r2.mongo import GridFSStore
 from durable.r2.s3 import S3Store

@@ -110,7 +110,7 @@ async def test_logout_ends_this_token_and_all_ends_every_token(full_shop) -> Non
 async def test_the_documents_list_what_these_routes_answer(full_shop) -> None:
     """A generated client learns every status of the session, order and callback routes."""
     from durable import Request
-    from durable.bindings import asgi_fetch
+    from durable.asgi import asgi_fetch
     status, base_spec, _ = await full_shop.call("GET", "/api/openapi.json")
     assert status == 200
     reply = await asgi_fetch(full_shop.runtime.workers["rest-shop-payments"], Request("http://payments/openapi.json"))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from durable.rpc.wire import INTERNAL_PREFIX
 from gateway.routing import BASE, PAYMENTS, route
 from models.errors import ApiError
 
@@ -22,7 +23,7 @@ def test_route(path: str, expected: tuple[str, str]) -> None:
     assert route(path) == expected
 
 
-@pytest.mark.parametrize("path", ["/cdn-cgi/durable/UserSessions/" + "0" * 64 + "/check", "/api/cdn-cgi/durable/x"])
+@pytest.mark.parametrize("path", [INTERNAL_PREFIX + "UserSessions/" + "0" * 64 + "/check", "/api" + INTERNAL_PREFIX + "x"])
 def test_the_runtime_s_internal_routes_are_never_forwarded(path: str) -> None:
     """A forward reaches a service's internal listener, where these routes live: the edge refuses them."""
     with pytest.raises(ApiError) as refused:

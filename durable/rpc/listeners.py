@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .bindings import ASGIApp
-from .rpc.wire import INTERNAL_PREFIX
+from ..asgi import ASGIApp
+from .wire import INTERNAL_PREFIX
 
 _NOT_HERE = json.dumps({"message": "Not found", "error": {"code": "not_found", "message": "Not found"}}).encode()
 
