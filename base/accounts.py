@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from models.errors import ApiError
 from models.users import canonical_email
-from models.web import user_sessions
+from web.auth import user_sessions
+from web.errors import ApiError
 
 from .mail import messages
 from .mail.sender import mailer

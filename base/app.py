@@ -10,11 +10,17 @@ from quart import Quart
 
 from durable import env
 from durable.config import is_development
-from durable.mongo import MongoPool, prepare as prepare_database, stop_background
+from durable.mongo import MongoPool, stop_background
+from durable.mongo import pooled_database as database
+from durable.mongo import prepare as prepare_database
 from durable.public_url import public_base_url, url_problems
-from models.service_auth import install_service_auth, key_problems, require_strong_keys
-from models.web import install_error_handlers, install_schema, liveness
+from web.docs import install_schema
+from web.errors import install_error_handlers
+from web.health import liveness
+from web.service_auth import install_service_auth, key_problems, require_strong_keys
 
+from .mail import messages as mail_messages
+from .mail import sender as mail_sender
 from .objects.login_guard import LoginGuard
 from .objects.order_lock import OrderLock
 from .objects.product_stock import ProductStock
@@ -22,12 +28,9 @@ from .objects.rate_limiter import RateLimiter
 from .objects.shopper_holds import ShopperHolds
 from .objects.signin_state import SignInState
 from .objects.user_sessions import UserSessions
-from .mail import messages as mail_messages
-from .mail import sender as mail_sender
 from .routes import health, orders, products, signin, users
 from .signin import providers as signin_providers
 from .signin import service as signin_service
-from durable.mongo import pooled_database as database
 from .stores.account_tokens import AccountTokens
 from .stores.orders import OrderStore
 from .stores.products import ProductStore

@@ -6,8 +6,8 @@ import logging
 from typing import Any
 
 from durable import env
-from models.errors import ApiError
-from models.service_auth import CALLER_HEADER, signer
+from web.errors import ApiError
+from web.service_auth import CALLER_HEADER, signer
 
 MAX_BYTES = 5 * 1024 * 1024
 SERVICE = "rest-shop-api"  # how base names itself to the image service

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter
 
-from models.errors import ApiError
 from models.errors_domain import Conflict, InsufficientStock, NotFound, Unprocessable
+from web.errors import ApiError
 
 ORDERS_CREATED = Counter("shop_orders_created", "Orders placed (stock held, order written)")
 ORDERS_REFUSED = Counter("shop_orders_refused", "Orders refused, by reason (insufficient_stock, unpaid_limit, "

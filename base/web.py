@@ -13,10 +13,11 @@ from quart import websocket
 
 from durable import WebSocket, env
 from durable.compat.websocket import forward
-from models.auth import issue_token
-from models.errors import ApiError
-from models.web import (auth, client_ip, documents_errors, documents_idempotency_key, idempotency_key,
-                        optional_user, user_sessions)
+from web.auth import auth, optional_user, user_sessions
+from web.docs import documents_errors, documents_idempotency_key
+from web.errors import ApiError
+from web.requests import client_ip, idempotency_key
+from web.tokens import issue_token
 
 log = logging.getLogger("rest_shop.web")
 

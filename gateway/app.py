@@ -13,8 +13,9 @@ from quart import Quart
 from durable import env
 from durable.observe.metrics import note_route_templates
 from models.health import Health
-from models.service_auth import key_problems, require_strong_keys
-from models.web import install_error_handlers, liveness
+from web.errors import install_error_handlers
+from web.health import liveness
+from web.service_auth import key_problems, require_strong_keys
 
 from . import proxy
 from .edge import edge

@@ -9,7 +9,7 @@ from typing import Any
 
 from durable import Request
 from durable.observe.probes import LastKnown
-from models.health import node_ready
+from web.health import node_ready
 
 from .edge import Edge
 from .routing import UPSTREAMS

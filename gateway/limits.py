@@ -10,7 +10,7 @@ import functools
 import re
 from dataclasses import dataclass
 
-from models.auth import TokenError, bearer_token, verify_token
+from web.tokens import TokenError, bearer_token, verify_token
 
 _ENTRY = re.compile(r"^\s*(\w+)\.(read|write|webhook|upgrade)\s*=\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*$")
 _USER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

@@ -22,8 +22,9 @@ from durable import ObjectUnavailable, Request, env
 from durable.compat.websocket import bridge
 from durable.http import HOP_BY_HOP, http_scheme
 from durable.rpc.wire import INTERNAL_HEADERS, UNREACHABLE_HEADER
-from models.errors import ApiError, error_body, object_unavailable
-from models.service_auth import CALLER_HEADER, CLIENT_IP_HEADER, signer
+from models.errors import error_body
+from web.errors import ApiError, object_unavailable
+from web.service_auth import CALLER_HEADER, CLIENT_IP_HEADER, signer
 
 from . import cache as edge_cache
 from . import metrics

@@ -7,7 +7,7 @@ rule in `route`, a `[[services]]` binding and a `RATE_LIMITS` entry.
 from __future__ import annotations
 
 from durable.rpc.wire import INTERNAL_PREFIX
-from models.errors import ApiError
+from web.errors import ApiError
 
 PAYMENTS = "payments"
 BASE = "base"

@@ -12,8 +12,10 @@ from typing import Any
 from quart import Quart
 
 from durable import env
-from models.service_auth import install_service_auth, key_problems, require_strong_keys
-from models.web import install_error_handlers, install_schema, liveness
+from web.docs import install_schema
+from web.errors import install_error_handlers
+from web.health import liveness
+from web.service_auth import install_service_auth, key_problems, require_strong_keys
 
 from . import library, routes
 from .objects import VariantBudget

@@ -13,7 +13,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
-from models.errors import ApiError
+from web.errors import ApiError
 
 T = TypeVar("T")
 NICENESS = 10

@@ -12,10 +12,11 @@ from quart_schema import document_response, hide
 from durable import env
 from durable.observe.probes import LastKnown
 from durable.r2 import R2Object, R2ObjectBody, holds
-from models.errors import ApiError
-from models.health import Health, node_ready
-from models.service_auth import called_by
-from models.web import documents_errors, documents_file, documents_path_patterns
+from models.health import Health
+from web.docs import documents_errors, documents_file, documents_path_patterns
+from web.errors import ApiError
+from web.health import node_ready
+from web.service_auth import called_by
 
 from . import library, metrics, variants
 from .options import PATTERN as OPTIONS_PATTERN

@@ -9,7 +9,7 @@ import time
 
 from durable import env
 from durable.r2 import R2Bucket, R2Object, R2ObjectBody
-from models.errors import ApiError
+from web.errors import ApiError
 
 from . import library, metrics
 from .options import Transform, TransformError

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from importlib import metadata
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel
 
@@ -13,11 +13,6 @@ def version() -> str:
         return metadata.version("rest-shop")
     except metadata.PackageNotFoundError:
         return "0.0.0+local"
-
-
-def node_ready(node: dict[str, Any]) -> bool:
-    """A cluster node serves its objects only once it has joined; one that runs alone always does."""
-    return not node["cluster"] or bool(node["member"])
 
 
 class Health(BaseModel):

@@ -10,13 +10,16 @@ from typing import Any
 from quart import Quart
 
 from durable import env
-from durable.mongo import MongoPool, pooled_database, prepare as prepare_database, stop_background
-from models.service_auth import install_service_auth, key_problems, require_strong_keys
-from models.web import install_error_handlers, install_schema, liveness
+from durable.mongo import MongoPool, pooled_database, stop_background
+from durable.mongo import prepare as prepare_database
+from durable.public_url import public_base_url, url_problems
+from web.docs import install_schema
+from web.errors import install_error_handlers
+from web.health import liveness
+from web.service_auth import install_service_auth, key_problems, require_strong_keys
 
 from .objects.idempotency import IdempotencyLedger, PaymentIdempotency, ProviderEvents
 from .providers import registry, secret_problems
-from durable.public_url import public_base_url, url_problems
 from .reconcile import sweep_forever
 from .routes import health, payments, webhooks
 from .stores.payments import PaymentStore

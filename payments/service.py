@@ -16,16 +16,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from durable.mongo import pooled_database
+from durable.public_url import public_base_url
 from models.auth import Claims
-from models.errors import ApiError, error_body
+from models.errors import error_body
 from models.errors_domain import Conflict, NotFound, Unprocessable
 from models.money import to_minor
 from models.payments import InitiateIn, RefundIn
+from web.errors import ApiError
 
 from . import metrics, settlement
 from .providers import registry
-from durable.public_url import public_base_url
-from .providers.base import Charge, ChargeResult, ProviderEvent, ProviderUnavailable, RefundNotSupported
+from .providers.base import (
+    Charge,
+    ChargeResult,
+    ProviderEvent,
+    ProviderUnavailable,
+    RefundNotSupported,
+)
 from .stores.payments import PaymentStore, payment_out
 
 log = logging.getLogger("rest_shop.payments")

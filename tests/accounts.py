@@ -8,7 +8,7 @@ from typing import Any
 from bson import ObjectId
 from pymongo import MongoClient
 
-from models.auth import issue_token
+from web.tokens import issue_token
 
 
 def mint_token(db: Any, key: str, role: str = "user", user_id: str | None = None, email: str | None = None,

@@ -7,7 +7,8 @@ from quart import Blueprint
 from quart_schema import document_response
 
 from durable import env
-from models.health import Health, node_ready
+from models.health import Health
+from web.health import node_ready
 
 bp = Blueprint("health", __name__)
 

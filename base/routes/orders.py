@@ -7,22 +7,44 @@ from collections import Counter
 from typing import Any
 
 from bson import ObjectId
-from quart import Blueprint, Response as QuartResponse, g, websocket
-from quart_schema import document_response, hide, validate_querystring, validate_request, validate_response
+from quart import Blueprint, g, websocket
+from quart import Response as QuartResponse
+from quart_schema import (
+    document_response,
+    hide,
+    validate_querystring,
+    validate_request,
+    validate_response,
+)
 
 from durable import Request, env
-from models.errors import ApiError
+from durable.mongo import pooled_database as database
 from models.errors_domain import Conflict, InsufficientStock, NotFound, Unprocessable
 from models.ids import is_object_id
-from models.orders import ACTIVE, OrderCreated, OrderIn, OrderList, OrderOut, OrderQuery, StatusIn
-from models.users import MessageOut
-from models.web import session_problem
+from models.orders import (
+    ACTIVE,
+    OrderCreated,
+    OrderIn,
+    OrderList,
+    OrderOut,
+    OrderQuery,
+    StatusIn,
+)
 from models.pagination import Pagination
+from models.users import MessageOut
+from web.auth import session_problem
+from web.errors import ApiError
 
-from durable.mongo import pooled_database as database
 from .. import metrics
 from ..stores.orders import OrderStore, order_out
-from ..web import SocketLimits, auth, documents_errors, documents_idempotency_key, idempotency_key, join_websocket
+from ..web import (
+    SocketLimits,
+    auth,
+    documents_errors,
+    documents_idempotency_key,
+    idempotency_key,
+    join_websocket,
+)
 
 bp = Blueprint("orders", __name__, url_prefix="/orders")
 

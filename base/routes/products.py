@@ -5,20 +5,31 @@ from typing import Any
 
 from pydantic import ValidationError
 from quart import Blueprint, request
-from quart_schema import (document_request, document_response, validate_querystring, validate_request,
-                          validate_response)
+from quart_schema import (
+    document_request,
+    document_response,
+    validate_querystring,
+    validate_request,
+    validate_response,
+)
 
 from durable import env
-from models.errors import ApiError
+from durable.mongo import pooled_database as database
 from models.errors_domain import Conflict
 from models.ids import is_object_id
 from models.pagination import Pagination
-from models.products import (ProductDeleted, ProductIn, ProductList, ProductOut, ProductPatch, ProductQuery,
-                             StockLevels)
-from models.web import validation_details
+from models.products import (
+    ProductDeleted,
+    ProductIn,
+    ProductList,
+    ProductOut,
+    ProductPatch,
+    ProductQuery,
+    StockLevels,
+)
+from web.errors import ApiError, validation_details
 
 from ..images import discard_upload, read_upload, store_upload
-from durable.mongo import pooled_database as database
 from ..stores.products import ProductStore
 from ..web import auth, documents_errors, optional_user
 

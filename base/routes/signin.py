@@ -10,13 +10,19 @@ from __future__ import annotations
 from typing import Any
 
 from quart import Blueprint, g, jsonify, redirect, request
-from quart_schema import DataSource, document_response, validate_querystring, validate_request, validate_response
+from quart_schema import (
+    DataSource,
+    document_response,
+    validate_querystring,
+    validate_request,
+    validate_response,
+)
 
 from durable import env
 from durable.mongo import pooled_database as database
-from models.errors import ApiError
 from models.users import IdentityUnlinked, LinkStarted, LoginOut, SignInCallback
-from models.web import documents_errors, documents_path_choices, documents_redirect
+from web.docs import documents_errors, documents_path_choices, documents_redirect
+from web.errors import ApiError
 
 from .. import accounts, metrics
 from ..mail import messages

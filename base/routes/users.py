@@ -5,18 +5,38 @@ from __future__ import annotations
 from typing import Any
 
 from quart import Blueprint, g
-from quart_schema import document_response, validate_querystring, validate_request, validate_response
+from quart_schema import (
+    document_response,
+    validate_querystring,
+    validate_request,
+    validate_response,
+)
 
 from durable import env
-from models.errors import ApiError
+from durable.mongo import pooled_database as database
 from models.ids import is_object_id
-from models.users import (AccountToken, Credentials, ForgotPassword, LoginIn, LoginOut, LogoutQuery, MessageOut,
-                          PasswordChange, PasswordChanged, PasswordReset, RoleChange, SignupOut, UserChanged, UserOut)
-from models.web import documents_errors, user_sessions
+from models.users import (
+    AccountToken,
+    Credentials,
+    ForgotPassword,
+    LoginIn,
+    LoginOut,
+    LogoutQuery,
+    MessageOut,
+    PasswordChange,
+    PasswordChanged,
+    PasswordReset,
+    RoleChange,
+    SignupOut,
+    UserChanged,
+    UserOut,
+)
+from web.auth import user_sessions
+from web.docs import documents_errors
+from web.errors import ApiError
 
 from .. import accounts, metrics
 from ..passwords import hash_password, verify_password
-from durable.mongo import pooled_database as database
 from ..stores.users import UserStore, user_out
 from ..web import auth, client_ip, rate_limit, token_for
 

@@ -18,7 +18,7 @@ from joserfc import jwt
 from joserfc.errors import ClaimError, JoseError
 from joserfc.jwk import KeySet
 
-from models.errors import ApiError
+from web.errors import ApiError
 
 from .providers import ProviderSettings
 

@@ -20,10 +20,9 @@ import secrets
 from typing import Any
 
 from durable.public_url import public_base_url
-from models.errors import ApiError
 from models.errors_domain import Conflict
-
 from models.users import is_plain_email
+from web.errors import ApiError
 
 from .. import accounts
 from ..mail import messages

@@ -10,7 +10,8 @@ from quart_schema import document_response
 
 from durable import env
 from durable.observe.probes import LastKnown
-from models.health import Health, node_ready
+from models.health import Health
+from web.health import node_ready
 
 from ..providers import registry
 

@@ -8,11 +8,21 @@ from quart import Blueprint, Response, g
 from quart_schema import document_response, validate_querystring, validate_request
 
 from durable import env
-from models.errors import ApiError
 from models.ids import is_object_id
 from models.pagination import Pagination
-from models.payments import HistoryQuery, InitiateIn, InitiateOut, PaymentList, PaymentReply, RefundIn, RefundOut
-from models.web import auth, documents_errors, documents_idempotency_key, idempotency_key, validation_details
+from models.payments import (
+    HistoryQuery,
+    InitiateIn,
+    InitiateOut,
+    PaymentList,
+    PaymentReply,
+    RefundIn,
+    RefundOut,
+)
+from web.auth import auth
+from web.docs import documents_errors, documents_idempotency_key
+from web.errors import ApiError, validation_details
+from web.requests import idempotency_key
 
 from .. import service
 from ..public_urls import is_allowed_return

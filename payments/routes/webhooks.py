@@ -7,9 +7,10 @@ from typing import Any
 from quart import Blueprint, request
 
 from durable import env
-from models.errors import ApiError
 from models.ids import oid
-from models.web import client_ip, documents_errors
+from web.docs import documents_errors
+from web.errors import ApiError
+from web.requests import client_ip
 
 from .. import metrics, service
 from ..providers import registry

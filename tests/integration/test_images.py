@@ -122,8 +122,8 @@ async def test_only_base_stores_and_discards_images(full_shop) -> None:
     from durable.asgi import asgi_fetch
     from durable.http import Request
     from durable.signing import sign
-    from models.service_auth import CALLER_HEADER, SIGNED_HEADERS
     from tests.conftest import SERVICE_AUTH_KEY
+    from web.service_auth import CALLER_HEADER, SIGNED_HEADERS
     images = full_shop.runtime.workers["rest-shop-images"]
     data = photo(64, 64, gps=False)
 

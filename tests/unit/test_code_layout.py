@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("durable", "wrangler", "gateway", "base", "payments", "images", "models", "workers", "js", "asgi", "tests")
+PACKAGES = ("durable", "wrangler", "gateway", "base", "payments", "images", "models", "workers", "js", "asgi", "web", "tests")
 RPC = ROOT / "durable" / "rpc"
 TEST_FOLDERS = ("unit", "integration", "e2e", "resilience", "property", "faults")
 
@@ -24,3 +24,29 @@ def test_no_test_module_imports_another() -> None:
     found = [str(path.relative_to(ROOT)) for folder in TEST_FOLDERS for path in (ROOT / "tests" / folder).rglob("*.py")
              if importing.search(path.read_text())]
     assert found == [], "helpers belong in tests/*.py or conftest.py: " + ", ".join(found)
+
+
+SERVICES = ("gateway", "base", "payments", "images")
+
+
+def _imports(path: Path) -> set[str]:
+    """The top-level packages a module imports (relative imports stay in their own package)."""
+    found = re.findall(r"^\s*(?:from|import)\s+([a-zA-Z_][\w]*)", path.read_text(), re.MULTILINE)
+    return set(found)
+
+
+def test_models_hold_shapes_only_no_web_framework_or_database_driver() -> None:
+    glue = {"quart", "quart_schema", "werkzeug", "jwt", "pymongo", "aiohttp"}
+    found = {str(path.relative_to(ROOT)): sorted(_imports(path) & glue) for path in (ROOT / "models").rglob("*.py")}
+    assert {path: used for path, used in found.items() if used} == {}
+
+
+def test_services_never_import_each_other_and_shared_packages_import_no_service() -> None:
+    crossing = []
+    for package in (*SERVICES, "web", "models", "durable", "wrangler"):
+        allowed = {package} if package in SERVICES else set()
+        for path in (ROOT / package).rglob("*.py"):
+            used = _imports(path) & set(SERVICES) - allowed
+            if used:
+                crossing.append(f"{path.relative_to(ROOT)} imports {sorted(used)}")
+    assert crossing == []

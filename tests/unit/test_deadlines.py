@@ -10,9 +10,8 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
 from durable import deadline
-
 from gateway.deadlines import Deadlines
-from models.web import is_database_failure
+from web.errors import is_database_failure
 
 
 async def test_work_done_in_time_is_untouched_and_the_ticker_stops_when_idle() -> None:

@@ -6,13 +6,20 @@ import asyncio
 
 import pytest
 
-from durable.signing import SignatureError, sign, verify
 from durable.observe.tracing import TraceContext
+from durable.signing import SignatureError, sign, verify
 from gateway.breakers import CircuitBreaker
-from gateway.cache import ResponseCache, Stored, cache_key, etag_matches, is_cacheable_request, make_etag
+from gateway.cache import (
+    ResponseCache,
+    Stored,
+    cache_key,
+    etag_matches,
+    is_cacheable_request,
+    make_etag,
+)
 from gateway.cors import cors_headers
 from gateway.limits import client_key, parse_limits, route_class
-from models.auth import issue_token
+from web.tokens import issue_token
 
 
 class Clock:

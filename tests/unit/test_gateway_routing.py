@@ -5,7 +5,7 @@ import pytest
 
 from durable.rpc.wire import INTERNAL_PREFIX
 from gateway.routing import BASE, PAYMENTS, route
-from models.errors import ApiError
+from web.errors import ApiError
 
 
 @pytest.mark.parametrize("path, expected", [

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import inspect
 import re
-
 from typing import Any
 
 from quart_schema.openapi import OpenAPIProvider
 
-from .errors import ErrorBody
-from .ids import PATH_OBJECT_ID
+from models.errors import ErrorBody
+from models.ids import PATH_OBJECT_ID
 
 # printable ASCII, 1-255, no space at either end (HTTP trims it)
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e](?:[\x20-\x7e]{0,253}[\x21-\x7e])?$"
