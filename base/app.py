@@ -10,33 +10,33 @@ from quart import Quart
 
 from durable import env
 from durable.config import is_development
-from durable.mongo import MongoPool, stop_background
-from durable.mongo import pooled_database as database
-from durable.mongo import prepare as prepare_database
+from durable.mongo_pool import MongoPool, stop_background
+from durable.mongo_pool import pooled_database as database
+from durable.mongo_pool import prepare as prepare_database
 from durable.public_url import public_base_url, url_problems
 from web.docs import install_schema
 from web.errors import install_error_handlers
 from web.health import liveness
 from web.service_auth import install_service_auth, key_problems, require_strong_keys
 
-from .mail import messages as mail_messages
-from .mail import sender as mail_sender
+from .accounts.mail import messages as mail_messages
+from .accounts.mail import sender as mail_sender
+from .accounts.signin import flows as signin_flows
+from .accounts.signin import providers as signin_providers
+from .objects.attempt_limiter import AttemptLimiter
 from .objects.login_guard import LoginGuard
 from .objects.order_lock import OrderLock
 from .objects.product_stock import ProductStock
-from .objects.rate_limiter import RateLimiter
 from .objects.shopper_holds import ShopperHolds
 from .objects.signin_state import SignInState
 from .objects.user_sessions import UserSessions
 from .routes import health, orders, products, signin, users
-from .signin import providers as signin_providers
-from .signin import service as signin_service
 from .stores.account_tokens import AccountTokens
 from .stores.orders import OrderStore
 from .stores.products import ProductStore
 from .stores.users import UserStore
 
-__all__ = ["app", "LoginGuard", "MongoPool", "OrderLock", "ProductStock", "RateLimiter", "ShopperHolds", "SignInState",
+__all__ = ["app", "LoginGuard", "MongoPool", "OrderLock", "ProductStock", "AttemptLimiter", "ShopperHolds", "SignInState",
            "UserSessions"]
 
 
@@ -68,7 +68,7 @@ async def start() -> None:
     if unsafe:  # mailed tokens would go somewhere unsafe
         raise mail_sender.MailConfigError(unsafe[0])
     await mail_sender.install(env)
-    await signin_service.install(env)
+    await signin_flows.install(env)
     await prepare_database(env, "base indexes", _ensure_indexes)
 
 
@@ -83,5 +83,5 @@ async def _ensure_indexes() -> None:
 @app.after_serving
 async def stop() -> None:
     await stop_background(env)
-    await signin_service.uninstall(env)
+    await signin_flows.uninstall(env)
     await mail_sender.uninstall(env)

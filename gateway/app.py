@@ -63,7 +63,7 @@ class Gateway:
         for probe in edge(env).upstream_health.values():
             probe.close()
         await edge(env).cache.close()
-        await edge(env).deadlines.close()
+        await edge(env).timeouts.close()
         await self.own.shutdown()
 
 

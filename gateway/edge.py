@@ -1,5 +1,5 @@
 """The gateway's in-memory state, one per running gateway: a circuit breaker per upstream, the
-response cache, the forwards' deadlines and the rate-limit leases, configured from vars."""
+response cache, the forwards' deadlines and the rate-limit allowances, configured from vars."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -8,19 +8,19 @@ from typing import Any
 from durable.observe.probes import LastKnown
 
 from . import metrics
+from .allowances import TokenAllowances
 from .breakers import CircuitBreaker
 from .cache import ResponseCache
-from .deadlines import Deadlines
-from .leases import TokenLeases
 from .routing import UPSTREAMS
+from .timeouts import ForwardTimeouts
 
 
 @dataclass
 class Edge:
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
     cache: ResponseCache = field(default_factory=ResponseCache)
-    deadlines: Deadlines = field(default_factory=lambda: Deadlines(30.0))  # of relayed forwards
-    leases: TokenLeases = field(default_factory=TokenLeases)  # rate-limit tokens held by this node
+    timeouts: ForwardTimeouts = field(default_factory=lambda: ForwardTimeouts(30.0))  # of relayed forwards
+    allowances: TokenAllowances = field(default_factory=TokenAllowances)  # rate-limit tokens held by this node
     # the vars every request reads, read once (they do not change while the worker runs)
     allowed_origins: str = ""
     rate_limits: str = ""
@@ -40,7 +40,7 @@ def build_edge(env: Any) -> Edge:
                           max_age_s=float(env.get("CACHE_MAX_AGE_S", 30)),
                           stale_s=float(env.get("CACHE_STALE_S", 60)))
     return Edge(breakers={name: breaker(name) for name in UPSTREAMS}, cache=cache,
-                deadlines=Deadlines(float(env.get("UPSTREAM_TIMEOUT_S", 30))),
+                timeouts=ForwardTimeouts(float(env.get("UPSTREAM_TIMEOUT_S", 30))),
                 allowed_origins=str(env.get("ALLOWED_ORIGINS", "")), rate_limits=str(env.get("RATE_LIMITS", "")),
                 jwt_key=env.get("JWT_KEY"),
                 trusted_proxies=frozenset(t.strip() for t in str(env.get("TRUSTED_PROXIES", "")).split(",")

@@ -1,7 +1,7 @@
 """The forwarding path, at the ASGI level: a proxy pays for no web framework of its own.
 
 Per request: CORS preflight → rate limit (a RateLimiter object per service, route class and
-client, or this node's lease of it) → edge cache for public catalogue reads → circuit breaker
+client, or this node's allowance of it) → edge cache for public catalogue reads → circuit breaker
 → forward through the service binding (signed when it leaves the process), its answer relayed
 as it comes unless the cache keeps it. Errors have the envelope of ARCHITECTURE.md, API conventions.
 """
@@ -28,10 +28,10 @@ from web.service_auth import CALLER_HEADER, CLIENT_IP_HEADER, signer
 
 from . import cache as edge_cache
 from . import metrics
+from .allowances import QUOTA_HEADERS, Quota, Refused
 from .breakers import CircuitBreaker
 from .cors import add_vary, cors_headers, vary_with
 from .edge import Edge, edge
-from .leases import QUOTA_HEADERS, Quota, Refused
 from .limits import client_key, limit_for, route_class
 from .routing import UPSTREAMS, route, route_template
 
@@ -204,19 +204,19 @@ def preflight(incoming: Incoming) -> Outgoing:
 
 async def rate_limit(incoming: Incoming, upstream: str, path: str, websocket: bool = False) -> Quota | None:
     """Spend one token from the caller's bucket for this service and route class (from this
-    node's lease of it when it holds one), or 429."""
+    node's allowance of it when it holds one), or 429."""
     kind = route_class(incoming.method, path, websocket)
     limit = limit_for(incoming.edge.rate_limits, upstream, kind)
     if limit is None:
         return None
     who = client_key(incoming.headers.get("authorization"), incoming.client_ip, incoming.edge.jwt_key)
     key = f"{upstream}:{kind}:{who}"
-    leases = incoming.edge.leases
-    quota = leases.spend(key, limit)
+    allowances = incoming.edge.allowances
+    quota = allowances.spend(key, limit)
     if quota is None:
         ns = env.RATE_LIMITER
         try:
-            quota = await leases.take(key, limit, ns.get(ns.id_from_name(key)).take)
+            quota = await allowances.take(key, limit, ns.get(ns.id_from_name(key)).take)
         except Refused as refused:
             metrics.RATE_LIMITED.labels(upstream, kind).inc()
             raise ApiError(429, "rate_limited", "Too many requests; slow down", headers=refused.headers()) from None
@@ -291,12 +291,12 @@ async def send_upstream(incoming: Incoming, upstream: str, path: str, body: byte
     url, headers = _forward(incoming, upstream, path, websocket)
     request = Request(url, method=incoming.method, headers=[(k.decode("latin-1"), v.decode("latin-1"))
                                                             for k, v in headers], body=body)
-    deadlines = incoming.edge.deadlines
+    timeouts = incoming.edge.timeouts
     try:
-        with deadlines.watch():
+        with timeouts.watch():
             reply = await getattr(env, UPSTREAMS[upstream]).fetch(request, sign=_signer(incoming, path, body))
     except TimeoutError:
-        raise _timed_out(breaker, upstream, deadlines.timeout_s) from None
+        raise _timed_out(breaker, upstream, timeouts.timeout_s) from None
     out = CIMultiDict((k, v) for k, v in reply.headers.items() if k.lower() not in _HOP_BY_HOP)
     _judge(breaker, upstream, reply.status, out.get("content-type", ""), "retry-after" in out,
            UNREACHABLE_HEADER in reply.headers)
@@ -369,14 +369,14 @@ async def relay_upstream(incoming: Incoming, upstream: str, path: str, quota: Qu
     url, headers = _forward(incoming, upstream, path)
     credentials = _signer(incoming, path, incoming.body)  # only a forward that leaves this process is signed
     relay = _Relay(incoming, breaker, upstream, quota, send)
-    deadlines = incoming.edge.deadlines
+    timeouts = incoming.edge.timeouts
     try:
-        with deadlines.watch():
+        with timeouts.watch():
             await getattr(env, UPSTREAMS[upstream]).forward(incoming.method, url, headers, incoming.body, relay,
                                                             credentials=credentials)
     except TimeoutError:
         if relay.status is None:
-            raise _timed_out(breaker, upstream, deadlines.timeout_s) from None
+            raise _timed_out(breaker, upstream, timeouts.timeout_s) from None
         if not relay.finished:  # a whole answer and a slow clean-up after it is no failure
             breaker.failed()
     if relay.refused is not None:

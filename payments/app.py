@@ -10,8 +10,8 @@ from typing import Any
 from quart import Quart
 
 from durable import env
-from durable.mongo import MongoPool, pooled_database, stop_background
-from durable.mongo import prepare as prepare_database
+from durable.mongo_pool import MongoPool, pooled_database, stop_background
+from durable.mongo_pool import prepare as prepare_database
 from durable.public_url import public_base_url, url_problems
 from web.docs import install_schema
 from web.errors import install_error_handlers

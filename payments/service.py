@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from durable.mongo import pooled_database
+from durable.mongo_pool import pooled_database
 from durable.public_url import public_base_url
 from models.auth import Claims
 from models.errors import error_body

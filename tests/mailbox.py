@@ -15,7 +15,7 @@ LINK = re.compile(r"https?://\S+/account/([a-z-]+)#\S+")  # the token in the fra
 
 def mailbox_url(shop: Any) -> str:
     """Where the base worker's local catcher serves its mail (printed at start in `wrangler dev`)."""
-    from base.mail.sender import mailer
+    from base.accounts.mail.sender import mailer
     url = mailer(shop.worker.env).mailbox_url
     assert url, "the base worker is not using the local mail catcher"
     return url

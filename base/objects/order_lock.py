@@ -18,14 +18,27 @@ from typing import Any
 from bson import ObjectId
 from pymongo.errors import ConnectionFailure
 
-from durable import DurableObject, Request, Response, WebSocketPair, WebSocketRequestResponsePair, is_upgrade
+from durable import (
+    DurableObject,
+    Request,
+    Response,
+    WebSocketPair,
+    WebSocketRequestResponsePair,
+    is_upgrade,
+)
+from durable.mongo_pool import pooled_database as database
 from models.errors import error_body
-from models.errors_domain import Conflict, DatabaseUnavailable, InsufficientStock, NotFound, Unprocessable
-from models.orders import TRANSITIONS
-
-from durable.mongo import pooled_database as database
-from models.stamps import now
+from models.errors_domain import (
+    Conflict,
+    DatabaseUnavailable,
+    InsufficientStock,
+    NotFound,
+    Unprocessable,
+)
 from models.money import pays
+from models.orders import TRANSITIONS
+from models.stamps import now
+
 from ..stores.orders import OrderStore, order_out
 
 log = logging.getLogger("rest_shop.order_lock")

@@ -29,7 +29,7 @@ from bson import ObjectId
 from pymongo.errors import PyMongoError
 
 from durable import DurableObject
-from durable.mongo import pooled_database
+from durable.mongo_pool import pooled_database
 from models.errors_domain import Conflict, DatabaseUnavailable
 
 from ..stores.product_cache import cache_for

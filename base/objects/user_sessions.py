@@ -17,7 +17,7 @@ from typing import Any
 from pymongo.errors import ConnectionFailure
 
 from durable import DurableObject
-from durable.mongo import pooled_database
+from durable.mongo_pool import pooled_database
 from models.errors_domain import DatabaseUnavailable
 
 from ..stores.users import UserStore

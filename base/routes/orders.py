@@ -18,7 +18,7 @@ from quart_schema import (
 )
 
 from durable import Request, env
-from durable.mongo import pooled_database as database
+from durable.mongo_pool import pooled_database as database
 from models.errors_domain import Conflict, InsufficientStock, NotFound, Unprocessable
 from models.ids import is_object_id
 from models.orders import (
@@ -32,19 +32,14 @@ from models.orders import (
 )
 from models.pagination import Pagination
 from models.users import MessageOut
-from web.auth import session_problem
+from web.auth import auth, session_problem
+from web.docs import documents_errors, documents_idempotency_key
 from web.errors import ApiError
+from web.requests import idempotency_key
 
 from .. import metrics
+from ..live_sockets import SocketLimits, join_websocket
 from ..stores.orders import OrderStore, order_out
-from ..web import (
-    SocketLimits,
-    auth,
-    documents_errors,
-    documents_idempotency_key,
-    idempotency_key,
-    join_websocket,
-)
 
 bp = Blueprint("orders", __name__, url_prefix="/orders")
 

@@ -14,7 +14,7 @@ from quart_schema import (
 )
 
 from durable import env
-from durable.mongo import pooled_database as database
+from durable.mongo_pool import pooled_database as database
 from models.errors_domain import Conflict
 from models.ids import is_object_id
 from models.pagination import Pagination
@@ -27,11 +27,12 @@ from models.products import (
     ProductQuery,
     StockLevels,
 )
+from web.auth import auth, optional_user
+from web.docs import documents_errors
 from web.errors import ApiError, validation_details
 
 from ..images import discard_upload, read_upload, store_upload
 from ..stores.products import ProductStore
-from ..web import auth, documents_errors, optional_user
 
 bp = Blueprint("products", __name__, url_prefix="/products")
 

@@ -19,20 +19,16 @@ from quart_schema import (
 )
 
 from durable import env
-from durable.mongo import pooled_database as database
 from models.users import IdentityUnlinked, LinkStarted, LoginOut, SignInCallback
+from web.auth import auth
 from web.docs import documents_errors, documents_path_choices, documents_redirect
-from web.errors import ApiError
 
-from .. import accounts, metrics
-from ..mail import messages
-from ..signin import service
-from ..signin.providers import ISSUERS
-from ..stores.users import UserStore, user_out
-from ..web import auth, token_for
+from ..accounts import service
+from ..accounts.service import PROVIDERS
+from ..accounts.signin import flows
+from ..stores.users import user_out
 
 bp = Blueprint("signin", __name__, url_prefix="/user")
-PROVIDERS = list(ISSUERS)
 
 
 @bp.get("/auth/<provider>")
@@ -41,9 +37,9 @@ PROVIDERS = list(ISSUERS)
 @documents_path_choices(provider=PROVIDERS)
 async def oauth_start(provider: str) -> Any:
     """Send the shopper to the provider; the state, nonce and PKCE verifier stay with us."""
-    url, binding = await service.start(env, provider)
+    url, binding = await flows.start(env, provider)
     response = redirect(url, 302)
-    response.set_cookie(**service.binding_cookie(env, provider, binding))
+    response.set_cookie(**flows.binding_cookie(env, provider, binding))
     return response
 
 
@@ -67,15 +63,9 @@ async def oauth_form_callback(provider: str, data: SignInCallback) -> Any:
 
 
 async def _finish(provider: str, params: SignInCallback) -> Any:
-    try:
-        doc = await service.finish(env, provider, params.model_dump(), UserStore(await database(env)),
-                                   request.cookies.get(service.binding_cookie_name(env, provider)))
-    except ApiError as exc:
-        if exc.status < 500:  # a client's path names the provider: only known ones get a series
-            metrics.SIGNINS.labels(provider if provider in ISSUERS else "other", "refused").inc()
-        raise
-    metrics.SIGNINS.labels(provider, "ok").inc()
-    return {"message": "Auth successful", "token": await token_for(doc)}
+    binding = request.cookies.get(flows.binding_cookie_name(env, provider))
+    return {"message": "Auth successful",
+            "token": await service.finish_sign_in(env, provider, params.model_dump(), binding)}
 
 
 @bp.post("/me/identities/<provider>")
@@ -87,15 +77,9 @@ async def link_start(provider: str) -> Any:
     """Start linking a provider to this account: send the browser to `authorizationUrl` (this answer's
     cookie binds the flow to it); the callback links the account and answers with a new token
     (sessions from before the link end). Only an account whose email is confirmed may link."""
-    doc = await UserStore(await database(env)).get(g.user.userId)
-    if doc is None:
-        raise ApiError(404, "not_found", "User not found")
-    if not doc.get("emailVerified"):
-        raise ApiError(403, "email_not_verified", "Confirm your email address before linking a sign-in provider "
-                       "(POST /user/verify-email/resend sends the link again)")
-    url, binding = await service.start(env, provider, link_user=g.user.userId)
+    url, binding = await service.start_link(env, g.user.userId, provider)
     response = jsonify({"message": f"Continue at {provider}", "authorizationUrl": url})
-    response.set_cookie(**service.binding_cookie(env, provider, binding))
+    response.set_cookie(**flows.binding_cookie(env, provider, binding))
     return response
 
 
@@ -108,15 +92,5 @@ async def unlink(provider: str) -> Any:
     """Remove a provider from this account; never the last way in (a password or another provider).
     Every session from before ends (the answer carries a new token), the owner is mailed, and a
     sign-in with the address does not link the provider again until it is linked from the account."""
-    if provider not in ISSUERS:
-        raise ApiError(404, "unknown_provider", f"{provider!r} is not a sign-in provider")
-    store = UserStore(await database(env))
-    doc = await store.unlink(g.user.userId, provider, PROVIDERS)
-    if doc is None:
-        current = await store.get(g.user.userId)
-        if current is None or provider not in (current.get("identities") or {}):
-            raise ApiError(404, "not_linked", f"{provider} is not linked to this account")
-        raise ApiError(409, "last_sign_in_method", f"{provider} is this account's only way in: set a password "
-                       f"(POST /user/password/forgot) or link another provider first")
-    accounts.notify(env, doc, messages.identity_unlinked(env, provider))
-    return {"message": f"{provider} unlinked", "user": user_out(doc), "token": await token_for(doc)}
+    doc, token = await service.unlink(env, g.user.userId, provider)
+    return {"message": f"{provider} unlinked", "user": user_out(doc), "token": token}

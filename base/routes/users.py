@@ -13,8 +13,7 @@ from quart_schema import (
 )
 
 from durable import env
-from durable.mongo import pooled_database as database
-from models.ids import is_object_id
+from durable.mongo_pool import pooled_database as database
 from models.users import (
     AccountToken,
     Credentials,
@@ -31,20 +30,14 @@ from models.users import (
     UserChanged,
     UserOut,
 )
-from web.auth import user_sessions
+from web.auth import auth
 from web.docs import documents_errors
-from web.errors import ApiError
+from web.requests import client_ip
 
-from .. import accounts, metrics
-from ..passwords import hash_password, verify_password
-from ..stores.users import UserStore, user_out
-from ..web import auth, client_ip, rate_limit, token_for
+from ..accounts import links, service
+from ..stores.users import user_out
 
 bp = Blueprint("users", __name__, url_prefix="/user")
-
-
-async def users() -> UserStore:
-    return UserStore(await database(env))
 
 
 @bp.post("/signup")
@@ -54,10 +47,7 @@ async def users() -> UserStore:
 async def signup(data: Credentials) -> Any:
     """The account is made at once and may sign in and shop; its address counts as the owner's
     (so a provider sign-in can link to it) only once the mailed link is followed."""
-    await rate_limit("signup", "SIGNUP_RATE_LIMIT")
-    db = await database(env)
-    doc = await UserStore(db).create(data.email, await hash_password(data.password))
-    await accounts.send_verification(env, db, doc)
+    doc = await service.signup(env, data.email, data.password, client_ip())
     return {"message": "User created", "user": user_out(doc)}, 201  # and a link to confirm the address is mailed
 
 
@@ -70,7 +60,7 @@ async def verify_email(data: AccountToken) -> Any:
     """The token from the verification mail, once, from a session of the account it was mailed
     for: confirming proves that whoever chose the password reads the address's mail (a link
     followed by anyone else would bless a password someone else chose)."""
-    doc = await accounts.verify_email(await database(env), data.token, g.user.userId)
+    doc = await links.verify_email(await database(env), data.token, g.user.userId)
     return {"message": "Email address confirmed", "user": user_out(doc)}
 
 
@@ -80,14 +70,7 @@ async def verify_email(data: AccountToken) -> Any:
 @validate_response(MessageOut, 202)
 async def resend_verification() -> Any:
     """A new link (the older ones stop working); VERIFY_RESEND_RATE_LIMIT per account."""
-    db = await database(env)
-    doc = await UserStore(db).get(g.user.userId)
-    if doc is None:
-        raise ApiError(404, "not_found", "User not found")
-    if doc.get("emailVerified"):
-        raise ApiError(409, "already_verified", "This address is already confirmed")
-    await rate_limit("verify-resend", "VERIFY_RESEND_RATE_LIMIT", key=g.user.userId)
-    await accounts.send_verification(env, db, doc)
+    await service.resend_verification(env, g.user.userId)
     return {"message": "We have mailed you a new link"}, 202
 
 
@@ -98,11 +81,7 @@ async def resend_verification() -> Any:
 async def forgot_password(data: ForgotPassword) -> Any:
     """Mail a reset link (valid 30 min, once) if an account has this address; the answer is the
     same either way. Limited per client and per address (no mail bombing)."""
-    await rate_limit("password-forgot", "PASSWORD_RESET_RATE_LIMIT")
-    db = await database(env)
-    doc = await UserStore(db).by_email(data.email.strip())
-    await rate_limit("password-forgot-address", "PASSWORD_RESET_ADDRESS_LIMIT", key=accounts.limit_key(data.email, doc))
-    accounts.send_reset_soon(env, db, doc)
+    await service.forgot_password(env, data.email, client_ip())
     return {"message": "If an account has this address, we have mailed it a link to set a new password"}, 202
 
 
@@ -114,8 +93,7 @@ async def reset_password(data: PasswordReset) -> Any:
     """Set the password from a reset link; every session of the account ends, and providers linked
     before are removed. Limited per client (PASSWORD_RESET_SUBMIT_LIMIT): guessing tokens is futile,
     and a guess costs no password hash, but it still costs a lookup."""
-    await rate_limit("password-reset", "PASSWORD_RESET_SUBMIT_LIMIT")
-    await accounts.reset_password(env, await database(env), data.token, data.newPassword)
+    await service.reset_password(env, data.token, data.newPassword, client_ip())
     return {"message": "Password set; sign in with it"}
 
 
@@ -126,28 +104,8 @@ async def reset_password(data: PasswordReset) -> Any:
 async def login(data: LoginIn) -> Any:
     """A login the guard holds back mails the owner an unlock link (once an hour at most); a login
     carrying a live one is never held back (see LoginGuard)."""
-    await rate_limit("login", "LOGIN_RATE_LIMIT")
-    db = await database(env)
-    doc = await UserStore(db).by_email(data.email)
-    guard = env.LOGIN_GUARD.get_by_name(accounts.limit_key(data.email, doc))
-    ip = client_ip()
-    unlocked = await accounts.unlock_holds(db, data.unlockToken, doc)
-    verdict = await guard.admit(ip, unlocked)
-    if not verdict["allowed"]:  # the same answer whether or not the account exists
-        metrics.SIGNINS.labels("password", "refused").inc()
-        if verdict.get("notify"):
-            await accounts.send_unlock(env, db, doc, verdict["retry_after"])
-        raise ApiError(429, "login_locked", f"Too many failed logins for this account; try again in "
-                       f"{verdict['retry_after']} s, or follow the link we mailed to the account's owner",
-                       headers={"Retry-After": str(verdict["retry_after"])})
-    if not await verify_password(doc["password"] if doc else None, data.password) or doc is None:
-        metrics.SIGNINS.labels("password", "refused").inc()
-        raise ApiError(401, "unauthorized", "Auth failed")
-    if unlocked:
-        await accounts.spend_unlock(db, str(data.unlockToken))
-    await guard.succeeded(ip)
-    metrics.SIGNINS.labels("password", "ok").inc()
-    return {"message": "Auth successful", "token": await token_for(doc)}
+    token = await service.login(env, data.email, data.password, data.unlockToken, client_ip())
+    return {"message": "Auth successful", "token": token}
 
 
 @bp.post("/logout")
@@ -157,22 +115,15 @@ async def login(data: LoginIn) -> Any:
 @validate_response(MessageOut)
 async def logout(query_args: LogoutQuery) -> Any:
     """End this token (or, with `?all=true`, every session of the account) at once, on every service."""
-    sessions = user_sessions(g.user.userId)
-    if query_args.all:
-        await sessions.end_all(g.user.userId)
-        return {"message": "Logged out everywhere"}
-    await sessions.logout(g.user.sid, g.user.exp)
-    return {"message": "Logged out"}
+    await service.logout(g.user, bool(query_args.all))
+    return {"message": "Logged out everywhere" if query_args.all else "Logged out"}
 
 
 @bp.get("/me")
 @auth()
 @validate_response(UserOut)
 async def me() -> Any:
-    doc = await (await users()).get(g.user.userId)
-    if doc is None:
-        raise ApiError(404, "not_found", "User not found")
-    return user_out(doc)
+    return user_out(await service.profile(env, g.user.userId))
 
 
 @bp.patch("/me/password")
@@ -182,12 +133,8 @@ async def me() -> Any:
 @validate_response(PasswordChanged)
 async def change_password(data: PasswordChange) -> Any:
     """Every token issued before is void at once (this one too); the answer carries a new one."""
-    store = await users()
-    doc = await store.get(g.user.userId)
-    if doc is None or not await verify_password(doc["password"], data.currentPassword):
-        raise ApiError(401, "unauthorized", "Auth failed: the current password is wrong")
-    await user_sessions(g.user.userId).set_password(g.user.userId, await hash_password(data.newPassword))
-    return {"message": "Password changed", "token": await token_for(await store.get(g.user.userId))}
+    token = await service.change_password(env, g.user.userId, data.currentPassword, data.newPassword)
+    return {"message": "Password changed", "token": token}
 
 
 @bp.patch("/<oid:user_id>/role")
@@ -197,13 +144,7 @@ async def change_password(data: PasswordChange) -> Any:
 @validate_response(UserOut)
 async def change_role(user_id: str, data: RoleChange) -> Any:
     """The user's tokens issued under the old role stop working at once."""
-    _check_id(user_id)
-    if not await user_sessions(user_id).set_role(user_id, data.role):
-        raise ApiError(404, "not_found", "User not found")
-    doc = await (await users()).get(user_id)
-    if doc is None:
-        raise ApiError(404, "not_found", "User not found")
-    return user_out(doc)
+    return user_out(await service.change_role(env, user_id, data.role))
 
 
 @bp.delete("/<oid:user_id>")
@@ -211,15 +152,5 @@ async def change_role(user_id: str, data: RoleChange) -> Any:
 @auth()
 @document_response(MessageOut)
 async def delete_user(user_id: str) -> Any:
-    if g.user.role != "admin" and g.user.userId != user_id:
-        raise ApiError(403, "forbidden", "You may delete only your own account")
-    _check_id(user_id)
-    if not await user_sessions(user_id).delete_user(user_id):
-        raise ApiError(404, "not_found", "User not found")
+    await service.delete_account(g.user, user_id)
     return {"message": "User deleted"}
-
-
-def _check_id(user_id: str) -> None:
-    if not is_object_id(user_id):
-        raise ApiError(404, "not_found", "User not found")
-

@@ -11,15 +11,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 from bson import ObjectId
-
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from models.errors_domain import OrderVoided
-from models.money import to_major
-
 from models.ids import oid
+from models.money import to_major
 from models.stamps import iso
 
 VOID = "void"

@@ -10,11 +10,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from models.errors_domain import Conflict
+from models.ids import oid
 from models.money import to_major, to_minor
 from models.products import ProductQuery
-
-from models.ids import oid
 from models.stamps import iso, now
+
 from .product_cache import cache_for
 
 PUBLIC = {"holds": 0, "restocked": 0, "keywords": 0}  # bookkeeping (and that of older documents) stays in

@@ -8,7 +8,6 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from models.errors_domain import Conflict
-
 from models.ids import oid
 from models.stamps import iso, now
 

@@ -91,9 +91,9 @@ class ProviderEvents(DurableObject):
     """One per provider: which webhook/callback event ids were applied (kept for 7 days).
 
     A delivery claims its event before applying it, so two concurrent deliveries of one event
-    never both apply it; a claim whose holder died lapses after `lease_s` so a redelivery can."""
+    never both apply it; a claim whose holder died lapses after `claim_s` so a redelivery can."""
 
-    async def claim(self, event_id: str, lease_s: float = 30.0) -> str:
+    async def claim(self, event_id: str, claim_s: float = 30.0) -> str:
         """"new" (the caller applies it, then calls `done`), "duplicate", or "busy"."""
         key = f"evt:{event_id}"
         held = await self.ctx.storage.get(key)
@@ -102,7 +102,7 @@ class ProviderEvents(DurableObject):
             return "duplicate"
         if isinstance(held, dict) and held.get("until", 0) > now:
             return "busy"
-        await self.ctx.storage.put(key, {"until": now + lease_s})
+        await self.ctx.storage.put(key, {"until": now + claim_s})
         return "new"
 
     async def done(self, event_id: str) -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import base.passwords
-from base import accounts
+import base.accounts.passwords
+from base.accounts import limits
 from base.stores.account_tokens import AccountTokens
 from models.users import canonical_email
 from tests.mailbox import last_id, mailbox_url, messages, wait_for_link
@@ -28,8 +28,8 @@ SPELLINGS = ["victim@\u017fhop.example", "vic\u00adtim@shop.example", "vic\u200b
 def test_every_spelling_of_an_address_gets_the_account_s_key_or_one_canonical_key() -> None:
     """The keying itself: the key a spelling gets is the account it finds, whatever the spelling."""
     victim = {"_id": "65a000000000000000000001", "email": "victim@shop.example"}
-    assert {accounts.limit_key(spelling, victim) for spelling in SPELLINGS} == {"user:65a000000000000000000001"}
-    assert {accounts.limit_key(spelling, None) for spelling in SPELLINGS} == {"email:victim@shop.example"}
+    assert {limits.limit_key(spelling, victim) for spelling in SPELLINGS} == {"user:65a000000000000000000001"}
+    assert {limits.limit_key(spelling, None) for spelling in SPELLINGS} == {"email:victim@shop.example"}
     assert {canonical_email(s) for s in ["Stra\u00dfe@x.example", "STRASSE@x.example"]} == {"strasse@x.example"}
 
 
@@ -180,7 +180,7 @@ async def test_a_guessed_reset_token_costs_no_password_hash_and_the_route_is_lim
     (tens of milliseconds of the hashing pool, logins queued behind them)."""
     shop = await shops(PASSWORD_RESET_SUBMIT_LIMIT="10/900")
     hashed: list[str] = []
-    real = base.passwords._hasher
+    real = base.accounts.passwords._hasher
 
     class Counting:  # argon2's hasher, counting its hashes
         def hash(self, password: str) -> str:
@@ -189,7 +189,7 @@ async def test_a_guessed_reset_token_costs_no_password_hash_and_the_route_is_lim
 
         def verify(self, stored: str, password: str) -> bool:
             return real.verify(stored, password)
-    monkeypatch.setattr(base.passwords, "_hasher", Counting())
+    monkeypatch.setattr(base.accounts.passwords, "_hasher", Counting())
     statuses = [(await shop.call("POST", "/user/password/reset", {"token": f"guess-{i}", "newPassword": "x" * 12}))[0]
                 for i in range(40)]
     assert statuses == [400] * 10 + [429] * 30

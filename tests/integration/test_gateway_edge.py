@@ -186,7 +186,7 @@ async def test_exactly_the_limit_passes_under_1000_concurrent_requests(edge_shop
     statuses = Counter(status for status, _, _ in replies)
     assert statuses == {200: 100, 429: 900}
     takes = [e for e in drain(gateway_tail) if e["event"].get("rpc") == {"class": "RateLimiter", "method": "take"}]
-    assert len(takes) < 100  # leases for the 100, and the refusals remembered: not 1,000 object calls
+    assert len(takes) < 100  # allowances for the 100, and the refusals remembered: not 1,000 object calls
     limited = next(r for r in replies if r[0] == 429)
     assert limited[1]["error"]["code"] == "rate_limited" and int(limited[2]["Retry-After"]) >= 1
     assert limited[2]["RateLimit-Limit"] == "100" and limited[2]["RateLimit-Remaining"] == "0"
@@ -199,7 +199,7 @@ async def test_exactly_the_limit_passes_under_1000_concurrent_requests(edge_shop
     assert [s for s, _, _ in writes] == [401] * 5 + [429]  # writes: their own, smaller budget
 
 
-async def test_a_busy_client_spends_from_a_lease_and_its_remaining_still_counts_down_by_one(edge_shop) -> None:
+async def test_a_busy_client_spends_from_an_allowance_and_its_remaining_still_counts_down_by_one(edge_shop) -> None:
     shop = await edge_shop(RATE_LIMITS="base.read=1000/3600")
     gateway_tail = shop.runtime.hub.create("rest-shop-gateway", TailFilters())
     remaining = []
@@ -209,7 +209,7 @@ async def test_a_busy_client_spends_from_a_lease_and_its_remaining_still_counts_
         remaining.append(int(headers["RateLimit-Remaining"]))
     assert remaining == list(range(999, 939, -1))  # what the bucket alone would say
     takes = [e for e in drain(gateway_tail) if e["event"].get("rpc") == {"class": "RateLimiter", "method": "take"}]
-    assert 1 <= len(takes) < 15  # leases of 1, 2, 4, 8, ... tokens: not one object call per request
+    assert 1 <= len(takes) < 15  # allowances of 1, 2, 4, 8, ... tokens: not one object call per request
 
 
 async def test_public_catalogue_reads_are_cached_validated_and_purged_by_writes(edge_shop) -> None:
@@ -391,13 +391,13 @@ async def test_a_rate_limit_bucket_cut_mid_call_is_a_retryable_503_not_a_500(edg
     500 internal_error. (The bucket's node is made to vanish by its call raising what the runtime
     raises then.)"""
     from durable import ObjectUnavailable
-    from gateway.leases import TokenLeases
+    from gateway.allowances import TokenAllowances
 
     shop = await edge_shop(RATE_LIMITS="base.read=100/60, base.write=100/60, base.upgrade=100/60")
 
     async def cut(*args: Any, **kwargs: Any) -> Any:
         raise ObjectUnavailable("rest-shop-gateway (host of RateLimiter) failed mid-call: Connection reset by peer")
-    monkeypatch.setattr(TokenLeases, "take", cut)
+    monkeypatch.setattr(TokenAllowances, "take", cut)
     status, body, headers = await shop.call("GET", "/api/products")
     assert status == 503 and body["error"]["code"] == "object_unavailable" and headers["Retry-After"] == "1"
     async with shop.http.get(f"{shop.url}/api/orders/{'0' * 24}/live", headers=WEBSOCKET_UPGRADE) as resp:

@@ -11,8 +11,8 @@ import aiosmtplib
 import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
-from base.mail import sender
-from base.mail.local_server import LocalMailServer
+from base.accounts.mail import sender
+from base.accounts.mail.local_server import LocalMailServer
 
 
 class _Keep:

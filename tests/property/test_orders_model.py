@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 from pymongo import MongoClient
 
-from durable.mongo import pooled_database as database
+from durable.mongo_pool import pooled_database as database
 from base.stores.products import ProductStore
 from durable.runtime import Runtime
 from models.errors_domain import Conflict, InsufficientStock

@@ -1,5 +1,5 @@
-"""Deadlines: the gateway's forwards (`asyncio.timeout`'s behaviour, one ticker for all) and a
-request's budget carried into every call it makes."""
+"""A request's budget, carried into every call it makes (`durable.deadline`), and a database command
+bounded by it."""
 from __future__ import annotations
 
 import asyncio
@@ -10,66 +10,8 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
 from durable import deadline
-from gateway.deadlines import Deadlines
 from web.errors import is_database_failure
 
-
-async def test_work_done_in_time_is_untouched_and_the_ticker_stops_when_idle() -> None:
-    deadlines = Deadlines(0.2)
-    with deadlines.watch():
-        await asyncio.sleep(0)
-    assert deadlines._ticker is not None  # it runs while anything was watched ...
-    await asyncio.wait_for(asyncio.shield(deadlines._ticker), 5)
-    assert deadlines._ticker is None  # ... and ends once nothing is
-
-
-async def test_work_past_its_deadline_gets_a_timeout_error_and_the_task_is_not_left_cancelled() -> None:
-    deadlines = Deadlines(0.1)
-    started = time.monotonic()
-    with pytest.raises(TimeoutError):
-        with deadlines.watch():
-            await asyncio.Event().wait()  # never set
-    waited = time.monotonic() - started
-    assert 0.1 <= waited < 5
-    task = asyncio.current_task()
-    assert task is not None and task.cancelling() == 0
-    await asyncio.sleep(0)  # and it is not cancelled later either
-
-
-async def test_someone_elses_cancellation_stays_a_cancellation() -> None:
-    deadlines = Deadlines(30)
-    entered = asyncio.Event()
-
-    async def forward() -> None:
-        with deadlines.watch():
-            entered.set()
-            await asyncio.Event().wait()
-
-    task = asyncio.ensure_future(forward())
-    await entered.wait()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert not deadlines._watched
-
-
-async def test_a_cancellation_swallowed_inside_is_taken_back_when_the_deadline_was_ours() -> None:
-    deadlines = Deadlines(0.1)
-
-    async def forward() -> str:
-        with deadlines.watch():
-            try:
-                await asyncio.Event().wait()
-            except asyncio.CancelledError:
-                pass  # e.g. a handler that cleans up and returns
-        task = asyncio.current_task()
-        assert task is not None
-        return f"cancelling={task.cancelling()}"
-
-    assert await asyncio.wait_for(forward(), 5) == "cancelling=0"
-
-
-# -- a request's deadline, carried into the calls it makes (durable.deadline) -----------------
 
 def test_a_caller_may_shorten_a_budget_never_lengthen_it() -> None:
     assert deadline.budget_from({}, 30) == 30

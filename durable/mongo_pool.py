@@ -25,7 +25,7 @@ from pymongo.monitoring import ConnectionPoolListener, ServerHeartbeatListener
 from .objects import DurableObject
 from .observe.tail import redactor
 
-log = logging.getLogger("durable.mongo")
+log = logging.getLogger("durable.mongo_pool")
 
 MONGODB_UP = Gauge("mongodb_up", "1 while the driver's monitor last reached the worker's MongoDB, 0 after a failed "
                    "check (every MONGODB_HEARTBEAT_MS)", ["worker"], multiprocess_mode="livemin")

@@ -1,4 +1,5 @@
-"""RateLimiter: a token bucket per (route class, client), exact under concurrency.
+"""AttemptLimiter: attempts at an account action (signup, login, reset, resend) per client or
+account, a window each, exact under concurrency.
 
 Each hit is a storage-only read-modify-write, so the input gate makes it atomic with no lock.
 The state deletes itself (alarm) once the bucket would be full again.
@@ -12,7 +13,7 @@ from typing import Any
 from durable import DurableObject
 
 
-class RateLimiter(DurableObject):
+class AttemptLimiter(DurableObject):
     async def hit(self, limit: int, window_s: float) -> dict[str, Any]:
         """Take one token; `allowed`, `remaining`, and `retry_after` seconds when refused."""
         now = time.time()

@@ -17,8 +17,8 @@ from typing import Any
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
-from durable.errors import StartupRefused
 from durable.dev.local_servers import claim
+from durable.errors import StartupRefused
 
 log = logging.getLogger("rest_shop.signin")
 

@@ -24,9 +24,9 @@ from models.errors_domain import Conflict
 from models.users import is_plain_email
 from web.errors import ApiError
 
-from .. import accounts
+from ...stores.users import UserStore
+from ..links import notify
 from ..mail import messages
-from ..stores.users import UserStore
 from .oidc import Identity, OidcClient
 from .providers import ISSUERS, configure, stop_local
 
@@ -129,11 +129,11 @@ async def finish(env: Any, provider: str, params: dict[str, str | None], store: 
     identity = await client.verify(id_token, attempt["nonce"])
     if attempt.get("link"):
         linked = await link_for(store, str(attempt["link"]), identity)
-        accounts.notify(env, linked, messages.identity_linked(env, provider))
+        notify(env, linked, messages.identity_linked(env, provider))
         return linked
     found, newly_linked = await account_for(store, identity)
     if newly_linked:
-        accounts.notify(env, found, messages.identity_linked(env, provider))
+        notify(env, found, messages.identity_linked(env, provider))
     return found
 
 

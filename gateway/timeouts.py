@@ -1,6 +1,6 @@
-"""Deadlines for forwards, kept by one ticking task instead of a timer per request.
+"""ForwardTimeouts for forwards, kept by one ticking task instead of a timer per request.
 
-`with deadlines.watch(): await ...` behaves as `async with asyncio.timeout(timeout_s)` does
+`with timeouts.watch(): await ...` behaves as `async with asyncio.timeout(timeout_s)` does
 (TimeoutError when the deadline passes; another's cancellation stays a cancellation), but where
 `asyncio.timeout` schedules and cancels a timer handle per request (~4 µs alone, ~15 in a busy
 gateway), a forward here is one dict entry, and a ticker that runs only while forwards are in
@@ -13,14 +13,14 @@ import time
 from typing import Any
 
 
-class Deadlines:
+class ForwardTimeouts:
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
-        self._watched: dict[Deadline, None] = {}
+        self._watched: dict[ForwardTimeout, None] = {}
         self._ticker: asyncio.Task[None] | None = None
 
-    def watch(self) -> Deadline:
-        return Deadline(self)
+    def watch(self) -> ForwardTimeout:
+        return ForwardTimeout(self)
 
     async def _tick(self) -> None:
         try:
@@ -40,16 +40,16 @@ class Deadlines:
             await asyncio.gather(self._ticker, return_exceptions=True)
 
 
-class Deadline:
+class ForwardTimeout:
     """One forward's deadline, for the task that enters it."""
 
     __slots__ = ("owner", "task", "at", "expired")
 
-    def __init__(self, owner: Deadlines) -> None:
+    def __init__(self, owner: ForwardTimeouts) -> None:
         self.owner = owner
         self.expired = False
 
-    def __enter__(self) -> Deadline:
+    def __enter__(self) -> ForwardTimeout:
         task = asyncio.current_task()
         if task is None:
             raise RuntimeError("a deadline is for a task")

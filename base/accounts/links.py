@@ -1,7 +1,7 @@
 """The account lifecycle's mailed steps: a token is issued and its link mailed (verification after
 signup, password reset, login unlock), a link's token is spent, and the owner is told of every
 change to how the account is reached (a provider linked or unlinked, a reset). One place decides
-what a token proves and what an account's limits are keyed by.
+what a token proves.
 
 What a link proves: a verification link, followed from a session of the account it was mailed
 for, proves that whoever chose the password also reads the address's mail (followed by someone
@@ -14,26 +14,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from models.users import canonical_email
 from web.auth import user_sessions
 from web.errors import ApiError
 
+from ..stores.account_tokens import AccountTokens, Purpose
+from ..stores.users import UserStore
 from .mail import messages
 from .mail.sender import mailer
 from .passwords import hash_password
-from .stores.account_tokens import AccountTokens, Purpose
-from .stores.users import UserStore
 
 
 def invalid_token(what: str) -> ApiError:
     return ApiError(400, "invalid_token", f"This {what} link is unknown, already used or expired; ask for a new one")
-
-
-def limit_key(email: str, user: dict[str, Any] | None) -> str:
-    """What a per-account limit (the login guard, the reset-mail limit) counts under: the account
-    itself when the address finds one, however it was spelt (the lookup's collation equates
-    spellings a string compare does not), else the address's one canonical form."""
-    return f"user:{user['_id']}" if user is not None else f"email:{canonical_email(email)}"
 
 
 async def _mail_link(env: Any, db: Any, user: dict[str, Any], purpose: Purpose, ttl_s: float,
