@@ -3,7 +3,13 @@ from __future__ import annotations
 
 from prometheus_client import Counter
 
-from models.errors_domain import Conflict, InsufficientStock, NotFound, Unprocessable
+from models.errors_domain import (
+    Conflict,
+    InsufficientStock,
+    NotFound,
+    UnpaidLimit,
+    Unprocessable,
+)
 from web.errors import ApiError
 
 ORDERS_CREATED = Counter("shop_orders_created", "Orders placed (stock held, order written)")
@@ -13,7 +19,7 @@ SIGNINS = Counter("shop_signins", "Sign-ins by provider (password, google, micro
                   "(ok, refused)", ["provider", "outcome"])
 
 _REASONS: tuple[tuple[type[Exception], str], ...] = (
-    (InsufficientStock, "insufficient_stock"), (NotFound, "not_found"), (Conflict, "conflict"),
+    (InsufficientStock, "insufficient_stock"), (UnpaidLimit, "unpaid_limit"), (NotFound, "not_found"), (Conflict, "conflict"),
     (Unprocessable, "unprocessable"))
 
 

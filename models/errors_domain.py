@@ -28,6 +28,20 @@ class InsufficientStock(Exception):
 
 
 @register_error
+class UnpaidLimit(Conflict):
+    """The shopper holds as many unpaid orders (or units) as allowed. Message is
+    `<orders>:<units>:<max_orders>:<max_units>:<requested>` so it survives RPC as one string."""
+
+    @classmethod
+    def of(cls, orders: int, units: int, max_orders: int, max_units: int, requested: int) -> UnpaidLimit:
+        return cls(f"{orders}:{units}:{max_orders}:{max_units}:{requested}")
+
+    def parts(self) -> tuple[int, int, int, int, int]:
+        orders, units, max_orders, max_units, requested = (int(part) for part in str(self).split(":"))
+        return orders, units, max_orders, max_units, requested
+
+
+@register_error
 class Unprocessable(Exception):
     """Well-formed but semantically wrong (amount or currency mismatch...)."""
 

@@ -20,6 +20,7 @@ from models.errors_domain import (
     DatabaseUnavailable,
     InsufficientStock,
     NotFound,
+    UnpaidLimit,
     Unprocessable,
 )
 
@@ -84,7 +85,7 @@ def install_error_handlers(app: Quart) -> None:
     """Our errors and the domain's as their statuses; the framework's in the envelope; a
     dependency away as a retryable 503; anything else a 500 with no stack trace."""
     for kind, handler in ((ApiError, _api_error), (RequestSchemaValidationError, _invalid),
-                          (NotFound, _not_found), (Conflict, _conflict), (InsufficientStock, _stock),
+                          (NotFound, _not_found), (Conflict, _conflict), (InsufficientStock, _stock), (UnpaidLimit, _unpaid),
                           (Unprocessable, _unprocessable), (RpcError, _maybe_database), (PyMongoError, _maybe_database),
                           (ConnectionFailure, _database_down), (DatabaseUnavailable, _database_down),
                           (ObjectUnavailable, _object_unavailable), (RecursionError, _unreadable_body),
@@ -115,6 +116,14 @@ async def _stock(exc: InsufficientStock) -> Any:
     product_id, available, requested = exc.parts()
     return _reply(409, "insufficient_stock", f"Only {available} in stock, {requested} requested",
                   [{"productId": product_id, "available": available, "requested": requested}])
+
+
+async def _unpaid(exc: UnpaidLimit) -> Any:
+    orders, units, max_orders, max_units, requested = exc.parts()
+    return _reply(409, "unpaid_limit", f"You hold {orders} unpaid order(s) with {units} unit(s); at most "
+                  f"{max_orders} orders and {max_units} units may wait for payment. Pay or cancel one first",
+                  [{"unpaidOrders": orders, "unpaidUnits": units, "maxUnpaidOrders": max_orders,
+                    "maxUnpaidUnits": max_units, "requestedUnits": requested}])
 
 
 async def _unprocessable(exc: Unprocessable) -> Any:

@@ -66,27 +66,6 @@ async def _visible(order_id: str) -> dict[str, Any]:
     return doc
 
 
-def holds(user_id: str) -> Any:
-    return env.SHOPPER_HOLDS.get_by_name(user_id)
-
-
-async def _claim_unpaid(order_id: str, units: int) -> None:
-    """Shoppers may hold at most MAX_UNPAID_ORDERS unpaid orders and MAX_UNPAID_UNITS units (admins
-    are not capped): 409 `unpaid_limit` beyond, saying what is held and what the caps are."""
-    if g.user.role == "admin":
-        return
-    max_orders, max_units = int(env.get("MAX_UNPAID_ORDERS", 5)), int(env.get("MAX_UNPAID_UNITS", 50))
-    lapse_s = float(env.get("ORDER_PAYMENT_TIMEOUT_S", 1800)) + 2 * float(env.get("ORDER_RECOVERY_S", 30))
-    claim = await holds(g.user.userId).claim(order_id, units, int((time.time() + lapse_s) * 1000),
-                                             max_orders, max_units)
-    if not claim["ok"]:
-        raise ApiError(409, "unpaid_limit", f"You hold {claim['orders']} unpaid order(s) with {claim['units']} "
-                       f"unit(s); at most {max_orders} orders and {max_units} units may wait for payment. "
-                       "Pay or cancel one first", [{"unpaidOrders": claim["orders"], "unpaidUnits": claim["units"],
-                                                    "maxUnpaidOrders": max_orders, "maxUnpaidUnits": max_units,
-                                                    "requestedUnits": units}])
-
-
 @bp.post("")
 @documents_idempotency_key(required=False)
 @documents_errors(400, 404, 409, 422)  # 409: insufficient_stock, unpaid_limit, currency, a reused key
@@ -98,15 +77,9 @@ async def create_order(data: OrderIn) -> Any:
     spec = {"orderId": order_id, "userId": g.user.userId, "items": data.lines(), "currency": data.currency,
             "shippingAddress": data.shippingAddress.model_dump() if data.shippingAddress else None}
     try:
-        await _claim_unpaid(order_id, sum(item["quantity"] for item in spec["items"]))
-    except ApiError as exc:
+        order = await lock(order_id).create(spec, capped=g.user.role != "admin")
+    except (Conflict, InsufficientStock, NotFound, Unprocessable) as exc:  # refused: the object kept nothing held
         metrics.order_refused(exc)
-        raise
-    try:
-        order = await lock(order_id).create(spec)
-    except (Conflict, InsufficientStock, NotFound, Unprocessable) as exc:  # rejected, nothing held (other failures: it lapses)
-        metrics.order_refused(exc)
-        await holds(g.user.userId).release(order_id)
         raise
     metrics.ORDERS_CREATED.inc()
     return {"message": "Order saved", "createdOrder": order,

@@ -295,6 +295,30 @@ async def test_stock_kept_in_one_value_by_older_versions_moves_to_keys_unchanged
     assert await ns.get(object_id).restock(product["_id"], "c" * 24, 2) is False  # still remembered
 
 
+async def test_an_order_record_older_versions_wrote_still_reads_and_moves(shop) -> None:
+    """A record without `attempt` or `pending` (older versions) and with a payment in progress
+    loads as the typed record: the payment still holds others off, and a cancel gives the stock back."""
+    from durable import codec
+    product = await shop.product(price=4, stock=10)
+    user = shop.token()
+    created = (await order(shop, user, productId=product["_id"], quantity=2))[1]["createdOrder"]
+    ns = shop.worker.env.ORDER_LOCK
+    key = str(ns.id_from_name(created["_id"]))
+    host = shop.worker.hosts["OrderLock"]
+    assert host.evict_idle(0) >= 1  # the next call reads the record from storage
+    legacy = codec.decode(host.engine.read(key, "state"))
+    del legacy["attempt"], legacy["pending"]
+    legacy["payment_lease"] = {"payment": "pay-old", "until": time.time() + 60}
+    host.engine.stage(key).writes["state"] = codec.encode(legacy)
+    await host.engine.flush()
+    lock = ns.get_by_name(created["_id"])
+    assert (await lock.get())["status"] == "pending"
+    with pytest.raises(Conflict, match="another payment"):
+        await lock.begin_payment("pay-new", created["userId"])
+    assert (await lock.cancel())["status"] == "cancelled"
+    assert (await stock_of(shop, product["_id"]))[0] == 10
+
+
 async def test_a_reservation_that_arrives_after_its_order_was_undone_is_refused(shop) -> None:
     """An order's caller gave up on a reservation cut mid-call and released it (nothing was held
     yet); the reservation, held back by the network, arrives afterwards. It must be refused, or
