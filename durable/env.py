@@ -21,6 +21,9 @@ from .config import ConfigError, WorkerConfig
 log = logging.getLogger("durable.env")
 
 GENERATED_SECRETS_FILE = "dev-secrets.json"
+# set by a parent (`wrangler dev --nodes`) that generated and announced the dev secrets already:
+# its children make the same values from the same file, and say so only at debug level
+ANNOUNCED_ENV = "DURABLE_GENERATED_SECRETS_ANNOUNCED"
 
 
 class Env:
@@ -209,7 +212,8 @@ def load_secrets(config: WorkerConfig, *, state_dir: Path, local_dev: bool,
             raise ConfigError(config.path, "secrets.required",
                               f"missing secret(s) {', '.join(missing)}: set them in the process environment")
         found.update(_generated_secrets(state_dir, missing))
+        announced = (os.environ if environ is None else environ).get(ANNOUNCED_ENV) == "1"
         for name in missing:
-            log.warning("%s: secret %s is not set (environment or %s); using a generated local value "
+            log.log(logging.DEBUG if announced else logging.WARNING, "%s: secret %s is not set (environment or %s); using a generated local value "
                         "kept in %s", config.name, name, _dev_vars_path(config).name, state_dir / GENERATED_SECRETS_FILE)
     return found

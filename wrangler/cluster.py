@@ -19,9 +19,10 @@ from pathlib import Path
 from durable.cluster.node import ClusterSettings
 from durable.cluster.placement import DEFAULT_SHARDS
 from durable.config import ConfigError, WorkerConfig
-from durable.env import load_secrets
+from durable.env import ANNOUNCED_ENV, load_secrets
 
 from .embedded_mongo import EmbeddedMongo, start_for_dev
+from .supervisor import Supervisor, WhenOneDies
 
 INTERNAL_KEY_ENV = "DURABLE_INTERNAL_KEY"  # how `dev --nodes` gives its nodes one key for object calls
 URI_ENV = "DURABLE_CLUSTER_URI"
@@ -86,71 +87,69 @@ async def _relay(index: int, stream: asyncio.StreamReader, ready: asyncio.Future
         ready.set_exception(RuntimeError(f"node-{index} exited before it was ready:\n" + "".join(lines[-20:])))
 
 
-async def run_nodes(args: argparse.Namespace, configs: list[WorkerConfig], persist_to: Path, needs_mongo: bool) -> int:
-    """`wrangler dev --nodes N`: N node processes on this machine, one embedded database."""
+async def _start_nodes(args: argparse.Namespace, env: dict[str, str], supervisor: Supervisor) -> list[str]:
+    """Start the nodes with their output relayed; each one's 'Ready on' URL once it serves."""
+    readies: list[asyncio.Future[str]] = []
+    outputs: list[list[str]] = []
+    for index in range(args.nodes):
+        proc = await asyncio.create_subprocess_exec(*node_command(args, index), env=env, stdout=asyncio.subprocess.PIPE)
+        supervisor.children[f"node-{index}"] = proc
+        ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        lines: list[str] = []
+        readies.append(ready)
+        outputs.append(lines)
+        assert proc.stdout is not None
+        _RELAYS.add(asyncio.ensure_future(_relay(index, proc.stdout, ready, lines)))
+    urls = await asyncio.gather(*readies)
+    for index, lines in enumerate(outputs):
+        for line in lines:
+            if line.startswith("  "):
+                print(f"  node-{index} {line.strip()}", flush=True)
+    return urls
+
+
+_RELAYS: set[asyncio.Future[None]] = set()  # kept referenced while the nodes run
+
+
+async def _node_environment(configs: list[WorkerConfig], persist_to: Path,
+                            needs_mongo: bool) -> tuple[dict[str, str], EmbeddedMongo | None] | None:
+    """What every node starts with: one internal key, the database (embedded unless one is set),
+    and the dev secrets, made once here so every node signs alike (and warns about them once)."""
     env = {**os.environ, INTERNAL_KEY_ENV: os.environ.get(INTERNAL_KEY_ENV) or secrets.token_urlsafe(32),
            "PYTHONUNBUFFERED": "1"}
     mongo: EmbeddedMongo | None = None
     if needs_mongo or not (env.get(URI_ENV) or env.get("MONGODB_URI")):  # the workers' or the cluster's own
         mongo = await start_for_dev(persist_to)
         if mongo is None:
-            return 1
+            return None
         env[URI_ENV if not needs_mongo else "MONGODB_URI"] = mongo.uri
     env.setdefault(URI_ENV, env.get("MONGODB_URI", ""))
-    for config in configs:  # generated dev secrets are made once, here, so every node signs alike
+    for config in configs:
         load_secrets(config, state_dir=persist_to, local_dev=True, environ=env)
-    nodes: list[asyncio.subprocess.Process] = []
+    env[ANNOUNCED_ENV] = "1"  # the nodes make the same values from the same file: warned once, here
+    return env, mongo
+
+
+async def run_nodes(args: argparse.Namespace, configs: list[WorkerConfig], persist_to: Path, needs_mongo: bool) -> int:
+    """`wrangler dev --nodes N`: N node processes on this machine, one embedded database."""
+    prepared = await _node_environment(configs, persist_to, needs_mongo)
+    if prepared is None:
+        return 1
+    env, mongo = prepared
+    supervisor = Supervisor(grace_s=30.0, stop_signal=signal.SIGINT)
     try:
-        readies: list[asyncio.Future[str]] = []
-        outputs: list[list[str]] = []
-        relays = []
-        for index in range(args.nodes):
-            proc = await asyncio.create_subprocess_exec(*node_command(args, index), env=env,
-                                                        stdout=asyncio.subprocess.PIPE)
-            nodes.append(proc)
-            ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-            lines: list[str] = []
-            readies.append(ready)
-            outputs.append(lines)
-            assert proc.stdout is not None
-            relays.append(asyncio.ensure_future(_relay(index, proc.stdout, ready, lines)))
         try:
-            urls = await asyncio.gather(*readies)
+            urls = await _start_nodes(args, env, supervisor)
         except RuntimeError as exc:
             print(f"✘ [ERROR] {exc}", file=sys.stderr)
             return 1
         print(f"⎔ Cluster of {args.nodes} nodes; state in {persist_to}", flush=True)
-        for index, lines in enumerate(outputs):
-            for line in lines:
-                if line.startswith("  "):
-                    print(f"  node-{index} {line.strip()}", flush=True)
         print(f"[wrangler:info] Ready on {urls[0]}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        stopper = asyncio.ensure_future(stop.wait())
-        running = {asyncio.ensure_future(proc.wait()): index for index, proc in enumerate(nodes)}
-        while running:  # a node that dies is reported; the others go on (that is the point of nodes)
-            done, _ = await asyncio.wait([stopper, *running], return_when=asyncio.FIRST_COMPLETED)
-            if stopper in done:
-                break
-            for task in done:
-                index = running.pop(task)
-                print(f"✘ [node-{index}] exited with code {nodes[index].returncode}; the others carry on",
-                      file=sys.stderr, flush=True)
-        stopper.cancel()
+        await supervisor.watch(WhenOneDies.CARRY_ON, on_death=lambda name, proc: print(
+            f"✘ [{name}] exited with code {proc.returncode}; the others carry on", file=sys.stderr, flush=True))
         print("\n[wrangler:info] Shutting down…", flush=True)
         return 0
     finally:
-        for proc in nodes:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGINT)
-        for proc in nodes:
-            try:
-                await asyncio.wait_for(proc.wait(), 30)
-            except asyncio.TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await supervisor.stop_all()
         if mongo is not None:
             await asyncio.to_thread(mongo.stop)

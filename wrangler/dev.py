@@ -9,16 +9,16 @@ from pathlib import Path
 
 from durable import config as wconfig
 from durable.config import ConfigError, WorkerConfig
-from durable.env import read_dev_vars
-from durable.observe.logs import setup_logging
 from durable.dev.local_servers import ANNOUNCED
 from durable.dev.registry import RegistryEntry, register, unregister
+from durable.env import read_dev_vars
+from durable.observe.logs import setup_logging
+from durable.observe.metrics import RuntimeCollector
+from durable.observe.metrics_api import METRICS_PATH, announce_target, metrics_handler
+from durable.observe.tail_api import TailServer, create_tail_app
 from durable.runtime import Runtime, settle_heap
 from durable.server import Server, bind, url_of, websocket_max_bytes
 from durable.worker import SCHEDULED_HANDLER_PATH, SCHEDULED_TEST_PATH
-from durable.observe.tail_api import TailServer, create_tail_app
-from durable.observe.metrics import RuntimeCollector
-from durable.observe.metrics_api import METRICS_PATH, announce_target, metrics_handler
 
 from .cluster import INTERNAL_KEY_ENV, cluster_settings, run_nodes
 from .embedded_mongo import EmbeddedMongo, start_for_dev

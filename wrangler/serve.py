@@ -14,7 +14,6 @@ import ipaddress
 import logging
 import os
 import shutil
-import signal
 import socket
 import sys
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from .dev import (
     state_dir,
     stop_on_signals,
 )
+from .supervisor import Process, Supervisor, WhenOneDies
 
 log = logging.getLogger("wrangler.serve")
 MIN_TAIL_TOKEN_BYTES = 32
@@ -273,16 +273,13 @@ class RollFailed(Exception):
     """A new process did not come up: the old one keeps serving."""
 
 
-async def supervise(args: argparse.Namespace, configs: list[WorkerConfig]) -> int:
-    """One process per worker, restarted one at a time on SIGHUP (a rolling reload: with
-    --cluster each new process joins before the old one hands its shards off and leaves; alone,
-    the old one stops first, its objects being on this host only). Stops them all on SIGTERM, or
-    when one dies."""
-    ordered = start_order(configs)
+def bind_children(args: argparse.Namespace, configs: list[WorkerConfig],
+                  ordered: list[WorkerConfig]) -> dict[str, ChildSockets]:
+    """Every worker's sockets, bound here once: the primary on --port, the others on their [dev]
+    ports (or any), tail and metrics ports numbered in start order."""
     primary = primary_worker(configs, bool(args.config), ordered)
     ip = args.ip or primary.dev.ip or DEFAULT_IP
     inner_ip = internal_ip(args, ip)
-    scheme = "https" if internal_tls(args) is not None else "http"
     sockets: dict[str, ChildSockets] = {}
     for index, config in enumerate(ordered):
         wanted = (args.port if args.port is not None else (primary.dev.port or DEFAULT_PORT)) if config is primary \
@@ -294,18 +291,39 @@ async def supervise(args: argparse.Namespace, configs: list[WorkerConfig]) -> in
             metrics = bind(inner_ip, 0 if args.metrics_port == 0 else args.metrics_port + index)
         sockets[config.name] = ChildSockets(bind(ip, wanted, fallback_to_any=config is not primary),
                                             bind(inner_ip, 0), tail, metrics)
-    remotes = {name: url_of(s.public) for name, s in sockets.items()}
-    remote_internals = {name: url_of(s.internal, scheme) for name, s in sockets.items()}
+    return sockets
 
-    counted = {config.name: fresh_metrics_dir(state_dir(args), config.name) for config in ordered}
 
-    async def spawn(config: WorkerConfig, wait: bool) -> asyncio.subprocess.Process:
+class WorkerProcesses:
+    """`wrangler serve` without one `-c`: a process per worker on sockets bound once, replaced one
+    at a time on SIGHUP (a rolling reload: with --cluster each new process joins before the old
+    one hands its shards off and leaves; alone, the old one stops first, its objects being on this
+    host only)."""
+
+    def __init__(self, args: argparse.Namespace, configs: list[WorkerConfig]) -> None:
+        self.args = args
+        self.ordered = start_order(configs)
+        self.sockets = bind_children(args, configs, self.ordered)
+        scheme = "https" if internal_tls(args) is not None else "http"
+        self.remotes = {name: url_of(s.public) for name, s in self.sockets.items()}
+        self.remote_internals = {name: url_of(s.internal, scheme) for name, s in self.sockets.items()}
+        # a worker's processes (old and new across a reload) count into one set of files
+        self.counted = {config.name: fresh_metrics_dir(state_dir(args), config.name) for config in self.ordered}
+        self.supervisor = Supervisor(grace_s=args.grace + 5, on_stopped=self._forget)
+
+    def _forget(self, pid: int) -> None:
+        for path in self.counted.values():  # its live gauges (requests in flight…) stop counting
+            mark_process_dead(pid, str(path))
+
+    async def spawn(self, config: WorkerConfig, wait: bool) -> Process:
+        """A process serving `config`; with `wait`, only once it says it is ready (RollFailed if not)."""
         read_end, write_end = os.pipe()
-        try:  # a worker's processes (old and new across a reload) count into one set of files
+        try:
             child = await asyncio.create_subprocess_exec(
-                *child_command(args, config, sockets[config.name], remotes, remote_internals, write_end),
-                pass_fds=(*sockets[config.name].fds(), write_end),
-                env={**child_environment(args), "PROMETHEUS_MULTIPROC_DIR": str(counted[config.name])})
+                *child_command(self.args, config, self.sockets[config.name], self.remotes, self.remote_internals,
+                               write_end),
+                pass_fds=(*self.sockets[config.name].fds(), write_end),
+                env={**child_environment(self.args), "PROMETHEUS_MULTIPROC_DIR": str(self.counted[config.name])})
         finally:
             os.close(write_end)
         try:
@@ -313,72 +331,47 @@ async def supervise(args: argparse.Namespace, configs: list[WorkerConfig]) -> in
                 said = await asyncio.wait_for(asyncio.to_thread(os.read, read_end, 16), READY_TIMEOUT_S)
                 if not said:
                     code = await child.wait()
-                    forget_process(child.pid)
+                    self._forget(child.pid)
                     raise RollFailed(f"the new {config.name} process exited with {code}")
         except asyncio.TimeoutError:
-            await stop(child, kill=True)
+            await self.supervisor.stop(child, kill=True)
             raise RollFailed(f"the new {config.name} process was not ready within {READY_TIMEOUT_S:g} s") from None
         finally:
             os.close(read_end)
         return child
 
-    async def stop(child: asyncio.subprocess.Process, kill: bool = False) -> None:
-        if child.returncode is None:
-            child.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-            try:
-                await asyncio.wait_for(child.wait(), args.grace + 5)
-            except asyncio.TimeoutError:
-                child.kill()
-                await child.wait()
-        forget_process(child.pid)
-
-    def forget_process(pid: int) -> None:
-        for path in counted.values():  # its live gauges (requests in flight…) stop counting
-            mark_process_dead(pid, str(path))
-
-    async def roll() -> None:
-        for config in ordered:  # dependencies first, as at start
+    async def roll(self) -> None:
+        children = self.supervisor.children
+        for config in self.ordered:  # dependencies first, as at start
             old = children[config.name]
             log.info("reload: replacing %s (pid %s)", config.name, old.pid,
                      extra={"worker": config.name, "event": "reloading"})
             try:
-                if args.cluster:  # the new node joins; then the old one hands off and leaves
-                    children[config.name] = await spawn(config, wait=True)
-                    await stop(old)
+                if self.args.cluster:  # the new node joins; then the old one hands off and leaves
+                    children[config.name] = await self.spawn(config, wait=True)
+                    await self.supervisor.stop(old)
                 else:  # one process at a time owns this host's objects: the old one goes first
-                    await stop(old)
-                    children[config.name] = await spawn(config, wait=True)
+                    await self.supervisor.stop(old)
+                    children[config.name] = await self.spawn(config, wait=True)
             except RollFailed as exc:
                 log.error("reload stopped: %s; %s", exc, "the others keep their processes",
                           extra={"worker": config.name, "event": "reload_failed"})
-                if args.cluster:
-                    return
-                children[config.name] = await spawn(config, wait=False)  # the old code, back
+                if not self.args.cluster:
+                    children[config.name] = await self.spawn(config, wait=False)  # the old code, back
                 return
         log.info("reload: every worker replaced", extra={"event": "reloaded"})
 
-    children: dict[str, asyncio.subprocess.Process] = {}
-    for config in ordered:  # dependencies first, as their bindings resolve over HTTP
-        children[config.name] = await spawn(config, wait=False)
-    stop_event = stop_on_signals()
-    reload_event = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload_event.set)
-    died: list[asyncio.subprocess.Process] = []
-    while not stop_event.is_set() and not died:
-        waits = {asyncio.ensure_future(child.wait()): child for child in children.values()}
-        waiters = [asyncio.ensure_future(stop_event.wait()), asyncio.ensure_future(reload_event.wait())]
-        done, pending = await asyncio.wait([*waiters, *waits], return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        died = [waits[task] for task in done if task in waits]
-        if reload_event.is_set() and not stop_event.is_set() and not died:
-            reload_event.clear()
-            await roll()
-    # the edge first: what it still has in flight needs the workers behind it, so they stop after it
-    for child in reversed(list(children.values())):
-        await stop(child)
+
+async def supervise(args: argparse.Namespace, configs: list[WorkerConfig]) -> int:
+    """Start every worker's process (dependencies first, as their bindings resolve over HTTP), roll
+    them on SIGHUP, and stop them all on SIGTERM or when one dies."""
+    workers = WorkerProcesses(args, configs)
+    for config in workers.ordered:
+        workers.supervisor.children[config.name] = await workers.spawn(config, wait=False)
+    died = await workers.supervisor.watch(WhenOneDies.STOP_ALL, reload=workers.roll)
+    await workers.supervisor.stop_all()
     if died:
-        log.error("a worker process exited (code %s); stopped the others", died[0].returncode,
-                  extra={"event": "worker_died"})
+        code = workers.supervisor.children[died[0]].returncode
+        log.error("a worker process exited (code %s); stopped the others", code, extra={"event": "worker_died"})
         return 1
     return 0

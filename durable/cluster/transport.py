@@ -51,7 +51,7 @@ class ClusterTransport:
         """A WebSocket fetch: on this node the object's own answer, elsewhere one joined to it."""
         return await self._to_owner(
             object_id,
-            lambda local: local._invoke(object_id, "fetch", [request], {}),
+            lambda local: local.invoke(object_id, "fetch", [request], {}),
             lambda target: open_object_socket(self._http, target, self.class_name, object_id, request))
 
     async def _to_owner(self, object_id: DurableObjectId, here: Callable[[LocalTransport], Awaitable[Any]],

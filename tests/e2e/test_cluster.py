@@ -394,6 +394,10 @@ async def test_a_flash_sale_on_three_nodes_sells_exactly_the_stock(dev_process: 
     cluster = await shop_cluster(dev_process, tmp_path, mongo_uri, shoppers=10)
     db, admin, shoppers = cluster.db, cluster.admin, cluster.shoppers
     gateways = [cluster.gateways[node] for node in range(3)]
+    # the generated dev secrets are announced once, by the supervisor, not once per node
+    warned = [line.strip() for line in cluster.process.stderr_lines if "is not set" in line]
+    assert any("SERVICE_AUTH_KEY" in line for line in warned), cluster.process.stderr_lines[-20:]
+    assert len(warned) == len(set(warned)), warned
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{gateways[0]}/api/products", json={"name": "Flash", "price": 10, "stock": 50},
                              headers={"Authorization": f"Bearer {admin}"}) as resp:
