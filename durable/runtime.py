@@ -200,60 +200,11 @@ class Runtime:
         for config in self.configs:
             found = load_secrets(config, state_dir=self.persist_to, local_dev=self.local_dev)
             redactor.add(*found.values())
-            worker = Worker(config, internal_key=self.internal_key, on_trace=self._publish,
-                            tracing_wanted=self.hub.listening)
-            if self.metrics:
-                worker.meter = RequestMeter(worker.name)
-            worker.spans = otel.spans_for(worker.name)
-            if self.node is not None:  # calls to this node name where it serves, so none is good on another
-                worker.audience = self.node.settings.urls.get(worker.name) or self.node.node_id
-            if self.node is None:  # on one host: renames move a class's stored objects, deletes drop them
-                apply_migrations(config, self.objects_root)
-            for class_name in config.hosted_classes:
-                cls = worker.object_class(class_name)
-                engine = self._engine(worker.name, cls)
-                key = ids.namespace_key(worker.name, config.created_as(class_name))
-                remark = functools.partial(engine.remark_ids, functools.partial(ids.remark, key))
-                clustered = self.node is not None and not cls.node_local
-                if not clustered:
-                    await remark()
-                host = worker.hosts[class_name] = ObjectHost(
-                    cls, None, engine, script_name=worker.name,
-                    class_name=class_name, on_trace=self._publish, tracing_wanted=self.hub.listening,
-                    alarm_backoff_s=self.alarm_backoff_s, sql_dir=self._sql_dir(config, cls))
-                if self.metrics:
-                    host.meter = engine.meter = ObjectMeter(worker.name, class_name)
-                host.spans = worker.spans
-                if clustered:  # its stored ids are brought up to date as the node joins (the database may be away now)
-                    self.node.attach(worker.name, host, engine, before_join=remark)  # type: ignore[arg-type,union-attr]
+            worker = await self._load_worker(config)
             self.workers[worker.name] = worker
             loaded.append((worker, found))
         for worker, found in loaded:
-            config = worker.config
-            bindings: dict[str, Any] = {}
-            for b in config.durable_objects:
-                script = b.script_name or config.name
-                owner = next((c for c in self.configs if c.name == script), config)
-                bindings[b.name] = DurableObjectNamespace(script, b.class_name, self._transport(config, script, b.class_name),
-                                                          created_as=owner.created_as(b.class_name))
-            for s in config.services:
-                bindings[s.binding] = ServiceBinding(s.service, lambda n=s.service: self.resolve_service(n), self.http,
-                                                     caller=config.name, metrics_on=self.metrics)
-            if config.kv_namespaces and self.node is not None:
-                raise ConfigError(config.path, "kv_namespaces", "KV namespaces are kept on this host's disk; "
-                                  "they are not shared between the hosts of a cluster yet")
-            for kv in config.kv_namespaces:
-                bindings[kv.binding] = self._kv_namespace(kv.id or kv.preview_id or f"{config.name}:{kv.binding}")
-            for r2 in config.r2_buckets:
-                bindings[r2.binding] = self._r2_bucket(r2)
-            worker.env = Env(vars=config.vars, secrets=found, bindings=bindings,
-                             state_dir=self.persist_to / "v3" / "files" / config.name,
-                             node=self.node.health if self.node is not None else None, audience=worker.audience,
-                             version=self.version)
-            for host in worker.hosts.values():
-                host.env = worker.env
-                host.event_context = _context_with(worker.env)
-                host.start()
+            self._bind(worker, found)
         if self.node is not None:
             await self.node.start()
         for worker in self.workers.values():
@@ -266,6 +217,65 @@ class Runtime:
                                       f"{worker.config.main} has no scheduled handler for its cron triggers")
                 self._crons.append(asyncio.get_running_loop().create_task(
                     run_crons(worker, lambda w=worker.name: self._fires_crons_of(w))))
+
+    async def _load_worker(self, config: WorkerConfig) -> Worker:
+        """The worker's module loaded, and a host for each Durable Object class it defines."""
+        worker = Worker(config, internal_key=self.internal_key, on_trace=self._publish,
+                        tracing_wanted=self.hub.listening)
+        if self.metrics:
+            worker.meter = RequestMeter(worker.name)
+        worker.spans = otel.spans_for(worker.name)
+        if self.node is not None:  # calls to this node name where it serves, so none is good on another
+            worker.audience = self.node.settings.urls.get(worker.name) or self.node.node_id
+        if self.node is None:  # on one host: renames move a class's stored objects, deletes drop them
+            apply_migrations(config, self.objects_root)
+        for class_name in config.hosted_classes:
+            cls = worker.object_class(class_name)
+            engine = self._engine(worker.name, cls)
+            key = ids.namespace_key(worker.name, config.created_as(class_name))
+            remark = functools.partial(engine.remark_ids, functools.partial(ids.remark, key))
+            clustered = self.node is not None and not cls.node_local
+            if not clustered:
+                await remark()
+            host = worker.hosts[class_name] = ObjectHost(
+                cls, None, engine, script_name=worker.name,
+                class_name=class_name, on_trace=self._publish, tracing_wanted=self.hub.listening,
+                alarm_backoff_s=self.alarm_backoff_s, sql_dir=self._sql_dir(config, cls))
+            if self.metrics:
+                host.meter = engine.meter = ObjectMeter(worker.name, class_name)
+            host.spans = worker.spans
+            if clustered:  # its stored ids are brought up to date as the node joins (the database may be away now)
+                self.node.attach(worker.name, host, engine, before_join=remark)  # type: ignore[arg-type,union-attr]
+        return worker
+
+    def _bind(self, worker: Worker, found: dict[str, str]) -> None:
+        """The worker's env: its vars, secrets and bindings (objects, services, KV, R2); then its
+        objects' hosts start (their stored alarms are scheduled)."""
+        config = worker.config
+        bindings: dict[str, Any] = {}
+        for b in config.durable_objects:
+            script = b.script_name or config.name
+            owner = next((c for c in self.configs if c.name == script), config)
+            bindings[b.name] = DurableObjectNamespace(script, b.class_name, self._transport(config, script, b.class_name),
+                                                      created_as=owner.created_as(b.class_name))
+        for s in config.services:
+            bindings[s.binding] = ServiceBinding(s.service, lambda n=s.service: self.resolve_service(n), self.http,
+                                                 caller=config.name, metrics_on=self.metrics)
+        if config.kv_namespaces and self.node is not None:
+            raise ConfigError(config.path, "kv_namespaces", "KV namespaces are kept on this host's disk; "
+                              "they are not shared between the hosts of a cluster yet")
+        for kv in config.kv_namespaces:
+            bindings[kv.binding] = self._kv_namespace(kv.id or kv.preview_id or f"{config.name}:{kv.binding}")
+        for r2 in config.r2_buckets:
+            bindings[r2.binding] = self._r2_bucket(r2)
+        worker.env = Env(vars=config.vars, secrets=found, bindings=bindings,
+                         state_dir=self.persist_to / "v3" / "files" / config.name,
+                         node=self.node.health if self.node is not None else None, audience=worker.audience,
+                         version=self.version)
+        for host in worker.hosts.values():
+            host.env = worker.env
+            host.event_context = _context_with(worker.env)
+            host.start()
 
     def _kv_namespace(self, namespace_id: str) -> KVNamespace:
         """One store per namespace id: two workers binding the same id share it, as on Cloudflare."""

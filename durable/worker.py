@@ -263,13 +263,9 @@ class Worker:
                     message = {**message, "headers": out + [(b"x-request-id", request_id)]}
             await send(message)
 
-        spans, span, active = self.spans, None, None
-        if spans is not None:  # the request's span has the hop's own ids
-            method = method_label(scope["method"])
-            span = spans.start(method, trace, "server", {
-                "http.request.method": method, "url.path": scope["path"], "cloudflare.script_name": self.name})
-            trace = trace.sampled_as(span.get_span_context().trace_flags.sampled)  # the hops after follow
-            active = otel.activate(spans)
+        span = active = None
+        if self.spans is not None:
+            span, trace, active = self._start_span(scope, trace)
         trace_token = tracing.use(trace)
         token = use_env(self.env)
         meter = self.meter
@@ -302,22 +298,21 @@ class Worker:
             if cpu is not None:
                 stop_metering(cpu, metered)
             if span is not None:
-                route = scope.get("route")
-                if route:
-                    span.update_name(f"{method_label(scope['method'])} {route}")
-                    span.set_attribute("http.route", route)
-                if status is not None:
-                    span.set_attribute("http.response.status_code", status)
-                else:  # cut before it answered (the client went away, the server stopped)
-                    span.set_attribute("error.type", "cancelled")
-                otel.finish(span, status_code=status if status is not None else 599)
-                otel.deactivate(active)
+                _finish_span(span, active, scope, status)
             if meter is not None:
                 meter.in_flight -= 1
                 meter.observe(scope.get("route") or UNMATCHED, method_label(scope["method"]), status, took_s,
                               cpu.cpu_s if cpu is not None else None)
             access_log.write(self.name, scope["method"], scope["path"], status, round(took_s * 1000, 2),
                              trace.request_id, trace.traceparent, scheme=scope.get("scheme", "http"))
+
+    def _start_span(self, scope: dict[str, Any], trace: Any) -> tuple[Any, Any, Any]:
+        """The request's span (with the hop's own ids), the trace the hops after it follow, and
+        the exporter made active for them."""
+        method = method_label(scope["method"])
+        span = self.spans.start(method, trace, "server", {  # type: ignore[union-attr]
+            "http.request.method": method, "url.path": scope["path"], "cloudflare.script_name": self.name})
+        return span, trace.sampled_as(span.get_span_context().trace_flags.sampled), otel.activate(self.spans)
 
     def _budget_of(self, scope: dict[str, Any]) -> float:
         """This request's budget: ours, or less when its caller (a gateway, a binding) will wait less."""
@@ -372,3 +367,17 @@ class Worker:
         await send({"type": "http.response.start", "status": 200 if outcome == "ok" else 500,
                     "headers": [(b"content-type", b"text/plain;charset=UTF-8")]})
         await send({"type": "http.response.body", "body": body})
+
+
+def _finish_span(span: Any, active: Any, scope: dict[str, Any], status: int | None) -> None:
+    """Name the span by its route template, and say how the request ended."""
+    route = scope.get("route")
+    if route:
+        span.update_name(f"{method_label(scope['method'])} {route}")
+        span.set_attribute("http.route", route)
+    if status is not None:
+        span.set_attribute("http.response.status_code", status)
+    else:  # cut before it answered (the client went away, the server stopped)
+        span.set_attribute("error.type", "cancelled")
+    otel.finish(span, status_code=status if status is not None else 599)
+    otel.deactivate(active)

@@ -8,6 +8,7 @@ ignored; an unknown option or a bad value is a `TransformError` (Cloudflare's 94
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -117,50 +118,13 @@ def parse(text: str, max_dimension: int) -> Transform:
             continue
         if name in ("width", "height"):
             values[name] = _int(name, value, 1, max_dimension)
-        elif name == "fit":
-            if value not in FITS:
-                raise invalid(f"fit must be one of {', '.join(FITS)}")
-            values[name] = value
-        elif name == "quality":
-            values[name] = QUALITIES[value] if value in QUALITIES else _int(name, value, 1, 100)
         elif name == "format":
-            if value not in FORMATS:
-                raise invalid(f"format must be one of {', '.join(FORMATS)}")
-            values[name] = "jpeg" if value == "baseline-jpeg" else value
+            values[name] = _one_of(name, value, FORMATS)
             if value == "baseline-jpeg":
+                values[name] = "jpeg"
                 values.setdefault("extra", {})["baseline"] = True
-        elif name == "dpr":
-            values[name] = _float(name, value, 0.1, MAX_DPR)
-        elif name == "background":
-            try:
-                colour = ImageColor.getcolor(value, "RGBA")
-            except ValueError:
-                raise invalid(f"background {value!r} is not a CSS colour") from None
-            values[name] = colour if isinstance(colour, tuple) else (colour, colour, colour, 255)
-        elif name == "gravity":
-            if value in SIDES:
-                values[name] = SIDES[value]
-            elif match := _COORDINATES.match(value):
-                values[name] = (float(match.group(1)), float(match.group(2)))
-            else:
-                raise invalid("gravity is auto, face, left, right, top, bottom, center or XxY (0 to 1)")
-        elif name == "metadata":
-            if value not in ("keep", "copyright", "none"):
-                raise invalid("metadata is keep, copyright or none")
-            values[name] = value
-        elif name == "blur":
-            values[name] = _int(name, value, 0, 250)
-        elif name == "sharpen":
-            values[name] = _float(name, value, 0, 10)
-        elif name == "rotate":
-            values[name] = _int(name, value, 0, 360)
-            if values[name] % 90:
-                raise invalid("rotate is 90, 180 or 270")
-            values[name] %= 360
-        elif name == "flip":
-            if value not in ("h", "v", "hv"):
-                raise invalid("flip is h, v or hv")
-            values[name] = value
+        elif name in _READERS:
+            values[name] = _READERS[name](value)
         else:
             raise invalid(f"unknown option {name!r}")
     transform = Transform(**values)
@@ -169,6 +133,51 @@ def parse(text: str, max_dimension: int) -> Transform:
             raise TransformError(9413, 403, f"the image would be {side} px on a side; at most {max_dimension} "
                                             "are allowed")
     return transform
+
+
+def _one_of(name: str, value: str, allowed: Any, said: str | None = None) -> str:
+    if value not in allowed:
+        raise invalid(said or f"{name} must be one of {', '.join(allowed)}")
+    return value
+
+
+def _background(value: str) -> tuple[int, int, int, int]:
+    try:
+        colour = ImageColor.getcolor(value, "RGBA")
+    except ValueError:
+        raise invalid(f"background {value!r} is not a CSS colour") from None
+    return colour if isinstance(colour, tuple) else (colour, colour, colour, 255)  # type: ignore[return-value]
+
+
+def _gravity(value: str) -> Any:
+    if value in SIDES:
+        return SIDES[value]
+    if match := _COORDINATES.match(value):
+        return float(match.group(1)), float(match.group(2))
+    raise invalid("gravity is auto, face, left, right, top, bottom, center or XxY (0 to 1)")
+
+
+def _rotate(value: str) -> int:
+    degrees = _int("rotate", value, 0, 360)
+    if degrees % 90:
+        raise invalid("rotate is 90, 180 or 270")
+    return degrees % 360
+
+
+# how each option's value is read (width, height and format, which need more, are in parse)
+_READERS: dict[str, Callable[[str], Any]] = {
+    "fit": lambda value: _one_of("fit", value, FITS),
+    "quality": lambda value: QUALITIES[value] if value in QUALITIES else _int("quality", value, 1, 100),
+    "dpr": lambda value: _float("dpr", value, 0.1, MAX_DPR),
+    "background": _background,
+    "gravity": _gravity,
+    "metadata": lambda value: _one_of("metadata", value, ("keep", "copyright", "none"),
+                                      "metadata is keep, copyright or none"),
+    "blur": lambda value: _int("blur", value, 0, 250),
+    "sharpen": lambda value: _float("sharpen", value, 0, 10),
+    "rotate": _rotate,
+    "flip": lambda value: _one_of("flip", value, ("h", "v", "hv"), "flip is h, v or hv"),
+}
 
 
 def accepted(accept: str) -> set[str]:

@@ -6,6 +6,7 @@ import asyncio
 import errno
 import sys
 from pathlib import Path
+from typing import Any
 
 from durable.config import ConfigError
 from durable.errors import StartupRefused
@@ -26,6 +27,17 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wrangler", description="Run and inspect rest-shop workers locally.")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    _dev_command(sub)
+    _serve_command(sub)
+    _tail_command(sub)
+    secret = sub.add_parser("secret", help="manage local secrets in a worker's .dev.vars")
+    secret.add_argument("action", choices=["put", "list", "delete"])
+    secret.add_argument("name", nargs="?")
+    secret.add_argument("-c", "--config", type=Path, default=Path("wrangler.toml"))
+    return parser
+
+
+def _dev_command(sub: Any) -> None:
     dev = sub.add_parser("dev", help="run workers locally (./wrangler.jsonc|json|toml, else those of every sub-folder)")
     dev.add_argument("-c", "--config", action="append", type=Path,
                      help="a wrangler.toml, .json or .jsonc; repeat to run several (the first is served on --port)")
@@ -39,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--cluster-member", action="store_true", help=argparse.SUPPRESS)  # a node of `dev --nodes`
     cluster_options(dev, hidden=True)
 
+
+def _serve_command(sub: Any) -> None:
     serve = sub.add_parser("serve", help="production: each worker in its own process (all of ./*/wrangler.toml "
                                          "by default), JSON logs, graceful SIGTERM")
     serve.add_argument("-c", "--config", action="append", type=Path,
@@ -47,22 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     _run_options(serve)
     serve.add_argument("--remote", action="append", default=[], metavar="NAME=URL",
                        help="where another worker this one binds to is served (repeatable)")
-    serve.add_argument("--internal-ip", default=None, metavar="IP",
-                       help="address of the internal listener, which alone takes Durable Object calls from other "
-                            "processes and nodes (default 127.0.0.1; with --cluster, --ip)")
-    serve.add_argument("--internal-port", type=int, default=0, help="port of the internal listener (default: any)")
-    serve.add_argument("--internal-advertise", default=None, metavar="URL",
-                       help="the URL other nodes reach the internal listener at (default: the address it listens on)")
-    serve.add_argument("--remote-internal", action="append", default=[], metavar="NAME=URL",
-                       help="the internal listener of another worker whose objects this one calls (repeatable)")
-    serve.add_argument("--internal-tls-cert", default=None, metavar="PEM",
-                       help="this node's certificate: object calls between nodes use TLS, both ends showing one")
-    serve.add_argument("--internal-tls-key", default=None, metavar="PEM", help="the key of --internal-tls-cert")
-    serve.add_argument("--internal-tls-ca", default=None, metavar="PEM",
-                       help="the CA that signs every node's certificate (the only one trusted between nodes)")
-    serve.add_argument("--insecure-internal", action="store_true",
-                       help="with --cluster on a non-loopback address and no --internal-tls-*: start in production "
-                            "anyway (the network between the nodes is private and trusted); a warning still says so")
+    _internal_listener_options(serve)
     serve.add_argument("--log-format", choices=["json", "text"], default="json")
     serve.add_argument("--grace", type=float, default=20.0,
                        help="seconds in-flight requests get to finish after SIGTERM")
@@ -83,6 +82,28 @@ def _parser() -> argparse.ArgumentParser:
     for fd_flag in ("--public-fd", "--internal-fd", "--tail-fd", "--metrics-fd", "--ready-fd"):  # from the supervisor to a child
         serve.add_argument(fd_flag, type=int, default=None, help=argparse.SUPPRESS)
 
+
+def _internal_listener_options(serve: argparse.ArgumentParser) -> None:
+    """Where other processes and nodes reach this one's objects, and how they prove who they are."""
+    serve.add_argument("--internal-ip", default=None, metavar="IP",
+                       help="address of the internal listener, which alone takes Durable Object calls from other "
+                            "processes and nodes (default 127.0.0.1; with --cluster, --ip)")
+    serve.add_argument("--internal-port", type=int, default=0, help="port of the internal listener (default: any)")
+    serve.add_argument("--internal-advertise", default=None, metavar="URL",
+                       help="the URL other nodes reach the internal listener at (default: the address it listens on)")
+    serve.add_argument("--remote-internal", action="append", default=[], metavar="NAME=URL",
+                       help="the internal listener of another worker whose objects this one calls (repeatable)")
+    serve.add_argument("--internal-tls-cert", default=None, metavar="PEM",
+                       help="this node's certificate: object calls between nodes use TLS, both ends showing one")
+    serve.add_argument("--internal-tls-key", default=None, metavar="PEM", help="the key of --internal-tls-cert")
+    serve.add_argument("--internal-tls-ca", default=None, metavar="PEM",
+                       help="the CA that signs every node's certificate (the only one trusted between nodes)")
+    serve.add_argument("--insecure-internal", action="store_true",
+                       help="with --cluster on a non-loopback address and no --internal-tls-*: start in production "
+                            "anyway (the network between the nodes is private and trusted); a warning still says so")
+
+
+def _tail_command(sub: Any) -> None:
     tail = sub.add_parser("tail", help="stream live trace events of a worker run by `wrangler dev`")
     tail.add_argument("worker", nargs="?", help="worker name (default: the name in ./wrangler.toml)")
     tail.add_argument("--format", choices=["pretty", "json"], default=None,
@@ -96,12 +117,6 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--url", help="a tail API (a dev session's, or a production node's with CLOUDFLARE_API_TOKEN) "
                                     "instead of finding a dev session in the dev registry")
     tail.add_argument("-c", "--config", type=Path, default=None, help="take the worker name from this config")
-
-    secret = sub.add_parser("secret", help="manage local secrets in a worker's .dev.vars")
-    secret.add_argument("action", choices=["put", "list", "delete"])
-    secret.add_argument("name", nargs="?")
-    secret.add_argument("-c", "--config", type=Path, default=Path("wrangler.toml"))
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,7 @@ import argparse
 import asyncio
 import os
 import signal
+import socket
 from pathlib import Path
 
 from durable import config as wconfig
@@ -108,14 +109,7 @@ async def _serve(args: argparse.Namespace, configs: list[WorkerConfig], persist_
     primary = primary_worker(configs, bool(args.config), runtime.configs)
     ip = args.ip or primary.dev.ip or DEFAULT_IP
 
-    sockets = []
-    for config in runtime.configs:  # before start-up: a busy port fails fast, and the public URL is known
-        if config is primary:
-            sockets.append(bind(ip, args.port if args.port is not None else (config.dev.port or DEFAULT_PORT)))
-        elif cluster is not None:  # several nodes on one machine: each takes free ports
-            sockets.append(bind(ip, 0))
-        else:
-            sockets.append(bind(ip, 0 if args.port == 0 else (config.dev.port or 0), fallback_to_any=True))
+    sockets = _bind_workers(args, runtime.configs, primary, ip, clustered=cluster is not None)
     fill_public_url(runtime.configs, url_of(sockets[runtime.configs.index(primary)]))
     if cluster is not None:
         cluster.urls = {c.name: url_of(sock) for c, sock in zip(runtime.configs, sockets)}
@@ -143,18 +137,9 @@ async def _serve(args: argparse.Namespace, configs: list[WorkerConfig], persist_
                                    persist_to=str(persist_to)))
             names.append(config.name)
 
-        width = max(len(c.name) for c in runtime.configs)
-        node = f" as cluster node {runtime.node.node_id}" if runtime.node is not None else ""
-        print(f"⎔ Starting {len(configs)} worker(s){node}; state in {persist_to}", flush=True)
-        for config, server in zip(runtime.configs, servers):
-            tag = "  (primary)" if config is primary else ""
-            print(f"  {config.name:<{width}}  {server.url}{tag}", flush=True)
-        print(f"  {'tail API':<{width}}  {tail_server.url}", flush=True)
-        print(f"  {'metrics':<{width}}  {tail_server.url}{METRICS_PATH}", flush=True)
+        _print_banner(runtime, primary, servers, tail_server.url, persist_to)
         node_id = runtime.node.node_id if runtime.node is not None else "dev"
         target = announce_target(persist_to, f"{node_id}-{os.getpid()}", tail_server.url, {"node": node_id})
-        for label, url in ANNOUNCED.items():  # local stand-ins' pages (captured mail, …)
-            print(f"  {label:<{width}}  {url}", flush=True)
         primary_url = servers[runtime.configs.index(primary)].url
         print(f"[wrangler:info] Ready on {primary_url}", flush=True)
 
@@ -172,3 +157,32 @@ async def _serve(args: argparse.Namespace, configs: list[WorkerConfig], persist_
             await tail_server.stop()
         await runtime.close()
     return 0
+
+
+def _bind_workers(args: argparse.Namespace, configs: list[WorkerConfig], primary: WorkerConfig, ip: str, *,
+                  clustered: bool) -> list[socket.socket]:
+    """Before start-up: a busy port fails fast, and the public URL is known. The primary takes
+    --port; the others their [dev] ports (or any); a cluster node, several on one machine, any."""
+    sockets = []
+    for config in configs:
+        if config is primary:
+            sockets.append(bind(ip, args.port if args.port is not None else (config.dev.port or DEFAULT_PORT)))
+        elif clustered:
+            sockets.append(bind(ip, 0))
+        else:
+            sockets.append(bind(ip, 0 if args.port == 0 else (config.dev.port or 0), fallback_to_any=True))
+    return sockets
+
+
+def _print_banner(runtime: Runtime, primary: WorkerConfig, servers: list[Server], operator_url: str,
+                  persist_to: Path) -> None:
+    width = max(len(c.name) for c in runtime.configs)
+    node = f" as cluster node {runtime.node.node_id}" if runtime.node is not None else ""
+    print(f"⎔ Starting {len(runtime.configs)} worker(s){node}; state in {persist_to}", flush=True)
+    for config, server in zip(runtime.configs, servers):
+        tag = "  (primary)" if config is primary else ""
+        print(f"  {config.name:<{width}}  {server.url}{tag}", flush=True)
+    print(f"  {'tail API':<{width}}  {operator_url}", flush=True)
+    print(f"  {'metrics':<{width}}  {operator_url}{METRICS_PATH}", flush=True)
+    for label, url in ANNOUNCED.items():  # local stand-ins' pages (captured mail, …)
+        print(f"  {label:<{width}}  {url}", flush=True)

@@ -125,7 +125,6 @@ async def serve_one(args: argparse.Namespace, config: WorkerConfig) -> int:
     if not key:
         raise ConfigError(config.path, "secrets", "SERVICE_AUTH_KEY is not set: workers sign their calls to "
                                                   "each other with it; set the same value for every worker")
-    persist_to = state_dir(args)
     ip = args.ip or config.dev.ip or DEFAULT_IP
     port = args.port if args.port is not None else (config.dev.port or DEFAULT_PORT)
     # before start-up: a busy port fails fast, before any state is opened (or the supervisor's,
@@ -133,15 +132,7 @@ async def serve_one(args: argparse.Namespace, config: WorkerConfig) -> int:
     sock = listening(args.public_fd, ip, port)
     tls = internal_tls(args)
     internal_sock = listening(args.internal_fd, internal_ip(args, ip), args.internal_port)
-    internal_url = (args.internal_advertise or url_of(internal_sock, "https" if tls else "http")).rstrip("/")
-    cluster = None
-    if args.cluster:  # other nodes reach this one's services and objects at the advertised (or bound) addresses
-        cluster = cluster_settings(args, {config.name: (args.advertise or url_of(sock)).rstrip("/")})
-        cluster.internal_urls = {config.name: internal_url}
-    runtime = Runtime([config], persist_to=persist_to, local_dev=False, internal_key=key,
-                      remote=parse_remotes(args.remote),
-                      remote_internal=parse_remotes(args.remote_internal, "--remote-internal"),
-                      use_registry=False, cluster=cluster, internal_tls=tls)
+    runtime = _runtime(args, config, key, sock, internal_sock)
     tail_sock = listening(args.tail_fd, ip, args.tail_port) if args.tail_port is not None else None
     metrics_sock = (listening(args.metrics_fd, internal_ip(args, ip), args.metrics_port)
                     if args.metrics_port is not None else None)
@@ -149,39 +140,17 @@ async def serve_one(args: argparse.Namespace, config: WorkerConfig) -> int:
     worker = runtime.workers[config.name]
     frames = websocket_max_bytes(config.vars)
     server = Server(public_only(worker), sock, graceful_timeout_s=args.grace, websocket_max_bytes=frames)
-    # the internal listener takes object calls and service-binding forwards (see durable/listeners.py)
-    internal = Server(worker, internal_sock, graceful_timeout_s=args.grace, tls=tls,
-                      websocket_max_bytes=frames)
+    # the internal listener takes object calls and service-binding forwards (see durable/rpc/listeners.py)
+    internal = Server(worker, internal_sock, graceful_timeout_s=args.grace, tls=tls, websocket_max_bytes=frames)
     await server.start()
     await internal.start()
-    tail_server = None
     settle_heap()
-    if tail_sock is not None:
-        tail_token = os.environ["TAIL_TOKEN"]  # run_serve's preflight refused a missing or weak one
-        redactor.add(tail_token)
-        tail_server = TailServer(create_tail_app(runtime.hub, {config.name}, token=tail_token), tail_sock)
-        await tail_server.start()
-        log.info("%s tail API on %s", config.name, tail_server.url,
-                 extra={"worker": config.name, "tail_url": tail_server.url, "event": "tail_ready"})
-    metrics_server = None
-    if metrics_sock is not None:  # the operator's scrape target: internal address, optional bearer token
-        token = os.environ.get("METRICS_TOKEN") or None
-        if token is not None:
-            redactor.add(token)
-        metrics_server = TailServer(create_metrics_app([RuntimeCollector(runtime)], token=token), metrics_sock)
-        await metrics_server.start()
-        log.info("%s metrics on %s%s", config.name, metrics_server.url, METRICS_PATH,
-                 extra={"worker": config.name, "metrics_url": metrics_server.url + METRICS_PATH,
-                        "event": "metrics_ready"})
+    tail_server = await _tail_api(runtime, config, tail_sock)
+    metrics_server = await _metrics_api(runtime, config, metrics_sock)
     log.info("%s ready on %s (internal listener %s)", config.name, server.url, internal.url,
              extra={"worker": config.name, "url": server.url, "internal_url": internal.url, "event": "ready"})
     print(f"[wrangler:info] Ready on {server.url}", file=sys.stderr, flush=True)
-    if args.ready_fd is not None:  # the supervisor waits for this before it stops the process replaced
-        try:
-            os.write(args.ready_fd, b"ready\n")
-        except BrokenPipeError:  # it was not waiting (the first start)
-            pass
-        os.close(args.ready_fd)
+    _tell_supervisor_ready(args)
     stop = stop_on_signals()
     try:
         await stop.wait()
@@ -198,6 +167,58 @@ async def serve_one(args: argparse.Namespace, config: WorkerConfig) -> int:
             await metrics_server.stop()
     log.info("%s stopped", config.name, extra={"worker": config.name, "event": "stopped"})
     return 0
+
+
+def _runtime(args: argparse.Namespace, config: WorkerConfig, key: str, sock: socket.socket,
+             internal_sock: socket.socket) -> Runtime:
+    """The worker's runtime; in a cluster other nodes reach it at the advertised (or bound) addresses."""
+    tls = internal_tls(args)
+    internal_url = (args.internal_advertise or url_of(internal_sock, "https" if tls else "http")).rstrip("/")
+    cluster = None
+    if args.cluster:
+        cluster = cluster_settings(args, {config.name: (args.advertise or url_of(sock)).rstrip("/")})
+        cluster.internal_urls = {config.name: internal_url}
+    return Runtime([config], persist_to=state_dir(args), local_dev=False, internal_key=key,
+                   remote=parse_remotes(args.remote),
+                   remote_internal=parse_remotes(args.remote_internal, "--remote-internal"),
+                   use_registry=False, cluster=cluster, internal_tls=tls)
+
+
+async def _tail_api(runtime: Runtime, config: WorkerConfig, sock: socket.socket | None) -> TailServer | None:
+    if sock is None:
+        return None
+    tail_token = os.environ["TAIL_TOKEN"]  # run_serve's preflight refused a missing or weak one
+    redactor.add(tail_token)
+    tail_server = TailServer(create_tail_app(runtime.hub, {config.name}, token=tail_token), sock)
+    await tail_server.start()
+    log.info("%s tail API on %s", config.name, tail_server.url,
+             extra={"worker": config.name, "tail_url": tail_server.url, "event": "tail_ready"})
+    return tail_server
+
+
+async def _metrics_api(runtime: Runtime, config: WorkerConfig, sock: socket.socket | None) -> TailServer | None:
+    """The operator's scrape target: on the internal address, with an optional bearer token."""
+    if sock is None:
+        return None
+    token = os.environ.get("METRICS_TOKEN") or None
+    if token is not None:
+        redactor.add(token)
+    metrics_server = TailServer(create_metrics_app([RuntimeCollector(runtime)], token=token), sock)
+    await metrics_server.start()
+    log.info("%s metrics on %s%s", config.name, metrics_server.url, METRICS_PATH,
+             extra={"worker": config.name, "metrics_url": metrics_server.url + METRICS_PATH, "event": "metrics_ready"})
+    return metrics_server
+
+
+def _tell_supervisor_ready(args: argparse.Namespace) -> None:
+    """The supervisor waits for this before it stops the process this one replaces."""
+    if args.ready_fd is None:
+        return
+    try:
+        os.write(args.ready_fd, b"ready\n")
+    except BrokenPipeError:  # it was not waiting (the first start)
+        pass
+    os.close(args.ready_fd)
 
 
 def listening(fd: int | None, ip: str, port: int) -> socket.socket:

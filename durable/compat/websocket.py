@@ -247,16 +247,7 @@ async def asgi_websocket(app: Any, request: Request, client: tuple[str, int] = (
     from ..http import Response
 
     parts = urlsplit(request.url)
-    headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()]
-    if not any(k == b"host" for k, _ in headers):
-        headers.append((b"host", parts.netloc.encode("latin-1") or b"localhost"))
-    protocols = [p.strip() for p in request.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
-    scope = {"type": "websocket", "asgi": {"version": "3.0"}, "http_version": "1.1",
-             "scheme": {"https": "wss"}.get(parts.scheme, "ws"), "path": unquote(parts.path) or "/",
-             "raw_path": (parts.path or "/").encode("latin-1"), "query_string": parts.query.encode("latin-1"),
-             "root_path": "", "headers": headers, "client": client,
-             "server": (parts.hostname or "localhost", parts.port or 80), "subprotocols": protocols,
-             "extensions": {"websocket.http.response": {}}, **(extra_scope or {})}
+    scope = _websocket_scope(request, client, extra_scope)
     pair = WebSocketPair()
     server = pair.server
     answered: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
@@ -302,6 +293,21 @@ async def asgi_websocket(app: Any, request: Request, client: tuple[str, int] = (
     task = asyncio.get_running_loop().create_task(run())
     pair.client._keepalive = task  # the app runs as long as the socket is used
     return await answered
+
+
+def _websocket_scope(request: Request, client: tuple[str, int], extra_scope: dict[str, Any] | None) -> dict[str, Any]:
+    """The ASGI scope a server would hand the app for this upgrade request."""
+    parts = urlsplit(request.url)
+    headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()]
+    if not any(k == b"host" for k, _ in headers):
+        headers.append((b"host", parts.netloc.encode("latin-1") or b"localhost"))
+    protocols = [p.strip() for p in request.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+    return {"type": "websocket", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "scheme": {"https": "wss"}.get(parts.scheme, "ws"), "path": unquote(parts.path) or "/",
+            "raw_path": (parts.path or "/").encode("latin-1"), "query_string": parts.query.encode("latin-1"),
+            "root_path": "", "headers": headers, "client": client,
+            "server": (parts.hostname or "localhost", parts.port or 80), "subprotocols": protocols,
+            "extensions": {"websocket.http.response": {}}, **(extra_scope or {})}
 
 
 async def connect_remote(session: aiohttp.ClientSession, url: str, headers: list[tuple[str, str]],

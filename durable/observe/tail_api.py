@@ -81,25 +81,38 @@ def create_tail_app(hub: TailHub, scripts: set[str], *, token: str | None = None
     unmasked, which wsproto (hypercorn) refuses and aiohttp accepts. With `token` (production),
     creating and deleting tails needs `Authorization: Bearer <token>`; the WebSocket URL itself
     is the capability (an unguessable id, as on Cloudflare)."""
+    api = _TailApi(hub, scripts, token)
+    app = web.Application(middlewares=[api.authorize])
+    app.router.add_get("/scripts", api.list_scripts)
+    app.router.add_post("/accounts/{account}/workers/scripts/{name}/tails", api.create_tail)
+    app.router.add_get("/accounts/{account}/workers/scripts/{name}/tails", api.list_tails)
+    app.router.add_delete("/accounts/{account}/workers/scripts/{name}/tails/{tail_id}", api.delete_tail)
+    app.router.add_get("/tail/{tail_id}", api.stream)
+    return app
+
+
+class _TailApi:
+    def __init__(self, hub: TailHub, scripts: set[str], token: str | None) -> None:
+        self.hub, self.scripts, self.token = hub, scripts, token
 
     @web.middleware
-    async def authorize(request: web.Request, handler: Any) -> web.StreamResponse:
-        if token is None or request.path.startswith("/tail/"):
+    async def authorize(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if self.token is None or request.path.startswith("/tail/"):
             return await handler(request)
         given = request.headers.get("Authorization", "")
         if not given.startswith("Bearer "):
             return _envelope(errors=[{"code": 10000, "message": "Authentication error: send Authorization: "
                                                                 "Bearer <TAIL_TOKEN>"}], status=401)
-        if not hmac.compare_digest(given[len("Bearer "):].strip().encode(), token.encode()):
+        if not hmac.compare_digest(given[len("Bearer "):].strip().encode(), self.token.encode()):
             return _envelope(errors=[{"code": 10000, "message": "Authentication error"}], status=403)
         return await handler(request)
 
-    async def list_scripts(request: web.Request) -> web.Response:
-        return _envelope(sorted(scripts))
+    async def list_scripts(self, request: web.Request) -> web.Response:
+        return _envelope(sorted(self.scripts))
 
-    async def create_tail(request: web.Request) -> web.Response:
+    async def create_tail(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        if name not in scripts:
+        if name not in self.scripts:
             return _envelope(errors=[{"code": 10007, "message": f"workers.api.error.script_not_found: {name}"}],
                              status=404)
         try:
@@ -110,24 +123,24 @@ def create_tail_app(hub: TailHub, scripts: set[str], *, token: str | None = None
             filters = TailFilters.from_api(body, request.remote)
         except ValueError as exc:
             return _envelope(errors=[{"code": 10021, "message": f"invalid tail filters: {exc}"}], status=400)
-        session = hub.create(name, filters)
+        session = self.hub.create(name, filters)
         scheme = "wss" if request.secure else "ws"
         return _envelope({"id": session.id, "url": f"{scheme}://{request.host}/tail/{session.id}",
                           "expires_at": session.expires_at.isoformat().replace("+00:00", "Z")})
 
-    async def list_tails(request: web.Request) -> web.Response:
+    async def list_tails(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         return _envelope([{"id": t.id, "expires_at": t.expires_at.isoformat().replace("+00:00", "Z")}
-                          for t in hub.sessions.values() if t.script_name == name])
+                          for t in self.hub.sessions.values() if t.script_name == name])
 
-    async def delete_tail(request: web.Request) -> web.Response:
-        if not hub.delete(request.match_info["tail_id"]):
+    async def delete_tail(self, request: web.Request) -> web.Response:
+        if not self.hub.delete(request.match_info["tail_id"]):
             return _envelope(errors=[{"code": 10000, "message": "tail not found"}], status=404)
         return _envelope(None)
 
-    async def stream(request: web.Request) -> web.StreamResponse:
+    async def stream(self, request: web.Request) -> web.StreamResponse:
         tail_id = request.match_info["tail_id"]
-        session = hub.sessions.get(tail_id)
+        session = self.hub.sessions.get(tail_id)
         ws = web.WebSocketResponse(protocols=("trace-v1",), heartbeat=30)
         await ws.prepare(request)
         if session is None:
@@ -153,17 +166,9 @@ def create_tail_app(hub: TailHub, scripts: set[str], *, token: str | None = None
             pass  # the client went away mid-send
         finally:
             reader.cancel()
-            hub.delete(tail_id)
+            self.hub.delete(tail_id)
             await ws.close()
         return ws
-
-    app = web.Application(middlewares=[authorize])
-    app.router.add_get("/scripts", list_scripts)
-    app.router.add_post("/accounts/{account}/workers/scripts/{name}/tails", create_tail)
-    app.router.add_get("/accounts/{account}/workers/scripts/{name}/tails", list_tails)
-    app.router.add_delete("/accounts/{account}/workers/scripts/{name}/tails/{tail_id}", delete_tail)
-    app.router.add_get("/tail/{tail_id}", stream)
-    return app
 
 
 class TailServer:

@@ -156,23 +156,10 @@ class MongoEngine(Engine):
 
     # -- commits ---------------------------------------------------------------------------
     async def _commit(self, batch: dict[str, ObjectBatch]) -> dict[str, BaseException]:
-        fences: dict[tuple[str, int], list[str]] = {}
-        failed: dict[str, BaseException] = {}
-        for object_id in batch:
-            fence = self._staged_under.pop(object_id, None)
-            try:
-                current = self._fence_of(object_id)
-                if isinstance(fence, BaseException):
-                    raise fence
-                if fence is not None and fence != current:
-                    raise Fenced(f"{self.namespace}: written under lease {fence}, now {current}")
-                fences.setdefault(current, []).append(object_id)
-            except Exception as exc:
-                failed[object_id] = exc
+        fences, failed = self._fences(batch)
         self.refused_writes += len(failed)
         if not fences:
             return failed
-
         lost: set[str] = set()
 
         async def transaction(session: AsyncClientSession) -> dict[str, BaseException]:
@@ -185,25 +172,7 @@ class MongoEngine(Engine):
                     error = Fenced(f"{self.namespace}: shard lease {lease_id} is no longer held at epoch {epoch}")
                     refused.update((object_id, error) for object_id in object_ids)
                     lost.add(lease_id)
-            kv_ops: list[Any] = []
-            alarm_ops: list[Any] = []
-            for object_id, ob in batch.items():
-                if object_id in refused or object_id in failed:
-                    continue
-                if ob.clear:
-                    kv_ops.append(DeleteMany({"o": object_id}))
-                for key, value in ob.writes.items():
-                    doc_id = f"{object_id}/{key}"
-                    if value is None:
-                        kv_ops.append(DeleteOne({"_id": doc_id}))
-                    else:
-                        kv_ops.append(ReplaceOne({"_id": doc_id}, {"o": object_id, "k": key, "v": Binary(value)},
-                                                 upsert=True))
-                if ob.alarm is None:
-                    alarm_ops.append(DeleteOne({"_id": object_id}))
-                elif ob.alarm is not UNSET:
-                    alarm_ops.append(ReplaceOne({"_id": object_id}, {"s": self._shard_of(object_id), "at": ob.alarm},
-                                                upsert=True))
+            kv_ops, alarm_ops = self._operations(batch, skip=refused.keys() | failed.keys())
             if kv_ops:
                 await self._kv.bulk_write(kv_ops, ordered=True, session=session)
             if alarm_ops:
@@ -230,6 +199,47 @@ class MongoEngine(Engine):
             if object_id not in failed:
                 self._apply(object_id, ob)
         return failed
+
+    def _fences(self, batch: dict[str, ObjectBatch]) -> tuple[dict[tuple[str, int], list[str]], dict[str, BaseException]]:
+        """The objects of `batch` by the shard lease (and epoch) each commits under; the ones whose
+        writes were staged under another lease (moved meanwhile) fail, as Fenced."""
+        fences: dict[tuple[str, int], list[str]] = {}
+        failed: dict[str, BaseException] = {}
+        for object_id in batch:
+            fence = self._staged_under.pop(object_id, None)
+            try:
+                current = self._fence_of(object_id)
+                if isinstance(fence, BaseException):
+                    raise fence
+                if fence is not None and fence != current:
+                    raise Fenced(f"{self.namespace}: written under lease {fence}, now {current}")
+                fences.setdefault(current, []).append(object_id)
+            except Exception as exc:  # noqa: BLE001 - it fails this object's writes, not the batch
+                failed[object_id] = exc
+        return fences, failed
+
+    def _operations(self, batch: dict[str, ObjectBatch], skip: Any) -> tuple[list[Any], list[Any]]:
+        """The key-value and alarm writes of `batch`, but for the objects in `skip`."""
+        kv_ops: list[Any] = []
+        alarm_ops: list[Any] = []
+        for object_id, ob in batch.items():
+            if object_id in skip:
+                continue
+            if ob.clear:
+                kv_ops.append(DeleteMany({"o": object_id}))
+            for key, value in ob.writes.items():
+                doc_id = f"{object_id}/{key}"
+                if value is None:
+                    kv_ops.append(DeleteOne({"_id": doc_id}))
+                else:
+                    kv_ops.append(ReplaceOne({"_id": doc_id}, {"o": object_id, "k": key, "v": Binary(value)},
+                                             upsert=True))
+            if ob.alarm is None:
+                alarm_ops.append(DeleteOne({"_id": object_id}))
+            elif ob.alarm is not UNSET:
+                alarm_ops.append(ReplaceOne({"_id": object_id}, {"s": self._shard_of(object_id), "at": ob.alarm},
+                                            upsert=True))
+        return kv_ops, alarm_ops
 
     def _apply(self, object_id: str, ob: ObjectBatch) -> None:
         state = self._objects.get(object_id)
