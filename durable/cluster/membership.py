@@ -31,13 +31,14 @@ from pymongo import MongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import PyMongoError
 
+from .suspicion import declared_dead
+
 log = logging.getLogger("durable.cluster")
 
 SELF_MARGIN = 0.7  # stop trusting ourselves well before others may take over
 FORGET_AFTER_S = 3600  # a member silent this long is removed from the collection
 FORGET_EVERY_BEATS = 40
 DEPARTED_KEPT_S = 60.0  # how long calls in flight to a node that left gracefully are still waited for
-VOTES_TO_DECLARE = 2  # members that must suspect a node (within a lease) to declare it dead, as Orleans
 
 
 @dataclass(frozen=True)
@@ -198,24 +199,6 @@ class Membership:
         self._leaving = True
         await self.collection.update_one({"_id": self.node_id}, {"$set": {"left": True}})
         self._valid_until = 0.0
-
-
-def declared_dead(live: dict[str, Member], suspicions: dict[str, dict[str, datetime]], db_now: datetime,
-                  lease_s: float) -> set[str]:
-    """Members that enough others cannot reach: VOTES_TO_DECLARE live members (or every other
-    one, when there are fewer) suspected each within a lease. Decided the same way on every
-    node from the same documents: most-suspected first, ties by node id, and a member declared
-    dead no longer votes (two nodes cut from each other but not from the database: the one
-    with the greater id goes, the other stays)."""
-    votes = {node_id: {voter for voter, at in by.items()
-                       if voter in live and voter != node_id and (db_now - at).total_seconds() < lease_s}
-             for node_id, by in suspicions.items()}
-    dead: set[str] = set()
-    for node_id in sorted((n for n in votes if votes[n]), key=lambda n: (len(votes[n]), n), reverse=True):
-        needed = min(VOTES_TO_DECLARE, len(live) - 1 - len(dead))
-        if needed > 0 and len(votes[node_id] - dead) >= needed:
-            dead.add(node_id)
-    return dead
 
 
 class Heart:

@@ -17,7 +17,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
@@ -28,6 +27,7 @@ from ..storage.mongo import MongoEngine
 from .leases import ShardLeases
 from .membership import SELF_MARGIN, Heart, Member, Membership
 from .placement import DEFAULT_SHARDS, lease_id, owner_of, shard_of
+from .suspicion import Suspicion
 
 if TYPE_CHECKING:
     from ..objects import ObjectHost
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("durable.cluster")
 
 DRAIN_TIMEOUT_S = 5.0
-PROBE_S = 1.0  # a peer we cannot open a connection to this fast, while a call to it waits, is suspected
 
 
 @dataclass
@@ -65,16 +64,6 @@ class _Namespace:
     before_join: Callable[[], Awaitable[Any]] | None = None  # a stored-data migration, run as the node joins
 
 
-async def _reachable(url: str) -> bool:
-    parts = urlsplit(url)
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, parts.port), PROBE_S)
-    except (OSError, asyncio.TimeoutError):
-        return False
-    writer.close()
-    return True
-
-
 class ClusterNode:
     def __init__(self, settings: ClusterSettings) -> None:
         self.settings = settings
@@ -97,9 +86,7 @@ class ClusterNode:
         self._heart: Heart | None = None
         self.handoffs = 0
         self.fenced = 0
-        self.suspicions = 0
-        self._probing: set[str] = set()
-        self._suspected: dict[str, str] = {}  # node id → the URL it is probed at, while suspected
+        self.suspicion = Suspicion(self.node_id, self.membership.suspect, self.refresh)
 
     # -- wiring ----------------------------------------------------------------------------
     def storage(self, script: str, class_name: str) -> MongoEngine:
@@ -269,7 +256,7 @@ class ClusterNode:
             try:
                 version = self.membership.version
                 await self.membership.beat()
-                await self._renew_suspicions()
+                await self.suspicion.renew()
                 await self._hand_off()
                 if self.membership.version != version or self.membership.beats % 4 == 0:
                     await self._adopt_alarmed_shards()
@@ -326,7 +313,7 @@ class ClusterNode:
         return {(name, self.shard(object_id)) for name, ns in self.namespaces.items()
                 for object_id in ns.host.busy_ids()}
 
-    async def depart(self) -> None:
+    async def depart(self, *, linger: bool = True) -> None:
         """A graceful stop, while this node still serves HTTP: leave the membership (so placement
         moves on and every new call here is told NotOwner, which callers re-route without error),
         hand each shard off once its calls in flight finished, then stay up one beat so callers
@@ -336,7 +323,8 @@ class ClusterNode:
         All shards at once, each released as soon as its own calls are done: one at a time, a call
         in flight in the shard being drained that calls an object of a shard still to come waits
         for that shard's new owner, who waits for its release: a cycle only the drain timeout cut,
-        cutting the call with it (a 503)."""
+        cutting the call with it (a 503). Without `linger` (the runtime is closing, nothing is
+        served any more) it returns as soon as the shards are handed off."""
         if self._departed:
             return
         self._departed = True
@@ -365,7 +353,8 @@ class ClusterNode:
         if failed:
             log.warning("cluster: could not hand %d shard(s) off on the way out (%s); others wait for their lease",
                         len(failed), failed[0])
-        await asyncio.sleep(self.settings.beat_s * 1.5)
+        if linger:
+            await asyncio.sleep(self.settings.beat_s * 1.5)
 
     async def _adopt_alarmed_shards(self) -> None:
         """Take the shards placed here that have armed alarms: their alarms must run somewhere."""
@@ -377,50 +366,16 @@ class ClusterNode:
                 if key not in self.owned and self.winner(ns.script, name, key[1]) == self.node_id:
                     await self._take(key)
 
-    # -- suspicion ----------------------------------------------------------------------------------
     def probe_later(self, member: Member, url: str) -> None:
-        """A call to `member` is taking long: check, once at a time, whether we reach it at all."""
-        if member.node_id in self._probing or member.node_id == self.node_id:
-            return
-        self._probing.add(member.node_id)
-        task = asyncio.ensure_future(self._probe(member.node_id, url))
-        task.add_done_callback(lambda _: self._probing.discard(member.node_id))
-
-    async def _probe(self, node_id: str, url: str) -> None:
-        """Suspect `node_id` if a TCP connection to it cannot be made within PROBE_S. Only the
-        connection: a busy or paused process still completes handshakes (its kernel does), so
-        overload is never taken for a partition (a paused node is the lease's business)."""
-        if await _reachable(url):
-            self._suspected.pop(node_id, None)
-            return
-        if node_id not in self._suspected:
-            log.warning("cluster: %s cannot reach %s; suspecting it", self.node_id, node_id,
-                        extra={"event": "suspect", "suspect": node_id})
-            self.suspicions += 1
-        self._suspected[node_id] = url
-        try:
-            await self.membership.suspect(node_id)
-            await self.refresh()
-        except PyMongoError as exc:
-            log.warning("cluster: could not record the suspicion: %s", exc)
-
-    async def _renew_suspicions(self) -> None:
-        """Each beat, probe again whom we suspect: renew the suspicion while it stays out of
-        reach (else it would lapse after a lease, the node would be placed shards again, and
-        calls to it would hang until suspected anew: a flapping cluster), drop it once reached."""
-        await asyncio.gather(*(self._probe(node_id, url) for node_id, url in list(self._suspected.items())))
+        """A call to `member` is taking long: probe it (suspicion.py)."""
+        self.suspicion.probe_later(member, url)
 
     # -- stopping and reporting --------------------------------------------------------------------
     async def stop(self) -> None:
-        """After the hosts flushed: give every shard back and leave, so others take over at once."""
-        await self._stop_rounds()
+        """After the hosts flushed: leave and hand off whatever `depart` did not (the one way out),
+        then close the database client."""
         try:
-            for (namespace, shard), epoch in list(self.owned.items()):
-                await self.leases.release(lease_id(namespace, shard), epoch)
-            self.owned.clear()
-            await self.membership.leave()
-        except PyMongoError as exc:
-            log.warning("cluster: could not hand off on the way out (%s); others wait for the lease", exc)
+            await self.depart(linger=False)
         finally:
             await self.client.close()
 
@@ -431,7 +386,7 @@ class ClusterNode:
         return {"nodeId": self.node_id, "pid": os.getpid(), "member": self.membership.valid,
                 "leaseS": self.settings.lease_s, "shardsPerNamespace": self.settings.shards,
                 "members": [m.view() for m in sorted(self.membership.members.values(), key=lambda m: m.node_id)],
-                "shards": shards, "handoffs": self.handoffs, "fencedCommits": self.fenced, "suspicions": self.suspicions,
+                "shards": shards, "handoffs": self.handoffs, "fencedCommits": self.fenced, "suspicions": self.suspicion.count,
                 "declaredDead": self.membership.declared_dead,
                 "refusedWrites": sum(ns.engine.refused_writes for ns in self.namespaces.values())}
 

@@ -327,7 +327,7 @@ class RuntimeCollector(Collector):
             owned.add_metric([namespace], counts.get(namespace, 0))
         yield owned
         suspicions = CounterMetricFamily("cluster_suspicions", "Times this node found another unreachable")
-        suspicions.add_metric([], node.suspicions)
+        suspicions.add_metric([], node.suspicion.count)
         yield suspicions
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from durable.cluster.membership import Member, declared_dead
+from durable.cluster.membership import Member
+from durable.cluster.suspicion import declared_dead
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=timezone.utc)
 LEASE_S = 3.0
