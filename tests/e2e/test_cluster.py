@@ -165,6 +165,27 @@ async def test_every_node_increments_the_same_objects_exactly(cluster: Cluster) 
         assert sum(1 for o in owners if o) >= 2  # the objects really are spread over nodes
 
 
+async def _nothing_acknowledged_lost(http: aiohttp.ClientSession, cluster: Cluster, acked: dict[str, list[int]],
+                                     unavailable: int) -> None:
+    for name, values in acked.items():
+        assert len(values) == len(set(values)), f"{name}: one value acknowledged twice"
+        async with http.get(f"{cluster.url(1)}/count/{name}") as resp:
+            final = (await resp.json())["n"]
+        # nothing acknowledged is lost; an increment cut off mid-call may or may not have landed
+        assert max(values) <= final <= len(values) + unavailable
+
+
+async def _alarms_ran_on_the_new_owner(http: aiohttp.ClientSession, cluster: Cluster, alarmed: list[str]) -> None:
+    async def alarms_ran() -> bool:
+        for name in alarmed:
+            async with http.get(f"{cluster.url(0)}/alarm/{name}") as resp:
+                if (await resp.json())["runs"] != 1:
+                    return False
+        return True
+
+    await until(alarms_ran, 30, "the alarms armed before the kill to run on the new owner")
+
+
 async def test_a_killed_node_s_objects_and_alarms_come_back_on_the_others(cluster: Cluster) -> None:
     doomed = 2
     names = owned_by("node-2", "doomed", 3) + owned_by("node-0", "kept", 2)
@@ -216,21 +237,8 @@ async def test_a_killed_node_s_objects_and_alarms_come_back_on_the_others(cluste
         stop.set()
         await asyncio.gather(*workers)
 
-        for name, values in acked.items():
-            assert len(values) == len(set(values)), f"{name}: one value acknowledged twice"
-            async with http.get(f"{cluster.url(1)}/count/{name}") as resp:
-                final = (await resp.json())["n"]
-            # nothing acknowledged is lost; an increment cut off mid-call may or may not have landed
-            assert max(values) <= final <= len(values) + unavailable
-
-        async def alarms_ran() -> bool:
-            for name in alarmed:
-                async with http.get(f"{cluster.url(0)}/alarm/{name}") as resp:
-                    if (await resp.json())["runs"] != 1:
-                        return False
-            return True
-
-        await until(alarms_ran, 30, "the alarms armed before the kill to run on the new owner")
+        await _nothing_acknowledged_lost(http, cluster, acked, unavailable)
+        await _alarms_ran_on_the_new_owner(http, cluster, alarmed)
         members = (await node_info(http, cluster.url(0)))["members"]
         assert "node-2" not in [m["nodeId"] for m in members]
         assert moved_after_s <= LEASE_S + 2  # owned elsewhere within the lease and one retry round
@@ -646,6 +654,20 @@ async def test_an_order_followed_live_from_every_node_sees_each_change(dev_proce
                 await ws.close()
 
 
+async def _product_and_pids(http: aiohttp.ClientSession, entry: str, admin: str,
+                            gateways: dict[int, str]) -> tuple[dict[str, Any], dict[int, int]]:
+    """A product with plenty of stock, and each node's process id (to stop it)."""
+    async with http.post(f"{entry}/api/products", json={"name": "Leave", "price": 10, "stock": 100000},
+                         headers={"Authorization": f"Bearer {admin}"}) as resp:
+        assert resp.status == 201, await resp.text()
+        product = await resp.json()
+    pids = {}
+    for node, url in gateways.items():
+        async with http.get(f"{url}/api/health") as resp:
+            pids[node] = (await resp.json())["node"]["pid"]
+    return product, pids
+
+
 async def test_nodes_leaving_one_after_the_other_under_load_cost_clients_nothing(dev_process: Any, tmp_path: Path,
                                                                                 mongo_uri: str) -> None:
     """The reproduction: shoppers ordering and reading through node-0's gateway while node-2 and
@@ -657,14 +679,7 @@ async def test_nodes_leaving_one_after_the_other_under_load_cost_clients_nothing
     statuses: Tally[Any] = Tally()
     failures: list[Any] = []
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
-        async with http.post(f"{entry}/api/products", json={"name": "Leave", "price": 10, "stock": 100000},
-                             headers={"Authorization": f"Bearer {admin}"}) as resp:
-            assert resp.status == 201, await resp.text()
-            product = await resp.json()
-        pids = {}
-        for node, url in gateways.items():
-            async with http.get(f"{url}/api/health") as resp:
-                pids[node] = (await resp.json())["node"]["pid"]
+        product, pids = await _product_and_pids(http, entry, admin, gateways)
         stop = asyncio.Event()
         created = 0
 

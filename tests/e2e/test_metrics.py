@@ -41,6 +41,31 @@ async def scrape(http: aiohttp.ClientSession, url: str) -> Scrape:
         return Scrape(await resp.text())
 
 
+async def _traffic_of_every_kind(http: aiohttp.ClientSession, gateway: str, admin: dict[str, str],
+                                 shopper: dict[str, str], missing: str) -> str:
+    """404s, an order sold and one refused, a cache miss then hit, and a rate-limited payment."""
+    async with http.post(f"{gateway}/api/products", json={"name": "Last one", "price": 5, "stock": 1},
+                         headers=admin) as resp:
+        assert resp.status == 201
+        product = (await resp.json())["_id"]
+    for _ in range(3):
+        async with http.get(f"{gateway}/api/products/{missing}") as resp:
+            assert resp.status == 404
+    for expected in (201, 409):  # the last one sells; the next is refused: insufficient stock
+        async with http.post(f"{gateway}/api/orders", json={"productId": product, "quantity": 1},
+                             headers=shopper) as resp:
+            assert resp.status == expected, await resp.text()
+    for expected in ("MISS", "HIT"):
+        async with http.get(f"{gateway}/api/products") as resp:
+            assert resp.status == 200 and resp.headers["X-Cache"] == expected
+    statuses = []
+    for _ in range(3):  # payments.write allows 2 a minute: the third is refused at the edge
+        async with http.post(f"{gateway}/api/payments/initiate", json={}, headers=shopper) as resp:
+            statuses.append(resp.status)
+    assert statuses[2] == 429 and all(400 <= s < 500 and s != 429 for s in statuses[:2]), statuses
+    return product
+
+
 async def test_traffic_of_every_kind_is_counted_by_route_template_and_class(dev_process: Any, tmp_path: Path,
                                                                             mongo_uri: str) -> None:
     db_name = f"t_{uuid.uuid4().hex[:12]}"
@@ -52,25 +77,7 @@ async def test_traffic_of_every_kind_is_counted_by_route_template_and_class(dev_
     gateway, metrics = process.urls[GATEWAY], process.urls["metrics"]
     missing = str(ObjectId())
     async with aiohttp.ClientSession() as http:
-        async with http.post(f"{gateway}/api/products", json={"name": "Last one", "price": 5, "stock": 1},
-                             headers=admin) as resp:
-            assert resp.status == 201
-            product = (await resp.json())["_id"]
-        for _ in range(3):
-            async with http.get(f"{gateway}/api/products/{missing}") as resp:
-                assert resp.status == 404
-        for expected in (201, 409):  # the last one sells; the next is refused: insufficient stock
-            async with http.post(f"{gateway}/api/orders", json={"productId": product, "quantity": 1},
-                                 headers=shopper) as resp:
-                assert resp.status == expected, await resp.text()
-        for expected in ("MISS", "HIT"):
-            async with http.get(f"{gateway}/api/products") as resp:
-                assert resp.status == 200 and resp.headers["X-Cache"] == expected
-        statuses = []
-        for _ in range(3):  # payments.write allows 2 a minute: the third is refused at the edge
-            async with http.post(f"{gateway}/api/payments/initiate", json={}, headers=shopper) as resp:
-                statuses.append(resp.status)
-        assert statuses[2] == 429 and all(400 <= s < 500 and s != 429 for s in statuses[:2]), statuses
+        product = await _traffic_of_every_kind(http, gateway, admin, shopper, missing)
         seen = await scrape(http, metrics)
 
     requests = "workers_requests_total"

@@ -66,19 +66,8 @@ async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
         await runner.cleanup()
 
 
-async def test_one_purchase_is_one_trace_from_the_gateway_to_mongodb_and_the_provider(
-        dev_process: Any, tmp_path: Path, mongo_uri: str, receiver: tuple[Receiver, str]) -> None:
-    collector, endpoint = receiver
-    db_name = f"t_{uuid.uuid4().hex[:12]}"
-    db = MongoClient(mongo_uri)[db_name]
-    admin = {"Authorization": f"Bearer {mint_token(db, JWT_KEY, 'admin')}"}
-    shopper = {"Authorization": f"Bearer {mint_token(db, JWT_KEY, 'user')}"}
-    process = dev_process("--port", "0", "--persist-to", str(tmp_path / "state"), "--var", f"MONGODB_DB:{db_name}",
-                          extra_env={"MONGODB_URI": mongo_uri, "JWT_KEY": JWT_KEY, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
-                                     "OTEL_BSP_SCHEDULE_DELAY": "100"})
-    gateway = process.urls[GATEWAY]
-    trace_id, client_span = uuid.uuid4().hex, uuid.uuid4().hex[:16]
-    traced = {"traceparent": f"00-{trace_id}-{client_span}-01"}  # the shopper's app started the trace
+async def _buy_one(gateway: str, admin: dict[str, str], shopper: dict[str, str], traced: dict[str, str]) -> None:
+    """A product made, then ordered and paid by card, the two calls carrying the shopper's trace."""
     async with aiohttp.ClientSession() as http:
         async with http.post(f"{gateway}/api/products", json={"name": "Mug", "price": 12, "stock": 3},
                              headers=admin) as resp:
@@ -94,6 +83,22 @@ async def test_one_purchase_is_one_trace_from_the_gateway_to_mongodb_and_the_pro
                              headers={**shopper, **traced, "Idempotency-Key": uuid.uuid4().hex}) as resp:
             assert resp.status == 201, await resp.text()
             assert (await resp.json())["payment"]["status"] == "succeeded"
+
+
+async def test_one_purchase_is_one_trace_from_the_gateway_to_mongodb_and_the_provider(
+        dev_process: Any, tmp_path: Path, mongo_uri: str, receiver: tuple[Receiver, str]) -> None:
+    collector, endpoint = receiver
+    db_name = f"t_{uuid.uuid4().hex[:12]}"
+    db = MongoClient(mongo_uri)[db_name]
+    admin = {"Authorization": f"Bearer {mint_token(db, JWT_KEY, 'admin')}"}
+    shopper = {"Authorization": f"Bearer {mint_token(db, JWT_KEY, 'user')}"}
+    process = dev_process("--port", "0", "--persist-to", str(tmp_path / "state"), "--var", f"MONGODB_DB:{db_name}",
+                          extra_env={"MONGODB_URI": mongo_uri, "JWT_KEY": JWT_KEY, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+                                     "OTEL_BSP_SCHEDULE_DELAY": "100"})
+    gateway = process.urls[GATEWAY]
+    trace_id, client_span = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    traced = {"traceparent": f"00-{trace_id}-{client_span}-01"}  # the shopper's app started the trace
+    await _buy_one(gateway, admin, shopper, traced)
 
     def ours() -> list[dict[str, Any]]:
         return [s for s in collector.spans if s["trace"] == trace_id]

@@ -150,17 +150,11 @@ def call(method: str, url: str, body: Any = None, token: str | None = None,
 
 def test_three_processes_signed_bindings_json_logs_and_graceful_sigterm(tmp_path: Path, mongo_uri: str,
                                                                          stripe_server) -> None:  # noqa: F811
-    stripe_url, _ = stripe_server
     port = free_port()
     db_name = f"t_{uuid.uuid4().hex[:16]}"
     ca = trustme.CA()  # object calls between the processes: mutual TLS on their internal listeners
     node_cert = ca.issue_cert("127.0.0.1", "localhost")
-    stranger_cert = trustme.CA().issue_cert("127.0.0.1")  # signed by a CA the nodes do not trust
-    paths = {}
-    for name, blob in (("ca.pem", ca.cert_pem), ("node.pem", node_cert.cert_chain_pems[0]),
-                       ("node.key", node_cert.private_key_pem)):
-        paths[name] = str(tmp_path / name)
-        blob.write_to_path(paths[name])
+    paths = _write_pems(tmp_path, ca, node_cert)
     proc = serve_shop(port, tmp_path, mongo_uri, stripe_server, "--grace", "10", "--metrics-port", "0",
                       "--internal-tls-cert", paths["node.pem"], "--internal-tls-key", paths["node.key"],
                       "--internal-tls-ca", paths["ca.pem"], db_name=db_name, env={"METRICS_TOKEN": METRICS_TOKEN})
@@ -178,12 +172,46 @@ def test_three_processes_signed_bindings_json_logs_and_graceful_sigterm(tmp_path
     internal = {l["worker"]: l["internal_url"] for l in lines if l.get("event") == "ready"}
     assert set(ready) == {"rest-shop-api", "rest-shop-payments", "rest-shop-gateway", "rest-shop-images"}
     assert all(url.startswith("https://127.0.0.1:") for url in internal.values()), internal
+    _internal_routes_answer_only_our_nodes(gateway, ready, internal, paths, node_cert)
 
-    # the internal routes are on the internal listeners only, and those speak only to our nodes
+    assert call("POST", f"{ready['rest-shop-api']}/user/signup", {"email": "d@x.io", "password": "password123"})[0] == 401
+    assert call("GET", f"{ready['rest-shop-api']}/health")[0] == 200  # probes need no signature
+    db = MongoClient(mongo_uri)[db_name]
+    admin = mint_token(db, STRONG_JWT, "admin", str(ObjectId()), "a@x.io")
+    user = mint_token(db, STRONG_JWT, "user", str(ObjectId()), "u@x.io")
+    status, product = call("POST", f"{gateway}/api/products", {"name": "Mug", "price": 8, "stock": 5}, admin)
+    assert status == 201
+    status, order = call("POST", f"{gateway}/api/orders", {"productId": product["_id"], "quantity": 2}, user,
+                         headers={"X-Request-Id": "prod-req-1"})
+    assert status == 201
+    order_id = order["createdOrder"]["_id"]
+    stranger = mint_token(db, STRONG_JWT, "user", str(ObjectId()), "o@x.io")
+    first, refused = asyncio.run(_follow(port, order_id, user, stranger))
+    assert first["order"]["_id"] == order_id and first["order"]["status"] == "pending" and refused == 404
+    _the_order_was_logged_by_both_workers_over_tls(lines, deadline)
+    _each_worker_s_metrics_are_apart_and_guarded(gateway, lines, ready)
+    _a_payment_under_way_finishes_through_sigterm(proc, stripe_server[0], gateway, db, order_id, user, deadline)
+    stopped = {l["worker"] for l in lines if l.get("event") == "stopped"}
+    assert stopped == {"rest-shop-api", "rest-shop-payments", "rest-shop-gateway", "rest-shop-images"}
+
+
+def _write_pems(tmp_path: Path, ca: Any, node_cert: Any) -> dict[str, str]:
+    paths = {}
+    for name, blob in (("ca.pem", ca.cert_pem), ("node.pem", node_cert.cert_chain_pems[0]),
+                       ("node.key", node_cert.private_key_pem)):
+        paths[name] = str(tmp_path / name)
+        blob.write_to_path(paths[name])
+    return paths
+
+
+def _internal_routes_answer_only_our_nodes(gateway: str, ready: dict[str, str], internal: dict[str, str],
+                                           paths: dict[str, str], node_cert: Any) -> None:
+    """The internal routes are on the internal listeners only, and those speak only to our nodes."""
     probe = INTERNAL_PREFIX + "UserSessions/" + "0" * 64 + "/check"
     for worker in ready:
         assert call("POST", f"{ready[worker]}{probe}", {})[0] == 404, worker  # not on the public ports
         assert call("POST", f"{gateway}/api{probe}", {})[0] == 404
+    stranger_cert = trustme.CA().issue_cert("127.0.0.1")  # signed by a CA the nodes do not trust
     for cert in (None, stranger_cert):
         context = ssl.create_default_context(cafile=paths["ca.pem"])
         if cert is not None:
@@ -198,33 +226,23 @@ def test_three_processes_signed_bindings_json_logs_and_graceful_sigterm(tmp_path
                                timeout=10, context=trusted)
     assert refused.value.code == 401
 
-    assert call("POST", f"{ready['rest-shop-api']}/user/signup", {"email": "d@x.io", "password": "password123"})[0] == 401
-    assert call("GET", f"{ready['rest-shop-api']}/health")[0] == 200  # probes need no signature
-    admin = mint_token(MongoClient(mongo_uri)[db_name], STRONG_JWT, "admin", str(ObjectId()), "a@x.io")
-    user = mint_token(MongoClient(mongo_uri)[db_name], STRONG_JWT, "user", str(ObjectId()), "u@x.io")
-    status, product = call("POST", f"{gateway}/api/products", {"name": "Mug", "price": 8, "stock": 5}, admin)
-    assert status == 201
-    status, order = call("POST", f"{gateway}/api/orders", {"productId": product["_id"], "quantity": 2}, user,
-                         headers={"X-Request-Id": "prod-req-1"})
-    assert status == 201
-    order_id = order["createdOrder"]["_id"]
 
-    async def follow() -> tuple[dict[str, Any], int]:  # gateway → base in another process: a real WebSocket hop
-        import aiohttp
-        live = f"ws://127.0.0.1:{port}/api/orders/{order_id}/live"
-        async with aiohttp.ClientSession() as http:
-            async with http.ws_connect(live, headers={"Authorization": f"Bearer {user}"}) as ws:
-                first = await ws.receive_json(timeout=30)
-            try:
-                await http.ws_connect(live, headers={"Authorization": f"Bearer {stranger}"})
-                refused = 0
-            except aiohttp.WSServerHandshakeError as exc:
-                refused = exc.status
-        return first, refused
+async def _follow(port: int, order_id: str, user: str, stranger: str) -> tuple[dict[str, Any], int]:
+    """Gateway → base in another process: a real WebSocket hop; the first update, and a stranger's refusal."""
+    import aiohttp
+    live = f"ws://127.0.0.1:{port}/api/orders/{order_id}/live"
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(live, headers={"Authorization": f"Bearer {user}"}) as ws:
+            first = await ws.receive_json(timeout=30)
+        try:
+            await http.ws_connect(live, headers={"Authorization": f"Bearer {stranger}"})
+            refused = 0
+        except aiohttp.WSServerHandshakeError as exc:
+            refused = exc.status
+    return first, refused
 
-    stranger = mint_token(MongoClient(mongo_uri)[db_name], STRONG_JWT, "user", str(ObjectId()), "o@x.io")
-    first, refused = asyncio.run(follow())
-    assert first["order"]["_id"] == order_id and first["order"]["status"] == "pending" and refused == 404
+
+def _the_order_was_logged_by_both_workers_over_tls(lines: list[dict[str, Any]], deadline: float) -> None:
     def access_lines() -> list[dict[str, Any]]:  # written as each worker finishes the request
         return [l for l in list(lines) if l.get("request_id") == "prod-req-1" and l.get("logger") == "durable.access"]
     while {l["worker"] for l in access_lines()} < {"rest-shop-gateway", "rest-shop-api"}:
@@ -235,7 +253,10 @@ def test_three_processes_signed_bindings_json_logs_and_graceful_sigterm(tmp_path
     # the gateway's forward (the user's token, the order) reached base on its internal listener, over TLS
     assert [l["scheme"] for l in logged if l["worker"] == "rest-shop-api"] == ["https"], logged
 
-    # each worker's /metrics: on a listener of its own (not the public one), behind METRICS_TOKEN
+
+def _each_worker_s_metrics_are_apart_and_guarded(gateway: str, lines: list[dict[str, Any]],
+                                                 ready: dict[str, str]) -> None:
+    """Each worker's /metrics: on a listener of its own (not the public one), behind METRICS_TOKEN."""
     scrapes = {l["worker"]: l["metrics_url"] for l in lines if l.get("event") == "metrics_ready"}
     assert set(scrapes) == set(ready)
     assert call("GET", f"{gateway}/metrics")[0] == 404  # a worker's own path space: not the runtime's
@@ -247,6 +268,10 @@ def test_three_processes_signed_bindings_json_logs_and_graceful_sigterm(tmp_path
     assert edge['workers_service_binding_calls_total{outcome="ok",service="rest-shop-api",'
                 'worker="rest-shop-gateway"}'] >= 2
 
+
+def _a_payment_under_way_finishes_through_sigterm(proc: Any, stripe_url: str, gateway: str, db: Any, order_id: str,
+                                                  user: str, deadline: float) -> None:
+    """SIGTERM while a payment waits on a slow provider: it still succeeds, and every worker stops cleanly."""
     urllib.request.urlopen(urllib.request.Request(f"{stripe_url}/_local/faults", method="POST",
                                                   data=json.dumps({"delay_s": 2, "count": 1,
                                                                    "path": "/v1/payment_intents"}).encode(),
@@ -260,16 +285,13 @@ def test_three_processes_signed_bindings_json_logs_and_graceful_sigterm(tmp_path
                                headers={"Idempotency-Key": "prod-1"})
     paying = threading.Thread(target=pay)
     paying.start()
-    payments = MongoClient(mongo_uri)[db_name]["payments"]
-    while payments.find_one({"providerCalled": True}) is None:  # now waiting on the (slow) provider
+    while db["payments"].find_one({"providerCalled": True}) is None:  # now waiting on the (slow) provider
         assert paying.is_alive() and time.monotonic() < deadline + 60
         time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
     paying.join(timeout=30)
     assert result["reply"][0] == 201 and result["reply"][1]["payment"]["status"] == "succeeded"
     assert proc.wait(timeout=30) == 0
-    stopped = {l["worker"] for l in lines if l.get("event") == "stopped"}
-    assert stopped == {"rest-shop-api", "rest-shop-payments", "rest-shop-gateway", "rest-shop-images"}
 
 
 def test_production_names_every_problem_at_once(tmp_path: Path) -> None:

@@ -60,29 +60,7 @@ async def test_signup_to_paid_orders_with_every_provider(dev_process, tmp_path: 
         "PAYPAL_CLIENT_ID": None, "MPESA_CONSUMER_KEY": None})
     async with aiohttp.ClientSession() as http:
         shop = Client(http, dev.ready_url.rstrip("/"))
-        for email in ("owner@shop.example", "buyer@shop.example"):
-            status, body = await shop.call("POST", "/api/user/signup", {"email": email, "password": "correct horse"})
-            assert status == 201 and body["user"]["role"] == "user"
-        promoted = subprocess.run([sys.executable, "-m", "base.admin", "promote", "owner@shop.example",
-                                   "--persist-to", str(state)], cwd=ROOT, capture_output=True, text=True,
-                                  timeout=60)
-        assert promoted.returncode == 0, promoted.stderr
-        tokens = {}
-        for email in ("owner@shop.example", "buyer@shop.example"):
-            status, body = await shop.call("POST", "/api/user/login", {"email": email, "password": "correct horse"})
-            assert status == 200 and body["message"] == "Auth successful"
-            tokens[email] = body["token"]
-        admin, buyer = tokens["owner@shop.example"], tokens["buyer@shop.example"]
-        # the banner says where captured mail is read; the buyer confirms the address from it
-        async def mailed() -> list[dict[str, Any]]:
-            async with http.get(dev.urls["mailbox"], params={"to": "buyer@shop.example"}) as resp:
-                return (await resp.json())["messages"]
-        mails = await eventually(mailed)
-        link = re.search(r"/account/verify-email#token=([\w-]+)", mails[0]["text"]) if mails else None
-        assert link, mails
-        assert (await shop.call("POST", "/api/user/verify-email", {"token": link.group(1)}, token=buyer))[0] == 200
-        status, me = await shop.call("GET", "/api/user/me", token=buyer)
-        assert status == 200 and me["emailVerified"] is True
+        admin, buyer = await _owner_and_buyer(shop, http, dev, state)
         status, usd = await shop.call("POST", "/api/products", {"name": "Kettle", "price": 24.5, "stock": 10},
                                       token=admin)
         assert status == 201
@@ -127,3 +105,32 @@ async def test_signup_to_paid_orders_with_every_provider(dev_process, tmp_path: 
         assert sorted(p["status"] for p in history["payments"]) == ["succeeded"] * 3
         status, product = await shop.call("GET", f"/api/products/{usd['_id']}", token=admin)  # past the cache
         assert status == 200 and product["stock"] == 10 - 3
+
+
+async def _owner_and_buyer(shop: Client, http: aiohttp.ClientSession, dev: Any, state: Path) -> tuple[str, str]:
+    """Both sign up, the owner is promoted with the admin CLI, both log in, and the buyer confirms
+    the address from the mail the banner says where to read."""
+    for email in ("owner@shop.example", "buyer@shop.example"):
+        status, body = await shop.call("POST", "/api/user/signup", {"email": email, "password": "correct horse"})
+        assert status == 201 and body["user"]["role"] == "user"
+    promoted = subprocess.run([sys.executable, "-m", "base.admin", "promote", "owner@shop.example",
+                               "--persist-to", str(state)], cwd=ROOT, capture_output=True, text=True,
+                              timeout=60)
+    assert promoted.returncode == 0, promoted.stderr
+    tokens = {}
+    for email in ("owner@shop.example", "buyer@shop.example"):
+        status, body = await shop.call("POST", "/api/user/login", {"email": email, "password": "correct horse"})
+        assert status == 200 and body["message"] == "Auth successful"
+        tokens[email] = body["token"]
+    admin, buyer = tokens["owner@shop.example"], tokens["buyer@shop.example"]
+    # the banner says where captured mail is read; the buyer confirms the address from it
+    async def mailed() -> list[dict[str, Any]]:
+        async with http.get(dev.urls["mailbox"], params={"to": "buyer@shop.example"}) as resp:
+            return (await resp.json())["messages"]
+    mails = await eventually(mailed)
+    link = re.search(r"/account/verify-email#token=([\w-]+)", mails[0]["text"]) if mails else None
+    assert link, mails
+    assert (await shop.call("POST", "/api/user/verify-email", {"token": link.group(1)}, token=buyer))[0] == 200
+    status, me = await shop.call("GET", "/api/user/me", token=buyer)
+    assert status == 200 and me["emailVerified"] is True
+    return admin, buyer

@@ -21,8 +21,15 @@ from bson import ObjectId
 from pymongo import MongoClient
 
 from tests.accounts import mint_token
-from tests.conftest import BASE_TOML, GATEWAY_TOML, JWT_KEY, PAYMENTS_TOML, SERVICE_AUTH_KEY, UNLIMITED
 from tests.clients import ledger
+from tests.conftest import (
+    BASE_TOML,
+    GATEWAY_TOML,
+    JWT_KEY,
+    PAYMENTS_TOML,
+    SERVICE_AUTH_KEY,
+    UNLIMITED,
+)
 from tests.net import free_port
 
 pytestmark = pytest.mark.slow
@@ -50,6 +57,23 @@ async def until_done(http: aiohttp.ClientSession, method: str, url: str, body: A
         await asyncio.sleep(0.1 + random.random() * 0.2)
 
 
+async def _chaos(procs: dict[str, Any], start: Any, rng: random.Random) -> None:
+    """KILLS times, kill -9 one of the three at random and start it again."""
+    for _ in range(KILLS):
+        await asyncio.sleep(0.5 + rng.random() * 1.5)
+        victim = rng.choice(sorted(procs))
+        await asyncio.to_thread(procs[victim].kill9)
+        procs[victim] = await asyncio.to_thread(start, victim)
+
+
+def _worker_args(db: str, stripe_url: str) -> dict[str, list[str]]:
+    """Three workers in processes of their own, so one can be killed alone."""
+    return {"base": ["-c", str(BASE_TOML), "--var", f"MONGODB_DB:{db}", "--var", "ORDER_RECOVERY_S:1"],
+            "payments": ["-c", str(PAYMENTS_TOML), "--var", f"MONGODB_DB:{db}_pay", "--var", "PAYMENT_PROVIDERS:stripe",
+                         "--var", f"STRIPE_API_BASE:{stripe_url}"],
+            "gateway": ["-c", str(GATEWAY_TOML), "--var", f"RATE_LIMITS:{UNLIMITED}", "--var", "BREAKER_FAILURES:1000"]}
+
+
 async def test_random_kills_keep_every_invariant(dev_process, tmp_path: Path, mongo_uri: str,
                                                  stripe_server) -> None:  # noqa: F811
     stripe_url, stripe_key = stripe_server
@@ -57,10 +81,7 @@ async def test_random_kills_keep_every_invariant(dev_process, tmp_path: Path, mo
     env = {"MONGODB_URI": mongo_uri, "JWT_KEY": JWT_KEY, "SERVICE_AUTH_KEY": SERVICE_AUTH_KEY,
            "STRIPE_SECRET_KEY": stripe_key, "STRIPE_WEBHOOK_SECRET": "whsec_not_used_here"}
     ports = {name: free_port() for name in ("base", "payments", "gateway")}
-    args = {"base": ["-c", str(BASE_TOML), "--var", f"MONGODB_DB:{db}", "--var", "ORDER_RECOVERY_S:1"],
-            "payments": ["-c", str(PAYMENTS_TOML), "--var", f"MONGODB_DB:{db}_pay", "--var", "PAYMENT_PROVIDERS:stripe",
-                         "--var", f"STRIPE_API_BASE:{stripe_url}"],
-            "gateway": ["-c", str(GATEWAY_TOML), "--var", f"RATE_LIMITS:{UNLIMITED}", "--var", "BREAKER_FAILURES:1000"]}
+    args = _worker_args(db, stripe_url)
 
     def start(name: str):
         return dev_process(*args[name], "--port", str(ports[name]), "--persist-to", str(tmp_path / name),
@@ -95,48 +116,56 @@ async def test_random_kills_keep_every_invariant(dev_process, tmp_path: Path, mo
                 {**headers, "Idempotency-Key": f"pay-{i}"}, deadline)
             acknowledged[order_id]["paid"] = status == 201
 
-        async def chaos() -> None:
-            for _ in range(KILLS):
-                await asyncio.sleep(0.5 + rng.random() * 1.5)
-                victim = rng.choice(sorted(procs))
-                await asyncio.to_thread(procs[victim].kill9)
-                procs[victim] = await asyncio.to_thread(start, victim)
-
-        await asyncio.gather(chaos(), *(customer(i) for i in range(CUSTOMERS)))
+        await asyncio.gather(_chaos(procs, start, rng), *(customer(i) for i in range(CUSTOMERS)))
 
         base_db, pay_db = MongoClient(mongo_uri)[db], MongoClient(mongo_uri)[f"{db}_pay"]
-        orders = {str(o["_id"]): o for o in base_db["orders"].find()}
-        assert set(acknowledged) <= set(orders), "an acknowledged order was lost"
-
-        charges = [e for e in ledger(stripe_url) if e["type"] == "charge"]
-        per_payment = Counter(e["payment_id"] for e in charges)
-        assert all(n == 1 for n in per_payment.values()), f"double charge: {per_payment}"
-        records = {str(p["_id"]): p for p in pay_db["payments"].find()}
-        assert set(per_payment) <= set(records), "a charge without a payment record"
-        charged_orders = Counter(records[pid]["orderId"] for pid in per_payment)
-        assert all(n == 1 for n in charged_orders.values()), f"an order charged twice: {charged_orders}"
-
-        async def settled() -> bool:  # webhooks and retries may still be landing
-            current = {str(o["_id"]): o for o in base_db["orders"].find()}
-            return all((current[o]["status"], current[o]["paymentStatus"]) == ("confirmed", "paid")
-                       for o in charged_orders)
-        while not await settled():
-            assert time.monotonic() < deadline + 60, "a charged order never became confirmed and paid"
-            for pid in per_payment:  # what a client (or ops) does: ask the provider
-                await until_done(http, "GET", f"{gateway}/api/payments/verify/{pid}", None,
-                                 {"Authorization": f"Bearer {admin}"}, time.monotonic() + 10)
-            await asyncio.sleep(0.2)
-
-        async def stock_balances() -> bool:  # interrupted creations are finished or undone by alarm
-            doc = base_db["products"].find_one({"_id": ObjectId(product["_id"])})
-            live = [o for o in base_db["orders"].find() if o["status"] != "cancelled"]
-            return doc["stock"] >= 0 and doc["stock"] + sum(i["quantity"] for o in live for i in o["items"]) == STOCK
-        while not await stock_balances():
-            assert time.monotonic() < deadline + 90, "stock leaked or oversold"
-            await asyncio.sleep(0.2)
+        orders, per_payment, charged_orders = _nothing_lost_nothing_charged_twice(base_db, pay_db, stripe_url,
+                                                                                  acknowledged)
+        await _charged_orders_settle(http, gateway, admin, base_db, per_payment, charged_orders, deadline)
+        await _stock_balances(base_db, product["_id"], deadline)
     assert len(acknowledged) >= 3  # the run did real work
     print(f"crash safety: {KILLS} kills, {CUSTOMERS} customers, {len(acknowledged)} orders acknowledged, "
           f"{sum(bool(a.get('paid')) for a in acknowledged.values())} payments acknowledged, "
           f"{len(per_payment)} charges, {len(orders)} orders stored")
     MongoClient(mongo_uri).drop_database(db)
     MongoClient(mongo_uri).drop_database(f"{db}_pay")
+
+
+def _nothing_lost_nothing_charged_twice(base_db: Any, pay_db: Any, stripe_url: str,
+                                        acknowledged: dict[str, dict[str, Any]]) -> tuple[dict, Counter, Counter]:
+    orders = {str(o["_id"]): o for o in base_db["orders"].find()}
+    assert set(acknowledged) <= set(orders), "an acknowledged order was lost"
+    charges = [e for e in ledger(stripe_url) if e["type"] == "charge"]
+    per_payment = Counter(e["payment_id"] for e in charges)
+    assert all(n == 1 for n in per_payment.values()), f"double charge: {per_payment}"
+    records = {str(p["_id"]): p for p in pay_db["payments"].find()}
+    assert set(per_payment) <= set(records), "a charge without a payment record"
+    charged_orders = Counter(records[pid]["orderId"] for pid in per_payment)
+    assert all(n == 1 for n in charged_orders.values()), f"an order charged twice: {charged_orders}"
+    return orders, per_payment, charged_orders
+
+
+async def _charged_orders_settle(http: aiohttp.ClientSession, gateway: str, admin: str, base_db: Any,
+                                 per_payment: Counter, charged_orders: Counter, deadline: float) -> None:
+    """Every charged order ends confirmed and paid (webhooks and retries may still be landing)."""
+    async def settled() -> bool:
+        current = {str(o["_id"]): o for o in base_db["orders"].find()}
+        return all((current[o]["status"], current[o]["paymentStatus"]) == ("confirmed", "paid")
+                   for o in charged_orders)
+    while not await settled():
+        assert time.monotonic() < deadline + 60, "a charged order never became confirmed and paid"
+        for pid in per_payment:  # what a client (or ops) does: ask the provider
+            await until_done(http, "GET", f"{gateway}/api/payments/verify/{pid}", None,
+                             {"Authorization": f"Bearer {admin}"}, time.monotonic() + 10)
+        await asyncio.sleep(0.2)
+
+
+async def _stock_balances(base_db: Any, product_id: str, deadline: float) -> None:
+    """Interrupted creations are finished or undone by alarm: the stock adds up exactly."""
+    def balanced() -> bool:
+        doc = base_db["products"].find_one({"_id": ObjectId(product_id)})
+        live = [o for o in base_db["orders"].find() if o["status"] != "cancelled"]
+        return doc["stock"] >= 0 and doc["stock"] + sum(i["quantity"] for o in live for i in o["items"]) == STOCK
+    while not balanced():
+        assert time.monotonic() < deadline + 90, "stock leaked or oversold"
+        await asyncio.sleep(0.2)

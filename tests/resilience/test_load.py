@@ -13,6 +13,7 @@ import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -37,89 +38,106 @@ async def test_mixed_load_through_the_gateway_keeps_the_invariants(dev_process, 
                       "--var", "REQUIRE_SERVICE_AUTH:true",
                       extra_env={"MONGODB_URI": mongo_uri, "JWT_KEY": JWT_KEY, "SERVICE_AUTH_KEY": SERVICE_AUTH_KEY,
                                  "STRIPE_SECRET_KEY": None})
-    gateway = dev.ready_url.rstrip("/")
     stripe_url = next(m.group(1) for line in dev.stderr_lines
                       if (m := re.search(r"local Stripe server at (http://\S+)", line)))
-    admin = mint_token(MongoClient(mongo_uri)[db], JWT_KEY, "admin", str(ObjectId()), "a@x.io")
-    latencies: list[float] = []
-    statuses: Counter[int] = Counter()
-    kinds: Counter[str] = Counter()
-    failures: list[str] = []
-    finished: list[float] = []
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CLIENTS)) as http:
-        async def call(method: str, path: str, body: object = None, headers: dict[str, str] | None = None):
-            started = time.perf_counter()
-            async with http.request(method, gateway + path, json=body, headers=headers or {}) as resp:
-                reply = await resp.json(content_type=None)
-            latencies.append(time.perf_counter() - started)
-            finished.append(time.perf_counter())
-            statuses[resp.status] += 1
-            if resp.status >= 500 and len(failures) < 5:
-                failures.append(f"{method} {path} → {resp.status} {reply}")
-            return resp.status, reply
-
-        products = []
+    load = Load(dev.ready_url.rstrip("/"), MongoClient(mongo_uri)[db])
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CLIENTS)) as load.http:
+        admin = mint_token(load.db, JWT_KEY, "admin", str(ObjectId()), "a@x.io")
         for i in range(10):
-            status, product = await call("POST", "/api/products", {"name": f"Load item {i}", "price": 5 + i,
-                                                                   "stock": STOCK}, {"Authorization": f"Bearer {admin}"})
+            status, product = await load.call("POST", "/api/products", {"name": f"Load item {i}", "price": 5 + i,
+                                                                        "stock": STOCK},
+                                              {"Authorization": f"Bearer {admin}"})
             assert status == 201
-            products.append(product["_id"])
-
-        async def client(n: int) -> None:
-            rng = random.Random(n)
-            token = mint_token(MongoClient(mongo_uri)[db], JWT_KEY, "user", str(ObjectId()), f"l{n}@x.io")
-            auth = {"Authorization": f"Bearer {token}"}
-            unpaid: list[str] = []
-            step = 0
-            end = time.monotonic() + LOAD_SECONDS
-            while time.monotonic() < end:
-                step += 1
-                roll = rng.random()
-                if roll < 0.6:
-                    kinds["browse"] += 1
-                    path = rng.choice(["/api/products?limit=20", f"/api/products/{rng.choice(products)}",
-                                       "/api/products?sort=price_asc&limit=5"])
-                    await call("GET", path)
-                elif roll < 0.85 or not unpaid:
-                    kinds["order"] += 1
-                    status, reply = await call("POST", "/api/orders", {"productId": rng.choice(products),
-                                                                      "quantity": rng.randint(1, 3)},
-                                               {**auth, "Idempotency-Key": f"o-{n}-{step}"})
-                    if status == 201:
-                        unpaid.append(reply["createdOrder"]["_id"])
-                else:
-                    kinds["pay"] += 1
-                    await call("POST", "/api/payments/initiate",
-                               {"orderId": unpaid.pop(), "paymentMethod": "card",
-                                "paymentData": {"paymentMethodId": "pm_card_visa"}},
-                               {**auth, "Idempotency-Key": f"p-{n}-{step}"})
-
+            load.products.append(product["_id"])
         started = time.perf_counter()
-        await asyncio.gather(*(client(n) for n in range(CLIENTS)))
+        await asyncio.gather(*(load.client(n) for n in range(CLIENTS)))
         elapsed = time.perf_counter() - started
+    server_errors = load.report(started, elapsed)
+    assert server_errors == 0, "\n".join(load.failures + ["server log tail:", *dev.stderr_lines[-40:]])
+    _stock_and_charges_add_up(load, stripe_url)
+    MongoClient(mongo_uri).drop_database(db)
 
-    server_errors = sum(n for s, n in statuses.items() if s >= 500)
-    q = statistics.quantiles(latencies, n=100)
-    window = min(30.0, elapsed / 4)  # does the shop hold its pace? first vs last window
-    first = sum(1 for t in finished if t <= started + window) / window
-    last = sum(1 for t in finished if t >= started + elapsed - window) / window
-    per_10s = Counter(int((t - started) // 10) for t in finished if t >= started)
-    print(f"load: {len(latencies)} requests in {elapsed:.1f} s = {len(latencies) / elapsed:.0f} rps, "
-          f"p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms, 5xx {server_errors}, "
-          f"first {window:.0f} s {first:.0f} rps, last {window:.0f} s {last:.0f} rps ({last / first:.2f}x), "
-          f"mix {dict(kinds)}, statuses {dict(statuses)}, "
-          f"rps per 10 s {[round(per_10s[i] / 10) for i in range(int(elapsed // 10))]}")
-    assert server_errors == 0, "\n".join(failures + ["server log tail:", *dev.stderr_lines[-40:]])
-    base_db, pay_db = MongoClient(mongo_uri)[db], MongoClient(mongo_uri)[f"{db}"]
-    for product_id in products:
-        doc = base_db["products"].find_one({"_id": ObjectId(product_id)})
-        held = sum(i["quantity"] for o in base_db["orders"].find({"status": {"$ne": "cancelled"}})
+
+class Load:
+    """Shoppers browsing, ordering and paying through the gateway, and what they were answered."""
+
+    def __init__(self, gateway: str, db: Any) -> None:
+        self.gateway, self.db = gateway, db
+        self.http: aiohttp.ClientSession
+        self.products: list[str] = []
+        self.latencies: list[float] = []
+        self.finished: list[float] = []
+        self.statuses: Counter[int] = Counter()
+        self.kinds: Counter[str] = Counter()
+        self.failures: list[str] = []
+
+    async def call(self, method: str, path: str, body: object = None,
+                   headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        started = time.perf_counter()
+        async with self.http.request(method, self.gateway + path, json=body, headers=headers or {}) as resp:
+            reply = await resp.json(content_type=None)
+        self.latencies.append(time.perf_counter() - started)
+        self.finished.append(time.perf_counter())
+        self.statuses[resp.status] += 1
+        if resp.status >= 500 and len(self.failures) < 5:
+            self.failures.append(f"{method} {path} → {resp.status} {reply}")
+        return resp.status, reply
+
+    async def client(self, n: int) -> None:
+        rng = random.Random(n)
+        token = mint_token(self.db, JWT_KEY, "user", str(ObjectId()), f"l{n}@x.io")
+        auth = {"Authorization": f"Bearer {token}"}
+        unpaid: list[str] = []
+        step = 0
+        end = time.monotonic() + LOAD_SECONDS
+        while time.monotonic() < end:
+            step += 1
+            roll = rng.random()
+            if roll < 0.6:
+                self.kinds["browse"] += 1
+                path = rng.choice(["/api/products?limit=20", f"/api/products/{rng.choice(self.products)}",
+                                   "/api/products?sort=price_asc&limit=5"])
+                await self.call("GET", path)
+            elif roll < 0.85 or not unpaid:
+                self.kinds["order"] += 1
+                status, reply = await self.call("POST", "/api/orders", {"productId": rng.choice(self.products),
+                                                                       "quantity": rng.randint(1, 3)},
+                                                {**auth, "Idempotency-Key": f"o-{n}-{step}"})
+                if status == 201:
+                    unpaid.append(reply["createdOrder"]["_id"])
+            else:
+                self.kinds["pay"] += 1
+                await self.call("POST", "/api/payments/initiate",
+                                {"orderId": unpaid.pop(), "paymentMethod": "card",
+                                 "paymentData": {"paymentMethodId": "pm_card_visa"}},
+                                {**auth, "Idempotency-Key": f"p-{n}-{step}"})
+
+    def report(self, started: float, elapsed: float) -> int:
+        """Print the run's figures (does the shop hold its pace? first vs last window); the 5xx count."""
+        server_errors = sum(n for s, n in self.statuses.items() if s >= 500)
+        q = statistics.quantiles(self.latencies, n=100)
+        window = min(30.0, elapsed / 4)
+        first = sum(1 for t in self.finished if t <= started + window) / window
+        last = sum(1 for t in self.finished if t >= started + elapsed - window) / window
+        per_10s = Counter(int((t - started) // 10) for t in self.finished if t >= started)
+        print(f"load: {len(self.latencies)} requests in {elapsed:.1f} s = {len(self.latencies) / elapsed:.0f} rps, "
+              f"p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms, 5xx {server_errors}, "
+              f"first {window:.0f} s {first:.0f} rps, last {window:.0f} s {last:.0f} rps ({last / first:.2f}x), "
+              f"mix {dict(self.kinds)}, statuses {dict(self.statuses)}, "
+              f"rps per 10 s {[round(per_10s[i] / 10) for i in range(int(elapsed // 10))]}")
+        return server_errors
+
+
+def _stock_and_charges_add_up(load: Load, stripe_url: str) -> None:
+    """No stock oversold or leaked; one charge per payment at most, each one recorded."""
+    for product_id in load.products:
+        doc = load.db["products"].find_one({"_id": ObjectId(product_id)})
+        held = sum(i["quantity"] for o in load.db["orders"].find({"status": {"$ne": "cancelled"}})
                    for i in o["items"] if i["productId"] == product_id)
         assert doc["stock"] >= 0 and doc["stock"] + held == STOCK
     with urllib.request.urlopen(f"{stripe_url}/_local/ledger", timeout=10) as resp:
         charges = [e for e in json.loads(resp.read())["ledger"] if e["type"] == "charge"]
     per_payment = Counter(e["payment_id"] for e in charges)
     assert all(n == 1 for n in per_payment.values())
-    records = {str(p["_id"]) for p in pay_db["payments"].find()}
+    records = {str(p["_id"]) for p in load.db["payments"].find()}
     assert set(per_payment) <= records
-    MongoClient(mongo_uri).drop_database(db)

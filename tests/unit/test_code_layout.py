@@ -50,3 +50,19 @@ def test_services_never_import_each_other_and_shared_packages_import_no_service(
             if used:
                 crossing.append(f"{path.relative_to(ROOT)} imports {sorted(used)}")
     assert crossing == []
+
+
+def test_no_function_is_over_60_lines_and_no_runtime_module_over_450() -> None:
+    """Small enough to read whole: the limits the restructuring set (ARCHITECTURE.md, Folders)."""
+    import ast
+    long_functions = []
+    for package in (*PACKAGES, "bench"):
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno is not None:
+                    length = node.end_lineno - node.lineno + 1
+                    if length > 60:
+                        long_functions.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({length})")
+    long_modules = [f"{path.relative_to(ROOT)} ({n})" for path in (ROOT / "durable").rglob("*.py")
+                    if (n := len(path.read_text().splitlines())) > 450]
+    assert long_functions == [] and long_modules == []
