@@ -4,8 +4,8 @@ per namespace under the local state, so values survive restarts.
 `get`/`put`/`delete`/`list`/`getWithMetadata` with Cloudflare's names and limits (keys up to 512
 bytes, values up to 25 MiB, metadata up to 1024 bytes of JSON, `expirationTtl` at least 60 s),
 snake_case spellings too, and JavaScript-style option objects (`put(k, v, {"expirationTtl": 60})`).
-Unlike Cloudflare's, reads here are never stale: there is one copy. Every process of one state
-directory (the nodes of `wrangler dev --nodes`) shares the file.
+Unlike Cloudflare's, reads here are never stale: there is one copy, on this host; a cluster
+refuses KV bindings (`Runtime`), as its nodes would not share it.
 """
 from __future__ import annotations
 

@@ -5,11 +5,11 @@ own cost per request).
 The object stays the only source of tokens: no more requests pass than its bucket holds, on
 one node or many. A client's first request in a while asks for one token, as before; one who
 comes back while its allowance lives asks for twice what the last allowance served, up to
-`ALLOWANCE_SHARE` of the limit and `MAX_ALLOWANCE`. A allowance is spent for `ALLOWANCE_S` at most, and its
+`ALLOWANCE_SHARE` of the limit and `MAX_ALLOWANCE`. An allowance is spent for `ALLOWANCE_S` at most, and its
 unspent tokens go back with the next ask. A refusal is remembered for as long as the bucket
 said it would take to hold a token again, so a client hammering past its limit is answered 429
 here without a call per request. What this costs: the client's requests through another node
-can find up to a allowance's worth of its tokens held here for that long (and this node keeps
+can find up to an allowance's worth of its tokens held here for that long (and this node keeps
 refusing while another gives tokens back), so they may be refused a little early, never let
 through late. (Cloudflare's own rate-limiting binding
 counts locally and settles with its store in the same spirit.)
@@ -90,7 +90,7 @@ class TokenAllowances:
         return _quota(limit, allowance)
 
     async def take(self, key: str, limit: Limit, take_from_bucket: TakeFromBucket) -> Quota:
-        """When spend() found nothing: one token (and maybe a allowance) from the bucket itself, or Refused."""
+        """When spend() found nothing: one token (and maybe an allowance) from the bucket itself, or Refused."""
         allowance = self._allowances.get(key)
         if allowance is not None and self._clock() < allowance.refused_until:
             raise _refused(limit, allowance, self._clock())

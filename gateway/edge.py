@@ -1,5 +1,5 @@
 """The gateway's in-memory state, one per running gateway: a circuit breaker per upstream, the
-response cache, the forwards' deadlines and the rate-limit allowances, configured from vars."""
+response cache, the forwards' timeouts and the rate-limit allowances, configured from vars."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,10 +1,10 @@
-"""ForwardTimeouts for forwards, kept by one ticking task instead of a timer per request.
+"""The gateway's forward timeouts, kept by one ticking task instead of a timer per request.
 
 `with timeouts.watch(): await ...` behaves as `async with asyncio.timeout(timeout_s)` does
-(TimeoutError when the deadline passes; another's cancellation stays a cancellation), but where
+(TimeoutError when the timeout passes; another's cancellation stays a cancellation), but where
 `asyncio.timeout` schedules and cancels a timer handle per request (~4 µs alone, ~15 in a busy
 gateway), a forward here is one dict entry, and a ticker that runs only while forwards are in
-flight cancels those past their deadline. A deadline fires up to a tenth of the timeout late.
+flight cancels those past their time. A timeout fires up to a tenth of the timeout late.
 """
 from __future__ import annotations
 
@@ -27,10 +27,10 @@ class ForwardTimeouts:
             while self._watched:
                 await asyncio.sleep(self.timeout_s / 10)
                 now = time.monotonic()
-                for deadline in [d for d in self._watched if d.at <= now]:
-                    del self._watched[deadline]
-                    deadline.expired = True
-                    deadline.task.cancel()
+                for timeout in [d for d in self._watched if d.at <= now]:
+                    del self._watched[timeout]
+                    timeout.expired = True
+                    timeout.task.cancel()
         finally:
             self._ticker = None
 
@@ -41,7 +41,7 @@ class ForwardTimeouts:
 
 
 class ForwardTimeout:
-    """One forward's deadline, for the task that enters it."""
+    """One forward's timeout, for the task that enters it."""
 
     __slots__ = ("owner", "task", "at", "expired")
 
@@ -52,7 +52,7 @@ class ForwardTimeout:
     def __enter__(self) -> ForwardTimeout:
         task = asyncio.current_task()
         if task is None:
-            raise RuntimeError("a deadline is for a task")
+            raise RuntimeError("a forward timeout is for a task")
         self.task, self.at = task, time.monotonic() + self.owner.timeout_s
         self.owner._watched[self] = None
         if self.owner._ticker is None:

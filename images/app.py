@@ -48,7 +48,7 @@ def legacy_folder() -> Path:
 @app.before_serving
 async def start() -> None:
     require_strong_keys(("SERVICE_AUTH_KEY",))
-    # uploads kept on disk by an earlier version move into the bucket (in the background: the
+    # uploads kept on disk (LEGACY_UPLOADS_DIR) move into the bucket (in the background: the
     # worker serves meanwhile; a name not moved yet is a 404 for a moment, never a wrong image)
     max_pixels = routes.limits()["MAX_SOURCE_PIXELS"]
     resize = routes.pool()

@@ -27,3 +27,17 @@ def wait_until(check: Callable[[], Any], timeout: float = 30.0, interval: float 
             return value
         time.sleep(interval)
     return check()
+
+
+async def until(check: Callable[[], Awaitable[Any]], timeout_s: float, what: str) -> Any:
+    """`eventually`, for a condition the test needs: fail, naming `what`, at the deadline."""
+    result = await eventually(check, timeout_s, interval=0.1)
+    assert result, f"timed out waiting for {what}"
+    return result
+
+
+def recovers(check: Callable[[], Any], timeout_s: float = 60.0) -> Any:
+    """`wait_until`, for the shop recovering by itself: fail if it never does."""
+    found = wait_until(check, timeout_s, interval=0.1)
+    assert found, "it never recovered"
+    return found

@@ -1,1 +1,1 @@
-"""The `wrangler` command line: `dev`, `tail`, `secret`, for workers run by the `durable` runtime."""
+"""The `wrangler` command line: `dev`, `serve`, `tail`, `secret`, for workers run by the `durable` runtime."""

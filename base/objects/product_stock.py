@@ -1,7 +1,7 @@
 """ProductStock: one per product, the authority on its stock and the holds of unpaid orders.
 
-Reservations no longer serialize on one MongoDB document (whose holds grew with every unpaid
-order: 78 → 25 reservations/s on the embedded server after 600 holds). Each step — reserve,
+Reservations never serialize on one MongoDB document (whose holds would grow with every unpaid
+order). Each step — reserve,
 release, finalize (sold), restock — is a storage-only read-modify-write, so the input gate makes
 it exact under any concurrency, and exactly once per order id (`holds`, `restocked`). The
 product document's `stock` is a read model: written after each change, coalesced (one write in

@@ -34,7 +34,7 @@ Signer = Callable[[list[tuple[str, str]]], list[tuple[str, str]]]
 @dataclass(frozen=True)
 class RemoteTarget:
     """A worker running in another process: its base URL, the key for internal calls, and who the
-    calls are for (its node id in a cluster, else its worker name), signed into each one so a
+    calls are for (in a cluster the URL that node serves the worker at, else the worker's name), signed into each one so a
     captured call replayed to another node is refused there."""
 
     url: str

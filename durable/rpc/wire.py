@@ -9,7 +9,7 @@ import json
 INTERNAL_PREFIX = "/cdn-cgi/durable/"  # POST <prefix><Class>/<id>/<method>; Cloudflare keeps /cdn-cgi/ too
 INTERNAL_SIGNATURE_HEADER = "x-durable-signature"  # signing.sign() with the runtime's internal key
 INTERNAL_REQUEST_HEADER = "x-durable-request"  # a WebSocket fetch's request (there is no body to carry it)
-INTERNAL_AUDIENCE_HEADER = "x-durable-audience"  # signed: the node (or, outside a cluster, the worker) it is for
+INTERNAL_AUDIENCE_HEADER = "x-durable-audience"  # signed: who it is for (the node's URL for the worker; outside a cluster the worker's name)
 OBJECT_NAME_HEADER = "x-durable-object-name"  # signed: the name an id was made from
 UNREACHABLE_HEADER = "x-durable-unreachable"  # on a binding's own 503: no node of the service took the connection
 DEADLINE_HEADER = "x-durable-deadline-ms"  # the budget the caller had left when the call left it

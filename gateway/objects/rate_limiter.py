@@ -2,7 +2,7 @@
 
 Calls to one object are serialized by its input gate and `take` never awaits anything but
 storage, so N concurrent requests against a bucket of L let exactly L through. The gateway may
-take several tokens at once as a allowance (`gateway/allowances.py`) and give back what it did not
+take several tokens at once as an allowance (`gateway/allowances.py`) and give back what it did not
 spend; every token still comes out of this bucket.
 
 The bucket lives in memory and is saved at most once per `SAVE_EVERY_S` (without holding the

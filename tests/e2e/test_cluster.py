@@ -35,7 +35,7 @@ from tests.clients import Tail
 from tests.conftest import COUNTER_TOML, JWT_KEY, PEER_TOML, UNLIMITED
 from tests.images import photo, size_of
 from tests.linearizability import Op, linearizable
-from tests.polling import eventually
+from tests.polling import until
 
 LEASE_S = 3.0
 NODES = ["node-0", "node-1", "node-2"]
@@ -97,13 +97,6 @@ async def node_info(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
     async with http.get(f"{url}/node") as resp:
         assert resp.status == 200
         return await resp.json()
-
-
-async def until(check: Any, timeout_s: float, what: str) -> Any:
-    """Poll `check()` (async) until it returns something truthy; fail with `what` at the deadline."""
-    result = await eventually(check, timeout_s, interval=0.1)
-    assert result, f"timed out waiting for {what}"
-    return result
 
 
 async def incr(http: aiohttp.ClientSession, url: str, name: str) -> tuple[int, Any]:

@@ -23,7 +23,7 @@ from pymongo import MongoClient
 from tests.accounts import mint_token
 from tests.conftest import ROOT, DevProcess, stop_gracefully
 from tests.net import free_port
-from tests.polling import wait_until
+from tests.polling import recovers
 from wrangler.embedded_mongo import EmbeddedMongo
 
 pytestmark = pytest.mark.slow
@@ -48,13 +48,6 @@ def post(url: str, body: Any, token: str) -> tuple[int, Any]:
 
 
 
-def until(check: Any, timeout_s: float = 60.0) -> Any:
-    """The shop recovering by itself: `check()` becomes true before the deadline."""
-    found = wait_until(check, timeout_s, interval=0.1)
-    assert found, "it never recovered"
-    return found
-
-
 def probes_answer_at_once(urls: dict[str, str], ready_anyway: frozenset[str] = frozenset()) -> None:
     """Every probe answers within PROBE_S: 503 for what depends on the database, 200 for what
     does not (`ready_anyway`)."""
@@ -71,7 +64,7 @@ def probes_answer_at_once(urls: dict[str, str], ready_anyway: frozenset[str] = f
 
 def buy_once_the_database_is_up(mongo: EmbeddedMongo, gateway: str, db_name: str) -> None:
     mongo.start_sync()  # the same address the shop was given
-    until(lambda: get(f"{gateway}/health", timeout=5)[0] == 200)
+    recovers(lambda: get(f"{gateway}/health", timeout=5)[0] == 200)
     db = MongoClient(mongo.uri)[db_name]
     admin, buyer = mint_token(db, JWT, "admin"), mint_token(db, JWT, "user", str(ObjectId()))
     status, product = post(f"{gateway}/api/products", {"name": "Kettle", "price": 20, "stock": 3}, admin)
@@ -108,7 +101,7 @@ def test_production_serves_its_probes_with_the_database_down_and_recovers_by_its
                      daemon=True).start()
     threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
     try:
-        ready = until(lambda: {l["worker"]: l["url"] for l in list(lines) if l.get("event") == "ready"}
+        ready = recovers(lambda: {l["worker"]: l["url"] for l in list(lines) if l.get("event") == "ready"}
                       if sum(l.get("event") == "ready" for l in list(lines)) == 4 else None, timeout_s=60)
         # on one host the image bucket is on disk: its service needs no database
         probes_answer_at_once(ready, frozenset() if mode else frozenset({"rest-shop-images"}))

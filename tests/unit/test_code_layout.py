@@ -66,3 +66,19 @@ def test_no_function_is_over_60_lines_and_no_runtime_module_over_450() -> None:
     long_modules = [f"{path.relative_to(ROOT)} ({n})" for path in (ROOT / "durable").rglob("*.py")
                     if (n := len(path.read_text().splitlines())) > 450]
     assert long_functions == [] and long_modules == []
+
+
+MAPPED = ("durable", "wrangler", "gateway", "base", "payments", "images", "models", "web", "pyodide")
+
+
+def test_architecture_s_module_map_has_one_row_per_module_of_the_tree() -> None:
+    """ARCHITECTURE.md's module map stays the tree: a module added, moved or removed without its
+    row (or a row left for a module that is gone) fails here."""
+    text = (ROOT / "ARCHITECTURE.md").read_text()
+    section = text.split("\n## Module map", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\|\s*`([\w/.-]+\.py)`\s*\|", section, re.MULTILINE)
+    modules = sorted(str(path.relative_to(ROOT)) for package in MAPPED for path in (ROOT / package).rglob("*.py")
+                     if path.name != "__init__.py")
+    assert len(rows) == len(set(rows)), "a module listed twice"
+    assert {"missing rows": sorted(set(modules) - set(rows)), "rows without a module": sorted(set(rows) - set(modules))} \
+        == {"missing rows": [], "rows without a module": []}
