@@ -95,6 +95,22 @@ class R2BucketBinding(_Strict):
     _check_binding = field_validator("binding")(_binding_name)
 
 
+class D1DatabaseBinding(_Strict):
+    binding: str
+    database_name: str
+    database_id: str | None = None
+    preview_database_id: str | None = None
+    migrations_dir: str = "migrations"
+    migrations_table: str = "d1_migrations"
+
+    _check_binding = field_validator("binding")(_binding_name)
+
+    @property
+    def key(self) -> str:
+        """What names its file under the state directory (`wrangler dev` and `wrangler d1` alike)."""
+        return self.preview_database_id or self.database_id or self.database_name
+
+
 class Secrets(_Strict):
     required: list[str] = Field(default_factory=list)
     # Our extension: loaded when provided, never generated or demanded (e.g. provider keys
@@ -138,6 +154,7 @@ class EnvOverride(_Strict):
     services: list[ServiceBinding] | None = None
     kv_namespaces: list[KVNamespace] | None = None
     r2_buckets: list[R2BucketBinding] | None = None
+    d1_databases: list[D1DatabaseBinding] | None = None
     triggers: Triggers | None = None
     secrets: Secrets | None = None
 
@@ -157,6 +174,7 @@ class RawConfig(_Strict):
     services: list[ServiceBinding] = Field(default_factory=list)
     kv_namespaces: list[KVNamespace] = Field(default_factory=list)
     r2_buckets: list[R2BucketBinding] = Field(default_factory=list)
+    d1_databases: list[D1DatabaseBinding] = Field(default_factory=list)
     triggers: Triggers = Field(default_factory=Triggers)
     observability: dict[str, Any] = Field(default_factory=dict)  # Cloudflare's log settings: no effect here
     secrets: Secrets | None = None
@@ -181,6 +199,7 @@ class WorkerConfig(_Strict):
     services: list[ServiceBinding]
     kv_namespaces: list[KVNamespace]
     r2_buckets: list[R2BucketBinding]
+    d1_databases: list[D1DatabaseBinding] = Field(default_factory=list)
     triggers: Triggers
     secrets: Secrets | None
     dev: Dev
@@ -301,7 +320,7 @@ def load(path: str | Path, environment: str | None = None) -> WorkerConfig:
         "name": raw.name, "main": raw.main, "compatibility_date": raw.compatibility_date,
         "compatibility_flags": raw.compatibility_flags, "vars": raw.vars,
         "durable_objects": raw.durable_objects.bindings, "services": raw.services,
-        "kv_namespaces": raw.kv_namespaces, "r2_buckets": raw.r2_buckets, "triggers": raw.triggers, "secrets": raw.secrets,
+        "kv_namespaces": raw.kv_namespaces, "r2_buckets": raw.r2_buckets, "d1_databases": raw.d1_databases, "triggers": raw.triggers, "secrets": raw.secrets,
     }
     if environment is not None:
         override = raw.env.get(environment)
@@ -318,6 +337,7 @@ def load(path: str | Path, environment: str | None = None) -> WorkerConfig:
         values["services"] = override.services or []
         values["kv_namespaces"] = override.kv_namespaces or []
         values["r2_buckets"] = override.r2_buckets or []
+        values["d1_databases"] = override.d1_databases or []
         values["triggers"] = override.triggers or Triggers()
 
     config = WorkerConfig(path=path, environment=environment, migrations=raw.migrations, dev=raw.dev, **values)

@@ -22,6 +22,8 @@ from .cluster.node import ClusterNode, ClusterSettings
 from .cluster.transport import ClusterTransport
 from .config import ConfigError, R2BucketBinding, WorkerConfig
 from .cron import run_crons
+from .d1 import D1Database
+from .d1.engine import D1File, database_file
 from .dev.registry import lookup
 from .env import Env, load_secrets, use_env
 from .kv import KVNamespace
@@ -106,6 +108,7 @@ class Runtime:
         self._evictor: asyncio.Task[None] | None = None
         self._crons: list[asyncio.Task[None]] = []
         self._kv: dict[str, KVNamespace] = {}
+        self._d1: dict[str, D1File] = {}  # one file (and its thread) per database, shared by its bindings
         self._r2: dict[str, R2Bucket] = {}
         self.cluster = cluster  # its `urls` may be filled in until start()
         self.node: ClusterNode | None = None
@@ -261,13 +264,7 @@ class Runtime:
         for s in config.services:
             bindings[s.binding] = ServiceBinding(s.service, lambda n=s.service: self.resolve_service(n), self.http,
                                                  caller=config.name, metrics_on=self.metrics)
-        if config.kv_namespaces and self.node is not None:
-            raise ConfigError(config.path, "kv_namespaces", "KV namespaces are kept on this host's disk; "
-                              "they are not shared between the hosts of a cluster yet")
-        for kv in config.kv_namespaces:
-            bindings[kv.binding] = self._kv_namespace(kv.id or kv.preview_id or f"{config.name}:{kv.binding}")
-        for r2 in config.r2_buckets:
-            bindings[r2.binding] = self._r2_bucket(r2)
+        bindings.update(self._storage_bindings(config))
         worker.env = Env(vars=config.vars, secrets=found, bindings=bindings,
                          state_dir=self.persist_to / "v3" / "files" / config.name,
                          node=self.node.health if self.node is not None else None, audience=worker.audience,
@@ -276,6 +273,24 @@ class Runtime:
             host.env = worker.env
             host.event_context = _context_with(worker.env)
             host.start()
+
+    def _storage_bindings(self, config: WorkerConfig) -> dict[str, Any]:
+        """The worker's KV namespaces, R2 buckets and D1 databases. KV and D1 live on this host's
+        disk: a cluster refuses them (its nodes would not share them)."""
+        for kind, present in (("kv_namespaces", config.kv_namespaces), ("d1_databases", config.d1_databases)):
+            if present and self.node is not None:
+                raise ConfigError(config.path, kind, f"{kind} are kept on this host's disk; they are not shared "
+                                  "between the hosts of a cluster (use R2 or Durable Objects there)")
+        bindings: dict[str, Any] = {}
+        for kv in config.kv_namespaces:
+            bindings[kv.binding] = self._kv_namespace(kv.id or kv.preview_id or f"{config.name}:{kv.binding}")
+        for r2 in config.r2_buckets:
+            bindings[r2.binding] = self._r2_bucket(r2)
+        for d1 in config.d1_databases:
+            if d1.key not in self._d1:
+                self._d1[d1.key] = D1File(database_file(self.persist_to, d1.key))
+            bindings[d1.binding] = D1Database(self._d1[d1.key], d1.database_name)
+        return bindings
 
     def _kv_namespace(self, namespace_id: str) -> KVNamespace:
         """One store per namespace id: two workers binding the same id share it, as on Cloudflare."""
@@ -343,6 +358,8 @@ class Runtime:
             await self.node.stop()  # after every commit landed: hand the shards off at once
         for namespace in self._kv.values():
             namespace.close()
+        for database in self._d1.values():
+            await asyncio.to_thread(database.close)
         for bucket in self._r2.values():
             await bucket.store.close()
         await self.http.close()

@@ -12,6 +12,7 @@ from durable.config import ConfigError
 from durable.errors import StartupRefused
 
 from .cluster import cluster_options
+from .d1 import add_d1_command, run_d1
 
 
 def _run_options(command: argparse.ArgumentParser) -> None:
@@ -30,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     _dev_command(sub)
     _serve_command(sub)
     _tail_command(sub)
+    add_d1_command(sub)
     secret = sub.add_parser("secret", help="manage local secrets in a worker's .dev.vars")
     secret.add_argument("action", choices=["put", "list", "delete"])
     secret.add_argument("name", nargs="?")
@@ -131,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "tail":
             from .tail import run_tail
             return asyncio.run(run_tail(args))
+        if args.command == "d1":
+            return asyncio.run(run_d1(args))
         from .secret import run_secret
         return run_secret(args)
     except (ConfigError, StartupRefused) as exc:

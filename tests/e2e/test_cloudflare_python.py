@@ -6,6 +6,8 @@ statuses and content types."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -109,8 +111,8 @@ def test_without_test_scheduled_only_the_cdn_cgi_route_runs_it(dev_process, tmp_
 
 async def test_each_scheduled_run_is_a_tail_event_with_its_logs(tmp_path: Path) -> None:
     from durable import config as wconfig
-    from durable.runtime import Runtime
     from durable.observe.tail import TailFilters
+    from durable.runtime import Runtime
 
     runtime = Runtime([wconfig.load(FIXTURES / "cf_cron" / "wrangler.jsonc")], persist_to=tmp_path / "state")
     await runtime.start()
@@ -240,3 +242,31 @@ def test_pywrangler_dev_as_cloudflare_s_example_tests_start_it(tmp_path: Path) -
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_d1_migrations_and_queries_from_the_cli_and_the_worker(dev_process, tmp_path: Path) -> None:
+    """`wrangler d1` and `wrangler dev` share one local database: migrations applied once, a
+    worker's reads, writes and an atomic batch, and the CLI reading what the worker wrote."""
+    folder, state = FIXTURES / "cf_d1", tmp_path / "cf_d1"
+
+    def d1(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "wrangler", "d1", *args, "--local", "--persist-to", str(state)],
+                              cwd=folder, capture_output=True, text=True, timeout=60)
+    listed = d1("migrations", "list", "notes")
+    assert listed.returncode == 0 and listed.stdout.split() == ["0001_create_notes.sql", "0002_seed.sql"], listed
+    applied = d1("migrations", "apply", "notes")
+    assert applied.returncode == 0 and "0002_seed.sql" in applied.stdout, applied
+    assert "No migrations to apply" in d1("migrations", "apply", "notes").stdout  # each once
+    url = start(dev_process, tmp_path, "cf_d1")
+    status, body, headers = get(url)
+    assert status == 200 and headers["content-type"] == "application/json"
+    assert json.loads(body) == {"first": {"author": "Ada", "body": "first; with a semicolon"}, "authors": ["Ada"]}
+    assert json.loads(get(url + "/add?author=Cy&body=hello")[1]) == {"id": 2, "changes": 1}
+    status, body, _ = get(url + "/pair")
+    assert status == 409 and body.startswith("D1_ERROR: NOT NULL constraint failed"), body
+    assert get(url + "/count")[1] == "2"  # the batch's first insert was rolled back with it
+    assert json.loads(get(url + "/raw")[1]) == [["author", "body"], ["Ada", "first; with a semicolon"], ["Cy", "hello"]]
+    read = d1("execute", "notes", "--command", "SELECT author FROM notes ORDER BY id", "--json")
+    assert [row["author"] for row in json.loads(read.stdout)[0]["results"]] == ["Ada", "Cy"], read
+    refused = d1("execute", "notes", "--command", "SELECT * FROM nowhere")
+    assert refused.returncode == 1 and "D1_ERROR: no such table: nowhere" in refused.stderr
