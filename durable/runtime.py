@@ -39,7 +39,7 @@ from .observe.tail import install_capture, redactor
 from .observe.tail_api import TailHub
 from .r2 import R2Bucket
 from .r2.files import FileStore
-from .r2.mongo import GridFSStore
+from .r2.gridfs import GridFSStore
 from .r2.s3 import S3Store
 from .r2.store import Store
 from .rpc.client import HttpClient, HttpTransport, RemoteTarget

@@ -23,7 +23,7 @@ from durable.cluster.node import ClusterSettings
 from durable.r2 import R2Bucket, R2Error, R2ObjectBody
 from durable.r2.arguments import MIN_PART_BYTES
 from durable.r2.files import FileStore
-from durable.r2.mongo import GridFSStore
+from durable.r2.gridfs import GridFSStore
 from durable.r2.s3 import S3Store
 from durable.runtime import Runtime
 from durable.server import Server, bind, url_of
