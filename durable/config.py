@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import json5
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -111,6 +111,21 @@ class D1DatabaseBinding(_Strict):
         return self.preview_database_id or self.database_id or self.database_name
 
 
+class AssetsConfig(_Strict):
+    """`assets`: a folder of static files served before the worker (Cloudflare's Workers assets)."""
+    directory: str
+    binding: str | None = None
+    run_worker_first: bool | list[str] = False
+    html_handling: Literal["auto-trailing-slash", "force-trailing-slash", "drop-trailing-slash", "none"] = \
+        "auto-trailing-slash"
+    not_found_handling: Literal["single-page-application", "404-page", "none"] = "none"
+
+    @field_validator("binding")
+    @classmethod
+    def _check_binding(cls, value: str | None) -> str | None:
+        return None if value is None else _binding_name(value)
+
+
 class Secrets(_Strict):
     required: list[str] = Field(default_factory=list)
     # Our extension: loaded when provided, never generated or demanded (e.g. provider keys
@@ -155,6 +170,7 @@ class EnvOverride(_Strict):
     kv_namespaces: list[KVNamespace] | None = None
     r2_buckets: list[R2BucketBinding] | None = None
     d1_databases: list[D1DatabaseBinding] | None = None
+    assets: AssetsConfig | None = None
     triggers: Triggers | None = None
     secrets: Secrets | None = None
 
@@ -175,6 +191,7 @@ class RawConfig(_Strict):
     kv_namespaces: list[KVNamespace] = Field(default_factory=list)
     r2_buckets: list[R2BucketBinding] = Field(default_factory=list)
     d1_databases: list[D1DatabaseBinding] = Field(default_factory=list)
+    assets: AssetsConfig | None = None
     triggers: Triggers = Field(default_factory=Triggers)
     observability: dict[str, Any] = Field(default_factory=dict)  # Cloudflare's log settings: no effect here
     secrets: Secrets | None = None
@@ -200,6 +217,7 @@ class WorkerConfig(_Strict):
     kv_namespaces: list[KVNamespace]
     r2_buckets: list[R2BucketBinding]
     d1_databases: list[D1DatabaseBinding] = Field(default_factory=list)
+    assets: AssetsConfig | None = None
     triggers: Triggers
     secrets: Secrets | None
     dev: Dev
@@ -320,7 +338,7 @@ def load(path: str | Path, environment: str | None = None) -> WorkerConfig:
         "name": raw.name, "main": raw.main, "compatibility_date": raw.compatibility_date,
         "compatibility_flags": raw.compatibility_flags, "vars": raw.vars,
         "durable_objects": raw.durable_objects.bindings, "services": raw.services,
-        "kv_namespaces": raw.kv_namespaces, "r2_buckets": raw.r2_buckets, "d1_databases": raw.d1_databases, "triggers": raw.triggers, "secrets": raw.secrets,
+        "kv_namespaces": raw.kv_namespaces, "r2_buckets": raw.r2_buckets, "d1_databases": raw.d1_databases, "assets": raw.assets, "triggers": raw.triggers, "secrets": raw.secrets,
     }
     if environment is not None:
         override = raw.env.get(environment)
@@ -329,7 +347,7 @@ def load(path: str | Path, environment: str | None = None) -> WorkerConfig:
             raise ConfigError(path, f"env.{environment}", f"no [env.{environment}] section (environments: {known})")
         # wrangler: inheritable keys fall back to the top level; bindings and vars do not.
         values["name"] = override.name or f"{raw.name}-{environment}"
-        for key in ("main", "compatibility_date", "compatibility_flags", "secrets"):
+        for key in ("main", "compatibility_date", "compatibility_flags", "secrets", "assets"):
             if getattr(override, key) is not None:
                 values[key] = getattr(override, key)
         values["vars"] = override.vars or {}
@@ -343,6 +361,8 @@ def load(path: str | Path, environment: str | None = None) -> WorkerConfig:
     config = WorkerConfig(path=path, environment=environment, migrations=raw.migrations, dev=raw.dev, **values)
     if not (path.parent / config.main).is_file():
         raise ConfigError(path, "main", f"entry module {config.main!r} not found next to the config")
+    if config.assets is not None and not (path.parent / config.assets.directory).is_dir():
+        raise ConfigError(path, "assets.directory", f"{config.assets.directory!r} is not a folder next to the config")
     _check_migrations(path, raw, config.hosted_classes)
     for i, binding in enumerate(config.durable_objects):
         names = [b.name for b in config.durable_objects]

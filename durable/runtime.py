@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from . import ids
 from .asgi import ASGIApp
+from .assets import AssetsBinding
 from .bindings import ServiceBinding
 from .cluster.node import ClusterNode, ClusterSettings
 from .cluster.transport import ClusterTransport
@@ -265,6 +266,8 @@ class Runtime:
             bindings[s.binding] = ServiceBinding(s.service, lambda n=s.service: self.resolve_service(n), self.http,
                                                  caller=config.name, metrics_on=self.metrics)
         bindings.update(self._storage_bindings(config))
+        if config.assets is not None and config.assets.binding and worker.assets is not None:
+            bindings[config.assets.binding] = AssetsBinding(worker.assets)
         worker.env = Env(vars=config.vars, secrets=found, bindings=bindings,
                          state_dir=self.persist_to / "v3" / "files" / config.name,
                          node=self.node.health if self.node is not None else None, audience=worker.audience,

@@ -18,6 +18,8 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from . import deadline
+from .asgi import send_response
+from .assets import Assets
 from .compat.entrypoint import EntrypointApp, ScheduledController
 from .compat.websocket import bridge
 from .config import ConfigError, WorkerConfig
@@ -115,6 +117,7 @@ class Worker:
         self.meter: RequestMeter | None = None  # its request metrics (set by the runtime when metrics are on)
         self.spans: otel.Spans | None = None  # its span exporter (set by the runtime when OTLP export is on)
         note_route_templates(self.app)
+        self.assets = _assets(config)
 
     @property
     def audience(self) -> str:
@@ -158,7 +161,8 @@ class Worker:
         elif scope["type"] == "http" and scope["path"] in self.scheduled_paths:
             await self._test_scheduled(scope, send)
         elif scope["type"] == "http":
-            await self._traced(scope, receive, send)
+            if self.assets is None or not await self._served_asset(scope, send):
+                await self._traced(scope, receive, send)
         elif scope["path"].startswith(INTERNAL_PREFIX):
             await self.rpc.websocket(scope, receive, send)
         elif self.app is self.entrypoint:  # a Cloudflare-style worker answers the upgrade itself
@@ -314,6 +318,23 @@ class Worker:
             "http.request.method": method, "url.path": scope["path"], "cloudflare.script_name": self.name})
         return span, trace.sampled_as(span.get_span_context().trace_flags.sampled), otel.activate(self.spans)
 
+    async def _served_asset(self, scope: dict[str, Any], send: Any) -> bool:
+        """A GET or HEAD a static file answers, without running the worker (Cloudflare's order)."""
+        assets, path = self.assets, scope["path"]
+        if scope["method"] not in ("GET", "HEAD") or assets is None or assets.worker_first(path):
+            return False
+        found = assets.match(path)
+        if found is None:
+            return False
+        started = time.perf_counter()
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        response = await assets.respond(found, scope["method"], headers, scope.get("query_string", b"").decode("latin-1"))
+        await send_response(response, send)
+        trace = tracing.TraceContext.from_scope(scope)
+        access_log.write(self.name, scope["method"], path, response.status, round((time.perf_counter() - started) * 1000, 2),
+                         trace.request_id, trace.traceparent, scheme=scope.get("scheme", "http"))
+        return True
+
     def _budget_of(self, scope: dict[str, Any]) -> float:
         """This request's budget: ours, or less when its caller (a gateway, a binding) will wait less."""
         for name, value in scope["headers"]:
@@ -381,3 +402,11 @@ def _finish_span(span: Any, active: Any, scope: dict[str, Any], status: int | No
         span.set_attribute("error.type", "cancelled")
     otel.finish(span, status_code=status if status is not None else 599)
     otel.deactivate(active)
+
+
+def _assets(config: WorkerConfig) -> Assets | None:
+    settings = config.assets
+    if settings is None:
+        return None
+    return Assets(config.directory / settings.directory, html_handling=settings.html_handling,
+                  not_found_handling=settings.not_found_handling, run_worker_first=settings.run_worker_first)

@@ -270,3 +270,22 @@ def test_d1_migrations_and_queries_from_the_cli_and_the_worker(dev_process, tmp_
     assert [row["author"] for row in json.loads(read.stdout)[0]["results"]] == ["Ada", "Cy"], read
     refused = d1("execute", "notes", "--command", "SELECT * FROM nowhere")
     assert refused.returncode == 1 and "D1_ERROR: no such table: nowhere" in refused.stderr
+
+
+def test_static_assets_before_the_worker_with_pretty_urls_etags_and_a_404_page(dev_process, tmp_path: Path) -> None:
+    url = start(dev_process, tmp_path, "cf_assets")
+    status, body, headers = get(url + "/")
+    assert (status, headers["content-type"]) == (200, "text/html; charset=utf-8") and "Home" in body
+    assert get(url + "/style.css")[2]["content-type"] == "text/css; charset=utf-8"
+    assert "About" in get(url + "/about")[1] and "Docs" in get(url + "/docs/")[1]
+    etag = get(url + "/style.css")[2]["etag"]
+    request = urllib.request.Request(url + "/style.css", headers={"If-None-Match": etag})
+    with pytest.raises(urllib.error.HTTPError) as not_modified:
+        urllib.request.urlopen(request, timeout=30)
+    assert not_modified.value.code == 304
+    # run_worker_first: /api/* goes to the worker, but not what a "!" pattern leaves to the assets
+    assert json.loads(get(url + "/api/items")[1])["from"] == "worker"
+    assert json.loads(get(url + "/api/static/data.json")[1]) == {"static": True}
+    status, body, _ = get(url + "/docs/missing")  # no file: the worker, whose ASSETS answers the 404 page
+    assert status == 404 and "Not here" in body
+    assert get(url + "/../wrangler.jsonc")[0] == 404
