@@ -3,12 +3,15 @@
 
 The implementation is the runtime's own (`durable/`); these are Cloudflare's names for it.
 """
-from durable.compat.entrypoint import ExecutionContext, ScheduledController, WorkerEntrypoint, handler
+from durable.compat.entrypoint import ExecutionContext, ScheduledController, WorkerEntrypoint, handler, wait_until
 from durable.compat.fetch import fetch
 from durable.compat.forms import Blob, File, FormData
 from durable.compat.websocket import WebSocket, WebSocketPair, WebSocketRequestResponsePair
 from durable.http import Request, Response
+from durable.env import env
 from durable.objects import DurableObject
 
+from . import wsgi
+
 __all__ = ["Blob", "DurableObject", "File", "FormData", "ExecutionContext", "Request", "Response", "ScheduledController", "WorkerEntrypoint",
-           "WebSocket", "WebSocketPair", "WebSocketRequestResponsePair", "fetch", "handler"]
+           "WebSocket", "WebSocketPair", "WebSocketRequestResponsePair", "env", "fetch", "handler", "wait_until", "wsgi"]

@@ -289,3 +289,15 @@ def test_static_assets_before_the_worker_with_pretty_urls_etags_and_a_404_page(d
     status, body, _ = get(url + "/docs/missing")  # no file: the worker, whose ASSETS answers the 404 page
     assert status == 404 and "Not here" in body
     assert get(url + "/../wrangler.jsonc")[0] == 404
+
+
+def test_a_wsgi_app_behind_wsgi_fetch_with_module_level_env_and_run_sync(dev_process, tmp_path: Path) -> None:
+    url = start(dev_process, tmp_path, "cf_wsgi")
+    request = urllib.request.Request(url + "/echo/x%20y?a=1&b=2", data=b"payload", method="POST",
+                                     headers={"X-Agent": "tests", "Content-Type": "text/plain"})
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        assert resp.status == 201 and resp.headers["x-served-by"] == "wsgi"
+        assert json.loads(resp.read()) == {"method": "POST", "path": "/echo/x y", "query": "a=1&b=2", "agent": "tests",
+                                           "body": "payload", "greeting": "Hello from WSGI"}
+    assert json.loads(get(url + "/kv", "PUT", b"kept")[1]) == {"note": "kept"}
+    assert json.loads(get(url + "/kv")[1]) == {"note": "kept"}
