@@ -100,6 +100,27 @@ class Env:
 _current_env: ContextVar[Env | None] = ContextVar("durable_current_env", default=None)
 
 
+class UnsupportedBinding:
+    """A binding of a kind this runtime does not run (Workers AI, Queues, …): the worker starts,
+    and whatever uses it learns why at once."""
+
+    def __init__(self, kind: str, name: str) -> None:
+        self._kind, self._name = kind, name
+
+    def __getattr__(self, attribute: str) -> Any:
+        if attribute.startswith("__"):
+            raise AttributeError(attribute)
+        raise BindingUnavailable(f"env.{self._name} is a {self._kind!r} binding, which this runtime does not run; "
+                                 f"its config was accepted so the rest of the worker runs")
+
+    def __repr__(self) -> str:
+        return f"<UnsupportedBinding {self._name} ({self._kind})>"
+
+
+class BindingUnavailable(RuntimeError):
+    """The worker used a binding this runtime does not provide."""
+
+
 class _EnvProxy:
     """`durable.env`: the Env of the worker handling the current request or start-up hook."""
 

@@ -26,7 +26,7 @@ from .cron import run_crons
 from .d1 import D1Database
 from .d1.engine import D1File, database_file
 from .dev.registry import lookup
-from .env import Env, load_secrets, use_env
+from .env import Env, UnsupportedBinding, load_secrets, use_env
 from .kv import KVNamespace
 from .objects import DurableObjectNamespace, LocalTransport, ObjectHost, Transport
 from .observe import mongo_metrics, otel
@@ -266,6 +266,8 @@ class Runtime:
             bindings[s.binding] = ServiceBinding(s.service, lambda n=s.service: self.resolve_service(n), self.http,
                                                  caller=config.name, metrics_on=self.metrics)
         bindings.update(self._storage_bindings(config))
+        for name, kind in config.unsupported_bindings.items():
+            bindings[name] = UnsupportedBinding(kind, name)
         if config.assets is not None and config.assets.binding and worker.assets is not None:
             bindings[config.assets.binding] = AssetsBinding(worker.assets)
         worker.env = Env(vars=config.vars, secrets=found, bindings=bindings,

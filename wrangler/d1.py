@@ -47,7 +47,7 @@ async def run_d1(args: argparse.Namespace) -> int:
     if args.remote:
         raise ConfigError("--remote", args.database, "this runtime has no remote D1: its databases are local "
                           "(--local, the default)")
-    config = wconfig.load(args.config or wconfig.config_in(Path.cwd()) or Path("wrangler.toml"), args.env)
+    config = wconfig.load(args.config or wconfig.config_in(Path.cwd()) or Path("wrangler.toml"), args.env, strict=False)
     binding = _database(config, args.database)
     file = D1File(database_file(state_dir(args), binding.key))
     try:

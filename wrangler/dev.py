@@ -28,7 +28,8 @@ DEFAULT_PORT = 8787
 DEFAULT_IP = "127.0.0.1"
 
 
-def load_configs(args: argparse.Namespace) -> list[WorkerConfig]:
+def load_configs(args: argparse.Namespace, *, strict: bool = False) -> list[WorkerConfig]:
+    """The configs to run; `wrangler dev` warns about keys it does not know, `serve` refuses them."""
     paths = list(args.config or wconfig.discover(Path.cwd()))
     if not paths:
         raise ConfigError(Path.cwd(), "", "no wrangler.jsonc, wrangler.json or wrangler.toml here or in any "
@@ -39,7 +40,7 @@ def load_configs(args: argparse.Namespace) -> list[WorkerConfig]:
         if not sep or not name:
             raise ConfigError("--var", item, "expected NAME:VALUE")
         overrides[name] = value
-    configs = [wconfig.load(p, args.env) for p in paths]
+    configs = [wconfig.load(p, args.env, strict=strict) for p in paths]
     return [c.model_copy(update={"vars": {**c.vars, **overrides}}) if overrides else c for c in configs]
 
 

@@ -12,7 +12,7 @@ from durable import config as wconfig
 
 
 def run_secret(args: argparse.Namespace) -> int:
-    config = wconfig.load(args.config)
+    config = wconfig.load(args.config, strict=False)
     path = config.directory / ".dev.vars"
     if args.action == "list":
         names = list(dotenv_values(path)) if path.is_file() else []

@@ -98,7 +98,7 @@ def plaintext_between_nodes(args: argparse.Namespace) -> str | None:
 
 async def run_serve(args: argparse.Namespace) -> int:
     setup_logging(args.log_format)
-    configs = load_configs(args)
+    configs = load_configs(args, strict=True)
     found = problems(configs)
     exposed = plaintext_between_nodes(args) if args.public_fd is None else None  # (a child: its supervisor said it)
     if exposed is not None and not all(is_development(c.vars) for c in configs) and not args.insecure_internal:

@@ -24,7 +24,7 @@ def _worker_name(args: argparse.Namespace) -> str | None:
         return args.worker
     path = args.config or Path("wrangler.toml")
     if path.is_file():
-        return wconfig.load(path).name
+        return wconfig.load(path, strict=False).name
     return None
 
 

@@ -85,3 +85,33 @@ async def test_the_schedule_runs_each_due_time_once_and_only_where_it_fires() ->
     with pytest.raises(asyncio.CancelledError):
         await run_crons(worker, lambda: next(fires, True), clock=lambda: now[0], sleep=sleep)
     assert len(runs) == 3 and runs[1][1] - runs[0][1] == 600_000  # a due time another node fires is skipped
+
+
+LOOSE = """{
+  "name": "loose", "main": "src/entry.py", "compatibility_date": "2026-11-01",
+  "ai": {"binding": "AI"},
+  "queues": {"producers": [{"binding": "JOBS", "queue": "jobs"}], "consumers": [{"queue": "jobs"}]},
+  "placement": {"mode": "smart"},
+  "d1_databases": [{"binding": "DB", "database_name": "notes", "remote": true}],
+}"""
+
+
+def test_dev_warns_about_keys_it_does_not_run_and_serve_refuses_them(tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    path = write(tmp_path, "wrangler.jsonc", LOOSE)
+    with pytest.raises(wconfig.ConfigError, match="unknown key"):
+        wconfig.load(path)  # strict, as `wrangler serve` loads
+    config = wconfig.load(path, strict=False)
+    assert config.unsupported_bindings == {"AI": "ai", "JOBS": "queues"}
+    assert config.d1_databases[0].database_name == "notes"  # the rest of a binding stays
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "placement" in warned and "d1_databases[0].remote" in warned and "'ai' bindings" in warned
+    broken = write(tmp_path / "b", "wrangler.jsonc", LOOSE.replace('"2026-11-01"', '"yesterday"'))
+    with pytest.raises(wconfig.ConfigError, match="compatibility_date"):
+        wconfig.load(broken, strict=False)  # only unknown keys are tolerated
+
+
+def test_an_unsupported_binding_says_so_when_used() -> None:
+    from durable.env import BindingUnavailable, UnsupportedBinding
+    with pytest.raises(BindingUnavailable, match="env.AI is a 'ai' binding"):
+        UnsupportedBinding("ai", "AI").run("@cf/meta/llama", {"prompt": "hi"})

@@ -1,19 +1,15 @@
-"""wrangler.toml, wrangler.json or wrangler.jsonc → pydantic models, with wrangler's `[env.<name>]`
-rules and migration checks. JSONC (comments, trailing commas) is read as JSON5, its superset.
-
-Every problem is a `ConfigError` naming the file, the key and what is wrong. Secrets are never
-read from the TOML: `[secrets] required = [...]` only names them (as in wrangler since 2026).
-"""
+"""The shape of a wrangler config (TOML or JSON): pydantic models that refuse what they do not
+know, and the resolved `WorkerConfig` one worker runs with."""
 from __future__ import annotations
 
+import logging
 import re
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-import json5
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+log = logging.getLogger("durable.config")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _BINDING = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -218,6 +214,8 @@ class WorkerConfig(_Strict):
     r2_buckets: list[R2BucketBinding]
     d1_databases: list[D1DatabaseBinding] = Field(default_factory=list)
     assets: AssetsConfig | None = None
+    # bindings of kinds this runtime does not run (Workers AI, Queues, …): binding name → kind
+    unsupported_bindings: dict[str, str] = Field(default_factory=dict)
     triggers: Triggers
     secrets: Secrets | None
     dev: Dev
@@ -264,131 +262,3 @@ class WorkerConfig(_Strict):
         return deps
 
 
-def _loc(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _validation_error(path: Path, exc: ValidationError, prefix: str = "") -> ConfigError:
-    first = exc.errors()[0]
-    key = _loc(tuple(first["loc"]))
-    problem = first["msg"]
-    if first["type"] == "extra_forbidden":
-        problem = "unknown key"
-    elif first["type"] == "missing":
-        problem = "required key is missing"
-    more = len(exc.errors()) - 1
-    if more:
-        problem += f" (and {more} more problem{'s' if more > 1 else ''})"
-    return ConfigError(path, prefix + key, problem)
-
-
-def _check_migrations(path: Path, raw: RawConfig, hosted: list[str]) -> None:
-    tags: set[str] = set()
-    declared: set[str] = set()
-    for i, migration in enumerate(raw.migrations):
-        if migration.tag in tags:
-            raise ConfigError(path, f"migrations[{i}].tag", f"duplicate migration tag {migration.tag!r}")
-        tags.add(migration.tag)
-        for cls in migration.new_sqlite_classes + migration.new_classes:
-            if cls in declared:
-                raise ConfigError(path, f"migrations[{i}]", f"class {cls!r} is created twice")
-            declared.add(cls)
-        for rename in migration.renamed_classes:
-            if rename["from"] not in declared:
-                raise ConfigError(path, f"migrations[{i}].renamed_classes",
-                                  f"cannot rename {rename['from']!r}: no earlier migration creates it")
-            declared.discard(rename["from"])
-            declared.add(rename["to"])
-        for cls in migration.deleted_classes:
-            if cls not in declared:
-                raise ConfigError(path, f"migrations[{i}].deleted_classes",
-                                  f"cannot delete {cls!r}: no earlier migration creates it")
-            declared.discard(cls)
-    for cls in hosted:
-        if cls not in declared:
-            raise ConfigError(path, "migrations",
-                              f"Durable Object class {cls!r} is bound but no migration declares it "
-                              f"(add it to new_sqlite_classes of a [[migrations]] entry)")
-
-
-def load(path: str | Path, environment: str | None = None) -> WorkerConfig:
-    """Read, validate and resolve one wrangler.toml for `environment` (wrangler's `--env`)."""
-    path = Path(path).resolve()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(path, "", "file not found") from None
-    try:
-        data = json5.loads(text) if path.suffix in (".json", ".jsonc") else tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, "", f"not valid TOML: {exc}") from None
-    except ValueError as exc:
-        raise ConfigError(path, "", f"not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(path, "", "the configuration must be an object")
-    try:
-        raw = RawConfig.model_validate(data)
-    except ValidationError as exc:
-        raise _validation_error(path, exc) from None
-
-    values: dict[str, Any] = {
-        "name": raw.name, "main": raw.main, "compatibility_date": raw.compatibility_date,
-        "compatibility_flags": raw.compatibility_flags, "vars": raw.vars,
-        "durable_objects": raw.durable_objects.bindings, "services": raw.services,
-        "kv_namespaces": raw.kv_namespaces, "r2_buckets": raw.r2_buckets, "d1_databases": raw.d1_databases, "assets": raw.assets, "triggers": raw.triggers, "secrets": raw.secrets,
-    }
-    if environment is not None:
-        override = raw.env.get(environment)
-        if override is None:
-            known = ", ".join(sorted(raw.env)) or "none"
-            raise ConfigError(path, f"env.{environment}", f"no [env.{environment}] section (environments: {known})")
-        # wrangler: inheritable keys fall back to the top level; bindings and vars do not.
-        values["name"] = override.name or f"{raw.name}-{environment}"
-        for key in ("main", "compatibility_date", "compatibility_flags", "secrets", "assets"):
-            if getattr(override, key) is not None:
-                values[key] = getattr(override, key)
-        values["vars"] = override.vars or {}
-        values["durable_objects"] = override.durable_objects.bindings if override.durable_objects else []
-        values["services"] = override.services or []
-        values["kv_namespaces"] = override.kv_namespaces or []
-        values["r2_buckets"] = override.r2_buckets or []
-        values["d1_databases"] = override.d1_databases or []
-        values["triggers"] = override.triggers or Triggers()
-
-    config = WorkerConfig(path=path, environment=environment, migrations=raw.migrations, dev=raw.dev, **values)
-    if not (path.parent / config.main).is_file():
-        raise ConfigError(path, "main", f"entry module {config.main!r} not found next to the config")
-    if config.assets is not None and not (path.parent / config.assets.directory).is_dir():
-        raise ConfigError(path, "assets.directory", f"{config.assets.directory!r} is not a folder next to the config")
-    _check_migrations(path, raw, config.hosted_classes)
-    for i, binding in enumerate(config.durable_objects):
-        names = [b.name for b in config.durable_objects]
-        if names.count(binding.name) > 1:
-            raise ConfigError(path, f"durable_objects.bindings[{i}].name", f"binding {binding.name!r} is defined twice")
-    return config
-
-
-CONFIG_NAMES = ("wrangler.json", "wrangler.jsonc", "wrangler.toml")  # wrangler's order of preference
-
-
-def is_development(values: Any) -> bool:
-    """Is this worker (its env, or its config's vars) in development? The `ENVIRONMENT` var says;
-    unset means development, as `wrangler dev` runs."""
-    return str(values.get("ENVIRONMENT", "development")) == "development"
-
-
-def config_in(folder: Path) -> Path | None:
-    """The folder's wrangler configuration, JSON before TOML as wrangler prefers it."""
-    return next((folder / name for name in CONFIG_NAMES if (folder / name).is_file()), None)
-
-
-def discover(root: str | Path) -> list[Path]:
-    """Root's own configuration if it has one, else that of each direct sub-folder."""
-    root = Path(root)
-    own = config_in(root)
-    if own is not None:
-        return [own]
-    return sorted(found for folder in root.iterdir() if folder.is_dir() and (found := config_in(folder)))
