@@ -49,6 +49,7 @@ from .storage import Engine, StorageEngine
 from .storage.migrations import apply_migrations, class_dir
 from .version import code_version
 from .worker import Worker
+from .workflows import Workflow, instance_class
 
 
 def start_order(configs: list[WorkerConfig]) -> list[WorkerConfig]:
@@ -234,22 +235,11 @@ class Runtime:
         if self.node is None:  # on one host: renames move a class's stored objects, deletes drop them
             apply_migrations(config, self.objects_root)
         for class_name in config.hosted_classes:
-            cls = worker.object_class(class_name)
-            engine = self._engine(worker.name, cls)
-            key = ids.namespace_key(worker.name, config.created_as(class_name))
-            remark = functools.partial(engine.remark_ids, functools.partial(ids.remark, key))
-            clustered = self.node is not None and not cls.node_local
-            if not clustered:
-                await remark()
-            host = worker.hosts[class_name] = ObjectHost(
-                cls, None, engine, script_name=worker.name,
-                class_name=class_name, on_trace=self._publish, tracing_wanted=self.hub.listening,
-                alarm_backoff_s=self.alarm_backoff_s, sql_dir=self._sql_dir(config, cls))
-            if self.metrics:
-                host.meter = engine.meter = ObjectMeter(worker.name, class_name)
-            host.spans = worker.spans
-            if clustered:  # its stored ids are brought up to date as the node joins (the database may be away now)
-                self.node.attach(worker.name, host, engine, before_join=remark)  # type: ignore[arg-type,union-attr]
+            await self._host(worker, class_name, worker.object_class(class_name), config.created_as(class_name))
+        for flow in config.workflows:
+            if flow.script_name in (None, config.name):  # its instances are objects of this worker
+                cls = instance_class(worker.workflow_class(flow.class_name), flow.name)
+                await self._host(worker, cls.__name__, cls, cls.__name__)
         return worker
 
     def _bind(self, worker: Worker, found: dict[str, str]) -> None:
@@ -266,6 +256,11 @@ class Runtime:
             bindings[s.binding] = ServiceBinding(s.service, lambda n=s.service: self.resolve_service(n), self.http,
                                                  caller=config.name, metrics_on=self.metrics)
         bindings.update(self._storage_bindings(config))
+        for flow in config.workflows:
+            script = flow.script_name or config.name
+            class_name = instance_class(object, flow.name).__name__
+            bindings[flow.binding] = Workflow(flow.name, DurableObjectNamespace(
+                script, class_name, self._transport(config, script, class_name)))
         for name, kind in config.unsupported_bindings.items():
             bindings[name] = UnsupportedBinding(kind, name)
         if config.assets is not None and config.assets.binding and worker.assets is not None:
@@ -278,6 +273,25 @@ class Runtime:
             host.env = worker.env
             host.event_context = _context_with(worker.env)
             host.start()
+
+    async def _host(self, worker: Worker, class_name: str, cls: type[Any], created_as: str) -> None:
+        """The host of one Durable Object class of `worker`, on this node's storage."""
+        config = worker.config
+        engine = self._engine(worker.name, cls)
+        key = ids.namespace_key(worker.name, created_as)
+        remark = functools.partial(engine.remark_ids, functools.partial(ids.remark, key))
+        clustered = self.node is not None and not cls.node_local
+        if not clustered:
+            await remark()
+        host = worker.hosts[class_name] = ObjectHost(
+            cls, None, engine, script_name=worker.name,
+            class_name=class_name, on_trace=self._publish, tracing_wanted=self.hub.listening,
+            alarm_backoff_s=self.alarm_backoff_s, sql_dir=self._sql_dir(config, cls))
+        if self.metrics:
+            host.meter = engine.meter = ObjectMeter(worker.name, class_name)
+        host.spans = worker.spans
+        if clustered:  # its stored ids are brought up to date as the node joins (the database may be away now)
+            self.node.attach(worker.name, host, engine, before_join=remark)  # type: ignore[arg-type,union-attr]
 
     def _storage_bindings(self, config: WorkerConfig) -> dict[str, Any]:
         """The worker's KV namespaces, R2 buckets and D1 databases. KV and D1 live on this host's

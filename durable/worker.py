@@ -20,6 +20,7 @@ from urllib.parse import parse_qs
 from . import deadline
 from .asgi import send_response
 from .assets import Assets
+from .compat import modules
 from .compat.entrypoint import EntrypointApp, ScheduledController
 from .compat.websocket import bridge
 from .config import ConfigError, WorkerConfig
@@ -60,6 +61,7 @@ def import_worker_module(config: WorkerConfig) -> Any:
         root, module = main.parent, main.stem
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
+    modules.claim()
     try:
         loaded = sys.modules.get(module)
         if loaded is not None and Path(getattr(loaded, "__file__", "") or "").resolve() != main:
@@ -118,6 +120,14 @@ class Worker:
         self.spans: otel.Spans | None = None  # its span exporter (set by the runtime when OTLP export is on)
         note_route_templates(self.app)
         self.assets = _assets(config)
+
+    def workflow_class(self, class_name: str) -> type:
+        """The `WorkflowEntrypoint` subclass a `workflows` binding names, from the worker's module."""
+        cls = getattr(self.module, class_name, None)
+        if not isinstance(cls, type) or not callable(getattr(cls, "run", None)):
+            raise ConfigError(self.config.path, "workflows", f"class {class_name!r} with a run(event, step) method "
+                              f"is not defined in {self.config.main}")
+        return cls
 
     @property
     def audience(self) -> str:

@@ -10,8 +10,10 @@ from durable.compat.websocket import WebSocket, WebSocketPair, WebSocketRequestR
 from durable.http import Request, Response
 from durable.env import env
 from durable.objects import DurableObject
+from durable.workflows import NonRetryableError, WorkflowEntrypoint
 
-from . import wsgi
+from . import workflows, wsgi
 
 __all__ = ["Blob", "DurableObject", "File", "FormData", "ExecutionContext", "Request", "Response", "ScheduledController", "WorkerEntrypoint",
-           "WebSocket", "WebSocketPair", "WebSocketRequestResponsePair", "env", "fetch", "handler", "wait_until", "wsgi"]
+           "WebSocket", "WebSocketPair", "WebSocketRequestResponsePair", "NonRetryableError", "WorkflowEntrypoint", "env", "fetch", "handler", "wait_until", "workflows",
+           "wsgi"]

@@ -9,6 +9,7 @@ from .loading import (
 )
 from .schema import (
     AssetsConfig,
+    WorkflowBinding,
     ConfigError,
     D1DatabaseBinding,
     Dev,
@@ -25,4 +26,4 @@ from .schema import (
     WorkerConfig,
 )
 
-__all__ = ["AssetsConfig", "CONFIG_NAMES", "ConfigError", "D1DatabaseBinding", "Dev", "DurableObjectBinding", "DurableObjects", "EnvOverride", "KVNamespace", "Migration", "R2BucketBinding", "RawConfig", "Secrets", "ServiceBinding", "Triggers", "UNSUPPORTED_KINDS", "WorkerConfig", "config_in", "discover", "is_development", "load"]
+__all__ = ["AssetsConfig", "CONFIG_NAMES", "ConfigError", "D1DatabaseBinding", "Dev", "DurableObjectBinding", "DurableObjects", "EnvOverride", "KVNamespace", "Migration", "R2BucketBinding", "RawConfig", "Secrets", "ServiceBinding", "Triggers", "UNSUPPORTED_KINDS", "WorkerConfig", "WorkflowBinding", "config_in", "discover", "is_development", "load"]

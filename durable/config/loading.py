@@ -73,7 +73,7 @@ def _check_migrations(path: Path, raw: RawConfig, hosted: list[str]) -> None:
 # Cloudflare's binding kinds this runtime does not run: a config naming them still loads (outside
 # strict mode), and the worker finds a binding that says so when it is used
 UNSUPPORTED_KINDS = ("ai", "vectorize", "queues", "hyperdrive", "analytics_engine_datasets", "browser",
-                     "send_email", "dispatch_namespaces", "mtls_certificates", "workflows", "images",
+                     "send_email", "dispatch_namespaces", "mtls_certificates", "images",
                      "version_metadata", "worker_loaders", "secrets_store_secrets", "pipelines", "unsafe")
 
 
@@ -147,7 +147,7 @@ def load(path: str | Path, environment: str | None = None, *, strict: bool = Tru
         "name": raw.name, "main": raw.main, "compatibility_date": raw.compatibility_date,
         "compatibility_flags": raw.compatibility_flags, "vars": raw.vars,
         "durable_objects": raw.durable_objects.bindings, "services": raw.services,
-        "kv_namespaces": raw.kv_namespaces, "r2_buckets": raw.r2_buckets, "d1_databases": raw.d1_databases, "assets": raw.assets, "triggers": raw.triggers, "secrets": raw.secrets,
+        "kv_namespaces": raw.kv_namespaces, "r2_buckets": raw.r2_buckets, "d1_databases": raw.d1_databases, "assets": raw.assets, "workflows": raw.workflows, "triggers": raw.triggers, "secrets": raw.secrets,
     }
     if environment is not None:
         override = raw.env.get(environment)
@@ -165,6 +165,7 @@ def load(path: str | Path, environment: str | None = None, *, strict: bool = Tru
         values["kv_namespaces"] = override.kv_namespaces or []
         values["r2_buckets"] = override.r2_buckets or []
         values["d1_databases"] = override.d1_databases or []
+        values["workflows"] = override.workflows or []
         values["triggers"] = override.triggers or Triggers()
 
     config = WorkerConfig(path=path, environment=environment, migrations=raw.migrations, dev=raw.dev,

@@ -107,6 +107,15 @@ class D1DatabaseBinding(_Strict):
         return self.preview_database_id or self.database_id or self.database_name
 
 
+class WorkflowBinding(_Strict):
+    name: str
+    binding: str
+    class_name: str
+    script_name: str | None = None
+
+    _check_binding = field_validator("binding")(_binding_name)
+
+
 class AssetsConfig(_Strict):
     """`assets`: a folder of static files served before the worker (Cloudflare's Workers assets)."""
     directory: str
@@ -167,6 +176,7 @@ class EnvOverride(_Strict):
     r2_buckets: list[R2BucketBinding] | None = None
     d1_databases: list[D1DatabaseBinding] | None = None
     assets: AssetsConfig | None = None
+    workflows: list[WorkflowBinding] | None = None
     triggers: Triggers | None = None
     secrets: Secrets | None = None
 
@@ -188,6 +198,7 @@ class RawConfig(_Strict):
     r2_buckets: list[R2BucketBinding] = Field(default_factory=list)
     d1_databases: list[D1DatabaseBinding] = Field(default_factory=list)
     assets: AssetsConfig | None = None
+    workflows: list[WorkflowBinding] = Field(default_factory=list)
     triggers: Triggers = Field(default_factory=Triggers)
     observability: dict[str, Any] = Field(default_factory=dict)  # Cloudflare's log settings: no effect here
     secrets: Secrets | None = None
@@ -214,6 +225,7 @@ class WorkerConfig(_Strict):
     r2_buckets: list[R2BucketBinding]
     d1_databases: list[D1DatabaseBinding] = Field(default_factory=list)
     assets: AssetsConfig | None = None
+    workflows: list[WorkflowBinding] = Field(default_factory=list)
     # bindings of kinds this runtime does not run (Workers AI, Queues, …): binding name → kind
     unsupported_bindings: dict[str, str] = Field(default_factory=dict)
     triggers: Triggers

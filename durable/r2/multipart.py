@@ -74,6 +74,8 @@ class R2MultipartUpload:
         for number, etag in listed:
             part = stored.get(number)
             if part is None or part.etag != etag:
+                if await store.get_upload(self.uploadId) is None:  # ended (an abort) while we read its parts
+                    raise R2Error("completeMultipartUpload", "The specified multipart upload does not exist.", 10024)
                 raise R2Error("completeMultipartUpload", "One or more of the specified parts could not be found.",
                               10025)
             chosen.append(part)

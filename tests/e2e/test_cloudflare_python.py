@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import FIXTURES
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -301,3 +302,26 @@ def test_a_wsgi_app_behind_wsgi_fetch_with_module_level_env_and_run_sync(dev_pro
                                            "body": "payload", "greeting": "Hello from WSGI"}
     assert json.loads(get(url + "/kv", "PUT", b"kept")[1]) == {"note": "kept"}
     assert json.loads(get(url + "/kv")[1]) == {"note": "kept"}
+
+
+def test_a_workflow_killed_mid_run_finishes_after_the_restart_without_repeating_a_step(dev_process,
+                                                                                         tmp_path: Path) -> None:
+    """kill -9 while the workflow waits between two steps: after a restart on the same state its
+    alarm fires again, the run is replayed, and the stored first step is not run again."""
+    log = tmp_path / "steps.log"
+
+    def serve() -> Any:
+        return dev_process("--port", "0", "--persist-to", str(tmp_path / "state"), cwd=FIXTURES / "cf_workflows")
+    dev = serve()
+    url = dev.ready_url.rstrip("/")
+    instance_id = get(f"{url}/start?kind=logged&nap_ms=300&log={log}")[1]
+
+    def status() -> dict[str, Any]:
+        return json.loads(get(f"{url}/status/{instance_id}")[1])
+    assert wait_until(lambda: status()["status"] == "waiting", 20), status()  # step one is stored by now
+    dev.kill9()
+    url = serve().ready_url.rstrip("/")
+    assert get(f"{url}/event/{instance_id}?type=go")[0] == 200
+    assert wait_until(lambda: status()["status"] == "complete", 30), status()
+    assert status() == {"status": "complete", "output": "finished"}
+    assert [line.split()[0] for line in log.read_text().splitlines()] == ["one", "two"]

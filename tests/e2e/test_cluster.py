@@ -32,7 +32,7 @@ from durable.rpc.client import RemoteTarget, internal_headers
 from durable.rpc.wire import INTERNAL_PREFIX, OBJECT_NAME_HEADER
 from tests.accounts import mint_token
 from tests.clients import Tail
-from tests.conftest import COUNTER_TOML, JWT_KEY, PEER_TOML, UNLIMITED
+from tests.conftest import COUNTER_TOML, FIXTURES, JWT_KEY, PEER_TOML, UNLIMITED
 from tests.images import photo, size_of
 from tests.linearizability import Op, linearizable
 from tests.polling import until
@@ -744,3 +744,38 @@ async def test_an_image_uploaded_through_one_node_is_served_and_resized_by_every
                 made.append(resp.headers["Cf-Resized"])
         assert made == ["internal=ok/m", "internal=ok/h", "internal=ok/h"]
     assert not [p for p in (tmp_path / "state").rglob("*") if p.name == path.rsplit("/", 1)[1]]
+
+
+async def test_a_workflow_survives_the_node_running_it(dev_process: Any, tmp_path: Path) -> None:
+    """kill -9 of the node whose process ran a workflow's first step (it waits for an event): its
+    shard moves, its alarm fires on the new owner, and the run finishes there; no step runs twice."""
+    process = dev_process("--nodes", "3", "-c", str(FIXTURES / "cf_workflows" / "wrangler.jsonc"), "--port", "0",
+                          "--lease", str(LEASE_S), "--persist-to", str(tmp_path / "state"),
+                          extra_env={"DURABLE_INTERNAL_KEY": CLUSTER_KEY})
+    urls = [m.group(1) for line in process.banner if (m := re.match(r"^\s+node-\d+ cf-workflows\s+(http://\S+)", line))]
+    assert len(urls) == 3, process.banner
+    log = tmp_path / "steps.log"
+    async with aiohttp.ClientSession() as http:
+        async def ask(path: str, answer: Any = None) -> Any:
+            """Through the first node that answers (one is killed below)."""
+            for url in urls:
+                try:
+                    async with http.get(url + path) as resp:
+                        if resp.status == 200:
+                            return await resp.json(content_type=None) if answer is None else answer(await resp.text())
+                except aiohttp.ClientError:
+                    continue
+            return None
+        instance_id = await until(lambda: ask(f"/start?kind=logged&nap_ms=300&log={log}", str), 30, "the start")
+        await until(lambda: ask_status(ask, instance_id, "waiting"), 30, "step one, stored")
+        ran_one = int(log.read_text().split()[1])
+        os.kill(ran_one, signal.SIGKILL)
+        await until(lambda: ask(f"/event/{instance_id}?type=go", str), 60, "the event to be taken")
+        await until(lambda: ask_status(ask, instance_id, "complete"), 60, "the workflow to complete elsewhere")
+    lines = [line.split() for line in log.read_text().splitlines()]
+    assert [name for name, _ in lines] == ["one", "two"] and int(lines[1][1]) != ran_one
+
+
+async def ask_status(ask: Any, instance_id: str, wanted: str) -> bool:
+    answer = await ask(f"/status/{instance_id}")
+    return answer is not None and answer["status"] == wanted
