@@ -72,7 +72,25 @@ class Assets:
         if self.html_handling == "none":
             file = self._file(path)
             return Found(file) if file is not None else None
-        return self._pretty(path)
+        if self.html_handling == "auto-trailing-slash":
+            return self._pretty(path)
+        return self._slashed(path, wanted=self.html_handling == "force-trailing-slash")
+
+    def _slashed(self, path: str, *, wanted: bool) -> Found | None:
+        """force-trailing-slash: every HTML page at `/name/`; drop-trailing-slash: at `/name`."""
+        if path == "/" or path.endswith((".html", "/index")):
+            found = self._pretty(path)  # `/`, and `.html`/`index` spellings redirected as auto does
+            if found is None or found.redirect is None or found.redirect == "/":
+                return found
+            return Found(redirect=found.redirect.rstrip("/") + ("/" if wanted else ""))
+        bare = path.rstrip("/")
+        page = self._file(bare + ".html") or self._file(bare + "/index.html")
+        if page is None:
+            file = self._file(path)
+            return Found(file) if file is not None else None
+        if path.endswith("/") != wanted:
+            return Found(redirect=bare + ("/" if wanted else ""))
+        return Found(page)
 
     def _pretty(self, path: str) -> Found | None:
         if path.endswith("/"):

@@ -33,6 +33,21 @@ def test_auto_trailing_slash(folder: Path, path: str, expected: str | None) -> N
         assert found is not None and found.file == folder / expected
 
 
+@pytest.mark.parametrize(("mode", "path", "expected"), [
+    ("force-trailing-slash", "/about", "→/about/"), ("force-trailing-slash", "/about/", "about.html"),
+    ("force-trailing-slash", "/docs", "→/docs/"), ("force-trailing-slash", "/about.html", "→/about/"),
+    ("drop-trailing-slash", "/about/", "→/about"), ("drop-trailing-slash", "/docs", "docs/index.html"),
+    ("drop-trailing-slash", "/docs/", "→/docs"), ("drop-trailing-slash", "/docs/index.html", "→/docs"),
+    ("drop-trailing-slash", "/", "index.html"), ("force-trailing-slash", "/app.js", "app.js"),
+])
+def test_forced_and_dropped_trailing_slashes(folder: Path, mode: str, path: str, expected: str) -> None:
+    found = Assets(folder, html_handling=mode).match(path)
+    if expected.startswith("→"):
+        assert found == Found(redirect=expected[1:])
+    else:
+        assert found is not None and found.file == folder / expected
+
+
 def test_none_serves_exact_files_only(folder: Path) -> None:
     assets = Assets(folder, html_handling="none")
     assert assets.match("/about") is None and assets.match("/about.html").file == folder / "about.html"
