@@ -16,7 +16,7 @@ import mimetypes
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from .http import Request, Response, make_request
 
@@ -56,7 +56,9 @@ class Assets:
 
     def worker_first(self, path: str) -> bool:
         """Does the worker see this path before the assets (`run_worker_first`: a flag or patterns,
-        `!` excluding)?"""
+        `!` excluding)? `path` is decoded once, as a server hands it over; it is judged in the
+        canonical form `match` looks files up by, so no spelling reaches a file past the worker."""
+        path = canonical(path)
         rule = self.run_worker_first
         if isinstance(rule, bool):
             return rule
@@ -65,9 +67,9 @@ class Assets:
         return any(fnmatch.fnmatchcase(path, p) for p in wanted) and not any(fnmatch.fnmatchcase(path, p) for p in excluded)
 
     def match(self, path: str) -> Found | None:
-        """The file (or redirect) a request path names, by the configured html_handling."""
-        path = unquote(path) or "/"
-        if "\x00" in path or any(part in ("..", ".") for part in path.split("/")):
+        """The file (or redirect) a request path (decoded once) names, by the html_handling."""
+        path = canonical(path)
+        if "\x00" in path or "\\" in path or any(part in ("..", ".") for part in path.split("/")):
             return None
         if self.html_handling == "none":
             file = self._file(path)
@@ -135,12 +137,14 @@ class Assets:
         return None
 
     async def respond(self, found: Found, method: str, headers: Any, query: str = "") -> Response:
-        if found.redirect is not None:
-            return Response(None, status=307, headers={"location": found.redirect + (f"?{query}" if query else "")})
+        if found.redirect is not None:  # encoded, and never `//host`: a path on this site
+            location = "/" + quote(found.redirect.lstrip("/"), safe="/")
+            return Response(None, status=307, headers={"location": location + (f"?{query}" if query else "")})
         assert found.file is not None
         data, etag = await asyncio.to_thread(self._read, found.file)
         answer = {"content-type": content_type(found.file), "etag": etag, "cache-control": CACHE_CONTROL}
-        if found.status == 200 and etag in _etags_in(headers.get("if-none-match")):
+        wanted = _etags_in(headers.get("if-none-match"))
+        if found.status == 200 and (etag in wanted or "*" in wanted):
             return Response(None, status=304, headers={"etag": etag, "cache-control": CACHE_CONTROL})
         response = Response(b"" if method == "HEAD" else data, status=found.status, headers=answer)
         if method == "HEAD":
@@ -157,10 +161,15 @@ class Assets:
         return data, etag
 
 
+def canonical(path: str) -> str:
+    """One spelling per path: repeated slashes collapsed (`//admin` is `/admin`)."""
+    return "/" + "/".join(part for part in (path or "/").split("/") if part) + ("/" if path.endswith("/") and path.strip("/") else "")
+
+
 def _etags_in(header: str | None) -> set[str]:
     if not header:
         return set()
-    return {tag.strip().removeprefix("W/") for tag in header.split(",")} | ({"*"} if header.strip() == "*" else set())
+    return {tag.strip().removeprefix("W/") for tag in header.split(",")}
 
 
 class AssetsBinding:
@@ -175,7 +184,7 @@ class AssetsBinding:
         if request.method not in ("GET", "HEAD"):
             return Response("Method Not Allowed", status=405, headers={"allow": "GET, HEAD"})
         parts = urlsplit(request.url)
-        path = parts.path or "/"
+        path = unquote(parts.path or "/")  # decoded once, as a server decodes a request's path
         found = self._assets.match(path) or self._assets.miss(path)
         if found is None:
             return Response(None, status=404)

@@ -150,6 +150,6 @@ async def run_nodes(args: argparse.Namespace, configs: list[WorkerConfig], persi
         print("\n[wrangler:info] Shutting down…", flush=True)
         return 0
     finally:
-        await supervisor.stop_all()
+        await supervisor.stop_all(together=True)
         if mongo is not None:
             await asyncio.to_thread(mongo.stop)

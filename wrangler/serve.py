@@ -387,10 +387,12 @@ async def supervise(args: argparse.Namespace, configs: list[WorkerConfig]) -> in
     """Start every worker's process (dependencies first, as their bindings resolve over HTTP), roll
     them on SIGHUP, and stop them all on SIGTERM or when one dies."""
     workers = WorkerProcesses(args, configs)
-    for config in workers.ordered:
-        workers.supervisor.children[config.name] = await workers.spawn(config, wait=False)
-    died = await workers.supervisor.watch(WhenOneDies.STOP_ALL, reload=workers.roll)
-    await workers.supervisor.stop_all()
+    try:
+        for config in workers.ordered:
+            workers.supervisor.children[config.name] = await workers.spawn(config, wait=False)
+        died = await workers.supervisor.watch(WhenOneDies.STOP_ALL, reload=workers.roll)
+    finally:  # whatever went wrong, no child is left holding the ports
+        await workers.supervisor.stop_all()
     if died:
         code = workers.supervisor.children[died[0]].returncode
         log.error("a worker process exited (code %s); stopped the others", code, extra={"event": "worker_died"})

@@ -35,9 +35,14 @@ class Supervisor:
                 await child.wait()
         self.on_stopped(child.pid)
 
-    async def stop_all(self) -> None:
-        """The last started first: an edge's requests in flight need the workers started before it."""
-        for child in reversed(list(self.children.values())):
+    async def stop_all(self, *, together: bool = False) -> None:
+        """The last started first: an edge's requests in flight need the workers started before it.
+        `together` (cluster nodes): all at once, so no node takes over shards from one leaving."""
+        children = list(reversed(list(self.children.values())))
+        if together:
+            await asyncio.gather(*(self.stop(child) for child in children))
+            return
+        for child in children:
             await self.stop(child)
 
     async def watch(self, when_one_dies: WhenOneDies, *,

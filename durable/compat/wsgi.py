@@ -24,7 +24,7 @@ def environ_for(request: Request, env: Any = None) -> dict[str, Any]:
     parts = urlsplit(request.url)
     https = parts.scheme == "https"
     environ: dict[str, Any] = {
-        "REQUEST_METHOD": request.method, "SCRIPT_NAME": "", "PATH_INFO": unquote(parts.path) or "/",
+        "REQUEST_METHOD": request.method, "SCRIPT_NAME": "", "PATH_INFO": unquote(parts.path, encoding="latin-1") or "/",  # PEP 3333: bytes as latin-1
         "QUERY_STRING": parts.query, "SERVER_NAME": parts.hostname or "localhost",
         "SERVER_PORT": str(parts.port or (443 if https else 80)), "SERVER_PROTOCOL": "HTTP/1.1",
         "REMOTE_ADDR": request.headers.get("cf-connecting-ip", "127.0.0.1"),

@@ -100,13 +100,22 @@ def _tolerated(path: Path, data: dict[str, Any], exc: ValidationError) -> tuple[
         for part in loc[:-1]:
             parent = parent[part]
         value = parent.pop(loc[-1])
-        if len(loc) == 1 and loc[0] in UNSUPPORTED_KINDS:
-            unsupported.update((name, str(loc[0])) for name in _binding_names(value))
+        kind, where = (loc[0], "") if len(loc) == 1 else (loc[2], f"env.{loc[1]}.") if (
+            len(loc) == 3 and loc[0] == "env") else (None, "")
+        if kind in UNSUPPORTED_KINDS:  # keyed by where they are declared (bindings are not inherited)
+            unsupported.update((f"{where}{name}", str(kind)) for name in _binding_names(value))
             log.warning("%s: %r bindings are not run by this runtime (%s); using one raises an error",
-                        path, loc[0], ", ".join(_binding_names(value)) or "none")
+                        path, f"{where}{kind}", ", ".join(_binding_names(value)) or "none")
         else:
             log.warning("%s: unknown key %s is ignored", path, _loc(loc))
     return data, unsupported
+
+
+def _for_environment(unsupported: dict[str, str], environment: str | None) -> dict[str, str]:
+    """The unsupported bindings of the environment run (the top level's, or `[env.<name>]`'s)."""
+    prefix = f"env.{environment}." if environment is not None else ""
+    return {name[len(prefix):]: kind for name, kind in unsupported.items()
+            if name.startswith(prefix) and (prefix or not name.startswith("env."))}
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -169,7 +178,7 @@ def load(path: str | Path, environment: str | None = None, *, strict: bool = Tru
         values["triggers"] = override.triggers or Triggers()
 
     config = WorkerConfig(path=path, environment=environment, migrations=raw.migrations, dev=raw.dev,
-                          unsupported_bindings=unsupported, **values)
+                          unsupported_bindings=_for_environment(unsupported, environment), **values)
     if not (path.parent / config.main).is_file():
         raise ConfigError(path, "main", f"entry module {config.main!r} not found next to the config")
     if config.assets is not None and not (path.parent / config.assets.directory).is_dir():

@@ -97,7 +97,7 @@ class D1DatabaseBinding(_Strict):
     database_id: str | None = None
     preview_database_id: str | None = None
     migrations_dir: str = "migrations"
-    migrations_table: str = "d1_migrations"
+    migrations_table: str = Field(default="d1_migrations", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
     _check_binding = field_validator("binding")(_binding_name)
 

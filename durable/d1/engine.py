@@ -62,6 +62,23 @@ class D1File:
         """Run the statements in one transaction (a batch) or, alone, as one statement."""
         return await asyncio.get_running_loop().run_in_executor(self._thread, self._run, list(statements))
 
+    async def migrate(self, sql: str, table: str, name: str) -> None:
+        """One migration and its record, in one transaction: both, or neither."""
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._migrate, sql, table, name)
+
+    def _migrate(self, sql: str, table: str, name: str) -> None:
+        db = self._connection()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for statement in split_statements(sql):
+                db.execute(statement)
+            db.execute(f'INSERT INTO "{table}" (name) VALUES (?)', (name,))
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise D1Failure(str(exc), _kind(exc)) from None
+
     async def script(self, sql: str) -> int:
         """Run statements without parameters (D1's `exec`); how many ran."""
         return await asyncio.get_running_loop().run_in_executor(self._thread, self._script, sql)
@@ -123,17 +140,18 @@ class D1File:
 
 
 def split_statements(sql: str) -> list[str]:
-    """SQL text as the statements it holds (semicolons inside strings and triggers respected)."""
+    """SQL text as the statements it holds, however they share lines (semicolons inside strings,
+    comments and triggers respected: a statement ends where SQLite says it is complete)."""
     statements: list[str] = []
-    current = ""
-    for line in sql.splitlines(keepends=True):
-        current += line
-        if sqlite3.complete_statement(current):
-            if current.strip().strip(";").strip():
-                statements.append(current.strip())
-            current = ""
-    if current.strip():
-        statements.append(current.strip())
+    start = 0
+    for end, char in enumerate(sql):
+        if char == ";" and sqlite3.complete_statement(sql[start:end + 1]):
+            if sql[start:end].strip():
+                statements.append(sql[start:end + 1].strip())
+            start = end + 1
+    rest = sql[start:].strip()
+    if rest and not all(line.strip().startswith("--") or not line.strip() for line in rest.splitlines()):
+        statements.append(rest)
     return statements
 
 

@@ -43,8 +43,6 @@ async def apply(file: D1File, folder: Path, table: str) -> list[Path]:
     """Apply what is not applied yet, in order, each in one transaction with its record."""
     applied: list[Path] = []
     for path in await unapplied(file, folder, table):
-        await file.script("BEGIN;\n" + path.read_text())  # rolled back whole if a statement fails
-        await file.run([(f'INSERT INTO "{table}" (name) VALUES (?)', (path.name,))])
-        await file.script("COMMIT;")
+        await file.migrate(path.read_text(), table, path.name)
         applied.append(path)
     return applied

@@ -137,6 +137,9 @@ class DurableObjectStorage:
         self._cache.clear()
 
     def _set_alarm_ms(self, ms: int | None) -> None:
+        if self._revoked is not None:  # moved away: no timer here either (it would run on a non-owner)
+            self._engine.refused_writes += 1
+            raise ObjectMoved(self._revoked)
         if self._on_alarm_change is not None:
             self._on_alarm_change(ms)  # may refuse (class without alarm()) before anything is staged
         self._stage().alarm = ms

@@ -19,13 +19,15 @@ LIVE = ("queued", "running", "waiting")  # what the alarm drives
 FINAL = ("complete", "errored", "terminated")
 
 
-class _Stopped(Exception):
-    """The run must stop where it is: terminated, restarted, or (for now) paused."""
+class _Stopped(BaseException):
+    """The run must stop where it is: terminated or restarted. A BaseException, so a workflow's
+    own `except Exception` around a step does not take it for the step's failure."""
 
 
 def instance_class(workflow: type, name: str) -> type[DurableObject]:
-    """The Durable Object class whose objects are the instances of `workflow`."""
-    return type(f"Workflow_{name.replace('-', '_')}", (WorkflowInstance,), {"workflow": workflow})
+    """The Durable Object class whose objects are the instances of `workflow` (its name keeps
+    the workflow's, `-` spelled `__`, so no two workflow names share one)."""
+    return type(f"Workflow_{name.replace('-', '__')}", (WorkflowInstance,), {"workflow": workflow})
 
 
 class WorkflowInstance(DurableObject):
@@ -75,10 +77,8 @@ class WorkflowInstance(DurableObject):
         meta = await self.ctx.storage.get(META)
         if meta is None:
             return
-        keys = [key for key in await self.ctx.storage.list() if key != META]
-        if keys:
-            await self.ctx.storage.delete(keys)
         meta = {k: v for k, v in meta.items() if k not in ("output", "error")}
+        await self.ctx.storage.delete_all()  # every step and event, however many
         await self.ctx.storage.put(META, {**meta, "status": "queued", "generation": meta["generation"] + 1})
         await self.ctx.storage.set_alarm(time.time() * 1000)
         self._signal.set()
@@ -101,6 +101,7 @@ class WorkflowInstance(DurableObject):
     async def alarm(self, info: Any = None) -> None:
         if self._running:  # a heartbeat, or a restart's alarm while the old run is still stopping
             self._again = True
+            await self.ctx.storage.set_alarm(time.time() * 1000 + HEARTBEAT_S * 1000)  # never none while live
             return
         self._running = True
         try:
@@ -120,15 +121,20 @@ class WorkflowInstance(DurableObject):
         await self.ctx.storage.put(META, {**meta, "status": "running"})
         heartbeat = asyncio.ensure_future(self._heartbeat())
         event = JsObject(payload=meta["params"], timestamp=meta["created"], instanceId=meta["id"])
+        step = Step(self, self._generation)
         try:
-            output = await self.workflow(self.ctx, self.env).run(event, Step(self))
+            output = await self.workflow(self.ctx, self.env).run(event, step)
         except _Stopped:
             return
         except Exception as exc:  # noqa: BLE001 - the workflow's own failure is its outcome
             await self._finish("errored", error={"name": type(exc).__name__, "message": str(exc)})
         else:
-            await self._finish("complete", output=output)
+            try:
+                await self._finish("complete", output=output)
+            except (TypeError, ValueError) as exc:  # an output storage cannot keep: the run's failure
+                await self._finish("errored", error={"name": "DataCloneError", "message": str(exc)})
         finally:
+            step.cancel_pending()  # a DAG's steps still running when the run ended
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
@@ -160,7 +166,11 @@ class WorkflowInstance(DurableObject):
             await self.wait_for_signal(HEARTBEAT_S)
 
     async def record(self, key: str, value: Any) -> None:
-        """A step's outcome, durable before the run goes on."""
+        """A step's outcome, durable before the run goes on; not if the run was stopped meanwhile
+        (a step of a terminated or restarted run must not land in the next one)."""
+        meta = await self.ctx.storage.get(META)
+        if meta is None or meta["generation"] != self._generation or meta["status"] in FINAL:
+            raise _Stopped()
         await self.ctx.storage.put(key, value)
         await self.ctx.storage.sync()
 

@@ -56,24 +56,30 @@ def _epoch_s(when: Any) -> float:
 
 
 class Step:
-    def __init__(self, instance: WorkflowInstance) -> None:
+    def __init__(self, instance: WorkflowInstance, generation: int = 0) -> None:
         self._instance = instance
+        self._generation = generation  # in every key: a restarted run never reads an earlier run's steps
         self._seen: Counter[str] = Counter()  # a name used again is another step (name, 2nd), as Cloudflare counts
+        self._pending: set[asyncio.Future[Any]] = set()
 
     def _key(self, kind: str, name: str) -> str:
         self._seen[f"{kind}:{name}"] += 1
-        return f"{kind}:{name}:{self._seen[f'{kind}:{name}']}"
+        return f"g{self._generation}:{kind}:{name}:{self._seen[f'{kind}:{name}']}"
+
+    def cancel_pending(self) -> None:
+        for task in self._pending:
+            task.cancel()
 
     def do(self, name: str, callback: Callable[..., Any] | None = None, *, depends: list[Any] | None = None,
            concurrent: bool = False, config: dict[str, Any] | None = None) -> Any:
         """`await step.do(name, fn)`, or `@step.do(name)` on a function then `await fn()`."""
         if callback is None:
-            return lambda fn: StepFunction(self, name, fn, depends or [], concurrent, config)
-        return self._run(name, callback, (), config)
+            return lambda fn: StepFunction(self, self._key("step", name), fn, depends or [], concurrent, config)
+        return self._run(self._key("step", name), callback, (), config)
 
-    async def _run(self, name: str, callback: Callable[..., Any], args: tuple[Any, ...],
+    async def _run(self, key: str, callback: Callable[..., Any], args: tuple[Any, ...],
                    config: dict[str, Any] | None) -> Any:
-        key = self._key("step", name)
+        name = key.split(":", 2)[2].rsplit(":", 1)[0]
         await self._instance.checkpoint()
         stored = await self._instance.ctx.storage.get(key)
         if stored is not None:
@@ -106,11 +112,13 @@ class Step:
         key = self._key("event", name)
         await self._instance.checkpoint()
         stored = await self._instance.ctx.storage.get(key)
-        if stored is not None:
+        if stored is not None and "value" in stored:
             return stored["value"]
-        deadline = time.monotonic() + seconds(timeout)
+        if stored is None:  # the deadline is stored too: a replay does not start the wait afresh
+            stored = {"deadline": time.time() + seconds(timeout)}
+            await self._instance.record(key, stored)
         while (event := await self._instance.take_event(str(event_type))) is None:
-            left = deadline - time.monotonic()
+            left = stored["deadline"] - time.time()
             if left <= 0:
                 raise WorkflowTimeoutError(f"no {event_type!r} event within {timeout} ({name})")
             await self._instance.waiting(left)
@@ -126,15 +134,19 @@ class StepFunction:
     """A decorated step: awaiting it runs its dependencies first (together with `concurrent`) and
     hands their results to it; within one run it runs once however often it is awaited."""
 
-    def __init__(self, step: Step, name: str, fn: Callable[..., Any], depends: list[Any], concurrent: bool,
+    def __init__(self, step: Step, key: str, fn: Callable[..., Any], depends: list[Any], concurrent: bool,
                  config: dict[str, Any] | None) -> None:
-        self._step, self.name, self._fn, self._depends = step, name, fn, depends
+        # its key is taken where it is declared, so a replay gives each the same key whatever the
+        # order its dependencies finish in
+        self._step, self.key, self._fn, self._depends = step, key, fn, depends
         self._concurrent, self._config = concurrent, config
         self._result: asyncio.Future[Any] | None = None
 
     def __call__(self) -> Awaitable[Any]:
         if self._result is None:
             self._result = asyncio.ensure_future(self._run())
+            self._step._pending.add(self._result)
+            self._result.add_done_callback(self._step._pending.discard)
         return self._result
 
     async def _run(self) -> Any:
@@ -142,7 +154,7 @@ class StepFunction:
             results = await asyncio.gather(*(dependency() for dependency in self._depends))
         else:
             results = [await dependency() for dependency in self._depends]
-        return await self._step._run(self.name, self._fn, tuple(results), self._config)
+        return await self._step._run(self.key, self._fn, tuple(results), self._config)
 
 
 async def _attempts(name: str, callback: Callable[..., Any], args: tuple[Any, ...], config: dict[str, Any]) -> Any:

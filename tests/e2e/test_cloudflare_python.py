@@ -300,6 +300,8 @@ def test_a_wsgi_app_behind_wsgi_fetch_with_module_level_env_and_run_sync(dev_pro
         assert resp.status == 201 and resp.headers["x-served-by"] == "wsgi"
         assert json.loads(resp.read()) == {"method": "POST", "path": "/echo/x y", "query": "a=1&b=2", "agent": "tests",
                                            "body": "payload", "greeting": "Hello from WSGI"}
+    path = json.loads(get(url + "/caf%C3%A9")[1])["path"]  # PEP 3333: the path's bytes as latin-1
+    assert path.encode("latin-1").decode("utf-8") == "/café"
     assert json.loads(get(url + "/kv", "PUT", b"kept")[1]) == {"note": "kept"}
     assert json.loads(get(url + "/kv")[1]) == {"note": "kept"}
 

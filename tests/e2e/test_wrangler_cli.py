@@ -102,13 +102,20 @@ def test_tail_without_a_dev_session_says_so() -> None:
 
 
 def test_invalid_config_is_a_clear_error(tmp_path: Path) -> None:
+    """An unknown key: `wrangler dev` names it in a warning and goes on (as wrangler does),
+    `wrangler serve` refuses it; a real problem stops both, in one clear line."""
     (tmp_path / "app.py").write_text("app = None\n")
     (tmp_path / "wrangler.toml").write_text('name = "x"\nmain = "app.py"\ncompatibility_date = "2026-01-01"\nport = 1\n')
-    result = subprocess.run([sys.executable, "-m", "wrangler", "dev", "-c", str(tmp_path / "wrangler.toml")],
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1
-    assert f"{tmp_path / 'wrangler.toml'}: port: unknown key" in result.stderr
-    assert "Traceback" not in result.stderr
+
+    def run(command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "wrangler", command, "-c", str(tmp_path / "wrangler.toml")],
+                              capture_output=True, text=True, timeout=60)
+    dev = run("dev")
+    assert f"{tmp_path / 'wrangler.toml'}: unknown key port is ignored" in dev.stderr
+    assert dev.returncode == 1 and "defines no fetch handler" in dev.stderr  # the next problem, named
+    served = run("serve")
+    assert served.returncode == 1 and f"{tmp_path / 'wrangler.toml'}: port: unknown key" in served.stderr
+    assert "Traceback" not in dev.stderr + served.stderr
 
 
 def test_object_state_survives_kill_9(dev_process, tmp_path: Path) -> None:

@@ -72,3 +72,22 @@ async def test_concurrent_writers_each_land_once(db: D1Database) -> None:
     results = await asyncio.gather(*(insert.bind(f"n{i}").run() for i in range(200)))
     assert sorted(r.meta.last_row_id for r in results) == list(range(1, 201))
     assert await db.prepare("SELECT count(DISTINCT name) AS n FROM t").first("n") == 200
+
+
+async def test_statements_sharing_a_line_and_a_failed_migration_applied_whole_or_not_at_all(tmp_path: Path) -> None:
+    from durable.d1 import migrations
+    file = D1File(database_file(tmp_path, "m"))
+    database = D1Database(file, "m")
+    assert (await database.exec("CREATE TABLE a (x); INSERT INTO a VALUES (1); INSERT INTO a VALUES ('2;3');")).count == 3
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "0001_ok.sql").write_text("CREATE TABLE b (y); INSERT INTO b VALUES (1);")
+    (folder / "0002_bad.sql").write_text("INSERT INTO b VALUES (2);\nINSERT INTO nowhere VALUES (3);")
+    with pytest.raises(Exception, match="no such table: nowhere"):
+        await migrations.apply(file, folder, "d1_migrations")
+    assert await database.prepare("SELECT count(*) AS n FROM b").first("n") == 1  # 0002's first insert undone
+    assert [p.name for p in await migrations.unapplied(file, folder, "d1_migrations")] == ["0002_bad.sql"]
+    (folder / "0002_bad.sql").write_text("INSERT INTO b VALUES (2);")
+    assert [p.name for p in await migrations.apply(file, folder, "d1_migrations")] == ["0002_bad.sql"]
+    assert await database.prepare("SELECT count(*) AS n FROM b").first("n") == 2
+    await asyncio.to_thread(file.close)

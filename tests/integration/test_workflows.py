@@ -100,3 +100,15 @@ async def test_pause_resume_terminate_and_restart(flows: Any) -> None:
     await again.send_event(type="go")
     assert (await settled(again, "complete"))["output"] == "done"
     assert flows.RAN[(again.id, "first")] == 2 and flows.RAN[(again.id, "second")] == 1
+
+
+async def test_restart_of_a_long_run_and_an_output_storage_cannot_keep(flows: Any) -> None:
+    many = await flows.FLOWS.create(params={"kind": "many", "steps": 140})
+    await settled(many, "waiting")
+    await many.restart()  # 140 stored steps and more: gone in one go
+    await settled(many, "waiting")
+    await many.send_event(type="go")
+    assert (await settled(many, "complete"))["output"] == 140
+    odd = await flows.FLOWS.create(params={"kind": "unstorable"})
+    status = await settled(odd, "errored")  # not "running" forever
+    assert status["error"]["name"] == "DataCloneError"

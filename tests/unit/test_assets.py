@@ -82,3 +82,21 @@ async def test_the_binding_answers_etags_head_and_methods(folder: Path) -> None:
     assert head.body == b"" and head.headers["content-length"] == "6"
     assert (await binding.fetch("http://x/app.js", method="POST")).status == 405
     assert (await binding.fetch("http://x/nothing")).status == 404
+
+
+def test_no_spelling_of_a_path_reaches_a_file_past_the_worker(folder: Path) -> None:
+    (folder / "admin").mkdir()
+    (folder / "admin" / "secret.html").write_text("secret")
+    assets = Assets(folder, run_worker_first=["/admin/*"])
+    for path in ("/admin/secret", "//admin/secret", "/admin//secret"):
+        assert assets.worker_first(path), path  # the worker decides, whatever the slashes
+    assert assets.match("/%61dmin/secret") is None  # decoded once by the server: no second decoding here
+
+
+async def test_redirects_are_encoded_and_stay_on_this_site(folder: Path) -> None:
+    (folder / "caf\u00e9.html").write_text("menu")
+    binding = AssetsBinding(Assets(folder))
+    assert (await binding.fetch("http://x/caf%C3%A9.html")).headers["location"] == "/caf%C3%A9"
+    assert (await binding.fetch("http://x//docs")).headers["location"] == "/docs/"
+    etag = (await binding.fetch("http://x/app.js")).headers["etag"]
+    assert (await binding.fetch("http://x/app.js", headers={"If-None-Match": "*"})).status == 304 and etag

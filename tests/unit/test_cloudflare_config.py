@@ -115,3 +115,10 @@ def test_an_unsupported_binding_says_so_when_used() -> None:
     from durable.env import BindingUnavailable, UnsupportedBinding
     with pytest.raises(BindingUnavailable, match="env.AI is a 'ai' binding"):
         UnsupportedBinding("ai", "AI").run("@cf/meta/llama", {"prompt": "hi"})
+
+
+def test_unsupported_bindings_of_an_environment_are_that_environment_s(tmp_path: Path) -> None:
+    text = LOOSE.replace('"placement": {"mode": "smart"},', '"env": {"production": {"ai": {"binding": "PROD_AI"}}},')
+    path = write(tmp_path, "wrangler.jsonc", text)
+    assert wconfig.load(path, strict=False).unsupported_bindings == {"AI": "ai", "JOBS": "queues"}
+    assert wconfig.load(path, "production", strict=False).unsupported_bindings == {"PROD_AI": "ai"}
