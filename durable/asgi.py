@@ -100,6 +100,11 @@ async def send_response(response: Response, send: ASGISend) -> None:
     await send({"type": "http.response.body", "body": response.body})
 
 
+def header_map(scope: dict[str, Any]) -> dict[str, str]:
+    """A request scope's headers as a dict of lowercase names (a repeated header: its last value)."""
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+
+
 def through_binding(scope: dict[str, Any]) -> bool:
     """Did this request come through a service binding within this process? No client can send
     one: the mark is a key of the ASGI scope, which only the runtime sets, never a header."""

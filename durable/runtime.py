@@ -50,6 +50,7 @@ from .storage.migrations import apply_migrations, class_dir
 from .version import code_version
 from .worker import Worker
 from .workflows import Workflow, instance_class
+from .workflows import class_name as workflow_class_name
 
 
 def start_order(configs: list[WorkerConfig]) -> list[WorkerConfig]:
@@ -258,9 +259,9 @@ class Runtime:
         bindings.update(self._storage_bindings(config))
         for flow in config.workflows:
             script = flow.script_name or config.name
-            class_name = instance_class(object, flow.name).__name__
+            name = workflow_class_name(flow.name)
             bindings[flow.binding] = Workflow(flow.name, DurableObjectNamespace(
-                script, class_name, self._transport(config, script, class_name)))
+                script, name, self._transport(config, script, name)))
         for name, kind in config.unsupported_bindings.items():
             bindings[name] = UnsupportedBinding(kind, name)
         if config.assets is not None and config.assets.binding and worker.assets is not None:

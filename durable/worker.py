@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from . import deadline
-from .asgi import send_response
+from .asgi import header_map, send_response
 from .assets import Assets
 from .compat import modules
 from .compat.entrypoint import EntrypointApp, ScheduledController
@@ -331,13 +331,14 @@ class Worker:
     async def _served_asset(self, scope: dict[str, Any], send: Any) -> bool:
         """A GET or HEAD a static file answers, without running the worker (Cloudflare's order)."""
         assets, path = self.assets, scope["path"]
-        if scope["method"] not in ("GET", "HEAD") or assets is None or assets.worker_first(path):
+        assert assets is not None  # (the caller's check)
+        if scope["method"] not in ("GET", "HEAD") or assets.worker_first(path):
             return False
         found = assets.match(path)
         if found is None:
             return False
         started = time.perf_counter()
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = header_map(scope)
         response = await assets.respond(found, scope["method"], headers, scope.get("query_string", b"").decode("latin-1"))
         await send_response(response, send)
         trace = tracing.TraceContext.from_scope(scope)

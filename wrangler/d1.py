@@ -72,7 +72,6 @@ async def _execute(args: argparse.Namespace, file: D1File, binding: D1DatabaseBi
         raise ConfigError("d1 execute", args.database, "give exactly one of --command SQL and --file PATH")
     sql = args.sql if args.sql is not None else args.file.read_text()
     database = D1Database(file, binding.database_name)
-    results = []
     try:
         if args.file is not None:  # a file runs as one batch: all of it, or none of it
             results = list(await database.batch([database.prepare(s) for s in split_statements(sql)]))

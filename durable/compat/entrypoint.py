@@ -50,15 +50,8 @@ class ExecutionContext:
     passThroughOnException = pass_through_on_exception
 
 
-_BACKGROUND: set[asyncio.Task[Any]] = set()  # module-level wait_until's tasks, kept referenced
-
-
-def wait_until(awaitable: Awaitable[Any]) -> None:
-    """`from workers import wait_until`: finish this after the answer (the request's `ctx` need
-    not be at hand); errors are logged, as asyncio logs a task's."""
-    task = asyncio.ensure_future(awaitable)
-    _BACKGROUND.add(task)
-    task.add_done_callback(_BACKGROUND.discard)
+# `from workers import wait_until`: finish this after the answer, the request's `ctx` not at hand
+wait_until = ExecutionContext().wait_until
 
 
 @dataclass

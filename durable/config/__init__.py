@@ -9,7 +9,6 @@ from .loading import (
 )
 from .schema import (
     AssetsConfig,
-    WorkflowBinding,
     ConfigError,
     D1DatabaseBinding,
     Dev,
@@ -24,6 +23,7 @@ from .schema import (
     ServiceBinding,
     Triggers,
     WorkerConfig,
+    WorkflowBinding,
 )
 
 __all__ = ["AssetsConfig", "CONFIG_NAMES", "ConfigError", "D1DatabaseBinding", "Dev", "DurableObjectBinding", "DurableObjects", "EnvOverride", "KVNamespace", "Migration", "R2BucketBinding", "RawConfig", "Secrets", "ServiceBinding", "Triggers", "UNSUPPORTED_KINDS", "WorkerConfig", "WorkflowBinding", "config_in", "discover", "is_development", "load"]

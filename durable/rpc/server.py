@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from .. import codec, deadline, signing
+from ..asgi import header_map
 from ..compat.websocket import bridge
 from ..errors import NotOwner
 from ..http import Request, Response
@@ -64,7 +65,7 @@ class ObjectCallServer:
     async def websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """A WebSocket `fetch` on one of our objects from another process (`open_object_socket`):
         the object's answer head first, then, for a 101, the socket it accepted."""
-        headers = _headers(scope)
+        headers = header_map(scope)
         parts = scope["path"][len(INTERNAL_PREFIX):].split("/")
         try:
             payload = base64.urlsafe_b64decode(headers.get(INTERNAL_REQUEST_HEADER, ""))
@@ -98,7 +99,7 @@ class ObjectCallServer:
         await send({"type": "http.response.body", "body": body})
 
     async def _answer(self, scope: dict[str, Any], receive: Any) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]:
-        headers = _headers(scope)
+        headers = header_map(scope)
         try:
             body = await _read_body(receive)
             self.verify(scope["method"], _raw_path(scope), body, headers)
@@ -161,10 +162,6 @@ async def _read_body(receive: Any) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks)
-
-
-def _headers(scope: dict[str, Any]) -> dict[str, str]:
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
 
 
 def _raw_path(scope: dict[str, Any]) -> str:

@@ -4,7 +4,7 @@ finish, so a run cut short (kill -9, a node lost) is replayed and finished steps
 again (steps.py); `env.MY_WORKFLOW` creates and controls instances (binding.py).
 ARCHITECTURE.md, Workflows."""
 from .binding import Workflow, WorkflowInstanceHandle
-from .instance import instance_class
+from .instance import class_name, instance_class
 from .steps import NonRetryableError, Step, WorkflowEntrypoint
 
-__all__ = ["NonRetryableError", "Step", "Workflow", "WorkflowEntrypoint", "WorkflowInstanceHandle", "instance_class"]
+__all__ = ["NonRetryableError", "Step", "Workflow", "WorkflowEntrypoint", "WorkflowInstanceHandle", "class_name", "instance_class"]

@@ -24,10 +24,14 @@ class _Stopped(BaseException):
     own `except Exception` around a step does not take it for the step's failure."""
 
 
+def class_name(name: str) -> str:
+    """The Durable Object class name of workflow `name` (`-` spelled `__`, so no two share one)."""
+    return f"Workflow_{name.replace('-', '__')}"
+
+
 def instance_class(workflow: type, name: str) -> type[DurableObject]:
-    """The Durable Object class whose objects are the instances of `workflow` (its name keeps
-    the workflow's, `-` spelled `__`, so no two workflow names share one)."""
-    return type(f"Workflow_{name.replace('-', '__')}", (WorkflowInstance,), {"workflow": workflow})
+    """The Durable Object class whose objects are the instances of `workflow`."""
+    return type(class_name(name), (WorkflowInstance,), {"workflow": workflow})
 
 
 class WorkflowInstance(DurableObject):

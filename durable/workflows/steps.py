@@ -74,12 +74,11 @@ class Step:
            concurrent: bool = False, config: dict[str, Any] | None = None) -> Any:
         """`await step.do(name, fn)`, or `@step.do(name)` on a function then `await fn()`."""
         if callback is None:
-            return lambda fn: StepFunction(self, self._key("step", name), fn, depends or [], concurrent, config)
-        return self._run(self._key("step", name), callback, (), config)
+            return lambda fn: StepFunction(self, name, self._key("step", name), fn, depends or [], concurrent, config)
+        return self._run(name, self._key("step", name), callback, (), config)
 
-    async def _run(self, key: str, callback: Callable[..., Any], args: tuple[Any, ...],
+    async def _run(self, name: str, key: str, callback: Callable[..., Any], args: tuple[Any, ...],
                    config: dict[str, Any] | None) -> Any:
-        name = key.split(":", 2)[2].rsplit(":", 1)[0]
         await self._instance.checkpoint()
         stored = await self._instance.ctx.storage.get(key)
         if stored is not None:
@@ -134,11 +133,11 @@ class StepFunction:
     """A decorated step: awaiting it runs its dependencies first (together with `concurrent`) and
     hands their results to it; within one run it runs once however often it is awaited."""
 
-    def __init__(self, step: Step, key: str, fn: Callable[..., Any], depends: list[Any], concurrent: bool,
-                 config: dict[str, Any] | None) -> None:
+    def __init__(self, step: Step, name: str, key: str, fn: Callable[..., Any], depends: list[Any],
+                 concurrent: bool, config: dict[str, Any] | None) -> None:
         # its key is taken where it is declared, so a replay gives each the same key whatever the
         # order its dependencies finish in
-        self._step, self.key, self._fn, self._depends = step, key, fn, depends
+        self._step, self.name, self.key, self._fn, self._depends = step, name, key, fn, depends
         self._concurrent, self._config = concurrent, config
         self._result: asyncio.Future[Any] | None = None
 
@@ -154,7 +153,7 @@ class StepFunction:
             results = await asyncio.gather(*(dependency() for dependency in self._depends))
         else:
             results = [await dependency() for dependency in self._depends]
-        return await self._step._run(self.key, self._fn, tuple(results), self._config)
+        return await self._step._run(self.name, self.key, self._fn, tuple(results), self._config)
 
 
 async def _attempts(name: str, callback: Callable[..., Any], args: tuple[Any, ...], config: dict[str, Any]) -> Any:
