@@ -155,6 +155,16 @@ class MongoPool(DurableObject):
         driver reconnects by itself when it is back."""
         return (await self._connected_client())[str(self.env.MONGODB_DB)]
 
+    async def known_down(self) -> bool:
+        """Local-only: has the driver seen the server fail, with none writable since? A caller whose
+        write can wait (a read model the alarm retries) answers at once instead of waiting out
+        MONGODB_TIMEOUT_MS; the driver's monitor keeps checking and clears this when it is back."""
+        if self._client is None:
+            return False
+        topology = self._client.topology_description
+        return not topology.has_writable_server() and any(
+            s.error for s in topology.server_descriptions().values())
+
     async def ping(self) -> dict[str, Any]:
         """Is the server there, as the driver's monitor last saw it: no round trip of our own, so a
         probe answers at once with the database up, down or unreachable. Only before the monitor's
@@ -249,3 +259,9 @@ async def pooled_database(env: Any, binding: str = "MONGO_POOL") -> AsyncDatabas
     """The worker's database from its MongoPool object (`id_from_name("global")`, local-only call)."""
     pool = getattr(env, binding)
     return await pool.get(pool.id_from_name("global")).local("database")
+
+
+async def database_known_down(env: Any, binding: str = "MONGO_POOL") -> bool:
+    """Whether the worker's MongoPool has seen its server fail and not come back (no round trip)."""
+    pool = getattr(env, binding)
+    return bool(await pool.get(pool.id_from_name("global")).local("known_down"))

@@ -29,7 +29,7 @@ from bson import ObjectId
 from pymongo.errors import PyMongoError
 
 from durable import DurableObject
-from durable.mongo_pool import pooled_database
+from durable.mongo_pool import database_known_down, pooled_database
 from models.errors_domain import Conflict, DatabaseUnavailable
 
 from ..stores.product_cache import cache_for
@@ -52,14 +52,17 @@ class ProductStock(DurableObject):
     async def _collection(self) -> Any:
         return (await pooled_database(self.env))["products"]
 
-    async def _load(self, product_id: str) -> int | None:
+    async def _load(self, product_id: str, for_line: bool = False) -> int | None:
         """The stock on hand (from storage; the first time, taken over from the product document);
-        None when there is no such product."""
+        None when there is no such product. Only an order line (`for_line`) needs the product's
+        fields read again after a restart: a release during an outage must not wait for them."""
         stock = await self.ctx.storage.get(STOCK)
-        if stock is not None and self._product is not None:
+        if stock is not None and (self._product is not None or not for_line):
             return int(stock)
 
         async def load() -> None:
+            if await database_known_down(self.env):
+                raise DatabaseUnavailable("products")
             try:
                 doc = await (await self._collection()).find_one({"_id": ObjectId(product_id)}, LINE_FIELDS)
             except PyMongoError:  # down, or refusing: the caller gets a retryable 503, not a crash
@@ -94,13 +97,17 @@ class ProductStock(DurableObject):
             await self.ctx.storage.sync()
             print("STOCK_TEST_PAUSE reached: after-hold", flush=True)
             await asyncio.Event().wait()
-        return await self._write_read_model(self._version)
+        return await self._write_read_model(self._version, wait=False)
 
-    async def _write_read_model(self, version: int) -> bool:
-        """One write in flight per product, carrying the newest stock: waiters share it."""
+    async def _write_read_model(self, version: int, wait: bool = True) -> bool:
+        """One write in flight per product, carrying the newest stock: waiters share it. Unless
+        `wait`, a database known to be down is not waited for: the caller answers 503 at once and
+        the alarm writes the change later (an order would otherwise wait out two timeouts)."""
         async with self._writing:
             if self._written >= version:
                 return True
+            if not wait and await database_known_down(self.env):
+                return False
             latest = self._version
             product_id, stock = await self.ctx.storage.get(PRODUCT_ID), await self.ctx.storage.get(STOCK)
             try:
@@ -123,7 +130,7 @@ class ProductStock(DurableObject):
         """Hold `quantity` for `order_id` once: `ok`, what is `available`, and the line's product
         fields; `found` False for no such product, `isActive` False for a withdrawn one.
         `attempt` is the order's creation attempt: one already released comes too late (Conflict)."""
-        stock = await self._load(product_id)
+        stock = await self._load(product_id, for_line=True)
         if stock is None:
             return {"ok": False, "found": False, "available": 0}
         if await self.ctx.storage.get(HOLD + order_id) is not None:  # a retry of a reservation that happened

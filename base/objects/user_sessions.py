@@ -17,7 +17,7 @@ from typing import Any
 from pymongo.errors import ConnectionFailure
 
 from durable import DurableObject
-from durable.mongo_pool import pooled_database
+from durable.mongo_pool import database_known_down, pooled_database
 from models.errors_domain import DatabaseUnavailable
 
 from ..stores.users import UserStore
@@ -41,13 +41,16 @@ class UserSessions(DurableObject):
         return state
 
     async def _current(self, user_id: str) -> dict[str, Any]:
-        """The cached state, re-read when stale; a database that is down keeps a state we had."""
+        """The cached state, re-read when stale; a database that is down keeps a state we had (and
+        one known down is not waited for: every signed-in request would wait out its timeout)."""
         if self._state is not None and time.monotonic() - self._loaded_at < self.refresh_s:
             return self._state
 
         async def load() -> None:
             if self._state is not None and time.monotonic() - self._loaded_at < self.refresh_s:
                 return  # another event loaded it while this one waited at the gate
+            if self._state is not None and await database_known_down(self.env):
+                return
             try:
                 self._remember(await (await self._users()).session_state(user_id))
             except ConnectionFailure:
