@@ -43,7 +43,10 @@ system:
 lab: $(STAMP) system
 	$(BIN)/python -m tests.lab_shop
 
+# wrk generates the HTTP benchmarks' load (installed when root and missing); npm brings workerd
 bench: $(STAMP)
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq wrk >/dev/null); } || \
+	  echo "wrk is missing and this is not root: the server benchmarks will be skipped"
 	$(BIN)/python -m bench
 
 clean:

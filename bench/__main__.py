@@ -20,6 +20,7 @@ from .images_bench import bench_images
 from .metrics_bench import bench_metrics
 from .payments_bench import bench_payments
 from .runtime_bench import bench_runtime
+from .server_bench import bench_server
 
 HERE = Path(__file__).resolve().parent
 
@@ -37,7 +38,7 @@ def table(results: dict[str, Any]) -> str:
 async def main(quick: bool) -> dict[str, Any]:
     return {"quick": quick, "python": platform.python_version(), "machine": platform.machine(),
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "benchmarks": {"runtime": await bench_runtime(quick), "base": await bench_base(quick),
+            "benchmarks": {"server": await bench_server(quick), "runtime": await bench_runtime(quick), "base": await bench_base(quick),
                            "gateway": await bench_gateway(quick),
                            "payments": await bench_payments(quick),
                            "accounts": await bench_accounts(quick),

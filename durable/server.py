@@ -1,19 +1,21 @@
 """Serve ASGI apps on sockets we bind ourselves (so port 0 works and the real port is known).
 
-Hypercorn runs inside our asyncio loop; the server is one small class, so another ASGI server
-can take its place for production processes.
+uvicorn's httptools protocol runs inside our own event loop (uvloop in the worker processes): on
+a Quart hello it answers about twice what hypercorn does (ARCHITECTURE.md, "The HTTP server").
+The server is one small class, so another ASGI server can take its place.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import os
 import socket
 import ssl
+from collections.abc import Iterator
 from typing import Any
 
-from hypercorn.asyncio import serve
-from hypercorn.config import Config
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .rpc.tls import MutualTls
 
@@ -23,7 +25,7 @@ log = logging.getLogger("durable.server")
 def bind(host: str, port: int, *, fallback_to_any: bool = False) -> socket.socket:
     """Bind and listen on host:port; with `fallback_to_any`, take a free port if that one is busy."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # asyncio sets TCP_NODELAY only then
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -47,19 +49,56 @@ def url_of(sock: socket.socket, scheme: str = "http") -> str:
     return base_url(scheme, host, port)
 
 
-# The server's limit on one received WebSocket message (hypercorn's default). The runtime applies
+
+# The server's limit on one received WebSocket message (uvicorn's default). The runtime applies
 # Cloudflare's 1 MiB itself, as Cloudflare does (the object's webSocketError); a worker whose
 # sockets take less sets `WEBSOCKET_MAX_MESSAGE_BYTES` in its vars, and the server refuses a
 # bigger message (1009) before buffering it.
 DEFAULT_WEBSOCKET_MAX_BYTES = 16 * 1024 * 1024
+MAX_REQUEST_HEAD_BYTES = 128 * 1024  # URL and headers together, as Cloudflare limits them
+KEEP_ALIVE_S = 75  # longer than the idle timeout of the load balancers put in front of us
 
 
 def websocket_max_bytes(worker_vars: dict[str, Any] | None) -> int:
     return int((worker_vars or {}).get("WEBSOCKET_MAX_MESSAGE_BYTES") or DEFAULT_WEBSOCKET_MAX_BYTES)
 
 
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """httptools with a cap on a request's head: llhttp buffers any number of header bytes, and
+    a client sending them without end would take the process's memory. Over the cap it is a 400."""
+
+    _head_bytes = 0
+
+    def on_message_begin(self) -> None:
+        self._head_bytes = 0
+        super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value))
+        super().on_header(name, value)
+
+    def _count(self, n: int) -> None:
+        self._head_bytes += n
+        if self._head_bytes > MAX_REQUEST_HEAD_BYTES:  # raised in a parser callback: uvicorn answers 400
+            raise ValueError("request head too large")
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without its signal handlers: the process (the runtime, the supervisor) owns them."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 class Server:
-    """One ASGI app on one bound socket, started and stopped from our loop. A received WebSocket
+    """One ASGI app on one bound socket, started and stopped from our loop. Stopping closes the
+    socket first, lets every accepted request finish (a kept-alive connection's last answer says
+    `Connection: close`) within the grace period, then closes what is left. A received WebSocket
     message over `websocket_max_bytes` closes the socket (1009) before it is buffered whole."""
 
     def __init__(self, app: Any, sock: socket.socket, *, graceful_timeout_s: float = 5.0,
@@ -67,32 +106,34 @@ class Server:
         self.app = app
         self.sock = sock
         self.url = url_of(sock, "https" if tls is not None else "http")
-        self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._config = Config()
-        self._fd = os.dup(sock.fileno())  # hypercorn owns (and closes) this copy; we close `sock`
-        self._config.bind = [f"fd://{self._fd}"]
-        self._config.accesslog = None
-        self._config.errorlog = None
-        self._config.loglevel = "WARNING"
-        self._config.graceful_timeout = graceful_timeout_s
-        self._config.keep_alive_timeout = 75
-        self._config.websocket_max_message_size = websocket_max_bytes
+        self._graceful_timeout_s = graceful_timeout_s
+        tls_options: dict[str, Any] = {}
         if tls is not None:  # a client without a certificate signed by the CA is refused in the handshake
-            self._config.certfile, self._config.keyfile, self._config.ca_certs = tls.cert, tls.key, tls.ca
-            self._config.verify_mode = ssl.CERT_REQUIRED
+            tls_options = {"ssl_certfile": tls.cert, "ssl_keyfile": tls.key, "ssl_ca_certs": tls.ca,
+                           "ssl_cert_reqs": ssl.CERT_REQUIRED}
+        config = uvicorn.Config(
+            app, interface="asgi3", http=BoundedHttpToolsProtocol, ws="websockets-sansio", lifespan="on",
+            loop="none", log_config=None, access_log=False, proxy_headers=False, server_header=False,
+            timeout_keep_alive=KEEP_ALIVE_S, timeout_graceful_shutdown=max(1, round(graceful_timeout_s)),
+            ws_max_size=websocket_max_bytes, **tls_options)
+        self._server = _Uvicorn(config)
 
     async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(
-            serve(self.app, self._config, shutdown_trigger=self._stop.wait))
+        """Serve from now on: the socket is already listening, so nothing is refused meanwhile."""
+        self._task = asyncio.get_running_loop().create_task(self._server.serve(sockets=[self.sock]))
+        while not self._server.started and not self._task.done():
+            await asyncio.sleep(0.005)  # uvicorn has no started event; start-up is one loop pass
+        if self._task.done():
+            self._task.result()
 
     async def stop(self) -> None:
-        self._stop.set()
+        self._server.should_exit = True
         if self._task is not None:
             try:
-                await asyncio.wait_for(self._task, timeout=self._config.graceful_timeout + 2)
+                await asyncio.wait_for(self._task, timeout=self._graceful_timeout_s + 2)
             except (asyncio.TimeoutError, asyncio.CancelledError):
                 self._task.cancel()
-            except Exception as exc:  # a server crash on the way down is logged, not fatal
-                log.warning("server %s stopped with %s", self.url, exc)
+            except (Exception, SystemExit) as exc:  # a server crash on the way down is logged, not fatal
+                log.warning("server %s stopped with %r", self.url, exc)
         self.sock.close()

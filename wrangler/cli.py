@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from durable import event_loop
 from durable.config import ConfigError
 from durable.errors import StartupRefused
 
@@ -126,13 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "dev":
             from .dev import run_dev
-            return asyncio.run(run_dev(args))
+            return event_loop.run(run_dev(args))
         if args.command == "serve":
             from .serve import run_serve
-            return asyncio.run(run_serve(args))
+            return event_loop.run(run_serve(args))
         if args.command == "tail":
             from .tail import run_tail
-            return asyncio.run(run_tail(args))
+            return event_loop.run(run_tail(args))
         if args.command == "d1":
             return asyncio.run(run_d1(args))
         from .secret import run_secret

@@ -14,7 +14,7 @@ from .tail import redactor
 
 # attributes a LogRecord has anyway; anything else was passed as `extra=` and is a field
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
-QUIET = ("hypercorn.error", "hypercorn.access", "quart.app", "quart.serving", "aiohttp.access", "httpx", "httpx2")
+QUIET = ("uvicorn.error", "uvicorn.access", "quart.app", "quart.serving", "aiohttp.access", "httpx", "httpx2")
 
 
 class TraceFields(logging.Filter):

@@ -78,7 +78,7 @@ def create_tail_app(hub: TailHub, scripts: set[str], *, token: str | None = None
     """The stand-in for Cloudflare's tail API, for the scripts this process runs.
 
     aiohttp serves it, not our ASGI server: Cloudflare's own CLI sends its first WebSocket frame
-    unmasked, which wsproto (hypercorn) refuses and aiohttp accepts. With `token` (production),
+    unmasked, which the `websockets` and wsproto protocols refuse and aiohttp accepts. With `token` (production),
     creating and deleting tails needs `Authorization: Bearer <token>`; the WebSocket URL itself
     is the capability (an unguessable id, as on Cloudflare)."""
     api = _TailApi(hub, scripts, token)

@@ -36,9 +36,9 @@ def get(url: str, timeout: float = PROBE_S, **kw: Any) -> tuple[int, Any]:
     request = urllib.request.Request(url, **kw)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:
-            return resp.status, dict(json.loads(resp.read() or b"null") or {}, _headers=dict(resp.headers))
+            return resp.status, dict(json.loads(resp.read() or b"null") or {}, _headers=resp.headers)  # case-insensitive, as HTTP names are
     except urllib.error.HTTPError as exc:
-        return exc.code, dict(json.loads(exc.read() or b"null") or {}, _headers=dict(exc.headers))
+        return exc.code, dict(json.loads(exc.read() or b"null") or {}, _headers=exc.headers)
 
 
 def post(url: str, body: Any, token: str) -> tuple[int, Any]:
