@@ -1,0 +1,133 @@
+"""The HTTP server under every worker (durable/server.py), on a real socket with raw HTTP/1.1:
+pipelining, `Expect: 100-continue`, chunked uploads, the cap on a request's head, and a stop that
+answers what it accepted (with `Connection: close`) and accepts nothing more."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from durable.server import MAX_REQUEST_HEAD_BYTES, Server, bind
+
+pytestmark = pytest.mark.asyncio
+
+
+class EchoApp:
+    """Answers with the method, path and body length; `/slow` waits until released."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.slow_started = asyncio.Event()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        if scope["path"] == "/slow":
+            self.slow_started.set()
+            await self.release.wait()
+        text = f"{scope['method']} {scope['path']} {len(body)}".encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(text)).encode())]})
+        await send({"type": "http.response.body", "body": text})
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[EchoApp, Server]]:
+    app = EchoApp()
+    server = Server(app, bind("127.0.0.1", 0), graceful_timeout_s=5)
+    await server.start()
+    try:
+        yield app, server
+    finally:
+        app.release.set()
+        await server.stop()
+
+
+async def connect(server: Server) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = server.sock.getsockname()[:2]
+    return await asyncio.open_connection(host, port)
+
+
+async def response(reader: asyncio.StreamReader) -> tuple[str, dict[str, str], bytes]:
+    """One response: its status line, headers (lower-case names) and body (by Content-Length)."""
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in head[1:] if line)}
+    body = await reader.readexactly(int(headers.get("content-length", 0)))
+    return head[0], headers, body
+
+
+async def test_pipelined_requests_are_answered_in_order(served: tuple[EchoApp, Server]) -> None:
+    reader, writer = await connect(served[1])
+    writer.write(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n"
+                 b"POST /two HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+                 b"GET /three HTTP/1.1\r\nHost: x\r\n\r\n")
+    bodies = [(await response(reader))[2] for _ in range(3)]
+    assert bodies == [b"GET /one 0", b"POST /two 3", b"GET /three 0"]
+    writer.close()
+
+
+async def test_expect_100_continue_then_the_body(served: tuple[EchoApp, Server]) -> None:
+    reader, writer = await connect(served[1])
+    writer.write(b"PUT /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 100 Continue")
+    writer.write(b"hello")
+    status, _, body = await response(reader)
+    assert status == "HTTP/1.1 200 OK" and body == b"PUT /upload 5"
+    writer.close()
+
+
+async def test_a_chunked_upload_arrives_whole(served: tuple[EchoApp, Server]) -> None:
+    reader, writer = await connect(served[1])
+    writer.write(b"POST /chunks HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for chunk in (b"a" * 1000, b"b" * 24):
+        writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        await writer.drain()
+    writer.write(b"0\r\n\r\n")
+    assert (await response(reader))[2] == b"POST /chunks 1024"
+    writer.close()
+
+
+async def test_a_request_head_over_the_cap_is_a_400_and_the_server_goes_on(served: tuple[EchoApp, Server]) -> None:
+    reader, writer = await connect(served[1])
+    lines = [b"X-Filler-%d: %s\r\n" % (i, b"v" * 1000) for i in range(MAX_REQUEST_HEAD_BYTES // 1000 + 2)]
+    writer.write(b"GET /big HTTP/1.1\r\nHost: x\r\n" + b"".join(lines) + b"\r\n")
+    status, _, _ = await response(reader)
+    assert status.startswith("HTTP/1.1 400")
+    writer.close()
+    reader, writer = await connect(served[1])
+    writer.write(b"GET /small HTTP/1.1\r\nHost: x\r\n" + b"".join(lines[:len(lines) // 2]) + b"\r\n")
+    assert (await response(reader))[2] == b"GET /small 0"
+    writer.close()
+
+
+async def test_stop_answers_the_accepted_request_with_connection_close_and_accepts_no_more(
+        served: tuple[EchoApp, Server]) -> None:
+    app, server = served
+    reader, writer = await connect(server)
+    writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    await app.slow_started.wait()
+    stopping = asyncio.ensure_future(server.stop())
+    host, port = server.sock.getsockname()[:2]
+    while True:  # the listening socket closes first
+        try:
+            _, late = await asyncio.open_connection(host, port)
+        except OSError:
+            break
+        late.close()
+        await asyncio.sleep(0.01)
+    app.release.set()
+    status, headers, body = await response(reader)
+    assert status == "HTTP/1.1 200 OK" and body == b"GET /slow 0" and headers.get("connection") == "close"
+    assert await reader.read() == b""  # then the connection closes
+    await stopping
