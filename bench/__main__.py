@@ -14,6 +14,7 @@ from typing import Any
 
 from .accounts_bench import bench_accounts
 from .base_bench import bench_base
+from .baseline_bench import bench_baseline
 from .cluster_bench import bench_cluster
 from .gateway_bench import bench_gateway
 from .images_bench import bench_images
@@ -38,7 +39,8 @@ def table(results: dict[str, Any]) -> str:
 async def main(quick: bool) -> dict[str, Any]:
     return {"quick": quick, "python": platform.python_version(), "machine": platform.machine(),
             "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "benchmarks": {"server": await bench_server(quick), "runtime": await bench_runtime(quick), "base": await bench_base(quick),
+            "benchmarks": {"server": await bench_server(quick), "baseline": await bench_baseline(quick),
+                           "runtime": await bench_runtime(quick), "base": await bench_base(quick),
                            "gateway": await bench_gateway(quick),
                            "payments": await bench_payments(quick),
                            "accounts": await bench_accounts(quick),

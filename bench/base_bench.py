@@ -25,20 +25,22 @@ KEY = "bench-jwt-key-" + "k" * 40
 
 class DevSession:
     def __init__(self, state: Path, workers: tuple[str, ...] = ("base", "bench/workers/hello"),
-                 variables: dict[str, str] | None = None, environ: dict[str, str] | None = None) -> None:
+                 variables: dict[str, str] | None = None, environ: dict[str, str] | None = None,
+                 root: Path = ROOT) -> None:
+        """`root`: the tree whose `wrangler` and workers run (another commit's worktree, for a baseline)."""
         self.state, self._db = state, None
         env = {**os.environ, "JWT_KEY": KEY, "PYTHONUNBUFFERED": "1", "WRANGLER_REGISTRY_PATH": str(state / "reg"),
                **(environ or {})}
         for name in ("MONGODB_URI", "STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET"):
             env.pop(name, None)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "wrangler", "dev", *[a for w in workers for a in ("-c", str(ROOT / w / "wrangler.toml"))],
+            [sys.executable, "-m", "wrangler", "dev", *[a for w in workers for a in ("-c", str(root / w / "wrangler.toml"))],
              "--port", "0",
              "--persist-to", str(state), "--var", "SIGNUP_RATE_LIMIT:1000000/60",
              "--var", "LOGIN_RATE_LIMIT:1000000/60", "--var", "MAX_UNPAID_ORDERS:1000000000",
              "--var", "MAX_UNPAID_UNITS:1000000000",
              *[a for k, v in (variables or {}).items() for a in ("--var", f"{k}:{v}")]],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.urls: dict[str, str] = {}
         assert self.proc.stdout is not None
         for line in self.proc.stdout:

@@ -33,14 +33,16 @@ SERVERS = (("hypercorn", "asyncio"), ("ours", "asyncio"), ("ours", "uvloop"))
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
-async def wrk(url: str, seconds: float, method: str = "GET", connections: int = 32) -> dict[str, Any]:
-    """One wrk run: requests per second, p99 latency (ms), and the requests that failed."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
-        script.write(f'wrk.method = "{method}"\n')
-        script.flush()
+async def wrk(url: str, seconds: float, method: str = "GET", connections: int = 32,
+              script: Path | None = None) -> dict[str, Any]:
+    """One wrk run (`script`: a Lua file making the requests): requests per second, p99 latency
+    (ms), and the requests that failed (errors, and answers other than 2xx/3xx)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as method_script:
+        method_script.write(f'wrk.method = "{method}"\n')
+        method_script.flush()
         proc = await asyncio.create_subprocess_exec(
-            "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", script.name, url,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", str(script or method_script.name),
+            url, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         out = (await proc.communicate())[0].decode()
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
