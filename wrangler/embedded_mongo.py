@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
+import os
 import shutil
 import signal
 import socket
@@ -34,13 +36,16 @@ def _executable() -> str:
     return found
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the parent dies, even by kill -9 (Linux), so no orphan
-    server keeps the data directory."""
+def _die_with_parent(parent: int) -> None:
+    """In the child: be killed when the parent dies, even by kill -9 (Linux), so no orphan server
+    keeps the data directory. SIGKILL, not SIGTERM: SecantusDB's SIGTERM handler can deadlock on
+    its own stop event (seen under load), and its journal makes a SIGKILL durable."""
     try:
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
-        pass
+        return
+    if os.getppid() != parent:  # the parent died before the line above: nobody would send it
+        os._exit(1)
 
 
 def _free_port(host: str) -> int:
@@ -71,7 +76,8 @@ class EmbeddedMongo:
                 [*self.launcher, _executable(), "--host", self.host, "--port", str(self.port),
                  "--storage-path", str(self.storage_path)],
                 stdout=log, stderr=log, start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+                preexec_fn=(functools.partial(_die_with_parent, os.getpid())
+                            if sys.platform.startswith("linux") else None))
 
     def _check_alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
