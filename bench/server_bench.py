@@ -26,9 +26,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.clients import cloudflare_wrangler
+
 ROOT = Path(__file__).resolve().parent.parent
 JS_WORKER = ROOT / "bench" / "workers" / "workerd_js"
-NPM_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rest-shop" / "workerd"
 SERVERS = (("hypercorn", "asyncio"), ("ours", "asyncio"), ("ours", "uvloop"))
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
@@ -115,18 +116,11 @@ async def bench_hello_server(n: int, seconds: float) -> dict[str, Any]:
 
 
 def _npm_wrangler() -> Path | str:
-    """Cloudflare's wrangler 4 from npm (installed once into a cache), or why it cannot be had."""
-    binary = NPM_CACHE / "node_modules" / ".bin" / "wrangler"
-    if binary.exists():
-        return binary
-    if shutil.which("npm") is None:
-        return "npm is not installed"
-    NPM_CACHE.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent", "wrangler@4"], check=False,
-                          cwd=NPM_CACHE, capture_output=True, text=True, timeout=600)
-    if done.returncode != 0 or not binary.exists():
-        return f"npm install wrangler@4 failed: {done.stderr[-500:]}"
-    return binary
+    """Cloudflare's wrangler 4 from npm (the tests' cached install), or why it cannot be had."""
+    try:
+        return cloudflare_wrangler()
+    except (RuntimeError, subprocess.SubprocessError) as exc:
+        return f"no Cloudflare wrangler from npm: {exc}"
 
 
 def _free_port() -> int:

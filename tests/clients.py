@@ -1,19 +1,39 @@
 """Clients tests drive real processes with: plain HTTP (urllib), `wrangler tail` in a
-subprocess, and the local Stripe server's ledger."""
+subprocess, the local Stripe server's ledger, and Cloudflare's own wrangler from npm."""
 from __future__ import annotations
 
 import json
 import os
 import queue
+import shutil
 import subprocess
 import sys
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from tests.conftest import ROOT
+
+CLOUDFLARE_WRANGLER_MAJOR = "4"
+
+
+def cloudflare_wrangler() -> Path:
+    """Cloudflare's CLI (and its workerd) from npm, installed once into a cache that outlives the
+    checkout (`$REST_SHOP_CACHE`, else ~/.cache/rest-shop). RuntimeError when npm is missing."""
+    cache = (Path(os.environ.get("REST_SHOP_CACHE", Path.home() / ".cache" / "rest-shop"))
+             / f"npm-wrangler-{CLOUDFLARE_WRANGLER_MAJOR}")
+    binary = cache / "node_modules" / ".bin" / "wrangler"
+    if not binary.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            raise RuntimeError("npm is needed to install Cloudflare's wrangler")
+        cache.mkdir(parents=True, exist_ok=True)
+        subprocess.run([npm, "install", "--no-audit", "--no-fund", "--prefix", str(cache),
+                        f"wrangler@{CLOUDFLARE_WRANGLER_MAJOR}"], check=True, timeout=600, stdout=subprocess.DEVNULL)
+    return binary
 
 
 def _json_or_text(raw: bytes) -> Any:

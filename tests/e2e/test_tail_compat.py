@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,27 +15,17 @@ from typing import Any
 
 import pytest
 
+from tests.clients import Tail, cloudflare_wrangler, http
 from tests.conftest import COUNTER_TOML, PEER_TOML, ROOT
-from tests.clients import Tail, http
 
 pytestmark = pytest.mark.slow
 
-WRANGLER_MAJOR = "4"
 TOKEN = "t" * 40
 
 
-@pytest.fixture(scope="session")
-def cloudflare_wrangler() -> Path:
-    """Cloudflare's CLI from npm, installed once into a cache that outlives the checkout."""
-    cache = Path(os.environ.get("REST_SHOP_CACHE", Path.home() / ".cache" / "rest-shop")) / f"npm-wrangler-{WRANGLER_MAJOR}"
-    binary = cache / "node_modules" / ".bin" / "wrangler"
-    if not binary.exists():
-        npm = shutil.which("npm")
-        assert npm, "npm is needed to install Cloudflare's wrangler for this test"
-        cache.mkdir(parents=True, exist_ok=True)
-        subprocess.run([npm, "install", "--no-audit", "--no-fund", "--prefix", str(cache), f"wrangler@{WRANGLER_MAJOR}"],
-                       check=True, timeout=600, stdout=subprocess.DEVNULL)
-    return binary
+@pytest.fixture(scope="session", name="cloudflare_wrangler")
+def cloudflare_wrangler_fixture() -> Path:
+    return cloudflare_wrangler()
 
 
 class CloudflareTail:
