@@ -64,13 +64,36 @@ def websocket_max_bytes(worker_vars: dict[str, Any] | None) -> int:
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
-    """httptools with a cap on a request's head: llhttp buffers any number of header bytes, and
-    a client sending them without end would take the process's memory. Over the cap it is a 400."""
+    """httptools with the limits llhttp lacks. A request head is capped at MAX_REQUEST_HEAD_BYTES
+    (a 400), counted on the raw bytes too, since httptools joins a header before our callbacks see
+    it. A head must be complete within KEEP_ALIVE_S of the connection opening or of its first byte:
+    a client that sends nothing, or trickles, is closed (uvicorn times out only idle keep-alive)."""
 
-    _head_bytes = 0
+    _head_bytes = 0  # in the parser's callbacks: the URL and the headers completed so far
+    _raw_bytes = 0   # every chunk received while a head was already under way
+    _in_head = False
+    _head_timer: asyncio.TimerHandle | None = None
+    head_timeout_s: float = KEEP_ALIVE_S
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        whole = self._in_head  # a chunk that arrives mid-head is head until the head completes
+        super().data_received(data)
+        if whole and self._in_head and not self.transport.is_closing():
+            self._raw_bytes += len(data)  # each count is at most the head's size: neither refuses a good one
+            if self._raw_bytes > MAX_REQUEST_HEAD_BYTES:
+                self.send_400_response("Request header fields too large.")
 
     def on_message_begin(self) -> None:
-        self._head_bytes = 0
+        self._head_bytes, self._raw_bytes, self._in_head = 0, 0, True
+        self._arm_head_timer()
         super().on_message_begin()
 
     def on_url(self, url: bytes) -> None:
@@ -81,10 +104,39 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._count(len(name) + len(value))
         super().on_header(name, value)
 
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._cancel_head_timer()
+        super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        """A bad pipelined head while an earlier request still runs: that answer goes out first,
+        then the connection closes (its keep-alive off, reading paused)."""
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False
+            self.flow.pause_reading()
+            return
+        super().send_400_response(msg)
+
     def _count(self, n: int) -> None:
+        """In a parser callback: over the cap, raise (uvicorn answers a parse error with 400)."""
         self._head_bytes += n
-        if self._head_bytes > MAX_REQUEST_HEAD_BYTES:  # raised in a parser callback: uvicorn answers 400
+        if self._head_bytes > MAX_REQUEST_HEAD_BYTES:
             raise ValueError("request head too large")
+
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_too_slow)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
 
 
 class _Uvicorn(uvicorn.Server):
@@ -113,10 +165,10 @@ class Server:
             tls_options = {"ssl_certfile": tls.cert, "ssl_keyfile": tls.key, "ssl_ca_certs": tls.ca,
                            "ssl_cert_reqs": ssl.CERT_REQUIRED}
         config = uvicorn.Config(
-            app, interface="asgi3", http=BoundedHttpToolsProtocol, ws="websockets-sansio", lifespan="on",
+            app, interface="asgi3", http=BoundedHttpToolsProtocol, ws="websockets-sansio", lifespan="off",
             loop="none", log_config=None, access_log=False, proxy_headers=False, server_header=False,
-            timeout_keep_alive=KEEP_ALIVE_S, timeout_graceful_shutdown=max(1, round(graceful_timeout_s)),
-            ws_max_size=websocket_max_bytes, **tls_options)
+            timeout_keep_alive=KEEP_ALIVE_S, timeout_graceful_shutdown=graceful_timeout_s,  # type: ignore[arg-type]
+            ws_max_size=websocket_max_bytes, ws_ping_interval=None, **tls_options)
         self._server = _Uvicorn(config)
 
     async def start(self) -> None:

@@ -9,7 +9,12 @@ from typing import Any
 
 import pytest
 
-from durable.server import MAX_REQUEST_HEAD_BYTES, Server, bind
+from durable.server import (
+    MAX_REQUEST_HEAD_BYTES,
+    BoundedHttpToolsProtocol,
+    Server,
+    bind,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -109,6 +114,46 @@ async def test_a_request_head_over_the_cap_is_a_400_and_the_server_goes_on(serve
     writer.write(b"GET /small HTTP/1.1\r\nHost: x\r\n" + b"".join(lines[:len(lines) // 2]) + b"\r\n")
     assert (await response(reader))[2] == b"GET /small 0"
     writer.close()
+
+
+async def test_one_endless_header_is_refused_near_the_cap(served: tuple[EchoApp, Server]) -> None:
+    """httptools hands over a header only once it ends: the raw bytes of an unfinished head count,
+    so the server answers 400 and closes instead of buffering the header for ever."""
+    reader, writer = await connect(served[1])
+    writer.write(b"GET /endless HTTP/1.1\r\nHost: x\r\nX-Endless: ")
+    sent, refused = 0, False
+    try:
+        while sent < 8 * MAX_REQUEST_HEAD_BYTES:
+            writer.write(b"v" * 16384)
+            await writer.drain()
+            sent += 16384
+            await asyncio.sleep(0)  # let a reset the server caused reach this transport
+            if writer.transport.is_closing():
+                raise ConnectionResetError
+    except ConnectionError:
+        refused = True  # the server closed the connection under the writes
+    try:
+        status = (await response(reader))[0]
+        refused = status.startswith("HTTP/1.1 400")
+    except (ConnectionError, asyncio.IncompleteReadError):
+        pass  # the 400 was lost to the reset our own late writes caused
+    assert refused and sent < 8 * MAX_REQUEST_HEAD_BYTES, sent
+    writer.close()
+
+
+async def test_a_connection_that_sends_no_complete_head_is_closed(served: tuple[EchoApp, Server],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(BoundedHttpToolsProtocol, "head_timeout_s", 0.3)
+    silent_reader, silent = await connect(served[1])
+    trickle_reader, trickle = await connect(served[1])
+    trickle.write(b"GET /never-finished HTTP/1.1\r\nHost: x\r\n")
+    assert await asyncio.wait_for(silent_reader.read(), 10) == b""  # closed, not held open for ever
+    assert await asyncio.wait_for(trickle_reader.read(), 10) == b""
+    reader, writer = await connect(served[1])  # a prompt client is served as before
+    writer.write(b"GET /prompt HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (await response(reader))[2] == b"GET /prompt 0"
+    for w in (silent, trickle, writer):
+        w.close()
 
 
 async def test_stop_answers_the_accepted_request_with_connection_close_and_accepts_no_more(
