@@ -160,14 +160,24 @@ def test_three_processes_signed_bindings_json_logs_and_graceful_sigterm(tmp_path
                       "--internal-tls-ca", paths["ca.pem"], db_name=db_name, env={"METRICS_TOKEN": METRICS_TOKEN})
     lines: list[dict[str, Any]] = []
     errors: list[str] = []
-    threading.Thread(target=lambda: [lines.append(json.loads(l)) for l in proc.stdout], daemon=True).start()
+    not_json: list[str] = []  # production stdout is JSON lines only; any other line is named, not lost
+
+    def read_stdout() -> None:
+        for line in proc.stdout:
+            try:
+                lines.append(json.loads(line))
+            except ValueError:
+                not_json.append(line)
+    threading.Thread(target=read_stdout, daemon=True).start()
     threading.Thread(target=lambda: [errors.append(l) for l in proc.stderr], daemon=True).start()
     gateway = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     # both streams: each is read by a thread of its own, so one may be behind the other
     while sum("Ready on" in e for e in errors) < 4 or sum(l.get("event") == "ready" for l in lines) < 4:
-        assert proc.poll() is None and time.monotonic() < deadline, "".join(errors)
+        assert proc.poll() is None and time.monotonic() < deadline, (
+            "".join(errors), [l for l in lines if l.get("event") == "ready"], not_json)
         time.sleep(0.05)
+    assert not not_json, not_json
     ready = {l["worker"]: l["url"] for l in lines if l.get("event") == "ready"}
     internal = {l["worker"]: l["internal_url"] for l in lines if l.get("event") == "ready"}
     assert set(ready) == {"rest-shop-api", "rest-shop-payments", "rest-shop-gateway", "rest-shop-images"}
