@@ -10,6 +10,7 @@ import asyncio
 import sys
 
 from bench.workers.hello.app import app
+from durable import event_loop
 from durable.server import Server, bind, url_of
 
 
@@ -28,10 +29,4 @@ async def serve(server: str) -> None:
 
 
 if __name__ == "__main__":
-    server, loop = sys.argv[1], sys.argv[2]
-    factory = None
-    if loop == "uvloop":
-        import uvloop
-        factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(serve(server))
+    event_loop.run(serve(sys.argv[1]), sys.argv[2])

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from durable import config as wconfig
+from durable import event_loop
 from durable.runtime import Runtime
 
 from .runtime_bench import WORKER, bench_hot_object_writes, bench_rpc_cost
@@ -49,9 +50,4 @@ async def bench_loops(quick: bool) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    factory = None
-    if sys.argv[1] == "uvloop":
-        import uvloop
-        factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
-        print(json.dumps(runner.run(_measure(float(sys.argv[2])))))
+    print(json.dumps(event_loop.run(_measure(float(sys.argv[2])), sys.argv[1])))

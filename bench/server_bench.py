@@ -15,7 +15,6 @@ import asyncio
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.clients import cloudflare_wrangler
+from tests.net import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 JS_WORKER = ROOT / "bench" / "workers" / "workerd_js"
@@ -123,12 +123,6 @@ def _npm_wrangler() -> Path | str:
         return f"no Cloudflare wrangler from npm: {exc}"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _workerd_config(project: Path, state: Path, port: int) -> Path:
     """workerd's own config for the JS worker: one socket, its Durable Objects on SQLite on disk."""
     state.mkdir(parents=True, exist_ok=True)
@@ -157,11 +151,11 @@ async def bench_workerd(n: int, seconds: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp) / "js"
         shutil.copytree(JS_WORKER, project)
-        port = _free_port()
+        port = free_port()
         config = _workerd_config(project, Path(tmp) / "workerd-state", port)
         processes = [Process([str(wrangler_js.parent / "workerd"), "serve", str(config), "--experimental",
                               "--verbose"], "", cwd=project, ready_url=f"http://127.0.0.1:{port}/hello"),
-                     Process([str(wrangler_js), "dev", "--ip", "127.0.0.1", "--port", str(_free_port()),
+                     Process([str(wrangler_js), "dev", "--ip", "127.0.0.1", "--port", str(free_port()),
                               "--persist-to", str(Path(tmp) / "js-state")], r"Ready on (http://127\.0\.0\.1:\d+)",
                              cwd=project, env={"CI": "true", "WRANGLER_SEND_METRICS": "false"}),
                      Process([sys.executable, "-m", "wrangler", "dev", "-c", "bench/workers/hello/wrangler.toml",

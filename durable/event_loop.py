@@ -14,9 +14,9 @@ T = TypeVar("T")
 CHOICE_ENV = "DURABLE_EVENT_LOOP"
 
 
-def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's loop unless the environment asks for asyncio's (None: asyncio's default)."""
-    if os.environ.get(CHOICE_ENV, "uvloop") == "asyncio":
+def loop_factory(choice: str | None = None) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop unless `choice` (by default the environment's) is "asyncio" (None: asyncio's)."""
+    if (choice or os.environ.get(CHOICE_ENV, "uvloop")) == "asyncio":
         return None
     try:
         import uvloop
@@ -25,7 +25,7 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-def run(main: Coroutine[Any, Any, T]) -> T:
+def run(main: Coroutine[Any, Any, T], choice: str | None = None) -> T:
     """`asyncio.run` on the chosen loop."""
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=loop_factory(choice)) as runner:
         return runner.run(main)

@@ -255,13 +255,16 @@ async def stop_background(env: Any, timeout_s: float = 10.0) -> None:
         await asyncio.gather(*late, return_exceptions=True)
 
 
+def _pool(env: Any, binding: str) -> Any:
+    """The worker's MongoPool object (`id_from_name("global")`), reached with local-only calls."""
+    return getattr(env, binding).get_by_name("global")
+
+
 async def pooled_database(env: Any, binding: str = "MONGO_POOL") -> AsyncDatabase[dict[str, Any]]:
-    """The worker's database from its MongoPool object (`id_from_name("global")`, local-only call)."""
-    pool = getattr(env, binding)
-    return await pool.get(pool.id_from_name("global")).local("database")
+    """The worker's database from its MongoPool object."""
+    return await _pool(env, binding).local("database")
 
 
 async def database_known_down(env: Any, binding: str = "MONGO_POOL") -> bool:
     """Whether the worker's MongoPool has seen its server fail and not come back (no round trip)."""
-    pool = getattr(env, binding)
-    return bool(await pool.get(pool.id_from_name("global")).local("known_down"))
+    return bool(await _pool(env, binding).local("known_down"))
