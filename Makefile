@@ -28,8 +28,9 @@ test: system
 test-on: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# iproute2 (ip, tc) for the network-fault tests' namespaced hosts, and Prometheus (its server and
-# promtool) for the alerting rules' tests: installed when root and missing
+# iproute2 (ip, tc) for the network-fault tests' namespaced hosts, Prometheus (its server and
+# promtool) for the alerting rules' tests, Chromium and its driver for the dashboard's browser
+# test: installed when root and missing
 system:
 	@command -v ip >/dev/null && command -v tc >/dev/null || \
 	  { [ "$$(id -u)" = 0 ] && (apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null); } || \
@@ -38,6 +39,10 @@ system:
 	  { [ "$$(id -u)" = 0 ] && (apt-get update -qq && \
 	    apt-get install -y -qq --no-install-recommends prometheus >/dev/null); } || \
 	  echo "prometheus is missing and this is not root: install it (apt-get install prometheus) for the rules' tests"
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && (apt-get update -qq && \
+	    apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null); } || \
+	  echo "chromium is missing and this is not root: the dashboard's browser test will be skipped"
 
 # the shop on three namespaced hosts with their own addresses (root), until Ctrl-C
 lab: $(STAMP) system

@@ -16,6 +16,7 @@ from .accounts_bench import bench_accounts
 from .base_bench import bench_base
 from .baseline_bench import bench_baseline
 from .cluster_bench import bench_cluster
+from .dashboard_bench import bench_dashboard
 from .gateway_bench import bench_gateway
 from .images_bench import bench_images
 from .loop_bench import bench_loops
@@ -49,6 +50,7 @@ async def main(quick: bool) -> dict[str, Any]:
                            "payments": await bench_payments(quick),
                            "accounts": await bench_accounts(quick),
                            "metrics": await bench_metrics(quick),
+                           "dashboard": {"hello": await bench_dashboard(quick)},
                            "images": await bench_images(quick),
                            "cluster": await bench_cluster(quick)}}
 

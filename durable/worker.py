@@ -110,6 +110,7 @@ class Worker:
             raise ConfigError(config.path, "main", f"{config.main} defines no fetch handler: an ASGI `app`, "
                               f"a `Default(WorkerEntrypoint)` class or an `on_fetch` function")
         self.scheduled_paths: frozenset[str] = frozenset()  # set by `wrangler dev`: GET <path>?cron=… runs one
+        self.last_scheduled: dict[str, dict[str, Any]] = {}  # cron → {at (ms), outcome} of its last run here
         self.env: Env | None = None
         self.hosts: dict[str, ObjectHost] = {}
         self.rpc = ObjectCallServer(self.name, internal_key, self.hosts, lambda: self.request_budget_s)
@@ -384,6 +385,7 @@ class Worker:
             token.var.reset(token)
             if self._tracing_wanted(self.name):
                 self._on_trace(capture.event())
+            self.last_scheduled[cron] = {"at": scheduled_ms, "outcome": capture.outcome}
         return capture.outcome
 
     async def _test_scheduled(self, scope: dict[str, Any], send: Any) -> None:

@@ -50,6 +50,8 @@ def _dev_command(sub: Any) -> None:
                      help="run every worker as this many node processes of one cluster (default 1: one process)")
     dev.add_argument("--test-scheduled", action="store_true",
                      help="serve /__scheduled?cron=… on each worker: runs its scheduled handler now (as wrangler)")
+    dev.add_argument("--no-dashboard", dest="dashboard", action="store_false",
+                     help="do not serve the dashboard on the operator listener")
     dev.add_argument("--alarm-backoff", type=float, default=2.0, help=argparse.SUPPRESS)
     dev.add_argument("--cluster-member", action="store_true", help=argparse.SUPPRESS)  # a node of `dev --nodes`
     cluster_options(dev, hidden=True)
@@ -79,10 +81,13 @@ def _serve_command(sub: Any) -> None:
                        help="serve GET /metrics (Prometheus) on this port of the internal address (several workers: "
                             "this and the next ones, in start order); with METRICS_TOKEN set a scrape needs "
                             "Authorization: Bearer $METRICS_TOKEN")
+    serve.add_argument("--dashboard-port", type=int, default=None,
+                       help="serve the dashboard on this port of the internal address (several workers: this and "
+                            "the next ones, in start order); needs DASHBOARD_TOKEN (open /dashboard/?token=… once)")
     serve.add_argument("--env-file", default=None, metavar="PATH",
                        help="KEY=VALUE lines added to the workers' environment, read again at each reload "
                             "(SIGHUP replaces the worker processes one at a time; e.g. a new DURABLE_VERSION)")
-    for fd_flag in ("--public-fd", "--internal-fd", "--tail-fd", "--metrics-fd", "--ready-fd"):  # from the supervisor to a child
+    for fd_flag in ("--public-fd", "--internal-fd", "--tail-fd", "--metrics-fd", "--dashboard-fd", "--ready-fd"):  # from the supervisor to a child
         serve.add_argument(fd_flag, type=int, default=None, help=argparse.SUPPRESS)
 
 

@@ -13,6 +13,8 @@ from durable.config import ConfigError, WorkerConfig
 from durable.dev.local_servers import ANNOUNCED
 from durable.dev.registry import RegistryEntry, register, unregister
 from durable.env import read_dev_vars
+from durable.observe.dashboard import PREFIX as DASHBOARD
+from durable.observe.dashboard import add_dashboard
 from durable.observe.logs import setup_logging
 from durable.observe.metrics import RuntimeCollector
 from durable.observe.metrics_api import METRICS_PATH, announce_target, metrics_handler
@@ -128,6 +130,8 @@ async def _serve(args: argparse.Namespace, configs: list[WorkerConfig], persist_
                    for c, sock in zip(runtime.configs, sockets)]
         operator_app = create_tail_app(runtime.hub, set(runtime.workers))  # tail API and /metrics
         operator_app.router.add_get(METRICS_PATH, metrics_handler([RuntimeCollector(runtime)]))
+        if getattr(args, "dashboard", True):
+            add_dashboard(operator_app, runtime, {c.name: s.url for c, s in zip(runtime.configs, servers)})
         tail_server = TailServer(operator_app, bind(ip, 0))
         for server in (*servers, tail_server):
             await server.start()
@@ -138,7 +142,7 @@ async def _serve(args: argparse.Namespace, configs: list[WorkerConfig], persist_
                                    persist_to=str(persist_to)))
             names.append(config.name)
 
-        _print_banner(runtime, primary, servers, tail_server.url, persist_to)
+        _print_banner(runtime, primary, servers, tail_server.url, persist_to, getattr(args, "dashboard", True))
         node_id = runtime.node.node_id if runtime.node is not None else "dev"
         target = announce_target(persist_to, f"{node_id}-{os.getpid()}", tail_server.url, {"node": node_id})
         primary_url = servers[runtime.configs.index(primary)].url
@@ -176,7 +180,7 @@ def _bind_workers(args: argparse.Namespace, configs: list[WorkerConfig], primary
 
 
 def _print_banner(runtime: Runtime, primary: WorkerConfig, servers: list[Server], operator_url: str,
-                  persist_to: Path) -> None:
+                  persist_to: Path, dashboard: bool) -> None:
     width = max(len(c.name) for c in runtime.configs)
     node = f" as cluster node {runtime.node.node_id}" if runtime.node is not None else ""
     print(f"⎔ Starting {len(runtime.configs)} worker(s){node}; state in {persist_to}", flush=True)
@@ -185,5 +189,7 @@ def _print_banner(runtime: Runtime, primary: WorkerConfig, servers: list[Server]
         print(f"  {config.name:<{width}}  {server.url}{tag}", flush=True)
     print(f"  {'tail API':<{width}}  {operator_url}", flush=True)
     print(f"  {'metrics':<{width}}  {operator_url}{METRICS_PATH}", flush=True)
+    if dashboard:
+        print(f"  {'dashboard':<{width}}  {operator_url}{DASHBOARD}/", flush=True)
     for label, url in ANNOUNCED.items():  # local stand-ins' pages (captured mail, …)
         print(f"  {label:<{width}}  {url}", flush=True)

@@ -19,10 +19,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from aiohttp import web
 from dotenv import dotenv_values
 from prometheus_client.multiprocess import mark_process_dead
 
 from durable.config import ConfigError, WorkerConfig, is_development
+from durable.observe.dashboard import PREFIX as DASHBOARD
+from durable.observe.dashboard import add_dashboard
 from durable.observe.logs import setup_logging
 from durable.observe.metrics import RuntimeCollector
 from durable.observe.metrics_api import METRICS_PATH, create_metrics_app
@@ -114,6 +117,9 @@ async def run_serve(args: argparse.Namespace) -> int:
     if metrics_token is not None and len(metrics_token.encode()) < MIN_TAIL_TOKEN_BYTES:
         found.append("METRICS_TOKEN is shorter than 32 bytes: set a long random one, or leave it unset and "
                      "keep --metrics-port on a network only Prometheus reaches")
+    if args.dashboard_port is not None and len(os.environ.get("DASHBOARD_TOKEN", "").encode()) < MIN_TAIL_TOKEN_BYTES:
+        found.append("DASHBOARD_TOKEN is missing or shorter than 32 bytes: set a long random one to serve the "
+                     "dashboard (it shows stored objects and live requests)")
     refuse_if_any(found)
     if len(configs) == 1:
         return await serve_one(args, configs[0])
@@ -136,6 +142,8 @@ async def serve_one(args: argparse.Namespace, config: WorkerConfig) -> int:
     tail_sock = listening(args.tail_fd, ip, args.tail_port) if args.tail_port is not None else None
     metrics_sock = (listening(args.metrics_fd, internal_ip(args, ip), args.metrics_port)
                     if args.metrics_port is not None else None)
+    dashboard_sock = (listening(args.dashboard_fd, internal_ip(args, ip), args.dashboard_port)
+                      if args.dashboard_port is not None else None)
     await runtime.start()
     worker = runtime.workers[config.name]
     frames = websocket_max_bytes(config.vars)
@@ -147,6 +155,7 @@ async def serve_one(args: argparse.Namespace, config: WorkerConfig) -> int:
     settle_heap()
     tail_server = await _tail_api(runtime, config, tail_sock)
     metrics_server = await _metrics_api(runtime, config, metrics_sock)
+    dashboard_server = await _dashboard(runtime, config, dashboard_sock, server.url)
     log.info("%s ready on %s (internal listener %s)", config.name, server.url, internal.url,
              extra={"worker": config.name, "url": server.url, "internal_url": internal.url, "event": "ready"})
     print(f"[wrangler:info] Ready on {server.url}", file=sys.stderr, flush=True)
@@ -157,8 +166,9 @@ async def serve_one(args: argparse.Namespace, config: WorkerConfig) -> int:
         log.info("%s stopping: finishing requests in flight (up to %g s)", config.name, args.grace,
                  extra={"worker": config.name, "event": "stopping"})
     finally:
-        if tail_server is not None:
-            await tail_server.stop()
+        for operator_server in (tail_server, dashboard_server):
+            if operator_server is not None:
+                await operator_server.stop()
         await runtime.depart()   # a cluster node hands its shards off while it still answers
         await server.stop()      # stop accepting; in-flight requests finish within the grace period
         await internal.stop()    # (other processes' calls to our objects, too)
@@ -210,6 +220,23 @@ async def _metrics_api(runtime: Runtime, config: WorkerConfig, sock: socket.sock
     return metrics_server
 
 
+async def _dashboard(runtime: Runtime, config: WorkerConfig, sock: socket.socket | None, url: str
+                     ) -> TailServer | None:
+    """The dashboard of this worker process, on the internal address, behind DASHBOARD_TOKEN."""
+    if sock is None:
+        return None
+    token = os.environ["DASHBOARD_TOKEN"]  # run_serve's preflight refused a missing or weak one
+    redactor.add(token)
+    app = web.Application()
+    add_dashboard(app, runtime, {config.name: url}, token=token)
+    dashboard_server = TailServer(app, sock)
+    await dashboard_server.start()
+    log.info("%s dashboard on %s%s/", config.name, dashboard_server.url, DASHBOARD,
+             extra={"worker": config.name, "dashboard_url": f"{dashboard_server.url}{DASHBOARD}/",
+                    "event": "dashboard_ready"})
+    return dashboard_server
+
+
 def _tell_supervisor_ready(args: argparse.Namespace) -> None:
     """The supervisor waits for this before it stops the process this one replaces."""
     if args.ready_fd is None:
@@ -239,6 +266,9 @@ def child_command(args: argparse.Namespace, config: WorkerConfig, sockets: Child
     if sockets.metrics is not None:
         command += ["--metrics-port", str(sockets.metrics.getsockname()[1]),
                     "--metrics-fd", str(sockets.metrics.fileno())]
+    if sockets.dashboard is not None:
+        command += ["--dashboard-port", str(sockets.dashboard.getsockname()[1]),
+                    "--dashboard-fd", str(sockets.dashboard.fileno())]
     for flag, value in (("--env", args.env), ("--ip", args.ip), ("--persist-to", args.persist_to),
                         ("--internal-ip", args.internal_ip),
                         ("--internal-tls-cert", args.internal_tls_cert), ("--internal-tls-key", args.internal_tls_key),
@@ -267,9 +297,11 @@ class ChildSockets:
     internal: socket.socket
     tail: socket.socket | None = None
     metrics: socket.socket | None = None
+    dashboard: socket.socket | None = None
 
     def fds(self) -> tuple[int, ...]:
-        return tuple(s.fileno() for s in (self.public, self.internal, self.tail, self.metrics) if s is not None)
+        return tuple(s.fileno() for s in (self.public, self.internal, self.tail, self.metrics, self.dashboard)
+                     if s is not None)
 
 
 def child_environment(args: argparse.Namespace) -> dict[str, str]:
@@ -297,7 +329,7 @@ class RollFailed(Exception):
 def bind_children(args: argparse.Namespace, configs: list[WorkerConfig],
                   ordered: list[WorkerConfig]) -> dict[str, ChildSockets]:
     """Every worker's sockets, bound here once: the primary on --port, the others on their [dev]
-    ports (or any), tail and metrics ports numbered in start order."""
+    ports (or any), tail, metrics and dashboard ports numbered in start order."""
     primary = primary_worker(configs, bool(args.config), ordered)
     ip = args.ip or primary.dev.ip or DEFAULT_IP
     inner_ip = internal_ip(args, ip)
@@ -305,13 +337,15 @@ def bind_children(args: argparse.Namespace, configs: list[WorkerConfig],
     for index, config in enumerate(ordered):
         wanted = (args.port if args.port is not None else (primary.dev.port or DEFAULT_PORT)) if config is primary \
             else (config.dev.port or 0)
-        tail = metrics = None
+        tail = metrics = dashboard = None
         if args.tail_port is not None:
             tail = bind(ip, 0 if args.tail_port == 0 else args.tail_port + index)
         if args.metrics_port is not None:
             metrics = bind(inner_ip, 0 if args.metrics_port == 0 else args.metrics_port + index)
+        if args.dashboard_port is not None:
+            dashboard = bind(inner_ip, 0 if args.dashboard_port == 0 else args.dashboard_port + index)
         sockets[config.name] = ChildSockets(bind(ip, wanted, fallback_to_any=config is not primary),
-                                            bind(inner_ip, 0), tail, metrics)
+                                            bind(inner_ip, 0), tail, metrics, dashboard)
     return sockets
 
 

@@ -14,6 +14,7 @@ import os
 import secrets
 import socket
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("durable.cluster")
 
 DRAIN_TIMEOUT_S = 5.0
+RECENT_KEPT = 100  # shard events kept for onlookers (the dashboard)
 
 
 @dataclass
@@ -85,6 +87,7 @@ class ClusterNode:
         self._joining: asyncio.Task[None] | None = None  # joining in the background (the database was away)
         self._heart: Heart | None = None
         self.handoffs = 0
+        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_KEPT)  # shards taken and lost here, newest last
         self.fenced = 0
         self.suspicion = Suspicion(self.node_id, self.membership.suspect, self.refresh)
 
@@ -218,6 +221,7 @@ class ClusterNode:
                 log.warning("cluster: could not give back %s shard %d on the way out: %s", namespace, shard, exc)
             return None
         self.owned[key] = epoch
+        self._note("took", namespace, shard, epoch)
         metrics.CLUSTER_LEASES.labels(namespace).inc()
         log.info("cluster: %s took %s shard %d at epoch %d", self.node_id, namespace, shard, epoch,
                  extra={"event": "shard_acquired", "namespace": namespace, "shard": shard, "epoch": epoch})
@@ -239,9 +243,15 @@ class ClusterNode:
             namespace, _, shard = lid.rpartition("/")
             self._drop((namespace, int(shard)), "fenced: another node holds the lease now")
 
+    def _note(self, event: str, namespace: str, shard: int, epoch: int, reason: str = "") -> None:
+        self.recent.append({"at": time.time(), "event": event, "namespace": namespace, "shard": shard,
+                            "epoch": epoch, "reason": reason})
+
     def _drop(self, key: tuple[str, int], reason: str, handed_off: bool = False) -> None:
         namespace, shard = key
-        if self.owned.pop(key, None) is not None:
+        epoch = self.owned.pop(key, None)
+        if epoch is not None:
+            self._note("handed off" if handed_off else "lost", namespace, shard, epoch, reason)
             (metrics.CLUSTER_HANDOFFS if handed_off else metrics.CLUSTER_LEASE_LOSSES).labels(namespace).inc()
             log.warning("cluster: %s lost %s shard %d (%s)", self.node_id, namespace, shard, reason,
                         extra={"event": "shard_lost", "namespace": namespace, "shard": shard})

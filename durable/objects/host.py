@@ -177,6 +177,25 @@ class ObjectHost:
     def live_count(self) -> int:
         return len(self._live)
 
+    def live_info(self, object_id: str) -> dict[str, Any] | None:
+        """An onlooker's view of one live instance (the dashboard); None when not live here."""
+        live = self._live.get(object_id)
+        if live is None:
+            return None
+        return {"id": object_id, "name": live.state.id.name, "inflight": live.inflight,
+                "idleS": round(time.monotonic() - live.last_used, 1), "sockets": len(self._sockets.get(object_id, ()))}
+
+    def alarms_set(self) -> list[tuple[str, int]]:
+        """The alarms armed in this process: (object id, epoch ms), soonest first."""
+        loop_now, wall = asyncio.get_running_loop().time(), time.time()
+        return sorted(((key, int((wall + timer.when() - loop_now) * 1000)) for key, timer in self._timers.items()),
+                      key=lambda item: item[1])
+
+    def live_list(self) -> list[dict[str, Any]]:
+        """Every live instance here, most recently used first."""
+        infos = [self.live_info(key) for key in sorted(self._live, key=lambda k: -self._live[k].last_used)]
+        return [info for info in infos if info is not None]
+
     # -- instances ------------------------------------------------------------------------
     def _instance(self, object_id: DurableObjectId) -> _Live:
         key = str(object_id)
@@ -338,7 +357,7 @@ class ObjectHost:
 
     async def _run_alarm(self, key: str, scheduled_ms: int, retry: int) -> None:
         object_id = DurableObjectId(key)
-        capture = TraceCapture(self.script_name, {"scheduledTime": _iso(scheduled_ms)})
+        capture = TraceCapture(self.script_name, {"scheduledTime": _iso(scheduled_ms)}, object_id=key)
         try:
             with capture:
                 info = AlarmInvocationInfo(retry_count=retry, is_retry=retry > 0)

@@ -49,7 +49,7 @@ class LocalTransport:
         if trace is not None:
             trace = trace.child()
         capture = (TraceCapture(self.host.script_name, {"rpc": {"class": self.host.class_name, "method": method}},
-                                trace) if tailed else None)
+                                trace, object_id=str(object_id)) if tailed else None)
         span = None
         if spans is not None and trace is not None:
             span = spans.start(f"{self.host.class_name}.{method}", trace, "server",

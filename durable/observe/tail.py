@@ -90,8 +90,10 @@ _LEVELS = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warn"
 class TraceCapture:
     """Collects one event's logs, exceptions and outcome into one trace event."""
 
-    def __init__(self, script_name: str, event: dict[str, Any], trace: TraceContext | None = None) -> None:
+    def __init__(self, script_name: str, event: dict[str, Any], trace: TraceContext | None = None,
+                 object_id: str | None = None) -> None:
         self.script_name = script_name
+        self.object_id = object_id  # a Durable Object's event: which object (the dashboard follows one)
         self.event_info = event
         self.trace = trace
         self.timestamp = now_ms()
@@ -122,6 +124,8 @@ class TraceCapture:
     def event(self) -> dict[str, Any]:
         trace = {} if self.trace is None else {"requestId": self.trace.request_id,
                                                 "traceparent": self.trace.traceparent}
+        if self.object_id is not None:
+            trace["durableObjectId"] = self.object_id
         return {
             **trace,
             "scriptName": self.script_name,

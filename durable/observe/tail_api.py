@@ -139,36 +139,40 @@ class _TailApi:
         return _envelope(None)
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
-        tail_id = request.match_info["tail_id"]
-        session = self.hub.sessions.get(tail_id)
-        ws = web.WebSocketResponse(protocols=("trace-v1",), heartbeat=30)
-        await ws.prepare(request)
-        if session is None:
-            await ws.close(code=1008, message=b"unknown tail")
-            return ws
+        return await stream_tail(self.hub, request, request.match_info["tail_id"])
 
-        async def drain_client() -> None:  # the client sends {"debug": false}; nothing else matters
-            async for _ in ws:
-                pass
 
-        reader = asyncio.ensure_future(drain_client())
-        try:
-            while not session.closed.is_set() and not reader.done():
-                getter = asyncio.ensure_future(session.queue.get())
-                closer = asyncio.ensure_future(session.closed.wait())
-                done, _ = await asyncio.wait({getter, closer, reader}, return_when=asyncio.FIRST_COMPLETED)
-                closer.cancel()
-                if getter in done:
-                    await ws.send_str(json.dumps(getter.result()))
-                else:
-                    getter.cancel()
-        except (ConnectionResetError, RuntimeError):
-            pass  # the client went away mid-send
-        finally:
-            reader.cancel()
-            self.hub.delete(tail_id)
-            await ws.close()
+async def stream_tail(hub: TailHub, request: web.Request, tail_id: str) -> web.StreamResponse:
+    """One tail's events over a WebSocket (`trace-v1`), until either side closes; then the tail goes."""
+    session = hub.sessions.get(tail_id)
+    ws = web.WebSocketResponse(protocols=("trace-v1",), heartbeat=30)
+    await ws.prepare(request)
+    if session is None:
+        await ws.close(code=1008, message=b"unknown tail")
         return ws
+
+    async def drain_client() -> None:  # the client sends {"debug": false}; nothing else matters
+        async for _ in ws:
+            pass
+
+    reader = asyncio.ensure_future(drain_client())
+    try:
+        while not session.closed.is_set() and not reader.done():
+            getter = asyncio.ensure_future(session.queue.get())
+            closer = asyncio.ensure_future(session.closed.wait())
+            done, _ = await asyncio.wait({getter, closer, reader}, return_when=asyncio.FIRST_COMPLETED)
+            closer.cancel()
+            if getter in done:
+                await ws.send_str(json.dumps(getter.result()))
+            else:
+                getter.cancel()
+    except (ConnectionResetError, RuntimeError):
+        pass  # the client went away mid-send
+    finally:
+        reader.cancel()
+        hub.delete(tail_id)
+        await ws.close()
+    return ws
 
 
 class TailServer:

@@ -175,6 +175,11 @@ class Engine:
                 return layer.alarm
         return self._committed_alarm(object_id)
 
+    async def peek(self, object_id: str, limit: int) -> tuple[list[tuple[str, bytes]], int | None]:
+        """An onlooker's read (the dashboard): up to `limit` keys and the alarm, touching no cache
+        and no instance. Here: what a read would see, staged writes included."""
+        return self.list(object_id, KeyRange(), False, limit), self.read_alarm(object_id)
+
     # -- objects coming and going (back ends that keep objects in memory override these) ------
     async def load(self, object_id: str) -> None:
         """Make the object's committed state readable without waiting (before it runs)."""

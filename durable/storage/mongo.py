@@ -48,6 +48,7 @@ FenceOf = Callable[[str], "tuple[str, int]"]
 
 class MongoEngine(Engine):
     """One namespace's objects in MongoDB, each commit fenced by the shards' lease epochs."""
+    kind = "MongoDB"  # what onlookers are told it stores in
 
     def __init__(self, db: AsyncDatabase, namespace: str, *, node_id: str, leases: str,
                  fence_of: FenceOf, shard_of: Callable[[str], int],
@@ -275,6 +276,16 @@ class MongoEngine(Engine):
 
     def all_alarms(self) -> list[tuple[str, int]]:
         return []  # alarms are adopted shard by shard, by the node that owns the shard
+
+    async def peek(self, object_id: str, limit: int) -> tuple[list[tuple[str, bytes]], int | None]:
+        """Live here: what it reads. Elsewhere: what is committed in the database, read without
+        `load` (whose cache would outlive the owner's next commit and serve it stale here later)."""
+        if self.loaded(object_id):
+            return await super().peek(object_id, limit)
+        rows = [(doc["k"], bytes(doc["v"])) async for doc in
+                self._kv.find({"o": object_id}, {"k": 1, "v": 1}).sort("k", 1).limit(limit)]
+        alarm = await self._alarms.find_one({"_id": object_id}, {"at": 1})
+        return rows, None if alarm is None else int(alarm["at"])
 
     async def _close_backend(self) -> None:
         self._objects.clear()

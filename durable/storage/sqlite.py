@@ -22,6 +22,7 @@ ID_FORMAT = 1  # PRAGMA user_version: 1 = object ids carry their namespace's mar
 
 class StorageEngine(Engine):
     """The SQLite database of one namespace, with a single group-committing writer thread."""
+    kind = "SQLite"  # what onlookers are told it stores in
 
     def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
         super().__init__()

@@ -26,7 +26,8 @@ def fx_args(tmp_path: Path) -> list[str]:
 
 def test_dev_runs_all_four_and_answers_health_through_the_gateway_and_directly(shop, _isolated_registry) -> None:
     assert set(shop.urls) == {"rest-shop-api", "rest-shop-payments", "rest-shop-gateway", "rest-shop-images", "tail",
-                              "mailbox", "metrics"}
+                              "mailbox", "metrics", "dashboard"}
+    assert shop.urls["dashboard"] == shop.urls["tail"] + "/dashboard/"  # on the operator listener
     assert shop.ready_url == shop.urls["rest-shop-gateway"]
     for name in ("rest-shop-api", "rest-shop-payments", "rest-shop-gateway", "rest-shop-images"):
         status, body = http("GET", shop.urls[name] + "/health")

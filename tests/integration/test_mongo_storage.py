@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient, MongoClient
 
+from durable import codec
 from durable.errors import NotOwner
 from durable.storage import DurableObjectStorage
 from durable.storage.mongo import Fenced, MongoEngine
@@ -150,3 +151,23 @@ async def test_ids_stored_before_the_namespace_mark_are_moved_once(world: Any) -
     assert await db["do.ns.kv"].count_documents({"o": old}) == 0
     assert [doc["_id"] for doc in await db["do.ns.alarms"].find({}).to_list()] == [new]
     assert await engine.remark_ids(convert) == 0  # marked done: a later start converts nothing
+
+
+async def test_an_onlooker_s_peek_reads_the_database_and_fills_no_cache(world: Any, mongo_uri: str) -> None:
+    """The dashboard's read of an object live elsewhere: what is committed, and nothing kept that a
+    later owner here would take for the object's state."""
+    db, lease, engine = world
+    await engine.load(OBJ)
+    storage = DurableObjectStorage(engine, OBJ)
+    await storage.put({"a": 1, "b": "two"})
+    await storage.set_alarm(4_102_444_800_000)
+    await storage.sync()
+    engine.forget(OBJ)  # live on another node now
+    rows, alarm = await engine.peek(OBJ, 10)
+    assert [k for k, _ in rows] == ["a", "b"] and alarm == 4_102_444_800_000
+    assert not engine.loaded(OBJ)
+    # the owner elsewhere writes again: a load here (this node takes the shard) sees that write
+    MongoClient(mongo_uri)[db.name]["do.ns.kv"].update_one({"_id": f"{OBJ}/a"}, {"$set": {"v": codec.encode(3)}})
+    await engine.load(OBJ)
+    assert await DurableObjectStorage(engine, OBJ).get("a") == 3
+
