@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import heapq
 import inspect
 import logging
 import time
@@ -191,10 +192,10 @@ class ObjectHost:
         return sorted(((key, int((wall + timer.when() - loop_now) * 1000)) for key, timer in self._timers.items()),
                       key=lambda item: item[1])
 
-    def live_list(self) -> list[dict[str, Any]]:
-        """Every live instance here, most recently used first."""
-        infos = [self.live_info(key) for key in sorted(self._live, key=lambda k: -self._live[k].last_used)]
-        return [info for info in infos if info is not None]
+    def live_list(self, limit: int) -> list[dict[str, Any]]:
+        """The `limit` live instances here used most recently, most recent first."""
+        recent = heapq.nlargest(limit, self._live, key=lambda k: self._live[k].last_used)
+        return [info for info in map(self.live_info, recent) if info is not None]
 
     # -- instances ------------------------------------------------------------------------
     def _instance(self, object_id: DurableObjectId) -> _Live:

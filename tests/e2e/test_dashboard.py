@@ -52,6 +52,9 @@ def shop(dev_process: Any, tmp_path: Path, mongo_uri: str) -> Iterator[dict[str,
                           extra_env={"MONGODB_URI": mongo_uri, "JWT_KEY": JWT_KEY, "DURABLE_DASHBOARD_STEP_S": "1"})
     urls = _node_urls(process.banner)
     assert sorted(urls) == [0, 1] and all("dashboard" in u for u in urls.values()), process.banner
+    for node in urls.values():  # a page of another site whose name points here (DNS rebinding) reads nothing
+        for path in (node["dashboard"] + "api/overview", node["tail API"] + "/scripts"):
+            assert requests.get(path, headers={"Host": "rebound.example"}, timeout=10).status_code == 403
     yield {"process": process, "urls": urls, "db": db,
            "admin": mint_token(db, JWT_KEY, "admin", str(ObjectId()), "admin@x"),
            "user": mint_token(db, JWT_KEY, "user", str(ObjectId()), "shopper@x")}
@@ -90,7 +93,7 @@ def test_every_view_shows_the_live_shop(shop: dict[str, Any]) -> None:
         _tail_view(window, node0["rest-shop-gateway"], product_id)
         _cluster_view(window, shop["urls"][1])
         _show(window, "schedules")
-        assert wait_until(lambda: _text(window, "#crons tbody").strip(), 10)
+        assert wait_until(lambda: "no cron triggers" in _text(window, "#crons tbody"), 10)  # the shop has none
         screenshot(window, "dashboard-schedules")
         assert console_errors(window) == []
 
@@ -248,7 +251,12 @@ async def _tail_through_the_dashboard(board: str, worker: str) -> None:
             assert refused.status == 401
         async with session.post(board + "api/tails", json={"status": ["ok"]}, headers=auth) as opened:
             tails = (await opened.json())["tails"]
-        async with session.ws_connect(tails[0]["url"], protocols=("trace-v1",), headers=auth) as ws:
+        url = board.removesuffix("/dashboard/") + tails[0]["path"]
+        async with session.get(url) as without_token:
+            assert without_token.status == 401
+        async with session.get(url, headers=auth) as plain_get:  # not a WebSocket: must not use the tail up
+            assert plain_get.status == 400
+        async with session.ws_connect(url, protocols=("trace-v1",), headers=auth) as ws:
             await ws.send_str(json.dumps({"debug": False}))
             async with session.post(worker + "/incr/dashboard-tail") as incr:
                 assert incr.status == 200

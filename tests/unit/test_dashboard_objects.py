@@ -30,9 +30,15 @@ async def test_sql_is_read_only_and_tables_are_counted(tmp_path: Path) -> None:
     result = await objects.sql_query(runtime, "w", "Notes", "room-1", "SELECT body, raw FROM notes ORDER BY id")
     assert result["columns"] == ["body", "raw"]
     assert result["rows"] == [["hi", {"$bytes": "AP8=", "length": 2}], ["there", None]]
-    for write in ("DELETE FROM notes", "DROP TABLE notes", "INSERT INTO notes (body) VALUES ('x')"):
-        with pytest.raises(sqlite3.OperationalError):
+    attached, copy = tmp_path / "elsewhere.db", tmp_path / "copy.db"
+    for write in ("DELETE FROM notes", "DROP TABLE notes", "INSERT INTO notes (body) VALUES ('x')",
+                  f"ATTACH DATABASE '{attached}' AS other", f"VACUUM INTO '{copy}'", "PRAGMA query_only = OFF",
+                  "PRAGMA writable_schema = ON", "SELECT load_extension('x')", "CREATE TEMP TABLE t (a)"):
+        with pytest.raises(sqlite3.DatabaseError):
             await objects.sql_query(runtime, "w", "Notes", "room-1", write)
+    with pytest.raises(sqlite3.OperationalError, match="interrupted"):  # a query that never ends is stopped
+        await objects.sql_query(runtime, "w", "Notes", "room-1",
+                                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT max(i) FROM n")
     with sqlite3.connect(tmp_path / f"{oid}.sqlite") as db:
         assert db.execute("SELECT count(*) FROM notes").fetchone()[0] == 2
     with pytest.raises(objects.NotFound):

@@ -50,9 +50,10 @@ def test_totals_sum_routes_and_count_5xx_and_unanswered_as_errors() -> None:
 
 
 def test_the_sampler_keeps_one_point_per_step_for_each_worker() -> None:
-    clock = iter([0.0, 5.0, 10.0])
+    wall, elapsed = iter([1000.0, 995.0, 1010.0]), iter([0.0, 5.0, 10.0])  # the wall clock stepped back
     readings = iter([{"gw": Totals(requests=0)}, {"gw": Totals(requests=50)}, {}])
-    sampler = Sampler(["gw", "api"], read=lambda: next(readings), clock=lambda: next(clock))
+    sampler = Sampler(["gw", "api"], read=lambda: next(readings), clock=lambda: next(wall),
+                      span_clock=lambda: next(elapsed))
     sampler.sample()
     assert sampler.series() == {"gw": [], "api": []}
     sampler.sample()

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import math
 import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +24,13 @@ from ..tail import redactor
 
 KEYS_SHOWN = 200
 ROWS_SHOWN = 100
+QUERY_SECONDS = 2.0  # a query typed into the page is stopped after this
+# reading is all a query from the page may do: no writes, pragmas, ATTACH (it creates files) or
+# extensions; the connection is read-only besides, and its threads are its own (a slow query
+# never holds up the runtime's shared pool)
+_READS = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE})
+_REFUSED_FUNCTIONS = frozenset({"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer"})
+_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="dashboard-sql")
 
 
 class NotFound(LookupError):
@@ -79,11 +90,12 @@ async def inspect(runtime: Any, script: str, class_name: str, key: str) -> dict[
     worker, host = host_of(runtime, script, class_name)
     oid = object_id(worker, class_name, key)
     rows, alarm_ms = await host.engine.peek(str(oid), KEYS_SHOWN + 1)
+    rendered = await asyncio.to_thread(lambda: [_decoded(v) for _, v in rows[:KEYS_SHOWN]])  # values may be large
     live = host.live_info(str(oid))
     return {"worker": script, "class": class_name, "id": str(oid), "name": oid.name,
             "live": live is not None, "inflight": live["inflight"] if live else 0,
             "idleS": live["idleS"] if live else None,
-            "keys": [{"key": k, "bytes": len(v), "value": _decoded(v)} for k, v in rows[:KEYS_SHOWN]],
+            "keys": [{"key": k, "bytes": len(v), "value": text} for (k, v), text in zip(rows, rendered)],
             "moreKeys": len(rows) > KEYS_SHOWN,
             "alarm": None if alarm_ms is None else datetime.fromtimestamp(alarm_ms / 1000).astimezone().isoformat(),
             "alarmMs": alarm_ms,
@@ -98,10 +110,31 @@ def _sql_path(sql_dir: Path | str | None, oid: str) -> Path | None:
     return path if path.exists() else None
 
 
-def _read_only(path: Path) -> sqlite3.Connection:
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    connection.execute("PRAGMA query_only = ON")
-    return connection
+def _authorize(action: int, arg1: str | None, arg2: str | None, database: str | None, trigger: str | None) -> int:
+    if action not in _READS:
+        return sqlite3.SQLITE_DENY
+    if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in _REFUSED_FUNCTIONS:
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
+
+
+@contextlib.contextmanager
+def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
+    """The object's database opened to read (never created), every statement checked, stopped
+    after QUERY_SECONDS, and closed after."""
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    try:
+        connection.execute("PRAGMA query_only = ON")
+        connection.set_authorizer(_authorize)
+        give_up = time.monotonic() + QUERY_SECONDS
+        connection.set_progress_handler(lambda: int(time.monotonic() > give_up), 10_000)
+        yield connection
+    finally:
+        connection.close()
+
+
+async def _in_pool(work: Callable[[], Any]) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(_POOL, work)
 
 
 async def sql_tables(sql_dir: Path | str | None, oid: str) -> list[dict[str, Any]]:
@@ -116,11 +149,11 @@ async def sql_tables(sql_dir: Path | str | None, oid: str) -> list[dict[str, Any
             return [{"name": name, "sql": sql,
                      "rows": connection.execute(f'SELECT count(*) FROM "{name.replace(chr(34), chr(34) * 2)}"').fetchone()[0]}
                     for name, sql in found]
-    return await asyncio.to_thread(tables)
+    return await _in_pool(tables)
 
 
 async def sql_query(runtime: Any, script: str, class_name: str, key: str, query: str) -> dict[str, Any]:
-    """A read-only query in the object's SQL database (the connection refuses writes)."""
+    """A query that only reads, in the object's SQL database (sqlite3.DatabaseError otherwise)."""
     worker, host = host_of(runtime, script, class_name)
     path = _sql_path(host.sql_dir, str(object_id(worker, class_name, key)))
     if path is None:
@@ -133,7 +166,7 @@ async def sql_query(runtime: Any, script: str, class_name: str, key: str, query:
             rows = cursor.fetchmany(ROWS_SHOWN + 1)
         return {"columns": columns, "rows": [[_cell(v) for v in row] for row in rows[:ROWS_SHOWN]],
                 "more": len(rows) > ROWS_SHOWN}
-    return await asyncio.to_thread(run)
+    return await _in_pool(run)
 
 
 def _cell(value: Any) -> Any:
@@ -143,7 +176,3 @@ def _cell(value: Any) -> Any:
         return str(value)
     return value
 
-
-def live_objects(host: Any, limit: int = 50) -> list[dict[str, Any]]:
-    """The instances live in this process, most recently used first."""
-    return host.live_list()[:limit]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from pymongo.errors import PyMongoError
 
 from ..tail import TailFilters, cli_filters_to_api
 from ..tail_api import stream_tail
@@ -57,15 +58,25 @@ def _same(given: str, token: str) -> bool:
     return hmac.compare_digest(given.encode(), token.encode())
 
 
+def _loopback(address: str | None) -> bool:
+    try:
+        return address is not None and ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
 class Dashboard:
     """With `token` (production), a browser signs in once with `/dashboard/?token=…` (an HttpOnly,
-    SameSite=Strict cookie follows) and a script with `Authorization: Bearer`; without (dev), only
-    a local Host is answered."""
+    SameSite=Strict cookie follows, holding a MAC of the token, named for the port) and a script
+    with `Authorization: Bearer`. Without (dev), the listener answers only a Host that is an
+    address or localhost (no DNS rebinding), and the dashboard only this machine."""
 
     def __init__(self, runtime: Any, urls: dict[str, str], token: str | None = None) -> None:
         self.runtime = runtime
         self.urls = urls
         self.token = token
+        self.cookie = None if token is None else hmac.new(token.encode(), b"durable dashboard cookie",
+                                                          "sha256").hexdigest()
         self.sampler = Sampler(runtime.workers, self.totals)
         self._unclaimed: set[str] = set()
 
@@ -74,17 +85,21 @@ class Dashboard:
 
     @web.middleware
     async def guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self.token is None and not _local_host(request.host):  # the whole dev listener (the tail API too)
+            return _problem(403, "this listener answers only to this machine's addresses and localhost")
         if not request.path.startswith(PREFIX):
             return await handler(request)
+        cookie = f"{COOKIE}_{request.url.port or 0}"  # cookies are not kept apart by port: the name is
         if self.token is None:
-            if not _local_host(request.host):
-                return _problem(403, "the dashboard answers only to this machine's addresses and localhost")
+            if not _loopback(request.remote):
+                return _problem(403, "a dev dashboard answers only to this machine (wrangler serve "
+                                     "--dashboard-port serves one behind a token)")
         elif _same(request.query.get("token", ""), self.token):
             signed_in = web.HTTPSeeOther(request.path)  # the token leaves the address bar and the history
-            signed_in.set_cookie(COOKIE, self.token, httponly=True, samesite="Strict", path=PREFIX,
+            signed_in.set_cookie(cookie, self.cookie, httponly=True, samesite="Strict", path=PREFIX,
                                  secure=request.secure)
             raise signed_in
-        elif not (_same(request.cookies.get(COOKIE, ""), self.token)
+        elif not (_same(request.cookies.get(cookie, ""), self.cookie or "")
                   or _same(request.headers.get("Authorization", "").removeprefix("Bearer ").strip(), self.token)):
             return _problem(401, "sign in: open /dashboard/?token=<DASHBOARD_TOKEN> once, "
                                  "or send Authorization: Bearer <DASHBOARD_TOKEN>")
@@ -109,7 +124,7 @@ class Dashboard:
         return _json({"stepS": self.sampler.step_s, "workers": self.sampler.series()})
 
     async def cluster(self, request: web.Request) -> web.Response:
-        return _json(await views.cluster(self.runtime))
+        return _json(await views.cluster(self.runtime))  # (a lease table it cannot read is said in the view)
 
     async def schedules(self, request: web.Request) -> web.Response:
         return _json(await views.schedules(self.runtime))
@@ -122,6 +137,10 @@ class Dashboard:
             return _json(await objects.inspect(self.runtime, worker, class_name, key))
         except objects.NotFound as exc:
             return _problem(404, str(exc))
+        except PyMongoError as exc:  # the object's storage is away: say so, retryably
+            answer = _problem(503, f"the object's storage did not answer: {type(exc).__name__}")
+            answer.headers["Retry-After"] = "2"
+            return answer
 
     async def sql(self, request: web.Request) -> web.Response:
         if request.content_type != "application/json":  # a cross-site form cannot send it without a preflight
@@ -156,15 +175,15 @@ class Dashboard:
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             return _problem(400, f"bad tail filters: {exc}")
         wanted = body.get("workers") or list(self.runtime.workers)
-        if not isinstance(wanted, list) or not set(wanted) <= set(self.runtime.workers):
+        if not (isinstance(wanted, list) and all(isinstance(w, str) and w in self.runtime.workers for w in wanted)):
             return _problem(400, f"workers: some of {sorted(self.runtime.workers)}")
-        scheme = "wss" if request.secure else "ws"
-        sessions = [self.runtime.hub.create(script, filters) for script in wanted]
+        sessions = [self.runtime.hub.create(script, filters) for script in dict.fromkeys(wanted)]
         for session in sessions:
             self._unclaimed.add(session.id)
             asyncio.get_running_loop().call_later(UNCLAIMED_TAIL_S, self._close_unclaimed, session.id)
-        return _json({"tails": [{"worker": s.script_name, "id": s.id,
-                                 "url": f"{scheme}://{request.host}{PREFIX}/tail/{s.id}"} for s in sessions]})
+        # a path: the page makes it ws:// or wss:// as it was itself served (behind a TLS proxy too)
+        return _json({"tails": [{"worker": s.script_name, "id": s.id, "path": f"{PREFIX}/tail/{s.id}"}
+                                for s in sessions]})
 
     def _close_unclaimed(self, tail_id: str) -> None:
         if tail_id in self._unclaimed:
@@ -176,6 +195,8 @@ class Dashboard:
         tail_id = request.match_info["tail_id"]
         if tail_id not in self._unclaimed:
             return _problem(404, "no such tail, or it is being read already")
+        if request.headers.get("Upgrade", "").lower() != "websocket":  # a plain GET must not claim it
+            return _problem(400, "read a tail over a WebSocket (subprotocol trace-v1)")
         self._unclaimed.discard(tail_id)
         return await stream_tail(self.runtime.hub, request, tail_id)
 

@@ -8,6 +8,7 @@ opened now already shows the last quarter of an hour.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import time
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..metrics import WALL_BUCKETS, RequestMeter
+
+log = logging.getLogger("durable.dashboard")
 
 STEP_S = float(os.environ.get("DURABLE_DASHBOARD_STEP_S", 5.0))  # (the browser test takes 1 s)
 WINDOW_S = 15 * 60.0
@@ -91,22 +94,23 @@ class Sampler:
     """The last WINDOW_S of each worker's request figures, one point per STEP_S."""
 
     def __init__(self, workers: Iterable[str], read: Callable[[], dict[str, Totals]], step_s: float = STEP_S,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, span_clock: Callable[[], float] = time.monotonic) -> None:
         self.workers = list(workers)
         self.step_s = step_s
         self._read = read
-        self._clock = clock
+        self._clock = clock  # the time a point is stamped with
+        self._span_clock = span_clock  # the time between readings (a wall clock may step)
         size = int(WINDOW_S / step_s)
         self.points: dict[str, deque[dict[str, Any]]] = {w: deque(maxlen=size) for w in self.workers}
         self._last: tuple[float, dict[str, Totals]] | None = None
         self._task: asyncio.Task[None] | None = None
 
     def sample(self) -> None:
-        now, totals = self._clock(), self._read()
+        at, now, totals = self._clock(), self._span_clock(), self._read()
         if self._last is not None:
             then, before = self._last
             for worker in self.workers:
-                self.points[worker].append(point(now, max(now - then, 1e-6), totals.get(worker, Totals()),
+                self.points[worker].append(point(at, max(now - then, 1e-6), totals.get(worker, Totals()),
                                                  before.get(worker, Totals())))
         self._last = (now, totals)
 
@@ -120,7 +124,10 @@ class Sampler:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.step_s)
-            self.sample()
+            try:
+                self.sample()
+            except Exception:  # the charts must outlive one bad reading
+                log.exception("dashboard: a sample of the request figures failed")
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -47,7 +47,7 @@ def overview(runtime: Any, urls: dict[str, str], totals: dict[str, Totals]) -> d
             "bindings": bindings(worker),
             "classes": [{"class": class_name, "live": host.live_count, "webSockets": host.socket_count,
                          "storage": getattr(host.engine, "kind", type(host.engine).__name__), "sql": isinstance(host.sql_dir, Path),
-                         "liveObjects": host.live_list()[:20]}
+                         "liveObjects": host.live_list(20)}
                         for class_name, host in worker.hosts.items()]})
     return {"node": node.node_id if node is not None else "dev", "version": runtime.version, "now": _iso(time.time()),
             "metrics": runtime.metrics, "workers": workers}
@@ -77,14 +77,24 @@ async def cluster(runtime: Any) -> dict[str, Any]:
             "recent": [{**event, "at": _iso(event["at"])} for event in reversed(node.recent)]}
 
 
+_placements: dict[int, tuple[Any, dict[str, dict[str, int]]]] = {}  # per node: (members seen, placement)
+
+
 def placed(node: Any) -> dict[str, dict[str, int]]:
     """Where rendezvous places each class's shards among the live members now: whose they are,
-    whether or not a call has taken their lease there yet (leases are taken on first use)."""
+    whether or not a call has taken their lease there yet (leases are taken on first use).
+    Worked out again only when the members change (classes × shards hashes each time)."""
+    seen = (node.membership.version, tuple(sorted(node.membership.members)))
+    cached = _placements.get(id(node))
+    if cached is not None and cached[0] == seen:
+        return cached[1]
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     for name, namespace in node.namespaces.items():
         for shard in range(node.settings.shards):
             counts[node.winner(namespace.script, name, shard) or "(nobody)"][name] += 1
-    return {member: dict(per_class) for member, per_class in counts.items()}
+    result = {member: dict(per_class) for member, per_class in counts.items()}
+    _placements[id(node)] = (seen, result)
+    return result
 
 
 async def schedules(runtime: Any) -> dict[str, Any]:

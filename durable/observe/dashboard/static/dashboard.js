@@ -42,6 +42,12 @@ function say(text, bad = false) {
 
 const fmt = (value, unit = "") => (value === null || value === undefined ? "–" : `${value}${unit}`);
 
+function socketURL(path) {  // ws:// or wss://, as this page itself was served (behind a TLS proxy too)
+  const url = new URL(path, location.href);
+  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  return url.href;
+}
+
 // -- tabs ----------------------------------------------------------------------------------------
 const tabs = () => [...document.querySelectorAll('[role="tab"]')];
 let current = "workers";
@@ -152,9 +158,16 @@ async function refreshWorkers() {
 }
 
 // -- objects ---------------------------------------------------------------------------------------
+let classesShown = "";
+
 async function refreshObjects() {
   const overview = await getJSON("api/overview");
   overviewCache = overview;
+  // redrawn only when something in it changed: an opened list must not snap shut under a click
+  const shown = JSON.stringify(overview.workers.map((w) => w.classes.map((c) =>
+    [c.class, c.live, c.webSockets, c.liveObjects.map((o) => o.id)])));
+  if (shown === classesShown) return;
+  classesShown = shown;
   const rows = overview.workers.flatMap((w) => w.classes.map((c) => el("tr", { "data-class": `${w.name}.${c.class}` },
     el("td", { text: w.name }), el("td", { text: c.class }),
     el("td", {}, String(c.live), c.liveObjects.length ? el("details", {}, el("summary", { text: "instances" }),
@@ -214,22 +227,28 @@ async function inspect(worker, className, key) {
 }
 
 let watching = [];  // the tails following one object's invocations
+let watchButton = null;
 
 function unwatch() {
   for (const ws of watching) ws.close(1000);
   watching = [];
+  if (watchButton) {
+    watchButton.textContent = "Watch invocations";
+    watchButton.disabled = false;
+  }
 }
 
 function watchPanel(found) {
   unwatch();
   const list = el("ol", { class: "invocations", "aria-label": "this object's invocations" });
   const button = el("button", { type: "button", text: "Watch invocations" });
+  watchButton = button;
   button.addEventListener("click", async () => {
     unwatch();
     try {
       const { tails } = await postJSON("api/tails", { workers: [found.worker] });
       watching = tails.map((tail) => {
-        const ws = new WebSocket(tail.url, "trace-v1");
+        const ws = new WebSocket(socketURL(tail.path), "trace-v1");
         ws.onopen = () => ws.send(JSON.stringify({ debug: false }));
         ws.onmessage = (message) => {
           const event = JSON.parse(message.data);
@@ -312,8 +331,9 @@ async function refreshSchedules() {
 
 // -- tail ------------------------------------------------------------------------------------------
 let sockets = [];
-const traces = new Map();  // requestId → its events, from every worker and object
+const traces = new Map();  // requestId → its events, from every worker and object (oldest first)
 const TAIL_KEPT = 500;
+let selected = null;  // the request whose trace is shown
 
 function describe(event) {
   const info = event.event || {};
@@ -330,6 +350,11 @@ function describe(event) {
 function showTrace(requestId, button) {
   for (const other of document.querySelectorAll("#tail-events button")) other.setAttribute("aria-pressed", "false");
   button.setAttribute("aria-pressed", "true");
+  selected = requestId;
+  drawTrace(requestId);
+}
+
+function drawTrace(requestId) {
   const events = (traces.get(requestId) || []).slice().sort((a, b) => a.eventTimestamp - b.eventTimestamp);
   fill($("#tail-trace"), el("h3", { text: `request ${requestId || "(none)"} · ${events.length} event(s)` }),
     ...events.map((e) => el("details", { open: true }, el("summary", { text: `${e.scriptName} · ${describe(e)} · ${e.outcome}` }),
@@ -340,6 +365,8 @@ function received(event) {
   const id = event.requestId || "";
   if (!traces.has(id)) traces.set(id, []);
   traces.get(id).push(event);
+  while (traces.size > TAIL_KEPT) traces.delete(traces.keys().next().value);
+  if (id === selected) drawTrace(id);  // a later event of the request shown (another worker's)
   const outcomeBad = event.outcome !== "ok";
   const button = el("button", { type: "button", "aria-pressed": "false", class: outcomeBad ? "bad" : null,
     text: `${new Date(event.eventTimestamp).toLocaleTimeString()} ${event.scriptName} ${describe(event)} ${event.outcome}`,
@@ -358,7 +385,7 @@ async function startTail(event) {
     const { tails } = await postJSON("api/tails", { status: status ? [status] : [], method: method ? [method.toUpperCase()] : [],
       search: $("#tail-search").value, samplingRate: $("#tail-sampling").value });
     sockets = tails.map((tail) => {
-      const ws = new WebSocket(tail.url, "trace-v1");
+      const ws = new WebSocket(socketURL(tail.path), "trace-v1");
       ws.onopen = () => ws.send(JSON.stringify({ debug: false }));
       ws.onmessage = (message) => received(JSON.parse(message.data));
       return ws;
