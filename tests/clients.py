@@ -9,13 +9,14 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import ROOT
+from tests.conftest import COUNTER_TOML, ROOT
 
 CLOUDFLARE_WRANGLER_MAJOR = "4"
 
@@ -67,6 +68,35 @@ def ledger(url: str) -> list[dict[str, Any]]:
     """What the local Stripe server (payments.local.stripe_server) charged and refunded."""
     with urllib.request.urlopen(f"{url}/_local/ledger", timeout=10) as resp:
         return json.loads(resp.read())["ledger"]
+
+
+def serve_counter(state: Path, *flags: str, token_var: str, token: str | None) -> subprocess.Popen[str]:
+    """fx-counter under `wrangler serve` (production, JSON logs) with `flags`; `token_var` (an
+    operator listener's token) set to `token`, or left out when None."""
+    env = {**os.environ, "FX_SECRET": "s" * 40, "SERVICE_AUTH_KEY": "k" * 40, "PYTHONUNBUFFERED": "1"}
+    env.pop(token_var, None)
+    if token is not None:
+        env[token_var] = token
+    return subprocess.Popen([sys.executable, "-m", "wrangler", "serve", "-c", str(COUNTER_TOML), "--port", "0",
+                             *flags, "--persist-to", str(state / "prod"), "--log-format", "json"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def logged_urls(proc: subprocess.Popen[str], wanted: dict[str, tuple[str, str]], timeout_s: float = 60) -> dict[str, str]:
+    """URLs from a production process's JSON log lines: `wanted` maps a name to (event, field)
+    (e.g. "worker": ("ready", "url")). Its output is drained afterwards, so it never blocks."""
+    urls: dict[str, str] = {}
+    deadline = time.monotonic() + timeout_s
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        record = json.loads(line)
+        for name, (event, field) in wanted.items():
+            if record.get("event") == event:
+                urls[name] = record[field]
+        if len(urls) == len(wanted) or time.monotonic() > deadline:
+            break
+    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+    return urls
 
 
 class Tail:

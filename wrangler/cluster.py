@@ -69,7 +69,7 @@ def node_command(args: argparse.Namespace, index: int) -> list[str]:
             command += [flag, str(value)]
     for item in args.var:
         command += ["--var", item]
-    if not getattr(args, "dashboard", True):
+    if not args.dashboard:
         command.append("--no-dashboard")
     return command
 

@@ -130,7 +130,7 @@ async def _serve(args: argparse.Namespace, configs: list[WorkerConfig], persist_
                    for c, sock in zip(runtime.configs, sockets)]
         operator_app = create_tail_app(runtime.hub, set(runtime.workers))  # tail API and /metrics
         operator_app.router.add_get(METRICS_PATH, metrics_handler([RuntimeCollector(runtime)]))
-        if getattr(args, "dashboard", True):
+        if args.dashboard:
             add_dashboard(operator_app, runtime, {c.name: s.url for c, s in zip(runtime.configs, servers)})
         tail_server = TailServer(operator_app, bind(ip, 0))
         for server in (*servers, tail_server):
@@ -142,7 +142,7 @@ async def _serve(args: argparse.Namespace, configs: list[WorkerConfig], persist_
                                    persist_to=str(persist_to)))
             names.append(config.name)
 
-        _print_banner(runtime, primary, servers, tail_server.url, persist_to, getattr(args, "dashboard", True))
+        _print_banner(runtime, primary, servers, tail_server.url, persist_to, args.dashboard)
         node_id = runtime.node.node_id if runtime.node is not None else "dev"
         target = announce_target(persist_to, f"{node_id}-{os.getpid()}", tail_server.url, {"node": node_id})
         primary_url = servers[runtime.configs.index(primary)].url

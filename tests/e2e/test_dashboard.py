@@ -9,8 +9,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,8 +24,8 @@ from selenium.webdriver.support.ui import Select
 
 from tests.accounts import mint_token
 from tests.browser import chromium, console_errors, screenshot
-from tests.clients import http
-from tests.conftest import COUNTER_TOML, JWT_KEY, ROOT, UNLIMITED
+from tests.clients import http, logged_urls, serve_counter
+from tests.conftest import JWT_KEY, UNLIMITED
 from tests.polling import wait_until
 
 LEASE_S = 3.0
@@ -192,28 +190,7 @@ DASHBOARD_TOKEN = "d" * 40
 
 
 def _serve_counter(tmp_path: Path, token: str | None) -> subprocess.Popen[str]:
-    env = {**os.environ, "FX_SECRET": "s" * 40, "SERVICE_AUTH_KEY": "k" * 40, "PYTHONUNBUFFERED": "1"}
-    env.pop("DASHBOARD_TOKEN", None)
-    if token is not None:
-        env["DASHBOARD_TOKEN"] = token
-    return subprocess.Popen([sys.executable, "-m", "wrangler", "serve", "-c", str(COUNTER_TOML), "--port", "0",
-                             "--dashboard-port", "0", "--persist-to", str(tmp_path / "prod"), "--log-format", "json"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _logged_urls(proc: subprocess.Popen[str]) -> dict[str, str]:
-    urls: dict[str, str] = {}
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        record = json.loads(line)
-        if record.get("event") == "ready":
-            urls["worker"] = record["url"]
-        if record.get("event") == "dashboard_ready":
-            urls["dashboard"] = record["dashboard_url"]
-        if len(urls) == 2:
-            break
-    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
-    return urls
+    return serve_counter(tmp_path, "--dashboard-port", "0", token_var="DASHBOARD_TOKEN", token=token)
 
 
 def test_a_production_dashboard_needs_its_token(tmp_path: Path) -> None:
@@ -221,7 +198,7 @@ def test_a_production_dashboard_needs_its_token(tmp_path: Path) -> None:
     assert weak.wait(timeout=60) != 0 and "DASHBOARD_TOKEN" in weak.stderr.read()  # type: ignore[union-attr]
     proc = _serve_counter(tmp_path, DASHBOARD_TOKEN)
     try:
-        urls = _logged_urls(proc)
+        urls = logged_urls(proc, {"worker": ("ready", "url"), "dashboard": ("dashboard_ready", "dashboard_url")})
         board = urls["dashboard"]
         assert requests.get(urls["worker"] + "/dashboard/", timeout=10).status_code == 404  # not on the public port
         assert requests.get(board + "api/overview", timeout=10).status_code == 401

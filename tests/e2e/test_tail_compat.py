@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.clients import Tail, cloudflare_wrangler, http
+from tests.clients import Tail, cloudflare_wrangler, http, logged_urls, serve_counter
 from tests.conftest import COUNTER_TOML, PEER_TOML, ROOT
 
 pytestmark = pytest.mark.slow
@@ -122,30 +122,12 @@ def test_cloudflare_wrangler_tails_a_dev_session(cloudflare_wrangler: Path, dev_
 
 
 def _serve(tmp_path: Path, tail_port: str, token: str | None) -> subprocess.Popen[str]:
-    env = {**os.environ, "FX_SECRET": "s" * 40, "SERVICE_AUTH_KEY": "k" * 40, "PYTHONUNBUFFERED": "1"}
-    env.pop("TAIL_TOKEN", None)
-    if token is not None:
-        env["TAIL_TOKEN"] = token
-    return subprocess.Popen([sys.executable, "-m", "wrangler", "serve", "-c", str(COUNTER_TOML), "--port", "0",
-                             "--tail-port", tail_port, "--persist-to", str(tmp_path / "prod"), "--log-format", "json"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return serve_counter(tmp_path, "--tail-port", tail_port, token_var="TAIL_TOKEN", token=token)
 
 
 def _started(proc: subprocess.Popen[str]) -> dict[str, str]:
-    """The worker's and the tail API's URLs, from the JSON log lines."""
-    urls: dict[str, str] = {}
-    deadline = time.monotonic() + 60
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        record = json.loads(line)
-        if record.get("event") == "ready":
-            urls["worker"] = record["url"]
-        if record.get("event") == "tail_ready":
-            urls["tail"] = record["tail_url"]
-        if len(urls) == 2 or time.monotonic() > deadline:
-            break
-    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
-    return urls
+    """The worker's and the tail API's URLs."""
+    return logged_urls(proc, {"worker": ("ready", "url"), "tail": ("tail_ready", "tail_url")})
 
 
 def test_production_tail_needs_its_token_and_serves_cloudflare_s_cli(cloudflare_wrangler: Path,

@@ -47,9 +47,7 @@ def _jsonable(value: Any) -> Any:
         return {"$bytes": base64.b64encode(raw[:1024]).decode(), "length": len(raw)}
     if isinstance(value, Decimal128):
         return str(value.to_decimal())
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return str(value)
+    return str(value)  # ObjectId and the other BSON types
 
 
 def render(value: Any) -> str:

@@ -111,13 +111,16 @@ function workerCard(worker, points) {
     chart("CPU ms/req", "cpuMsPerRequest"));
 }
 
+// the box a binding points at: a service by its name (a worker's own box when it runs here), else kind: target
+const boxOf = (edge) => (edge.kind === "service" ? edge.target : `${edge.kind}: ${edge.target}`);
+
 function bindingsGraph(workers) {
   const names = workers.map((w) => w.name);
   const targets = [];
   for (const worker of workers) {
     for (const edge of worker.bindings) {
-      const label = edge.kind === "service" ? edge.target : `${edge.kind}: ${edge.target}`;
-      if (!(edge.kind === "service" && names.includes(edge.target)) && !targets.includes(label)) targets.push(label);
+      const box = boxOf(edge);
+      if (!names.includes(box) && !targets.includes(box)) targets.push(box);
     }
   }
   const rowH = 34, width = 900;
@@ -128,8 +131,7 @@ function bindingsGraph(workers) {
   const svg = el("svg:svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": "bindings between workers, objects and storage" });
   for (const worker of workers) {
     for (const edge of worker.bindings) {
-      const to = edge.kind === "service" && names.includes(edge.target) ? edge.target
-        : (edge.kind === "service" ? edge.target : `${edge.kind}: ${edge.target}`);
+      const to = boxOf(edge);
       const [x1, y1] = at.get(worker.name), [x2, y2] = at.get(to);
       const x2a = names.includes(to) ? x2 + 300 : x2;  // a worker bound by another: the edge loops back to its box
       svg.append(el("svg:line", { x1: x1 + 300, y1: y1 + 12, x2: x2a, y2: y2 + 12 }),
@@ -145,11 +147,8 @@ function bindingsGraph(workers) {
   return [svg, el("details", {}, el("summary", { text: "as a list" }), list)];
 }
 
-let overviewCache = null;
-
 async function refreshWorkers() {
   const [overview, series] = await Promise.all([getJSON("api/overview"), getJSON("api/series")]);
-  overviewCache = overview;
   $("#node").textContent = `· node ${overview.node} · code ${overview.version}`;
   $("#step").textContent = series.stepS;
   fill($("#workers"), ...overview.workers.map((w) => workerCard(w, series.workers[w.name] || [])));
@@ -162,7 +161,6 @@ let classesShown = "";
 
 async function refreshObjects() {
   const overview = await getJSON("api/overview");
-  overviewCache = overview;
   // redrawn only when something in it changed: an opened list must not snap shut under a click
   const shown = JSON.stringify(overview.workers.map((w) => w.classes.map((c) =>
     [c.class, c.live, c.webSockets, c.liveObjects.map((o) => o.id)])));
