@@ -63,6 +63,41 @@ def websocket_max_bytes(worker_vars: dict[str, Any] | None) -> int:
     return int((worker_vars or {}).get("WEBSOCKET_MAX_MESSAGE_BYTES") or DEFAULT_WEBSOCKET_MAX_BYTES)
 
 
+class _OneSendPerStep:
+    """A connection's transport whose writes within one loop step leave as one send: uvicorn
+    writes an answer's head and body separately, and on loopback each write is its own syscall
+    and segment (ARCHITECTURE.md, "The HTTP server"). Closing sends what is pending first."""
+
+    __slots__ = ("_transport", "_loop", "_pending")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._pending is None:
+            self._pending = [data]
+            self._loop.call_soon(self._flush)
+        else:
+            self._pending.append(data)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending and not self._transport.is_closing():
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     """httptools with the limits llhttp lacks. A request head is capped at MAX_REQUEST_HEAD_BYTES
     (a 400), counted on the raw bytes too, since httptools joins a header before our callbacks see
@@ -76,7 +111,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     head_timeout_s: float = KEEP_ALIVE_S
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(transport)  # flow control keeps the real transport
+        self.transport = _OneSendPerStep(transport, self.loop)  # type: ignore[assignment]
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -9,6 +9,7 @@ style, often marked `@handler`). Each may take fewer arguments, as in Cloudflare
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -71,16 +72,29 @@ class ScheduledController:
     no_retry = noRetry
 
 
-async def _call(func: Callable[..., Any], *args: Any) -> Any:
-    """Call with as many of `args` as `func` takes (Cloudflare's examples vary)."""
+@functools.lru_cache(maxsize=1024)
+def _positional(function: Callable[..., Any]) -> int | None:
+    """How many positional arguments `function` takes; None for any number (or unknown)."""
     try:
-        params = inspect.signature(func).parameters.values()
+        params = inspect.signature(function).parameters.values()
     except (TypeError, ValueError):
-        return await func(*args)
+        return None
     if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return None
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+
+
+async def _call(func: Callable[..., Any], *args: Any) -> Any:
+    """Call with as many of `args` as `func` takes (Cloudflare's examples vary). The count is
+    worked out once per function: a signature costs more than a small handler."""
+    function = getattr(func, "__func__", func)  # a method made per event: its function, less self
+    try:
+        n = _positional(function)
+    except TypeError:  # unhashable callable
+        n = None
+    if n is None:
         return await func(*args)
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return await func(*args[:len(positional)])
+    return await func(*args[:n - 1 if function is not func else n])
 
 
 class EntrypointApp:

@@ -4,6 +4,7 @@ answers what it accepted (with `Connection: close`) and accepts nothing more."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -176,3 +177,21 @@ async def test_stop_answers_the_accepted_request_with_connection_close_and_accep
     assert status == "HTTP/1.1 200 OK" and body == b"GET /slow 0" and headers.get("connection") == "close"
     assert await reader.read() == b""  # then the connection closes
     await stopping
+
+
+async def test_an_answer_leaves_in_one_send(served: tuple[EchoApp, Server]) -> None:
+    """Head and body go out as one write, so a client's first read holds the whole answer (two
+    writes cost two syscalls and two segments each way on every request)."""
+    host, port = served[1].sock.getsockname()[:2]
+
+    def first_reads() -> list[bytes]:
+        with socket.create_connection((host, port)) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            reads = []
+            for _ in range(50):
+                sock.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+                reads.append(sock.recv(65536))
+            return reads
+
+    reads = await asyncio.to_thread(first_reads)
+    assert all(read.endswith(b"\r\n\r\nGET /x 0") for read in reads), [r for r in reads if not r.endswith(b"0")][:1]
