@@ -4,7 +4,7 @@
   httptools, durable/server.py), on asyncio's loop and on uvloop, each in a process of its own.
 - `versus_workerd`: our `wrangler dev` against Cloudflare's runtime from npm, workerd alone on
   its own socket and behind `npx wrangler dev`, on a JSON hello and on a one-object counter (the
-  same worker in JS, bench/workers/workerd_js).
+  same worker in JS, bench/workers/workerd_js; ours on the Python Workers API, and in Quart).
 
 The load is wrk's (apt's `wrk`, which `make bench` installs when root), in its own process; the
 contenders run in alternating rounds, so a noisy moment hurts each alike.
@@ -158,12 +158,14 @@ async def bench_workerd(n: int, seconds: float) -> dict[str, Any]:
                      Process([str(wrangler_js), "dev", "--ip", "127.0.0.1", "--port", str(free_port()),
                               "--persist-to", str(Path(tmp) / "js-state")], r"Ready on (http://127\.0\.0\.1:\d+)",
                              cwd=project, env={"CI": "true", "WRANGLER_SEND_METRICS": "false"}),
-                     Process([sys.executable, "-m", "wrangler", "dev", "-c", "bench/workers/hello/wrangler.toml",
-                              "-c", "bench/workers/bench_do/wrangler.toml", "--port", "0",
-                              "--persist-to", str(Path(tmp) / "py-state")], r"bench-\w+\s+(http://\S+)")]
+                     Process([sys.executable, "-m", "wrangler", "dev", "-c", "bench/workers/workers_api/wrangler.jsonc",
+                              "-c", "bench/workers/hello/wrangler.toml", "-c", "bench/workers/bench_do/wrangler.toml",
+                              "--port", "0", "--no-dashboard", "--persist-to", str(Path(tmp) / "py-state")],
+                             r"bench-[\w-]+\s+(http://\S+)")]
         try:
             await asyncio.sleep(1)  # all have answered or printed their URLs; let the rest of their start-up settle
-            urls = {"ours": processes[2].urls, "workerd": [f"http://127.0.0.1:{port}"] * 2,
+            ours = processes[2].urls  # the Workers-API twin, then Quart's hello and counter
+            urls = {"ours": [ours[0]] * 2, "ours_quart": ours[1:3], "workerd": [f"http://127.0.0.1:{port}"] * 2,
                     "npx_wrangler_dev": processes[1].urls * 2}
             return await _versus(urls, n, seconds)
         finally:
@@ -172,12 +174,14 @@ async def bench_workerd(n: int, seconds: float) -> dict[str, Any]:
 
 
 async def _versus(urls: dict[str, list[str]], n: int, seconds: float) -> dict[str, Any]:
-    """`urls[name]`: where its hello and its counter answer (ours: bench-hello, then bench-do)."""
+    """`urls[name]`: where its hello and its counter answer. `ours` is the like-for-like twin (the
+    Python Workers API, bench/workers/workers_api); `ours_quart` the same two routes in Quart."""
     hello = await rounds({name: (lambda s, u=u[0]: wrk(u + "/hello", s)) for name, u in urls.items()}, n, seconds)
     counter = await rounds({name: (lambda s, u=u[1]: wrk(u + "/incr/hot", s, "POST")) for name, u in urls.items()},
                            n, seconds)
     for result, target in ((hello, 1.0), (counter, 2.0)):
         result["ratio_to_workerd"] = round(result["ours"]["rps"] / result["workerd"]["rps"], 2)
+        result["quart_ratio_to_workerd"] = round(result["ours_quart"]["rps"] / result["workerd"]["rps"], 2)
         result["ratio_to_npx_wrangler_dev"] = round(result["ours"]["rps"] / result["npx_wrangler_dev"]["rps"], 2)
         result["target_to_workerd"] = target
     return {"hello": hello, "hot_object": counter}

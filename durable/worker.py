@@ -38,6 +38,7 @@ from .observe.metrics import (
     stop_metering,
 )
 from .observe.tail import TraceCapture, redact_headers, redact_query
+from .quart_http import serve_in_one_task
 from .rpc.server import ObjectCallServer
 from .rpc.wire import INTERNAL_PREFIX, error_body
 
@@ -120,6 +121,7 @@ class Worker:
         self.meter: RequestMeter | None = None  # its request metrics (set by the runtime when metrics are on)
         self.spans: otel.Spans | None = None  # its span exporter (set by the runtime when OTLP export is on)
         note_route_templates(self.app)
+        serve_in_one_task(self.app)
         self.assets = _assets(config)
 
     def workflow_class(self, class_name: str) -> type:
