@@ -34,6 +34,7 @@ from .observe.metrics import (
     ObjectMeter,
     RequestMeter,
     meter_loop_steps,
+    meter_task_steps,
     metrics_enabled,
 )
 from .observe.tail import install_capture, redactor
@@ -199,6 +200,7 @@ class Runtime:
         install_capture()
         if self.metrics:  # the event loop's steps are timed for the request whose context they run in
             meter_loop_steps()
+            meter_task_steps(asyncio.get_running_loop())
         if self.cluster is not None:
             self.cluster.version = self.version
             self.node = ClusterNode(self.cluster)

@@ -36,6 +36,7 @@ from .observe.metrics import (
     note_route_templates,
     start_metering,
     stop_metering,
+    timed,
 )
 from .observe.tail import TraceCapture, redact_headers, redact_query
 from .quart_http import serve_in_one_task
@@ -292,7 +293,8 @@ class Worker:
             cpu, metered = start_metering()  # its steps, and its tasks', are its CPU time from here
         try:
             with capture or _UNTRACED, deadline.within(self._budget_of(scope)):
-                await self.app(scope, receive, send_traced)
+                handling = self.app(scope, receive, send_traced)
+                await (handling if cpu is None else timed(handling, cpu))
         except Exception:
             # a framework logs its handlers' errors itself; what reaches here (a raw ASGI app's) would
             # otherwise be seen only by someone tailing

@@ -216,6 +216,72 @@ def meter_loop_steps() -> None:
     asyncio.events.Handle._run = _metered_run  # type: ignore[method-assign]
 
 
+# uvloop's handles are compiled: patching asyncio's times none of its steps (a request's meter
+# then ran from its start to its end, waiting included). On such a loop the steps are timed by the
+# coroutines themselves: the request's (`timed`) and those of the tasks made in a metered context.
+_steps_timed_by_coroutines = False
+
+
+def meter_task_steps(loop: asyncio.AbstractEventLoop) -> None:
+    """On a loop whose handles are not asyncio's, time metered work through its tasks' coroutines
+    (a task factory); on asyncio's, `meter_loop_steps` already does."""
+    global _steps_timed_by_coroutines
+    if isinstance(loop, asyncio.BaseEventLoop):
+        return
+    _steps_timed_by_coroutines = True
+    made = loop.get_task_factory()
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **options: Any) -> asyncio.Future[Any]:
+        context = options.get("context")
+        if (context.get(_meter) if context is not None else _meter.get()) is not None:
+            coro = TimedSteps(coro)
+        return made(loop, coro, **options) if made is not None else asyncio.Task(coro, loop=loop, **options)
+    loop.set_task_factory(factory)  # type: ignore[arg-type]
+
+
+def timed(coro: Any, meter: CpuMeter) -> Any:
+    """The request's coroutine, timed step by step where the loop does not time steps (and no
+    caller's timed coroutine already drives it)."""
+    return TimedSteps(coro) if _steps_timed_by_coroutines and meter.parent is None else coro
+
+
+class TimedSteps(collections.abc.Coroutine):  # type: ignore[type-arg]
+    """`coro`, each of its steps timed for the meter current in its context when the step ends
+    (a request may begin or end within a step, as in `_metered_run`)."""
+
+    __slots__ = ("coro",)
+
+    def __init__(self, coro: Any) -> None:
+        self.coro = coro
+
+    def send(self, value: Any) -> Any:
+        return self._step(self.coro.send, value)
+
+    def throw(self, *exc: Any) -> Any:
+        return self._step(self.coro.throw, *exc)
+
+    def _step(self, resume: Any, *args: Any) -> Any:
+        meter = _meter.get()
+        if meter is not None and meter.since is None:
+            meter.since = _clock()
+        try:
+            return resume(*args)
+        finally:
+            meter = _meter.get()
+            if meter is not None and meter.since is not None:
+                meter.cpu_s += _clock() - meter.since
+                meter.since = None
+
+    def close(self) -> None:
+        self.coro.close()
+
+    def __await__(self) -> Any:
+        return self
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+
 class RequestTotals:
     """One worker's requests summed over routes, as plain numbers: what the dashboard samples
     every few seconds (walking the label children for the same sums takes milliseconds)."""

@@ -6,15 +6,24 @@ hold on a busy machine; the default clock is checked for what it must never coun
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable
 from typing import Any
 
 import pytest
+import uvloop
 
 from durable.objects import detached
 from durable.observe import metrics
-from durable.observe.metrics import CpuMeter, meter_loop_steps, start_metering, stop_metering
+from durable.observe.metrics import (
+    CpuMeter,
+    meter_loop_steps,
+    meter_task_steps,
+    start_metering,
+    stop_metering,
+    timed,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -33,9 +42,10 @@ def spin(seconds: float) -> None:
 
 async def metered(work: Awaitable[Any]) -> CpuMeter:
     """As the runtime serves a request: metered from its start to its answer."""
+    meter_task_steps(asyncio.get_running_loop())
     meter, token = start_metering()
     try:
-        await work
+        await timed(work, meter)
     finally:
         stop_metering(meter, token)
     return meter
@@ -149,3 +159,19 @@ async def test_a_durable_object_event_is_its_own_cpu_not_the_calling_request_s(w
 
     meter = await metered(request())
     assert 0.02 <= meter.cpu_s < 0.03
+
+
+@pytest.mark.parametrize("case", [
+    test_a_request_is_charged_its_steps_not_its_waits,
+    test_other_tasks_running_meanwhile_are_not_charged,
+    test_a_worker_called_in_process_counts_its_own_steps_only,
+    test_an_error_still_charges_the_step_that_raised,
+    test_tasks_a_request_starts_are_its_cpu_too,
+    test_the_default_clock_never_counts_the_waits_either,
+    functools.partial(test_a_durable_object_event_is_its_own_cpu_not_the_calling_request_s, waits=False),
+    functools.partial(test_a_durable_object_event_is_its_own_cpu_not_the_calling_request_s, waits=True),
+], ids=lambda case: getattr(case, "__name__", None) or f"object_event_waits_{case.keywords['waits']}")
+def test_the_same_on_uvloop(case: Any) -> None:
+    """The worker processes' loop: its compiled handles cannot be timed, so the request's
+    coroutine and the tasks made in its context time their own steps (`timed`)."""
+    uvloop.run(case())
