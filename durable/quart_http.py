@@ -20,8 +20,11 @@ from typing import Any
 from quart import Quart
 from quart.asgi import ASGIHTTPConnection, _handle_exception
 from quart.utils import encode_headers
+from quart.wrappers import base as quart_wrappers_base
 from quart.wrappers.response import DataBody, Response
 from werkzeug.wrappers import Response as WerkzeugResponse
+
+_DISCONNECTED: type[Exception] | None = getattr(quart_wrappers_base, "ClientDisconnectedError", None)
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -34,14 +37,15 @@ class OneTaskHTTPConnection(ASGIHTTPConnection):
             await super().__call__(_replaying(first, receive), send)  # type: ignore[arg-type]
             return
         request = self._create_request_from_scope(send)  # type: ignore[arg-type]
-        request.body.append(first.get("body", b""))
-        request.body.set_complete()
+        request.body.set_result(first.get("body", b""))  # the same call in Quart 0.22 and 0.23 (3.13)
         await self.handle_request(request, send)  # type: ignore[arg-type]
 
     async def handle_request(self, request: Any, send: Send) -> None:  # type: ignore[override]
         try:
             response = await self.app.handle_request(request)
         except Exception as error:
+            if _DISCONNECTED is not None and isinstance(error, _DISCONNECTED):
+                return  # Quart 0.23: the client went away (its own connection answers nothing either)
             response = await _handle_exception(self.app, error)
         if isinstance(response, Response) and response.timeout != Ellipsis:
             timeout = response.timeout

@@ -45,18 +45,22 @@ def scope(method: str, path: str, headers: list[tuple[bytes, bytes]] | None = No
 
 
 async def call(app: Quart, s: dict[str, Any], messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The messages the app sends; `receive` gives `messages`, then waits as a server does."""
+    """The messages the app sends; `receive` gives `messages`, then, as uvicorn does, waits for
+    the answer to end and says the client is gone."""
     sent: list[dict[str, Any]] = []
     pending = list(messages)
+    answered = asyncio.Event()
 
     async def receive() -> dict[str, Any]:
         if pending:
             return pending.pop(0)
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
+        await answered.wait()
+        return {"type": "http.disconnect"}
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            answered.set()
     await app(s, receive, send)  # type: ignore[arg-type]
     return sent
 
