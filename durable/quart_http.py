@@ -22,7 +22,6 @@ from quart.asgi import ASGIHTTPConnection, _handle_exception
 from quart.utils import encode_headers
 from quart.wrappers import base as quart_wrappers_base
 from quart.wrappers.response import DataBody, Response
-from werkzeug.wrappers import Response as WerkzeugResponse
 
 _DISCONNECTED: type[Exception] | None = getattr(quart_wrappers_base, "ClientDisconnectedError", None)
 
@@ -59,7 +58,7 @@ class OneTaskHTTPConnection(ASGIHTTPConnection):
 
     async def _send_response(self, send: Send, response: Any) -> None:  # type: ignore[override]
         body = response.response if isinstance(response, Response) else None
-        if type(body) is not DataBody or isinstance(response, WerkzeugResponse):
+        if type(body) is not DataBody:  # a streamed body, a file, or not Quart's Response
             await super()._send_response(send, response)  # type: ignore[arg-type]
             return
         await send({"type": "http.response.start", "status": response.status_code,

@@ -3,11 +3,11 @@ event never waits (most don't)."""
 from __future__ import annotations
 
 import asyncio
-import collections.abc
 from collections.abc import Coroutine
 from contextvars import copy_context
 from typing import Any
 
+from ..coroutines import Driving
 from ..observe import metrics
 
 
@@ -30,15 +30,16 @@ async def detached(coro: Coroutine[Any, Any, Any]) -> Any:
     return await asyncio.shield(task)
 
 
-class _Resumed(collections.abc.Coroutine):  # type: ignore[type-arg]
+class _Resumed(Driving):
     """A coroutine that was started by hand and yielded `first` (what an asyncio future yields
     to the task driving it), handed to a task to drive from there. Anything thrown in, even
     before the task's first step (a cancellation), reaches the coroutine where it waits."""
 
-    __slots__ = ("coro", "first")
+    __slots__ = ("first",)
 
     def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
-        self.coro, self.first = coro, first
+        super().__init__(coro)
+        self.first = first
 
     def send(self, value: Any) -> Any:
         if self.first is not _TAKEN:
@@ -49,15 +50,6 @@ class _Resumed(collections.abc.Coroutine):  # type: ignore[type-arg]
     def throw(self, *exc: Any) -> Any:
         self.first = _TAKEN
         return self.coro.throw(*exc)
-
-    def close(self) -> None:
-        self.coro.close()
-
-    def __await__(self) -> Any:
-        return self
-
-    def __next__(self) -> Any:
-        return self.send(None)
 
 
 _TAKEN = object()

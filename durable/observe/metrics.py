@@ -36,6 +36,8 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import REGISTRY, Collector
 
+from ..coroutines import Driving
+
 if TYPE_CHECKING:
     from ..runtime import Runtime
 
@@ -226,16 +228,17 @@ def meter_task_steps(loop: asyncio.AbstractEventLoop) -> None:
     """On a loop whose handles are not asyncio's, time metered work through its tasks' coroutines
     (a task factory); on asyncio's, `meter_loop_steps` already does."""
     global _steps_timed_by_coroutines
-    if isinstance(loop, asyncio.BaseEventLoop):
-        return
-    _steps_timed_by_coroutines = True
     made = loop.get_task_factory()
+    if isinstance(loop, asyncio.BaseEventLoop) or getattr(made, "times_steps", False):
+        return  # (a second runtime on this loop: one factory already times its tasks)
+    _steps_timed_by_coroutines = True
 
     def factory(loop: asyncio.AbstractEventLoop, coro: Any, **options: Any) -> asyncio.Future[Any]:
         context = options.get("context")
         if (context.get(_meter) if context is not None else _meter.get()) is not None:
             coro = TimedSteps(coro)
         return made(loop, coro, **options) if made is not None else asyncio.Task(coro, loop=loop, **options)
+    factory.times_steps = True  # type: ignore[attr-defined]
     loop.set_task_factory(factory)  # type: ignore[arg-type]
 
 
@@ -245,14 +248,11 @@ def timed(coro: Any, meter: CpuMeter) -> Any:
     return TimedSteps(coro) if _steps_timed_by_coroutines and meter.parent is None else coro
 
 
-class TimedSteps(collections.abc.Coroutine):  # type: ignore[type-arg]
+class TimedSteps(Driving):
     """`coro`, each of its steps timed for the meter current in its context when the step ends
     (a request may begin or end within a step, as in `_metered_run`)."""
 
-    __slots__ = ("coro",)
-
-    def __init__(self, coro: Any) -> None:
-        self.coro = coro
+    __slots__ = ()
 
     def send(self, value: Any) -> Any:
         return self._step(self.coro.send, value)
@@ -271,15 +271,6 @@ class TimedSteps(collections.abc.Coroutine):  # type: ignore[type-arg]
             if meter is not None and meter.since is not None:
                 meter.cpu_s += _clock() - meter.since
                 meter.since = None
-
-    def close(self) -> None:
-        self.coro.close()
-
-    def __await__(self) -> Any:
-        return self
-
-    def __next__(self) -> Any:
-        return self.send(None)
 
 
 class RequestTotals:
