@@ -96,13 +96,14 @@ class Request(_Body):
     def from_scope(cls, scope: dict[str, Any], body: bytes = b"") -> Request:
         """The request an ASGI scope (HTTP, or a WebSocket upgrade) describes, with its URL rebuilt
         from the Host header and the path as the client sent it."""
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", [])]
-        host = next((v for k, v in headers if k.lower() == "host"), "localhost")
-        scheme = http_scheme(scope)
+        headers = CIMultiDict([(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", ())])
+        host = headers.get("host", "localhost")
         path = scope.get("raw_path", b"").decode("latin-1") or scope["path"]
         query = scope.get("query_string", b"").decode("latin-1")
-        return cls(f"{scheme}://{host}{path}" + (f"?{query}" if query else ""), method=scope.get("method", "GET"),
-                   headers=headers, body=body)
+        request = cls.__new__(cls)  # the headers are already what __init__ would make of them
+        request.url = f"{http_scheme(scope)}://{host}{path}" + (f"?{query}" if query else "")
+        request.method, request.headers, request.body = scope.get("method", "GET").upper(), headers, body
+        return request
 
     @property
     def js_object(self) -> Request:
@@ -145,7 +146,7 @@ class Response(_Body):
 
     @classmethod
     def json_response(cls, data: Any, status: int = 200, headers: Any = None) -> Response:
-        response = cls(jsonlib.dumps(data), status=status, headers=headers)
+        response = cls(jsonlib.dumps(data).encode(), status=status, headers=headers)
         response.headers["content-type"] = "application/json"
         return response
 

@@ -276,9 +276,7 @@ class Worker:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                out = list(message.get("headers", []))
-                if not any(k.lower() == b"x-request-id" for k, _ in out):
-                    message = {**message, "headers": out + [(b"x-request-id", request_id)]}
+                message = _with_request_id(message, request_id)
             await send(message)
 
         span = active = None
@@ -405,6 +403,15 @@ class Worker:
         await send({"type": "http.response.start", "status": 200 if outcome == "ok" else 500,
                     "headers": [(b"content-type", b"text/plain;charset=UTF-8")]})
         await send({"type": "http.response.body", "body": body})
+
+
+def _with_request_id(start: dict[str, Any], request_id: bytes) -> dict[str, Any]:
+    """The answer's head with the request's id, unless the app set one itself."""
+    headers = start.get("headers", ())
+    for name, _ in headers:
+        if name.lower() == b"x-request-id":
+            return start
+    return {**start, "headers": [*headers, (b"x-request-id", request_id)]}
 
 
 def _finish_span(span: Any, active: Any, scope: dict[str, Any], status: int | None) -> None:

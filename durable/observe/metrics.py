@@ -295,36 +295,45 @@ class RequestMeter:
         self.worker = worker
         self.in_flight = 0
         self.totals = RequestTotals()
-        self._timings: dict[tuple[str, str], tuple[Any, Any]] = {}
-        self._counts: dict[tuple[str, str, str], Any] = {}
+        # (route, method, status) → its series' bound updates; statuses are few, so are these
+        self._series: dict[tuple[str, str, int | None], tuple[Any, Any, Any]] = {}
 
     def observe(self, route: str, method: str, status: int | None, wall_s: float, cpu_s: float | None) -> None:
         """One answered request; `cpu_s` None when its app could not be metered."""
-        key = (route, method)
-        timing = self._timings.get(key)
-        if timing is None:
-            timing = self._timings[key] = (REQUEST_SECONDS.labels(self.worker, route, method).observe,
-                                           REQUEST_CPU.labels(self.worker, route, method).observe)
-        timing[0](wall_s)
+        series = self._series.get((route, method, status))
+        if series is None:
+            series = self._series[(route, method, status)] = self._resolve(route, method, status)
+        wall, cpu, count = series
+        wall(wall_s)
         totals = self.totals
         totals.wall[bisect.bisect_left(WALL_BUCKETS, wall_s)] += 1
         if cpu_s is not None:
-            timing[1](max(cpu_s, 0.0))
-            totals.cpu_seconds += max(cpu_s, 0.0)
+            cpu_s = cpu_s if cpu_s > 0.0 else 0.0
+            cpu(cpu_s)
+            totals.cpu_seconds += cpu_s
             totals.cpu_count += 1
-        self.count(route, method, status)
+        count()
+        totals.requests += 1
+        if not status or status >= 500:
+            totals.errors += 1
 
     def count(self, route: str, method: str, status: int | None) -> None:
         """Count one answered request (alone, without timings: a WebSocket, whose duration is its lifetime)."""
-        counted = (route, method, status_class(status))
-        count = self._counts.get(counted)
-        if count is None:
-            count = self._counts[counted] = REQUESTS.labels(self.worker, *counted).inc
-            REQUESTS.labels(self.worker, route, method, "5xx")  # at 0: a route's first 5xx must show in rate()
-        count()
+        series = self._series.get((route, method, status))
+        if series is None:
+            series = self._series[(route, method, status)] = self._resolve(route, method, status)
+        series[2]()
         self.totals.requests += 1
         if not status or status >= 500:
             self.totals.errors += 1
+
+    def _resolve(self, route: str, method: str, status: int | None) -> tuple[Any, Any, Any]:
+        """The bound updates of one (route, method, status): label lookups cost more than the
+        updates, and a route's first 5xx must show in rate(), so its 5xx series starts at 0."""
+        REQUESTS.labels(self.worker, route, method, "5xx")
+        return (REQUEST_SECONDS.labels(self.worker, route, method).observe,
+                REQUEST_CPU.labels(self.worker, route, method).observe,
+                REQUESTS.labels(self.worker, route, method, status_class(status)).inc)
 
 
 class BindingMeter:
