@@ -28,7 +28,7 @@ from .objects import current_object
 from .observe import otel, tracing
 from .observe.metrics import BindingMeter, method_label
 from .rpc.client import HttpClient, RemoteTarget, Signer, addressed, ws_url
-from .rpc.wire import UNREACHABLE_HEADER
+from .rpc.wire import SIGN_AGAIN_HEADER, UNREACHABLE_HEADER
 
 Resolver = Callable[[], "ASGIApp | RemoteTarget | list[RemoteTarget] | None"]
 
@@ -122,7 +122,14 @@ class ServiceBinding:
         for i in range(len(usable)):
             target = usable[(self._turn + i) % len(usable)]
             try:
-                return await self._http.send(addressed(request, target, sign), target.url, internal=target.internal)
+                response = await self._http.send(addressed(request, target, sign), target.url, internal=target.internal)
+                if sign is not None and response.status == 401 and SIGN_AGAIN_HEADER in response.headers:
+                    # the node started after we signed (the call waited out a reload in its queue) and
+                    # refused it unread: signed anew, it goes once more
+                    response = await self._http.send(addressed(request, target, sign), target.url,
+                                                      internal=target.internal)
+                    response.headers.popall(SIGN_AGAIN_HEADER, None)
+                return response
             except aiohttp.ClientConnectorError as exc:
                 self._unreachable[target.url] = time.monotonic() + SKIP_UNREACHABLE_S
                 error = exc

@@ -57,6 +57,10 @@ def url_of(sock: socket.socket, scheme: str = "http") -> str:
 DEFAULT_WEBSOCKET_MAX_BYTES = 16 * 1024 * 1024
 MAX_REQUEST_HEAD_BYTES = 128 * 1024  # URL and headers together, as Cloudflare limits them
 KEEP_ALIVE_S = 75  # longer than the idle timeout of the load balancers put in front of us
+# When a server stops, how long a connection with no request under way stays open: a request
+# already on its way (a connection accepted a moment ago, a kept-alive one reused as we stop) is
+# answered, with `Connection: close`, instead of being cut unanswered (ARCHITECTURE.md, "The HTTP server")
+DRAIN_IDLE_S = 1.0
 
 
 def websocket_max_bytes(worker_vars: dict[str, Any] | None) -> int:
@@ -109,6 +113,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _in_head = False
     _head_timer: asyncio.TimerHandle | None = None
     head_timeout_s: float = KEEP_ALIVE_S
+    _draining = False
+    _idle_timer: asyncio.TimerHandle | None = None
+    drain_idle_s: float = DRAIN_IDLE_S
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # flow control keeps the real transport
@@ -117,7 +124,28 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        self._cancel_idle_timer()
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        """The server stops: this connection's next answer is its last (`Connection: close`). One
+        with no request under way stays open for `drain_idle_s` first, so a request the client has
+        already sent is answered rather than cut (uvicorn closes such a connection at once)."""
+        self._draining = True
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False
+        elif not self.transport.is_closing() and self._idle_timer is None:
+            self._idle_timer = self.loop.call_later(self.drain_idle_s, self._close_if_idle)
+
+    def _close_if_idle(self) -> None:
+        self._idle_timer = None
+        if not self._in_head and (self.cycle is None or self.cycle.response_complete):
+            self.transport.close()
+
+    def _cancel_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
 
     def data_received(self, data: bytes) -> None:
         whole = self._in_head  # a chunk that arrives mid-head is head until the head completes
@@ -144,6 +172,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         self._cancel_head_timer()
         super().on_headers_complete()
+        if self._draining and self.cycle is not None:  # a request that came in while we stop: the last
+            self._cancel_idle_timer()
+            self.cycle.keep_alive = False
 
     def send_400_response(self, msg: str) -> None:
         """A bad pipelined head while an earlier request still runs: that answer goes out first,

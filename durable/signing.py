@@ -98,6 +98,11 @@ def verify(key: str, header: str | None, method: str, target: str, body: bytes =
     return Signed(stamp, nonce)
 
 
+class SignedBeforeStart(SignatureError):
+    """A call signed before this process started (it waited in a reload's queue of connections):
+    refused before anything ran, so its caller may sign it again and send it once more."""
+
+
 class NonceCache:
     """Nonces seen within the tolerance window: a second use of one is a replay. Bounded, so a
     flood cannot grow it without limit: expired nonces are dropped (oldest first), and when the
@@ -115,7 +120,7 @@ class NonceCache:
     def check_and_remember(self, signed: Signed, now: float | None = None) -> None:
         moment = time.time() if now is None else now
         if signed.timestamp < self.not_before:
-            raise SignatureError("signed before this process started")
+            raise SignedBeforeStart("signed before this process started")
         while self._seen and next(iter(self._seen.values())) < moment:
             self._seen.popitem(last=False)
         if signed.nonce in self._seen:

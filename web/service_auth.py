@@ -12,11 +12,12 @@ from durable import env
 from durable.asgi import through_binding
 from durable.config import is_development
 from durable.errors import StartupRefused
-from durable.rpc.wire import INTERNAL_AUDIENCE_HEADER
+from durable.rpc.wire import INTERNAL_AUDIENCE_HEADER, SIGN_AGAIN_HEADER
 from durable.signing import (
     NonceCache,
     NonceCacheFull,
     SignatureError,
+    SignedBeforeStart,
     covered_headers,
     sign,
     verify,
@@ -135,7 +136,8 @@ def install_service_auth(app: Quart) -> None:
             if incoming.path in PROBE_PATHS:
                 return
             log.warning("refused %s %s: %s", method, incoming.path, exc)
-            raise ApiError(401, "service_auth_failed", f"Requests must come through the gateway ({exc})") from None
+            raise ApiError(401, "service_auth_failed", f"Requests must come through the gateway ({exc})",
+                           headers={SIGN_AGAIN_HEADER: "1"} if isinstance(exc, SignedBeforeStart) else None) from None
         except NonceCacheFull as exc:  # fail closed rather than forget a live signature
             log.error("refused %s %s for now: %s", method, incoming.path, exc)
             raise ApiError(503, "service_unavailable", "Too many requests are in flight to tell a replay; "

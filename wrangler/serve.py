@@ -170,8 +170,9 @@ async def serve_one(args: argparse.Namespace, config: WorkerConfig) -> int:
             if operator_server is not None:
                 await operator_server.stop()
         await runtime.depart()   # a cluster node hands its shards off while it still answers
-        await server.stop()      # stop accepting; in-flight requests finish within the grace period
-        await internal.stop()    # (other processes' calls to our objects, too)
+        # stop accepting; in-flight requests (other processes' calls to our objects, too) finish
+        # within the grace period; both drain at once (durable/server.py, DRAIN_IDLE_S)
+        await asyncio.gather(server.stop(), internal.stop())
         await runtime.close()    # then flush object storage and close database clients
         if metrics_server is not None:  # last: a scrape sees the stop through (requests in flight: 0)
             await metrics_server.stop()

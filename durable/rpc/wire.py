@@ -13,9 +13,10 @@ INTERNAL_AUDIENCE_HEADER = "x-durable-audience"  # signed: who it is for (the no
 OBJECT_NAME_HEADER = "x-durable-object-name"  # signed: the name an id was made from
 UNREACHABLE_HEADER = "x-durable-unreachable"  # on a binding's own 503: no node of the service took the connection
 DEADLINE_HEADER = "x-durable-deadline-ms"  # the budget the caller had left when the call left it
+SIGN_AGAIN_HEADER = "x-durable-sign-again"  # on a 401 for a call signed before its callee started: it ran nothing
 
 INTERNAL_HEADERS = frozenset({INTERNAL_SIGNATURE_HEADER, INTERNAL_REQUEST_HEADER, INTERNAL_AUDIENCE_HEADER,
-                              OBJECT_NAME_HEADER, UNREACHABLE_HEADER, DEADLINE_HEADER})
+                              OBJECT_NAME_HEADER, UNREACHABLE_HEADER, DEADLINE_HEADER, SIGN_AGAIN_HEADER})
 
 
 def error_body(code: str, message: str) -> bytes:

@@ -14,9 +14,9 @@ from durable.asgi import asgi_fetch
 from durable.bindings import ServiceBinding
 from durable.ids import DurableObjectId
 from durable.rpc.client import RemoteTarget, internal_headers
+from durable.rpc.wire import INTERNAL_PREFIX, SIGN_AGAIN_HEADER
 from durable.runtime import Runtime
 from durable.server import Server, bind
-from durable.rpc.wire import INTERNAL_PREFIX
 from tests.conftest import PEER_TOML
 
 
@@ -158,3 +158,47 @@ async def test_alarm_runs_are_trace_events(runtime: Runtime) -> None:
     event = await __import__("asyncio").wait_for(session.queue.get(), 10)
     assert set(event["event"]) == {"scheduledTime"} and event["event"]["scheduledTime"].endswith("Z")
     assert event["outcome"] == "ok" and event["logs"][0]["message"] == ["alarm ran for traced"]
+
+
+class SignedOnceApp:
+    """A service behind signatures that started after the caller signed: a signature it has not
+    seen before the `refuse` count runs out is refused (401), with the sign-again mark if `mark`."""
+
+    def __init__(self, refuse: int, mark: bool) -> None:
+        self.refuse, self.mark, self.seen = refuse, mark, []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        self.seen.append(dict(scope["headers"]).get(b"x-test-signature", b"").decode())
+        refused = len(self.seen) <= self.refuse
+        headers = [(b"content-type", b"application/json")]
+        if refused and self.mark:
+            headers.append((SIGN_AGAIN_HEADER.encode(), b"1"))
+        await send({"type": "http.response.start", "status": 401 if refused else 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+
+@pytest.mark.parametrize("mark", [True, False])
+async def test_a_call_signed_before_its_callee_started_is_signed_again_once(runtime: Runtime, mark: bool) -> None:
+    """A reload's new process refuses what was signed before it started (its replay guard cannot
+    know those nonces), having run nothing: the binding signs the call anew and sends it once more.
+    Any other 401 is the callee's answer and goes back as it is."""
+    app = SignedOnceApp(refuse=1, mark=mark)
+    server = Server(app, bind("127.0.0.1", 0))
+    await server.start()
+    signatures = iter(range(1, 100))
+    try:
+        runtime.remote["signed-peer"] = server.url
+        binding = ServiceBinding("signed-peer", lambda: runtime.remote_target("signed-peer"), runtime.http)
+        response = await binding.fetch("/orders", method="POST", body="{}",
+                                       sign=lambda headers: [("x-test-signature", f"sig-{next(signatures)}")])
+        if mark:
+            assert response.status == 200 and app.seen == ["sig-1", "sig-2"]
+            assert SIGN_AGAIN_HEADER not in response.headers
+        else:
+            assert response.status == 401 and app.seen == ["sig-1"]
+    finally:
+        await server.stop()

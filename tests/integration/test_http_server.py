@@ -195,3 +195,37 @@ async def test_an_answer_leaves_in_one_send(served: tuple[EchoApp, Server]) -> N
 
     reads = await asyncio.to_thread(first_reads)
     assert all(read.endswith(b"\r\n\r\nGET /x 0") for read in reads), [r for r in reads if not r.endswith(b"0")][:1]
+
+
+async def test_a_request_sent_as_the_server_stops_is_answered_not_cut(served: tuple[EchoApp, Server]) -> None:
+    """A connection accepted a moment before the stop, its request not read yet, and a kept-alive
+    one between requests: a request on either, sent once the server has stopped accepting, is
+    answered (with `Connection: close`); a connection that sends nothing is closed after the
+    drain window. (uvicorn alone closes both at once: the client sees its request cut.)"""
+    app, server = served
+    fresh_reader, fresh = await connect(server)
+    kept_reader, kept = await connect(server)
+    kept.write(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (await response(kept_reader))[2] == b"GET /first 0"
+    idle_reader, idle = await connect(server)
+    while len(server._server.server_state.connections) < 3:  # all three accepted
+        await asyncio.sleep(0.01)
+    stopping = asyncio.ensure_future(server.stop())
+    host, port = server.sock.getsockname()[:2]
+    while True:  # the stop has begun: no more connections are accepted
+        try:
+            _, late = await asyncio.open_connection(host, port)
+        except OSError:
+            break
+        late.close()
+        await asyncio.sleep(0.01)
+    fresh.write(b"GET /fresh HTTP/1.1\r\nHost: x\r\n\r\n")
+    kept.write(b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+    for reader, expected in ((fresh_reader, b"GET /fresh 0"), (kept_reader, b"GET /second 0")):
+        status, headers, body = await asyncio.wait_for(response(reader), 10)
+        assert status == "HTTP/1.1 200 OK" and body == expected and headers.get("connection") == "close"
+        assert await reader.read() == b""
+    assert await asyncio.wait_for(idle_reader.read(), 10) == b""  # nothing sent: closed after the window
+    await asyncio.wait_for(stopping, 10)
+    for writer in (fresh, kept, idle):
+        writer.close()
