@@ -6,6 +6,7 @@ processes and never reaches the app.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import importlib.util
@@ -293,16 +294,17 @@ class Worker:
             with capture or _UNTRACED, deadline.within(self._budget_of(scope)):
                 handling = self.app(scope, receive, send_traced)
                 await (handling if cpu is None else timed(handling, cpu))
+        except asyncio.CancelledError:
+            if status is None:  # the server stopped before it answered (its grace period ran out)
+                status = await _answer_error(send, 503, "service_unavailable",
+                                             "The server stopped before this request finished; retry", True)
+            raise
         except Exception:
             # a framework logs its handlers' errors itself; what reaches here (a raw ASGI app's) would
             # otherwise be seen only by someone tailing
             log.exception("%s: %s %s failed", self.name, scope["method"], scope["path"])
             if status is None:  # never a stack trace to the client
-                status = 500
-                await send({"type": "http.response.start", "status": 500,
-                            "headers": [(b"content-type", b"application/json")]})
-                await send({"type": "http.response.body",
-                            "body": error_body("internal_error", "Internal Server Error")})
+                status = await _answer_error(send, 500, "internal_error", "Internal Server Error")
         finally:
             token.var.reset(token)
             tracing.reset(trace_token)
@@ -403,6 +405,16 @@ class Worker:
         await send({"type": "http.response.start", "status": 200 if outcome == "ok" else 500,
                     "headers": [(b"content-type", b"text/plain;charset=UTF-8")]})
         await send({"type": "http.response.body", "body": body})
+
+
+async def _answer_error(send: Any, status: int, code: str, message: str, retry: bool = False) -> int:
+    """The error envelope, for a request its app left unanswered; a retryable one says when."""
+    body = error_body(code, message)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status,
+                "headers": headers + ([(b"retry-after", b"1")] if retry else [])})
+    await send({"type": "http.response.body", "body": body})
+    return status
 
 
 def _with_request_id(start: dict[str, Any], request_id: bytes) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from durable.r2 import R2Object, R2ObjectBody, holds
 from models.health import Health
 from web.docs import documents_errors, documents_file, documents_path_patterns
 from web.errors import ApiError
-from web.health import node_ready
+from web.health import node_ready, readiness
 from web.service_auth import called_by
 
 from . import library, metrics, variants
@@ -239,4 +239,4 @@ async def health() -> Any:
     resize = pool()
     body.update(bucket=store, resize={"workers": resize.workers, "busy": resize.busy, "capacity": resize.capacity},
                 node=node)
-    return body, 200 if ok else 503
+    return readiness(body, ok)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections import Counter
-from dataclasses import dataclass, field
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -32,6 +33,7 @@ class ShopLoad:
     entries: list[str]  # gateway URLs, spread over as a load balancer would
     answers: list[Answer] = field(default_factory=list)
     created: list[str] = field(default_factory=list)  # ids of the orders acknowledged with a 201
+    retried: int = 0  # orders sent once more after their connection closed unanswered
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _began: float = 0.0
@@ -56,26 +58,41 @@ class ShopLoad:
             await asyncio.sleep(0.05)
 
     async def _shopper(self, i: int) -> None:
-        headers = {"Authorization": f"Bearer {self.tokens[i]}"}
+        auth = {"Authorization": f"Bearer {self.tokens[i]}"}
         turn = i
         while not self._stop.is_set():
             entry = self.entries[turn % len(self.entries)]
             turn += 1
-            await self._send(entry, "POST", "/api/orders", headers, {"productId": self.product_id, "quantity": 1})
-            await self._send(entry, "GET", "/api/orders?limit=5", headers, None)
+            order = {**auth, "Idempotency-Key": uuid.uuid4().hex}  # sent again, it is still one order
+            await self._send(entry, "POST", "/api/orders", order, {"productId": self.product_id, "quantity": 1})
+            await self._send(entry, "GET", "/api/orders?limit=5", auth, None)
 
     async def _send(self, entry: str, method: str, path: str, headers: dict[str, str], body: Any) -> None:
+        """One request, sent once more (as RFC 9112 §9.3.1 allows) when its connection closed before
+        any answer and sending it again is safe: aiohttp does so itself for idempotent methods, the
+        Idempotency-Key makes an order one. Its answer is the second attempt's."""
         sent = time.monotonic()
-        try:
-            async with self.http.request(method, entry + path, json=body, headers=headers) as resp:
-                reply = await resp.json(content_type=None)
-                if resp.status == 201 and method == "POST":
-                    self.created.append(reply["createdOrder"]["_id"])
-                answer = Answer(sent - self._began, time.monotonic() - sent, resp.status, entry,
-                                "Retry-After" in resp.headers,
-                                "" if resp.status < 300 else str((reply or {}).get("error", reply))[:200])
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            answer = Answer(sent - self._began, time.monotonic() - sent, type(exc).__name__, entry, detail=str(exc)[:200])
+        for attempt in (1, 2):
+            try:
+                async with self.http.request(method, entry + path, json=body, headers=headers) as resp:
+                    reply = await resp.json(content_type=None)
+                    if resp.status == 201 and method == "POST":
+                        self.created.append(reply["createdOrder"]["_id"])
+                    answer = Answer(sent - self._began, time.monotonic() - sent, resp.status, entry,
+                                    "Retry-After" in resp.headers,
+                                    "" if resp.status < 300 else str((reply or {}).get("error", reply))[:200])
+                    break
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                answer = Answer(sent - self._began, time.monotonic() - sent, type(exc).__name__, entry,
+                                detail=str(exc)[:200])
+                if attempt == 1 and "Idempotency-Key" in headers:
+                    self.retried += 1
+                    continue
+                break
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                answer = Answer(sent - self._began, time.monotonic() - sent, type(exc).__name__, entry,
+                                detail=str(exc)[:200])
+                break
         self.answers.append(answer)
 
     # -- what clients saw ------------------------------------------------------------------------

@@ -11,6 +11,13 @@ from durable import env
 from models.health import Health
 
 
+def readiness(body: dict[str, Any], ok: bool) -> tuple[dict[str, Any], int] | tuple[dict[str, Any], int, dict[str, str]]:
+    """A readiness answer: 200, or 503 with Retry-After. Not ready is this node saying a part is away
+    for now (its database, its place in the cluster while it joins or leaves): a gateway must not
+    count it as the service failing and open its circuit on every node's traffic."""
+    return (body, 200) if ok else (body, 503, {"Retry-After": "1"})
+
+
 def node_ready(node: dict[str, Any]) -> bool:
     """A cluster node serves its objects only once it has joined; one that runs alone always does."""
     return not node["cluster"] or bool(node["member"])

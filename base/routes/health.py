@@ -8,7 +8,7 @@ from quart_schema import document_response
 
 from durable import env
 from models.health import Health
-from web.health import node_ready
+from web.health import node_ready, readiness
 
 bp = Blueprint("health", __name__)
 
@@ -24,5 +24,5 @@ async def health() -> Any:
     body = Health.now(env.SERVICE_NAME, env.ENVIRONMENT, "ok" if ok else "degraded").model_dump()
     body["database"] = database
     body["node"] = node
-    return body, 200 if ok else 503
+    return readiness(body, ok)
 

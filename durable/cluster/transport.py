@@ -24,9 +24,14 @@ from ..rpc.client import HttpClient, RemoteTarget, open_object_socket, post_obje
 from .membership import Member
 from .node import ClusterNode
 
-ATTEMPTS = 60  # at most; the request's deadline ends the retries first (a shard moving takes seconds)
+ATTEMPTS = 60  # at most; the request's deadline, or MOVE_WAIT_S, ends the retries first
 FIRST_BACKOFF_S = 0.05
 MAX_BACKOFF_S = 1.0
+# How long a call keeps looking for an object's owner (its shard moving: a roll, a leave, a heal;
+# its node dead until the lease runs out) before it answers 503 with Retry-After: a client told
+# to come back in a second does better than one held until it gives up (ARCHITECTURE.md, Beyond
+# one machine). A graceful hand-off takes well under it.
+MOVE_WAIT_S = 3.0
 
 
 class ClusterTransport:
@@ -58,6 +63,7 @@ class ClusterTransport:
                         there: Callable[[RemoteTarget], Awaitable[Any]]) -> Any:
         backoff = FIRST_BACKOFF_S
         last: Exception | None = None
+        give_up_at = time.monotonic() + MOVE_WAIT_S
         for _ in range(ATTEMPTS):
             owner = self.node.owner(self.script_name, self.namespace, str(object_id))
             try:
@@ -73,7 +79,7 @@ class ClusterTransport:
                 return await self._remote(owner, target, there(target))
             except NotDelivered as exc:  # not the owner (any more), or no connection: it did not run
                 last = exc
-            left = deadline.remaining()
+            left = min(deadline.remaining(), give_up_at - time.monotonic())
             if left <= backoff:
                 break
             await asyncio.sleep(backoff)

@@ -11,7 +11,7 @@ from quart_schema import document_response
 from durable import env
 from durable.observe.probes import LastKnown
 from models.health import Health
-from web.health import node_ready
+from web.health import node_ready, readiness
 
 from ..providers import registry
 
@@ -50,5 +50,5 @@ async def health() -> Any:
     ok = database["status"] == "connected" and node_ready(node)
     body = Health.now(env.SERVICE_NAME, env.ENVIRONMENT, "ok" if ok else "degraded").model_dump()
     body.update(database=database, providers=providers, idempotency=idempotency, node=node)
-    return body, 200 if ok else 503
+    return readiness(body, ok)
 

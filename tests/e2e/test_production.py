@@ -325,6 +325,29 @@ def test_production_names_every_problem_at_once(tmp_path: Path) -> None:
 RELOADS = int(os.environ.get("RELOADS", "2"))  # RELOADS=20 for the long run (README, Failures)
 
 
+def _one_connection_per_request(url: str, done: threading.Event, outcomes: list[Any]) -> None:
+    while not done.is_set():
+        try:
+            outcomes.append(call("GET", url, headers={"Cache-Control": "no-cache"})[0])
+        except OSError as exc:
+            outcomes.append(repr(exc))
+
+
+def _kept_alive_connection(port: int, path: str, done: threading.Event, outcomes: list[Any]) -> None:
+    """http.client opens a new connection only once the server has closed the last one."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    while not done.is_set():
+        try:
+            connection.request("GET", path, headers={"Cache-Control": "no-cache"})
+            with connection.getresponse() as resp:
+                resp.read()
+                outcomes.append(resp.status)
+        except (OSError, http.client.HTTPException) as exc:
+            outcomes.append(repr(exc))
+            connection.close()
+    connection.close()
+
+
 def test_sighup_replaces_every_worker_process_and_no_request_fails(tmp_path: Path, mongo_uri: str,
                                                                    stripe_server) -> None:  # noqa: F811
     """A reload in place, RELOADS times: SIGHUP replaces each worker's process, one at a time,
@@ -358,29 +381,9 @@ def test_sighup_replaces_every_worker_process_and_no_request_fails(tmp_path: Pat
 
         assert version() == "v0"
         outcomes: dict[str, list[Any]] = {"new connections": [], "kept alive": []}
-
-        def one_per_request() -> None:
-            while not done.is_set():
-                try:
-                    outcomes["new connections"].append(call("GET", gateway + path,
-                                                            headers={"Cache-Control": "no-cache"})[0])
-                except OSError as exc:
-                    outcomes["new connections"].append(repr(exc))
-
-        def kept_alive() -> None:  # http.client opens a new connection only once the server closed it
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            while not done.is_set():
-                try:
-                    connection.request("GET", path, headers={"Cache-Control": "no-cache"})
-                    with connection.getresponse() as resp:
-                        resp.read()
-                        outcomes["kept alive"].append(resp.status)
-                except (OSError, http.client.HTTPException) as exc:
-                    outcomes["kept alive"].append(repr(exc))
-                    connection.close()
-            connection.close()
-
-        clients = [threading.Thread(target=one_per_request), threading.Thread(target=kept_alive)]
+        clients = [threading.Thread(target=_one_connection_per_request,
+                                    args=(gateway + path, done, outcomes["new connections"])),
+                   threading.Thread(target=_kept_alive_connection, args=(port, path, done, outcomes["kept alive"]))]
         for client in clients:
             client.start()
         for reload in range(1, RELOADS + 1):

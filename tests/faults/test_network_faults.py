@@ -11,7 +11,6 @@ failure table quotes these lines).
 from __future__ import annotations
 
 import asyncio
-import os
 import json
 import signal
 import time
@@ -27,9 +26,10 @@ from tests.shop_load import ShopLoad, check_stock
 
 WHY_NOT = unavailable()
 pytestmark = pytest.mark.skipif(WHY_NOT is not None, reason=f"no network namespaces here: {WHY_NOT}")
-# not yet reliable with the cores busy (issue 27): run with UNSETTLED=1; not counted as passing
-unsettled = pytest.mark.skipif(not os.environ.get("UNSETTLED"),
-                               reason="fails under CPU load for now (issue 27); UNSETTLED=1 runs it")
+# a rolling deploy's bounds, set from runs with both cores busy (1.0 % answered 503, the longest
+# answer 5.6 s; unloaded 0.46 % and 3.2 s); the code before drains and bounded moves gave 5 %, 26 s
+ROLL_UNAVAILABLE_SHARE = 0.03
+ROLL_LONGEST_S = 10.0
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabShop]:
@@ -104,7 +104,6 @@ def test_a_host_cut_off_from_everyone_longer_than_the_lease_then_healed(shop: La
               lambda: h3.heal(*others), [h1, h2], hold_s=LEASE_S * 4)
 
 
-@unsettled
 def test_a_host_cut_off_from_the_other_hosts_but_not_from_the_database(shop: LabShop) -> None:
     """An asymmetric partition: h3 still beats, so only its peers' suspicion (they cannot
     connect to it) can declare it dead and move its shards."""
@@ -125,13 +124,13 @@ def test_a_slow_link_to_one_host(shop: LabShop) -> None:
               [h1, h2, h3], hold_s=LEASE_S * 3, failing_for_s=LEASE_S * 2)
 
 
-@unsettled
 def test_a_rolling_deploy_of_every_host_and_back_keeps_every_order(shop: LabShop) -> None:
     """Each host in turn gets v2 (SIGHUP: each worker's new process joins, then the old one
     hands its shards off and leaves, while both serve one queue of connections), then each goes
     back to v1, all under load through every host's gateway: every version reaches every
-    process, the stock stays exact and every acknowledged order is stored. (Zero failed
-    requests is the goal and is not met yet: see the figures it prints.)"""
+    process, the stock stays exact, every acknowledged order is stored, no client sees a 500, a
+    502 or a connection cut (an order whose connection closed unanswered is sent once more with
+    its Idempotency-Key, as RFC 9112 allows), few see a 503 and nobody waits long."""
     async def scenario() -> None:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=45)) as http:
             await shop.settled(http)
@@ -139,13 +138,14 @@ def test_a_rolling_deploy_of_every_host_and_back_keeps_every_order(shop: LabShop
             load = ShopLoad(http, product, shop.tokens, [shop.gateway(h) for h in shop.hosts])
             load.start()
             began = time.monotonic()
+            per_host = len(await shop.versions(http, shop.hosts[0]))  # a process per worker
             try:
                 await load.served(40)
                 for version in ("v2", "v1"):
                     for host in shop.hosts:
                         shop.deploy(host, version)
                         limit = time.monotonic() + 120
-                        while await shop.versions(http, host) != [version] * 3:
+                        while await shop.versions(http, host) != [version] * per_host:
                             assert time.monotonic() < limit, await shop.versions(http, host)
                             await asyncio.sleep(0.2)
                         await load.served(20)
@@ -153,10 +153,12 @@ def test_a_rolling_deploy_of_every_host_and_back_keeps_every_order(shop: LabShop
                 await load.stop()
             rolled_s = time.monotonic() - began
             counted = await check_stock(shop.db(), product, STOCK, lambda: shop.stock(http, product), load.created)
-            # not yet zero, so not asserted: requests in a process's drain (a keep-alive connection
-            # closed under it, a call past the grace period, the gateway's breaker then opening)
-            # still fail, 0.3 % unloaded and up to 5 % with both cores busy; the figures say how many
             figures("a rolling deploy of 3 hosts to v2 and back", load, 0.0, load.now(),
-                    {**counted, "rolled for (s)": round(rolled_s, 1)})
+                    {**counted, "rolled for (s)": round(rolled_s, 1), "orders sent again": load.retried,
+                     "failures": dict(load.reasons(0.0).most_common(6))})
+            assert not load.wrong(), load.reasons(0.0).most_common(8)
+            answers = load.tally()
+            assert answers[503] / sum(answers.values()) < ROLL_UNAVAILABLE_SHARE, answers
+            assert load.longest(0.0) < ROLL_LONGEST_S, f"an answer took {load.longest(0.0):.1f} s"
 
     shop.lab.run(shop.client, scenario)

@@ -4,12 +4,14 @@ answers what it accepted (with `Connection: close`) and accepts nothing more."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+from durable.runtime import Runtime
 from durable.server import (
     MAX_REQUEST_HEAD_BYTES,
     BoundedHttpToolsProtocol,
@@ -229,3 +231,26 @@ async def test_a_request_sent_as_the_server_stops_is_answered_not_cut(served: tu
     await asyncio.wait_for(stopping, 10)
     for writer in (fresh, kept, idle):
         writer.close()
+
+
+async def test_a_request_cut_at_the_end_of_the_grace_period_is_a_retryable_503(runtime: Runtime) -> None:
+    """What a stop's grace period cannot wait for is cancelled; the worker answers it with the
+    error envelope, 503 and Retry-After (the client may come back), not uvicorn's bare 500."""
+    worker = runtime.workers["fx-counter"]
+    started = asyncio.Event()
+
+    async def endless(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    worker.app = endless  # type: ignore[assignment]
+    server = Server(worker, bind("127.0.0.1", 0), graceful_timeout_s=0.2)
+    await server.start()
+    reader, writer = await connect(server)
+    writer.write(b"GET /forever HTTP/1.1\r\nHost: x\r\n\r\n")
+    await started.wait()
+    await server.stop()
+    status, headers, body = await asyncio.wait_for(response(reader), 10)
+    assert status.startswith("HTTP/1.1 503") and headers.get("retry-after") == "1"
+    assert json.loads(body)["error"]["code"] == "service_unavailable"
+    writer.close()
