@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from . import deadline
-from .asgi import header_map, send_response
+from .asgi import header_map, send_response, through_binding
 from .assets import Assets
 from .compat import modules
 from .compat.entrypoint import EntrypointApp, ScheduledController
@@ -295,7 +295,8 @@ class Worker:
                 handling = self.app(scope, receive, send_traced)
                 await (handling if cpu is None else timed(handling, cpu))
         except asyncio.CancelledError:
-            if status is None:  # the server stopped before it answered (its grace period ran out)
+            # the server stopped before it answered (grace over); a caller here that gave up answers itself
+            if status is None and not through_binding(scope):
                 status = await _answer_error(send, 503, "service_unavailable",
                                              "The server stopped before this request finished; retry", True)
             raise
