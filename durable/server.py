@@ -18,6 +18,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .rpc.tls import MutualTls
+from .rpc.wire import error_body
 
 log = logging.getLogger("durable.server")
 
@@ -61,6 +62,7 @@ KEEP_ALIVE_S = 75  # longer than the idle timeout of the load balancers put in f
 # already on its way (a connection accepted a moment ago, a kept-alive one reused as we stop) is
 # answered, with `Connection: close`, instead of being cut unanswered (ARCHITECTURE.md, "The HTTP server")
 DRAIN_IDLE_S = 1.0
+_STOPPING_BODY = error_body("service_unavailable", "This server is stopping; retry")
 
 
 def websocket_max_bytes(worker_vars: dict[str, Any] | None) -> int:
@@ -115,6 +117,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     head_timeout_s: float = KEEP_ALIVE_S
     _draining = False
     _idle_timer: asyncio.TimerHandle | None = None
+    _idle_extended = False
     drain_idle_s: float = DRAIN_IDLE_S
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -138,8 +141,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._idle_timer = self.loop.call_later(self.drain_idle_s, self._close_if_idle)
 
     def _close_if_idle(self) -> None:
+        """A head still arriving gets one more window; then the connection closes all the same
+        (a trickling client must not hold the stop for its whole grace period)."""
         self._idle_timer = None
-        if not self._in_head and (self.cycle is None or self.cycle.response_complete):
+        if self._in_head and not self._idle_extended:
+            self._idle_extended = True
+            self._idle_timer = self.loop.call_later(self.drain_idle_s, self._close_if_idle)
+        elif self.cycle is None or self.cycle.response_complete:
             self.transport.close()
 
     def _cancel_idle_timer(self) -> None:
@@ -172,9 +180,20 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         self._cancel_head_timer()
         super().on_headers_complete()
-        if self._draining and self.cycle is not None:  # a request that came in while we stop: the last
+        if self._draining:  # a request that came in while we stop: the last on this connection
             self._cancel_idle_timer()
-            self.cycle.keep_alive = False
+            if self.cycle is not None:
+                self.cycle.keep_alive = False
+
+    def handle_websocket_upgrade(self) -> None:
+        """No new WebSocket on a server that is stopping: the next process takes it (503, retry)."""
+        if not self._draining:
+            super().handle_websocket_upgrade()
+            return
+        self.transport.write(b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+                             b"retry-after: 1\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s"
+                             % (len(_STOPPING_BODY), _STOPPING_BODY))
+        self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
         """A bad pipelined head while an earlier request still runs: that answer goes out first,

@@ -420,7 +420,8 @@ async def _answer_error(send: Any, status: int, code: str, message: str, retry: 
 
 def _with_request_id(start: dict[str, Any], request_id: bytes) -> dict[str, Any]:
     """The answer's head with the request's id, unless the app set one itself."""
-    headers = start.get("headers", ())
+    headers = start.get("headers") or ()
+    headers = headers if isinstance(headers, (list, tuple)) else list(headers)  # any iterable: read once
     for name, _ in headers:
         if name.lower() == b"x-request-id":
             return start

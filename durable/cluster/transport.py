@@ -30,7 +30,8 @@ MAX_BACKOFF_S = 1.0
 # How long a call keeps looking for an object's owner (its shard moving: a roll, a leave, a heal;
 # its node dead until the lease runs out) before it answers 503 with Retry-After: a client told
 # to come back in a second does better than one held until it gives up (ARCHITECTURE.md, Beyond
-# one machine). A graceful hand-off takes well under it.
+# one machine). A graceful hand-off usually takes well under it (its drain is capped at 5 s). No
+# new attempt starts after it; one under way still runs within the request's deadline.
 MOVE_WAIT_S = 3.0
 
 

@@ -297,6 +297,7 @@ class RequestMeter:
         self.totals = RequestTotals()
         # (route, method, status) → its series' bound updates; statuses are few, so are these
         self._series: dict[tuple[str, str, int | None], tuple[Any, Any, Any]] = {}
+        self._counts: dict[tuple[str, str, int | None], Any] = {}  # a WebSocket's: a count, no timings
 
     def observe(self, route: str, method: str, status: int | None, wall_s: float, cpu_s: float | None) -> None:
         """One answered request; `cpu_s` None when its app could not be metered."""
@@ -319,10 +320,12 @@ class RequestMeter:
 
     def count(self, route: str, method: str, status: int | None) -> None:
         """Count one answered request (alone, without timings: a WebSocket, whose duration is its lifetime)."""
-        series = self._series.get((route, method, status))
-        if series is None:
-            series = self._series[(route, method, status)] = self._resolve(route, method, status)
-        series[2]()
+        count = self._counts.get((route, method, status))
+        if count is None:
+            REQUESTS.labels(self.worker, route, method, "5xx")
+            count = self._counts[(route, method, status)] = REQUESTS.labels(
+                self.worker, route, method, status_class(status)).inc
+        count()
         self.totals.requests += 1
         if not status or status >= 500:
             self.totals.errors += 1

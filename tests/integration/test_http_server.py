@@ -13,6 +13,7 @@ import pytest
 
 from durable.runtime import Runtime
 from durable.server import (
+    DRAIN_IDLE_S,
     MAX_REQUEST_HEAD_BYTES,
     BoundedHttpToolsProtocol,
     Server,
@@ -65,6 +66,19 @@ async def served() -> AsyncIterator[tuple[EchoApp, Server]]:
 async def connect(server: Server) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     host, port = server.sock.getsockname()[:2]
     return await asyncio.open_connection(host, port)
+
+
+async def stop_accepting(server: Server) -> asyncio.Future[None]:
+    """Begin the server's stop; return (the stop under way) once its listening socket refuses."""
+    stopping = asyncio.ensure_future(server.stop())
+    host, port = server.sock.getsockname()[:2]
+    while True:  # the listening socket closes first
+        try:
+            _, late = await asyncio.open_connection(host, port)
+        except OSError:
+            return stopping
+        late.close()
+        await asyncio.sleep(0.01)
 
 
 async def response(reader: asyncio.StreamReader) -> tuple[str, dict[str, str], bytes]:
@@ -165,15 +179,7 @@ async def test_stop_answers_the_accepted_request_with_connection_close_and_accep
     reader, writer = await connect(server)
     writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
     await app.slow_started.wait()
-    stopping = asyncio.ensure_future(server.stop())
-    host, port = server.sock.getsockname()[:2]
-    while True:  # the listening socket closes first
-        try:
-            _, late = await asyncio.open_connection(host, port)
-        except OSError:
-            break
-        late.close()
-        await asyncio.sleep(0.01)
+    stopping = await stop_accepting(server)
     app.release.set()
     status, headers, body = await response(reader)
     assert status == "HTTP/1.1 200 OK" and body == b"GET /slow 0" and headers.get("connection") == "close"
@@ -212,15 +218,9 @@ async def test_a_request_sent_as_the_server_stops_is_answered_not_cut(served: tu
     idle_reader, idle = await connect(server)
     while len(server._server.server_state.connections) < 3:  # all three accepted
         await asyncio.sleep(0.01)
-    stopping = asyncio.ensure_future(server.stop())
-    host, port = server.sock.getsockname()[:2]
-    while True:  # the stop has begun: no more connections are accepted
-        try:
-            _, late = await asyncio.open_connection(host, port)
-        except OSError:
-            break
-        late.close()
-        await asyncio.sleep(0.01)
+    loop = asyncio.get_running_loop()
+    stop_began = loop.time()
+    stopping = await stop_accepting(server)
     fresh.write(b"GET /fresh HTTP/1.1\r\nHost: x\r\n\r\n")
     kept.write(b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
     for reader, expected in ((fresh_reader, b"GET /fresh 0"), (kept_reader, b"GET /second 0")):
@@ -228,6 +228,7 @@ async def test_a_request_sent_as_the_server_stops_is_answered_not_cut(served: tu
         assert status == "HTTP/1.1 200 OK" and body == expected and headers.get("connection") == "close"
         assert await reader.read() == b""
     assert await asyncio.wait_for(idle_reader.read(), 10) == b""  # nothing sent: closed after the window
+    assert loop.time() - stop_began >= DRAIN_IDLE_S * 0.9  # (uvicorn alone closes it at once)
     await asyncio.wait_for(stopping, 10)
     for writer in (fresh, kept, idle):
         writer.close()
@@ -243,14 +244,36 @@ async def test_a_request_cut_at_the_end_of_the_grace_period_is_a_retryable_503(r
         started.set()
         await asyncio.Event().wait()
 
-    worker.app = endless  # type: ignore[assignment]
+    healthy, worker.app = worker.app, endless  # type: ignore[assignment]
     server = Server(worker, bind("127.0.0.1", 0), graceful_timeout_s=0.2)
     await server.start()
+    try:
+        reader, writer = await connect(server)
+        writer.write(b"GET /forever HTTP/1.1\r\nHost: x\r\n\r\n")
+        await started.wait()
+        await server.stop()
+        status, headers, body = await asyncio.wait_for(response(reader), 10)
+        assert status.startswith("HTTP/1.1 503") and headers.get("retry-after") == "1"
+        assert json.loads(body)["error"]["code"] == "service_unavailable"
+        writer.close()
+    finally:
+        await server.stop()
+        worker.app = healthy
+
+
+async def test_a_websocket_asked_for_as_the_server_stops_is_refused_with_a_retryable_503(
+        served: tuple[EchoApp, Server]) -> None:
+    """A WebSocket would outlive the stop (and be cut by it): the next process takes it."""
+    _, server = served
     reader, writer = await connect(server)
-    writer.write(b"GET /forever HTTP/1.1\r\nHost: x\r\n\r\n")
-    await started.wait()
-    await server.stop()
+    while len(server._server.server_state.connections) < 1:
+        await asyncio.sleep(0.01)
+    stopping = await stop_accepting(server)
+    writer.write(b"GET /live HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
     status, headers, body = await asyncio.wait_for(response(reader), 10)
     assert status.startswith("HTTP/1.1 503") and headers.get("retry-after") == "1"
     assert json.loads(body)["error"]["code"] == "service_unavailable"
+    assert await reader.read() == b""
+    await asyncio.wait_for(stopping, 10)
     writer.close()
