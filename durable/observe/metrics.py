@@ -322,21 +322,22 @@ class RequestMeter:
         """Count one answered request (alone, without timings: a WebSocket, whose duration is its lifetime)."""
         count = self._counts.get((route, method, status))
         if count is None:
-            REQUESTS.labels(self.worker, route, method, "5xx")
-            count = self._counts[(route, method, status)] = REQUESTS.labels(
-                self.worker, route, method, status_class(status)).inc
+            count = self._counts[(route, method, status)] = self._counter(route, method, status)
         count()
         self.totals.requests += 1
         if not status or status >= 500:
             self.totals.errors += 1
 
     def _resolve(self, route: str, method: str, status: int | None) -> tuple[Any, Any, Any]:
-        """The bound updates of one (route, method, status): label lookups cost more than the
-        updates, and a route's first 5xx must show in rate(), so its 5xx series starts at 0."""
-        REQUESTS.labels(self.worker, route, method, "5xx")
+        """The bound updates of one (route, method, status): label lookups cost more than the updates."""
         return (REQUEST_SECONDS.labels(self.worker, route, method).observe,
-                REQUEST_CPU.labels(self.worker, route, method).observe,
-                REQUESTS.labels(self.worker, route, method, status_class(status)).inc)
+                REQUEST_CPU.labels(self.worker, route, method).observe, self._counter(route, method, status))
+
+    def _counter(self, route: str, method: str, status: int | None) -> Any:
+        """The bound increment of one status's count; a route's first 5xx must show in rate(), so
+        its 5xx series starts at 0."""
+        REQUESTS.labels(self.worker, route, method, "5xx")
+        return REQUESTS.labels(self.worker, route, method, status_class(status)).inc
 
 
 class BindingMeter:
